@@ -1,0 +1,307 @@
+"""The buddy allocator's free lists: split, merge, fallback, claim and steal.
+
+Follows mm/page_alloc.c: `__rmqueue_smallest`, `expand`, `__rmqueue_fallback`,
+`find_suitable_fallback`, `steal_suitable_fallback` (4.4 and 6.1 forms),
+`try_to_claim_block`/`page_del_and_expand` (6.10 "freelist hygiene"), `boost_watermark`,
+`move_freepages_block` and `__free_one_page` with `buddy_merge_likely`. Functions here
+change state and never wait: the callers turn the work into simulated time and hold
+`zone->lock` around it. Simplified: no CMA, ISOLATE, HIGHATOMIC reserve or page shuffling,
+so every merge at or above pageblock order is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from sim.config import MAX_ORDER, PAGEBLOCK_ORDER, ClaimRule
+from sim.gfp import ALLOC_KSWAPD, ALLOC_NOFRAGMENT
+from sim.page import ALLOC, KIND_NONE, PCP, PG_LRU, PG_MOVABLE_OPS, TAIL
+from sim.pageblock import (FALLBACKS, PAGEBLOCK_NR_PAGES, MigrateType, Pageblocks,
+                           can_steal_fallback)
+from sim.zone import WMARK_HIGH, Zone
+
+NR_ORDERS = MAX_ORDER + 1
+
+
+@dataclasses.dataclass(slots=True)
+class BuddyPolicy:
+    """The allocator's switches and tunables, as plain values."""
+
+    claim_rule: ClaimRule = ClaimRule.FREELIST_HYGIENE
+    watermark_boost_factor: int = 15000     # 0 disables boosting
+    pageblocks: Pageblocks | None = None
+    on_extfrag: object = None               # callable(pfn, order, fallback_order, start_mt, fallback_mt, change_ownership)
+
+
+# --- list primitives -----------------------------------------------------------------
+
+def add_to_free_list(z: Zone, pfn: int, order: int, mt: int, tail: bool = False) -> None:
+    mem = z.mem
+    mem.pstate[pfn] = (mt << 4) | order
+    head = z.free_head[order][mt]
+    if tail:
+        mem.list_add_tail(head, pfn)
+    else:
+        mem.list_add(head, pfn)
+    z.nr_free[order] += 1
+    z.nr_free_mt[order][mt] += 1
+    z.free_pages += 1 << order
+
+
+def del_page_from_free_list(z: Zone, pfn: int, order: int, mt: int) -> None:
+    z.mem.list_del(pfn)
+    z.mem.pstate[pfn] = TAIL
+    z.nr_free[order] -= 1
+    z.nr_free_mt[order][mt] -= 1
+    z.free_pages -= 1 << order
+
+
+def move_to_free_list(z: Zone, pfn: int, order: int, old_mt: int, new_mt: int) -> None:
+    del_page_from_free_list(z, pfn, order, old_mt)
+    add_to_free_list(z, pfn, order, new_mt)
+
+
+def expand(z: Zone, pfn: int, low: int, high: int, mt: int) -> None:
+    """Split a block of order `high` down to `low`; upper halves go to the list heads."""
+    while high > low:
+        high -= 1
+        add_to_free_list(z, pfn + (1 << high), high, mt)
+
+
+def mark_allocated(z: Zone, pfn: int, order: int) -> None:
+    """Head carries ALLOC+order; tails were TAIL already (free block interiors)."""
+    z.mem.pstate[pfn] = ALLOC + order
+
+
+def page_del_and_expand(z: Zone, pfn: int, low: int, high: int, list_mt: int, to_mt: int) -> None:
+    del_page_from_free_list(z, pfn, high, list_mt)
+    expand(z, pfn, low, high, to_mt)
+
+
+# --- allocation ------------------------------------------------------------------------
+
+def rmqueue_smallest(z: Zone, order: int, mt: int) -> int:
+    """__rmqueue_smallest: the smallest free block >= order on `mt`'s lists, split."""
+    nr_free_mt = z.nr_free_mt
+    for o in range(order, NR_ORDERS):
+        if nr_free_mt[o][mt]:
+            pfn = z.mem.nxt[z.free_head[o][mt]]
+            page_del_and_expand(z, pfn, order, o, mt, mt)
+            return pfn
+    return -1
+
+
+def find_suitable_fallback(z: Zone, order: int, start_mt: int, only_stealable: bool
+                           ) -> tuple[int, bool]:
+    """(fallback migratetype or -1, can_steal) at exactly `order`."""
+    if not z.nr_free[order]:
+        return -1, False
+    row = z.nr_free_mt[order]
+    can_steal = False
+    for fmt in FALLBACKS[start_mt]:
+        if not row[fmt]:
+            continue
+        if order >= PAGEBLOCK_ORDER or can_steal_fallback(order, start_mt):
+            can_steal = True
+        if not only_stealable or can_steal:
+            return fmt, can_steal
+    return -1, can_steal
+
+
+def boost_watermark(z: Zone, policy: BuddyPolicy) -> bool:
+    """boost_watermark (5.0+): +1 pageblock, capped at high * factor / 10000."""
+    factor = policy.watermark_boost_factor
+    if not factor or PAGEBLOCK_NR_PAGES * 4 > z.managed_pages:
+        return False
+    max_boost = z.watermark[WMARK_HIGH] * factor // 10000
+    if not max_boost:
+        return False
+    max_boost = max(PAGEBLOCK_NR_PAGES, max_boost)
+    z.watermark_boost = min(z.watermark_boost + PAGEBLOCK_NR_PAGES, max_boost)
+    return True
+
+
+def count_block(z: Zone, pfn: int) -> tuple[int, int]:
+    """(free pages, in-use movable pages) in the pageblock holding `pfn` (within the zone)."""
+    mem = z.mem
+    pstate, flags = mem.pstate, mem.flags
+    start = max(pfn & ~(PAGEBLOCK_NR_PAGES - 1), z.zone_start_pfn)
+    end = min(start + PAGEBLOCK_NR_PAGES, z.zone_end_pfn)
+    free = movable = 0
+    p = start
+    while p < end:
+        s = pstate[p]
+        if s < 64:                       # free buddy head
+            free += 1 << (s & 15)
+            p += 1 << (s & 15)
+        elif ALLOC <= s < PCP:
+            if flags[p] & (PG_LRU | PG_MOVABLE_OPS):
+                movable += 1 << (s - ALLOC)
+            p += 1 << (s - ALLOC)
+        else:
+            p += 1
+    return free, movable
+
+
+def move_freepages_block(z: Zone, pfn: int, new_mt: int) -> int:
+    """Move every free block of the pageblock to `new_mt`'s lists; returns pages moved."""
+    pstate = z.mem.pstate
+    start = max(pfn & ~(PAGEBLOCK_NR_PAGES - 1), z.zone_start_pfn)
+    end = min(start + PAGEBLOCK_NR_PAGES, z.zone_end_pfn)
+    moved = 0
+    p = start
+    while p < end:
+        s = pstate[p]
+        if s < 64:
+            order = s & 15
+            if s >> 4 != new_mt:
+                move_to_free_list(z, p, order, s >> 4, new_mt)
+            moved += 1 << order
+            p += 1 << order
+        elif ALLOC <= s < PCP:
+            p += 1 << (s - ALLOC)
+        else:
+            p += 1
+    return moved
+
+
+def _alike_pages(start_mt: int, block_mt: int, free: int, movable: int) -> int:
+    if start_mt == MigrateType.MOVABLE:
+        return movable
+    if block_mt == MigrateType.MOVABLE:
+        return PAGEBLOCK_NR_PAGES - (free + movable)
+    return 0
+
+
+def _boost(z: Zone, policy: BuddyPolicy, alloc_flags: int) -> None:
+    if boost_watermark(z, policy) and alloc_flags & ALLOC_KSWAPD:
+        z.boosted = True
+
+
+def steal_suitable_fallback(z: Zone, pfn: int, fallback_order: int, order: int, start_mt: int,
+                            fallback_mt: int, alloc_flags: int, whole_block: bool,
+                            policy: BuddyPolicy) -> int:
+    """Take the found block for `start_mt`; returns the allocated pfn.
+
+    FREE_COUNT (4.4): move the block's free pages, relabel if they are >= half a block,
+    split the found page with remainders on the requester's lists. IN_USE_COUNT (4.12 to
+    6.9): boost, move the free pages, relabel if free + compatible in-use >= half, then
+    allocate from the requester's lists. FREELIST_HYGIENE (6.10+): claim (move and relabel)
+    only when the half-block rule holds; otherwise take just the page and leave the
+    remainders on the block's own type.
+    """
+    pb = policy.pageblocks
+    rule = policy.claim_rule
+    if fallback_order >= PAGEBLOCK_ORDER:
+        pb.change_pageblock_range(pfn, fallback_order, start_mt)
+        page_del_and_expand(z, pfn, order, fallback_order, fallback_mt, start_mt)
+        return pfn
+    if rule is ClaimRule.FREE_COUNT:
+        if whole_block:
+            moved = move_freepages_block(z, pfn, start_mt)
+            if moved >= PAGEBLOCK_NR_PAGES // 2:
+                pb.set_pageblock_migratetype(pfn, start_mt)
+            fallback_mt = start_mt
+        page_del_and_expand(z, pfn, order, fallback_order, fallback_mt, start_mt)
+        return pfn
+    _boost(z, policy, alloc_flags)
+    block_mt = pb.get_pageblock_migratetype(pfn)
+    if rule is ClaimRule.IN_USE_COUNT:
+        if not whole_block:
+            move_to_free_list(z, pfn, fallback_order, fallback_mt, start_mt)
+        else:
+            free, movable = count_block(z, pfn)
+            move_freepages_block(z, pfn, start_mt)
+            if free + _alike_pages(start_mt, block_mt, free, movable) >= PAGEBLOCK_NR_PAGES // 2:
+                pb.set_pageblock_migratetype(pfn, start_mt)
+        return rmqueue_smallest(z, order, start_mt)
+    # FREELIST_HYGIENE
+    if whole_block:
+        free, movable = count_block(z, pfn)
+        if free + _alike_pages(start_mt, block_mt, free, movable) >= PAGEBLOCK_NR_PAGES // 2:
+            move_freepages_block(z, pfn, start_mt)
+            pb.set_pageblock_migratetype(pfn, start_mt)
+            return rmqueue_smallest(z, order, start_mt)
+    page_del_and_expand(z, pfn, order, fallback_order, fallback_mt, fallback_mt)
+    return pfn
+
+
+def rmqueue_fallback(z: Zone, order: int, start_mt: int, alloc_flags: int,
+                     policy: BuddyPolicy) -> int:
+    """__rmqueue_fallback: largest block of a fallback type, or the smallest for movable."""
+    min_order = PAGEBLOCK_ORDER if alloc_flags & ALLOC_NOFRAGMENT and order < PAGEBLOCK_ORDER \
+        else order
+    found = -1
+    can_steal = False
+    fallback_order = MAX_ORDER
+    while fallback_order >= min_order:
+        found, can_steal = find_suitable_fallback(z, fallback_order, start_mt, False)
+        if found != -1:
+            break
+        fallback_order -= 1
+    if found == -1:
+        return -1
+    smallest_first = policy.claim_rule is not ClaimRule.FREE_COUNT
+    if (smallest_first and not can_steal and start_mt == MigrateType.MOVABLE
+            and fallback_order > order):
+        for fallback_order in range(order, NR_ORDERS):
+            found, can_steal = find_suitable_fallback(z, fallback_order, start_mt, False)
+            if found != -1:
+                break
+    pfn = z.mem.nxt[z.free_head[fallback_order][found]]
+    got = steal_suitable_fallback(z, pfn, fallback_order, order, start_mt, found, alloc_flags,
+                                  can_steal, policy)
+    if policy.on_extfrag is not None:
+        change = policy.pageblocks.get_pageblock_migratetype(pfn) == start_mt
+        policy.on_extfrag(z, pfn, order, fallback_order, start_mt, found, change)
+    return got
+
+
+def rmqueue(z: Zone, order: int, mt: int, alloc_flags: int, policy: BuddyPolicy) -> int:
+    """__rmqueue: own lists first, then fallback; -1 when the zone has nothing to give."""
+    pfn = rmqueue_smallest(z, order, mt)
+    if pfn < 0:
+        pfn = rmqueue_fallback(z, order, mt, alloc_flags, policy)
+    if pfn >= 0:
+        mark_allocated(z, pfn, order)
+    return pfn
+
+
+# --- freeing ---------------------------------------------------------------------------
+
+def buddy_merge_likely(z: Zone, pfn: int, buddy_pfn: int, order: int) -> bool:
+    """The parent's buddy one order up is free: this block may merge soon; queue at tail."""
+    if order >= MAX_ORDER - 1:
+        return False
+    higher = buddy_pfn & pfn
+    higher_buddy = higher ^ (1 << (order + 1))
+    if not z.contains(higher_buddy):
+        return False
+    s = z.mem.pstate[higher_buddy]
+    return s < 64 and (s & 15) == order + 1
+
+
+def free_one_page(z: Zone, pfn: int, order: int, mt: int, to_tail: bool = False) -> int:
+    """__free_one_page: merge with free buddies up to MAX_ORDER; returns the final head."""
+    mem = z.mem
+    pstate = mem.pstate
+    mem.kind[pfn] = KIND_NONE
+    mem.flags[pfn] = 0
+    mem.expire[pfn] = 0
+    start, end = z.zone_start_pfn, z.zone_start_pfn + z.spanned_pages
+    buddy = pfn
+    while order < MAX_ORDER:
+        buddy = pfn ^ (1 << order)
+        if not start <= buddy < end:
+            break
+        s = pstate[buddy]
+        if s >= 64 or (s & 15) != order:
+            break
+        del_page_from_free_list(z, buddy, order, s >> 4)
+        pstate[pfn] = TAIL
+        pfn &= buddy
+        order += 1
+    if not to_tail:
+        to_tail = buddy_merge_likely(z, pfn, pfn ^ (1 << order), order)
+    add_to_free_list(z, pfn, order, mt, to_tail)
+    return pfn

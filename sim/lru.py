@@ -1,0 +1,43 @@
+"""LRU lists and the page bookkeeping shared by the workload, reclaim and migration.
+
+Follows include/linux/mm_inline.h (`add_page_to_lru_list`, `del_page_from_lru_list`) with
+one list per node for anon, file and unevictable pages (the lruvec), in the order pages
+were added. Simplified: no active/inactive split, no referenced bit, no MGLRU
+generations; reclaim takes pages from the cold end in the order they were added.
+Also keeps per-kind page counts for the /proc/vmstat gauges.
+"""
+
+from __future__ import annotations
+
+from sim.config import PageKind
+from sim.machine import LRU_ANON, LRU_FILE, LRU_UNEVICTABLE, Machine
+from sim.page import KIND_CODE, PG_LRU, PG_MLOCKED
+
+LRU_KINDS = {KIND_CODE[PageKind.FILE]: LRU_FILE, KIND_CODE[PageKind.ANON]: LRU_ANON,
+             KIND_CODE[PageKind.THP]: LRU_ANON, KIND_CODE[PageKind.PINNED]: LRU_ANON}
+
+
+def node_of(m: Machine, pfn: int) -> int:
+    return pfn // m.nodes[0].nr_pages
+
+
+def lru_list_for(kind_code: int, flags: int) -> int:
+    """Which list an LRU page of this kind belongs on, or -1 for non-LRU kinds."""
+    lru = LRU_KINDS.get(kind_code, -1)
+    if lru >= 0 and flags & PG_MLOCKED:
+        return LRU_UNEVICTABLE
+    return lru
+
+
+def add_page_to_lru(m: Machine, pfn: int, nr_pages: int, lru: int) -> None:
+    node = m.nodes[pfn // m.nodes[0].nr_pages]
+    m.mem.list_add(node.lists[lru], pfn)
+    node.lru_size[lru] += nr_pages
+    m.mem.flags[pfn] |= PG_LRU
+
+
+def del_page_from_lru(m: Machine, pfn: int, nr_pages: int, lru: int) -> None:
+    node = m.nodes[pfn // m.nodes[0].nr_pages]
+    m.mem.list_del(pfn)
+    node.lru_size[lru] -= nr_pages
+    m.mem.flags[pfn] &= ~PG_LRU

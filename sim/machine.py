@@ -1,0 +1,168 @@
+"""Building the simulated machine: nodes, zones, the memmap and its cost.
+
+Follows mm/mm_init.c / page_alloc.c boot-time setup in outline: zones are laid out per
+node (DMA32 below Normal on node 0 when configured), the memmap (`struct page` array) is
+reserved from the top of each node as memblock allocates it, everything else is freed to
+the buddy lists as maximal blocks, watermarks, lowmem reserves and pcp sizes are
+computed. `struct_page_bytes` gives the memmap cost of each movable-ops design.
+Simplified: no holes, no DMA zone, no kernel image or other boot reservations.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import simpy
+
+from sim.buddy import BuddyPolicy, free_one_page
+from sim.config import MAX_ORDER, MovableOps, PAGE_SIZE, SimConfig, ThpEnabled
+from sim.locks import SimLock
+from sim.page import ALLOC, KIND_RESERVED, MemMap
+from sim.pageblock import PAGEBLOCK_ORDER, Pageblocks
+from sim.pcp import PerCpuPages
+from sim.tracepoint import TraceBuffer
+from sim.vmstat import new_events
+from sim.zone import (Zone, calculate_min_free_kbytes, recommended_min_free_kbytes,
+                      setup_per_zone_lowmem_reserve, setup_per_zone_wmarks, zone_batchsize,
+                      zone_highsize)
+
+# Per-node list heads: LRU lists (node-wide lruvec) and driver page lists.
+LRU_ANON, LRU_FILE, LRU_UNEVICTABLE, LIST_ZSPAGES, LIST_BALLOON = range(5)
+NR_NODE_LISTS = 5
+EXTRA_POINTERS_PAGE_FLAG_CALLBACKS = 3   # isolate, put, migrate (the 2015 proposal)
+
+
+def struct_page_bytes(base: int, design: MovableOps) -> int:
+    """sizeof(struct page) under a movable-ops design, after 16-byte alignment
+    (CONFIG_HAVE_ALIGNED_STRUCT_PAGE)."""
+    size = base
+    if design is MovableOps.PAGE_FLAG_CALLBACKS:
+        size += 8 * EXTRA_POINTERS_PAGE_FLAG_CALLBACKS
+    return (size + 15) // 16 * 16
+
+
+@dataclasses.dataclass(slots=True)
+class Node:
+    """pg_data_t: a node's zones, CPUs and LRU lists."""
+
+    node_id: int
+    start_pfn: int
+    nr_pages: int
+    zones: list[Zone]
+    cpus: list[int]
+    lists: list[int]                    # list heads, indexed by LRU_ANON ...
+    lru_size: list[int] = dataclasses.field(default_factory=lambda: [0] * NR_NODE_LISTS)
+    memmap_pages: int = 0
+
+
+@dataclasses.dataclass(slots=True)
+class Machine:
+    """The simulated hardware state every mechanism works on (no behaviour of its own)."""
+
+    env: simpy.Environment
+    config: SimConfig
+    mem: MemMap
+    pageblocks: Pageblocks
+    nodes: list[Node]
+    zones: list[Zone]
+    policy: BuddyPolicy
+    min_free_kbytes: int
+    struct_page_size: int
+    cpu_node: list[int]
+    events: dict[str, int]              # /proc/vmstat event counters
+    trace: TraceBuffer | None           # tracepoints, when any are enabled
+
+    def zone_of(self, pfn: int) -> Zone:
+        for z in self.zones:
+            if z.zone_start_pfn <= pfn < z.zone_start_pfn + z.spanned_pages:
+                return z
+        raise IndexError(f"pfn {pfn:#x} is outside every zone")
+
+    @property
+    def total_pages(self) -> int:
+        return self.mem.nr_pages
+
+    @property
+    def managed_pages(self) -> int:
+        return sum(z.managed_pages for z in self.zones)
+
+
+def free_range(z: Zone, start: int, end: int, mt: int) -> None:
+    """Free [start, end) to the buddy lists as maximal aligned blocks (memblock_free_all)."""
+    pfn = start
+    while pfn < end:
+        order = MAX_ORDER
+        while order and (pfn & ((1 << order) - 1) or pfn + (1 << order) > end):
+            order -= 1
+        free_one_page(z, pfn, order, mt, to_tail=True)
+        pfn += 1 << order
+
+
+def build_machine(cfg: SimConfig, env: simpy.Environment) -> Machine:
+    mc = cfg.machine
+    node_pages = mc.memory // PAGE_SIZE
+    nr_pages = node_pages * mc.nodes
+    heads = mc.nodes * (NR_NODE_LISTS + 2 * (MAX_ORDER + 1) * 4)
+    mem = MemMap(nr_pages, heads)
+    pageblocks = Pageblocks(nr_pages >> PAGEBLOCK_ORDER)
+    sps = struct_page_bytes(mc.struct_page_size, cfg.kernel.movable_ops)
+    cpus_per_node = mc.cpus // mc.nodes
+    cpu_node = [min(c // cpus_per_node, mc.nodes - 1) for c in range(mc.cpus)]
+    nodes: list[Node] = []
+    zones: list[Zone] = []
+    for nid in range(mc.nodes):
+        start = nid * node_pages
+        spans = [("Normal", 1, start, node_pages)]
+        if nid == 0 and mc.dma32:
+            dma32 = mc.dma32 // PAGE_SIZE
+            spans = [("DMA32", 0, start, dma32), ("Normal", 1, start + dma32, node_pages - dma32)]
+        node_zones = [Zone(node_id=nid, zone_idx=idx, name=name, start_pfn=s, nr_pages=n,
+                           mem=mem, lock=SimLock(env, f"zone_lock/{nid}/{name}"))
+                      for name, idx, s, n in spans]
+        memmap = -(-node_pages * sps // PAGE_SIZE)
+        top = node_zones[-1]
+        top.managed_pages -= memmap
+        first_reserved = start + node_pages - memmap
+        mem.pstate[first_reserved:start + node_pages] = bytes([ALLOC]) * memmap
+        mem.kind[first_reserved:start + node_pages] = bytes([KIND_RESERVED]) * memmap
+        nodes.append(Node(node_id=nid, start_pfn=start, nr_pages=node_pages, zones=node_zones,
+                          cpus=[c for c in range(mc.cpus) if cpu_node[c] == nid],
+                          lists=[mem.new_list() for _ in range(NR_NODE_LISTS)],
+                          memmap_pages=memmap))
+        zones.extend(node_zones)
+    policy = BuddyPolicy(claim_rule=cfg.kernel.claim_rule,
+                         watermark_boost_factor=(cfg.tunables.watermark_boost_factor
+                                                 if cfg.kernel.watermark_boost else 0),
+                         pageblocks=pageblocks)
+    for z in zones:
+        end = z.zone_end_pfn
+        if z is z_top(nodes, z):
+            end -= nodes[z.node_id].memmap_pages
+        free_range(z, z.zone_start_pfn, end, 1)
+    managed = sum(z.managed_pages for z in zones)
+    min_free_kbytes = cfg.tunables.min_free_kbytes
+    if min_free_kbytes is None:
+        min_free_kbytes = calculate_min_free_kbytes(managed * 4)
+        if cfg.tunables.thp_enabled is not ThpEnabled.NEVER:
+            min_free_kbytes = max(min_free_kbytes,
+                                  recommended_min_free_kbytes(len(zones), managed))
+    setup_per_zone_wmarks(zones, min_free_kbytes, cfg.tunables.watermark_scale_factor,
+                          cfg.kernel.scaled_watermarks)
+    for node in nodes:
+        setup_per_zone_lowmem_reserve(node.zones, cfg.tunables.lowmem_reserve_ratio)
+    if cfg.kernel.pcp:
+        for z in zones:
+            batch = zone_batchsize(z.managed_pages)
+            high = zone_highsize(z, batch, len(nodes[z.node_id].cpus),
+                                 cfg.tunables.percpu_pagelist_high_fraction)
+            z.pcp = PerCpuPages(mc.cpus, batch, high)
+    return Machine(env=env, config=cfg, mem=mem, pageblocks=pageblocks, nodes=nodes,
+                   zones=zones, policy=policy, min_free_kbytes=min_free_kbytes,
+                   struct_page_size=sps, cpu_node=cpu_node, events=new_events(),
+                   trace=(TraceBuffer(cfg.sampling.trace_buffer, cfg.sampling.trace_events)
+                          if cfg.sampling.trace_buffer and cfg.sampling.trace_events else None))
+
+
+def z_top(nodes: list[Node], z: Zone) -> Zone:
+    """The highest zone of `z`'s node (where that node's memmap lives)."""
+    return nodes[z.node_id].zones[-1]

@@ -1,0 +1,156 @@
+"""The page allocator's fast path and freeing: zonelist walk, watermark checks, pcp.
+
+Follows mm/page_alloc.c at 6.1: `get_page_from_freelist` (zonelist order, the
+`ALLOC_NOFRAGMENT` pass with DMA32, watermark check, `rmqueue` through the pcp lists for
+order 0 or the buddy lists), the boosted-watermark kswapd wake on the way out of
+`rmqueue`, `free_unref_page` / `__free_pages_ok`, `drain_all_pages`, and the kmem
+tracepoints. Nothing here waits: callers (sim/slowpath.py, the workload) take
+`zone->lock` and turn the returned work into simulated time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from sim import tracepoint as tp
+from sim.buddy import free_one_page, rmqueue
+from sim.gfp import ALLOC_NOFRAGMENT, ALLOC_WMARK_LOW, gfp_migratetype
+from sim.machine import Machine
+from sim.pageblock import MIGRATE_PCPTYPES, PAGEBLOCK_ORDER, MigrateType
+from sim.pcp import drain_zone_pages, free_pcppages_bulk, pcp_pop, pcp_push, rmqueue_bulk
+from sim.task import Task
+from sim.zone import Zone, zone_watermark_for_flags, zone_watermark_ok
+
+# What an allocation or free did, for its cost.
+WORK_PCP = 0        # per-cpu list only
+WORK_REFILL = 1     # pcp refill or drain: a batch under zone->lock
+WORK_BUDDY = 2      # one buddy operation under zone->lock
+
+
+@dataclasses.dataclass(slots=True)
+class Outcome:
+    """Result of one attempt: the page (or -1), its zone and the work done."""
+
+    pfn: int = -1
+    zone: Zone | None = None
+    work: int = WORK_PCP
+    batch: int = 0            # pages moved in a refill or drain
+    boosted_wake: bool = False
+
+
+def zonelist(m: Machine, node: int, highest_zoneidx: int = 1) -> list[Zone]:
+    """Zones in fallback order: the local node's, highest first, then the other nodes'."""
+    order = [node] + [n for n in range(len(m.nodes)) if n != node]
+    return [z for n in order for z in reversed(m.nodes[n].zones)
+            if z.zone_idx <= highest_zoneidx]
+
+
+def alloc_flags_nofragment(m: Machine, z: Zone) -> int:
+    """ALLOC_NOFRAGMENT for a Normal zone whose node also has DMA32 (5.0+)."""
+    if not m.config.kernel.alloc_nofragment or z.zone_idx != 1:
+        return 0
+    return ALLOC_NOFRAGMENT if len(m.nodes[z.node_id].zones) > 1 else 0
+
+
+def _trace(m: Machine, task: Task, event: str, text: str) -> None:
+    m.trace.emit(m.env.now, task.cpu, task.comm, task.pid, event, text)
+
+
+def trace_extfrag(m: Machine):
+    """The buddy policy's extfrag hook: mm_page_alloc_extfrag lines."""
+    def on_extfrag(z, pfn, order, fallback_order, start_mt, fallback_mt, change):
+        if m.trace is not None and m.trace.is_enabled("mm_page_alloc_extfrag"):
+            m.trace.emit(m.env.now, 0, "<...>", 0, "mm_page_alloc_extfrag",
+                         tp.fmt_mm_page_alloc_extfrag(tp.pfn_to_page(pfn), pfn, order,
+                                                      fallback_order, PAGEBLOCK_ORDER,
+                                                      start_mt, fallback_mt, change))
+    return on_extfrag
+
+
+def rmqueue_zone(m: Machine, z: Zone, task: Task, order: int, mt: int, alloc_flags: int,
+                 out: Outcome) -> int:
+    """rmqueue(): order 0 through this CPU's pcp list, else the buddy lists."""
+    if order == 0 and z.pcp is not None and mt < MIGRATE_PCPTYPES:
+        pfn = pcp_pop(z, task.cpu, mt)
+        if pfn < 0:
+            out.work = WORK_REFILL
+            out.batch = rmqueue_bulk(z, task.cpu, mt, alloc_flags, m.policy, rmqueue)
+            pfn = pcp_pop(z, task.cpu, mt)
+        return pfn
+    out.work = WORK_BUDDY
+    pfn = rmqueue(z, order, mt, alloc_flags, m.policy)
+    if pfn >= 0 and m.trace is not None and m.trace.is_enabled("mm_page_alloc_zone_locked"):
+        _trace(m, task, "mm_page_alloc_zone_locked",
+               tp.fmt_mm_page_alloc_zone_locked(tp.pfn_to_page(pfn), pfn, order, mt, False))
+    return pfn
+
+
+def get_page_from_freelist(m: Machine, task: Task, gfp: int, order: int, alloc_flags: int,
+                           highest_zoneidx: int = 1) -> Outcome:
+    """Walk the zonelist for a zone that passes its watermark and has the page."""
+    out = Outcome()
+    mt = gfp_migratetype(gfp)
+    zones = zonelist(m, task.node, highest_zoneidx)
+    nofrag = alloc_flags_nofragment(m, zones[0]) if alloc_flags & ALLOC_WMARK_LOW else 0
+    flags = alloc_flags | nofrag
+    while True:
+        for z in zones:
+            if flags & ALLOC_NOFRAGMENT and z.node_id != task.node:
+                break      # ALLOC_NOFRAGMENT stops at the first remote node
+            mark = zone_watermark_for_flags(z, flags)
+            if not zone_watermark_ok(z, order, mark, highest_zoneidx, flags):
+                continue
+            pfn = rmqueue_zone(m, z, task, order, mt, flags, out)
+            if pfn >= 0:
+                out.pfn, out.zone = pfn, z
+                if z.boosted:
+                    z.boosted = False
+                    out.boosted_wake = True
+                m.events[f"pgalloc_{z.name.lower()}"] += 1 << order
+                return out
+        if not flags & ALLOC_NOFRAGMENT:
+            return out
+        flags &= ~ALLOC_NOFRAGMENT
+
+
+def trace_alloc(m: Machine, task: Task, pfn: int, order: int, gfp: int) -> None:
+    if m.trace is not None and m.trace.is_enabled("mm_page_alloc"):
+        page = tp.pfn_to_page(pfn) if pfn >= 0 else None
+        _trace(m, task, "mm_page_alloc",
+               tp.fmt_mm_page_alloc(page, max(pfn, 0), order, gfp_migratetype(gfp),
+                                    tp.gfp_flags_to_str(gfp)))
+
+
+def free_pages(m: Machine, task: Task, pfn: int, order: int) -> Outcome:
+    """__free_pages: order 0 to this CPU's pcp list (draining a batch over `high`),
+    larger orders straight to the buddy lists."""
+    z = m.zone_of(pfn)
+    out = Outcome(zone=z)
+    m.events["pgfree"] += 1 << order
+    if m.trace is not None and m.trace.is_enabled("mm_page_free"):
+        _trace(m, task, "mm_page_free", tp.fmt_mm_page_free(tp.pfn_to_page(pfn), pfn, order))
+    mt = m.pageblocks.get_pageblock_migratetype(pfn)
+    mem = m.mem
+    if order == 0 and z.pcp is not None:
+        mem.kind[pfn] = 0
+        mem.flags[pfn] = 0
+        mem.expire[pfn] = 0
+        if pcp_push(z, task.cpu, pfn, mt if mt < MIGRATE_PCPTYPES else MigrateType.MOVABLE):
+            out.work = WORK_REFILL
+            freed = free_pcppages_bulk(z, task.cpu, z.pcp.batch, free_one_page,
+                                       m.pageblocks, m.policy)
+            out.batch = len(freed)
+            if m.trace is not None and m.trace.is_enabled("mm_page_pcpu_drain"):
+                for p, pmt in freed:
+                    _trace(m, task, "mm_page_pcpu_drain",
+                           tp.fmt_mm_page_pcpu_drain(tp.pfn_to_page(p), p, 0, pmt))
+        return out
+    out.work = WORK_BUDDY
+    free_one_page(z, pfn, order, mt)
+    return out
+
+
+def drain_all_pages(m: Machine, zone: Zone | None = None) -> int:
+    """Every CPU's pcp pages back to the buddy lists (of one zone, or all)."""
+    zones = [zone] if zone is not None else m.zones
+    return sum(drain_zone_pages(z, free_one_page, m.pageblocks, m.policy) for z in zones)

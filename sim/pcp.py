@@ -1,0 +1,105 @@
+"""Per-cpu page lists (order 0).
+
+Follows mm/page_alloc.c `rmqueue_pcplist`, `rmqueue_bulk`, `free_unref_page_commit` and
+`free_pcppages_bulk` in the 4.4 shape the reference's modelling notes allow: one list per
+CPU and pcp migratetype, refilled with `batch` pages under one `zone->lock` hold, and
+drained from the cold end once `count >= high`. Pages on these lists are neither free in
+the buddy sense (not in NR_FREE_PAGES, cannot merge) nor allocated to anyone. Simplified:
+no `free_factor` scaling, no high-order pcp lists (5.13+), no auto-tuning (6.7+).
+"""
+
+from __future__ import annotations
+
+from sim.config import ClaimRule
+from sim.page import ALLOC, PCP
+from sim.pageblock import MIGRATE_PCPTYPES
+
+
+class PerCpuPages:
+    """`struct per_cpu_pages` of every CPU for one zone."""
+
+    __slots__ = ("lists", "counts", "batch", "high")
+
+    def __init__(self, nr_cpus: int, batch: int, high: int):
+        # lists[cpu][mt]: a stack; the end of the list is the hot head.
+        self.lists = [[[] for _ in range(MIGRATE_PCPTYPES)] for _ in range(nr_cpus)]
+        self.counts = [0] * nr_cpus
+        self.batch = batch
+        self.high = high
+
+    def count(self) -> int:
+        return sum(self.counts)
+
+
+def rmqueue_bulk(z, cpu: int, mt: int, alloc_flags: int, policy, rmqueue) -> int:
+    """Refill `cpu`'s list of `mt` with up to `batch` pages; returns how many were taken."""
+    pcp = z.pcp
+    lst = pcp.lists[cpu][mt]
+    pstate = z.mem.pstate
+    taken = 0
+    for _ in range(pcp.batch):
+        pfn = rmqueue(z, 0, mt, alloc_flags, policy)
+        if pfn < 0:
+            break
+        pstate[pfn] = PCP + mt
+        lst.append(pfn)
+        taken += 1
+    # Pages came off the lists in list order; the kernel queues them so the first taken is
+    # handed out first.
+    lst[len(lst) - taken:] = lst[len(lst) - taken:][::-1]
+    pcp.counts[cpu] += taken
+    return taken
+
+
+def pcp_pop(z, cpu: int, mt: int) -> int:
+    """The hot page of the list, or -1 if it is empty."""
+    pcp = z.pcp
+    lst = pcp.lists[cpu][mt]
+    if not lst:
+        return -1
+    pfn = lst.pop()
+    pcp.counts[cpu] -= 1
+    z.mem.pstate[pfn] = ALLOC
+    return pfn
+
+
+def pcp_push(z, cpu: int, pfn: int, mt: int) -> bool:
+    """Queue a freed page; True when the list went over `high` and must be drained."""
+    pcp = z.pcp
+    z.mem.pstate[pfn] = PCP + mt
+    pcp.lists[cpu][mt].append(pfn)
+    pcp.counts[cpu] += 1
+    return pcp.counts[cpu] >= pcp.high
+
+
+def free_pcppages_bulk(z, cpu: int, count: int, free_one_page, pageblocks, policy) -> list[tuple[int, int]]:
+    """Return `count` pages to the buddy lists, round-robin over the types from the cold
+    end. The pre-6.10 kernels free a page to the type it was queued under; 6.10+ to its
+    pageblock's current type. Returns (pfn, mt) of the pages freed, for tracing."""
+    pcp = z.pcp
+    lists = pcp.lists[cpu]
+    hygiene = policy.claim_rule is ClaimRule.FREELIST_HYGIENE
+    freed = []
+    mt = 0
+    while count > 0 and pcp.counts[cpu] > 0:
+        lst = lists[mt]
+        if lst:
+            pfn = lst.pop(0)
+            pcp.counts[cpu] -= 1
+            count -= 1
+            to_mt = pageblocks.get_pageblock_migratetype(pfn) if hygiene else mt
+            free_one_page(z, pfn, 0, to_mt)
+            freed.append((pfn, mt))
+        mt = (mt + 1) % MIGRATE_PCPTYPES
+    return freed
+
+
+def drain_zone_pages(z, free_one_page, pageblocks, policy) -> int:
+    """drain_all_pages for one zone: every CPU's lists back to the buddy lists."""
+    if z.pcp is None:
+        return 0
+    total = 0
+    for cpu in range(len(z.pcp.counts)):
+        total += len(free_pcppages_bulk(z, cpu, z.pcp.counts[cpu], free_one_page,
+                                        pageblocks, policy))
+    return total

@@ -1,0 +1,297 @@
+"""Page reclaim: kswapd per node and direct reclaim, simplified.
+
+Follows mm/vmscan.c at 6.1 in outline: `wakeup_kswapd` (with the hopeless and
+balanced-node rules that wake kcompactd instead), `balance_pgdat` reclaiming until a
+zone meets its HIGH watermark (+boost) for the order, switching a high-order request to
+order 0 after `compact_gap` pages, then a boosted pass, `kswapd_try_to_sleep` waking
+kcompactd with the requested order, and `try_to_free_pages` for direct reclaim with
+`allocstall_<zone>`. `shrink_page_list` is reduced to what matters for fragmentation:
+pages leave from the cold end of the node's anon and file LRU lists (the anon share set
+by `swappiness`); clean unlocked file pages are dropped; dirty ones are put under
+writeback and rotated; pages under writeback, locked, pinned or isolated are rotated;
+anonymous pages are compressed into zram when there is one (otherwise anon is not
+scanned). Writeback completes `writeback_page_ms` later. Simplified: no active list, no
+referenced bit, no slab shrinkers, no memcg.
+"""
+
+from __future__ import annotations
+
+import heapq
+
+import simpy
+
+from sim.charge import charge_frees, settle
+from sim.config import PAGEBLOCK_ORDER
+from sim.gfp import gfpflags_allow_blocking
+from sim.lru import del_page_from_lru, node_of
+from sim.machine import LRU_ANON, LRU_FILE, Machine, Node
+from sim.page import ALLOC, PG_DIRTY, PG_EXTRA_REF, PG_ISOLATED, PG_LOCKED, PG_WRITEBACK
+from sim.page_alloc import Outcome, free_pages
+from sim.task import Task
+from sim.zone import WMARK_HIGH, zone_watermark_ok
+
+SWAP_CLUSTER_MAX = 32
+DEF_PRIORITY = 12
+MAX_RECLAIM_RETRIES = 16
+BUSY = PG_WRITEBACK | PG_LOCKED | PG_EXTRA_REF | PG_ISOLATED
+
+
+def compact_gap(order: int) -> int:
+    return 2 << order
+
+
+def pgdat_balanced(node: Node, order: int, highest_zoneidx: int) -> bool:
+    """Some eligible zone meets HIGH (+boost) at this order."""
+    return any(zone_watermark_ok(z, order, z.wmark_pages(WMARK_HIGH), highest_zoneidx, 0)
+               for z in node.zones if z.zone_idx <= highest_zoneidx)
+
+
+def pgdat_watermark_boosted(node: Node) -> bool:
+    return any(z.watermark_boost for z in node.zones)
+
+
+class Reclaim:
+    """kswapd threads, direct reclaim and the writeback completions they start."""
+
+    def __init__(self, m: Machine, zram, kcompactd_wake=None):
+        self.m = m
+        self.env: simpy.Environment = m.env
+        self.zram = zram
+        self.costs = m.config.costs
+        self.kcompactd_wake = kcompactd_wake      # callable(node_id, order, highest_zoneidx)
+        self.swappiness = m.config.tunables.swappiness
+        n = len(m.nodes)
+        self.kswapd_order = [0] * n
+        self.kswapd_highest_zoneidx = [1] * n
+        self.kswapd_failures = [0] * n
+        self.kswapd_sleeping = [True] * n
+        self._wake = [m.env.event() for _ in range(n)]
+        # I/O completions, a heap of (due time, sequence, pfn, flag).
+        self._writeback: list[tuple[float, int, int, int]] = []
+        self._wb_seq = 0
+        self._wb_kick = m.env.event()
+        self.tasks = [Task(comm=f"kswapd{nid}", pid=100 + nid, cpu=m.nodes[nid].cpus[0],
+                           node=nid, memalloc=True) for nid in range(n)]
+        for nid in range(n):
+            m.env.process(self._kswapd(nid))
+        m.env.process(self._writeback_completion())
+
+    # --- writeback ---------------------------------------------------------------------
+
+    def start_writeback(self, pfn: int) -> None:
+        mem = self.m.mem
+        mem.flags[pfn] = (mem.flags[pfn] & ~PG_DIRTY) | PG_WRITEBACK
+        self.clear_flag_later(pfn, PG_WRITEBACK, self.costs.writeback_page_ms * 1e-3)
+
+    def clear_flag_later(self, pfn: int, flag: int, delay: float) -> None:
+        """End an I/O state (writeback, a read holding the page lock) after `delay`."""
+        self._wb_seq += 1
+        heapq.heappush(self._writeback, (self.env.now + delay, self._wb_seq, pfn, flag))
+        if not self._wb_kick.triggered:
+            self._wb_kick.succeed()
+
+    def _writeback_completion(self):
+        mem = self.m.mem
+        q = self._writeback
+        while True:
+            if not q:
+                self._wb_kick = self.env.event()
+                yield self._wb_kick
+                continue
+            due = q[0][0]
+            if due > self.env.now:
+                yield self.env.timeout(due - self.env.now)
+            now = self.env.now
+            while q and q[0][0] <= now:
+                _, _, pfn, flag = heapq.heappop(q)
+                if ALLOC <= mem.pstate[pfn] < ALLOC + 16:
+                    mem.flags[pfn] &= ~flag
+
+    # --- shrink_page_list --------------------------------------------------------------
+
+    def _lru_share(self, node: Node) -> list[int]:
+        """The lists to scan, anon first with probability of its swappiness share."""
+        if self.zram is not None and self.zram.enabled and node.lru_size[LRU_ANON]:
+            anon_share = self.swappiness / 200.0 if node.lru_size[LRU_FILE] else 1.0
+            return [LRU_ANON, LRU_FILE] if anon_share >= 0.5 else [LRU_FILE, LRU_ANON]
+        return [LRU_FILE]
+
+    def shrink_batch(self, task: Task, node: Node, lru: int, nr_to_scan: int
+                     ) -> tuple[int, int, float, list[Outcome]]:
+        """Scan up to `nr_to_scan` pages from the cold end of one list.
+
+        Returns (scanned, reclaimed pages, cpu seconds, free outcomes)."""
+        m = self.m
+        mem = m.mem
+        head = node.lists[lru]
+        costs = self.costs
+        scanned = reclaimed = 0
+        cpu = 0.0
+        outcomes = []
+        while scanned < nr_to_scan:
+            pfn = mem.prv[head]
+            if pfn == head:
+                break
+            order = mem.pstate[pfn] - ALLOC
+            nr = 1 << order
+            scanned += nr
+            flags = mem.flags[pfn]
+            if flags & BUSY:
+                mem.list_del(pfn)
+                mem.list_add(head, pfn)                   # rotate
+                cpu += costs.reclaim_scan_keep_us * 1e-6
+                continue
+            if lru == LRU_FILE:
+                if flags & PG_DIRTY:
+                    self.start_writeback(pfn)
+                    mem.list_del(pfn)
+                    mem.list_add(head, pfn)
+                    m.events["pgrotated"] += nr
+                    cpu += costs.reclaim_scan_keep_us * 1e-6
+                    continue
+                cpu += costs.reclaim_clean_page_us * 1e-6 * nr
+                m.events["pgsteal_file"] += nr
+            else:
+                expire = mem.expire[pfn]
+                ok, zs_out = self.zram.store(task, nr, expire)
+                outcomes.extend(zs_out)
+                if not ok:
+                    break
+                cpu += nr * (costs.zram_compress_us(self.zram.algorithm) + costs.zs_malloc_us
+                             + costs.zs_map_copy_us + costs.unmap_page_us) * 1e-6
+                m.events["pgsteal_anon"] += nr
+            del_page_from_lru(m, pfn, nr, lru)
+            outcomes.append(free_pages(m, task, pfn, order))
+            reclaimed += nr
+        m.events["pgscan_anon" if lru == LRU_ANON else "pgscan_file"] += scanned
+        return scanned, reclaimed, cpu, outcomes
+
+    def shrink_node(self, task: Task, node: Node, nr_to_reclaim: int, priority: int):
+        """One pass over the node's lists at `priority`: returns (scanned, reclaimed, cpu,
+        outcomes)."""
+        scanned = reclaimed = 0
+        cpu = 0.0
+        outcomes: list[Outcome] = []
+        for lru in self._lru_share(node):
+            budget = max(node.lru_size[lru] >> priority, SWAP_CLUSTER_MAX)
+            while reclaimed < nr_to_reclaim and budget > 0:
+                s, r, c, o = self.shrink_batch(task, node, lru, min(budget, SWAP_CLUSTER_MAX))
+                scanned += s
+                reclaimed += r
+                cpu += c
+                outcomes.extend(o)
+                budget -= max(s, 1)
+                if s == 0:
+                    break
+            if reclaimed >= nr_to_reclaim:
+                break
+        return scanned, reclaimed, cpu, outcomes
+
+    def _pay(self, task: Task, cpu: float, outcomes: list[Outcome]):
+        task.debt += cpu
+        yield from charge_frees(self.env, task, self.costs, outcomes)
+        yield from settle(self.env, task)
+
+    # --- direct reclaim ----------------------------------------------------------------
+
+    def direct_reclaim(self, task: Task, order: int, zone_name: str):
+        """try_to_free_pages: reclaim SWAP_CLUSTER_MAX pages, raising the priority."""
+        m = self.m
+        m.events[f"allocstall_{zone_name.lower()}"] += 1
+        node = m.nodes[task.node]
+        total = 0
+        task.memalloc = True
+        try:
+            for priority in range(DEF_PRIORITY, -1, -1):
+                scanned, reclaimed, cpu, outcomes = self.shrink_node(task, node,
+                                                                     SWAP_CLUSTER_MAX - total,
+                                                                     priority)
+                m.events["pgscan_direct"] += scanned
+                m.events["pgsteal_direct"] += reclaimed
+                total += reclaimed
+                if cpu or outcomes:
+                    yield from self._pay(task, cpu, outcomes)
+                if total >= SWAP_CLUSTER_MAX:
+                    break
+        finally:
+            task.memalloc = False
+        return total
+
+    # --- kswapd ------------------------------------------------------------------------
+
+    def wakeup_kswapd(self, nid: int, gfp: int, order: int, highest_zoneidx: int) -> None:
+        node = self.m.nodes[nid]
+        self.kswapd_order[nid] = max(self.kswapd_order[nid], order)
+        self.kswapd_highest_zoneidx[nid] = min(self.kswapd_highest_zoneidx[nid],
+                                               highest_zoneidx)
+        if not self.kswapd_sleeping[nid]:
+            return
+        if (self.kswapd_failures[nid] >= MAX_RECLAIM_RETRIES
+                or (pgdat_balanced(node, order, highest_zoneidx)
+                    and not pgdat_watermark_boosted(node))):
+            if not gfpflags_allow_blocking(gfp) and self.kcompactd_wake is not None:
+                self.kcompactd_wake(nid, order, highest_zoneidx)
+            return
+        self.kswapd_sleeping[nid] = False
+        self._wake[nid].succeed()
+
+    def _kswapd(self, nid: int):
+        m = self.m
+        node = m.nodes[nid]
+        task = self.tasks[nid]
+        while True:
+            self.kswapd_sleeping[nid] = True
+            yield self._wake[nid]
+            self._wake[nid] = self.env.event()
+            order = self.kswapd_order[nid]
+            zoneidx = self.kswapd_highest_zoneidx[nid]
+            self.kswapd_order[nid] = 0
+            self.kswapd_highest_zoneidx[nid] = 1
+            yield from self._balance_pgdat(task, node, order, zoneidx)
+            # kswapd_try_to_sleep: once balanced, hand the high-order work to kcompactd.
+            if pgdat_balanced(node, order, zoneidx) and self.kcompactd_wake is not None:
+                self.kcompactd_wake(nid, order, zoneidx)
+
+    def _balance_pgdat(self, task: Task, node: Node, order: int, zoneidx: int):
+        m = self.m
+        m.events["pageoutrun"] += 1
+        nid = node.node_id
+        boosted = pgdat_watermark_boosted(node)
+        if pgdat_balanced(node, order, zoneidx) and not boosted:
+            m.events["kswapd_high_wmark_hit_quickly"] += 1
+            return
+        reclaimed_total = 0
+        priority = DEF_PRIORITY
+        while priority >= 0:
+            sc_order = order if reclaimed_total < compact_gap(order) else 0
+            if pgdat_balanced(node, sc_order, zoneidx):
+                break
+            scanned, reclaimed, cpu, outcomes = self.shrink_node(task, node, SWAP_CLUSTER_MAX,
+                                                                 priority)
+            m.events["pgscan_kswapd"] += scanned
+            m.events["pgsteal_kswapd"] += reclaimed
+            reclaimed_total += reclaimed
+            yield from self._pay(task, cpu or SWAP_CLUSTER_MAX * self.costs.reclaim_scan_keep_us
+                                 * 1e-6, outcomes)
+            if reclaimed < SWAP_CLUSTER_MAX:
+                priority -= 1
+        if priority < 0:
+            self.kswapd_failures[nid] += 1
+        else:
+            self.kswapd_failures[nid] = 0
+        if boosted:
+            # The boost is reclaimed and then dropped; kcompactd finishes the job.
+            for z in node.zones:
+                z.watermark_boost = 0
+            if self.kcompactd_wake is not None:
+                self.kcompactd_wake(nid, PAGEBLOCK_ORDER, zoneidx)
+
+
+def reclaimable_pages(m: Machine, nid: int, zram_room: bool) -> int:
+    """zone_reclaimable_pages, node-wide: file LRU, and anon when it can be swapped."""
+    node = m.nodes[nid]
+    return node.lru_size[LRU_FILE] + (node.lru_size[LRU_ANON] if zram_room else 0)
+
+
+__all__ = ["Reclaim", "SWAP_CLUSTER_MAX", "MAX_RECLAIM_RETRIES", "compact_gap",
+           "pgdat_balanced", "reclaimable_pages", "node_of"]

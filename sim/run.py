@@ -1,0 +1,140 @@
+"""One run: assemble the parts, advance simulated time, collect the results.
+
+`run(config)` is a pure function of the config (and the code version): it builds the
+machine, the zram device, reclaim, the allocator, the workload and the sampler, runs the
+SimPy environment to `config.duration`, and returns a `RunResult`. With `pace` > 0 the
+environment is SimPy's real-time one, so a watcher sees the dynamics at that speed.
+`progress(sim_now, duration)` is called at fixed simulated-time steps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import simpy
+import simpy.rt
+
+from sim.config import MovableOps, SimConfig, PAGE_SIZE
+from sim.histogram import Histogram
+from sim.machine import Machine, build_machine, struct_page_bytes
+from sim.page_alloc import trace_extfrag
+from sim.reclaim import Reclaim
+from sim.report import procfs_files, vmstat
+from sim.rng import RngStreams
+from sim.sampling import Sampler, fragmentation_score_node
+from sim.slowpath import Allocator
+from sim.workload import Workload
+from sim.zram import Zram
+
+PROGRESS_STEPS = 100
+
+
+class CountingEnvironment(simpy.Environment):
+    """A SimPy environment that counts the events it schedules."""
+
+    events_scheduled = 0
+
+    def schedule(self, event, priority=1, delay=0):
+        self.events_scheduled += 1
+        super().schedule(event, priority, delay)
+
+
+class PacedEnvironment(simpy.rt.RealtimeEnvironment):
+    """Real-time environment (for `pace`) with the same event count."""
+
+    events_scheduled = 0
+
+    def schedule(self, event, priority=1, delay=0):
+        self.events_scheduled += 1
+        super().schedule(event, priority, delay)
+
+
+@dataclasses.dataclass
+class RunResult:
+    """What a run produced. `summary`, `series`, `files` and `trace` are deterministic."""
+
+    config: SimConfig
+    summary: dict
+    series: list[dict]
+    files: dict[str, str]
+    trace: str
+    latency: dict[str, Histogram]
+    events_scheduled: int
+
+
+def memmap_summary(m: Machine) -> dict:
+    """The memmap cost of this run's design, with the other designs for comparison."""
+    total = m.total_pages
+    base = m.config.machine.struct_page_size
+    designs = {d.name: struct_page_bytes(base, d) for d in MovableOps}
+    return {
+        "design": m.config.kernel.movable_ops.name,
+        "struct_page_bytes": m.struct_page_size,
+        "memmap_bytes": total * m.struct_page_size,
+        "memmap_percent_of_ram": round(100.0 * m.struct_page_size / PAGE_SIZE, 4),
+        "managed_pages": m.managed_pages,
+        "struct_page_bytes_by_design": designs,
+        "memmap_bytes_by_design": {k: v * total for k, v in designs.items()},
+    }
+
+
+def summarize(m: Machine, workload: Workload, reclaim: Reclaim, zram: Zram) -> dict:
+    events = vmstat(m)
+    allocations = {}
+    for key in sorted(workload.latency):
+        attempts, ok = workload.requests[key]
+        allocations[key] = {"attempts": attempts, "successes": ok,
+                            "success_ratio": round(ok / attempts, 6) if attempts else 0.0,
+                            **{k: round(v, 3) for k, v in workload.latency[key].summary().items()}}
+    locks = {z.lock.name: {k: round(v, 9) if isinstance(v, float) else v
+                           for k, v in z.lock.stats().items()} for z in m.zones}
+    return {
+        "seed": m.config.seed,
+        "duration_s": m.config.duration,
+        "sim_time_s": m.env.now,
+        "machine": {"nodes": len(m.nodes), "total_pages": m.total_pages,
+                    "zones": [f"{z.node_id}/{z.name}" for z in m.zones],
+                    "min_free_kbytes": m.min_free_kbytes},
+        "kernel": {"profile": m.config.kernel.profile,
+                   "claim_rule": m.config.kernel.claim_rule.name},
+        "memmap": memmap_summary(m),
+        "vmstat": events,
+        "fragmentation_score": [fragmentation_score_node(m, n.node_id) for n in m.nodes],
+        "free_pages_by_order": [list(z.nr_free) for z in m.zones],
+        "allocations": allocations,
+        "zone_lock": locks,
+        "zram": {"stored_pages": zram.stored, "zspages": zram.pages,
+                 "failed_writes": zram.failed_writes},
+        "kswapd_failures": list(reclaim.kswapd_failures),
+    }
+
+
+def run(config: SimConfig, progress: Callable[[float, float], None] | None = None) -> RunResult:
+    env = (PacedEnvironment(factor=1.0 / config.pace, strict=False) if config.pace > 0
+           else CountingEnvironment())
+    rngs = RngStreams(config.seed)
+    m = build_machine(config, env)
+    m.policy.on_extfrag = trace_extfrag(m)
+    zram = Zram(m)
+    reclaim = Reclaim(m, zram)
+    allocator = Allocator(m, reclaim)
+    workload = Workload(m, allocator, zram, rngs)
+    replays = []
+    if any(g.replay is not None for g in config.workload):
+        from sim.replay import Replay
+        replays = [Replay(m, allocator, workload, g) for g in config.workload
+                   if g.replay is not None]
+    sampler = Sampler(m, config.sampling.interval)
+    step = config.duration / PROGRESS_STEPS
+    for i in range(1, PROGRESS_STEPS + 1):
+        env.run(until=min(i * step, config.duration))
+        if progress is not None:
+            progress(env.now, config.duration)
+    sampler.take()
+    summary = summarize(m, workload, reclaim, zram)
+    summary["replay"] = [r.summary() for r in replays]
+    return RunResult(config=config, summary=summary, series=sampler.rows,
+                     files=procfs_files(m),
+                     trace=m.trace.render() if m.trace is not None else "",
+                     latency=workload.latency, events_scheduled=env.events_scheduled)

@@ -1,0 +1,17 @@
+"""The simulated task context an allocation or free runs in (a sliver of task_struct)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(slots=True)
+class Task:
+    """Who is running: for trace lines, per-cpu lists and PF_MEMALLOC."""
+
+    comm: str
+    pid: int
+    cpu: int
+    node: int
+    memalloc: bool = False   # PF_MEMALLOC: reclaim or compaction context, no recursion
+    debt: float = 0.0        # CPU time used but not yet turned into a simulated wait

@@ -1,0 +1,158 @@
+"""Zones, free areas and watermarks.
+
+Follows include/linux/mmzone.h (`struct zone`, `struct free_area`) and mm/page_alloc.c
+(`__setup_per_zone_wmarks`, `calculate_min_free_kbytes`, `setup_per_zone_lowmem_reserve`,
+`__zone_watermark_ok`, `zone_batchsize`, `zone_highsize`) at 6.1, with the 4.4 watermark
+gaps as a switch. Free lists are circular lists through the memmap's links (sim/page.py),
+one per order and migratetype, with `nr_free` per order and per (order, type) so that
+emptiness checks are O(1). Simplified: no CMA or highatomic reserve accounting.
+"""
+
+from __future__ import annotations
+
+import math
+
+from sim.config import MAX_ORDER
+from sim.gfp import (ALLOC_HARDER, ALLOC_HIGH, ALLOC_NO_WATERMARKS, ALLOC_WMARK_MASK)
+from sim.locks import SimLock
+from sim.pageblock import MIGRATE_PCPTYPES, MIGRATE_TYPES, NR_ORDERS, PAGEBLOCK_NR_PAGES
+from sim.page import MemMap
+
+WMARK_MIN, WMARK_LOW, WMARK_HIGH, WMARK_PROMO = range(4)
+ZONE_NAMES = ("DMA32", "Normal")
+
+
+class Zone:
+    """One zone of one node: its span, free areas, watermarks and lock."""
+
+    def __init__(self, *, node_id: int, zone_idx: int, name: str, start_pfn: int,
+                 nr_pages: int, mem: MemMap, lock: SimLock):
+        self.node_id = node_id
+        self.zone_idx = zone_idx            # 0 DMA32, 1 Normal (ZONE_NORMAL's index here)
+        self.name = name
+        self.zone_start_pfn = start_pfn
+        self.spanned_pages = nr_pages
+        self.present_pages = nr_pages
+        self.managed_pages = nr_pages       # less the memmap once it is reserved
+        self.mem = mem
+        self.lock = lock                    # zone->lock
+        self.free_pages = 0                 # NR_FREE_PAGES (buddy pages only, not pcp)
+        self.nr_free = [0] * NR_ORDERS
+        self.nr_free_mt = [[0] * MIGRATE_TYPES for _ in range(NR_ORDERS)]
+        self.free_head = [[mem.new_list() for _mt in range(MIGRATE_TYPES)]
+                          for _o in range(NR_ORDERS)]
+        self.watermark = [0, 0, 0, 0]       # _watermark[WMARK_MIN..WMARK_PROMO]
+        self.watermark_boost = 0
+        self.boosted = False                # ZONE_BOOSTED_WATERMARK
+        self.lowmem_reserve = [0, 0]        # per highest_zoneidx
+        self.pcp = None                     # sim.pcp.PerCpuPages when enabled
+
+    @property
+    def zone_end_pfn(self) -> int:
+        return self.zone_start_pfn + self.spanned_pages
+
+    def contains(self, pfn: int) -> bool:
+        return self.zone_start_pfn <= pfn < self.zone_start_pfn + self.spanned_pages
+
+    def wmark_pages(self, i: int) -> int:
+        return self.watermark[i] + self.watermark_boost
+
+    def free_area_empty(self, order: int, mt: int) -> bool:
+        return self.nr_free_mt[order][mt] == 0
+
+    def nr_free_by_type(self) -> list[list[int]]:
+        """[mt][order] free block counts (/proc/pagetypeinfo)."""
+        return [[self.nr_free_mt[o][mt] for o in range(NR_ORDERS)] for mt in range(MIGRATE_TYPES)]
+
+    def pcp_count(self) -> int:
+        return self.pcp.count() if self.pcp else 0
+
+
+def zone_watermark_ok(z: Zone, order: int, mark: int, highest_zoneidx: int, alloc_flags: int,
+                      free_pages: int | None = None) -> bool:
+    """__zone_watermark_ok (4.4+): free pages above the mark plus a free block >= order."""
+    free = (z.free_pages if free_pages is None else free_pages) - ((1 << order) - 1)
+    low = mark
+    if alloc_flags & ALLOC_HIGH:
+        low -= low // 2
+    if alloc_flags & ALLOC_HARDER:
+        low -= low // 4
+    if free <= low + z.lowmem_reserve[highest_zoneidx]:
+        return False
+    if order == 0:
+        return True
+    nr_free, nr_free_mt = z.nr_free, z.nr_free_mt
+    for o in range(order, NR_ORDERS):
+        if not nr_free[o]:
+            continue
+        row = nr_free_mt[o]
+        for mt in range(MIGRATE_PCPTYPES):
+            if row[mt]:
+                return True
+    return False
+
+
+def zone_watermark_for_flags(z: Zone, alloc_flags: int) -> int:
+    if alloc_flags & ALLOC_NO_WATERMARKS:
+        return -(1 << 62)
+    return z.wmark_pages(alloc_flags & ALLOC_WMARK_MASK)
+
+
+def calculate_min_free_kbytes(lowmem_kbytes: int) -> int:
+    """int_sqrt(lowmem_kbytes * 16) clamped to [128, 262144] (6.x; 4.4 capped at 65536)."""
+    return min(max(math.isqrt(lowmem_kbytes * 16), 128), 262144)
+
+
+def recommended_min_free_kbytes(nr_zones: int, lowmem_pages: int) -> int:
+    """set_recommended_min_free_kbytes (khugepaged, THP on): free blocks per zone and type."""
+    recommended = PAGEBLOCK_NR_PAGES * nr_zones * 2
+    recommended += PAGEBLOCK_NR_PAGES * nr_zones * MIGRATE_PCPTYPES * MIGRATE_PCPTYPES
+    recommended = min(recommended, lowmem_pages // 20)
+    return recommended * 4
+
+
+def setup_per_zone_wmarks(zones: list[Zone], min_free_kbytes: int, watermark_scale_factor: int,
+                          scaled: bool = True) -> None:
+    """__setup_per_zone_wmarks: MIN shared out by managed pages, LOW/HIGH gaps by scale.
+
+    With `scaled` off, the 4.4 gaps: LOW = MIN + MIN/4, HIGH = MIN + MIN/2.
+    """
+    pages_min = min_free_kbytes >> 2
+    lowmem_pages = sum(z.managed_pages for z in zones)
+    for z in zones:
+        tmp = pages_min * z.managed_pages // lowmem_pages
+        z.watermark[WMARK_MIN] = tmp
+        if scaled:
+            gap = max(tmp >> 2, z.managed_pages * watermark_scale_factor // 10000)
+            z.watermark[WMARK_LOW] = tmp + gap
+            z.watermark[WMARK_HIGH] = tmp + 2 * gap
+            z.watermark[WMARK_PROMO] = tmp + 3 * gap
+        else:
+            z.watermark[WMARK_LOW] = tmp + (tmp >> 2)
+            z.watermark[WMARK_HIGH] = tmp + (tmp >> 1)
+            z.watermark[WMARK_PROMO] = z.watermark[WMARK_HIGH]
+        z.watermark_boost = 0
+
+
+def setup_per_zone_lowmem_reserve(node_zones: list[Zone], ratio_dma32: int) -> None:
+    """setup_per_zone_lowmem_reserve: a lower zone keeps managed(higher)/ratio from them."""
+    ratios = {"DMA32": ratio_dma32, "Normal": 32}
+    for i, lower in enumerate(node_zones):
+        lower.lowmem_reserve = [0, 0]
+        managed = 0
+        for upper in node_zones[i + 1:]:
+            managed += upper.managed_pages
+            lower.lowmem_reserve[upper.zone_idx] = managed // ratios[lower.name]
+
+
+def zone_batchsize(managed_pages: int) -> int:
+    """pcp batch: ~zone/1024 capped at 1 MiB, /4, rounded to 2^n - 1 (63 for >= 1 GiB)."""
+    batch = min(managed_pages >> 10, (1 << 20) // 4096) // 4
+    batch = max(batch, 1)
+    return (1 << ((batch + batch // 2).bit_length() - 1)) - 1
+
+
+def zone_highsize(z: Zone, batch: int, cpus_on_node: int, high_fraction: int) -> int:
+    """pcp high: LOW watermark (or managed/fraction) split over the node's CPUs, >= 4*batch."""
+    total = z.managed_pages // high_fraction if high_fraction else z.watermark[WMARK_LOW]
+    return max(total // max(cpus_on_node, 1), batch << 2)

@@ -1,0 +1,308 @@
+"""sim/buddy.py, sim/pcp.py and sim/page_alloc.py under random alloc/free/drain programs.
+
+A Hypothesis `RuleBasedStateMachine` drives the real allocator of a small machine
+(64 MiB, sometimes with a DMA32 zone, pcp on or off, each claim rule) and keeps a model
+of the blocks it handed out. After every step the memmap, the free lists and the
+counters must agree with each other and with the model (mm/internal.h: buddy
+`B2 = B1 ^ (1 << O)`, parent `P = B & ~(1 << O)`).
+"""
+
+from __future__ import annotations
+
+import simpy
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant, precondition,
+                                 rule)
+
+from sim.buddy import free_one_page
+from sim.config import MAX_ORDER, ClaimRule, PageKind, config_from_dict
+from sim.gfp import (ALLOC_KSWAPD, ALLOC_NO_WATERMARKS, ALLOC_WMARK_LOW, ALLOC_WMARK_MIN,
+                     GFP_HIGHUSER_MOVABLE, GFP_KERNEL, __GFP_RECLAIMABLE, gfp_migratetype)
+from sim.machine import build_machine
+from sim.page import ALLOC, KIND_CODE, KIND_NONE, KIND_RESERVED, PCP, PG_LRU, TAIL
+from sim.page_alloc import drain_all_pages, free_pages, get_page_from_freelist, zonelist
+from sim.pageblock import MIGRATE_PCPTYPES, MIGRATE_TYPES, PAGEBLOCK_ORDER, MigrateType
+from sim.task import Task
+from sim.zone import zone_watermark_for_flags, zone_watermark_ok
+
+NR_ORDERS = MAX_ORDER + 1
+NR_CPUS = 2
+GFP_OF_MT = {
+    MigrateType.UNMOVABLE: GFP_KERNEL,
+    MigrateType.MOVABLE: GFP_HIGHUSER_MOVABLE,
+    MigrateType.RECLAIMABLE: GFP_KERNEL | __GFP_RECLAIMABLE,
+}
+KIND_OF_MT = {
+    MigrateType.UNMOVABLE: KIND_CODE[PageKind.SLAB_UNMOVABLE],
+    MigrateType.MOVABLE: KIND_CODE[PageKind.ANON],
+    MigrateType.RECLAIMABLE: KIND_CODE[PageKind.SLAB_RECLAIMABLE],
+}
+# Free-cover codes: what owns each pfn.
+C_FREE, C_ALLOC, C_PCP, C_RESERVED = 1, 2, 3, 4
+
+
+def make_machine(claim_rule: ClaimRule, pcp: bool, dma32_mib: int, memory_mib: int = 64):
+    cfg = config_from_dict({
+        "machine": {"memory": f"{memory_mib}MiB", "dma32": f"{dma32_mib}MiB", "cpus": NR_CPUS},
+        "kernel": {"claim_rule": claim_rule.value, "pcp": pcp},
+        "workload": [{"name": "x"}],
+    })
+    return build_machine(cfg, simpy.Environment())
+
+
+def free_blocks(z):
+    """(pfn, order, list mt) of every block on the zone's free lists, by walking them."""
+    mem = z.mem
+    return [(pfn, o, mt) for o in range(NR_ORDERS) for mt in range(MIGRATE_TYPES)
+            for pfn in mem.iter_list(z.free_head[o][mt])]
+
+
+def labels_covered(m, pfn: int, order: int) -> set[int]:
+    first = pfn >> PAGEBLOCK_ORDER
+    count = 1 << max(order - PAGEBLOCK_ORDER, 0)
+    return set(m.pageblocks.mt[first:first + count])
+
+
+class BuddyMachine(RuleBasedStateMachine):
+    """Allocate, free and drain against one machine; `allocated` is the model."""
+
+    @initialize(claim_rule=st.sampled_from(list(ClaimRule)), pcp=st.booleans(),
+                dma32_mib=st.sampled_from([0, 4, 8, 16]))
+    def build(self, claim_rule, pcp, dma32_mib):
+        self.m = make_machine(claim_rule, pcp, dma32_mib)
+        self.claim_rule = claim_rule
+        self.tasks = [Task(comm="t", pid=100 + c, cpu=c, node=0) for c in range(NR_CPUS)]
+        self.allocated: dict[int, tuple[int, int]] = {}     # head pfn -> (order, mt)
+
+    # --- rules ----------------------------------------------------------------------
+
+    @rule(order=st.integers(0, MAX_ORDER), mt=st.sampled_from(list(GFP_OF_MT)),
+          wmark=st.sampled_from([ALLOC_WMARK_MIN, ALLOC_WMARK_LOW, ALLOC_NO_WATERMARKS]),
+          kswapd=st.booleans(), cpu=st.integers(0, NR_CPUS - 1))
+    def allocate(self, order, mt, wmark, kswapd, cpu):
+        m, task = self.m, self.tasks[cpu]
+        gfp = GFP_OF_MT[mt]
+        assert gfp_migratetype(gfp) == mt
+        flags = wmark | (ALLOC_KSWAPD if kswapd else 0)
+        zones = zonelist(m, 0)
+        passed = {z.name: zone_watermark_ok(z, order, zone_watermark_for_flags(z, flags), 1, flags)
+                  for z in zones}
+        out = get_page_from_freelist(m, task, gfp, order, flags)
+        if out.pfn < 0:
+            if wmark == ALLOC_NO_WATERMARKS:
+                # Nothing to give: no buddy block of this order or larger anywhere, and for
+                # order 0 with pcp, this CPU's list of this type is empty too.
+                for z in zones:
+                    assert not any(z.nr_free[o] for o in range(order, NR_ORDERS)), z.name
+                    if order == 0 and z.pcp is not None:
+                        assert not z.pcp.lists[cpu][mt]
+            return
+        z, pfn = out.zone, out.pfn
+        assert passed[z.name], "allocated from a zone that failed its watermark"
+        assert z.contains(pfn) and z.contains(pfn + (1 << order) - 1)
+        assert pfn % (1 << order) == 0
+        assert m.mem.pstate[pfn] == ALLOC + order
+        self._record(pfn, order, mt)
+
+    @rule(n=st.integers(1, 700), order=st.integers(0, 3), mt=st.sampled_from(list(GFP_OF_MT)),
+          cpu=st.integers(0, NR_CPUS - 1))
+    def allocate_many(self, n, order, mt, cpu):
+        """A burst of small allocations: fills pageblocks and forces fallbacks."""
+        for _ in range(n):
+            out = get_page_from_freelist(self.m, self.tasks[cpu], GFP_OF_MT[mt], order,
+                                         ALLOC_NO_WATERMARKS | ALLOC_KSWAPD)
+            if out.pfn < 0:
+                break
+            self._record(out.pfn, order, mt)
+
+    def _record(self, pfn, order, mt):
+        mem = self.m.mem
+        assert mem.pstate[pfn] == ALLOC + order and pfn not in self.allocated
+        mem.kind[pfn] = KIND_OF_MT[mt]
+        if mt == MigrateType.MOVABLE:
+            mem.flags[pfn] |= PG_LRU      # what count_block's in-use counting looks for
+        self.allocated[pfn] = (order, mt)
+
+    @precondition(lambda self: self.allocated)
+    @rule(stride=st.integers(1, 5), offset=st.integers(0, 4), only_mt=st.sampled_from([None, 0, 1, 2]),
+          cpu=st.integers(0, NR_CPUS - 1))
+    def free_many(self, stride, offset, only_mt, cpu):
+        """Free every stride-th block (of one type, or any): leaves holes or whole blocks."""
+        heads = [pfn for pfn in sorted(self.allocated)
+                 if only_mt is None or self.allocated[pfn][1] == only_mt]
+        for pfn in heads[offset % stride::stride]:
+            order, _mt = self.allocated.pop(pfn)
+            free_pages(self.m, self.tasks[cpu], pfn, order)
+
+    @precondition(lambda self: self.allocated)
+    @rule(data=st.data(), cpu=st.integers(0, NR_CPUS - 1))
+    def free(self, data, cpu):
+        pfn = data.draw(st.sampled_from(sorted(self.allocated)), label="pfn")
+        order, _mt = self.allocated.pop(pfn)
+        out = free_pages(self.m, self.tasks[cpu], pfn, order)
+        assert out.zone is self.m.zone_of(pfn)
+        assert self.m.mem.kind[pfn] == KIND_NONE and self.m.mem.flags[pfn] == 0
+
+    @rule()
+    def drain(self):
+        before = sum(z.pcp_count() for z in self.m.zones)
+        free_before = sum(z.free_pages for z in self.m.zones)
+        assert drain_all_pages(self.m) == before
+        assert all(z.pcp_count() == 0 for z in self.m.zones)
+        assert sum(z.free_pages for z in self.m.zones) == free_before + before
+
+    # --- invariants -----------------------------------------------------------------
+
+    @invariant()
+    def lists_match_counters(self):
+        for z in self.m.zones:
+            mem = z.mem
+            pages = 0
+            for o in range(NR_ORDERS):
+                total = 0
+                for mt in range(MIGRATE_TYPES):
+                    n = 0
+                    for pfn in mem.iter_list(z.free_head[o][mt]):
+                        n += 1
+                        # The head's state byte encodes the list it is on.
+                        assert mem.pstate[pfn] == (mt << 4) | o, (pfn, o, mt, mem.pstate[pfn])
+                    assert z.nr_free_mt[o][mt] == n, (z.name, o, mt)
+                    total += n
+                assert z.nr_free[o] == total, (z.name, o)
+                pages += total << o
+            assert z.free_pages == pages, z.name
+
+    @invariant()
+    def pages_partition_memory(self):
+        """Free blocks, pcp pages, allocated blocks and the memmap tile every pfn once."""
+        m = self.m
+        mem = m.mem
+        cover = bytearray(m.total_pages)
+
+        def claim(pfn: int, n: int, code: int) -> None:
+            assert cover[pfn:pfn + n].count(0) == n, f"pfn {pfn:#x}+{n} overlaps {set(cover[pfn:pfn + n])}"
+            cover[pfn:pfn + n] = bytes([code]) * n
+
+        total = 0
+        for z in m.zones:
+            for pfn, o, _mt in free_blocks(z):
+                n = 1 << o
+                assert pfn % n == 0, (pfn, o)
+                assert z.zone_start_pfn <= pfn and pfn + n <= z.zone_end_pfn, (z.name, pfn, o)
+                assert mem.pstate[pfn + 1:pfn + n].count(TAIL) == n - 1, (pfn, o)
+                claim(pfn, n, C_FREE)
+            if z.pcp is not None:
+                for cpu, lists in enumerate(z.pcp.lists):
+                    assert z.pcp.counts[cpu] == sum(len(lst) for lst in lists)
+                    for mt, lst in enumerate(lists):
+                        for pfn in lst:
+                            assert z.contains(pfn)
+                            assert mem.pstate[pfn] == PCP + mt
+                            claim(pfn, 1, C_PCP)
+            total += z.free_pages + z.pcp_count()
+        for pfn, (o, _mt) in self.allocated.items():
+            n = 1 << o
+            assert mem.pstate[pfn] == ALLOC + o
+            assert mem.pstate[pfn + 1:pfn + n].count(TAIL) == n - 1
+            claim(pfn, n, C_ALLOC)
+            total += n
+        for node in m.nodes:
+            end = node.start_pfn + node.nr_pages
+            first = end - node.memmap_pages
+            assert mem.kind[first:end].count(KIND_RESERVED) == node.memmap_pages
+            claim(first, node.memmap_pages, C_RESERVED)
+            total += node.memmap_pages
+        assert total == m.total_pages
+        assert cover.count(0) == 0, f"{cover.count(0)} pages are in no state"
+
+    @invariant()
+    def free_buddies_are_merged(self):
+        mem = self.m.mem
+        for z in self.m.zones:
+            for pfn, o, _mt in free_blocks(z):
+                if o == MAX_ORDER:
+                    continue
+                buddy = pfn ^ (1 << o)
+                if not z.contains(buddy):
+                    continue        # buddies in another zone never merge
+                s = mem.pstate[buddy]
+                assert not (s < 64 and s & 15 == o), f"free buddies {pfn:#x}/{buddy:#x} order {o}"
+
+    @invariant()
+    def pageblock_labels(self):
+        labels = self.m.pageblocks.mt
+        assert set(labels) <= {MigrateType.UNMOVABLE, MigrateType.MOVABLE,
+                               MigrateType.RECLAIMABLE}
+        if self.claim_rule is not ClaimRule.FREELIST_HYGIENE:
+            return      # 4.4-6.9: remainders go to the requester's lists; no block/list match
+        # 6.10+: a buddy page is always on the list of the pageblock(s) it lies in; pcp
+        # pages are not buddy pages and get their block's type only when drained.
+        for z in self.m.zones:
+            for pfn, o, mt in free_blocks(z):
+                assert labels_covered(self.m, pfn, o) == {mt}, (hex(pfn), o, mt)
+
+
+BuddyMachine.TestCase.settings = settings(max_examples=200, stateful_step_count=40,
+                                          deadline=None)
+TestBuddyState = BuddyMachine.TestCase
+
+
+# --- merge placement (buddy_merge_likely) ------------------------------------------------
+
+def carve(z) -> None:
+    """Take every free block off the lists and make each page of the zone an allocated
+    order-0 page, so that tests can free exactly the blocks they want."""
+    from sim.buddy import del_page_from_free_list
+    for pfn, o, mt in free_blocks(z):
+        del_page_from_free_list(z, pfn, o, mt)
+    mem = z.mem
+    for pfn in range(z.zone_start_pfn, z.zone_end_pfn):
+        if mem.kind[pfn] != KIND_RESERVED:
+            mem.pstate[pfn] = ALLOC
+            mem.kind[pfn] = KIND_OF_MT[MigrateType.UNMOVABLE]
+
+
+def free_block(z, pfn: int, order: int, mt: int, to_tail: bool = False) -> int:
+    """Free [pfn, pfn + 2^order) as one block that was allocated as one."""
+    z.mem.pstate[pfn + 1:pfn + (1 << order)] = bytes([TAIL]) * ((1 << order) - 1)
+    z.mem.pstate[pfn] = ALLOC + order
+    return free_one_page(z, pfn, order, mt, to_tail)
+
+
+def test_merge_queues_at_tail_when_the_parent_buddy_is_free():
+    m = make_machine(ClaimRule.IN_USE_COUNT, pcp=False, dma32_mib=0)
+    z = m.zones[0]
+    carve(z)
+    mt = MigrateType.MOVABLE
+    heads = lambda: list(z.mem.iter_list(z.free_head[2][mt]))  # noqa: E731
+    base = 0x400
+    # 0x404/2 cannot merge (0x400 is in use), but its parent 0x400/3 has a free buddy
+    # 0x408/3: the block may merge soon, so it is queued at the tail.
+    free_block(z, base + 0x8, 3, mt)
+    free_block(z, base + 0x20 + 0x4, 2, mt)      # parent's buddy 0x428/3 not free: head
+    assert heads() == [base + 0x24]
+    assert free_block(z, base + 0x4, 2, mt) == base + 0x4
+    assert heads() == [base + 0x24, base + 0x4]
+    free_block(z, base + 0x44, 2, mt)            # head again
+    assert heads() == [base + 0x44, base + 0x24, base + 0x4]
+    free_block(z, base + 0x64, 2, mt, to_tail=True)   # FPI_TO_TAIL
+    assert heads() == [base + 0x44, base + 0x24, base + 0x4, base + 0x64]
+
+
+def test_merge_combines_up_to_max_order_and_clears_the_owner():
+    m = make_machine(ClaimRule.IN_USE_COUNT, pcp=False, dma32_mib=0)
+    z = m.zones[0]
+    carve(z)
+    mem = z.mem
+    base = 0x800                         # an order-10-aligned block
+    for pfn in range(base, base + 1024):
+        free_one_page(z, pfn, 0, MigrateType.MOVABLE)
+    assert z.nr_free[MAX_ORDER] == 1 and z.free_pages == 1024
+    assert list(mem.iter_list(z.free_head[MAX_ORDER][MigrateType.MOVABLE])) == [base]
+    assert mem.kind[base:base + 1024].count(KIND_NONE) == 1024
+    assert mem.pstate[base] == MigrateType.MOVABLE << 4 | MAX_ORDER
+    assert mem.pstate[base + 1:base + 1024].count(TAIL) == 1023
+    # Order 10 is the largest block: its free buddy 0xc00/10 stays separate.
+    free_block(z, base + 1024, MAX_ORDER, MigrateType.MOVABLE)
+    assert z.nr_free[MAX_ORDER] == 2
