@@ -116,6 +116,17 @@ class BuddyMachine(RuleBasedStateMachine):
                 break
             self._record(out.pfn, order, mt)
 
+    @rule(order=st.integers(0, PAGEBLOCK_ORDER), mt=st.sampled_from(list(GFP_OF_MT)),
+          cpu=st.integers(0, NR_CPUS - 1))
+    def fill(self, order, mt, cpu):
+        """Allocate until the zones run dry: every later request has to fall back."""
+        for _ in range(self.m.total_pages >> order):
+            out = get_page_from_freelist(self.m, self.tasks[cpu], GFP_OF_MT[mt], order,
+                                         ALLOC_NO_WATERMARKS)
+            if out.pfn < 0:
+                break
+            self._record(out.pfn, order, mt)
+
     def _record(self, pfn, order, mt):
         mem = self.m.mem
         assert mem.pstate[pfn] == ALLOC + order and pfn not in self.allocated

@@ -1,0 +1,1 @@
+"""compactsim's client side: the `compactsim` command line (and, later, the gRPC client)."""

@@ -1,0 +1,147 @@
+"""The `compactsim` command line.
+
+    compactsim scenarios
+    compactsim simulate (--scenario NAME | --spec FILE) [--set path=value ...] [--seed N]
+                        [--duration 60s] [--out DIR] [--format table|json]
+
+`simulate` runs the model in-process with a progress bar on stderr (simulated time
+against wall time), prints a summary on stdout and, with `--out`, writes the summary,
+time series, procfs files and trace. Exit codes: 0 done, 2 bad spec or arguments
+(every bad field is named on stderr), 1 the run failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from sim.config import apply_overrides, config_from_dict, load_spec
+from sim.run import RunResult, run
+from sim.scenarios import list_scenarios, load_scenario
+from sim.schema import ConfigError
+from sim.units import format_duration
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+SUMMARY_COUNTERS = ("pgalloc_normal", "pgfree", "allocstall_normal", "pgscan_kswapd",
+                    "pgsteal_kswapd", "pgscan_direct", "pgsteal_direct", "pswpout",
+                    "thp_fault_alloc", "thp_fault_fallback", "compact_stall",
+                    "compact_success", "compact_fail", "pgmigrate_success", "pgmigrate_fail",
+                    "oom_kill", "nr_free_pages")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="compactsim", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("scenarios", help="list the preset scenarios")
+    s = sub.add_parser("simulate", help="run one simulation in this process")
+    src = s.add_mutually_exclusive_group(required=True)
+    src.add_argument("--scenario", help="a preset (see `compactsim scenarios`)")
+    src.add_argument("--spec", type=Path, help="a YAML or JSON spec file")
+    s.add_argument("--set", dest="overrides", action="append", default=[],
+                   metavar="PATH=VALUE", help="override a spec field, e.g. tunables.swappiness=10")
+    s.add_argument("--seed", type=int, help="same as --set seed=N")
+    s.add_argument("--duration", help="same as --set duration=VALUE (e.g. 60s)")
+    s.add_argument("--out", type=Path, help="write summary, series, procfs files and trace here")
+    s.add_argument("--format", choices=("table", "json"), default="table")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    return p
+
+
+def build_config(args: argparse.Namespace):
+    raw = load_scenario(args.scenario) if args.scenario else load_spec(args.spec)
+    overrides = list(args.overrides)
+    if args.seed is not None:
+        overrides.append(f"seed={args.seed}")
+    if args.duration is not None:
+        overrides.append(f"duration={args.duration}")
+    return config_from_dict(apply_overrides(raw, overrides))
+
+
+def _run_with_progress(cfg, show: bool) -> tuple[RunResult, float]:
+    start = time.perf_counter()
+    if not show:
+        return run(cfg), time.perf_counter() - start
+    console = Console(stderr=True)
+    columns = (TextColumn("[bold]simulating"), BarColumn(),
+               TextColumn("{task.fields[sim]} of {task.fields[limit]} simulated"),
+               TextColumn("{task.fields[speed]}"), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task("run", total=cfg.duration, sim="0s", speed="",
+                            limit=format_duration(cfg.duration))
+
+        def progress(now: float, duration: float) -> None:
+            wall = time.perf_counter() - start
+            bar.update(task, completed=now, sim=f"{now:.1f}s",
+                       speed=f"{now / wall:.2f} sim-s/s" if wall > 0 else "")
+
+        result = run(cfg, progress)
+    return result, time.perf_counter() - start
+
+
+def _summary_table(result: RunResult, wall: float) -> Table:
+    s = result.summary
+    table = Table(title=f"compactsim: {s['kernel']['profile']}, "
+                        f"movable_ops={s['memmap']['design']}, seed {s['seed']}, "
+                        f"{format_duration(s['duration_s'])} simulated in {wall:.1f}s")
+    table.add_column("counter / measure")
+    table.add_column("value", justify="right")
+    for key in SUMMARY_COUNTERS:
+        table.add_row(key, str(s["vmstat"][key]))
+    table.add_row("fragmentation score (per node)", ", ".join(map(str, s["fragmentation_score"])))
+    mm = s["memmap"]
+    table.add_row("struct page / memmap", f"{mm['struct_page_bytes']} B / "
+                  f"{mm['memmap_bytes'] / 2**20:.1f} MiB ({mm['memmap_percent_of_ram']} % of RAM)")
+    for key, a in s["allocations"].items():
+        table.add_row(f"alloc {key}", f"{a['successes']}/{a['attempts']} ok, "
+                      f"p50 {a['p50_us']:.1f} us, p99 {a['p99_us']:.1f} us")
+    return table
+
+
+def cmd_scenarios(_args) -> int:
+    for name, desc in list_scenarios().items():
+        print(f"{name:20s} {desc}")
+    return EXIT_OK
+
+
+def cmd_simulate(args) -> int:
+    try:
+        cfg = build_config(args)
+    except ConfigError as exc:
+        print(f"compactsim: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:
+        print(f"compactsim: cannot read spec: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        result, wall = _run_with_progress(cfg, show=not args.no_progress)
+    except ConfigError as exc:
+        print(f"compactsim: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.out is not None:
+        from client.output import write_results
+        written = write_results(result, args.out)
+        print(f"compactsim: wrote {len(written)} files under {args.out}", file=sys.stderr)
+    if args.format == "json":
+        json.dump(result.summary, sys.stdout, indent=2, sort_keys=True)
+        print()
+    else:
+        Console().print(_summary_table(result, wall))
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    handler = {"scenarios": cmd_scenarios, "simulate": cmd_simulate}[args.command]
+    return handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

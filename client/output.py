@@ -1,0 +1,40 @@
+"""Writing a run's results: summary JSON, time series CSV, procfs files and the trace."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from sim.config import config_to_dict
+from sim.run import RunResult
+
+
+def write_results(result: RunResult, out: Path) -> list[Path]:
+    """Write everything a run produced under `out`; returns the files written."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+
+    def put(name: str, text: str) -> None:
+        path = out / name
+        path.write_text(text)
+        written.append(path)
+
+    put("summary.json", json.dumps(result.summary, indent=2, sort_keys=True) + "\n")
+    put("spec.json", json.dumps(config_to_dict(result.config), indent=2) + "\n")
+    if result.series:
+        path = out / "series.csv"
+        with path.open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(result.series[0]))
+            writer.writeheader()
+            writer.writerows(result.series)
+        written.append(path)
+    proc = out / "proc"
+    proc.mkdir(exist_ok=True)
+    for name, text in result.files.items():
+        path = proc / name
+        path.write_text(text)
+        written.append(path)
+    if result.trace:
+        put("trace.txt", result.trace)
+    return written
