@@ -14,6 +14,7 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/compactsim simulate --scenario churn --duration 20s --out out/demo
+	@echo; echo "kernel-format files:"; ls out/demo/proc; echo; cat out/demo/proc/buddyinfo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
