@@ -30,7 +30,7 @@ class BuddyPolicy:
     claim_rule: ClaimRule = ClaimRule.FREELIST_HYGIENE
     watermark_boost_factor: int = 15000     # 0 disables boosting
     pageblocks: Pageblocks | None = None
-    on_extfrag: object = None               # callable(pfn, order, fallback_order, start_mt, fallback_mt, change_ownership)
+    on_extfrag: object = None               # callable(zone, pfn, order, fallback_order, start_mt, fallback_mt, change_ownership)
 
 
 # --- list primitives -----------------------------------------------------------------
@@ -281,16 +281,28 @@ def buddy_merge_likely(z: Zone, pfn: int, buddy_pfn: int, order: int) -> bool:
     return s < 64 and (s & 15) == order + 1
 
 
-def free_one_page(z: Zone, pfn: int, order: int, mt: int, to_tail: bool = False) -> int:
-    """__free_one_page: merge with free buddies up to MAX_ORDER; returns the final head."""
+def free_one_page(z: Zone, pfn: int, order: int, mt: int, to_tail: bool = False,
+                  pageblocks: Pageblocks | None = None) -> int:
+    """__free_one_page: merge with free buddies up to MAX_ORDER; returns the final head.
+
+    Pass `pageblocks` under freelist hygiene (6.10+): merging at pageblock order or above
+    with a buddy from a block of another type relabels that block to `mt` ("match buddy
+    type"), so that a later split puts every part on its own block's list. Before 6.10
+    the buddy's block keeps its label.
+    """
     mem = z.mem
     pstate = mem.pstate
     mem.kind[pfn] = KIND_NONE
     mem.flags[pfn] = 0
     mem.expire[pfn] = 0
     start, end = z.zone_start_pfn, z.zone_start_pfn + z.spanned_pages
+    capc = z.capture
     buddy = pfn
     while order < MAX_ORDER:
+        if capc is not None and capc.wants(order, mt):
+            capc.pfn = pfn
+            pstate[pfn] = ALLOC + order
+            return pfn
         buddy = pfn ^ (1 << order)
         if not start <= buddy < end:
             break
@@ -298,9 +310,16 @@ def free_one_page(z: Zone, pfn: int, order: int, mt: int, to_tail: bool = False)
         if s >= 64 or (s & 15) != order:
             break
         del_page_from_free_list(z, buddy, order, s >> 4)
+        if (pageblocks is not None and order >= PAGEBLOCK_ORDER
+                and pageblocks.get_pageblock_migratetype(buddy) != mt):
+            pageblocks.change_pageblock_range(buddy, order, mt)
         pstate[pfn] = TAIL
         pfn &= buddy
         order += 1
+    if capc is not None and capc.wants(order, mt):
+        capc.pfn = pfn
+        pstate[pfn] = ALLOC + order
+        return pfn
     if not to_tail:
         to_tail = buddy_merge_likely(z, pfn, pfn ^ (1 << order), order)
     add_to_free_list(z, pfn, order, mt, to_tail)

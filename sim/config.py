@@ -50,6 +50,13 @@ class ClaimRule(enum.Enum):
     FREELIST_HYGIENE = "FREELIST_HYGIENE"  # 6.10+: claim whole or steal one page, remainders stay
 
 
+class ContendedAbort(enum.Enum):
+    """What async compaction does when a trylock fails (section 5.4)."""
+
+    IMMEDIATE = "IMMEDIATE"        # 4.4: COMPACT_CONTENDED_LOCK at once
+    FINISH_BLOCK = "FINISH_BLOCK"  # 5.1+: take the lock anyway, finish the block, then abort
+
+
 class ThpDefrag(enum.Enum):
     """/sys/kernel/mm/transparent_hugepage/defrag."""
 
@@ -122,6 +129,22 @@ def _size(**kw: Any) -> Any:
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class PageFlagsConfig:
+    """The kernel build's widths that share `page->flags` (page-flags-layout.h)."""
+
+    nr_pageflags: int = spec(24, lo=16, hi=40, doc="NR_PAGEFLAGS before the design adds")
+    nodes_shift: int = spec(6, lo=0, hi=10, doc="CONFIG_NODES_SHIFT (10 with MAXSMP)")
+    zones_width: int = spec(3, lo=0, hi=3, doc="ZONES_WIDTH (3 with DMA, DMA32, Normal, "
+                            "Movable, Device)")
+    sparsemem_vmemmap: bool = spec(True, doc="no section bits in page->flags")
+    section_width: int = spec(0, lo=0, hi=20, doc="SECTIONS_WIDTH without vmemmap")
+    lru_gen_width: int = spec(3, lo=0, hi=4, doc="MGLRU generation bits (0 without MGLRU)")
+    kasan_tag_width: int = spec(0, lo=0, hi=8, doc="8 with arm64 KASAN tag modes")
+    numa_balancing: bool = spec(True, doc="LAST_CPUPID bits are wanted")
+    nr_cpus_bits: int = spec(13, lo=1, hi=13, doc="order_base_2(CONFIG_NR_CPUS)")
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class MachineConfig:
     """The simulated hardware: nodes of equal size, zones, CPUs and a zram device."""
 
@@ -136,6 +159,7 @@ class MachineConfig:
                                          doc="uncompressed / compressed size of anon pages")
     struct_page_size: int = spec(64, lo=32, hi=256,
                                  doc="sizeof(struct page) before the movable-ops design adds")
+    page_flags: PageFlagsConfig = spec(default_factory=lambda: PageFlagsConfig())
 
     def check(self, path: str) -> list[FieldError]:
         errs = []
@@ -153,24 +177,27 @@ class MachineConfig:
 
 # Mechanism switches of each release (design.md "Kernel profiles"). A profile fills in
 # the switches a spec leaves out.
+_V4_4 = dict(claim_rule="FREE_COUNT", watermark_boost=False, scaled_watermarks=False,
+             alloc_nofragment=False, movable_ops="NONE", pcp=True, compaction=True,
+             kcompactd=False, compact_priorities=False, compaction_capture=False,
+             fast_search=False, proactive_compaction=False, migrate_batching=False,
+             contended_abort="IMMEDIATE", sync_light_isolates_writeback=True)
 PROFILES: dict[str, dict[str, Any]] = {
-    "v4.4": dict(claim_rule="FREE_COUNT", watermark_boost=False, scaled_watermarks=False,
-                 alloc_nofragment=False, movable_ops="NONE", pcp=True),
-    "v4.8": dict(claim_rule="FREE_COUNT", watermark_boost=False, scaled_watermarks=True,
-                 alloc_nofragment=False, movable_ops="MAPPING_OPS", pcp=True),
-    "v4.12": dict(claim_rule="IN_USE_COUNT", watermark_boost=False, scaled_watermarks=True,
-                  alloc_nofragment=False, movable_ops="MAPPING_OPS", pcp=True),
-    "v5.0": dict(claim_rule="IN_USE_COUNT", watermark_boost=True, scaled_watermarks=True,
-                 alloc_nofragment=True, movable_ops="MAPPING_OPS", pcp=True),
-    "v5.9": dict(claim_rule="IN_USE_COUNT", watermark_boost=True, scaled_watermarks=True,
-                 alloc_nofragment=True, movable_ops="MAPPING_OPS", pcp=True),
-    "v6.1": dict(claim_rule="IN_USE_COUNT", watermark_boost=True, scaled_watermarks=True,
-                 alloc_nofragment=True, movable_ops="MAPPING_OPS", pcp=True),
-    "v6.10": dict(claim_rule="FREELIST_HYGIENE", watermark_boost=True, scaled_watermarks=True,
-                  alloc_nofragment=True, movable_ops="MAPPING_OPS", pcp=True),
-    "v6.17": dict(claim_rule="FREELIST_HYGIENE", watermark_boost=True, scaled_watermarks=True,
-                  alloc_nofragment=True, movable_ops="PAGE_TYPE", pcp=True),
+    "v4.4": _V4_4,
+    "v4.8": {**_V4_4, "scaled_watermarks": True, "movable_ops": "MAPPING_OPS",
+             "kcompactd": True, "compact_priorities": True,
+             "sync_light_isolates_writeback": False},
+    "v4.12": {**_V4_4, "scaled_watermarks": True, "movable_ops": "MAPPING_OPS",
+              "kcompactd": True, "compact_priorities": True, "claim_rule": "IN_USE_COUNT",
+              "sync_light_isolates_writeback": False},
 }
+PROFILES["v5.0"] = {**PROFILES["v4.12"], "watermark_boost": True, "alloc_nofragment": True}
+PROFILES["v5.9"] = {**PROFILES["v5.0"], "compaction_capture": True, "fast_search": True,
+                    "proactive_compaction": True, "contended_abort": "FINISH_BLOCK"}
+PROFILES["v6.1"] = dict(PROFILES["v5.9"])
+PROFILES["v6.10"] = {**PROFILES["v6.1"], "migrate_batching": True,
+                     "claim_rule": "FREELIST_HYGIENE"}
+PROFILES["v6.17"] = {**PROFILES["v6.10"], "movable_ops": "PAGE_TYPE"}
 DEFAULT_PROFILE = "v6.10"
 
 
@@ -188,6 +215,19 @@ class KernelConfig:
                                    "off: low=1.25*min, high=1.5*min as in 4.4")
     alloc_nofragment: bool = spec(True, doc="ALLOC_NOFRAGMENT with a DMA32 zone (5.0+)")
     pcp: bool = spec(True, doc="per-cpu order-0 page lists")
+    compaction: bool = spec(True, doc="CONFIG_COMPACTION: direct compaction in the slow path")
+    kcompactd: bool = spec(True, doc="a kcompactd thread per node (4.6+)")
+    compact_priorities: bool = spec(True, doc="compaction priorities and should_compact_retry "
+                                    "(4.8+); off: 4.4's async then sync-light")
+    compaction_capture: bool = spec(True, doc="direct compactors capture the page they free (5.1+)")
+    fast_search: bool = spec(True, doc="fast_find_migrateblock / fast_isolate_freepages (5.1+)")
+    proactive_compaction: bool = spec(True, doc="kcompactd's proactive mode (5.9+)")
+    migrate_batching: bool = spec(True, doc="migrate_pages batching and one TLB flush per "
+                                  "batch (6.3+)")
+    contended_abort: ContendedAbort = spec(ContendedAbort.FINISH_BLOCK,
+                                           doc="async compaction on a contended lock")
+    sync_light_isolates_writeback: bool = spec(False, doc="SYNC_LIGHT isolates pages under "
+                                               "writeback (4.4); later only SYNC does")
 
     @staticmethod
     def defaults(raw: dict[str, Any], path: str, errors: list[FieldError]) -> dict[str, Any]:
@@ -214,6 +254,8 @@ class Tunables:
                                      doc="vm.lowmem_reserve_ratio for DMA32 (Normal's is 32)")
     percpu_pagelist_high_fraction: int = spec(0, lo=0, hi=1 << 20,
                                               doc="vm.percpu_pagelist_high_fraction (0 or >= 8)")
+    compact_unevictable_allowed: int = spec(1, lo=0, hi=1,
+                                            doc="vm.compact_unevictable_allowed")
     thp_enabled: ThpEnabled = spec(ThpEnabled.ALWAYS, doc="transparent_hugepage/enabled")
     thp_defrag: ThpDefrag = spec(ThpDefrag.MADVISE, doc="transparent_hugepage/defrag")
 
@@ -241,6 +283,11 @@ class ReplayConfig:
     gfp_era: str = spec("4.4+", doc="bit layout of numeric gfp flags: 3.x or 4.4+")
     struct_page_size: int = spec(64, lo=16, hi=256, doc="for page pointers without pfn")
     time_scale: float = spec(1.0, lo=1e-6, hi=1e6, doc="simulated seconds per trace second")
+
+    def check(self, path: str) -> list[FieldError]:
+        if self.gfp_era not in ("3.x", "4.4+"):
+            return [FieldError(f"{path}.gfp_era", f"{self.gfp_era!r} is not one of 3.x, 4.4+")]
+        return []
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -315,9 +362,14 @@ class SimConfig:
     sampling: SamplingConfig = spec(default_factory=SamplingConfig)
     pace: float = spec(0.0, lo=0.0, hi=1e9,
                        doc="simulated seconds per wall second (0: as fast as possible)")
+    compact_memory: tuple[float, ...] = spec((), item_parse=parse_duration, lo=0.0,
+                                             doc="times of `echo 1 > /proc/sys/vm/compact_memory`")
 
     def check(self, path: str) -> list[FieldError]:
         errs = []
+        for i, t in enumerate(self.compact_memory):
+            if not 0 <= t <= self.duration:
+                errs.append(FieldError(f"compact_memory[{i}]", "must be within the run's duration"))
         seen = set()
         for i, group in enumerate(self.workload):
             if group.name in seen:

@@ -90,3 +90,12 @@ def gfp_noretry(gfp: int) -> bool:
 
 def gfp_retry_mayfail(gfp: int) -> bool:
     return bool(gfp & __GFP_RETRY_MAYFAIL)
+
+
+def gfp_io(gfp: int) -> bool:
+    return bool(gfp & __GFP_IO)
+
+
+def gfp_thp(gfp: int, order: int) -> bool:
+    """A THP fault's mask (movable compound at pageblock order)."""
+    return order == 9 and gfp & (__GFP_COMP | __GFP_MOVABLE) == (__GFP_COMP | __GFP_MOVABLE)

@@ -15,7 +15,9 @@ import dataclasses
 import simpy
 
 from sim.buddy import BuddyPolicy, free_one_page
-from sim.config import MAX_ORDER, MovableOps, PAGE_SIZE, SimConfig, ThpEnabled
+from sim.config import (MAX_ORDER, PAGE_SIZE, MovableOps, PageFlagsConfig, SimConfig,
+                        ThpEnabled)
+from sim.pageflags import page_flags_budget
 from sim.locks import SimLock
 from sim.page import ALLOC, KIND_RESERVED, MemMap
 from sim.pageblock import PAGEBLOCK_ORDER, Pageblocks
@@ -29,16 +31,12 @@ from sim.zone import (Zone, calculate_min_free_kbytes, recommended_min_free_kbyt
 # Per-node list heads: LRU lists (node-wide lruvec) and driver page lists.
 LRU_ANON, LRU_FILE, LRU_UNEVICTABLE, LIST_ZSPAGES, LIST_BALLOON = range(5)
 NR_NODE_LISTS = 5
-EXTRA_POINTERS_PAGE_FLAG_CALLBACKS = 3   # isolate, put, migrate (the 2015 proposal)
 
 
-def struct_page_bytes(base: int, design: MovableOps) -> int:
+def struct_page_bytes(base: int, design: MovableOps, flags: PageFlagsConfig | None = None) -> int:
     """sizeof(struct page) under a movable-ops design, after 16-byte alignment
-    (CONFIG_HAVE_ALIGNED_STRUCT_PAGE)."""
-    size = base
-    if design is MovableOps.PAGE_FLAG_CALLBACKS:
-        size += 8 * EXTRA_POINTERS_PAGE_FLAG_CALLBACKS
-    return (size + 15) // 16 * 16
+    (CONFIG_HAVE_ALIGNED_STRUCT_PAGE), including `_last_cpupid` if page->flags is full."""
+    return page_flags_budget(flags or PageFlagsConfig(), design, base).struct_page_bytes
 
 
 @dataclasses.dataclass(slots=True)
@@ -51,6 +49,7 @@ class Node:
     zones: list[Zone]
     cpus: list[int]
     lists: list[int]                    # list heads, indexed by LRU_ANON ...
+    lru_lock: SimLock                   # the lruvec lock (per node since 4.8)
     lru_size: list[int] = dataclasses.field(default_factory=lambda: [0] * NR_NODE_LISTS)
     memmap_pages: int = 0
 
@@ -105,7 +104,7 @@ def build_machine(cfg: SimConfig, env: simpy.Environment) -> Machine:
     heads = mc.nodes * (NR_NODE_LISTS + 2 * (MAX_ORDER + 1) * 4)
     mem = MemMap(nr_pages, heads)
     pageblocks = Pageblocks(nr_pages >> PAGEBLOCK_ORDER)
-    sps = struct_page_bytes(mc.struct_page_size, cfg.kernel.movable_ops)
+    sps = struct_page_bytes(mc.struct_page_size, cfg.kernel.movable_ops, mc.page_flags)
     cpus_per_node = mc.cpus // mc.nodes
     cpu_node = [min(c // cpus_per_node, mc.nodes - 1) for c in range(mc.cpus)]
     nodes: list[Node] = []
@@ -128,6 +127,7 @@ def build_machine(cfg: SimConfig, env: simpy.Environment) -> Machine:
         nodes.append(Node(node_id=nid, start_pfn=start, nr_pages=node_pages, zones=node_zones,
                           cpus=[c for c in range(mc.cpus) if cpu_node[c] == nid],
                           lists=[mem.new_list() for _ in range(NR_NODE_LISTS)],
+                          lru_lock=SimLock(env, f"lru_lock/{nid}"),
                           memmap_pages=memmap))
         zones.extend(node_zones)
     policy = BuddyPolicy(claim_rule=cfg.kernel.claim_rule,

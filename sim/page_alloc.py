@@ -14,6 +14,7 @@ import dataclasses
 
 from sim import tracepoint as tp
 from sim.buddy import free_one_page, rmqueue
+from sim.config import ClaimRule
 from sim.gfp import ALLOC_NOFRAGMENT, ALLOC_WMARK_LOW, gfp_migratetype
 from sim.machine import Machine
 from sim.pageblock import MIGRATE_PCPTYPES, PAGEBLOCK_ORDER, MigrateType
@@ -146,7 +147,8 @@ def free_pages(m: Machine, task: Task, pfn: int, order: int) -> Outcome:
                            tp.fmt_mm_page_pcpu_drain(tp.pfn_to_page(p), p, 0, pmt))
         return out
     out.work = WORK_BUDDY
-    free_one_page(z, pfn, order, mt)
+    hygiene = m.policy.claim_rule is ClaimRule.FREELIST_HYGIENE
+    free_one_page(z, pfn, order, mt, pageblocks=m.pageblocks if hygiene else None)
     return out
 
 

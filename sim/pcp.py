@@ -87,8 +87,11 @@ def free_pcppages_bulk(z, cpu: int, count: int, free_one_page, pageblocks, polic
             pfn = lst.pop(0)
             pcp.counts[cpu] -= 1
             count -= 1
-            to_mt = pageblocks.get_pageblock_migratetype(pfn) if hygiene else mt
-            free_one_page(z, pfn, 0, to_mt)
+            if hygiene:
+                free_one_page(z, pfn, 0, pageblocks.get_pageblock_migratetype(pfn),
+                              pageblocks=pageblocks)
+            else:
+                free_one_page(z, pfn, 0, mt)
             freed.append((pfn, mt))
         mt = (mt + 1) % MIGRATE_PCPTYPES
     return freed

@@ -53,12 +53,16 @@ def pgdat_watermark_boosted(node: Node) -> bool:
 class Reclaim:
     """kswapd threads, direct reclaim and the writeback completions they start."""
 
-    def __init__(self, m: Machine, zram, kcompactd_wake=None):
+    def __init__(self, m: Machine, zram):
         self.m = m
         self.env: simpy.Environment = m.env
         self.zram = zram
         self.costs = m.config.costs
-        self.kcompactd_wake = kcompactd_wake      # callable(node_id, order, highest_zoneidx)
+        # Set by the run once compaction exists: kcompactd's waker, kswapd's own
+        # compaction where there is no kcompactd (4.4), and the sleep-time skip reset.
+        self.kcompactd_wake = None               # callable(node_id, order, highest_zoneidx)
+        self.kswapd_compact = None               # generator(node_id, order, highest_zoneidx)
+        self.on_kswapd_sleep = None              # callable(node_id)
         self.swappiness = m.config.tunables.swappiness
         n = len(m.nodes)
         self.kswapd_order = [0] * n
@@ -248,9 +252,15 @@ class Reclaim:
             self.kswapd_order[nid] = 0
             self.kswapd_highest_zoneidx[nid] = 1
             yield from self._balance_pgdat(task, node, order, zoneidx)
-            # kswapd_try_to_sleep: once balanced, hand the high-order work to kcompactd.
-            if pgdat_balanced(node, order, zoneidx) and self.kcompactd_wake is not None:
-                self.kcompactd_wake(nid, order, zoneidx)
+            if self.kswapd_compact is not None and order > 0:
+                yield from self.kswapd_compact(nid, order, zoneidx)
+            # kswapd_try_to_sleep: once balanced, reset skip hints if a direct compactor
+            # asked for it and hand the high-order work to kcompactd.
+            if pgdat_balanced(node, order, zoneidx):
+                if self.on_kswapd_sleep is not None:
+                    self.on_kswapd_sleep(nid)
+                if self.kcompactd_wake is not None:
+                    self.kcompactd_wake(nid, order, zoneidx)
 
     def _balance_pgdat(self, task: Task, node: Node, order: int, zoneidx: int):
         m = self.m

@@ -18,6 +18,7 @@ import simpy.rt
 from sim.config import MovableOps, SimConfig, PAGE_SIZE
 from sim.histogram import Histogram
 from sim.machine import Machine, build_machine, struct_page_bytes
+from sim.pageflags import page_flags_budget
 from sim.page_alloc import trace_extfrag
 from sim.reclaim import Reclaim
 from sim.report import procfs_files, vmstat
@@ -26,6 +27,10 @@ from sim.sampling import Sampler, fragmentation_score_node
 from sim.slowpath import Allocator
 from sim.workload import Workload
 from sim.zram import Zram
+from sim.compaction import Compaction
+from sim.kcompactd import Kcompactd, compact_node
+from sim.migrate import Migration
+from sim.task import Task
 
 PROGRESS_STEPS = 100
 
@@ -64,11 +69,17 @@ class RunResult:
 
 
 def memmap_summary(m: Machine) -> dict:
-    """The memmap cost of this run's design, with the other designs for comparison."""
+    """The memmap cost of this run's design, with the other designs for comparison, and
+    the page-flags budget of each."""
     total = m.total_pages
-    base = m.config.machine.struct_page_size
-    designs = {d.name: struct_page_bytes(base, d) for d in MovableOps}
+    mc = m.config.machine
+    base = mc.struct_page_size
+    designs = {d.name: struct_page_bytes(base, d, mc.page_flags) for d in MovableOps}
+    budgets = {d.name: dataclasses.asdict(page_flags_budget(mc.page_flags, d, base))
+               for d in MovableOps}
     return {
+        "page_flags": budgets[m.config.kernel.movable_ops.name],
+        "page_flags_by_design": budgets,
         "design": m.config.kernel.movable_ops.name,
         "struct_page_bytes": m.struct_page_size,
         "memmap_bytes": total * m.struct_page_size,
@@ -110,6 +121,27 @@ def summarize(m: Machine, workload: Workload, reclaim: Reclaim, zram: Zram) -> d
     }
 
 
+def _compact_memory_at(m: Machine, compaction: Compaction, at: float):
+    """`echo 1 > /proc/sys/vm/compact_memory` at simulated time `at`."""
+    yield m.env.timeout(at)
+    task = Task(comm="sh", pid=1, cpu=0, node=0)
+    for node in m.nodes:
+        yield from compact_node(m, compaction, node.node_id, task)
+
+
+def compaction_summary(compaction: Compaction | None, kcompactd: Kcompactd | None) -> dict:
+    if compaction is None:
+        return {"enabled": False}
+    return {
+        "enabled": True,
+        "results": dict(sorted(compaction.results.items())),
+        "latency": {k: {n: round(v, 3) for n, v in h.summary().items()}
+                    for k, h in compaction.latency.items() if h.n},
+        "wasted_migrations": compaction.wasted_migrations,
+        "proactive_runs": kcompactd.proactive_runs if kcompactd is not None else 0,
+    }
+
+
 def run(config: SimConfig, progress: Callable[[float, float], None] | None = None) -> RunResult:
     env = (PacedEnvironment(factor=1.0 / config.pace, strict=False) if config.pace > 0
            else CountingEnvironment())
@@ -120,6 +152,20 @@ def run(config: SimConfig, progress: Callable[[float, float], None] | None = Non
     reclaim = Reclaim(m, zram)
     allocator = Allocator(m, reclaim)
     workload = Workload(m, allocator, zram, rngs)
+    compaction = kcompactd = None
+    if config.kernel.compaction:
+        migration = Migration(m, rngs("migrate.driver"), on_moved=workload.rescheduled,
+                              zspage_busy=zram.zspage_busy)
+        compaction = Compaction(m, migration, reclaim)
+        kcompactd = Kcompactd(m, compaction, reclaim)
+        allocator.compaction = compaction
+        reclaim.on_kswapd_sleep = compaction.kswapd_sleep_reset
+        if config.kernel.kcompactd:
+            reclaim.kcompactd_wake = kcompactd.wakeup_kcompactd
+        else:
+            reclaim.kswapd_compact = kcompactd.kswapd_compact
+        for at in config.compact_memory:
+            env.process(_compact_memory_at(m, compaction, at))
     replays = []
     if any(g.replay is not None for g in config.workload):
         from sim.replay import Replay
@@ -134,6 +180,7 @@ def run(config: SimConfig, progress: Callable[[float, float], None] | None = Non
     sampler.take()
     summary = summarize(m, workload, reclaim, zram)
     summary["replay"] = [r.summary() for r in replays]
+    summary["compaction"] = compaction_summary(compaction, kcompactd)
     return RunResult(config=config, summary=summary, series=sampler.rows,
                      files=procfs_files(m),
                      trace=m.trace.render() if m.trace is not None else "",

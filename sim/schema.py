@@ -42,9 +42,11 @@ class ConfigError(ValueError):
 
 def spec(default: Any = dataclasses.MISSING, *, lo: float | None = None,
          hi: float | None = None, parse: Callable[[Any], Any] | None = None,
+         item_parse: Callable[[Any], Any] | None = None,
          doc: str = "", default_factory: Any = dataclasses.MISSING) -> Any:
-    """A dataclass field with bounds, an optional parser and a description."""
-    meta = {"lo": lo, "hi": hi, "parse": parse, "doc": doc}
+    """A dataclass field with bounds, an optional parser (`item_parse` for each item of a
+    list) and a description."""
+    meta = {"lo": lo, "hi": hi, "parse": parse, "item_parse": item_parse, "doc": doc}
     if default_factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -101,7 +103,9 @@ def _read(tp: Any, raw: Any, path: str, meta: Mapping[str, Any], errors: list[Fi
         if not isinstance(raw, (list, tuple)):
             errors.append(FieldError(path, "expected a list"))
             return None
-        items = [_read(item_tp, item, f"{path}[{i}]", {}, errors) for i, item in enumerate(raw)]
+        item_meta = {"parse": meta.get("item_parse"), "lo": meta.get("lo"), "hi": meta.get("hi")}
+        items = [_read(item_tp, item, f"{path}[{i}]", item_meta, errors)
+                 for i, item in enumerate(raw)]
         return tuple(items)
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
         names = {m.name.lower(): m for m in tp}

@@ -20,7 +20,7 @@ from typing import Protocol
 from sim.charge import alloc_cost, charge, settle
 from sim.gfp import (ALLOC_NO_WATERMARKS, ALLOC_WMARK_LOW, gfp_kswapd_reclaim,
                      gfp_migratetype, gfp_noretry, gfp_retry_mayfail, gfp_to_alloc_flags,
-                     gfpflags_allow_blocking)
+                     gfpflags_allow_blocking, gfp_thp)
 from sim.machine import Machine
 from sim.page_alloc import (Outcome, drain_all_pages, get_page_from_freelist, trace_alloc,
                             zonelist)
@@ -64,7 +64,7 @@ class DirectCompaction(Protocol):
         """Generator: returns (pfn or -1, CompactResult)."""
 
     def should_compact_retry(self, state: "SlowpathState", order: int,
-                             result: CompactResult) -> bool:
+                             result: CompactResult, task: Task) -> bool:
         """Whether to loop again, possibly lowering `state.compact_priority`."""
 
 
@@ -144,6 +144,8 @@ class Allocator:
                 if result in (CompactResult.SKIPPED, CompactResult.DEFERRED):
                     return -1
                 state.compact_priority = INIT_COMPACT_PRIORITY
+        if not self.m.config.kernel.compact_priorities and gfp_thp(gfp, order):
+            state.compact_priority = INIT_COMPACT_PRIORITY   # 4.4: THP faults stay async
         drained = False
         while True:
             if gfp_kswapd_reclaim(gfp):
@@ -176,7 +178,7 @@ class Allocator:
             if self._should_reclaim_retry(task, order, alloc_flags, progress, state):
                 continue
             if (progress and self.compaction is not None
-                    and self.compaction.should_compact_retry(state, order, result)):
+                    and self.compaction.should_compact_retry(state, order, result, task)):
                 continue
             if order <= PAGE_ALLOC_COSTLY_ORDER:
                 m.events["oom_kill"] += 1

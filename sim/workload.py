@@ -27,8 +27,8 @@ from sim.gfp import (__GFP_COMP, __GFP_KSWAPD_RECLAIM, __GFP_NOMEMALLOC, __GFP_N
 from sim.histogram import Histogram
 from sim.lru import add_page_to_lru, del_page_from_lru, lru_list_for, node_of
 from sim.machine import LIST_BALLOON, LIST_ZSPAGES, Machine
-from sim.page import (ALLOC, KIND_CODE, PG_DIRTY, PG_EXTRA_REF, PG_LOCKED, PG_LRU,
-                      PG_MLOCKED, PG_MOVABLE_OPS, PG_WRITEBACK)
+from sim.page import (ALLOC, KIND_CODE, PG_DIRTY, PG_EXTRA_REF, PG_ISOLATED, PG_LOCKED,
+                      PG_LRU, PG_MLOCKED, PG_MOVABLE_OPS, PG_WRITEBACK)
 from sim.page_alloc import free_pages
 from sim.pageblock import PAGEBLOCK_ORDER
 from sim.rng import RngStreams
@@ -192,6 +192,19 @@ class Workload:
                 m.events["balloon_deflate"] += 1
         return free_pages(m, task, pfn, order)
 
+    def release_isolated(self, pfn: int) -> None:
+        """The owner lets go of a page compaction has isolated: migration finds it
+        released and frees it (move_to_new_folio / putback see a page nobody holds)."""
+        mem = self.m.mem
+        if mem.flags[pfn] & PG_MOVABLE_OPS:
+            mem.list_del(pfn)
+        mem.kind[pfn] = 0
+        mem.expire[pfn] = 0
+
+    def rescheduled(self, pfn: int, tick: int) -> None:
+        """A migrated block keeps its owner's deadline under its new pfn."""
+        self.lifetimes.schedule(pfn, tick)
+
     # --- the reaper ----------------------------------------------------------------------
 
     def _reaper(self):
@@ -214,6 +227,9 @@ class Workload:
                 for pfn in bucket:
                     s = pstate[pfn]
                     if ALLOC <= s <= ALLOC + 10 and expire[pfn] == tick and mem.kind[pfn]:
+                        if mem.flags[pfn] & PG_ISOLATED:
+                            self.release_isolated(pfn)
+                            continue
                         if nr_nodes > 1:
                             task = self.reapers[node_of(m, pfn)]
                         node_cpus = m.nodes[task.node].cpus

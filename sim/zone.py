@@ -46,6 +46,17 @@ class Zone:
         self.boosted = False                # ZONE_BOOSTED_WATERMARK
         self.lowmem_reserve = [0, 0]        # per highest_zoneidx
         self.pcp = None                     # sim.pcp.PerCpuPages when enabled
+        self.capture = None                 # sim.compaction.CaptureControl while capturing
+        # Compaction state that outlives one run (struct zone, CONFIG_COMPACTION).
+        end = start_pfn + nr_pages
+        self.compact_cached_free_pfn = end - 512
+        self.compact_cached_migrate_pfn = [start_pfn, start_pfn]   # [async, sync]
+        self.compact_init_migrate_pfn = start_pfn
+        self.compact_init_free_pfn = end - 512
+        self.compact_considered = 0
+        self.compact_defer_shift = 0
+        self.compact_order_failed = 0
+        self.compact_blockskip_flush = False
 
     @property
     def zone_end_pfn(self) -> int:
@@ -146,10 +157,15 @@ def setup_per_zone_lowmem_reserve(node_zones: list[Zone], ratio_dma32: int) -> N
 
 
 def zone_batchsize(managed_pages: int) -> int:
-    """pcp batch: ~zone/1024 capped at 1 MiB, /4, rounded to 2^n - 1 (63 for >= 1 GiB)."""
+    """pcp batch: ~zone/1024 capped at 1 MiB, /4, rounded to 2^n - 1 (63 for >= 1 GiB).
+
+    The kernel's zone_batchsize() gives 0 for zones under 32 MiB; its only user,
+    zone_set_pageset_high_and_batch() (4.4: pageset_set_batch), raises that to 1, and
+    so do we: a batch of 0 would never refill a pcp list nor drain one over `high`.
+    """
     batch = min(managed_pages >> 10, (1 << 20) // 4096) // 4
     batch = max(batch, 1)
-    return (1 << ((batch + batch // 2).bit_length() - 1)) - 1
+    return max(1, (1 << ((batch + batch // 2).bit_length() - 1)) - 1)
 
 
 def zone_highsize(z: Zone, batch: int, cpus_on_node: int, high_fraction: int) -> int:

@@ -19,8 +19,8 @@ from sim.gfp import (__GFP_HIGHMEM, __GFP_MOVABLE, __GFP_NOWARN, ALLOC_NO_WATERM
                      GFP_NOIO)
 from sim.lru import node_of
 from sim.machine import LIST_ZSPAGES, Machine
-from sim.page import KIND_CODE, PG_MOVABLE_OPS
-from sim.page_alloc import Outcome, free_pages, get_page_from_freelist
+from sim.page import KIND_CODE, PG_ISOLATED, PG_MOVABLE_OPS
+from sim.page_alloc import Outcome, free_pages, get_page_from_freelist, trace_alloc
 from sim.task import Task
 
 ZSPAGE_GFP_MOVABLE = GFP_NOIO | __GFP_HIGHMEM | __GFP_MOVABLE | __GFP_NOWARN
@@ -42,6 +42,10 @@ class Zram:
         self.pages = 0                              # zspage pages held
         self.expiring: dict[int, int] = {}          # lifetime tick -> objects dying then
         self.failed_writes = 0
+        self.map_s = m.config.costs.zs_map_copy_us * 1e-6
+        self._ops = 0                               # maps since zspage_busy last looked
+        self._busy_since = 0.0
+        self._busy = 0.0
 
     @property
     def enabled(self) -> bool:
@@ -61,6 +65,7 @@ class Zram:
         kind = KIND_CODE[PageKind.ZSMALLOC]
         for _ in range(need):
             out = get_page_from_freelist(m, task, self.gfp, 0, ALLOC_NO_WATERMARKS)
+            trace_alloc(m, task, out.pfn, 0, self.gfp)
             if out.pfn < 0:
                 self.failed_writes += 1
                 return False, outcomes
@@ -70,6 +75,7 @@ class Zram:
             m.mem.list_add(m.nodes[node_of(m, out.pfn)].lists[LIST_ZSPAGES], out.pfn)
             self.pages += 1
         self.stored += nr
+        self._ops += nr
         if expire_tick:
             self.expiring[expire_tick] = self.expiring.get(expire_tick, 0) + nr
         m.events["pswpout"] += nr
@@ -81,17 +87,34 @@ class Zram:
         if not nr:
             return []
         self.stored -= nr
+        self._ops += nr
         return self.shrink(task)
 
     def shrink(self, task: Task) -> list[Outcome]:
         m = self.m
         outcomes = []
         keep = self._pages_needed(self.stored)
+        mem = m.mem
         for node in m.nodes:
             head = node.lists[LIST_ZSPAGES]
-            while self.pages > keep and not m.mem.list_empty(head):
-                pfn = m.mem.prv[head]
-                m.mem.list_del(pfn)
-                self.pages -= 1
-                outcomes.append(free_pages(m, task, pfn, 0))
+            pfn = mem.prv[head]
+            while self.pages > keep and pfn != head:
+                prev = mem.prv[pfn]
+                if not mem.flags[pfn] & PG_ISOLATED:      # compaction holds it: next one
+                    mem.list_del(pfn)
+                    self.pages -= 1
+                    outcomes.append(free_pages(m, task, pfn, 0))
+                pfn = prev
         return outcomes
+
+    def zspage_busy(self) -> float:
+        """Chance that a zspage's lock is held by a map (zram read or write) right now:
+        map time per second over the pool's pages, from the activity since last asked."""
+        now = self.m.env.now
+        elapsed = now - self._busy_since
+        ops, self._ops = self._ops, 0
+        self._busy_since = now
+        if elapsed <= 0 or not self.pages:
+            return self._busy
+        self._busy = min(1.0, ops * self.map_s / elapsed / self.pages)
+        return self._busy

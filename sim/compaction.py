@@ -1,0 +1,872 @@
+"""Memory compaction: one `compact_zone` for direct, kcompactd, proactive and manual runs.
+
+Follows mm/compaction.c (6.x, with the 4.4 differences as switches): deferral
+(`defer_compaction`, `compaction_deferred`, `compaction_defer_reset`,
+`compaction_restarting`), `compaction_suitable` with the fragmentation index and
+`extfrag_threshold`, skip bits and their reset, the migrate scanner
+(`isolate_migratepages[_block]`: upward, one pageblock at a time, 32-page batches,
+async direct compaction only in blocks of the request's type with skip-on-failure per
+order-aligned chunk) and the free scanner (`isolate_freepages[_block]`: downward from
+the zone end, MOVABLE blocks only unless SYNC_FULL, async stride, `__isolate_free_page`'s
+watermark check), `compact_lock_irqsave` contention (4.4 aborts at once; 5.1+ marks
+contended, finishes the block, then aborts), `__compact_finished` with its
+`compact_result` values, capture of the freed page for a direct compactor (5.1+), the
+pcp drain when the migrate scanner leaves an order-aligned block, and
+`try_to_compact_pages` / `should_compact_retry` for the slow path. The fast search
+heuristics (`fast_find_migrateblock`, `fast_isolate_freepages`, 5.1+) are a switch.
+
+Each pageblock is scanned with numpy over the page arrays, so a block costs a handful of
+array operations whatever its contents; the simulated time charged is the kernel's
+per-pfn cost. Simplified: compound pages (THP, high-order slab) are never migrated,
+CMA/ISOLATE/HIGHATOMIC do not exist, the fast search takes the first candidates from the
+free lists rather than sampling ranges, and skip-bit resets clear the whole zone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+
+import numpy as np
+
+from sim import compaction_trace as ct
+from sim import tracepoint as tp
+from sim.buddy import del_page_from_free_list, find_suitable_fallback, free_one_page
+from sim.config import ContendedAbort, MAX_ORDER
+from sim.fragmentation import extfrag_for_order, fragmentation_index
+from sim.gfp import ALLOC_CMA, gfp_migratetype
+from sim.lru import del_page_from_lru, lru_list_for, node_of
+from sim.machine import Machine
+from sim.migrate import MigrateMode, Migration
+from sim.page import (ALLOC, PG_DIRTY, PG_EXTRA_REF, PG_ISOLATED, PG_LOCKED, PG_LRU,
+                      PG_MLOCKED, PG_MOVABLE_OPS, PG_WRITEBACK, TAIL, KIND_CODE)
+from sim.config import PageKind
+from sim.pageblock import (PAGE_ALLOC_COSTLY_ORDER, PAGEBLOCK_NR_PAGES, PAGEBLOCK_ORDER,
+                           MigrateType)
+from sim.pcp import free_pcppages_bulk
+from sim.slowpath import CompactPriority, CompactResult
+from sim.task import Task
+from sim.histogram import Histogram
+from sim.gfp import gfp_io
+from sim.zone import WMARK_LOW, WMARK_MIN, Zone, zone_watermark_ok
+
+COMPACT_CLUSTER_MAX = 32
+COMPACT_MAX_DEFER_SHIFT = 6
+MAX_COMPACT_RETRIES = 16
+FILE = KIND_CODE[PageKind.FILE]
+
+
+class IsolateResult(enum.Enum):
+    """isolate_migrate_t."""
+
+    ABORT = 0
+    NONE = 1
+    SUCCESS = 2
+
+
+class Trigger(enum.Enum):
+    """Who asked for this compaction (for latency histograms and counters)."""
+
+    DIRECT = "direct"
+    KCOMPACTD = "kcompactd"
+    PROACTIVE = "proactive"
+    MANUAL = "manual"
+
+
+@dataclasses.dataclass(slots=True)
+class CaptureControl:
+    """struct capture_control: a direct compactor's claim on the page it frees."""
+
+    order: int
+    migratetype: int
+    pfn: int = -1
+
+    def wants(self, order: int, block_mt: int) -> bool:
+        if self.pfn >= 0 or order != self.order:
+            return False
+        # Do not let lower orders pollute a movable pageblock for a non-movable request.
+        return not (order < PAGEBLOCK_ORDER and block_mt == MigrateType.MOVABLE
+                    and self.migratetype != MigrateType.MOVABLE)
+
+
+@dataclasses.dataclass(slots=True, kw_only=True)
+class CompactControl:
+    """struct compact_control: the state of one compact_zone run."""
+
+    zone: Zone
+    order: int                          # -1: compact the whole zone (proactive, manual)
+    mode: MigrateMode                   # async or sync migration mode
+    trigger: Trigger
+    task: Task
+    gfp: int = 0
+    migratetype: int = MigrateType.MOVABLE
+    alloc_flags: int = 0
+    highest_zoneidx: int = 1
+    whole_zone: bool = False            # scan from both ends of the zone
+    ignore_skip_hint: bool = False      # scan blocks marked for skipping
+    ignore_block_suitable: bool = False  # free scanner takes any block type (SYNC_FULL)
+    direct_compaction: bool = False     # low latency: async restrictions apply
+    proactive_compaction: bool = False
+    migrate_pfn: int = 0                # next pfn of the migrate scanner
+    free_pfn: int = 0                   # start of the free scanner's next block
+    migratepages: list[int] = dataclasses.field(default_factory=list)
+    nr_migratepages: int = 0            # pages isolated for the batch being migrated
+    freepages: list[int] = dataclasses.field(default_factory=list)
+    total_migrate_scanned: int = 0
+    total_free_scanned: int = 0
+    contended: bool = False             # a lock was contended in async mode
+    finish_pageblock: bool = False      # scan the rest of the block after a failure
+    fast_search_fail: int = 0
+    capture: CaptureControl | None = None
+    nr_migrated: int = 0
+    nr_migrate_failed: int = 0
+    migrated_from: dict[int, int] = dataclasses.field(default_factory=dict)  # block -> pages
+
+    @property
+    def sync(self) -> bool:
+        return self.mode != MigrateMode.ASYNC
+
+
+# --- deferral (section 4.4) --------------------------------------------------------------
+
+def defer_compaction(z: Zone, order: int) -> None:
+    z.compact_considered = 0
+    z.compact_defer_shift = min(z.compact_defer_shift + 1, COMPACT_MAX_DEFER_SHIFT)
+    if order < z.compact_order_failed:
+        z.compact_order_failed = order
+
+
+def compaction_deferred(z: Zone, order: int) -> bool:
+    if order < z.compact_order_failed:
+        return False
+    z.compact_considered += 1
+    limit = 1 << z.compact_defer_shift
+    if z.compact_considered >= limit:
+        z.compact_considered = limit
+        return False
+    return True
+
+
+def compaction_defer_reset(z: Zone, order: int, alloc_success: bool) -> None:
+    if alloc_success:
+        z.compact_considered = 0
+        z.compact_defer_shift = 0
+    if order >= z.compact_order_failed:
+        z.compact_order_failed = order + 1
+
+
+def compaction_restarting(z: Zone, order: int) -> bool:
+    if order < z.compact_order_failed:
+        return False
+    return (z.compact_defer_shift == COMPACT_MAX_DEFER_SHIFT
+            and z.compact_considered >= 1 << z.compact_defer_shift)
+
+
+# --- suitability (section 4.5) -----------------------------------------------------------
+
+def compact_gap(order: int) -> int:
+    return 2 << order
+
+
+def compaction_suitable_wmark(z: Zone, order: int, highest_zoneidx: int, wmark_target: int,
+                          low_for_costly: bool = True) -> bool:
+    mark = z.wmark_pages(WMARK_LOW if order > PAGE_ALLOC_COSTLY_ORDER or not low_for_costly
+                         else WMARK_MIN)
+    return zone_watermark_ok(z, 0, mark + compact_gap(order), highest_zoneidx, ALLOC_CMA,
+                             wmark_target)
+
+
+def compaction_suitable(z: Zone, order: int, highest_zoneidx: int, extfrag_threshold: int,
+                        all_orders_fragindex: bool = False) -> CompactResult:
+    """CONTINUE if compaction can help: enough free targets, and for costly orders (all
+    orders in 4.4) a fragmentation index above `extfrag_threshold`."""
+    if not compaction_suitable_wmark(z, order, highest_zoneidx, z.free_pages,
+                                 not all_orders_fragindex):
+        return CompactResult.SKIPPED
+    if order > PAGE_ALLOC_COSTLY_ORDER or all_orders_fragindex:
+        index = fragmentation_index(z.nr_free, order)
+        if 0 <= index <= extfrag_threshold:
+            return CompactResult.NOT_SUITABLE_ZONE
+    return CompactResult.CONTINUE
+
+
+def compact_scanners_met(cc: CompactControl) -> bool:
+    return cc.free_pfn >> PAGEBLOCK_ORDER <= cc.migrate_pfn >> PAGEBLOCK_ORDER
+
+
+def reset_cached_positions(z: Zone) -> None:
+    z.compact_cached_migrate_pfn[0] = z.compact_cached_migrate_pfn[1] = z.zone_start_pfn
+    z.compact_cached_free_pfn = z.zone_end_pfn - PAGEBLOCK_NR_PAGES
+
+
+def reset_isolation_suitable(m: Machine, z: Zone) -> None:
+    """__reset_isolation_suitable: clear the zone's skip bits, rewind the scanners."""
+    first = z.zone_start_pfn >> PAGEBLOCK_ORDER
+    last = z.zone_end_pfn >> PAGEBLOCK_ORDER
+    m.pageblocks.skip[first:last] = bytes(last - first)
+    z.compact_blockskip_flush = False
+    reset_cached_positions(z)
+
+
+def fragmentation_score_zone(z: Zone) -> int:
+    return extfrag_for_order(z.nr_free, PAGEBLOCK_ORDER)
+
+
+def fragmentation_score_wmark(proactiveness: int, low: bool) -> int:
+    wmark_low = max(100 - proactiveness, 5)
+    return wmark_low if low else min(wmark_low + 10, 100)
+
+
+class Compaction:
+    """compact_zone and its entry points for one machine."""
+
+    def __init__(self, m: Machine, migration: Migration, reclaim, lifetimes=None):
+        self.m = m
+        self.env = m.env
+        self.k = m.config.kernel
+        self.costs = m.config.costs
+        self.tun = m.config.tunables
+        self.migration = migration
+        self.reclaim = reclaim
+        self.lifetimes = lifetimes
+        self.pstate = np.frombuffer(m.mem.pstate, dtype=np.uint8)
+        self.flags = np.frombuffer(m.mem.flags, dtype=np.uint8)
+        self.kind = np.frombuffer(m.mem.kind, dtype=np.uint8)
+        self.latency = {t.value: Histogram() for t in Trigger}
+        self.results: dict[str, int] = {}       # "trigger/result" -> runs
+        self.wasted_migrations = 0              # pages moved out of blocks left unfree
+        self.migrated_blocks: dict[int, int] = {}  # pageblock -> pages migrated out of it
+
+    # --- tracing -------------------------------------------------------------------
+
+    def _trace(self, task: Task, event: str, text: str) -> None:
+        trace = self.m.trace
+        if trace is not None and trace.is_enabled(event):
+            trace.emit(self.env.now, task.cpu, task.comm, task.pid, event, text)
+
+    # --- locks ---------------------------------------------------------------------
+
+    def compact_lock(self, cc: CompactControl, lock):
+        """compact_lock_irqsave: generator returning False if the run must abort now."""
+        if cc.mode == MigrateMode.ASYNC and not cc.contended:
+            if lock.trylock():
+                return True
+            cc.contended = True
+            if self.k.contended_abort is ContendedAbort.IMMEDIATE:
+                return False
+        elif lock.trylock():
+            return True
+        yield lock.lock()
+        return True
+
+    def _hold(self, task: Task, lock, seconds: float):
+        yield self.env.timeout(task.debt + seconds)
+        task.debt = 0.0
+        lock.unlock()
+
+    # --- the migrate scanner ----------------------------------------------------------
+
+    def isolation_suitable(self, cc: CompactControl, pfn: int) -> bool:
+        return cc.ignore_skip_hint or not self.m.pageblocks.skip[pfn >> PAGEBLOCK_ORDER]
+
+    def suitable_migration_source(self, cc: CompactControl, pfn: int) -> bool:
+        s = self.m.mem.pstate[pfn & ~(PAGEBLOCK_NR_PAGES - 1)]
+        if ALLOC + PAGEBLOCK_ORDER <= s <= ALLOC + MAX_ORDER:
+            return False                  # pageblock_skip_persistent: a huge page
+        if cc.mode != MigrateMode.ASYNC or not cc.direct_compaction:
+            return True
+        block_mt = self.m.pageblocks.get_pageblock_migratetype(pfn)
+        if cc.migratetype == MigrateType.MOVABLE:
+            return block_mt == MigrateType.MOVABLE
+        return block_mt == cc.migratetype
+
+    def update_cached_migrate(self, cc: CompactControl, pfn: int) -> None:
+        if cc.ignore_skip_hint:
+            return
+        z = cc.zone
+        pfn = (pfn + PAGEBLOCK_NR_PAGES - 1) & ~(PAGEBLOCK_NR_PAGES - 1)
+        if pfn > z.compact_cached_migrate_pfn[0]:
+            z.compact_cached_migrate_pfn[0] = pfn
+        if cc.sync and pfn > z.compact_cached_migrate_pfn[1]:
+            z.compact_cached_migrate_pfn[1] = pfn
+
+    def _candidates(self, cc: CompactControl, low: int, end: int):
+        """Per position in [low, end): (positions, free mask, candidate mask)."""
+        ps = self.pstate[low:end]
+        pos = np.flatnonzero(ps != TAIL)
+        st = ps[pos]
+        fl = self.flags[low:end][pos]
+        free = st < 64
+        base = st == ALLOC
+        async_migrate = cc.mode == MigrateMode.ASYNC or (
+            cc.mode == MigrateMode.SYNC_LIGHT and not self.k.sync_light_isolates_writeback)
+        lru = base & ((fl & PG_LRU) != 0) & ((fl & PG_ISOLATED) == 0)
+        anon_pinned = (fl & PG_EXTRA_REF) != 0
+        anon_pinned &= self.kind[low:end][pos] != FILE
+        lru &= ~anon_pinned
+        if async_migrate:
+            lru &= (fl & PG_WRITEBACK) == 0
+            # a dirty page needs a trylock to look at its mapping
+            lru &= ~(((fl & PG_DIRTY) != 0) & ((fl & PG_LOCKED) != 0))
+        if not self.tun.compact_unevictable_allowed:
+            lru &= (fl & PG_MLOCKED) == 0
+        ops = base & ((fl & PG_MOVABLE_OPS) != 0) & ((fl & (PG_ISOLATED | PG_LOCKED)) == 0)
+        cand = lru | ops
+        if cc.mode == MigrateMode.ASYNC and cc.direct_compaction and cc.order > 0:
+            # skip_on_failure: a chunk of cc.order with any failure yields nothing.
+            fail = ~free & ~cand
+            if fail.any():
+                shift = min(cc.order, PAGEBLOCK_ORDER)
+                chunks = (pos + low) >> shift
+                bad = np.unique(chunks[fail])
+                cand &= ~np.isin(chunks, bad)
+        return pos, free, cand
+
+    def isolate_migratepages_block(self, cc: CompactControl, low: int, end: int
+                                   ) -> tuple[int, int]:
+        """Isolate up to COMPACT_CLUSTER_MAX pages from [low, end); returns (next pfn,
+        pfns scanned). Plain: changes the pages, the LRU and cc; never waits."""
+        pos, _free, cand = self._candidates(cc, low, end)
+        idx = np.flatnonzero(cand)
+        want = COMPACT_CLUSTER_MAX - len(cc.migratepages)
+        if len(idx) > want and not cc.finish_pageblock:
+            take = idx[:want]
+            stop = low + int(pos[take[-1]]) + 1
+            scanned = int(take[-1]) + 1
+        else:
+            take = idx
+            stop = end
+            scanned = len(pos)
+        m = self.m
+        mem = m.mem
+        for i in take.tolist():
+            pfn = low + int(pos[i])
+            flags = mem.flags[pfn]
+            if flags & PG_LRU:
+                del_page_from_lru(m, pfn, 1, lru_list_for(mem.kind[pfn], flags))
+            mem.flags[pfn] |= PG_ISOLATED
+            cc.migratepages.append(pfn)
+        m.events["compact_isolated"] += len(take)
+        return stop, scanned
+
+    def isolate_migratepages(self, cc: CompactControl):
+        """Generator: pick the next source block and isolate from it; returns
+        IsolateResult. Takes the lruvec lock as compact_lock_irqsave does."""
+        z = cc.zone
+        low = max(cc.migrate_pfn, z.zone_start_pfn)
+        block_end = (low & ~(PAGEBLOCK_NR_PAGES - 1)) + PAGEBLOCK_NR_PAGES
+        skipped_blocks = 0
+        if self.k.fast_search and low & (PAGEBLOCK_NR_PAGES - 1) == 0:
+            found = self.fast_find_migrateblock(cc, low)
+            if found != low:
+                low = found
+                block_end = low + PAGEBLOCK_NR_PAGES
+        while block_end <= cc.free_pfn:
+            aligned = low & (PAGEBLOCK_NR_PAGES - 1) == 0 or low == z.zone_start_pfn
+            if aligned and not self.isolation_suitable(cc, low):
+                skipped_blocks += 1
+            elif not self.suitable_migration_source(cc, low):
+                self.update_cached_migrate(cc, block_end)
+                skipped_blocks += 1
+            else:
+                break
+            low = block_end
+            cc.migrate_pfn = low
+            block_end += PAGEBLOCK_NR_PAGES
+        cc.task.debt += skipped_blocks * 5e-9
+        if block_end > cc.free_pfn:
+            return IsolateResult.NONE
+        node = self.m.nodes[z.node_id]
+        ok = yield from self.compact_lock(cc, node.lru_lock)
+        if not ok:
+            return IsolateResult.ABORT
+        start = low
+        stop, scanned = self.isolate_migratepages_block(cc, low, block_end)
+        cc.total_migrate_scanned += scanned
+        hold = (scanned * self.costs.migrate_scan_page_ns * 1e-9
+                + len(cc.migratepages) * self.costs.isolate_page_ns * 1e-9)
+        yield from self._hold(cc.task, node.lru_lock, hold)
+        self._trace(cc.task, "mm_compaction_isolate_migratepages",
+                    ct.fmt_isolate(start, stop, scanned, len(cc.migratepages)))
+        if stop >= block_end and (not cc.migratepages or cc.finish_pageblock):
+            if not cc.ignore_skip_hint:
+                self.m.pageblocks.skip[start >> PAGEBLOCK_ORDER] = 1
+            self.update_cached_migrate(cc, stop)
+        cc.migrate_pfn = stop
+        if cc.contended and self.k.contended_abort is ContendedAbort.FINISH_BLOCK \
+                and stop >= block_end:
+            return IsolateResult.ABORT if not cc.migratepages else IsolateResult.SUCCESS
+        return IsolateResult.SUCCESS if cc.migratepages else IsolateResult.NONE
+
+    def fast_find_migrateblock(self, cc: CompactControl, pfn: int) -> int:
+        """fast_find_migrateblock (5.1+): a block holding a free page of a suitable order in
+        the first half of the range, or `pfn` if none is quickly found."""
+        if (cc.ignore_skip_hint or cc.order <= PAGE_ALLOC_COSTLY_ORDER
+                or (cc.direct_compaction and cc.migratetype != MigrateType.MOVABLE)
+                or pfn != cc.zone.zone_start_pfn and pfn != cc.zone.compact_init_migrate_pfn):
+            return pfn
+        z = cc.zone
+        mem = self.m.mem
+        distance = (cc.free_pfn - pfn) >> 1
+        limit = (COMPACT_CLUSTER_MAX >> cc.fast_search_fail) + 1
+        for order in range(cc.order - 1, PAGE_ALLOC_COSTLY_ORDER - 1, -1):
+            head = z.free_head[order][MigrateType.MOVABLE]
+            p = mem.nxt[head]
+            seen = 0
+            while p != head and seen < limit:
+                seen += 1
+                if pfn <= p < pfn + distance and not self.m.pageblocks.skip[p >> PAGEBLOCK_ORDER]:
+                    block = p & ~(PAGEBLOCK_NR_PAGES - 1)
+                    if not cc.ignore_skip_hint:
+                        self.m.pageblocks.skip[block >> PAGEBLOCK_ORDER] = 1
+                    return max(block, z.zone_start_pfn)
+                p = mem.nxt[p]
+        cc.fast_search_fail += 1
+        return pfn
+
+    # --- the free scanner ---------------------------------------------------------------
+
+    def suitable_migration_target(self, cc: CompactControl, pfn: int) -> bool:
+        s = self.m.mem.pstate[pfn]
+        if s < 64 and (s & 15) >= PAGEBLOCK_ORDER:
+            return False                      # don't split a free pageblock
+        if cc.ignore_block_suitable:
+            return True
+        return self.m.pageblocks.get_pageblock_migratetype(pfn) == MigrateType.MOVABLE
+
+    def isolate_free_page(self, z: Zone, pfn: int, order: int, mt: int) -> bool:
+        """__isolate_free_page: take a free block if the zone stays above MIN + 2^order."""
+        mark = z.wmark_pages(WMARK_MIN) + (1 << order)
+        if not zone_watermark_ok(z, 0, mark, 0, ALLOC_CMA):
+            return False
+        del_page_from_free_list(z, pfn, order, mt)
+        if order >= PAGEBLOCK_ORDER - 1:
+            self.m.pageblocks.change_pageblock_range(pfn & ~(PAGEBLOCK_NR_PAGES - 1),
+                                                     max(order, PAGEBLOCK_ORDER),
+                                                     MigrateType.MOVABLE)
+        return True
+
+    def isolate_freepages_block(self, cc: CompactControl, start: int, end: int, stride: int
+                                ) -> tuple[int, int, int, bool]:
+        """Take free blocks from [start, end) as order-0 targets.
+
+        Returns (next pfn, pfns scanned, pages isolated, stopped early)."""
+        z = cc.zone
+        mem = self.m.mem
+        ps = self.pstate[start:end]
+        heads = np.flatnonzero(ps < 64).tolist()
+        cursor = start
+        isolated = 0
+        scanned_to = end
+        early = False
+        for off in heads:
+            h = start + off
+            if h < cursor or (h - cursor) % stride:
+                continue
+            s = mem.pstate[h]
+            order = s & 15
+            if not self.isolate_free_page(z, h, order, s >> 4):
+                scanned_to = h
+                early = True
+                break
+            n = 1 << order
+            pstate = mem.pstate
+            for p in range(h, h + n):
+                pstate[p] = ALLOC
+            cc.freepages.extend(range(h, h + n))
+            isolated += n
+            cursor = h + n - 1 + stride
+            if len(cc.freepages) >= cc.nr_migratepages:
+                scanned_to = h + n
+                early = scanned_to < end
+                break
+        scanned = max(1, (scanned_to - start + stride - 1) // stride)
+        return scanned_to, scanned, isolated, early
+
+    def isolate_freepages(self, cc: CompactControl):
+        """Generator: walk blocks down from cc.free_pfn until there are enough targets."""
+        z = cc.zone
+        block_start = cc.free_pfn & ~(PAGEBLOCK_NR_PAGES - 1)
+        isolate_start = cc.free_pfn
+        low = (cc.migrate_pfn & ~(PAGEBLOCK_NR_PAGES - 1)) + PAGEBLOCK_NR_PAGES
+        stride = COMPACT_CLUSTER_MAX if cc.mode == MigrateMode.ASYNC else 1
+        skipped = 0
+        while block_start >= low:
+            block_end = min(block_start + PAGEBLOCK_NR_PAGES, z.zone_end_pfn)
+            if not self.suitable_migration_target(cc, block_start) or \
+                    not self.isolation_suitable(cc, block_start):
+                skipped += 1
+                block_start -= PAGEBLOCK_NR_PAGES
+                isolate_start = block_start
+                continue
+            ok = yield from self.compact_lock(cc, z.lock)
+            if not ok:
+                cc.free_pfn = isolate_start
+                return
+            begin = max(isolate_start, block_start)
+            nxt, scanned, isolated, early = self.isolate_freepages_block(cc, begin, block_end,
+                                                                         stride)
+            cc.total_free_scanned += scanned
+            hold = (scanned * self.costs.free_scan_page_ns * 1e-9
+                    + isolated * self.costs.isolate_page_ns * 1e-9)
+            yield from self._hold(cc.task, z.lock, hold + skipped * 5e-9)
+            skipped = 0
+            self.m.events["compact_isolated"] += isolated
+            self._trace(cc.task, "mm_compaction_isolate_freepages",
+                        ct.fmt_isolate(begin, nxt, scanned, isolated))
+            if nxt >= block_end and not cc.ignore_skip_hint:
+                self.m.pageblocks.skip[block_start >> PAGEBLOCK_ORDER] = 1
+                if block_start - PAGEBLOCK_NR_PAGES < z.compact_cached_free_pfn:
+                    z.compact_cached_free_pfn = max(block_start - PAGEBLOCK_NR_PAGES,
+                                                    z.zone_start_pfn)
+            isolate_start = nxt
+            if len(cc.freepages) >= cc.nr_migratepages:
+                if isolate_start >= block_end:
+                    isolate_start = block_start - PAGEBLOCK_NR_PAGES
+                break
+            if early or cc.contended:
+                break
+            stride = 1 if isolated else min(COMPACT_CLUSTER_MAX, stride << 1)
+            block_start -= PAGEBLOCK_NR_PAGES
+            isolate_start = block_start
+        cc.free_pfn = max(isolate_start, z.zone_start_pfn)
+        cc.task.debt += skipped * 5e-9
+
+    def compaction_alloc(self, cc: CompactControl):
+        """Generator: one order-0 target, refilling through the free scanner."""
+        if not cc.freepages:
+            if not cc.contended:
+                yield from self.isolate_freepages(cc)
+            if not cc.freepages:
+                return -1
+        return cc.freepages.pop()
+
+    def release_freepages(self, cc: CompactControl) -> int:
+        """Give unused targets back; returns the highest pfn returned (or 0)."""
+        z = cc.zone
+        high = 0
+        for pfn in cc.freepages:
+            free_one_page(z, pfn, 0, self.m.pageblocks.get_pageblock_migratetype(pfn))
+            high = max(high, pfn)
+        cc.freepages.clear()
+        return high
+
+    # --- finishing --------------------------------------------------------------------
+
+    def compact_finished(self, cc: CompactControl) -> CompactResult:
+        """__compact_finished, with NO_SUITABLE_PAGE turned into CONTINUE."""
+        z = cc.zone
+        if compact_scanners_met(cc):
+            reset_cached_positions(z)
+            if cc.direct_compaction:
+                z.compact_blockskip_flush = True
+            return CompactResult.COMPLETE if cc.whole_zone else CompactResult.PARTIAL_SKIPPED
+        if cc.proactive_compaction:
+            if self.reclaim is not None and not self.reclaim.kswapd_sleeping[z.node_id]:
+                return CompactResult.PARTIAL_SKIPPED
+            low = fragmentation_score_wmark(self.tun.compaction_proactiveness, True)
+            ret = CompactResult.CONTINUE if fragmentation_score_zone(z) > low \
+                else CompactResult.SUCCESS
+        elif cc.order < 0:
+            return CompactResult.CONTINUE
+        elif cc.migrate_pfn & (PAGEBLOCK_NR_PAGES - 1):
+            return CompactResult.CONTINUE
+        else:
+            if cc.capture is not None and cc.capture.pfn >= 0:
+                return CompactResult.SUCCESS
+            ret = CompactResult.NO_SUITABLE_PAGE
+            era44 = not self.k.compact_priorities
+            if not era44 or zone_watermark_ok(z, cc.order, z.wmark_pages(WMARK_LOW),
+                                              cc.highest_zoneidx, cc.alloc_flags):
+                for order in range(cc.order, MAX_ORDER + 1):
+                    if z.nr_free_mt[order][cc.migratetype]:
+                        ret = CompactResult.SUCCESS
+                        break
+                    if find_suitable_fallback(z, order, cc.migratetype, True)[0] != -1:
+                        ret = CompactResult.SUCCESS
+                        break
+        if cc.contended:
+            ret = CompactResult.CONTENDED
+        return CompactResult.CONTINUE if ret == CompactResult.NO_SUITABLE_PAGE else ret
+
+    # --- compact_zone ----------------------------------------------------------------------
+
+    def compact_zone(self, cc: CompactControl):
+        """Generator returning a CompactResult: the one compaction driver."""
+        z = cc.zone
+        m = self.m
+        task = cc.task
+        if cc.order >= 0 and not cc.proactive_compaction:
+            if zone_watermark_ok(z, cc.order, z.wmark_pages(WMARK_LOW if cc.trigger is
+                                                            Trigger.DIRECT else WMARK_MIN),
+                                 cc.highest_zoneidx, cc.alloc_flags):
+                return CompactResult.SUCCESS
+            ret = compaction_suitable(z, cc.order, cc.highest_zoneidx,
+                                      self.tun.extfrag_threshold,
+                                      not self.k.compact_priorities)
+            self._trace(task, "mm_compaction_suitable",
+                        ct.fmt_suitable(z.node_id, z.name, cc.order, ret))
+            if ret != CompactResult.CONTINUE:
+                return CompactResult.SKIPPED
+        if compaction_restarting(z, max(cc.order, 0)):
+            reset_isolation_suitable(m, z)
+        start_pfn, end_pfn = z.zone_start_pfn, z.zone_end_pfn
+        if cc.whole_zone:
+            cc.migrate_pfn = start_pfn
+            cc.free_pfn = (end_pfn - 1) & ~(PAGEBLOCK_NR_PAGES - 1)
+        else:
+            cc.migrate_pfn = z.compact_cached_migrate_pfn[1 if cc.sync else 0]
+            cc.free_pfn = z.compact_cached_free_pfn
+            if not start_pfn <= cc.free_pfn < end_pfn:
+                cc.free_pfn = z.compact_cached_free_pfn = (end_pfn - 1) & ~(PAGEBLOCK_NR_PAGES - 1)
+            if not start_pfn <= cc.migrate_pfn < end_pfn:
+                cc.migrate_pfn = start_pfn
+                z.compact_cached_migrate_pfn[0] = z.compact_cached_migrate_pfn[1] = start_pfn
+            if cc.migrate_pfn <= z.compact_init_migrate_pfn:
+                cc.whole_zone = True
+        self._trace(task, "mm_compaction_begin",
+                    ct.fmt_begin(start_pfn, cc.migrate_pfn, cc.free_pfn, end_pfn, cc.sync))
+        last_migrated = 0
+        ret = CompactResult.CONTINUE
+        while True:
+            ret = self.compact_finished(cc)
+            if ret != CompactResult.CONTINUE:
+                break
+            start_of_batch = cc.migrate_pfn
+            iso = yield from self.isolate_migratepages(cc)
+            if iso is IsolateResult.ABORT:
+                ret = CompactResult.CONTENDED
+                self._putback(cc)
+                break
+            if iso is IsolateResult.SUCCESS:
+                last_migrated = max(start_of_batch, cc.migratepages[0]) if cc.migratepages \
+                    else last_migrated
+                err = yield from self._migrate(cc)
+                if err == "enomem" and not compact_scanners_met(cc):
+                    ret = CompactResult.CONTENDED
+                    break
+                if err and cc.migrate_pfn & (PAGEBLOCK_NR_PAGES - 1) and not cc.ignore_skip_hint \
+                        and not cc.finish_pageblock and cc.mode < MigrateMode.SYNC:
+                    cc.finish_pageblock = True
+                    if cc.order == PAGEBLOCK_ORDER:
+                        last_migrated = 0
+                if cc.capture is not None and cc.capture.pfn >= 0:
+                    ret = CompactResult.SUCCESS
+                    break
+            elif cc.contended:
+                ret = CompactResult.CONTENDED
+                break
+            if cc.migrate_pfn & (PAGEBLOCK_NR_PAGES - 1) == 0:
+                cc.finish_pageblock = False
+            # Flush freed pages so they merge once the scanner leaves an order block.
+            if cc.order > 0 and last_migrated:
+                current = cc.migrate_pfn & ~((1 << cc.order) - 1)
+                if last_migrated < current:
+                    self._drain_local(cc)
+                    last_migrated = 0
+                    if cc.capture is not None and cc.capture.pfn >= 0:
+                        ret = CompactResult.SUCCESS
+                        break
+        if cc.freepages:
+            high = self.release_freepages(cc)
+            if high > z.compact_cached_free_pfn and not cc.ignore_skip_hint:
+                z.compact_cached_free_pfn = high & ~(PAGEBLOCK_NR_PAGES - 1)
+        m.events["compact_migrate_scanned"] += cc.total_migrate_scanned
+        m.events["compact_free_scanned"] += cc.total_free_scanned
+        self._trace(task, "mm_compaction_end",
+                    ct.fmt_end(start_pfn, cc.migrate_pfn, cc.free_pfn, end_pfn, cc.sync, ret))
+        return ret
+
+    def _drain_local(self, cc: CompactControl) -> None:
+        z = cc.zone
+        if z.pcp is None:
+            return
+        z.capture = cc.capture
+        try:
+            cpu = cc.task.cpu
+            free_pcppages_bulk(z, cpu, z.pcp.counts[cpu], free_one_page, self.m.pageblocks,
+                               self.m.policy)
+        finally:
+            z.capture = None
+
+    def _free_source(self, cc: CompactControl):
+        z = cc.zone
+        m = self.m
+
+        def free_source(pfn: int) -> None:
+            # The source page goes back through the buddy allocator in this task's
+            # context, where a waiting capture may claim what it merges into.
+            block = pfn >> PAGEBLOCK_ORDER
+            cc.migrated_from[block] = cc.migrated_from.get(block, 0) + 1
+            m.events["pgfree"] += 1
+            z.capture = cc.capture
+            try:
+                free_one_page(z, pfn, 0, m.pageblocks.get_pageblock_migratetype(pfn))
+            finally:
+                z.capture = None
+        return free_source
+
+    def _migrate(self, cc: CompactControl):
+        """Generator: migrate cc.migratepages; returns '', 'failed' or 'enomem'."""
+        pages = list(cc.migratepages)
+        cc.migratepages.clear()
+        cc.nr_migratepages = len(pages)
+        succeeded, failed, leftover, enomem = yield from self.migration.migrate_pages(
+            cc.task, pages, cc.mode, lambda: self.compaction_alloc(cc), self._free_source(cc))
+        cc.nr_migrated += succeeded
+        cc.nr_migrate_failed += failed
+        self._trace(cc.task, "mm_migrate_pages",
+                    ct.fmt_migrate_pages(succeeded, failed, cc.mode, self.k.migrate_batching))
+        self._trace(cc.task, "mm_compaction_migratepages", ct.fmt_migratepages(succeeded, failed))
+        if leftover:
+            self._putback_pages(cc, leftover)
+        if enomem:
+            return "enomem"
+        return "failed" if failed else ""
+
+    def _putback(self, cc: CompactControl) -> None:
+        pages = list(cc.migratepages)
+        cc.migratepages.clear()
+        self._putback_pages(cc, pages)
+
+    def _putback_pages(self, cc: CompactControl, pages: list[int]) -> None:
+        free_source = self._free_source(cc)
+        for pfn in pages:
+            if not self.migration.putback(pfn):
+                free_source(pfn)
+        cc.task.debt += self.migration.putback_cost(pages)
+
+    # --- entry points ----------------------------------------------------------------------
+
+    def count_wasted(self, cc: CompactControl) -> int:
+        """Pages this run moved out of pageblocks that did not end up wholly free."""
+        wasted = 0
+        for block, pages in cc.migrated_from.items():
+            s = self.m.mem.pstate[block << PAGEBLOCK_ORDER]
+            captured = cc.capture is not None and cc.capture.pfn >= 0 and \
+                cc.capture.pfn >> PAGEBLOCK_ORDER == block
+            if not (s < 64 and (s & 15) >= PAGEBLOCK_ORDER) and not captured:
+                wasted += pages
+        return wasted
+
+    def kswapd_sleep_reset(self, nid: int) -> None:
+        """kswapd_try_to_sleep: clear skip hints a direct compactor asked to flush."""
+        for z in self.m.nodes[nid].zones:
+            if z.compact_blockskip_flush:
+                reset_isolation_suitable(self.m, z)
+
+    def run(self, cc: CompactControl):
+        """compact_zone with the run's latency and result recorded by trigger."""
+        start = self.env.now + cc.task.debt
+        ret = yield from self.compact_zone(cc)
+        self.latency[cc.trigger.value].record(self.env.now + cc.task.debt - start)
+        self.wasted_migrations += self.count_wasted(cc)
+        key = f"{cc.trigger.value}/{ct.status_name(ret)}"
+        self.results[key] = self.results.get(key, 0) + 1
+        return ret
+
+    def compact_zone_order(self, task: Task, z: Zone, gfp: int, order: int, alloc_flags: int,
+                           priority: CompactPriority):
+        """Generator: (CompactResult, captured pfn or -1) for one zone."""
+        full = priority == CompactPriority.SYNC_FULL
+        capture = (CaptureControl(order, gfp_migratetype(gfp)) if self.k.compaction_capture
+                   else None)
+        cc = CompactControl(zone=z, order=order, gfp=gfp, migratetype=gfp_migratetype(gfp),
+                            mode=MigrateMode.ASYNC if priority == CompactPriority.ASYNC
+                            else MigrateMode.SYNC_LIGHT, trigger=Trigger.DIRECT, task=task,
+                            alloc_flags=alloc_flags, direct_compaction=True, whole_zone=full,
+                            ignore_skip_hint=full, ignore_block_suitable=full, capture=capture)
+        ret = yield from self.run(cc)
+        pfn = capture.pfn if capture is not None else -1
+        return ret, pfn
+
+    def try_to_compact_pages(self, task: Task, gfp: int, order: int, alloc_flags: int,
+                             priority: CompactPriority):
+        """Generator: (best CompactResult, captured pfn or -1) over the zonelist."""
+        from sim.page_alloc import zonelist
+        self._trace(task, "mm_compaction_try_to_compact_pages",
+                    ct.fmt_try_to_compact_pages(order, tp.gfp_flags_to_str(gfp), int(priority)))
+        if not gfp_io(gfp):
+            return CompactResult.SKIPPED, -1
+        rc = CompactResult.SKIPPED
+        for z in zonelist(self.m, task.node):
+            if priority > CompactPriority.SYNC_FULL and compaction_deferred(z, order):
+                self._trace_defer(task, "mm_compaction_deferred", z, order)
+                rc = max(rc, CompactResult.DEFERRED)
+                continue
+            status, pfn = yield from self.compact_zone_order(task, z, gfp, order, alloc_flags,
+                                                             priority)
+            rc = max(rc, status)
+            if pfn >= 0:
+                return CompactResult.SUCCESS, pfn
+            if status == CompactResult.SUCCESS:
+                compaction_defer_reset(z, order, False)
+                break
+            if priority != CompactPriority.ASYNC and status in (CompactResult.COMPLETE,
+                                                                 CompactResult.PARTIAL_SKIPPED):
+                defer_compaction(z, order)
+                self._trace_defer(task, "mm_compaction_defer_compaction", z, order)
+        return rc, -1
+
+    def _trace_defer(self, task: Task, event: str, z: Zone, order: int) -> None:
+        self._trace(task, event, ct.fmt_defer(z.node_id, z.name, order, z.compact_order_failed,
+                                              z.compact_considered, z.compact_defer_shift))
+
+    def direct_compact(self, task: Task, gfp: int, order: int, alloc_flags: int,
+                       priority: CompactPriority):
+        """__alloc_pages_direct_compact: generator returning (pfn or -1, CompactResult)."""
+        from sim.page_alloc import get_page_from_freelist
+        m = self.m
+        memalloc, task.memalloc = task.memalloc, True
+        try:
+            result, pfn = yield from self.try_to_compact_pages(task, gfp, order, alloc_flags,
+                                                               priority)
+        finally:
+            task.memalloc = memalloc
+        if result == CompactResult.SKIPPED:
+            return -1, result
+        m.events["compact_stall"] += 1
+        if pfn < 0:
+            out = get_page_from_freelist(m, task, gfp, order, alloc_flags)
+            pfn = out.pfn
+        if pfn >= 0:
+            z = m.zone_of(pfn)
+            z.compact_blockskip_flush = False
+            compaction_defer_reset(z, order, True)
+            m.events["compact_success"] += 1
+            return pfn, result
+        m.events["compact_fail"] += 1
+        return -1, result
+
+    def compaction_zonelist_suitable(self, task: Task, order: int) -> bool:
+        """Would reclaim make compaction worth trying (free + reclaimable / order)?"""
+        from sim.page_alloc import zonelist
+        from sim.reclaim import reclaimable_pages
+        zram = self.reclaim.zram if self.reclaim is not None else None
+        room = zram is not None and zram.has_room(1)
+        for z in zonelist(self.m, task.node):
+            available = z.free_pages + reclaimable_pages(self.m, z.node_id, room) // max(order, 1)
+            if compaction_suitable_wmark(z, order, 1, available):
+                return True
+        return False
+
+    def should_compact_retry(self, state, order: int, result: CompactResult, task: Task) -> bool:
+        """should_compact_retry (4.7+): retry after SUCCESS a few times, else escalate the
+        priority down to SYNC_LIGHT (costly) or SYNC_FULL."""
+        if not order or not self.k.compact_priorities:
+            return False
+        if result == CompactResult.SKIPPED:
+            return self.compaction_zonelist_suitable(task, order)
+        if result == CompactResult.SUCCESS:
+            max_retries = MAX_COMPACT_RETRIES // 4 if order > PAGE_ALLOC_COSTLY_ORDER \
+                else MAX_COMPACT_RETRIES
+            state.compaction_retries += 1
+            if state.compaction_retries <= max_retries:
+                return True
+        floor = CompactPriority.SYNC_LIGHT if order > PAGE_ALLOC_COSTLY_ORDER \
+            else CompactPriority.SYNC_FULL
+        if state.compact_priority > floor:
+            state.compact_priority = CompactPriority(state.compact_priority - 1)
+            state.compaction_retries = 0
+            return True
+        return False

@@ -1,0 +1,228 @@
+"""Page migration: `migrate_pages` with its passes, per-mode rules and costs.
+
+Follows mm/migrate.c: `migrate_pages` (4.4-6.2: up to 10 passes, `force` from the third;
+6.3+: batches of up to `NR_MAX_BATCHED_MIGRATION` pages unmapped together with one TLB
+flush, async passes then, for the sync modes, one-by-one passes with 7 retries),
+`__unmap_and_move` / `migrate_folio_unmap` (page lock trylock; ASYNC and PF_MEMALLOC
+callers never sleep on it; writeback waited for only in MIGRATE_SYNC), the reference
+check of `folio_migrate_mapping` (an extra reference is -EAGAIN), non-LRU movable pages
+through their driver (`move_to_new_folio` with movable_ops: zsmalloc's zspage lock makes
+it -EAGAIN, balloon pages always move), and `putback_movable_pages` (a blocking page
+lock for movable_ops pages). Targets come from the caller (`get_target`), -ENOMEM when
+there are none. Costs: unmap, TLB flush or shootdown, copy, remap and overhead from
+the cost model. Simplified: every page of a multi-CPU machine is taken as mapped on
+other CPUs (a shootdown per page before 6.3, per batch after); a page-lock or writeback
+wait lasts half the configured hold or write time; THPs are not migrated (compaction
+skips compound pages).
+"""
+
+from __future__ import annotations
+
+import enum
+
+from sim.config import PageKind
+from sim.lru import add_page_to_lru, lru_list_for, node_of
+from sim.machine import Machine
+from sim.page import (ALLOC, KIND_CODE, KIND_NONE, PG_DIRTY, PG_EXTRA_REF, PG_ISOLATED,
+                      PG_LOCKED, PG_LRU, PG_MOVABLE_OPS, PG_WRITEBACK)
+
+
+class MigrateMode(enum.IntEnum):
+    """include/linux/migrate_mode.h: ordered, so `mode < SYNC` reads as in the kernel."""
+
+    ASYNC = 0
+    SYNC_LIGHT = 1
+    SYNC = 2
+
+
+MIGRATEPAGE_SUCCESS = 0
+EAGAIN = -11
+EBUSY = -16
+ENOMEM = -12
+RELEASED = 1                   # the owner freed the page while it was isolated
+
+NR_MAX_MIGRATE_PAGES_RETRY = 10
+NR_MAX_MIGRATE_ASYNC_RETRY = 3
+NR_MAX_MIGRATE_SYNC_RETRY = 7
+NR_MAX_BATCHED_MIGRATION = 512
+
+ZSMALLOC = KIND_CODE[PageKind.ZSMALLOC]
+BALLOON = KIND_CODE[PageKind.BALLOON]
+
+
+class Migration:
+    """migrate_pages for one machine: rules, costs and bookkeeping of moved pages."""
+
+    def __init__(self, m: Machine, rng, on_moved=None, zspage_busy=None):
+        self.m = m
+        self.env = m.env
+        self.costs = m.config.costs
+        self.batching = m.config.kernel.migrate_batching
+        self.multi_cpu = m.config.machine.cpus > 1
+        self.rng = rng
+        self.on_moved = on_moved            # callable(old_pfn, new_pfn): deadlines follow
+        self.zspage_busy = zspage_busy      # callable() -> probability a zspage lock is held
+
+    # --- one page ----------------------------------------------------------------------
+
+    def unmap_and_move_rc(self, pfn: int, mode: MigrateMode, force: bool, memalloc: bool
+                          ) -> tuple[int, float]:
+        """The fate of one isolated page in this pass: (rc, seconds spent waiting)."""
+        mem = self.m.mem
+        if mem.kind[pfn] == KIND_NONE:
+            return RELEASED, 0.0
+        flags = mem.flags[pfn]
+        wait = 0.0
+        if flags & PG_LOCKED:
+            may_sleep = mode != MigrateMode.ASYNC and not memalloc and (force or self.batching)
+            if not may_sleep:
+                return EAGAIN, 0.0
+            wait += self.costs.page_lock_hold_ms * 0.5e-3
+        if flags & PG_WRITEBACK:
+            if mode < MigrateMode.SYNC:
+                return EBUSY, wait
+            if not force and not self.batching:
+                return EAGAIN, wait
+            wait += self.costs.writeback_page_ms * 0.5e-3
+        if flags & PG_MOVABLE_OPS:
+            if mem.kind[pfn] == ZSMALLOC and self.zspage_busy is not None \
+                    and self.rng.random() < self.zspage_busy():
+                return EAGAIN, wait
+            return MIGRATEPAGE_SUCCESS, wait
+        if flags & PG_EXTRA_REF:
+            return EAGAIN, wait
+        return MIGRATEPAGE_SUCCESS, wait
+
+    def page_cost(self, pfn: int) -> float:
+        """CPU seconds to move one page (no shootdown)."""
+        c = self.costs
+        if self.m.mem.flags[pfn] & PG_MOVABLE_OPS:
+            return (c.copy_page_us + c.zs_map_copy_us + c.migrate_overhead_us) * 1e-6
+        return (c.unmap_page_us + c.copy_page_us + c.remap_page_us + c.migrate_overhead_us
+                + c.tlb_flush_local_ns * 1e-3) * 1e-6
+
+    def move(self, old: int, new: int) -> None:
+        """Hand the page's identity to `new` and put it back where its owner keeps it."""
+        m = self.m
+        mem = m.mem
+        kind, flags, expire = mem.kind[old], mem.flags[old], mem.expire[old]
+        flags &= ~(PG_ISOLATED | PG_LOCKED | PG_WRITEBACK)
+        mem.pstate[new] = ALLOC
+        mem.kind[new] = kind
+        mem.flags[new] = flags & ~PG_LRU
+        mem.expire[new] = 0
+        if flags & PG_MOVABLE_OPS:
+            # Driver pages stay on their driver's list while isolated: swap places.
+            prev = mem.prv[old]
+            mem.list_del(old)
+            mem.list_add(prev, new)
+            if kind == BALLOON:
+                m.events["balloon_migrate"] += 1
+        else:
+            lru = lru_list_for(kind, flags)
+            if lru >= 0:
+                add_page_to_lru(m, new, 1, lru)
+        if expire and self.on_moved is not None:
+            self.on_moved(new, expire)
+        mem.kind[old] = KIND_NONE
+        mem.flags[old] = 0
+        mem.expire[old] = 0
+
+    def putback(self, pfn: int) -> bool:
+        """putback_movable_pages for one page; False if its owner is gone (free it)."""
+        m = self.m
+        mem = m.mem
+        kind, flags = mem.kind[pfn], mem.flags[pfn]
+        if kind == KIND_NONE:
+            return False
+        mem.flags[pfn] = flags & ~PG_ISOLATED
+        if not flags & PG_MOVABLE_OPS:
+            lru = lru_list_for(kind, flags)
+            if lru >= 0:
+                add_page_to_lru(m, pfn, 1, lru)
+        return True
+
+    def putback_cost(self, pages: list[int]) -> float:
+        """movable_ops putback takes a blocking page lock; LRU putback a lru_lock batch."""
+        c = self.costs
+        ops = sum(1 for p in pages if self.m.mem.flags[p] & PG_MOVABLE_OPS)
+        lru = len(pages) - ops
+        return ops * c.migrate_overhead_us * 1e-6 + (lru / 32.0) * c.lru_lock_batch_hold_us * 1e-6
+
+    # --- the loop ----------------------------------------------------------------------
+
+    def passes(self, mode: MigrateMode) -> list[tuple[MigrateMode, int, bool]]:
+        """(mode of the pass, retries, batched) steps of one migrate_pages call."""
+        if not self.batching:
+            return [(mode, NR_MAX_MIGRATE_PAGES_RETRY, False)]
+        if mode == MigrateMode.ASYNC:
+            return [(mode, NR_MAX_MIGRATE_PAGES_RETRY, True)]
+        return [(MigrateMode.ASYNC, NR_MAX_MIGRATE_ASYNC_RETRY, True),
+                (mode, NR_MAX_MIGRATE_SYNC_RETRY, False)]
+
+    def migrate_pages(self, task, pages: list[int], mode: MigrateMode, get_target, free_source):
+        """Generator: migrate `pages` (isolated heads); returns (succeeded, failed, pages
+        still isolated to put back, -ENOMEM hit).
+
+        `get_target()` is a generator returning a free pfn or -1; `free_source(pfn)` frees
+        a source page after its data moved (the caller decides where freed pages go)."""
+        m = self.m
+        pending = list(pages)
+        succeeded = failed = 0
+        permanent: list[int] = []
+        enomem = False
+        for pass_mode, retries, batched in self.passes(mode):
+            for attempt in range(retries):
+                if not pending:
+                    break
+                force = not self.batching and attempt > 2
+                retry: list[int] = []
+                cpu = wait = 0.0
+                shootdowns = 0
+                for i, pfn in enumerate(pending):
+                    rc, waited = self.unmap_and_move_rc(pfn, pass_mode, force, task.memalloc)
+                    wait += waited
+                    if rc == RELEASED:
+                        free_source(pfn)
+                        succeeded += 1
+                        continue
+                    if rc == EAGAIN:
+                        retry.append(pfn)
+                        continue
+                    if rc != MIGRATEPAGE_SUCCESS:
+                        permanent.append(pfn)
+                        continue
+                    target = yield from get_target()
+                    if target < 0:
+                        enomem = True
+                        retry.extend(pending[i:])
+                        break
+                    cpu += self.page_cost(pfn)
+                    if not mem_is_ops(m, pfn):
+                        shootdowns += 1
+                    self.move(pfn, target)
+                    free_source(pfn)
+                    succeeded += 1
+                if self.multi_cpu and shootdowns:
+                    flushes = 1 if batched else shootdowns
+                    cpu += flushes * self.costs.tlb_shootdown_us * 1e-6
+                if cpu or wait:
+                    task.debt += cpu
+                    yield self.env.timeout(task.debt + wait)
+                    task.debt = 0.0
+                pending = retry
+                if enomem:
+                    break
+            if enomem:
+                break
+        failed = len(pending) + len(permanent)
+        m.events["pgmigrate_success"] += succeeded
+        m.events["pgmigrate_fail"] += failed
+        return succeeded, failed, pending + permanent, enomem
+
+
+def mem_is_ops(m: Machine, pfn: int) -> bool:
+    return bool(m.mem.flags[pfn] & PG_MOVABLE_OPS)
+
+
+__all__ = ["Migration", "MigrateMode", "node_of", "PG_DIRTY"]
