@@ -51,13 +51,19 @@ def test_series_sampled_each_interval(churn):
     assert times[:5] == [0.0, 1.0, 2.0, 3.0, 4.0]
 
 
-def test_fill_fragment_starves_thp_without_compaction():
-    result = run(small("fill-fragment", "duration=16s"))
-    thp = result.summary["allocations"]["thp/order9"]
+def test_fill_fragment_starves_thp_without_compaction_and_compaction_helps():
+    off = run(small("fill-fragment", "duration=16s", "kernel.compaction=false"))
+    thp = off.summary["allocations"]["thp/order9"]
     assert thp["attempts"] > 0
     assert thp["success_ratio"] < 0.5
-    assert result.summary["vmstat"]["thp_fault_fallback"] > 0
-    assert result.summary["fragmentation_score"][0] > 80
+    assert off.summary["vmstat"]["thp_fault_fallback"] > 0
+    assert off.summary["vmstat"]["compact_stall"] == 0
+    assert off.summary["fragmentation_score"][0] > 80
+    on = run(small("fill-fragment", "duration=16s"))
+    # proactive compaction (v6.10 default, proactiveness 20) defragments ahead of the faults
+    assert on.summary["compaction"]["results"].get("proactive/complete", 0) >= 1
+    assert on.summary["vmstat"]["pgmigrate_success"] > 0
+    assert on.summary["allocations"]["thp/order9"]["success_ratio"] > thp["success_ratio"]
 
 
 def test_movable_ops_design_changes_the_memmap():
