@@ -1,7 +1,8 @@
 """Latency histograms in simulated time.
 
-Log-linear buckets (8 per power of two, from 1 ns to ~10^5 s) hold counts in a numpy
-array, so recording is O(1) and memory is fixed whatever the number of samples.
+Log-linear buckets (8 per power of two, from 1 ns to ~10^5 s) hold counts in a fixed
+list, so recording is O(1) and memory is fixed whatever the number of samples; numpy is
+used only when reading.
 Percentiles are read from the bucket upper bounds (at most 9 % above the true value).
 """
 
@@ -26,23 +27,35 @@ def _bucket(ns: float) -> int:
 class Histogram:
     """Counts of durations (seconds in, ns buckets inside)."""
 
-    __slots__ = ("counts", "n", "total_s", "max_s")
+    __slots__ = ("_counts", "n", "total_s", "max_s", "_last", "_last_bucket")
 
     def __init__(self) -> None:
-        self.counts = np.zeros(NBUCKETS, dtype=np.int64)
+        self._counts = [0] * NBUCKETS
         self.n = 0
         self.total_s = 0.0
         self.max_s = 0.0
+        self._last = -1.0          # many samples repeat one value (per-cpu list hits)
+        self._last_bucket = 0
 
-    def record(self, seconds: float) -> None:
-        self.counts[_bucket(seconds * 1e9)] += 1
-        self.n += 1
-        self.total_s += seconds
+    @property
+    def counts(self) -> np.ndarray:
+        return np.array(self._counts, dtype=np.int64)
+
+    def record(self, seconds: float, n: int = 1) -> None:
+        """Add `n` samples of `seconds`."""
+        if seconds == self._last:
+            b = self._last_bucket
+        else:
+            b = self._last_bucket = _bucket(seconds * 1e9)
+            self._last = seconds
+        self._counts[b] += n
+        self.n += n
+        self.total_s += seconds * n
         if seconds > self.max_s:
             self.max_s = seconds
 
     def merge(self, other: "Histogram") -> None:
-        self.counts += other.counts
+        self._counts = [a + b for a, b in zip(self._counts, other._counts)]
         self.n += other.n
         self.total_s += other.total_s
         self.max_s = max(self.max_s, other.max_s)

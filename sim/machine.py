@@ -70,12 +70,19 @@ class Machine:
     cpu_node: list[int]
     events: dict[str, int]              # /proc/vmstat event counters
     trace: TraceBuffer | None           # tracepoints, when any are enabled
+    zonelists: list[list[Zone]] = dataclasses.field(default_factory=list)  # per node
+
+    def __post_init__(self) -> None:
+        # Fallback order per node: the local node's zones, highest first, then the rest.
+        for nid in range(len(self.nodes)):
+            order = [nid] + [n for n in range(len(self.nodes)) if n != nid]
+            self.zonelists.append([z for n in order for z in reversed(self.nodes[n].zones)])
 
     def zone_of(self, pfn: int) -> Zone:
-        for z in self.zones:
-            if z.zone_start_pfn <= pfn < z.zone_start_pfn + z.spanned_pages:
-                return z
-        raise IndexError(f"pfn {pfn:#x} is outside every zone")
+        zones = self.nodes[pfn // self.nodes[0].nr_pages].zones
+        if len(zones) == 1 or pfn >= zones[1].zone_start_pfn:
+            return zones[-1]
+        return zones[0]
 
     @property
     def total_pages(self) -> int:

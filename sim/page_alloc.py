@@ -20,7 +20,8 @@ from sim.machine import Machine
 from sim.pageblock import MIGRATE_PCPTYPES, PAGEBLOCK_ORDER, MigrateType
 from sim.pcp import drain_zone_pages, free_pcppages_bulk, pcp_pop, pcp_push, rmqueue_bulk
 from sim.task import Task
-from sim.zone import Zone, zone_watermark_for_flags, zone_watermark_ok
+from sim.page import ALLOC
+from sim.zone import WMARK_LOW, Zone, zone_watermark_for_flags, zone_watermark_ok
 
 # What an allocation or free did, for its cost.
 WORK_PCP = 0        # per-cpu list only
@@ -41,9 +42,10 @@ class Outcome:
 
 def zonelist(m: Machine, node: int, highest_zoneidx: int = 1) -> list[Zone]:
     """Zones in fallback order: the local node's, highest first, then the other nodes'."""
-    order = [node] + [n for n in range(len(m.nodes)) if n != node]
-    return [z for n in order for z in reversed(m.nodes[n].zones)
-            if z.zone_idx <= highest_zoneidx]
+    zones = m.zonelists[node]
+    if highest_zoneidx >= 1:
+        return zones
+    return [z for z in zones if z.zone_idx <= highest_zoneidx]
 
 
 def alloc_flags_nofragment(m: Machine, z: Zone) -> int:
@@ -107,11 +109,38 @@ def get_page_from_freelist(m: Machine, task: Task, gfp: int, order: int, alloc_f
                 if z.boosted:
                     z.boosted = False
                     out.boosted_wake = True
-                m.events[f"pgalloc_{z.name.lower()}"] += 1 << order
+                m.events[z.pgalloc_key] += 1 << order
                 return out
         if not flags & ALLOC_NOFRAGMENT:
             return out
         flags &= ~ALLOC_NOFRAGMENT
+
+
+def rmqueue_pcplist_bulk(m: Machine, task: Task, gfp: int, n: int) -> list[int]:
+    """Up to `n` order-0 pages straight off this CPU's list of the first zone, when that
+    zone passes its LOW watermark: what n fast-path calls that all hit the per-cpu list
+    would do (free pages do not change, so one watermark check holds for all)."""
+    z = m.zonelists[task.node][0]
+    pcp = z.pcp
+    mt = gfp_migratetype(gfp)
+    if pcp is None or mt >= MIGRATE_PCPTYPES:
+        return []
+    lst = pcp.lists[task.cpu][mt]
+    k = min(n, len(lst))
+    if not k or not zone_watermark_ok(z, 0, z.wmark_pages(WMARK_LOW), 1, ALLOC_WMARK_LOW):
+        return []
+    pfns = lst[-k:]
+    del lst[-k:]
+    pfns.reverse()
+    pcp.counts[task.cpu] -= k
+    pstate = m.mem.pstate
+    for pfn in pfns:
+        pstate[pfn] = ALLOC
+    m.events[z.pgalloc_key] += k
+    if m.trace is not None and m.trace.is_enabled("mm_page_alloc"):
+        for pfn in pfns:
+            trace_alloc(m, task, pfn, 0, gfp)
+    return pfns
 
 
 def trace_alloc(m: Machine, task: Task, pfn: int, order: int, gfp: int) -> None:

@@ -29,7 +29,7 @@ from sim.lru import add_page_to_lru, del_page_from_lru, lru_list_for, node_of
 from sim.machine import LIST_BALLOON, LIST_ZSPAGES, Machine
 from sim.page import (ALLOC, KIND_CODE, PG_DIRTY, PG_EXTRA_REF, PG_ISOLATED, PG_LOCKED,
                       PG_LRU, PG_MLOCKED, PG_MOVABLE_OPS, PG_WRITEBACK)
-from sim.page_alloc import free_pages
+from sim.page_alloc import free_pages, rmqueue_pcplist_bulk
 from sim.pageblock import PAGEBLOCK_ORDER
 from sim.rng import RngStreams
 from sim.slowpath import Allocator
@@ -37,6 +37,7 @@ from sim.task import Task
 from sim.zram import ZSPAGE_GFP_MOVABLE, ZSPAGE_GFP_UNMOVABLE, Zram
 
 HPAGE_PMD_NR = 1 << PAGEBLOCK_ORDER
+FAULT_LOG_LINES = 200_000
 
 
 def thp_gfp(cfg: SimConfig, madvised: bool) -> int | None:
@@ -72,6 +73,26 @@ def kind_gfp(cfg: SimConfig, kind: PageKind, order: int) -> int:
     if kind is PageKind.BALLOON:
         return GFP_HIGHUSER_MOVABLE | __GFP_NOMEMALLOC | __GFP_NORETRY | __GFP_NOWARN
     raise ValueError(f"no GFP flags for {kind}")
+
+
+@dataclasses.dataclass(slots=True)
+class GroupPlan:
+    """What every allocation of a group shares, worked out once."""
+
+    group: WorkloadGroup
+    code: int                       # kind byte
+    base_flags: int                 # flags every page gets (pinned, movable_ops)
+    random_states: bool             # any page-state share above zero
+    lru: int                        # LRU list, or -1
+    driver_list: int                # zspage or balloon list, or -1
+    balloon: bool
+    lifetime: object                # LifetimeConfig, or None for FOREVER
+    orders: list[int]
+    cdf: list[float]
+    gfp: dict[int, int]             # order -> GFP flags
+    fault_cost: dict[int, float]    # order -> seconds of fault work after the allocation
+    latency: dict[int, Histogram]   # order -> allocation latency
+    stats: dict[int, list[int]]     # order -> [attempts, successes]
 
 
 class Lifetimes:
@@ -112,6 +133,8 @@ class Workload:
         self.latency: dict[str, Histogram] = {}
         self.requests: dict[str, list[int]] = {}     # "kind/orderN" -> [attempts, successes]
         self._as_anon: dict[str, WorkloadGroup] = {}  # THP groups' base-page fallback
+        self.plans = {g.name: self._plan(g) for g in self.cfg.workload}
+        self.fault_log: list[str] = []                # thpscale-style per-fault lines
         self.reapers = [Task(comm="reaper", pid=90 + n.node_id, cpu=n.cpus[0], node=n.node_id)
                         for n in m.nodes]
         pid = 1000
@@ -127,43 +150,96 @@ class Workload:
 
     # --- page bookkeeping ----------------------------------------------------------------
 
+    def _plan(self, group: WorkloadGroup) -> GroupPlan:
+        kind = group.kind
+        code = KIND_CODE[kind]
+        base = PG_EXTRA_REF if kind is PageKind.PINNED else 0
+        movable_ops = kind is PageKind.BALLOON or (
+            kind is PageKind.ZSMALLOC and self.cfg.kernel.movable_ops is not MovableOps.NONE)
+        if movable_ops:
+            base |= PG_MOVABLE_OPS
+        driver = {PageKind.ZSMALLOC: LIST_ZSPAGES, PageKind.BALLOON: LIST_BALLOON}.get(kind, -1)
+        weights = [w for _, w in group.order_mix]
+        total = sum(weights)
+        orders = [o for o, _ in group.order_mix]
+        extra = [0] if kind is PageKind.THP else []
+        gfp = {} if kind in (PageKind.THP, PageKind.REPLAY) else \
+            {o: kind_gfp(self.cfg, kind, o) for o in orders + ([0] if kind is PageKind.NETBUF
+                                                                else [])}
+        return GroupPlan(
+            group=group, code=code, base_flags=base,
+            random_states=any((group.dirty, group.writeback, group.locked, group.extra_ref,
+                               group.mlocked)),
+            lru=lru_list_for(code, 0), driver_list=driver, balloon=kind is PageKind.BALLOON,
+            lifetime=None if group.lifetime.distribution is Lifetime.FOREVER else group.lifetime,
+            orders=orders, cdf=[sum(weights[:i + 1]) / total for i in range(len(weights))],
+            gfp=gfp, fault_cost={o: self._fault_cost(kind, o) for o in orders + extra},
+            latency={}, stats={})
+
     def setup_page(self, group: WorkloadGroup, pfn: int, order: int, rng) -> None:
         """Give a new block its owner kind, page states, list and deadline."""
+        self.setup_pages(self.plans[group.name], (pfn,), order, rng)
+
+    def setup_pages(self, plan: "GroupPlan", pfns, order: int, rng) -> None:
+        """setup_page for several blocks of one group and order (the hot path: list and
+        wheel operations are inlined)."""
         m = self.m
         mem = m.mem
-        code = KIND_CODE[group.kind]
-        mem.kind[pfn] = code
+        kind, flags_arr, expire, nxt, prv = mem.kind, mem.flags, mem.expire, mem.nxt, mem.prv
+        code = plan.code
+        nr = 1 << order
+        life = plan.lifetime
+        lifetimes = self.lifetimes
+        buckets = lifetimes.buckets
+        now, tick = self.env.now, lifetimes.tick
+        node_pages = m.nodes[0].nr_pages
+        nodes = m.nodes
+        for pfn in pfns:
+            kind[pfn] = code
+            flags = plan.base_flags
+            if plan.random_states:
+                flags |= self._draw_flags(plan.group, pfn, rng)
+            lru = plan.lru if not flags & PG_MLOCKED else lru_list_for(code, flags)
+            if lru >= 0:
+                node = nodes[pfn // node_pages]
+                head = node.lists[lru]
+                first = nxt[head]
+                nxt[pfn] = first
+                prv[pfn] = head
+                prv[first] = pfn
+                nxt[head] = pfn
+                node.lru_size[lru] += nr
+                flags |= PG_LRU
+            elif plan.driver_list >= 0:
+                mem.list_add(nodes[pfn // node_pages].lists[plan.driver_list], pfn)
+                if plan.balloon:
+                    m.events["balloon_inflate"] += 1
+            flags_arr[pfn] = flags
+            if life is not None:
+                due = max(1, math.ceil((now + self._lifetime(life, rng)) / tick))
+                expire[pfn] = due
+                bucket = buckets.get(due)
+                if bucket is None:
+                    bucket = buckets[due] = array("i")
+                bucket.append(pfn)
+
+    def _draw_flags(self, group: WorkloadGroup, pfn: int, rng) -> int:
+        """Page states drawn from the group's shares; I/O states end on their own."""
         flags = 0
         if group.dirty and rng.random() < group.dirty:
             flags |= PG_DIRTY
-        if group.extra_ref and rng.random() < group.extra_ref or group.kind is PageKind.PINNED:
+        if group.extra_ref and rng.random() < group.extra_ref:
             flags |= PG_EXTRA_REF
         if group.mlocked and rng.random() < group.mlocked:
             flags |= PG_MLOCKED
-        if group.kind in (PageKind.BALLOON, PageKind.ZSMALLOC) and (
-                group.kind is PageKind.BALLOON or m.config.kernel.movable_ops is not MovableOps.NONE):
-            flags |= PG_MOVABLE_OPS
-        mem.flags[pfn] = flags
+        reclaim = self.alloc.reclaim
         if group.writeback and rng.random() < group.writeback:
-            mem.flags[pfn] |= PG_WRITEBACK
-            self.alloc.reclaim.clear_flag_later(pfn, PG_WRITEBACK,
-                                                self.costs.writeback_page_ms * 1e-3)
+            flags |= PG_WRITEBACK
+            reclaim.clear_flag_later(pfn, PG_WRITEBACK, self.costs.writeback_page_ms * 1e-3)
         if group.locked and rng.random() < group.locked:
-            mem.flags[pfn] |= PG_LOCKED
-            self.alloc.reclaim.clear_flag_later(pfn, PG_LOCKED,
-                                                self.costs.page_lock_hold_ms * 1e-3)
-        lru = lru_list_for(code, flags)
-        node = m.nodes[node_of(m, pfn)]
-        if lru >= 0:
-            add_page_to_lru(m, pfn, 1 << order, lru)
-        elif group.kind is PageKind.ZSMALLOC:
-            mem.list_add(node.lists[LIST_ZSPAGES], pfn)
-        elif group.kind is PageKind.BALLOON:
-            mem.list_add(node.lists[LIST_BALLOON], pfn)
-            m.events["balloon_inflate"] += 1
-        life = group.lifetime
-        if life.distribution is not Lifetime.FOREVER:
-            self.lifetimes.schedule(pfn, self.lifetimes.due_tick(self._lifetime(life, rng)))
+            flags |= PG_LOCKED
+            reclaim.clear_flag_later(pfn, PG_LOCKED, self.costs.page_lock_hold_ms * 1e-3)
+        return flags
 
     @staticmethod
     def _lifetime(life, rng) -> float:
@@ -270,10 +346,9 @@ class Workload:
     def _task(self, group: WorkloadGroup, task: Task, index: int):
         env = self.env
         rng = self.rngs(f"workload.{group.name}.{index}")
-        weights = [w for _, w in group.order_mix]
-        total = sum(weights)
-        cdf = [sum(weights[:i + 1]) / total for i in range(len(weights))]
-        orders = [o for o, _ in group.order_mix]
+        plan = self.plans[group.name]
+        orders, cdf = plan.orders, plan.cdf
+        bulk = orders == [0] and group.kind is not PageKind.THP
         if group.start > env.now:
             yield env.timeout(group.start)
         gaps = self._gaps(group, rng)
@@ -284,25 +359,49 @@ class Workload:
                 yield env.timeout(gap)
             if env.now >= stop:
                 return
-            for _ in range(group.batch):
+            left = group.batch
+            if bulk:
+                left -= self._bulk(plan, task, rng, left)
+            for _ in range(left):
                 order = orders[rng.pick(cdf)] if len(orders) > 1 else orders[0]
-                yield from self._one(group, task, order, rng)
+                yield from self._one(plan, task, order, rng)
             yield from settle(env, task)
 
-    def _one(self, group: WorkloadGroup, task: Task, order: int, rng):
+    def _bulk(self, plan: GroupPlan, task: Task, rng, n: int) -> int:
+        """Order-0 pages for a request straight from the per-cpu list; returns how many."""
+        pfns = rmqueue_pcplist_bulk(self.m, task, plan.gfp[0], n)
+        k = len(pfns)
+        if k:
+            cost = self.costs.pcp_alloc_ns * 1e-9
+            task.debt += k * (cost + plan.fault_cost[0])
+            self._record(plan, 0, cost, k, k)
+            self.setup_pages(plan, pfns, 0, rng)
+        return k
+
+    def _record(self, plan: GroupPlan, order: int, latency: float, attempts: int, ok: int):
+        hist = plan.latency.get(order)
+        if hist is None:
+            key = f"{plan.group.kind.value}/order{order}"
+            hist = plan.latency[order] = self.latency.setdefault(key, Histogram())
+            plan.stats[order] = self.requests.setdefault(key, [0, 0])
+        hist.record(latency, attempts)
+        stats = plan.stats[order]
+        stats[0] += attempts
+        stats[1] += ok
+
+    def _one(self, plan: GroupPlan, task: Task, order: int, rng):
         """One allocation (a THP fault with its fallback, a netbuf with its order-0 retry)."""
-        kind = group.kind
+        kind = plan.group.kind
         if kind is PageKind.THP:
-            yield from self._thp_fault(group, task, rng)
+            yield from self._thp_fault(plan, task, rng)
             return
-        gfp = kind_gfp(self.cfg, kind, order)
-        pfn = yield from self._timed(group, task, gfp, order)
+        pfn = yield from self._timed(plan, task, plan.gfp[order], order)
         if pfn < 0 and kind is PageKind.NETBUF and order:
             order = 0
-            pfn = yield from self._timed(group, task, kind_gfp(self.cfg, kind, 0), 0)
+            pfn = yield from self._timed(plan, task, plan.gfp[0], 0)
         if pfn >= 0:
-            self.setup_page(group, pfn, order, rng)
-            task.debt += self._fault_cost(kind, order)
+            self.setup_pages(plan, (pfn,), order, rng)
+            task.debt += plan.fault_cost[order]
 
     def _fault_cost(self, kind: PageKind, order: int) -> float:
         c = self.costs
@@ -312,41 +411,45 @@ class Workload:
             return (c.file_fault_us + c.clear_page_us) * 1e-6 * (1 << order)
         return 0.0
 
-    def _timed(self, group: WorkloadGroup, task: Task, gfp: int, order: int):
+    def _timed(self, plan: GroupPlan, task: Task, gfp: int, order: int):
         """alloc_pages with its latency and outcome recorded under kind/order."""
         env = self.env
-        key = f"{group.kind.value}/order{order}"
         start = env.now + task.debt
         pfn = yield from self.alloc.alloc_pages(task, gfp, order)
-        hist = self.latency.get(key)
-        if hist is None:
-            hist = self.latency[key] = Histogram()
-            self.requests[key] = [0, 0]
-        hist.record(env.now + task.debt - start)
-        stats = self.requests[key]
-        stats[0] += 1
-        stats[1] += pfn >= 0
+        self._record(plan, order, env.now + task.debt - start, 1, int(pfn >= 0))
         return pfn
 
-    def _thp_fault(self, group: WorkloadGroup, task: Task, rng):
-        """do_huge_pmd_anonymous_page: an order-9 page, or base pages on fallback."""
+    def _thp_fault(self, plan: GroupPlan, task: Task, rng):
+        """do_huge_pmd_anonymous_page: an order-9 page, or base pages on fallback; logs
+        one thpscale-style line per fault."""
         m = self.m
+        env = self.env
+        group = plan.group
+        start = env.now + task.debt
         gfp = thp_gfp(self.cfg, group.madvise)
         if gfp is not None:
-            pfn = yield from self._timed(group, task, gfp, PAGEBLOCK_ORDER)
+            pfn = yield from self._timed(plan, task, gfp, PAGEBLOCK_ORDER)
             if pfn >= 0:
                 m.events["thp_fault_alloc"] += 1
-                self.setup_page(group, pfn, PAGEBLOCK_ORDER, rng)
+                self.setup_pages(plan, (pfn,), PAGEBLOCK_ORDER, rng)
                 task.debt += self.costs.thp_fault_nocompact_us * 1e-6
+                self._log_fault(task, "huge", env.now + task.debt - start)
                 return
             m.events["thp_fault_fallback"] += 1
         base = self._as_anon.get(group.name)
         if base is None:
-            base = self._as_anon[group.name] = dataclasses.replace(group, kind=PageKind.ANON)
-        for _ in range(HPAGE_PMD_NR):
-            pfn = yield from self._timed(group, task, GFP_HIGHUSER_MOVABLE, 0)
+            base = self._as_anon[group.name] = self._plan(
+                dataclasses.replace(group, kind=PageKind.ANON, order_mix=((0, 1.0),)))
+        for i in range(HPAGE_PMD_NR):
+            pfn = yield from self._timed(plan, task, GFP_HIGHUSER_MOVABLE, 0)
             if pfn < 0:
                 return
-            self.setup_page(base, pfn, 0, rng)
+            self.setup_pages(base, (pfn,), 0, rng)
             task.debt += self.costs.anon_fault_us * 1e-6
+            if i == 0:
+                self._log_fault(task, "base", env.now + task.debt - start)
+
+    def _log_fault(self, task: Task, size: str, latency: float) -> None:
+        if len(self.fault_log) < FAULT_LOG_LINES:
+            self.fault_log.append(f"fault {task.pid} {size} {latency * 1e6:.0f}")
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 
-from sim.config import MAX_ORDER
 from sim.gfp import (ALLOC_HARDER, ALLOC_HIGH, ALLOC_NO_WATERMARKS, ALLOC_WMARK_MASK)
 from sim.locks import SimLock
 from sim.pageblock import MIGRATE_PCPTYPES, MIGRATE_TYPES, NR_ORDERS, PAGEBLOCK_NR_PAGES
@@ -30,6 +29,7 @@ class Zone:
         self.node_id = node_id
         self.zone_idx = zone_idx            # 0 DMA32, 1 Normal (ZONE_NORMAL's index here)
         self.name = name
+        self.pgalloc_key = f"pgalloc_{name.lower()}"
         self.zone_start_pfn = start_pfn
         self.spanned_pages = nr_pages
         self.present_pages = nr_pages
