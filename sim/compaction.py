@@ -356,20 +356,24 @@ class Compaction:
         low = max(cc.migrate_pfn, z.zone_start_pfn)
         block_end = (low & ~(PAGEBLOCK_NR_PAGES - 1)) + PAGEBLOCK_NR_PAGES
         skipped_blocks = 0
+        fast_find_block = False
         if self.k.fast_search and low & (PAGEBLOCK_NR_PAGES - 1) == 0:
             found = self.fast_find_migrateblock(cc, low)
             if found != low:
                 low = found
                 block_end = low + PAGEBLOCK_NR_PAGES
+                # The fast search marked the block skipped: don't let that skip it.
+                fast_find_block = True
         while block_end <= cc.free_pfn:
             aligned = low & (PAGEBLOCK_NR_PAGES - 1) == 0 or low == z.zone_start_pfn
-            if aligned and not self.isolation_suitable(cc, low):
+            if aligned and not fast_find_block and not self.isolation_suitable(cc, low):
                 skipped_blocks += 1
             elif not self.suitable_migration_source(cc, low):
                 self.update_cached_migrate(cc, block_end)
                 skipped_blocks += 1
             else:
                 break
+            fast_find_block = False
             low = block_end
             cc.migrate_pfn = low
             block_end += PAGEBLOCK_NR_PAGES
@@ -419,6 +423,7 @@ class Compaction:
                     block = p & ~(PAGEBLOCK_NR_PAGES - 1)
                     if not cc.ignore_skip_hint:
                         self.m.pageblocks.skip[block >> PAGEBLOCK_ORDER] = 1
+                    cc.fast_search_fail = 0
                     return max(block, z.zone_start_pfn)
                 p = mem.nxt[p]
         cc.fast_search_fail += 1
@@ -699,6 +704,9 @@ class Compaction:
             block = pfn >> PAGEBLOCK_ORDER
             cc.migrated_from[block] = cc.migrated_from.get(block, 0) + 1
             m.events["pgfree"] += 1
+            # free_pages_prepare traces the source's free; the target came from the free
+            # scanner, which traces no allocation (as in the kernel).
+            self._trace(cc.task, "mm_page_free", tp.fmt_mm_page_free(tp.pfn_to_page(pfn), pfn, 0))
             z.capture = cc.capture
             try:
                 free_one_page(z, pfn, 0, m.pageblocks.get_pageblock_migratetype(pfn))

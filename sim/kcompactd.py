@@ -87,15 +87,19 @@ class Kcompactd:
         proactive = self.k.proactive_compaction and self.tun.compaction_proactiveness > 0
         while True:
             self._trace(task, "mm_compaction_kcompactd_sleep", ct.fmt_kcompactd_sleep(nid))
-            self.sleeping[nid] = True
             wake = self._wake[nid]
-            if proactive:
-                yield wake | env.timeout(timeout)
-            else:
-                yield wake
-            self.sleeping[nid] = False
+            # wait_event checks kcompactd_work_requested() before sleeping and again on
+            # timeout: an order raised while the thread was busy is served without a wake.
+            if not self.max_order[nid]:
+                self.sleeping[nid] = True
+                if proactive:
+                    yield wake | env.timeout(timeout)
+                else:
+                    yield wake
+                self.sleeping[nid] = False
             if wake.triggered:
                 self._wake[nid] = env.event()
+            if wake.triggered or self.max_order[nid]:
                 yield from self.do_work(nid)
                 timeout = HPAGE_FRAG_CHECK_INTERVAL
                 continue

@@ -24,7 +24,7 @@ from sim.pageblock import PAGEBLOCK_ORDER, Pageblocks
 from sim.pcp import PerCpuPages
 from sim.tracepoint import TraceBuffer
 from sim.vmstat import new_events
-from sim.zone import (Zone, calculate_min_free_kbytes, recommended_min_free_kbytes,
+from sim.zone import (WMARK_HIGH, Zone, calculate_min_free_kbytes, recommended_min_free_kbytes,
                       setup_per_zone_lowmem_reserve, setup_per_zone_wmarks, zone_batchsize,
                       zone_highsize)
 
@@ -148,13 +148,17 @@ def build_machine(cfg: SimConfig, env: simpy.Environment) -> Machine:
         free_range(z, z.zone_start_pfn, end, 1)
     managed = sum(z.managed_pages for z in zones)
     min_free_kbytes = cfg.tunables.min_free_kbytes
+    scale, scaled = cfg.tunables.watermark_scale_factor, cfg.kernel.scaled_watermarks
     if min_free_kbytes is None:
         min_free_kbytes = calculate_min_free_kbytes(managed * 4)
+        setup_per_zone_wmarks(zones, min_free_kbytes, scale, scaled)
         if cfg.tunables.thp_enabled is not ThpEnabled.NEVER:
+            # khugepaged starts after boot: its cap is 5 % of nr_free_buffer_pages(),
+            # managed pages above each zone's HIGH mark at that point.
+            buffer_pages = sum(max(z.managed_pages - z.watermark[WMARK_HIGH], 0) for z in zones)
             min_free_kbytes = max(min_free_kbytes,
-                                  recommended_min_free_kbytes(len(zones), managed))
-    setup_per_zone_wmarks(zones, min_free_kbytes, cfg.tunables.watermark_scale_factor,
-                          cfg.kernel.scaled_watermarks)
+                                  recommended_min_free_kbytes(len(zones), buffer_pages))
+    setup_per_zone_wmarks(zones, min_free_kbytes, scale, scaled)
     for node in nodes:
         setup_per_zone_lowmem_reserve(node.zones, cfg.tunables.lowmem_reserve_ratio)
     if cfg.kernel.pcp:

@@ -171,6 +171,7 @@ class Migration:
         succeeded = failed = 0
         permanent: list[int] = []
         enomem = False
+        untried = 0                 # left unattempted when the targets ran out
         for pass_mode, retries, batched in self.passes(mode):
             for attempt in range(retries):
                 if not pending:
@@ -195,6 +196,7 @@ class Migration:
                     target = yield from get_target()
                     if target < 0:
                         enomem = True
+                        untried = len(pending) - i - 1
                         retry.extend(pending[i:])
                         break
                     cpu += self.page_cost(pfn)
@@ -215,9 +217,15 @@ class Migration:
                     break
             if enomem:
                 break
+            if pass_mode != mode:
+                # migrate_pages_sync: every folio the async batch failed, -EBUSY
+                # included, is retried one by one in the requested mode.
+                pending += permanent
+                permanent = []
         failed = len(pending) + len(permanent)
         m.events["pgmigrate_success"] += succeeded
-        m.events["pgmigrate_fail"] += failed
+        # -ENOMEM stops the call: the pages never tried are returned, not counted.
+        m.events["pgmigrate_fail"] += failed - untried
         return succeeded, failed, pending + permanent, enomem
 
 

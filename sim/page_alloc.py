@@ -15,7 +15,7 @@ import dataclasses
 from sim import tracepoint as tp
 from sim.buddy import free_one_page, rmqueue
 from sim.config import ClaimRule
-from sim.gfp import ALLOC_NOFRAGMENT, ALLOC_WMARK_LOW, gfp_migratetype
+from sim.gfp import ALLOC_KSWAPD, ALLOC_NOFRAGMENT, ALLOC_WMARK_LOW, gfp_migratetype
 from sim.machine import Machine
 from sim.pageblock import MIGRATE_PCPTYPES, PAGEBLOCK_ORDER, MigrateType
 from sim.pcp import drain_zone_pages, free_pcppages_bulk, pcp_pop, pcp_push, rmqueue_bulk
@@ -106,7 +106,8 @@ def get_page_from_freelist(m: Machine, task: Task, gfp: int, order: int, alloc_f
             pfn = rmqueue_zone(m, z, task, order, mt, flags, out)
             if pfn >= 0:
                 out.pfn, out.zone = pfn, z
-                if z.boosted:
+                # rmqueue(): only a caller that may wake kswapd clears the bit and wakes it
+                if z.boosted and flags & ALLOC_KSWAPD:
                     z.boosted = False
                     out.boosted_wake = True
                 m.events[z.pgalloc_key] += 1 << order

@@ -134,6 +134,7 @@ class Workload:
         self.requests: dict[str, list[int]] = {}     # "kind/orderN" -> [attempts, successes]
         self._as_anon: dict[str, WorkloadGroup] = {}  # THP groups' base-page fallback
         self.plans = {g.name: self._plan(g) for g in self.cfg.workload}
+        self._extra_plans: dict[int, GroupPlan] = {}  # groups derived at run time
         self.fault_log: list[str] = []                # thpscale-style per-fault lines
         self.reapers = [Task(comm="reaper", pid=90 + n.node_id, cpu=n.cpus[0], node=n.node_id)
                         for n in m.nodes]
@@ -178,7 +179,12 @@ class Workload:
 
     def setup_page(self, group: WorkloadGroup, pfn: int, order: int, rng) -> None:
         """Give a new block its owner kind, page states, list and deadline."""
-        self.setup_pages(self.plans[group.name], (pfn,), order, rng)
+        plan = self.plans.get(group.name)
+        if plan is None or plan.group is not group:
+            plan = self._extra_plans.get(id(group))
+            if plan is None:
+                plan = self._extra_plans[id(group)] = self._plan(group)
+        self.setup_pages(plan, (pfn,), order, rng)
 
     def setup_pages(self, plan: "GroupPlan", pfns, order: int, rng) -> None:
         """setup_page for several blocks of one group and order (the hot path: list and

@@ -309,7 +309,10 @@ def test_merge_queues_at_tail_when_the_parent_buddy_is_free():
     z = m.zones[0]
     carve(z)
     mt = MigrateType.MOVABLE
-    heads = lambda: list(z.mem.iter_list(z.free_head[2][mt]))  # noqa: E731
+
+    def heads():
+        return list(z.mem.iter_list(z.free_head[2][mt]))
+
     base = 0x400
     free_block(z, base + 0x8, 3, mt)
     free_block(z, base + 0x24, 2, mt)            # parent 0x20/3's buddy 0x28/3 in use: head

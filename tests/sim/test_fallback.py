@@ -16,8 +16,8 @@ import simpy
 from sim.buddy import (BuddyPolicy, boost_watermark, del_page_from_free_list, free_one_page,
                        rmqueue, rmqueue_fallback)
 from sim.config import MAX_ORDER, ClaimRule, config_from_dict
-from sim.gfp import (ALLOC_KSWAPD, ALLOC_NOFRAGMENT, ALLOC_NO_WATERMARKS, ALLOC_WMARK_LOW,
-                     GFP_HIGHUSER_MOVABLE, GFP_KERNEL)
+from sim.gfp import (ALLOC_KSWAPD, ALLOC_NO_WATERMARKS, ALLOC_NOFRAGMENT, ALLOC_WMARK_LOW,
+                     GFP_KERNEL)
 from sim.machine import build_machine
 from sim.page import ALLOC, KIND_RESERVED, PG_LRU, TAIL
 from sim.page_alloc import get_page_from_freelist, trace_extfrag
@@ -343,6 +343,19 @@ def test_extfrag_hook_arguments(rule):
     assert first[1] < PAGEBLOCK_ORDER and second[1] < PAGEBLOCK_ORDER
 
 
+@pytest.mark.parametrize("rule", [ClaimRule.FREE_COUNT, ClaimRule.IN_USE_COUNT])
+def test_change_ownership_compares_the_label_with_the_requester(rule):
+    # Before 6.10 a MOVABLE block's free pages can sit on the UNMOVABLE lists (an
+    # unclaimed steal moved them). A RECLAIMABLE request then finds them on the U list
+    # (fallback_mt U) in an M block it does not claim: no change of ownership.
+    lay = Layout(rule)
+    lay.block(pb(5), M, free=[(0, 4)], movable=range(16, PAGEBLOCK_NR_PAGES), list_mt=U)
+    lay.alloc(0, R)
+    (_z, pfn, _o, _fo, start_mt, fallback_mt, change), = lay.events
+    assert (pfn, start_mt, fallback_mt) == (pb(5), R, U)
+    assert lay.label(pb(5)) == M and change is False
+
+
 @pytest.mark.parametrize("rule", RULES)
 def test_extfrag_tracepoint_line(rule):
     lay = Layout(rule)
@@ -388,7 +401,7 @@ def test_boost_adds_a_pageblock_up_to_the_cap(high, factor, steps):
 
 
 def test_boost_disabled_by_factor_zero_or_zero_high():
-    m, z = _zone_with_high(1000)
+    _m, z = _zone_with_high(1000)
     assert boost_watermark(z, BuddyPolicy(watermark_boost_factor=0)) is False
     assert z.watermark_boost == 0
     z.watermark[WMARK_HIGH] = 0
@@ -439,3 +452,15 @@ def test_boosted_zone_wakes_kswapd_once_on_the_way_out():
     # The claimed block serves the next UNMOVABLE request: no fallback, no new wake.
     out = get_page_from_freelist(m, task, GFP_KERNEL, 3, ALLOC_NO_WATERMARKS | ALLOC_KSWAPD)
     assert out.pfn >= 0 and not out.boosted_wake
+
+
+def test_only_a_kswapd_waking_allocation_clears_the_boost_bit():
+    # 6.1 rmqueue(): `if ((alloc_flags & ALLOC_KSWAPD) && test_bit(ZONE_BOOSTED_WATERMARK))`.
+    m = make_machine(ClaimRule.IN_USE_COUNT)
+    z = m.zones[-1]
+    task = Task(comm="t", pid=1, cpu=0, node=0)
+    z.boosted = True
+    out = get_page_from_freelist(m, task, GFP_KERNEL, 0, ALLOC_NO_WATERMARKS)
+    assert out.pfn >= 0 and not out.boosted_wake and z.boosted
+    out = get_page_from_freelist(m, task, GFP_KERNEL, 0, ALLOC_NO_WATERMARKS | ALLOC_KSWAPD)
+    assert out.pfn >= 0 and out.boosted_wake and not z.boosted
