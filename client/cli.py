@@ -1,6 +1,7 @@
 """The `compactsim` command line.
 
     compactsim scenarios
+    compactsim profiles
     compactsim simulate (--scenario NAME | --spec FILE) [--set path=value ...] [--seed N]
                         [--duration 60s] [--out DIR] [--format table|json]
 
@@ -33,14 +34,17 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 SUMMARY_COUNTERS = ("pgalloc_normal", "pgfree", "allocstall_normal", "pgscan_kswapd",
                     "pgsteal_kswapd", "pgscan_direct", "pgsteal_direct", "pswpout",
                     "thp_fault_alloc", "thp_fault_fallback", "compact_stall",
-                    "compact_success", "compact_fail", "pgmigrate_success", "pgmigrate_fail",
-                    "oom_kill", "nr_free_pages")
+                    "compact_success", "compact_fail", "compact_migrate_scanned",
+                    "compact_free_scanned", "compact_isolated", "compact_daemon_wake",
+                    "compact_daemon_migrate_scanned", "compact_daemon_free_scanned",
+                    "pgmigrate_success", "pgmigrate_fail", "oom_kill", "nr_free_pages")
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="compactsim", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("scenarios", help="list the preset scenarios")
+    sub.add_parser("profiles", help="list the kernel profiles and the switches each sets")
     s = sub.add_parser("simulate", help="run one simulation in this process")
     src = s.add_mutually_exclusive_group(required=True)
     src.add_argument("--scenario", help="a preset (see `compactsim scenarios`)")
@@ -99,10 +103,30 @@ def _summary_table(result: RunResult, wall: float) -> Table:
     mm = s["memmap"]
     table.add_row("struct page / memmap", f"{mm['struct_page_bytes']} B / "
                   f"{mm['memmap_bytes'] / 2**20:.1f} MiB ({mm['memmap_percent_of_ram']} % of RAM)")
+    pf = mm["page_flags"]
+    table.add_row("page->flags", f"{pf['nr_pageflags']} flags + {pf['fields_bits']} field bits, "
+                  f"LAST_CPUPID {'in flags' if pf['last_cpupid_in_flags'] else 'in struct page'}"
+                  f", {pf['free_bits']} bits spare")
+    comp = s.get("compaction", {})
+    if comp.get("enabled"):
+        table.add_row("compaction runs", ", ".join(f"{k} {v}" for k, v in comp["results"].items())
+                      or "none")
+        for trigger, lat in comp["latency"].items():
+            table.add_row(f"compaction latency ({trigger})",
+                          f"p50 {lat['p50_us']:.1f} us, p99 {lat['p99_us']:.1f} us, "
+                          f"max {lat['max_us']:.1f} us")
+        table.add_row("wasted migrations", str(comp["wasted_migrations"]))
     for key, a in s["allocations"].items():
         table.add_row(f"alloc {key}", f"{a['successes']}/{a['attempts']} ok, "
                       f"p50 {a['p50_us']:.1f} us, p99 {a['p99_us']:.1f} us")
     return table
+
+
+def cmd_profiles(_args) -> int:
+    from sim.config import PROFILES
+    for name, switches in PROFILES.items():
+        print(f"{name:7s} " + " ".join(f"{k}={v}" for k, v in switches.items()))
+    return EXIT_OK
 
 
 def cmd_scenarios(_args) -> int:
@@ -139,7 +163,8 @@ def cmd_simulate(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handler = {"scenarios": cmd_scenarios, "simulate": cmd_simulate}[args.command]
+    handler = {"scenarios": cmd_scenarios, "profiles": cmd_profiles,
+               "simulate": cmd_simulate}[args.command]
     return handler(args)
 
 

@@ -37,4 +37,6 @@ def write_results(result: RunResult, out: Path) -> list[Path]:
         written.append(path)
     if result.trace:
         put("trace.txt", result.trace)
+    if result.fault_log:
+        put("thp-faults.txt", result.fault_log)
     return written

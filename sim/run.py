@@ -66,6 +66,7 @@ class RunResult:
     trace: str
     latency: dict[str, Histogram]
     events_scheduled: int
+    fault_log: str = ""        # thpscale-style "fault <thread> huge|base <latency_us>" lines
 
 
 def memmap_summary(m: Machine) -> dict:
@@ -184,4 +185,5 @@ def run(config: SimConfig, progress: Callable[[float, float], None] | None = Non
     return RunResult(config=config, summary=summary, series=sampler.rows,
                      files=procfs_files(m),
                      trace=m.trace.render() if m.trace is not None else "",
-                     latency=workload.latency, events_scheduled=env.events_scheduled)
+                     latency=workload.latency, events_scheduled=env.events_scheduled,
+                     fault_log="".join(line + "\n" for line in workload.fault_log))

@@ -25,7 +25,7 @@ from sim.gfp import (__GFP_COMP, __GFP_KSWAPD_RECLAIM, __GFP_NOMEMALLOC, __GFP_N
                      __GFP_NOWARN, __GFP_RECLAIMABLE, GFP_ATOMIC, GFP_HIGHUSER_MOVABLE,
                      GFP_KERNEL, GFP_TRANSHUGE, GFP_TRANSHUGE_LIGHT)
 from sim.histogram import Histogram
-from sim.lru import add_page_to_lru, del_page_from_lru, lru_list_for, node_of
+from sim.lru import del_page_from_lru, lru_list_for, node_of
 from sim.machine import LIST_BALLOON, LIST_ZSPAGES, Machine
 from sim.page import (ALLOC, KIND_CODE, PG_DIRTY, PG_EXTRA_REF, PG_ISOLATED, PG_LOCKED,
                       PG_LRU, PG_MLOCKED, PG_MOVABLE_OPS, PG_WRITEBACK)
