@@ -14,10 +14,10 @@ import platform
 import sys
 import time
 
-from bench import Row, churn, floor, memory, render_table, scaling
+from bench import Row, churn, compaction, floor, memory, render_table, scaling
 
 BENCHMARKS = {"floor": floor.main, "churn": churn.main, "memory": memory.main,
-              "scaling": scaling.main}
+              "scaling": scaling.main, "compaction": compaction.main}
 
 
 def main(argv: list[str] | None = None) -> int:

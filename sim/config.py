@@ -344,7 +344,14 @@ class SamplingConfig:
 
 
 TRACE_EVENTS = ("mm_page_alloc", "mm_page_free", "mm_page_free_batched",
-                "mm_page_alloc_zone_locked", "mm_page_pcpu_drain", "mm_page_alloc_extfrag")
+                "mm_page_alloc_zone_locked", "mm_page_pcpu_drain", "mm_page_alloc_extfrag",
+                "mm_compaction_begin", "mm_compaction_end", "mm_compaction_isolate_migratepages",
+                "mm_compaction_isolate_freepages", "mm_compaction_migratepages",
+                "mm_compaction_try_to_compact_pages", "mm_compaction_suitable",
+                "mm_compaction_finished", "mm_compaction_deferred",
+                "mm_compaction_defer_compaction", "mm_compaction_defer_reset",
+                "mm_compaction_kcompactd_sleep", "mm_compaction_wakeup_kcompactd",
+                "mm_compaction_kcompactd_wake", "mm_migrate_pages")
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
