@@ -529,7 +529,9 @@ class Compaction:
                 if isolate_start >= block_end:
                     isolate_start = block_start - PAGEBLOCK_NR_PAGES
                 break
-            if early or cc.contended:
+            # 4.4 stops at a contended lock; 5.1+ takes it and goes on (section 5.4).
+            if early or (cc.contended
+                         and self.k.contended_abort is ContendedAbort.IMMEDIATE):
                 break
             stride = 1 if isolated else min(COMPACT_CLUSTER_MAX, stride << 1)
             block_start -= PAGEBLOCK_NR_PAGES
@@ -540,7 +542,8 @@ class Compaction:
     def compaction_alloc(self, cc: CompactControl):
         """Generator: one order-0 target, refilling through the free scanner."""
         if not cc.freepages:
-            if not cc.contended:
+            # 4.4 gives up on targets once contended; 5.1+ finishes the block first.
+            if not (cc.contended and self.k.contended_abort is ContendedAbort.IMMEDIATE):
                 yield from self.isolate_freepages(cc)
             if not cc.freepages:
                 return -1
@@ -635,6 +638,9 @@ class Compaction:
         ret = CompactResult.CONTINUE
         while True:
             ret = self.compact_finished(cc)
+            if ret != CompactResult.CONTINUE and cc.order >= 0:
+                self._trace(task, "mm_compaction_finished",
+                            ct.fmt_suitable(z.node_id, z.name, cc.order, ret))
             if ret != CompactResult.CONTINUE:
                 break
             start_of_batch = cc.migrate_pfn
@@ -809,6 +815,7 @@ class Compaction:
                 return CompactResult.SUCCESS, pfn
             if status == CompactResult.SUCCESS:
                 compaction_defer_reset(z, order, False)
+                self._trace_defer(task, "mm_compaction_defer_reset", z, order)
                 break
             if priority != CompactPriority.ASYNC and status in (CompactResult.COMPLETE,
                                                                  CompactResult.PARTIAL_SKIPPED):
@@ -841,6 +848,7 @@ class Compaction:
             z = m.zone_of(pfn)
             z.compact_blockskip_flush = False
             compaction_defer_reset(z, order, True)
+            self._trace_defer(task, "mm_compaction_defer_reset", z, order)
             m.events["compact_success"] += 1
             return pfn, result
         m.events["compact_fail"] += 1

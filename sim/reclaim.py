@@ -172,14 +172,15 @@ class Reclaim:
 
     def shrink_node(self, task: Task, node: Node, nr_to_reclaim: int, priority: int):
         """One pass over the node's lists at `priority`: returns (scanned, reclaimed, cpu,
-        outcomes)."""
-        scanned = reclaimed = 0
+        outcomes, batches isolated under the lru_lock)."""
+        scanned = reclaimed = batches = 0
         cpu = 0.0
         outcomes: list[Outcome] = []
         for lru in self._lru_share(node):
             budget = max(node.lru_size[lru] >> priority, SWAP_CLUSTER_MAX)
             while reclaimed < nr_to_reclaim and budget > 0:
                 s, r, c, o = self.shrink_batch(task, node, lru, min(budget, SWAP_CLUSTER_MAX))
+                batches += 1
                 scanned += s
                 reclaimed += r
                 cpu += c
@@ -189,9 +190,17 @@ class Reclaim:
                     break
             if reclaimed >= nr_to_reclaim:
                 break
-        return scanned, reclaimed, cpu, outcomes
+        return scanned, reclaimed, cpu, outcomes, batches
 
-    def _pay(self, task: Task, cpu: float, outcomes: list[Outcome]):
+    def _pay(self, task: Task, node: Node, cpu: float, outcomes: list[Outcome], batches: int):
+        """Isolation batches hold the node's lru_lock; then CPU time and the frees."""
+        if batches:
+            yield from settle(self.env, task)
+            lock = node.lru_lock
+            if not lock.trylock():
+                yield lock.lock()
+            yield self.env.timeout(batches * self.costs.lru_lock_batch_hold_us * 1e-6)
+            lock.unlock()
         task.debt += cpu
         yield from charge_frees(self.env, task, self.costs, outcomes)
         yield from settle(self.env, task)
@@ -207,14 +216,13 @@ class Reclaim:
         task.memalloc = True
         try:
             for priority in range(DEF_PRIORITY, -1, -1):
-                scanned, reclaimed, cpu, outcomes = self.shrink_node(task, node,
-                                                                     SWAP_CLUSTER_MAX - total,
-                                                                     priority)
+                scanned, reclaimed, cpu, outcomes, batches = self.shrink_node(
+                    task, node, SWAP_CLUSTER_MAX - total, priority)
                 m.events["pgscan_direct"] += scanned
                 m.events["pgsteal_direct"] += reclaimed
                 total += reclaimed
-                if cpu or outcomes:
-                    yield from self._pay(task, cpu, outcomes)
+                if cpu or outcomes or batches:
+                    yield from self._pay(task, node, cpu, outcomes, batches)
                 if total >= SWAP_CLUSTER_MAX:
                     break
         finally:
@@ -276,13 +284,13 @@ class Reclaim:
             sc_order = order if reclaimed_total < compact_gap(order) else 0
             if pgdat_balanced(node, sc_order, zoneidx):
                 break
-            scanned, reclaimed, cpu, outcomes = self.shrink_node(task, node, SWAP_CLUSTER_MAX,
-                                                                 priority)
+            scanned, reclaimed, cpu, outcomes, batches = self.shrink_node(
+                task, node, SWAP_CLUSTER_MAX, priority)
             m.events["pgscan_kswapd"] += scanned
             m.events["pgsteal_kswapd"] += reclaimed
             reclaimed_total += reclaimed
-            yield from self._pay(task, cpu or SWAP_CLUSTER_MAX * self.costs.reclaim_scan_keep_us
-                                 * 1e-6, outcomes)
+            yield from self._pay(task, node, cpu or SWAP_CLUSTER_MAX
+                                 * self.costs.reclaim_scan_keep_us * 1e-6, outcomes, batches)
             if reclaimed < SWAP_CLUSTER_MAX:
                 priority -= 1
         if priority < 0:

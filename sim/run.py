@@ -99,8 +99,9 @@ def summarize(m: Machine, workload: Workload, reclaim: Reclaim, zram: Zram) -> d
         allocations[key] = {"attempts": attempts, "successes": ok,
                             "success_ratio": round(ok / attempts, 6) if attempts else 0.0,
                             **{k: round(v, 3) for k, v in workload.latency[key].summary().items()}}
-    locks = {z.lock.name: {k: round(v, 9) if isinstance(v, float) else v
-                           for k, v in z.lock.stats().items()} for z in m.zones}
+    locks = {lock.name: {k: round(v, 9) if isinstance(v, float) else v
+                         for k, v in lock.stats().items()}
+             for lock in [z.lock for z in m.zones] + [n.lru_lock for n in m.nodes]}
     return {
         "seed": m.config.seed,
         "duration_s": m.config.duration,
@@ -115,7 +116,7 @@ def summarize(m: Machine, workload: Workload, reclaim: Reclaim, zram: Zram) -> d
         "fragmentation_score": [fragmentation_score_node(m, n.node_id) for n in m.nodes],
         "free_pages_by_order": [list(z.nr_free) for z in m.zones],
         "allocations": allocations,
-        "zone_lock": locks,
+        "locks": locks,
         "zram": {"stored_pages": zram.stored, "zspages": zram.pages,
                  "failed_writes": zram.failed_writes},
         "kswapd_failures": list(reclaim.kswapd_failures),
