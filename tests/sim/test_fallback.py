@@ -4,8 +4,8 @@ Each test empties a 64 MiB zone (every page allocated, order 0, unmovable), then
 exactly the blocks it needs into pageblocks with chosen labels, and marks chosen in-use
 pages movable (PG_LRU). Expected outcomes follow the reference, section 3, and
 mm/page_alloc.c: `__rmqueue_fallback` (largest first, smallest for a movable request that
-cannot steal), `steal_suitable_fallback` at 4.4 (FREE_COUNT) and 6.1 (IN_USE_COUNT),
-`try_to_steal_block` at 6.10 (FREELIST_HYGIENE), `boost_watermark`.
+cannot steal) and `steal_suitable_fallback` at 4.4 (FREE_COUNT), 6.1 (IN_USE_COUNT) and
+6.10 (FREELIST_HYGIENE), `boost_watermark` and the boosted-watermark wake in `rmqueue`.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ import simpy
 
 from sim.buddy import (BuddyPolicy, boost_watermark, del_page_from_free_list, free_one_page,
                        rmqueue, rmqueue_fallback)
-from sim.config import MAX_ORDER, ClaimRule, config_from_dict
+from sim.config import MAX_ORDER, ClaimRule, PageKind, config_from_dict
 from sim.gfp import (ALLOC_KSWAPD, ALLOC_NO_WATERMARKS, ALLOC_NOFRAGMENT, ALLOC_WMARK_LOW,
                      GFP_KERNEL)
 from sim.machine import build_machine
-from sim.page import ALLOC, KIND_RESERVED, PG_LRU, TAIL
+from sim.page import ALLOC, KIND_CODE, KIND_RESERVED, PG_LRU, TAIL
 from sim.page_alloc import get_page_from_freelist, trace_extfrag
 from sim.pageblock import MIGRATE_TYPES, PAGEBLOCK_NR_PAGES, PAGEBLOCK_ORDER, MigrateType
 from sim.task import Task
@@ -57,7 +57,7 @@ def carve(z) -> None:
     for pfn in range(z.zone_start_pfn, z.zone_end_pfn):
         if mem.kind[pfn] != KIND_RESERVED:
             mem.pstate[pfn] = ALLOC
-            mem.kind[pfn] = 1
+            mem.kind[pfn] = KIND_CODE[PageKind.SLAB_UNMOVABLE]
             mem.flags[pfn] = 0
     assert z.free_pages == 0
 
