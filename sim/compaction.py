@@ -44,6 +44,7 @@ from sim.config import PageKind
 from sim.pageblock import (PAGE_ALLOC_COSTLY_ORDER, PAGEBLOCK_NR_PAGES, PAGEBLOCK_ORDER,
                            MigrateType)
 from sim.pcp import free_pcppages_bulk
+from sim.page_alloc import free_to_buddy
 from sim.slowpath import CompactPriority, CompactResult
 from sim.task import Task
 from sim.histogram import Histogram
@@ -554,7 +555,7 @@ class Compaction:
         z = cc.zone
         high = 0
         for pfn in cc.freepages:
-            free_one_page(z, pfn, 0, self.m.pageblocks.get_pageblock_migratetype(pfn))
+            free_to_buddy(self.m, z, pfn, 0)
             high = max(high, pfn)
         cc.freepages.clear()
         return high
@@ -715,7 +716,7 @@ class Compaction:
             self._trace(cc.task, "mm_page_free", tp.fmt_mm_page_free(tp.pfn_to_page(pfn), pfn, 0))
             z.capture = cc.capture
             try:
-                free_one_page(z, pfn, 0, m.pageblocks.get_pageblock_migratetype(pfn))
+                free_to_buddy(m, z, pfn, 0)
             finally:
                 z.capture = None
         return free_source

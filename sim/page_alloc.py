@@ -177,9 +177,17 @@ def free_pages(m: Machine, task: Task, pfn: int, order: int) -> Outcome:
                            tp.fmt_mm_page_pcpu_drain(tp.pfn_to_page(p), p, 0, pmt))
         return out
     out.work = WORK_BUDDY
-    hygiene = m.policy.claim_rule is ClaimRule.FREELIST_HYGIENE
-    free_one_page(z, pfn, order, mt, pageblocks=m.pageblocks if hygiene else None)
+    free_to_buddy(m, z, pfn, order, mt)
     return out
+
+
+def free_to_buddy(m: Machine, z: Zone, pfn: int, order: int, mt: int | None = None) -> int:
+    """__free_one_page with the era's rules: under 6.10 freelist hygiene a merge with a
+    buddy of another type relabels the buddy's block. `mt` defaults to the block's type."""
+    if mt is None:
+        mt = m.pageblocks.get_pageblock_migratetype(pfn)
+    hygiene = m.policy.claim_rule is ClaimRule.FREELIST_HYGIENE
+    return free_one_page(z, pfn, order, mt, pageblocks=m.pageblocks if hygiene else None)
 
 
 def drain_all_pages(m: Machine, zone: Zone | None = None) -> int:
