@@ -35,7 +35,7 @@ from sim.buddy import del_page_from_free_list, find_suitable_fallback, free_one_
 from sim.config import ContendedAbort, MAX_ORDER
 from sim.fragmentation import extfrag_for_order, fragmentation_index
 from sim.gfp import ALLOC_CMA, gfp_migratetype
-from sim.lru import del_page_from_lru, lru_list_for, node_of
+from sim.lru import del_page_from_lru, lru_list_for
 from sim.machine import Machine
 from sim.migrate import MigrateMode, Migration
 from sim.page import (ALLOC, PG_DIRTY, PG_EXTRA_REF, PG_ISOLATED, PG_LOCKED, PG_LRU,

@@ -41,3 +41,20 @@ def del_page_from_lru(m: Machine, pfn: int, nr_pages: int, lru: int) -> None:
     m.mem.list_del(pfn)
     node.lru_size[lru] -= nr_pages
     m.mem.flags[pfn] &= ~PG_LRU
+
+
+def del_pages_from_lru(m: Machine, pfns: list[int]) -> None:
+    """del_page_from_lru for many order-0 pages (release_pages' first half)."""
+    mem = m.mem
+    nxt, prv, flags, kinds = mem.nxt, mem.prv, mem.flags, mem.kind
+    nodes = m.nodes
+    node_pages = nodes[0].nr_pages
+    for pfn in pfns:
+        f = flags[pfn]
+        lru = LRU_KINDS[kinds[pfn]] if not f & PG_MLOCKED else LRU_UNEVICTABLE
+        n = nxt[pfn]
+        p = prv[pfn]
+        nxt[p] = n
+        prv[n] = p
+        nodes[pfn // node_pages].lru_size[lru] -= 1
+        flags[pfn] = f & ~PG_LRU

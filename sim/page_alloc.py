@@ -20,7 +20,7 @@ from sim.machine import Machine
 from sim.pageblock import MIGRATE_PCPTYPES, PAGEBLOCK_ORDER, MigrateType
 from sim.pcp import drain_zone_pages, free_pcppages_bulk, pcp_pop, pcp_push, rmqueue_bulk
 from sim.task import Task
-from sim.page import ALLOC
+from sim.page import ALLOC, PCP
 from sim.zone import WMARK_LOW, Zone, zone_watermark_for_flags, zone_watermark_ok
 
 # What an allocation or free did, for its cost.
@@ -179,6 +179,47 @@ def free_pages(m: Machine, task: Task, pfn: int, order: int) -> Outcome:
     out.work = WORK_BUDDY
     free_to_buddy(m, z, pfn, order, mt)
     return out
+
+
+def free_unref_page_list(m: Machine, task: Task, pfns: list[int]) -> list[Outcome]:
+    """free_unref_page_list (release_pages): order-0 pages onto this CPU's pcp lists in one
+    go, draining a batch whenever a list goes over `high`. Returns the drains (work under
+    zone->lock); the caller pays `pcp_free_ns` per page for the rest. Without pcp lists
+    every page is a buddy free."""
+    mem = m.mem
+    pstate, kind, flags, expire = mem.pstate, mem.kind, mem.flags, mem.expire
+    trace = m.trace
+    traced = trace is not None and trace.is_enabled("mm_page_free")
+    batched = trace is not None and trace.is_enabled("mm_page_free_batched")
+    mtypes = m.pageblocks.mt
+    cpu = task.cpu
+    drains = []
+    m.events["pgfree"] += len(pfns)
+    for pfn in pfns:
+        if batched:
+            _trace(m, task, "mm_page_free_batched",
+                   tp.fmt_mm_page_free_batched(tp.pfn_to_page(pfn), pfn))
+        if traced:
+            _trace(m, task, "mm_page_free", tp.fmt_mm_page_free(tp.pfn_to_page(pfn), pfn, 0))
+        z = m.zone_of(pfn)
+        pcp = z.pcp
+        mt = mtypes[pfn >> PAGEBLOCK_ORDER]
+        if pcp is None:
+            free_to_buddy(m, z, pfn, 0, mt)
+            drains.append(Outcome(zone=z, work=WORK_BUDDY))
+            continue
+        kind[pfn] = 0
+        flags[pfn] = 0
+        expire[pfn] = 0
+        if mt >= MIGRATE_PCPTYPES:
+            mt = MigrateType.MOVABLE
+        pstate[pfn] = PCP + mt
+        pcp.lists[cpu][mt].append(pfn)
+        pcp.counts[cpu] += 1
+        if pcp.counts[cpu] >= pcp.high:
+            freed = free_pcppages_bulk(z, cpu, pcp.batch, free_one_page, m.pageblocks, m.policy)
+            drains.append(Outcome(zone=z, work=WORK_REFILL, batch=len(freed)))
+    return drains
 
 
 def free_to_buddy(m: Machine, z: Zone, pfn: int, order: int, mt: int | None = None) -> int:

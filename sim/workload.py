@@ -25,11 +25,11 @@ from sim.gfp import (__GFP_COMP, __GFP_KSWAPD_RECLAIM, __GFP_NOMEMALLOC, __GFP_N
                      __GFP_NOWARN, __GFP_RECLAIMABLE, GFP_ATOMIC, GFP_HIGHUSER_MOVABLE,
                      GFP_KERNEL, GFP_TRANSHUGE, GFP_TRANSHUGE_LIGHT)
 from sim.histogram import Histogram
-from sim.lru import del_page_from_lru, lru_list_for, node_of
+from sim.lru import del_page_from_lru, del_pages_from_lru, lru_list_for, node_of
 from sim.machine import LIST_BALLOON, LIST_ZSPAGES, Machine
 from sim.page import (ALLOC, KIND_CODE, PG_DIRTY, PG_EXTRA_REF, PG_ISOLATED, PG_LOCKED,
                       PG_LRU, PG_MLOCKED, PG_MOVABLE_OPS, PG_WRITEBACK)
-from sim.page_alloc import free_pages, rmqueue_pcplist_bulk
+from sim.page_alloc import free_pages, free_unref_page_list, rmqueue_pcplist_bulk
 from sim.pageblock import PAGEBLOCK_ORDER
 from sim.rng import RngStreams
 from sim.slowpath import Allocator
@@ -200,6 +200,9 @@ class Workload:
         now, tick = self.env.now, lifetimes.tick
         node_pages = m.nodes[0].nr_pages
         nodes = m.nodes
+        exp_mean = life.mean if life is not None and \
+            life.distribution is Lifetime.EXPONENTIAL else 0.0
+        log1p = math.log1p
         for pfn in pfns:
             kind[pfn] = code
             flags = plan.base_flags
@@ -222,7 +225,10 @@ class Workload:
                     m.events["balloon_inflate"] += 1
             flags_arr[pfn] = flags
             if life is not None:
-                due = max(1, math.ceil((now + self._lifetime(life, rng)) / tick))
+                if exp_mean:
+                    due = math.ceil((now - exp_mean * log1p(-rng.random())) / tick) or 1
+                else:
+                    due = max(1, math.ceil((now + self._lifetime(life, rng)) / tick))
                 expire[pfn] = due
                 bucket = buckets.get(due)
                 if bucket is None:
@@ -305,19 +311,34 @@ class Workload:
             outcomes = []
             task = self.reapers[0]
             if bucket is not None:
-                pstate, expire = mem.pstate, mem.expire
+                pstate, expire, flags = mem.pstate, mem.expire, mem.flags
+                # Order-0 LRU pages go back as one list per node and CPU (release_pages);
+                # the rest one by one.
+                lists: dict[tuple[int, int], list[int]] = {}
                 for pfn in bucket:
                     s = pstate[pfn]
                     if ALLOC <= s <= ALLOC + 10 and expire[pfn] == tick and mem.kind[pfn]:
-                        if mem.flags[pfn] & PG_ISOLATED:
+                        f = flags[pfn]
+                        if f & PG_ISOLATED:
                             self.release_isolated(pfn)
                             continue
                         if nr_nodes > 1:
                             task = self.reapers[node_of(m, pfn)]
                         node_cpus = m.nodes[task.node].cpus
-                        task.cpu = node_cpus[rr % len(node_cpus)]
+                        cpu = node_cpus[rr % len(node_cpus)]
                         rr += 1
+                        if s == ALLOC and f & PG_LRU:
+                            expire[pfn] = 0          # a duplicate entry is stale now
+                            lists.setdefault((task.node, cpu), []).append(pfn)
+                            continue
+                        task.cpu = cpu
                         outcomes.append(self.release_page(task, pfn))
+                for (nid, cpu), pfns in lists.items():
+                    task = self.reapers[nid]
+                    task.cpu = cpu
+                    del_pages_from_lru(m, pfns)
+                    outcomes.extend(free_unref_page_list(m, task, pfns))
+                    task.debt += len(pfns) * self.costs.pcp_free_ns * 1e-9
             if self.zram is not None and self.zram.enabled:
                 outcomes.extend(self.zram.expire(self.reapers[0], tick))
             if outcomes:
