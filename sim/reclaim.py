@@ -115,7 +115,7 @@ class Reclaim:
 
     def _lru_share(self, node: Node) -> list[int]:
         """The lists to scan, anon first with probability of its swappiness share."""
-        if self.zram is not None and self.zram.enabled and node.lru_size[LRU_ANON]:
+        if self.zram is not None and self.zram.has_room(1) and node.lru_size[LRU_ANON]:
             anon_share = self.swappiness / 200.0 if node.lru_size[LRU_FILE] else 1.0
             return [LRU_ANON, LRU_FILE] if anon_share >= 0.5 else [LRU_FILE, LRU_ANON]
         return [LRU_FILE]
@@ -156,6 +156,8 @@ class Reclaim:
                 cpu += costs.reclaim_clean_page_us * 1e-6 * nr
                 m.events["pgsteal_file"] += nr
             else:
+                if not self.zram.has_room(nr):
+                    break                                 # the zram disk is full
                 expire = mem.expire[pfn]
                 ok, zs_out = self.zram.store(task, nr, expire)
                 outcomes.extend(zs_out)

@@ -163,7 +163,7 @@ class Workload:
         weights = [w for _, w in group.order_mix]
         total = sum(weights)
         orders = [o for o, _ in group.order_mix]
-        extra = [0] if kind is PageKind.THP else []
+        extra = [0] if kind in (PageKind.THP, PageKind.NETBUF) else []   # their fallbacks
         gfp = {} if kind in (PageKind.THP, PageKind.REPLAY) else \
             {o: kind_gfp(self.cfg, kind, o) for o in orders + ([0] if kind is PageKind.NETBUF
                                                                 else [])}
