@@ -7,6 +7,8 @@ extfrag/extfrag_index and extfrag/unusable_index, and the show_free_areas per-zo
 
 from __future__ import annotations
 
+import numpy as np
+
 from sim import procfs
 from sim.config import MAX_ORDER, PAGE_SIZE, PageKind
 from sim.lru import LRU_KINDS
@@ -34,15 +36,17 @@ def pagetypeinfo(m: Machine) -> procfs.PagetypeInfo:
 
 
 def kind_pages(m: Machine) -> dict[int, int]:
-    """Pages allocated per owner kind (array scan: for snapshots, not hot paths)."""
-    import numpy as np
+    """Pages allocated per owner kind (array scan: for snapshots, not hot paths). One
+    boolean mask per order keeps the temporaries at a byte per page."""
     mem = m.mem
     state = np.frombuffer(mem.pstate, dtype=np.uint8)
     kinds = np.frombuffer(mem.kind, dtype=np.uint8)
-    heads = (state >= 64) & (state <= 64 + MAX_ORDER)
-    pages = np.where(heads, 1 << (state.astype(np.int64) - 64), 0)
-    totals = np.bincount(kinds, weights=pages, minlength=16)
-    return {k: int(v) for k, v in enumerate(totals)}
+    totals = np.zeros(256, dtype=np.int64)
+    for order in range(MAX_ORDER + 1):
+        heads = state == 64 + order
+        if heads.any():
+            totals += np.bincount(kinds[heads], minlength=256) << order
+    return {k: int(v) for k, v in enumerate(totals[:16])}
 
 
 def vmstat(m: Machine) -> dict[str, int]:
@@ -95,14 +99,15 @@ def show_free_areas(m: Machine) -> str:
                    for z in m.zones)
 
 
-def procfs_files(m: Machine) -> dict[str, str]:
-    """File name -> text, as a kernel of this state would print them."""
+def procfs_files(m: Machine, counters: dict[str, int] | None = None) -> dict[str, str]:
+    """File name -> text, as a kernel of this state would print them (`counters`: the
+    /proc/vmstat values if already computed)."""
     zf = zone_free(m)
     return {
         "buddyinfo": procfs.render_buddyinfo(zf),
         "pagetypeinfo": procfs.render_pagetypeinfo(pagetypeinfo(m)),
         "zoneinfo": procfs.render_zoneinfo(zoneinfo(m)),
-        "vmstat": procfs.render_vmstat(vmstat(m)),
+        "vmstat": procfs.render_vmstat(counters if counters is not None else vmstat(m)),
         "extfrag_index": procfs.render_extfrag_index(zf),
         "unusable_index": procfs.render_unusable_index(zf),
         "show_free_areas": show_free_areas(m),

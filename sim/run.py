@@ -184,7 +184,7 @@ def run(config: SimConfig, progress: Callable[[float, float], None] | None = Non
     summary["replay"] = [r.summary() for r in replays]
     summary["compaction"] = compaction_summary(compaction, kcompactd)
     return RunResult(config=config, summary=summary, series=sampler.rows,
-                     files=procfs_files(m),
+                     files=procfs_files(m, summary["vmstat"]),
                      trace=m.trace.render() if m.trace is not None else "",
                      latency=workload.latency, events_scheduled=env.events_scheduled,
                      fault_log="".join(line + "\n" for line in workload.fault_log))
