@@ -17,19 +17,35 @@ import numpy as np
 import pytest
 import simpy
 
-from sim.compaction import (COMPACT_MAX_DEFER_SHIFT, CompactControl, Compaction, Trigger,
-                            compact_gap, compact_scanners_met, compaction_defer_reset,
-                            compaction_deferred, compaction_restarting, compaction_suitable,
-                            defer_compaction, fragmentation_score_zone)
+from sim.buddy import move_to_free_list
+from sim.compaction import (
+    COMPACT_MAX_DEFER_SHIFT,
+    CompactControl,
+    Compaction,
+    Trigger,
+    compact_gap,
+    compact_scanners_met,
+    compaction_defer_reset,
+    compaction_deferred,
+    compaction_restarting,
+    compaction_suitable,
+    defer_compaction,
+    fragmentation_score_zone,
+)
 from sim.config import PageKind, apply_overrides, config_from_dict
 from sim.fragmentation import fragmentation_index
-from sim.gfp import ALLOC_NO_WATERMARKS, ALLOC_WMARK_MIN, GFP_HIGHUSER_MOVABLE, GFP_KERNEL
+from sim.gfp import (
+    ALLOC_NO_WATERMARKS,
+    ALLOC_WMARK_MIN,
+    GFP_HIGHUSER_MOVABLE,
+    GFP_KERNEL,
+)
 from sim.lru import add_page_to_lru, del_page_from_lru, lru_list_for
 from sim.machine import LRU_ANON, LRU_FILE, Machine, build_machine
 from sim.migrate import MigrateMode, Migration
-from sim.page import ALLOC, KIND_CODE, PG_ISOLATED, PG_LRU, TAIL
+from sim.page import ALLOC, KIND_CODE, PG_ISOLATED, PG_LRU
 from sim.page_alloc import free_pages, get_page_from_freelist
-from sim.pageblock import PAGEBLOCK_NR_PAGES, PAGEBLOCK_ORDER
+from sim.pageblock import PAGEBLOCK_NR_PAGES, PAGEBLOCK_ORDER, MigrateType
 from sim.reclaim import Reclaim
 from sim.rng import RngStreams
 from sim.run import run
@@ -260,6 +276,25 @@ def test_fast_search_scans_the_block_it_found():
     assert ret is CompactResult.SUCCESS
     assert block_is_free(m, 4)
     assert pages_of(m, ANON, 4, 5) == 0
+
+
+def test_compaction_frees_match_the_buddy_type_under_freelist_hygiene():
+    """6.10 __free_one_page: a merge at pageblock order relabels the buddy's block, so
+    the merged block's list matches every block it covers."""
+    for profile, label0 in (("v6.10", MigrateType.MOVABLE), ("v6.1", MigrateType.UNMOVABLE)):
+        r = make_rig(profile)
+        z, m = r.zone, r.m
+        populate(r, lambda p: None if p < PAGEBLOCK_NR_PAGES else
+                 (ANON, 0) if p < 2 * PAGEBLOCK_NR_PAGES else half_full(p))
+        # Block 0 is a free unmovable pageblock; block 1 is full of movable pages.
+        move_to_free_list(z, 0, PAGEBLOCK_ORDER, MigrateType.MOVABLE, MigrateType.UNMOVABLE)
+        m.pageblocks.set_pageblock_migratetype(0, MigrateType.UNMOVABLE)
+        cc = CompactControl(zone=z, order=-1, mode=MigrateMode.SYNC, trigger=Trigger.MANUAL,
+                            task=r.task, gfp=GFP_KERNEL, whole_zone=True, ignore_skip_hint=True)
+        assert run_compaction(r, cc) is CompactResult.COMPLETE
+        assert m.mem.pstate[0] == MigrateType.MOVABLE << 4 | 10      # blocks 0+1 merged
+        assert m.pageblocks.get_pageblock_migratetype(0) == label0, profile
+        assert m.pageblocks.get_pageblock_migratetype(PAGEBLOCK_NR_PAGES) == MigrateType.MOVABLE
 
 
 # --- 2. lock contention --------------------------------------------------------------------
@@ -553,8 +588,9 @@ def compaction_spec(seed: int = 1):
     raw = apply_overrides(load_scenario("fill-fragment"), [
         "duration=9s", "machine.memory=256MiB", "workload[1].stop=3s",
         "workload[2].start=4s", f"seed={seed}",
-        "sampling.trace_events=[mm_page_alloc_extfrag, mm_compaction_begin, mm_compaction_end, "
-        "mm_compaction_migratepages, mm_compaction_kcompactd_wake, mm_migrate_pages]"])
+        ("sampling.trace_events=[mm_page_alloc_extfrag, mm_compaction_begin, "
+         "mm_compaction_end, mm_compaction_migratepages, mm_compaction_kcompactd_wake, "
+         "mm_migrate_pages]")])
     return config_from_dict(raw)
 
 
@@ -569,6 +605,8 @@ def test_compaction_heavy_run_is_deterministic(compaction_run):
     assert sum(comp["results"].values()) > 0
     assert a.summary["vmstat"]["pgmigrate_success"] > 0
     assert a.summary["vmstat"]["compact_migrate_scanned"] > 0
+    v = a.summary["vmstat"]
+    assert v["compact_stall"] == v["compact_success"] + v["compact_fail"] > 0
     assert "mm_compaction_end" in a.trace and "mm_migrate_pages" in a.trace
     b = run(compaction_spec())
     assert b.summary == a.summary

@@ -18,20 +18,44 @@ import numpy as np
 import simpy
 from hypothesis import event, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
 
 from sim.compaction import CompactControl, Compaction, Trigger
-from sim.config import MAX_ORDER, MovableOps, PageKind, config_from_dict
+from sim.config import MAX_ORDER, ClaimRule, MovableOps, PageKind, config_from_dict
 from sim.gfp import ALLOC_NO_WATERMARKS, ALLOC_WMARK_LOW, ALLOC_WMARK_MIN, GFP_KERNEL
 from sim.lru import add_page_to_lru, del_page_from_lru, lru_list_for
-from sim.machine import (LIST_BALLOON, LIST_ZSPAGES, LRU_ANON, LRU_FILE, LRU_UNEVICTABLE,
-                         build_machine)
+from sim.machine import (
+    LIST_BALLOON,
+    LIST_ZSPAGES,
+    LRU_ANON,
+    LRU_FILE,
+    LRU_UNEVICTABLE,
+    build_machine,
+)
 from sim.migrate import MigrateMode, Migration
-from sim.page import (ALLOC, KIND_CODE, KIND_RESERVED, PCP, PG_DIRTY, PG_EXTRA_REF,
-                      PG_ISOLATED, PG_LOCKED, PG_LRU, PG_MLOCKED, PG_MOVABLE_OPS,
-                      PG_WRITEBACK, TAIL)
+from sim.page import (
+    ALLOC,
+    KIND_CODE,
+    KIND_RESERVED,
+    PCP,
+    PG_DIRTY,
+    PG_EXTRA_REF,
+    PG_ISOLATED,
+    PG_LOCKED,
+    PG_LRU,
+    PG_MLOCKED,
+    PG_MOVABLE_OPS,
+    PG_WRITEBACK,
+    TAIL,
+)
 from sim.page_alloc import drain_all_pages, free_pages, get_page_from_freelist
-from sim.pageblock import MIGRATE_TYPES
+from sim.pageblock import MIGRATE_TYPES, PAGEBLOCK_ORDER
 from sim.reclaim import Reclaim
 from sim.rng import RngStreams
 from sim.slowpath import CompactPriority, CompactResult
@@ -371,6 +395,18 @@ class CompactionMachine(RuleBasedStateMachine):
             if z.contains(buddy):
                 s = mem.pstate[buddy]
                 assert not (s < 64 and s & 15 == o), f"free buddies {pfn:#x}/{buddy:#x} order {o}"
+
+    @invariant()
+    def freelist_hygiene(self):
+        """6.10+: every free block is on the list of the pageblock(s) it lies in, also
+        after compaction's frees merged it (`__free_one_page` matches the buddy type)."""
+        if self.m.config.kernel.claim_rule is not ClaimRule.FREELIST_HYGIENE:
+            return
+        labels = self.m.pageblocks.mt
+        for pfn, o, mt in free_blocks(self.zone):
+            first = pfn >> PAGEBLOCK_ORDER
+            covered = set(labels[first:first + (1 << max(o - PAGEBLOCK_ORDER, 0))])
+            assert covered == {mt}, (hex(pfn), o, mt, covered)
 
     @invariant()
     def nothing_isolated_and_lists_consistent(self):

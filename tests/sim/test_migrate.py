@@ -19,14 +19,32 @@ import simpy
 
 from sim.compaction import CompactControl, Compaction, Trigger
 from sim.config import MovableOps, PageKind, config_from_dict
-from sim.gfp import ALLOC_NO_WATERMARKS, GFP_HIGHUSER_MOVABLE, GFP_KERNEL, gfp_migratetype
+from sim.gfp import (
+    ALLOC_NO_WATERMARKS,
+    GFP_HIGHUSER_MOVABLE,
+    GFP_KERNEL,
+    gfp_migratetype,
+)
 from sim.kcompactd import compact_node
 from sim.lru import add_page_to_lru, lru_list_for
 from sim.machine import LIST_BALLOON, LIST_ZSPAGES, LRU_ANON, Machine, build_machine
-from sim.migrate import (EAGAIN, EBUSY, MIGRATEPAGE_SUCCESS, RELEASED, MigrateMode,
-                         Migration)
-from sim.page import (ALLOC, KIND_CODE, KIND_NONE, PG_EXTRA_REF, PG_ISOLATED, PG_LOCKED,
-                      PG_LRU, PG_MOVABLE_OPS, PG_WRITEBACK)
+from sim.migrate import (
+    EAGAIN,
+    EBUSY,
+    MIGRATEPAGE_SUCCESS,
+    RELEASED,
+    MigrateMode,
+    Migration,
+)
+from sim.page import (
+    KIND_CODE,
+    KIND_NONE,
+    PG_EXTRA_REF,
+    PG_ISOLATED,
+    PG_LOCKED,
+    PG_MOVABLE_OPS,
+    PG_WRITEBACK,
+)
 from sim.page_alloc import free_pages, get_page_from_freelist
 from sim.pageblock import PAGEBLOCK_NR_PAGES, PAGEBLOCK_ORDER, MigrateType
 from sim.pageflags import page_flags_budget
@@ -249,7 +267,7 @@ def test_locked_page_under_pf_memalloc_never_sleeps(memalloc, moved):
     r.task.memalloc = memalloc
     pfn = one_page(r, ANON, PG_LOCKED | PG_ISOLATED)
     calls = spy_rc(r)
-    succeeded, failed, leftover, enomem = run_proc(
+    succeeded, failed, leftover, _ = run_proc(
         r, r.migration.migrate_pages(r.task, [pfn], L, targets(r, 1), lambda p: None))
     if moved:
         # Three trylock failures, then the forced fourth pass sleeps on the lock.
@@ -412,7 +430,9 @@ def compact_with_driver_page(design: MovableOps, kind: int, zspage_busy: float =
                                   else PageKind.ZSMALLOC, 0))
     r.m.pageblocks.set_pageblock_migratetype(DRIVER_PFN, mt)   # where its allocation lands
     before = count_kind(r.m, kind)
+    calls = spy_rc(r)
     run_proc(r, compact_node(r.m, r.compaction, 0, r.task))
+    r.driver_calls = [rc for pfn, _, rc in calls if pfn == DRIVER_PFN]
     assert count_kind(r.m, kind) == before == 1
     where = int(np.flatnonzero(np.frombuffer(r.m.mem.kind, dtype=np.uint8) == kind)[0])
     head = LIST_BALLOON if kind == BALLOON else LIST_ZSPAGES
@@ -424,6 +444,8 @@ def compact_with_driver_page(design: MovableOps, kind: int, zspage_busy: float =
 def test_zspage_without_movable_ops_is_never_migrated_and_pins_its_block():
     r, where = compact_with_driver_page(MovableOps.NONE, ZSMALLOC)
     assert where == DRIVER_PFN
+    assert r.driver_calls == []              # not even isolated
+    assert r.m.pageblocks.get_pageblock_migratetype(DRIVER_PFN) == MigrateType.UNMOVABLE
     assert not block_is_free(r.m, 0)
     assert block_is_free(r.m, 1)
     # Every anonymous page of block 0 left; only the zspage is in use there.
@@ -435,6 +457,7 @@ def test_zspage_without_movable_ops_is_never_migrated_and_pins_its_block():
 def test_zspage_with_movable_ops_is_migrated_and_frees_its_block(design):
     r, where = compact_with_driver_page(design, ZSMALLOC)
     assert where != DRIVER_PFN
+    assert r.driver_calls == [MIGRATEPAGE_SUCCESS]
     assert block_is_free(r.m, 0)
     assert r.m.mem.flags[where] & PG_MOVABLE_OPS
     assert r.m.events["balloon_migrate"] == 0
@@ -444,6 +467,7 @@ def test_busy_zspage_fails_every_pass_and_keeps_its_block():
     r, where = compact_with_driver_page(MovableOps.MAPPING_OPS, ZSMALLOC, zspage_busy=1.0)
     assert where == DRIVER_PFN
     assert not block_is_free(r.m, 0)
+    assert r.driver_calls == [EAGAIN] * 10     # 3 async batch passes + 7 sync ones
     assert r.m.events["pgmigrate_fail"] >= 1
 
 
