@@ -563,7 +563,15 @@ class Compaction:
     # --- finishing --------------------------------------------------------------------
 
     def compact_finished(self, cc: CompactControl) -> CompactResult:
-        """__compact_finished, with NO_SUITABLE_PAGE turned into CONTINUE."""
+        """compact_finished: trace __compact_finished's verdict, then read
+        NO_SUITABLE_PAGE as CONTINUE."""
+        ret = self._compact_finished(cc)
+        self._trace(cc.task, "mm_compaction_finished",
+                    ct.fmt_suitable(cc.zone.node_id, cc.zone.name, cc.order, ret))
+        return CompactResult.CONTINUE if ret == CompactResult.NO_SUITABLE_PAGE else ret
+
+    def _compact_finished(self, cc: CompactControl) -> CompactResult:
+        """__compact_finished."""
         z = cc.zone
         if compact_scanners_met(cc):
             reset_cached_positions(z)
@@ -596,7 +604,7 @@ class Compaction:
                         break
         if cc.contended:
             ret = CompactResult.CONTENDED
-        return CompactResult.CONTINUE if ret == CompactResult.NO_SUITABLE_PAGE else ret
+        return ret
 
     # --- compact_zone ----------------------------------------------------------------------
 
@@ -639,9 +647,6 @@ class Compaction:
         ret = CompactResult.CONTINUE
         while True:
             ret = self.compact_finished(cc)
-            if ret != CompactResult.CONTINUE and cc.order >= 0:
-                self._trace(task, "mm_compaction_finished",
-                            ct.fmt_suitable(z.node_id, z.name, cc.order, ret))
             if ret != CompactResult.CONTINUE:
                 break
             start_of_batch = cc.migrate_pfn

@@ -70,7 +70,7 @@ class Reclaim:
         self.kswapd_failures = [0] * n
         self.kswapd_sleeping = [True] * n
         self._wake = [m.env.event() for _ in range(n)]
-        # I/O completions, a heap of (due time, sequence, pfn, flag).
+        # I/O completions, a heap of (due time, sequence, pfn, flag, kind, expire).
         self._writeback: list[tuple[float, int, int, int]] = []
         self._wb_seq = 0
         self._wb_kick = m.env.event()
@@ -90,7 +90,11 @@ class Reclaim:
     def clear_flag_later(self, pfn: int, flag: int, delay: float) -> None:
         """End an I/O state (writeback, a read holding the page lock) after `delay`."""
         self._wb_seq += 1
-        heapq.heappush(self._writeback, (self.env.now + delay, self._wb_seq, pfn, flag))
+        mem = self.m.mem
+        # The page is identified by pfn, owner kind and deadline: a page that moved away
+        # or was freed and reused in the meantime is not the one whose I/O ends.
+        heapq.heappush(self._writeback, (self.env.now + delay, self._wb_seq, pfn, flag,
+                                         mem.kind[pfn], mem.expire[pfn]))
         if not self._wb_kick.triggered:
             self._wb_kick.succeed()
 
@@ -107,8 +111,9 @@ class Reclaim:
                 yield self.env.timeout(due - self.env.now)
             now = self.env.now
             while q and q[0][0] <= now:
-                _, _, pfn, flag = heapq.heappop(q)
-                if ALLOC <= mem.pstate[pfn] < ALLOC + 16:
+                _, _, pfn, flag, kind, expire = heapq.heappop(q)
+                if (ALLOC <= mem.pstate[pfn] < ALLOC + 16 and mem.kind[pfn] == kind
+                        and mem.expire[pfn] == expire):
                     mem.flags[pfn] &= ~flag
 
     # --- shrink_page_list --------------------------------------------------------------

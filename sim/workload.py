@@ -205,6 +205,16 @@ class Workload:
         log1p = math.log1p
         for pfn in pfns:
             kind[pfn] = code
+            if life is not None:          # before the page states: I/O timers key on it
+                if exp_mean:
+                    due = math.ceil((now - exp_mean * log1p(-rng.random())) / tick) or 1
+                else:
+                    due = max(1, math.ceil((now + self._lifetime(life, rng)) / tick))
+                expire[pfn] = due
+                bucket = buckets.get(due)
+                if bucket is None:
+                    bucket = buckets[due] = array("i")
+                bucket.append(pfn)
             flags = plan.base_flags
             if plan.random_states:
                 flags |= self._draw_flags(plan.group, pfn, rng)
@@ -224,16 +234,6 @@ class Workload:
                 if plan.balloon:
                     m.events["balloon_inflate"] += 1
             flags_arr[pfn] = flags
-            if life is not None:
-                if exp_mean:
-                    due = math.ceil((now - exp_mean * log1p(-rng.random())) / tick) or 1
-                else:
-                    due = max(1, math.ceil((now + self._lifetime(life, rng)) / tick))
-                expire[pfn] = due
-                bucket = buckets.get(due)
-                if bucket is None:
-                    bucket = buckets[due] = array("i")
-                bucket.append(pfn)
 
     def _draw_flags(self, group: WorkloadGroup, pfn: int, rng) -> int:
         """Page states drawn from the group's shares; I/O states end on their own."""
