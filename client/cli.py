@@ -4,6 +4,8 @@
     compactsim profiles
     compactsim simulate (--scenario NAME | --spec FILE) [--set path=value ...] [--seed N]
                         [--duration 60s] [--out DIR] [--format table|json]
+    compactsim compare DIR DIR ... [--diff-only]
+    compactsim plot DIR ... -o FILE.png
 
 `simulate` runs the model in-process with a progress bar on stderr (simulated time
 against wall time), prints a summary on stdout and, with `--out`, writes the summary,
@@ -56,6 +58,13 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--out", type=Path, help="write summary, series, procfs files and trace here")
     s.add_argument("--format", choices=("table", "json"), default="table")
     s.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    c = sub.add_parser("compare", help="compare runs written by `simulate --out`")
+    c.add_argument("runs", nargs="+", type=Path, metavar="DIR")
+    c.add_argument("--diff-only", action="store_true", help="only rows whose values differ")
+    c.add_argument("--format", choices=("table", "json"), default="table")
+    pl = sub.add_parser("plot", help="plot runs written by `simulate --out` to a PNG")
+    pl.add_argument("runs", nargs="+", type=Path, metavar="DIR")
+    pl.add_argument("-o", "--output", type=Path, required=True, metavar="FILE.png")
     return p
 
 
@@ -161,10 +170,63 @@ def cmd_simulate(args) -> int:
     return EXIT_OK
 
 
+def _load_out_dir(path: Path) -> tuple[dict, dict, list[dict]]:
+    """(spec, summary, series rows) of a `simulate --out` directory."""
+    import csv
+    spec = json.loads((path / "spec.json").read_text())
+    summary = json.loads((path / "summary.json").read_text())
+    rows = []
+    series = path / "series.csv"
+    if series.exists():
+        with series.open() as fh:
+            rows = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+    return spec, summary, rows
+
+
+def _load_all(paths: list[Path]) -> list[tuple[dict, dict, list[dict]]] | None:
+    try:
+        return [_load_out_dir(p) for p in paths]
+    except (OSError, ValueError) as exc:
+        print(f"compactsim: cannot read run results: {exc}", file=sys.stderr)
+        return None
+
+
+def cmd_compare(args) -> int:
+    from client.compare import comparison
+    runs = _load_all(args.runs)
+    if runs is None:
+        return EXIT_USAGE
+    rows = comparison([r[0] for r in runs], [r[1] for r in runs], args.diff_only)
+    if args.format == "json":
+        json.dump([{"name": n, "values": v, "delta": d} for n, v, d in rows], sys.stdout,
+                  indent=2)
+        print()
+        return EXIT_OK
+    table = Table(title="compactsim compare")
+    table.add_column("field")
+    for path in args.runs:
+        table.add_column(path.name, justify="right")
+    table.add_column("last - first", justify="right")
+    for name, values, d in rows:
+        table.add_row(name, *("-" if v is None else str(v) for v in values), d)
+    Console().print(table)
+    return EXIT_OK
+
+
+def cmd_plot(args) -> int:
+    from client.plot import plot_runs
+    runs = _load_all(args.runs)
+    if runs is None:
+        return EXIT_USAGE
+    out = plot_runs({p.name: r[2] for p, r in zip(args.runs, runs)}, args.output)
+    print(f"compactsim: wrote {out}", file=sys.stderr)
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     handler = {"scenarios": cmd_scenarios, "profiles": cmd_profiles,
-               "simulate": cmd_simulate}[args.command]
+               "simulate": cmd_simulate, "compare": cmd_compare, "plot": cmd_plot}[args.command]
     return handler(args)
 
 
