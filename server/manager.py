@@ -1,0 +1,381 @@
+"""RunManager: the queue of runs, their workers, and the store's single writer.
+
+design.md: spec -> validated config -> `sim.run` in a worker process -> progress snapshots
+and results back to the run manager -> store (single writer). The manager owns that middle:
+
+- `submit()` stores a QUEUED run and queues it, or raises `QueueFull` when `max_queue` runs
+  already wait. Queued runs start, oldest first, as the executor frees a slot.
+- One background **thread** (not an asyncio task: the store and the executor block, and
+  a thread keeps the manager usable from the gRPC aio server and from plain tests alike)
+  pumps executor messages: progress -> `update_progress`; result -> samples, reports,
+  final progress, summary and SUCCEEDED in one transaction; error -> an "error" event
+  (type, message, ConfigError fields) and FAILED; a worker that dies -> FAILED
+  "worker died: signal 9 (SIGKILL)" (the manager keeps going); a run past
+  `max_run_wall_time_s` -> its worker is stopped and it is FAILED "wall time limit".
+- `cancel()`: a QUEUED run is CANCELLED at once; a RUNNING one becomes CANCELLING and then
+  CANCELLED when its worker is gone (or SUCCEEDED / FAILED if it finished first).
+- Construction recovers from a crash: `store.mark_interrupted_on_startup()` fails runs cut
+  off mid-run (reason "interrupted"), and QUEUED runs are queued again.
+- `shutdown()` stops the running runs, marks them FAILED "interrupted" (re-runnable from
+  spec and seed, like a crash), leaves queued runs QUEUED for the next start, and flushes.
+
+The store does not notify, so every write the manager makes bumps a
+`threading.Condition`; `wait_events()` blocks on it (from an asyncio server, call it via
+`asyncio.to_thread`).
+
+Store writes happen under the manager's lock (from the pump thread, or from submit() and
+cancel() on the caller's thread); the executor is touched only by the pump thread.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from server.executor import Executor, WorkerExit, WorkerMessage
+from server.store import (INTERRUPTED_REASON, NotFound, Progress, RunEvent, RunRecord,
+                          RunState, RunStore, StoreError, WrongState)
+
+log = logging.getLogger(__name__)
+
+REASON_INVALID_SPEC = "invalid_spec"
+REASON_SIMULATION_ERROR = "simulation_error"
+REASON_WORKER_DIED = "worker_died"
+REASON_WALL_TIME = "wall_time_limit"
+REASON_DELETED = "deleted"
+REASON_STORE_ERROR = "store_error"
+REASON_WORKER_START = "worker_start_failed"
+SHUTDOWN_MESSAGE = "stopped by a server shutdown"
+EVENT_ERROR = "error"
+
+
+class ManagerError(Exception):
+    """Anything the run manager refuses."""
+
+
+class QueueFull(ManagerError):
+    """`max_queue` runs are already waiting."""
+
+    def __init__(self, max_queue: int):
+        self.max_queue = max_queue
+        super().__init__(f"the run queue is full ({max_queue} runs waiting); try again later")
+
+
+class ManagerClosed(ManagerError):
+    """The manager is shutting down or shut down: no new runs."""
+
+
+@dataclass(eq=False)
+class _Active:
+    run_id: str
+    handle: Any
+    started: float          # the manager's clock, seconds
+    cancel_requested: bool = False
+    stopping: bool = False  # executor.cancel() issued; waiting for its WorkerExit
+
+
+def report_name(name: str) -> str:
+    """Reports are stored as "proc/<file>" for procfs files, else by their own name."""
+    return name if "/" in name else f"proc/{name}"
+
+
+class RunManager:
+    def __init__(self, store: RunStore, executor: Executor, *, max_queue: int = 1000,
+                 max_run_wall_time_s: float | None = None, poll_interval_s: float = 0.05,
+                 clock: Callable[[], float] = time.monotonic, start: bool = True):
+        if max_queue < 0:
+            raise ValueError("max_queue must be >= 0")
+        self.store = store
+        self.executor = executor
+        self.max_queue = max_queue
+        self.max_run_wall_time_s = max_run_wall_time_s
+        self._poll = poll_interval_s
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)
+        self._queue: collections.deque[str] = collections.deque()
+        self._active: dict[str, _Active] = {}
+        self._closing = False
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.recovered: list[RunRecord] = self._recover()
+        if start:
+            self.start()
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def _recover(self) -> list[RunRecord]:
+        interrupted = self.store.mark_interrupted_on_startup()
+        for run in self.store.queued_runs():
+            if run.deleted:
+                self.store.update_state(run.id, RunState.CANCELLED, error_reason=REASON_DELETED,
+                                        error_message="deleted before it started")
+            else:
+                self._queue.append(run.id)
+        return interrupted
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._pump, name="run-manager", daemon=True)
+            self._thread.start()
+
+    def shutdown(self, timeout_s: float = 30.0) -> None:
+        """Stop the pump, stop running runs (FAILED "interrupted"), flush the store."""
+        with self._lock:
+            self._closing = True
+            self._changed.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+        else:
+            self._stop_all()
+        self.store.flush()
+
+    def _stop_all(self) -> None:
+        for a in list(self._active.values()):
+            self.executor.cancel(a.handle)
+        self.executor.shutdown()
+        with self._lock:
+            for run_id, a in list(self._active.items()):
+                if self.store.get_run(run_id).state.terminal:
+                    continue
+                if a.cancel_requested:
+                    self._finish(run_id, RunState.CANCELLED)
+                else:
+                    self._finish(run_id, RunState.FAILED, reason=INTERRUPTED_REASON,
+                                 message=SHUTDOWN_MESSAGE, interrupted=True)
+            self._active.clear()
+
+    def __enter__(self) -> RunManager:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.shutdown()
+
+    # -- requests -------------------------------------------------------------------------------
+
+    def submit(self, spec: Mapping[str, Any], **create: Any) -> RunRecord:
+        """Store a QUEUED run for `spec` (create_run's keywords pass through) and queue it.
+        QueueFull when max_queue runs wait; ManagerClosed while shutting down. A repeated
+        request_id returns the earlier run without queueing anything."""
+        with self._lock:
+            if self._closing:
+                raise ManagerClosed("the server is shutting down; no new runs")
+            if len(self._queue) >= self.max_queue:
+                raise QueueFull(self.max_queue)
+            run, created = self.store.create_run(spec, **create)
+            if created:
+                self._queue.append(run.id)
+                self._changed.notify_all()
+            return run
+
+    def cancel(self, run_id: str) -> RunRecord:
+        """QUEUED -> CANCELLED now; RUNNING -> CANCELLING (CANCELLED when the worker is
+        gone). Cancelling a CANCELLING run returns it; a finished one raises WrongState,
+        an unknown one NotFound."""
+        with self._lock:
+            run = self.store.get_run(run_id)
+            if run.state is RunState.CANCELLING:
+                return run
+            if run.state.terminal:
+                raise WrongState(f"run {run_id} is already {run.state.value}")
+            if run_id in self._queue:
+                self._queue.remove(run_id)
+                return self._finish(run_id, RunState.CANCELLED)
+            a = self._active.get(run_id)
+            if a is None:   # QUEUED in the store but not ours (another manager's); refuse
+                raise WrongState(f"run {run_id} is not managed here")
+            a.cancel_requested = True
+            run = self._write(self.store.update_state, run_id, RunState.CANCELLING)
+            return run
+
+    def queued(self) -> list[str]:
+        with self._lock:
+            return list(self._queue)
+
+    def running(self) -> dict[str, int | None]:
+        """run id -> worker pid of the runs with a worker."""
+        with self._lock:
+            return {r: self.executor.pid(a.handle) for r, a in self._active.items()}
+
+    def healthy(self) -> bool:
+        return (self._thread is not None and self._thread.is_alive() and not self._closing
+                and self.executor.alive())
+
+    def wait_events(self, run_id: str, after_sequence: int = 0, timeout_s: float = 10.0,
+                    limit: int = 1000) -> list[RunEvent]:
+        """The run's events after `after_sequence`, waiting up to `timeout_s` for the first
+        (an empty list on timeout)."""
+        deadline = time.monotonic() + timeout_s
+        with self._changed:
+            while True:
+                events = self.store.events_after(run_id, after_sequence, limit)
+                left = deadline - time.monotonic()
+                if events or left <= 0:
+                    return events
+                self._changed.wait(left)
+
+    def wait_for_state(self, run_id: str, *states: RunState,
+                       timeout_s: float = 30.0) -> RunRecord:
+        """The run once it is in one of `states` (any terminal state when none are given);
+        TimeoutError otherwise."""
+        deadline = time.monotonic() + timeout_s
+        with self._changed:
+            while True:
+                run = self.store.get_run(run_id)
+                if run.state in states if states else run.state.terminal:
+                    return run
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"run {run_id} is still {run.state.value}")
+                self._changed.wait(left)
+
+    # -- the pump -------------------------------------------------------------------------------
+
+    def _write(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+        """A store write under the lock, waking watchers."""
+        with self._lock:
+            try:
+                return fn(*args, **kw)
+            finally:
+                self._changed.notify_all()
+
+    def _finish(self, run_id: str, state: RunState, *, reason: str = "", message: str = "",
+                interrupted: bool = False, summary: Mapping[str, Any] | None = None
+                ) -> RunRecord:
+        return self._write(self.store.update_state, run_id, state, error_reason=reason,
+                           error_message=message, interrupted=interrupted, summary=summary)
+
+    def _pump(self) -> None:
+        while True:
+            try:
+                with self._lock:
+                    if self._closing:
+                        break
+                self._start_queued()
+                self._issue_cancels()
+                for msg in self.executor.poll(self._poll):
+                    self._handle(msg)
+            except Exception:   # noqa: BLE001 - one bad run must not stop the service
+                log.exception("run manager pump")
+                time.sleep(self._poll)
+        self._stop_all()
+        self._stopped.set()
+
+    def _start_queued(self) -> None:
+        while self.executor.free_slots() > 0:
+            with self._lock:
+                if self._closing or not self._queue:
+                    return
+                run_id = self._queue.popleft()
+                try:
+                    run = self.store.get_run(run_id)
+                    if run.state is not RunState.QUEUED:
+                        continue
+                    if run.deleted:
+                        self._finish(run_id, RunState.CANCELLED, reason=REASON_DELETED,
+                                     message="deleted before it started")
+                        continue
+                    self._finish(run_id, RunState.RUNNING)
+                except (NotFound, WrongState):
+                    continue
+                # submit under the lock so cancel() never sees the run in neither place
+                try:
+                    handle = self.executor.submit(run_id, run.spec)
+                except Exception as exc:  # noqa: BLE001 - fail this run, keep serving
+                    log.exception("run %s: starting its worker", run_id)
+                    self._finish(run_id, RunState.FAILED, reason=REASON_WORKER_START,
+                                 message=f"could not start a worker: {exc}")
+                    continue
+                self._active[run_id] = _Active(run_id, handle, self._clock())
+
+    def _issue_cancels(self) -> None:
+        now = self._clock()
+        with self._lock:
+            todo = []
+            for a in self._active.values():
+                if a.stopping:
+                    continue
+                if a.cancel_requested:
+                    todo.append(a)
+                elif (self.max_run_wall_time_s is not None
+                      and now - a.started > self.max_run_wall_time_s):
+                    self._finish(a.run_id, RunState.FAILED, reason=REASON_WALL_TIME,
+                                 message=f"wall time limit: the run took more than "
+                                         f"{self.max_run_wall_time_s:g} s")
+                    todo.append(a)
+                else:
+                    continue
+                a.stopping = True
+        for a in todo:   # may block for the grace period: outside the lock
+            self.executor.cancel(a.handle)
+
+    def _handle(self, msg: WorkerMessage | WorkerExit) -> None:
+        with self._lock:
+            a = self._active.get(msg.run_id)
+            if a is None:
+                return
+            if isinstance(msg, WorkerExit):
+                del self._active[msg.run_id]
+                self._on_exit(a, msg)
+                return
+            if a.stopping and not a.cancel_requested:
+                return   # already FAILED (wall time); late messages change nothing
+            try:
+                kind = msg.type
+                if kind == "progress":
+                    self._on_progress(msg.run_id, msg.body)
+                elif kind == "result":
+                    self._on_result(msg.run_id, msg.body)
+                elif kind == "error":
+                    self._on_error(msg.run_id, msg.body)
+            except StoreError:
+                log.exception("run %s: storing %s", msg.run_id, msg.body.get("type"))
+
+    def _on_exit(self, a: _Active, exit: WorkerExit) -> None:
+        run = self.store.get_run(a.run_id)
+        if run.state.terminal:
+            return
+        if a.cancel_requested:
+            self._finish(a.run_id, RunState.CANCELLED)
+        elif exit.completed:   # it answered, but storing the answer failed (logged)
+            self._finish(a.run_id, RunState.FAILED, reason=REASON_STORE_ERROR,
+                         message="the run finished but its results could not be stored")
+        else:
+            self._finish(a.run_id, RunState.FAILED, reason=REASON_WORKER_DIED,
+                         message=f"worker died: {exit.describe()}")
+
+    def _on_progress(self, run_id: str, body: dict) -> None:
+        self._write(self.store.update_progress, run_id, Progress(
+            sim_time_s=body["sim_time_s"], fraction=body["fraction"], events=body["events"],
+            wall_s=body["wall_s"]))
+
+    def _on_result(self, run_id: str, body: dict) -> None:
+        reports = {report_name(k): v for k, v in body["files"].items()}
+        reports["trace"] = body["trace"]
+        reports["fault_log"] = body["fault_log"]
+        with self._lock, self.store.transaction():
+            self.store.add_samples(run_id, body["series"])
+            self.store.put_reports(run_id, reports)
+            self.store.update_progress(run_id, Progress(
+                sim_time_s=body["sim_time_s"], fraction=1.0, events=body["events"],
+                wall_s=body["wall_s"]))
+            self.store.update_state(run_id, RunState.SUCCEEDED, summary=body["summary"])
+            self._changed.notify_all()
+
+    def _on_error(self, run_id: str, body: dict) -> None:
+        reason = (REASON_INVALID_SPEC if body["error_type"] == "ConfigError"
+                  else REASON_SIMULATION_ERROR)
+        message = (body["message"] if reason == REASON_INVALID_SPEC
+                   else f"{body['error_type']}: {body['message']}")
+        with self._lock, self.store.transaction():
+            self.store.append_event(run_id, EVENT_ERROR, {
+                "error_type": body["error_type"], "message": body["message"],
+                "fields": body["fields"], "traceback": body.get("traceback", "")})
+            self.store.update_state(run_id, RunState.FAILED, error_reason=reason,
+                                    error_message=message)
+            self._changed.notify_all()

@@ -1,0 +1,251 @@
+"""RunManager with a real SQLite store and real worker processes running tiny specs."""
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from server.executor import ProcessExecutor
+from server.manager import (EVENT_ERROR, REASON_INVALID_SPEC, REASON_WALL_TIME,
+                            REASON_WORKER_DIED, SHUTDOWN_MESSAGE, ManagerClosed, QueueFull,
+                            RunManager)
+from server.store import INTERRUPTED_REASON, RunState, RunStore, WrongState
+
+REPO = Path(__file__).resolve().parents[2]
+
+TINY = {"seed": 3, "duration": "0.5s", "machine": {"memory": "64MiB", "cpus": 1},
+        "workload": [{"name": "anon", "kind": "anon", "rate": 200, "batch": 4}],
+        "sampling": {"interval": "0.1s"}}
+# Paced at one simulated second per wall second: 10 s of wall time, progress each 0.5 s;
+# the tests cancel or kill it long before.
+LONG = {**TINY, "duration": "10s", "pace": 1.0}
+
+
+def states(store, run_id):
+    return [e.payload["state"] for e in store.events_after(run_id) if e.type == "state"]
+
+
+def gone(pid, timeout=5.0):
+    """Whether process `pid` has exited (and been reaped) within `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.02)
+    return False
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = RunStore(tmp_path / "runs.db")
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def make_manager(store):
+    managers = []
+
+    def make(workers=1, **kw):
+        kw.setdefault("max_queue", 10)
+        m = RunManager(store, ProcessExecutor(workers, cancel_grace_s=1.0), **kw)
+        managers.append(m)
+        return m
+
+    yield make
+    for m in managers:
+        m.shutdown()
+
+
+def running_pid(manager, run_id, timeout=10.0):
+    manager.wait_for_state(run_id, RunState.RUNNING, RunState.CANCELLING, timeout_s=timeout)
+    pid = manager.running()[run_id]
+    assert pid is not None and not gone(pid, 0)
+    return pid
+
+
+def test_run_succeeds_with_gapless_events_progress_samples_and_reports(make_manager, store):
+    m = make_manager()
+    run = m.submit(TINY, display_name="tiny")
+    assert run.state is RunState.QUEUED
+    done = m.wait_for_state(run.id, timeout_s=20)
+    assert done.state is RunState.SUCCEEDED, done.error_message
+
+    events = store.events_after(run.id)
+    assert [e.sequence for e in events] == list(range(1, len(events) + 1))
+    assert states(store, run.id) == ["QUEUED", "RUNNING", "SUCCEEDED"]
+    progress = [e.payload for e in events if e.type == "progress"]
+    assert len(progress) >= 5
+    fractions = [p["fraction"] for p in progress]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert progress[-1]["events"] > 0 and progress[-1]["sim_time_s"] == pytest.approx(0.5)
+    # progress comes between RUNNING and SUCCEEDED
+    kinds = [e.type if e.type != "state" else e.payload["state"] for e in events]
+    assert kinds.index("RUNNING") < kinds.index("progress") < kinds.index("SUCCEEDED")
+
+    assert done.summary["duration_s"] == 0.5 and done.summary["seed"] == 3
+    assert done.progress.fraction == 1.0
+    samples, _ = store.list_samples(run.id)
+    assert [s.sim_time_s for s in samples] == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4, 0.5])
+    reports = store.get_reports(run.id)
+    assert {"proc/buddyinfo", "proc/vmstat", "trace", "fault_log"} <= set(reports)
+    assert "Node 0, zone   Normal" in reports["proc/buddyinfo"]
+
+    # a watcher waiting past the last event times out empty rather than inventing one
+    assert m.wait_events(run.id, events[-1].sequence, timeout_s=0.2) == []
+
+
+def test_bad_spec_fails_the_run_naming_each_field(make_manager, store):
+    m = make_manager()
+    bad = {**TINY, "duration": "-1s", "machine": {"memory": "64MiB", "cpus": 0}}
+    run = m.submit(bad)
+    done = m.wait_for_state(run.id, timeout_s=20)
+    assert done.state is RunState.FAILED
+    assert done.error_reason == REASON_INVALID_SPEC
+    assert "duration" in done.error_message and "machine.cpus" in done.error_message
+    (err,) = [e.payload for e in store.events_after(run.id) if e.type == EVENT_ERROR]
+    assert err["error_type"] == "ConfigError"
+    assert {f["path"] for f in err["fields"]} == {"duration", "machine.cpus"}
+    assert states(store, run.id) == ["QUEUED", "RUNNING", "FAILED"]
+
+
+def test_cancel_queued_and_running(make_manager, store):
+    m = make_manager(workers=1)
+    first = m.submit(LONG)
+    second = m.submit(TINY)
+    pid = running_pid(m, first.id)
+    assert m.queued() == [second.id]
+
+    assert m.cancel(second.id).state is RunState.CANCELLED      # at once
+    assert m.queued() == []
+    assert m.cancel(first.id).state is RunState.CANCELLING
+    done = m.wait_for_state(first.id, timeout_s=10)
+    assert done.state is RunState.CANCELLED
+    assert gone(pid)
+    assert states(store, first.id) == ["QUEUED", "RUNNING", "CANCELLING", "CANCELLED"]
+    assert states(store, second.id) == ["QUEUED", "CANCELLED"]
+    with pytest.raises(WrongState):
+        m.cancel(first.id)
+    # the freed slot takes new work
+    assert m.wait_for_state(m.submit(TINY).id, timeout_s=20).state is RunState.SUCCEEDED
+
+
+def test_killed_worker_fails_its_run_and_the_next_run_succeeds(make_manager, store):
+    m = make_manager(workers=1)
+    victim = m.submit(LONG)
+    after = m.submit(TINY)
+    pid = running_pid(m, victim.id)
+    os.kill(pid, signal.SIGKILL)
+    done = m.wait_for_state(victim.id, timeout_s=10)
+    assert done.state is RunState.FAILED
+    assert done.error_reason == REASON_WORKER_DIED
+    assert done.error_message == "worker died: signal 9 (SIGKILL)"
+    assert m.wait_for_state(after.id, timeout_s=20).state is RunState.SUCCEEDED
+    assert m.healthy()
+
+
+def test_wall_time_limit_stops_the_worker_and_fails_the_run(make_manager, store):
+    m = make_manager(workers=1, max_run_wall_time_s=1.5)
+    run = m.submit(LONG)
+    pid = running_pid(m, run.id)
+    t0 = time.monotonic()
+    done = m.wait_for_state(run.id, timeout_s=10)
+    assert done.state is RunState.FAILED
+    assert done.error_reason == REASON_WALL_TIME
+    assert done.error_message.startswith("wall time limit")
+    assert time.monotonic() - t0 < 5
+    assert gone(pid)
+    assert 0 < done.progress.fraction < 0.5     # stopped long before its 10 s
+
+
+def test_full_queue_refuses_without_storing(make_manager, store):
+    m = make_manager(workers=1, max_queue=1)
+    running = m.submit(LONG)
+    running_pid(m, running.id)       # out of the queue, on the worker
+    waiting = m.submit(TINY)
+    with pytest.raises(QueueFull):
+        m.submit(TINY)
+    runs, _ = store.list_runs()
+    assert {r.id for r in runs} == {running.id, waiting.id}
+    m.cancel(waiting.id)
+    m.submit(TINY)                    # room again
+    assert len(m.queued()) == 1
+
+
+def test_shutdown_marks_running_runs_keeps_queued_and_refuses_new(make_manager, store):
+    m = make_manager(workers=1)
+    running = m.submit(LONG)
+    waiting = m.submit(TINY)
+    pid = running_pid(m, running.id)
+    m.shutdown()
+    assert gone(pid)
+    stopped = store.get_run(running.id)
+    assert stopped.state is RunState.FAILED and stopped.interrupted
+    assert (stopped.error_reason, stopped.error_message) == (INTERRUPTED_REASON,
+                                                             SHUTDOWN_MESSAGE)
+    assert store.get_run(waiting.id).state is RunState.QUEUED
+    with pytest.raises(ManagerClosed):
+        m.submit(TINY)
+
+
+CRASHING_SERVER = textwrap.dedent("""
+    import json, sys
+    from server.executor import ProcessExecutor
+    from server.manager import RunManager
+    from server.store import RunState, RunStore
+    store = RunStore(sys.argv[1])
+    m = RunManager(store, ProcessExecutor(1), max_queue=10)
+    spec_long, spec_tiny = json.loads(sys.argv[2]), json.loads(sys.argv[3])
+    a = m.submit(spec_long)
+    b = m.submit(spec_tiny)
+    m.wait_for_state(a.id, RunState.RUNNING, timeout_s=20)
+    m.wait_events(a.id, 2, timeout_s=20)   # some progress stored
+    print(json.dumps({"a": a.id, "b": b.id, "worker": m.running()[a.id]}), flush=True)
+    sys.stdin.read()                        # until the test kills us
+""")
+
+
+def test_restart_recovery(tmp_path):
+    path = tmp_path / "runs.db"
+    proc = subprocess.Popen([sys.executable, "-c", CRASHING_SERVER, str(path),
+                             json.dumps(LONG), json.dumps(TINY)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=REPO,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        ids = json.loads(proc.stdout.readline())
+    finally:
+        proc.kill()        # the crash: no shutdown, no flush
+        proc.wait()
+    with contextlib.suppress(ProcessLookupError):   # it may already have died of EPIPE
+        os.kill(ids["worker"], signal.SIGKILL)
+
+    store = RunStore(path)
+    try:
+        before = store.get_run(ids["a"])
+        assert before.state is RunState.RUNNING and before.progress.fraction > 0
+        m = RunManager(store, ProcessExecutor(1), max_queue=10)
+        try:
+            assert [r.id for r in m.recovered] == [ids["a"]]
+            a = store.get_run(ids["a"])
+            assert a.state is RunState.FAILED and a.interrupted
+            assert a.error_reason == INTERRUPTED_REASON
+            assert a.spec == json.loads(json.dumps(LONG))   # re-runnable from spec and seed
+            events = store.events_after(ids["a"])
+            assert [e.sequence for e in events] == list(range(1, len(events) + 1))
+            assert states(store, ids["a"]) == ["QUEUED", "RUNNING", "FAILED"]
+            b = m.wait_for_state(ids["b"], timeout_s=20)
+            assert b.state is RunState.SUCCEEDED
+            assert states(store, ids["b"]) == ["QUEUED", "RUNNING", "SUCCEEDED"]
+        finally:
+            m.shutdown()
+    finally:
+        store.close()
