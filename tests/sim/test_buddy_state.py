@@ -10,6 +10,7 @@ and the model must agree (mm/internal.h: buddy `B2 = B1 ^ (1 << O)`, parent
 from __future__ import annotations
 
 import simpy
+from buddycheck import assert_lists_match_counters, free_blocks
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant, precondition,
@@ -22,7 +23,7 @@ from sim.gfp import (ALLOC_KSWAPD, ALLOC_NO_WATERMARKS, ALLOC_WMARK_LOW, ALLOC_W
 from sim.machine import build_machine
 from sim.page import ALLOC, KIND_CODE, KIND_NONE, KIND_RESERVED, PCP, PG_LRU, TAIL
 from sim.page_alloc import drain_all_pages, free_pages, get_page_from_freelist, zonelist
-from sim.pageblock import MIGRATE_PCPTYPES, MIGRATE_TYPES, PAGEBLOCK_ORDER, MigrateType
+from sim.pageblock import MIGRATE_PCPTYPES, PAGEBLOCK_ORDER, MigrateType
 from sim.task import Task
 from sim.zone import zone_watermark_for_flags, zone_watermark_ok
 
@@ -48,13 +49,6 @@ def make_machine(claim_rule: ClaimRule, pcp: bool, dma32_mib: int):
         "workload": [{"name": "x"}],
     })
     return build_machine(cfg, simpy.Environment())
-
-
-def free_blocks(z):
-    """(pfn, order, list mt) of every block on the zone's free lists, by walking them."""
-    mem = z.mem
-    return [(pfn, o, mt) for o in range(NR_ORDERS) for mt in range(MIGRATE_TYPES)
-            for pfn in mem.iter_list(z.free_head[o][mt])]
 
 
 def labels_covered(m, pfn: int, order: int) -> set[int]:
@@ -183,21 +177,7 @@ class BuddyMachine(RuleBasedStateMachine):
     @invariant()
     def lists_match_counters(self):
         for z in self.m.zones:
-            mem = z.mem
-            pages = 0
-            for o in range(NR_ORDERS):
-                total = 0
-                for mt in range(MIGRATE_TYPES):
-                    n = 0
-                    for pfn in mem.iter_list(z.free_head[o][mt]):
-                        n += 1
-                        # The head's state byte encodes the list it is on.
-                        assert mem.pstate[pfn] == (mt << 4) | o, (pfn, o, mt, mem.pstate[pfn])
-                    assert z.nr_free_mt[o][mt] == n, (z.name, o, mt)
-                    total += n
-                assert z.nr_free[o] == total, (z.name, o)
-                pages += total << o
-            assert z.free_pages == pages, z.name
+            assert_lists_match_counters(z)
 
     @invariant()
     def pages_partition_memory(self):

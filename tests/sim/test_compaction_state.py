@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 import simpy
+from buddycheck import assert_lists_match_counters, free_blocks
 from hypothesis import event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -55,7 +56,7 @@ from sim.page import (
     TAIL,
 )
 from sim.page_alloc import drain_all_pages, free_pages, get_page_from_freelist
-from sim.pageblock import MIGRATE_TYPES, PAGEBLOCK_ORDER
+from sim.pageblock import PAGEBLOCK_ORDER
 from sim.reclaim import Reclaim
 from sim.rng import RngStreams
 from sim.slowpath import CompactPriority, CompactResult
@@ -69,12 +70,6 @@ KINDS = [PageKind.ANON, PageKind.FILE, PageKind.PINNED, PageKind.SLAB_UNMOVABLE,
          PageKind.SLAB_RECLAIMABLE, PageKind.ZSMALLOC, PageKind.BALLOON]
 DRIVER = {KIND_CODE[PageKind.ZSMALLOC]: LIST_ZSPAGES, KIND_CODE[PageKind.BALLOON]: LIST_BALLOON}
 STATES = [0, PG_DIRTY, PG_WRITEBACK, PG_LOCKED, PG_EXTRA_REF, PG_MLOCKED, PG_DIRTY | PG_LOCKED]
-
-
-def free_blocks(z):
-    mem = z.mem
-    return [(pfn, o, mt) for o in range(NR_ORDERS) for mt in range(MIGRATE_TYPES)
-            for pfn in mem.iter_list(z.free_head[o][mt])]
 
 
 class CompactionMachine(RuleBasedStateMachine):
@@ -317,21 +312,7 @@ class CompactionMachine(RuleBasedStateMachine):
 
     @invariant()
     def lists_match_counters(self):
-        z = self.zone
-        mem = z.mem
-        pages = 0
-        for o in range(NR_ORDERS):
-            total = 0
-            for mt in range(MIGRATE_TYPES):
-                n = 0
-                for pfn in mem.iter_list(z.free_head[o][mt]):
-                    n += 1
-                    assert mem.pstate[pfn] == (mt << 4) | o, (pfn, o, mt)
-                assert z.nr_free_mt[o][mt] == n, (o, mt)
-                total += n
-            assert z.nr_free[o] == total, o
-            pages += total << o
-        assert z.free_pages == pages
+        assert_lists_match_counters(self.zone)
 
     @invariant()
     def pages_partition_memory(self):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import pytest
 import simpy
+from buddycheck import free_blocks
 
 from sim.buddy import (BuddyPolicy, boost_watermark, del_page_from_free_list, free_one_page,
                        rmqueue, rmqueue_fallback)
@@ -21,7 +22,7 @@ from sim.gfp import (ALLOC_KSWAPD, ALLOC_NO_WATERMARKS, ALLOC_NOFRAGMENT, ALLOC_
 from sim.machine import build_machine
 from sim.page import ALLOC, KIND_CODE, KIND_RESERVED, PG_LRU, TAIL
 from sim.page_alloc import get_page_from_freelist, trace_extfrag
-from sim.pageblock import MIGRATE_TYPES, PAGEBLOCK_NR_PAGES, PAGEBLOCK_ORDER, MigrateType
+from sim.pageblock import PAGEBLOCK_NR_PAGES, PAGEBLOCK_ORDER, MigrateType
 from sim.task import Task
 from sim.zone import WMARK_HIGH
 
@@ -41,12 +42,6 @@ def make_machine(rule: ClaimRule, *, memory_mib: int = 64, dma32_mib: int = 0,
         "workload": [{"name": "x"}],
     })
     return build_machine(cfg, simpy.Environment())
-
-
-def free_blocks(z):
-    mem = z.mem
-    return [(pfn, o, mt) for o in range(NR_ORDERS) for mt in range(MIGRATE_TYPES)
-            for pfn in mem.iter_list(z.free_head[o][mt])]
 
 
 def carve(z) -> None:
