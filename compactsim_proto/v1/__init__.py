@@ -1,0 +1,1 @@
+"""compactsim.v1: messages (*_pb2), service stubs (simulator_pb2_grpc)."""
