@@ -78,3 +78,13 @@ def test_movable_ops_design_changes_the_memmap():
 def test_every_preset_is_listed_and_valid():
     for name in list_scenarios():
         config_from_dict(load_scenario(name))
+
+
+@pytest.mark.parametrize("name", sorted(list_scenarios()))
+def test_every_preset_runs_and_allocates(name):
+    """Each preset, shortened to 2 simulated seconds, runs and does work."""
+    result = run(small(name, "duration=2s"))
+    v = result.summary["vmstat"]
+    assert v["pgalloc_normal"] + v.get("pgalloc_dma32", 0) > 0
+    assert result.summary["sim_time_s"] == pytest.approx(2.0)
+    assert result.files["buddyinfo"].startswith("Node 0, zone")
