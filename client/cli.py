@@ -4,13 +4,27 @@
     compactsim profiles
     compactsim simulate (--scenario NAME | --spec FILE) [--set path=value ...] [--seed N]
                         [--duration 60s] [--out DIR] [--format table|json]
-    compactsim compare DIR DIR ... [--diff-only]
-    compactsim plot DIR ... -o FILE.png
+    compactsim compare RUN RUN ... [--diff-only]
+    compactsim plot RUN ... -o FILE.png
+
+  against a server (`--server HOST:PORT` or COMPACTSIM_SERVER; see client/remote.py):
+
+    compactsim run (--scenario NAME | --spec FILE) [--set ...] [--label k=v] [--watch]
+    compactsim watch RUN | get RUN [--format json] | cancel RUN | delete RUN
+    compactsim list [--filter F] [--order-by O] [--page-size N]
+    compactsim samples RUN --format csv|json [--max-points N]
+    compactsim report RUN [--out DIR]
+    compactsim sweep create --scenario S --grid PATH=V1,V2 ... --seeds N [--watch]
+    compactsim sweep get SWEEP [--group-by PATH]
+
+A RUN of compare and plot is a results directory (`simulate --out`, `report --out`) or a
+run on the server (`runs/ID` or `ID`).
 
 `simulate` runs the model in-process with a progress bar on stderr (simulated time
 against wall time), prints a summary on stdout and, with `--out`, writes the summary,
 time series, procfs files and trace. Exit codes: 0 done, 2 bad spec or arguments
-(every bad field is named on stderr), 1 the run failed.
+(every bad field is named on stderr), 1 the run failed; remote commands add 3 not found,
+4 failed precondition, 5 server unavailable or queue full.
 """
 
 from __future__ import annotations
@@ -44,6 +58,11 @@ SUMMARY_COUNTERS = ("pgalloc_normal", "pgfree", "allocstall_normal", "pgscan_ksw
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="compactsim", description=__doc__.split("\n\n")[0])
+    p.add_argument("--server", metavar="HOST:PORT",
+                   help="the compactsim server of the remote commands "
+                        "(default: $COMPACTSIM_SERVER)")
+    p.add_argument("--timeout", type=float, default=30.0,
+                   help="seconds each server call may take (not watching)")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("scenarios", help="list the preset scenarios")
     sub.add_parser("profiles", help="list the kernel profiles and the switches each sets")
@@ -58,13 +77,17 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--out", type=Path, help="write summary, series, procfs files and trace here")
     s.add_argument("--format", choices=("table", "json"), default="table")
     s.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
-    c = sub.add_parser("compare", help="compare runs written by `simulate --out`")
-    c.add_argument("runs", nargs="+", type=Path, metavar="DIR")
+    c = sub.add_parser("compare", help="compare runs: results directories or server runs")
+    c.add_argument("--server", default=argparse.SUPPRESS, metavar="HOST:PORT")
+    c.add_argument("runs", nargs="+", metavar="RUN")
     c.add_argument("--diff-only", action="store_true", help="only rows whose values differ")
     c.add_argument("--format", choices=("table", "json"), default="table")
-    pl = sub.add_parser("plot", help="plot runs written by `simulate --out` to a PNG")
-    pl.add_argument("runs", nargs="+", type=Path, metavar="DIR")
+    pl = sub.add_parser("plot", help="plot runs (directories or server runs) to a PNG")
+    pl.add_argument("--server", default=argparse.SUPPRESS, metavar="HOST:PORT")
+    pl.add_argument("runs", nargs="+", metavar="RUN")
     pl.add_argument("-o", "--output", type=Path, required=True, metavar="FILE.png")
+    from client.remote import add_parsers
+    add_parsers(sub)
     return p
 
 
@@ -100,7 +123,11 @@ def _run_with_progress(cfg, show: bool) -> tuple[RunResult, float]:
 
 
 def _summary_table(result: RunResult, wall: float) -> Table:
-    s = result.summary
+    return summary_table(result.summary, wall)
+
+
+def summary_table(s: dict, wall: float) -> Table:
+    """The summary table of `simulate` (and of `run --watch`), from a run's summary."""
     table = Table(title=f"compactsim: {s['kernel']['profile']}, "
                         f"movable_ops={s['memmap']['design']}, seed {s['seed']}, "
                         f"{format_duration(s['duration_s'])} simulated in {wall:.1f}s")
@@ -183,51 +210,13 @@ def _load_out_dir(path: Path) -> tuple[dict, dict, list[dict]]:
     return spec, summary, rows
 
 
-def _load_all(paths: list[Path]) -> list[tuple[dict, dict, list[dict]]] | None:
-    try:
-        return [_load_out_dir(p) for p in paths]
-    except (OSError, ValueError) as exc:
-        print(f"compactsim: cannot read run results: {exc}", file=sys.stderr)
-        return None
-
-
-def cmd_compare(args) -> int:
-    from client.compare import comparison
-    runs = _load_all(args.runs)
-    if runs is None:
-        return EXIT_USAGE
-    rows = comparison([r[0] for r in runs], [r[1] for r in runs], args.diff_only)
-    if args.format == "json":
-        json.dump([{"name": n, "values": v, "delta": d} for n, v, d in rows], sys.stdout,
-                  indent=2)
-        print()
-        return EXIT_OK
-    table = Table(title="compactsim compare")
-    table.add_column("field")
-    for path in args.runs:
-        table.add_column(path.name, justify="right")
-    table.add_column("last - first", justify="right")
-    for name, values, d in rows:
-        table.add_row(name, *("-" if v is None else str(v) for v in values), d)
-    Console().print(table)
-    return EXIT_OK
-
-
-def cmd_plot(args) -> int:
-    from client.plot import plot_runs
-    runs = _load_all(args.runs)
-    if runs is None:
-        return EXIT_USAGE
-    out = plot_runs({p.name: r[2] for p, r in zip(args.runs, runs)}, args.output)
-    print(f"compactsim: wrote {out}", file=sys.stderr)
-    return EXIT_OK
-
-
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handler = {"scenarios": cmd_scenarios, "profiles": cmd_profiles,
-               "simulate": cmd_simulate, "compare": cmd_compare, "plot": cmd_plot}[args.command]
-    return handler(args)
+    local = {"scenarios": cmd_scenarios, "profiles": cmd_profiles, "simulate": cmd_simulate}
+    if args.command in local:
+        return local[args.command](args)
+    from client.remote import dispatch
+    return dispatch(args)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,381 @@
+"""A typed Python client of the `compactsim.v1.Simulator` service.
+
+    from client.api import Client, ClientError
+
+    with Client("127.0.0.1:50051") as c:
+        run = c.create_run(scenario="zram-movable-ops", overrides=["duration=2s"])
+        for msg in c.watch(run.name):
+            ...
+        print(c.get_run(run.name).summary)
+
+Methods mirror the RPCs with plain Python arguments and return the generated messages
+(`compactsim_proto.v1`). Run and sweep names are accepted as `runs/ID` or a bare `ID`.
+Every RPC error is raised as `ClientError(code, message, field_violations)`, with the
+google.rpc.BadRequest field violations (and other details) decoded from the status.
+
+A spec can be given as a dict (raw spec data as in a YAML spec file), a
+`sim.config.SimConfig` or a `spec_pb2.Spec`. Dicts and overrides are validated here,
+before anything is sent (`sim.config` and `server.convert`, imported only when needed);
+their errors are raised as INVALID_ARGUMENT `ClientError`s naming `spec.<field path>`,
+the same form the server uses.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from google.protobuf import struct_pb2
+from google.protobuf.json_format import MessageToDict
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from compactsim_proto.v1 import (run_pb2, simulator_pb2, simulator_pb2_grpc, spec_pb2,
+                                 sweep_pb2)
+
+RUN_STATE = run_pb2.Run.State
+TERMINAL_STATES = frozenset({RUN_STATE.SUCCEEDED, RUN_STATE.FAILED, RUN_STATE.CANCELLED})
+
+
+@dataclass
+class FieldViolation:
+    """One bad field: its path (e.g. `spec.workload[0].rate`) and why."""
+
+    field: str
+    description: str
+
+
+@dataclass
+class ClientError(Exception):
+    """A failed call: the gRPC status code, the message, and the decoded details."""
+
+    code: grpc.StatusCode
+    message: str
+    field_violations: list[FieldViolation] = field(default_factory=list)
+    # Other details by type name ("ErrorInfo", "PreconditionFailure", ...), as dicts.
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        super().__init__(self.message)
+
+    def __str__(self) -> str:
+        return f"{self.code.name}: {self.message}"
+
+    @classmethod
+    def from_rpc_error(cls, err: grpc.RpcError) -> ClientError:
+        code = err.code() if hasattr(err, "code") else grpc.StatusCode.UNKNOWN
+        message = (err.details() if hasattr(err, "details") else str(err)) or ""
+        violations: list[FieldViolation] = []
+        details: dict[str, Any] = {}
+        try:
+            status = rpc_status.from_call(err)   # type: ignore[arg-type]
+        except (ValueError, AttributeError):
+            status = None
+        if status is not None:
+            message = status.message or message
+            for any_detail in status.details:
+                if any_detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+                    br = error_details_pb2.BadRequest()
+                    any_detail.Unpack(br)
+                    violations.extend(FieldViolation(v.field, v.description)
+                                      for v in br.field_violations)
+                    continue
+                name = any_detail.TypeName().rsplit(".", 1)[-1]
+                msg_cls = getattr(error_details_pb2, name, None)
+                if msg_cls is not None:
+                    msg = msg_cls()
+                    any_detail.Unpack(msg)
+                    details[name] = MessageToDict(msg, preserving_proto_field_name=True)
+        return cls(code, message, violations, details)
+
+
+def _invalid_spec(exc: Exception, prefix: str = "spec") -> ClientError:
+    """A local ConfigError as the INVALID_ARGUMENT the server would send."""
+    from server.convert import proto_path
+    violations = []
+    for e in getattr(exc, "errors", []):
+        path = proto_path(e.path) if e.path else ""
+        violations.append(FieldViolation(f"{prefix}.{path}" if path else prefix, e.reason))
+    return ClientError(grpc.StatusCode.INVALID_ARGUMENT,
+                       f"invalid spec: {', '.join(v.field for v in violations)}", violations)
+
+
+def run_name(run: str) -> str:
+    """`ID` or `runs/ID` -> `runs/ID`."""
+    return run if run.startswith("runs/") else f"runs/{run}"
+
+
+def sweep_name(sweep: str) -> str:
+    """`ID` or `sweeps/ID` -> `sweeps/ID`."""
+    return sweep if sweep.startswith("sweeps/") else f"sweeps/{sweep}"
+
+
+def scenario_name(scenario: str) -> str:
+    return scenario if scenario.startswith("scenarios/") else f"scenarios/{scenario}"
+
+
+def struct_to_dict(struct: struct_pb2.Struct) -> dict[str, Any]:
+    """A Struct (e.g. Run.summary) as plain data; whole-number doubles become ints (a
+    Struct has only doubles), so counters read as in the `simulate` JSON."""
+    def fix(v: Any) -> Any:
+        if isinstance(v, float) and v.is_integer() and abs(v) < 2**53:
+            return int(v)
+        if isinstance(v, dict):
+            return {k: fix(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [fix(x) for x in v]
+        return v
+    return fix(MessageToDict(struct))
+
+
+def to_value(v: Any) -> struct_pb2.Value:
+    value = struct_pb2.Value()
+    if v is None:
+        value.null_value = struct_pb2.NULL_VALUE
+    elif isinstance(v, bool):
+        value.bool_value = v
+    elif isinstance(v, (int, float)):
+        value.number_value = float(v)
+    else:
+        value.string_value = str(v)
+    return value
+
+
+def spec_message(spec: Any) -> spec_pb2.Spec:
+    """A Spec from a dict (raw spec data), a SimConfig or a Spec; a dict is validated
+    (ClientError INVALID_ARGUMENT naming `spec.<path>`)."""
+    if isinstance(spec, spec_pb2.Spec):
+        return spec
+    from sim.schema import ConfigError
+    from server import convert
+    if isinstance(spec, Mapping):
+        try:
+            return convert.spec_from_dict(spec)
+        except ConfigError as exc:
+            raise _invalid_spec(exc) from exc
+    return convert.spec_to_proto(spec)
+
+
+def spec_dict(spec: spec_pb2.Spec) -> dict[str, Any]:
+    """The fields `spec` sets, as raw spec data with the config's names."""
+    from server.convert import raw_from_proto
+    return raw_from_proto(spec)
+
+
+def effective_spec_dict(run: run_pb2.Run) -> dict[str, Any]:
+    """A run's effective spec as `simulate --out` writes spec.json (config_to_dict)."""
+    from server.convert import config_from_proto
+    from sim.config import config_to_dict
+    return config_to_dict(config_from_proto(run.effective_spec))
+
+
+class Client:
+    """A connection to a compactsim server. `timeout` (seconds) bounds every unary call;
+    streams (`watch`) have no deadline."""
+
+    def __init__(self, address: str, *, timeout: float = 30.0,
+                 channel: grpc.Channel | None = None):
+        self.address = address
+        self.timeout = timeout
+        self._channel = channel or grpc.insecure_channel(address)
+        self._stub = simulator_pb2_grpc.SimulatorStub(self._channel)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def _call(self, method: str, request: Any) -> Any:
+        try:
+            return getattr(self._stub, method)(request, timeout=self.timeout)
+        except grpc.RpcError as err:
+            raise ClientError.from_rpc_error(err) from None
+
+    # ---- scenarios -------------------------------------------------------------------
+
+    def list_scenarios(self) -> list[simulator_pb2.Scenario]:
+        out: list[simulator_pb2.Scenario] = []
+        token = ""
+        while True:
+            resp = self._call("ListScenarios",
+                              simulator_pb2.ListScenariosRequest(page_token=token))
+            out.extend(resp.scenarios)
+            token = resp.next_page_token
+            if not token:
+                return out
+
+    def get_scenario(self, name: str) -> simulator_pb2.Scenario:
+        """A preset by name; NOT_FOUND ClientError if the server has no such preset."""
+        want = scenario_name(name)
+        for s in self.list_scenarios():
+            if s.name == want:
+                return s
+        raise ClientError(grpc.StatusCode.NOT_FOUND, f"scenario {want} not found",
+                          details={"ResourceInfo": {"resource_type": "compactsim.local/Scenario",
+                                                    "resource_name": want}})
+
+    def resolve_spec(self, *, scenario: str | None = None, spec: Any = None,
+                     overrides: Sequence[str] = ()) -> tuple[str, spec_pb2.Spec | None]:
+        """(scenario name or "", Spec or None) for a run: `overrides` (`path=value`, as
+        `--set`) apply to the scenario's spec as the server has it, or to `spec` (a dict).
+        With a scenario, the Spec sent is the scenario with the overrides applied (the
+        server merges it over the preset: the same result, lists included)."""
+        if not overrides:
+            return (scenario_name(scenario) if scenario else "",
+                    None if spec is None else spec_message(spec))
+        from sim.config import apply_overrides
+        from sim.schema import ConfigError
+        if scenario:
+            base = spec_dict(self.get_scenario(scenario).spec)
+            if spec is not None:
+                from server.convert import _merge
+                over = spec if isinstance(spec, Mapping) else spec_dict(spec_message(spec))
+                base = _merge(base, over)
+        elif isinstance(spec, Mapping):
+            base = dict(spec)
+        elif spec is not None:
+            base = spec_dict(spec_message(spec))
+        else:
+            base = {}
+        try:
+            raw = apply_overrides(base, overrides)
+        except ConfigError as exc:
+            raise _invalid_spec(exc) from exc
+        return (scenario_name(scenario) if scenario else "", spec_message(raw))
+
+    # ---- runs ------------------------------------------------------------------------
+
+    def create_run(self, spec: Any = None, *, scenario: str | None = None,
+                   overrides: Sequence[str] = (), display_name: str = "",
+                   labels: Mapping[str, str] | None = None, run_id: str = "",
+                   request_id: str | None = None, validate_only: bool = False) -> run_pb2.Run:
+        """Create (queue) a run of `spec` and/or `scenario` with `overrides`. A
+        request_id is made up when not given, so a retry of this call is idempotent."""
+        scen, msg = self.resolve_spec(scenario=scenario, spec=spec, overrides=overrides)
+        run = run_pb2.Run(scenario=scen, display_name=display_name, labels=dict(labels or {}))
+        if msg is not None:
+            run.spec.CopyFrom(msg)
+        req = simulator_pb2.CreateRunRequest(run=run, run_id=run_id,
+                                             request_id=request_id or str(uuid.uuid4()),
+                                             validate_only=validate_only)
+        return self._call("CreateRun", req)
+
+    def get_run(self, run: str) -> run_pb2.Run:
+        return self._call("GetRun", simulator_pb2.GetRunRequest(name=run_name(run)))
+
+    def list_runs(self, *, filter: str = "", order_by: str = "", page_size: int = 0,
+                  page_token: str = "", show_deleted: bool = False
+                  ) -> simulator_pb2.ListRunsResponse:
+        """One page of runs (see `iter_runs` for all of them)."""
+        return self._call("ListRuns", simulator_pb2.ListRunsRequest(
+            filter=filter, order_by=order_by, page_size=page_size, page_token=page_token,
+            show_deleted=show_deleted))
+
+    def iter_runs(self, *, filter: str = "", order_by: str = "", page_size: int = 0,
+                  show_deleted: bool = False) -> Iterator[run_pb2.Run]:
+        token = ""
+        while True:
+            resp = self.list_runs(filter=filter, order_by=order_by, page_size=page_size,
+                                  page_token=token, show_deleted=show_deleted)
+            yield from resp.runs
+            token = resp.next_page_token
+            if not token:
+                return
+
+    def watch(self, run: str, after_sequence: int | None = 0, *,
+              heartbeat_interval_s: float | None = None,
+              reconnects: int = 3) -> Iterator[simulator_pb2.WatchRunResponse]:
+        """The WatchRun stream of `run`: a snapshot, then events (and heartbeats) until the
+        run ends. `after_sequence`: replay stored events after it (0: all; None: only new
+        ones). A stream cut with UNAVAILABLE is resumed from the last sequence received,
+        up to `reconnects` times in a row (a new snapshot comes first each time)."""
+        name = run_name(run)
+        last = after_sequence
+        failures = 0
+        while True:
+            req = simulator_pb2.WatchRunRequest(name=name)
+            if last is not None:
+                req.after_sequence = last
+            if heartbeat_interval_s is not None:
+                req.heartbeat_interval_seconds = heartbeat_interval_s
+            try:
+                for msg in self._stub.WatchRun(req):
+                    failures = 0
+                    if msg.sequence or last is not None:
+                        last = max(last or 0, msg.sequence)
+                    yield msg
+                return
+            except grpc.RpcError as err:
+                error = ClientError.from_rpc_error(err)
+                if error.code != grpc.StatusCode.UNAVAILABLE or failures >= reconnects:
+                    raise error from None
+                failures += 1
+                time.sleep(0.2 * 2 ** failures)
+
+    def cancel_run(self, run: str) -> run_pb2.Run:
+        return self._call("CancelRun", simulator_pb2.CancelRunRequest(name=run_name(run)))
+
+    def delete_run(self, run: str, *, force: bool = False) -> run_pb2.Run:
+        return self._call("DeleteRun",
+                          simulator_pb2.DeleteRunRequest(name=run_name(run), force=force))
+
+    def list_samples(self, run: str, *, max_points: int = 0, columns: Sequence[str] = (),
+                     page_size: int = 0) -> tuple[list[str], list[run_pb2.Sample]]:
+        """Every sample of a run (all pages): (column names, samples)."""
+        cols: list[str] = []
+        samples: list[run_pb2.Sample] = []
+        token = ""
+        while True:
+            resp = self._call("ListRunSamples", simulator_pb2.ListRunSamplesRequest(
+                parent=run_name(run), page_size=page_size, page_token=token,
+                max_points=max_points, columns=list(columns)))
+            cols = list(resp.columns) or cols
+            samples.extend(resp.samples)
+            token = resp.next_page_token
+            if not token:
+                return cols, samples
+
+    def sample_rows(self, run: str, *, max_points: int = 0,
+                    columns: Sequence[str] = ()) -> list[dict[str, float]]:
+        """A run's samples as rows `{"time_s": t, column: value, ...}` (the form of
+        `simulate --out` series.csv and of client.plot)."""
+        cols, samples = self.list_samples(run, max_points=max_points, columns=columns)
+        return [{"time_s": s.time_seconds, **dict(zip(cols, s.values))} for s in samples]
+
+    def get_report(self, run: str, *, full: bool = False) -> run_pb2.RunReport:
+        view = run_pb2.RUN_REPORT_VIEW_FULL if full else run_pb2.RUN_REPORT_VIEW_BASIC
+        return self._call("GetRunReport", simulator_pb2.GetRunReportRequest(
+            name=f"{run_name(run)}/report", view=view))
+
+    # ---- sweeps ----------------------------------------------------------------------
+
+    def create_sweep(self, parameters: Mapping[str, Iterable[Any]], *,
+                     scenario: str | None = None, base_spec: Any = None,
+                     overrides: Sequence[str] = (), seeds: int = 1,
+                     metrics: Sequence[str] = (), labels: Mapping[str, str] | None = None,
+                     display_name: str = "", sweep_id: str = "",
+                     request_id: str | None = None,
+                     validate_only: bool = False) -> sweep_pb2.Sweep:
+        """Create a sweep over the grid `parameters` (path -> values, in axis order)."""
+        scen, msg = self.resolve_spec(scenario=scenario, spec=base_spec, overrides=overrides)
+        sweep = sweep_pb2.Sweep(
+            scenario=scen, seeds=seeds, metrics=list(metrics), labels=dict(labels or {}),
+            display_name=display_name,
+            parameters=[sweep_pb2.SweepParameter(path=p, values=[to_value(v) for v in vs])
+                        for p, vs in parameters.items()])
+        if msg is not None:
+            sweep.base_spec.CopyFrom(msg)
+        return self._call("CreateSweep", simulator_pb2.CreateSweepRequest(
+            sweep=sweep, sweep_id=sweep_id, request_id=request_id or str(uuid.uuid4()),
+            validate_only=validate_only))
+
+    def get_sweep(self, sweep: str) -> sweep_pb2.Sweep:
+        return self._call("GetSweep", simulator_pb2.GetSweepRequest(name=sweep_name(sweep)))

@@ -1,0 +1,688 @@
+"""The `compactsim.v1.Simulator` servicer on grpc.aio: thin handlers over the run manager
+and the store.
+
+Every handler's body is a plain function run in a thread (`asyncio.to_thread`): the store
+and the manager block. Refusals are `RpcFailure(google.rpc.Status)`, sent with
+`grpc_status.rpc_status.to_status` so clients get the canonical code and its details
+(BadRequest field violations, ResourceInfo, PreconditionFailure, QuotaFailure + RetryInfo).
+Specs are validated and turned into configs by `server.convert` only; preset scenarios come
+in through the injected `scenarios` object (server/main.py wires `sim.scenarios`), so this
+module imports no `sim`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import importlib.metadata
+import json
+import logging
+import platform
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Protocol
+
+import grpc
+from google.protobuf import duration_pb2, json_format, struct_pb2, timestamp_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from compactsim_proto.v1 import run_pb2, simulator_pb2, simulator_pb2_grpc, spec_pb2, sweep_pb2
+from server import convert, sweeps
+from server.filters import QueryError
+from server.manager import ManagerClosed, QueueFull, RunManager
+from server.store import (InvalidArgument, NotFound, RequestIdConflict, RunRecord, RunState,
+                          StoreError, WrongState)
+
+log = logging.getLogger(__name__)
+
+DOMAIN = "compactsim.local"
+SERVICE_NAME = "compactsim.v1.Simulator"
+DEFAULT_HEARTBEAT_S = 10.0
+_RESOURCE_ID = re.compile(r"[a-z][a-z0-9-]{3,62}")
+_STATES = {s: getattr(run_pb2.Run, s.value) for s in RunState}
+_TERMINAL = {RunState.SUCCEEDED.value, RunState.FAILED.value, RunState.CANCELLED.value}
+# Run.error code and ErrorInfo reason by the store's error_reason.
+_ERROR_CODES = {"invalid_spec": code_pb2.INVALID_ARGUMENT,
+                "wall_time_limit": code_pb2.DEADLINE_EXCEEDED,
+                "interrupted": code_pb2.UNAVAILABLE,
+                "worker_died": code_pb2.INTERNAL, "simulation_error": code_pb2.INTERNAL}
+_REASONS = {"interrupted": "RUN_INTERRUPTED"}
+
+
+class Scenarios(Protocol):
+    def list(self) -> Mapping[str, str]: ...            # name -> title
+    def load(self, name: str) -> dict[str, Any]: ...    # raw spec; ConfigError if unknown
+    def description(self, name: str) -> str: ...
+
+
+class RpcFailure(Exception):
+    def __init__(self, status: status_pb2.Status):
+        self.status = status
+        super().__init__(status.message)
+
+
+# ---- errors -------------------------------------------------------------------------------
+
+def _status(code: int, message: str, *details: Any) -> status_pb2.Status:
+    st = status_pb2.Status(code=code, message=message)
+    for d in details:
+        st.details.add().Pack(d)
+    return st
+
+
+def bad_request(violations: Iterable[tuple[str, str]], message: str = "") -> RpcFailure:
+    v = [error_details_pb2.BadRequest.FieldViolation(field=f, description=d)
+         for f, d in violations]
+    return RpcFailure(_status(code_pb2.INVALID_ARGUMENT,
+                              message or f"invalid request: {', '.join(x.field for x in v)}",
+                              error_details_pb2.BadRequest(field_violations=v)))
+
+
+def not_found(kind: str, name: str, message: str = "") -> RpcFailure:
+    return RpcFailure(_status(code_pb2.NOT_FOUND, message or f"{name} not found",
+                              error_details_pb2.ResourceInfo(
+                                  resource_type=f"{DOMAIN}/{kind}", resource_name=name,
+                                  description="not found")))
+
+
+def precondition(name: str, message: str, type_: str = "STATE") -> RpcFailure:
+    return RpcFailure(_status(code_pb2.FAILED_PRECONDITION, message,
+                              error_details_pb2.PreconditionFailure(violations=[
+                                  error_details_pb2.PreconditionFailure.Violation(
+                                      type=type_, subject=name, description=message)])))
+
+
+def unavailable(message: str = "the server is shutting down") -> RpcFailure:
+    return RpcFailure(_status(code_pb2.UNAVAILABLE, message))
+
+
+def queue_full(exc: QueueFull) -> RpcFailure:
+    return RpcFailure(_status(
+        code_pb2.RESOURCE_EXHAUSTED, str(exc),
+        error_details_pb2.QuotaFailure(violations=[error_details_pb2.QuotaFailure.Violation(
+            subject="run queue", description=f"at most {exc.max_queue} runs may wait")]),
+        error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=5))))
+
+
+def _config_violations(exc: Exception, prefix: str) -> list[tuple[str, str]]:
+    return [(f"{prefix}.{e.path}" if prefix else e.path, e.reason)
+            for e in getattr(exc, "errors", ())]
+
+
+# ---- records -> messages ----------------------------------------------------------------
+
+def _ts(ns: int | None) -> timestamp_pb2.Timestamp | None:
+    if ns is None:
+        return None
+    t = timestamp_pb2.Timestamp()
+    t.FromNanoseconds(int(ns))
+    return t
+
+
+def _run_id(name: str, field: str = "name", suffix: str = "") -> str:
+    m = re.fullmatch(r"runs/([a-z0-9][a-z0-9-]{0,62})" + re.escape(suffix), name or "")
+    if m is None:
+        raise bad_request([(field, f"must be runs/{{run}}{suffix}, got {name!r}")])
+    return m.group(1)
+
+
+def _run_error(rec: RunRecord) -> status_pb2.Status | None:
+    if rec.state is RunState.CANCELLED:
+        return _status(code_pb2.CANCELLED, rec.error_message or "cancelled",
+                       error_details_pb2.ErrorInfo(reason=(rec.error_reason or
+                                                           "cancelled").upper(),
+                                                   domain=DOMAIN))
+    if rec.state is not RunState.FAILED:
+        return None
+    reason = _REASONS.get(rec.error_reason, (rec.error_reason or "failed").upper())
+    return _status(_ERROR_CODES.get(rec.error_reason, code_pb2.UNKNOWN), rec.error_message,
+                   error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN,
+                                               metadata={"interrupted": str(rec.interrupted)
+                                                         .lower()}))
+
+
+def _canonical_sha256(spec: spec_pb2.Spec) -> str:
+    return hashlib.sha256(spec.SerializeToString(deterministic=True)).hexdigest()
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for lib in ("simpy", "numpy"):
+        try:
+            out[lib] = importlib.metadata.version(lib)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def _code_version() -> str:
+    try:
+        return importlib.metadata.version("compactsim")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _value_to_py(v: struct_pb2.Value) -> Any:
+    return json_format.MessageToDict(v)
+
+
+def _py_to_value(x: Any) -> struct_pb2.Value:
+    return json_format.ParseDict(x, struct_pb2.Value())
+
+
+class Simulator(simulator_pb2_grpc.SimulatorServicer):
+    """Thin handlers; the manager and store do the work."""
+
+    def __init__(self, manager: RunManager, scenarios: Scenarios, *,
+                 executor_name: str = "process", creator: str = "anonymous"):
+        self.manager = manager
+        self.store = manager.store
+        self.scenarios = scenarios
+        self.executor_name = executor_name
+        self.creator = creator
+        self.closing = False
+        self._closed = asyncio.Event()
+        self._effective: dict[str, spec_pb2.Spec] = {}
+        self._code_version = _code_version()
+        self._versions = _versions()
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    def refuse_new_runs(self) -> None:
+        """CreateRun and CreateSweep answer UNAVAILABLE from now on."""
+        self.closing = True
+
+    def end_watches(self) -> None:
+        """Open watch streams send the events already stored, then end (UNAVAILABLE)."""
+        self.closing = True
+        self._closed.set()
+
+    async def _call(self, context: grpc.aio.ServicerContext, fn: Callable, *args: Any) -> Any:
+        try:
+            return await asyncio.to_thread(fn, *args)
+        except RpcFailure as exc:
+            await self._abort(context, exc.status)
+        except ManagerClosed:
+            await self._abort(context, unavailable().status)
+        except StoreError as exc:
+            log.exception("store")
+            await self._abort(context, _status(code_pb2.UNAVAILABLE, f"store error: {exc}"))
+
+    @staticmethod
+    async def _abort(context: grpc.aio.ServicerContext, st: status_pb2.Status) -> None:
+        status = rpc_status.to_status(st)
+        await context.abort(status.code, status.details,
+                            trailing_metadata=status.trailing_metadata)
+
+    def _get(self, name: str, field: str = "name") -> RunRecord:
+        run_id = _run_id(name, field)
+        try:
+            rec = self.store.get_run(run_id)
+        except NotFound:
+            raise not_found("Run", name) from None
+        if rec.deleted:
+            raise not_found("Run", name, f"{name} was deleted")
+        return rec
+
+    def _effective_spec(self, rec: RunRecord) -> spec_pb2.Spec:
+        spec = self._effective.get(rec.id)
+        if spec is None:
+            try:
+                spec = convert.spec_to_proto(convert.config_from_proto(spec_pb2.Spec(),
+                                                                       base=rec.spec))
+            except convert.ConfigError:
+                spec = spec_pb2.Spec()
+            if len(self._effective) > 10000:
+                self._effective.clear()
+            self._effective[rec.id] = spec
+        return spec
+
+    def _progress(self, rec: RunRecord, p: Mapping[str, Any] | None = None) -> run_pb2.Progress:
+        duration = self._effective_spec(rec).duration_seconds
+        if p is None:
+            p = {"sim_time_s": rec.progress.sim_time_s, "fraction": rec.progress.fraction,
+                 "events": rec.progress.events, "wall_s": rec.progress.wall_s}
+        return run_pb2.Progress(sim_time_seconds=p["sim_time_s"], duration_seconds=duration,
+                                fraction=p["fraction"], events=int(p["events"]),
+                                wall_time_seconds=p["wall_s"])
+
+    def run_to_proto(self, rec: RunRecord) -> run_pb2.Run:
+        prov = rec.provenance
+        run = run_pb2.Run(
+            name=f"runs/{rec.id}", display_name=rec.display_name,
+            scenario=f"scenarios/{rec.scenario}" if rec.scenario else "",
+            effective_spec=self._effective_spec(rec), state=_STATES[rec.state],
+            progress=self._progress(rec), labels=rec.labels, creator=rec.creator,
+            sweep=f"sweeps/{rec.sweep_id}" if rec.sweep_id else "",
+            provenance=run_pb2.Provenance(
+                code_version=prov.get("code_version", ""), seed=int(prov.get("seed", 0)),
+                spec_sha256=prov.get("spec_sha256", ""),
+                library_versions=prov.get("library_versions", {}),
+                executor=prov.get("executor", "")),
+            create_time=_ts(rec.create_time_ns), start_time=_ts(rec.start_time_ns),
+            end_time=_ts(rec.end_time_ns), update_time=_ts(rec.update_time_ns),
+            delete_time=_ts(rec.delete_time_ns))
+        json_format.ParseDict(prov.get("request_spec", {}), run.spec)
+        if "request_spec" not in prov:
+            run.ClearField("spec")
+        err = _run_error(rec)
+        if err is not None:
+            run.error.CopyFrom(err)
+        if rec.summary is not None:
+            run.summary.CopyFrom(convert.summary_to_struct(rec.summary))
+        return run
+
+    # -- specs ------------------------------------------------------------------------------
+
+    def _scenario_raw(self, scenario: str, field: str) -> tuple[str, dict | None]:
+        if not scenario:
+            return "", None
+        m = re.fullmatch(r"scenarios/([A-Za-z0-9_.-]+)", scenario)
+        if m is None:
+            raise bad_request([(field, f"must be scenarios/{{scenario}}, got {scenario!r}")])
+        try:
+            return m.group(1), self.scenarios.load(m.group(1))
+        except convert.ConfigError as exc:
+            raise not_found("Scenario", scenario, str(exc)) from None
+
+    def _provenance(self, effective: spec_pb2.Spec, request_spec: spec_pb2.Spec | None
+                    ) -> dict[str, Any]:
+        prov = {"code_version": self._code_version, "seed": effective.seed,
+                "spec_sha256": _canonical_sha256(effective),
+                "library_versions": self._versions, "executor": self.executor_name}
+        if request_spec is not None:
+            prov["request_spec"] = json_format.MessageToDict(request_spec)
+        return prov
+
+    # -- RPCs -------------------------------------------------------------------------------
+
+    async def ListScenarios(self, request, context):
+        return await self._call(context, self._list_scenarios, request)
+
+    def _list_scenarios(self, request: simulator_pb2.ListScenariosRequest):
+        if not 0 <= request.page_size <= 1000:
+            raise bad_request([("page_size", "must be 0..1000")])
+        names = sorted(self.scenarios.list().items())
+        start = int(request.page_token) if request.page_token.isdigit() else 0
+        if request.page_token and not request.page_token.isdigit():
+            raise bad_request([("page_token", "not a token this server issued")])
+        size = request.page_size or 100
+        out = simulator_pb2.ListScenariosResponse()
+        for name, title in names[start:start + size]:
+            sc = out.scenarios.add(name=f"scenarios/{name}", title=title,
+                                   description=self.scenarios.description(name))
+            try:
+                sc.spec.CopyFrom(convert.spec_from_dict(self.scenarios.load(name)))
+            except convert.ConfigError:
+                log.warning("scenario %s does not validate on its own", name)
+        if start + size < len(names):
+            out.next_page_token = str(start + size)
+        return out
+
+    async def CreateRun(self, request, context):
+        return await self._call(context, self._create_run, request)
+
+    def _create_run(self, request: simulator_pb2.CreateRunRequest) -> run_pb2.Run:
+        if self.closing:
+            raise unavailable("the server is shutting down; no new runs")
+        run = request.run
+        if request.request_id:
+            old = self.store.find_by_request_id(self.creator, request.request_id)
+            if old is not None:
+                return self.run_to_proto(old)
+        violations = []
+        if request.run_id and not _RESOURCE_ID.fullmatch(request.run_id):
+            violations.append(("run_id", "4..63 characters of [a-z0-9-], starting with a "
+                                         "letter"))
+        if len(run.display_name) > 200:
+            violations.append(("run.display_name", "at most 200 characters"))
+        for k, v in run.labels.items():
+            if not k or len(k) > 63 or len(v) > 63:
+                violations.append((f"run.labels[{k}]", "keys 1..63, values 0..63 characters"))
+        if not run.scenario and not run.HasField("spec"):
+            violations.append(("run.spec", "required unless run.scenario is set"))
+        scenario, base = self._scenario_raw(run.scenario, "run.scenario")
+        cfg = None
+        if run.scenario or run.HasField("spec"):
+            try:
+                cfg = convert.config_from_proto(run.spec, base=base)
+            except convert.ConfigError as exc:
+                violations += _config_violations(exc, "run.spec")
+        if violations:
+            raise bad_request(violations)
+        effective = convert.spec_to_proto(cfg)
+        given = run.spec if run.HasField("spec") else None
+        prov = self._provenance(effective, given)
+        if request.validate_only:
+            return run_pb2.Run(
+                name=f"runs/{request.run_id}" if request.run_id else "",
+                display_name=run.display_name, scenario=run.scenario, spec=given,
+                effective_spec=effective, state=run_pb2.Run.QUEUED, labels=run.labels,
+                creator=self.creator, provenance=run_pb2.Provenance(
+                    code_version=prov["code_version"], seed=effective.seed,
+                    spec_sha256=prov["spec_sha256"], library_versions=self._versions,
+                    executor=self.executor_name))
+        if request.run_id:
+            try:
+                self.store.get_run(request.run_id)
+                raise RpcFailure(_status(code_pb2.ALREADY_EXISTS,
+                                         f"runs/{request.run_id} already exists",
+                                         error_details_pb2.ResourceInfo(
+                                             resource_type=f"{DOMAIN}/Run",
+                                             resource_name=f"runs/{request.run_id}")))
+            except NotFound:
+                pass
+        try:
+            rec = self.manager.submit(
+                convert.raw_from_proto(effective), display_name=run.display_name,
+                scenario=scenario, labels=dict(run.labels), provenance=prov,
+                creator=self.creator, request_id=request.request_id or None,
+                run_id=request.run_id or None)
+        except QueueFull as exc:
+            raise queue_full(exc) from None
+        except RequestIdConflict as exc:
+            raise RpcFailure(_status(code_pb2.ALREADY_EXISTS, str(exc))) from None
+        except InvalidArgument as exc:
+            raise bad_request([("run", str(exc))]) from None
+        return self.run_to_proto(rec)
+
+    async def GetRun(self, request, context):
+        return await self._call(context, lambda: self.run_to_proto(self._get(request.name)))
+
+    async def ListRuns(self, request, context):
+        return await self._call(context, self._list_runs, request)
+
+    def _list_runs(self, request: simulator_pb2.ListRunsRequest):
+        if not 0 <= request.page_size <= 1000:
+            raise bad_request([("page_size", "must be 0..1000")])
+        try:
+            recs, token = self.store.list_runs(request.filter, request.order_by,
+                                               request.page_size, request.page_token,
+                                               show_deleted=request.show_deleted)
+            total, tok = 0, ""
+            while True:   # count over all pages (the store has no COUNT query)
+                page, tok = self.store.list_runs(request.filter, "", 1000, tok,
+                                                 show_deleted=request.show_deleted)
+                total += len(page)
+                if not tok:
+                    break
+        except QueryError as exc:
+            raise bad_request([(exc.parameter, f"column {exc.column}: {exc.message}")],
+                              f"{exc.parameter}: column {exc.column}: {exc.message}") from None
+        except InvalidArgument as exc:
+            raise bad_request([("page_token", str(exc))]) from None
+        return simulator_pb2.ListRunsResponse(runs=[self.run_to_proto(r) for r in recs],
+                                              next_page_token=token, total_size=total)
+
+    async def CancelRun(self, request, context):
+        return await self._call(context, self._cancel_run, request)
+
+    def _cancel_run(self, request: simulator_pb2.CancelRunRequest):
+        rec = self._get(request.name)
+        try:
+            return self.run_to_proto(self.manager.cancel(rec.id))
+        except WrongState as exc:
+            raise precondition(request.name, str(exc)) from None
+
+    async def DeleteRun(self, request, context):
+        return await self._call(context, self._delete_run, request)
+
+    def _delete_run(self, request: simulator_pb2.DeleteRunRequest):
+        rec = self._get(request.name)
+        if not rec.state.terminal:
+            if not request.force:
+                raise precondition(request.name, f"{request.name} is {rec.state.value}; "
+                                                 f"cancel it first or delete with force")
+            try:
+                self.manager.cancel(rec.id)
+            except WrongState:
+                pass   # it ended meanwhile
+            self.manager.wait_for_state(rec.id, timeout_s=30.0)
+        return self.run_to_proto(self.store.soft_delete(rec.id))
+
+    async def ListRunSamples(self, request, context):
+        return await self._call(context, self._list_samples, request)
+
+    def _list_samples(self, request: simulator_pb2.ListRunSamplesRequest):
+        rec = self._get(request.parent, "parent")
+        if not 0 <= request.page_size <= 10000:
+            raise bad_request([("page_size", "must be 0..10000")])
+        try:
+            samples, token = self.store.list_samples(rec.id, request.page_size,
+                                                     request.page_token, request.max_points)
+        except InvalidArgument as exc:
+            field = "page_token" if "token" in str(exc) else "max_points"
+            raise bad_request([(field, str(exc))]) from None
+        columns = list(dict.fromkeys(k for s in samples for k in s.row if k != "time_s"))
+        if request.columns:
+            unknown = [c for c in request.columns if c not in columns] if samples else []
+            if unknown:
+                raise bad_request([(f"columns[{list(request.columns).index(c)}]",
+                                    f"unknown column {c!r}") for c in unknown])
+            columns = list(request.columns)
+        out = simulator_pb2.ListRunSamplesResponse(columns=columns, next_page_token=token)
+        for s in samples:
+            out.samples.add(time_seconds=s.sim_time_s,
+                            values=[float(s.row.get(c, float("nan"))) for c in columns])
+        if not request.page_token and not token:
+            out.total_size = len(samples)
+        return out
+
+    async def GetRunReport(self, request, context):
+        return await self._call(context, self._get_report, request)
+
+    def _get_report(self, request: simulator_pb2.GetRunReportRequest):
+        run_id = _run_id(request.name, suffix="/report")
+        rec = self._get(f"runs/{run_id}")
+        if rec.state is not RunState.SUCCEEDED:
+            raise precondition(f"runs/{run_id}", f"runs/{run_id} is {rec.state.value}; only "
+                                                 f"a SUCCEEDED run has a report")
+        reports = self.store.get_reports(rec.id)
+        full = request.view == run_pb2.RUN_REPORT_VIEW_FULL
+        return run_pb2.RunReport(
+            name=request.name, summary=convert.summary_to_struct(rec.summary or {}),
+            procfs_files=[run_pb2.ProcfsFile(name=k[5:], text=v) for k, v in reports.items()
+                          if k.startswith("proc/")],
+            trace=reports.get("trace", "") if full else "",
+            fault_log=reports.get("fault_log", "") if full else "")
+
+    # -- WatchRun ---------------------------------------------------------------------------
+
+    async def WatchRun(self, request, context):
+        rec = await self._call(context, self._get, request.name)
+        heartbeat = (request.heartbeat_interval_seconds
+                     if request.HasField("heartbeat_interval_seconds") else DEFAULT_HEARTBEAT_S)
+        if not 1 <= heartbeat <= 300:
+            await self._abort(context, bad_request([("heartbeat_interval_seconds",
+                                                     "must be 1..300")]).status)
+        if request.HasField("after_sequence") and request.after_sequence < 0:
+            await self._abort(context, bad_request([("after_sequence", "must be >= 0")]).status)
+        snapshot = await asyncio.to_thread(self.run_to_proto, rec)
+        yield simulator_pb2.WatchRunResponse(snapshot=snapshot, sequence=rec.last_sequence)
+        if request.HasField("after_sequence"):
+            seq = min(request.after_sequence, rec.last_sequence)
+        else:
+            seq = rec.last_sequence
+            if rec.state.terminal:
+                return
+        state = await asyncio.to_thread(self._state_at, rec.id, seq)
+        last_sent = time.monotonic()
+        while True:
+            closed = self._closed.is_set()   # shutting down: send what is stored, then end
+            events = await asyncio.to_thread(self.manager.wait_events, rec.id, seq,
+                                             0.0 if closed else min(0.5, heartbeat), 200)
+            if closed and not events:
+                await self._abort(context, unavailable().status)
+            for ev in events:
+                msg, state = self._event_to_proto(rec, ev, state)
+                seq = ev.sequence
+                yield simulator_pb2.WatchRunResponse(event=msg, sequence=seq)
+                last_sent = time.monotonic()
+                if ev.type == "state" and ev.payload["state"] in _TERMINAL:
+                    return
+            if not events:
+                now_rec = await asyncio.to_thread(self.store.get_run, rec.id)
+                if now_rec.state.terminal and now_rec.last_sequence <= seq:
+                    return
+                if time.monotonic() - last_sent >= heartbeat:
+                    yield simulator_pb2.WatchRunResponse(heartbeat=simulator_pb2.Heartbeat(),
+                                                         sequence=seq)
+                    last_sent = time.monotonic()
+
+    def _state_at(self, run_id: str, seq: int) -> int:
+        state, after = run_pb2.Run.STATE_UNSPECIFIED, 0
+        while after < seq:
+            events = self.store.events_after(run_id, after, min(1000, seq - after))
+            if not events:
+                break
+            for ev in events:
+                if ev.type == "state":
+                    state = getattr(run_pb2.Run, ev.payload["state"])
+            after = events[-1].sequence
+        return state
+
+    def _event_to_proto(self, rec: RunRecord, ev: Any, previous: int
+                        ) -> tuple[run_pb2.RunEvent, int]:
+        msg = run_pb2.RunEvent(sequence=ev.sequence, event_time=_ts(ev.time_ns))
+        if ev.type == "state":
+            new = getattr(run_pb2.Run, ev.payload["state"])
+            msg.state_change.previous_state = previous
+            msg.state_change.state = new
+            if ev.payload["state"] in (RunState.FAILED.value, RunState.CANCELLED.value):
+                fake = RunRecord(**{**{f: getattr(rec, f) for f in rec.__slots__},
+                                    "state": RunState(ev.payload["state"]),
+                                    "error_reason": ev.payload.get("error_reason", ""),
+                                    "error_message": ev.payload.get("error_message", ""),
+                                    "interrupted": ev.payload.get("interrupted", False)})
+                err = _run_error(fake)
+                if err is not None:
+                    msg.state_change.error.CopyFrom(err)
+            return msg, new
+        if ev.type == "progress":
+            msg.progress.CopyFrom(self._progress(rec, ev.payload))
+        return msg, previous
+
+    # -- sweeps -----------------------------------------------------------------------------
+
+    async def CreateSweep(self, request, context):
+        return await self._call(context, self._create_sweep, request)
+
+    def _create_sweep(self, request: simulator_pb2.CreateSweepRequest):
+        if self.closing:
+            raise unavailable("the server is shutting down; no new runs")
+        sw = request.sweep
+        violations = []
+        if request.sweep_id and not _RESOURCE_ID.fullmatch(request.sweep_id):
+            violations.append(("sweep_id", "4..63 characters of [a-z0-9-], starting with a "
+                                           "letter"))
+        if not sw.scenario and not sw.HasField("base_spec"):
+            violations.append(("sweep.base_spec", "required unless sweep.scenario is set"))
+        scenario, base = self._scenario_raw(sw.scenario, "sweep.scenario")
+        base_raw = None
+        try:
+            cfg = convert.config_from_proto(sw.base_spec, base=base)
+            base_raw = convert.raw_from_proto(convert.spec_to_proto(cfg))
+        except convert.ConfigError as exc:
+            violations += _config_violations(exc, "sweep.base_spec")
+        if violations:
+            raise bad_request(violations)
+        params = [(p.path, [_value_to_py(v) for v in p.values]) for p in sw.parameters]
+        try:
+            points = sweeps.expand(base_raw, params, sw.seeds or 1)
+        except convert.ConfigError as exc:
+            raise bad_request(_config_violations(exc, "sweep")) from None
+        runs: list[tuple[sweeps.Point, dict, spec_pb2.Spec]] = []
+        for pt in points:
+            for raw in pt.specs:
+                try:
+                    eff = convert.spec_to_proto(convert.config_from_proto(spec_pb2.Spec(),
+                                                                          base=raw))
+                except convert.ConfigError as exc:
+                    names = ", ".join(f"{p}={json.dumps(v)}" for p, v in pt.values.items())
+                    raise bad_request([(f"sweep.parameters ({names}): {f}", d)
+                                       for f, d in _config_violations(exc, "spec")]) from None
+                runs.append((pt, raw, eff))
+        if request.validate_only:
+            return sweep_pb2.Sweep(display_name=sw.display_name, scenario=sw.scenario,
+                                   base_spec=sw.base_spec, parameters=sw.parameters,
+                                   seeds=sw.seeds or 1, metrics=sw.metrics, labels=sw.labels,
+                                   state=sweep_pb2.Sweep.RUNNING, creator=self.creator)
+        if len(self.manager.queued()) + len(runs) > self.manager.max_queue:
+            raise queue_full(QueueFull(self.manager.max_queue))
+        grid = {"scenario": scenario, "parameters": [{"path": p, "values": v} for p, v in params],
+                "seeds": sw.seeds or 1, "metrics": list(sw.metrics), "labels": dict(sw.labels),
+                "base_spec": json_format.MessageToDict(sw.base_spec),
+                "points": [{"index": p.index, "values": p.values} for p in points]}
+        try:
+            rec, _ = self.store.create_sweep(base_raw, grid, display_name=sw.display_name,
+                                             creator=self.creator,
+                                             sweep_id=request.sweep_id or None)
+        except InvalidArgument as exc:
+            raise RpcFailure(_status(code_pb2.ALREADY_EXISTS, str(exc))) from None
+        for pt, raw, eff in runs:
+            labels = {**sw.labels, "sweep": rec.id, "sweep_point": str(pt.index)}
+            try:
+                self.manager.submit(convert.raw_from_proto(eff),
+                                    display_name=f"{sw.display_name or rec.id} "
+                                                 f"#{pt.index} seed {eff.seed}",
+                                    scenario=scenario, labels=labels,
+                                    provenance=self._provenance(eff, None),
+                                    creator=self.creator, sweep_id=rec.id)
+            except QueueFull as exc:
+                raise queue_full(exc) from None
+        return self._sweep_to_proto(rec.id)
+
+    async def GetSweep(self, request, context):
+        return await self._call(context, self._get_sweep, request)
+
+    def _get_sweep(self, request: simulator_pb2.GetSweepRequest):
+        m = re.fullmatch(r"sweeps/([a-z0-9][a-z0-9-]{0,62})", request.name)
+        if m is None:
+            raise bad_request([("name", f"must be sweeps/{{sweep}}, got {request.name!r}")])
+        return self._sweep_to_proto(m.group(1))
+
+    def _sweep_to_proto(self, sweep_id: str) -> sweep_pb2.Sweep:
+        try:
+            rec = self.store.get_sweep(sweep_id)
+            runs = self.store.sweep_runs(sweep_id)
+        except NotFound:
+            raise not_found("Sweep", f"sweeps/{sweep_id}") from None
+        if rec.deleted:
+            raise not_found("Sweep", f"sweeps/{sweep_id}")
+        grid = rec.grid
+        out = sweep_pb2.Sweep(
+            name=f"sweeps/{rec.id}", display_name=rec.display_name,
+            scenario=f"scenarios/{grid['scenario']}" if grid.get("scenario") else "",
+            seeds=grid["seeds"], metrics=grid["metrics"], labels=grid["labels"],
+            creator=rec.creator, create_time=_ts(rec.create_time_ns))
+        json_format.ParseDict(grid.get("base_spec", {}), out.base_spec)
+        for p in grid["parameters"]:
+            out.parameters.add(path=p["path"], values=[_py_to_value(v) for v in p["values"]])
+        by_point: dict[str, list[RunRecord]] = {}
+        for r in runs:
+            by_point.setdefault(r.labels.get("sweep_point", ""), []).append(r)
+        succeeded = [r.summary for r in runs if r.state is RunState.SUCCEEDED and r.summary]
+        metrics = grid["metrics"] or sweeps.default_metrics(succeeded)
+        counts: dict[str, int] = {}
+        for r in runs:
+            counts[r.state.value] = counts.get(r.state.value, 0) + 1
+        out.run_state_counts.update(counts)
+        for p in grid["points"]:
+            prs = sorted(by_point.get(str(p["index"]), []),
+                         key=lambda r: int(r.provenance.get("seed", 0)))
+            pt = out.points.add(index=p["index"], runs=[f"runs/{r.id}" for r in prs],
+                                run_states=[_STATES[r.state] for r in prs])
+            for k, v in p["values"].items():
+                pt.values[k].CopyFrom(_py_to_value(v))
+            aggs = sweeps.aggregates([r.summary for r in prs if r.state is RunState.SUCCEEDED
+                                      and r.summary], metrics)
+            for k, a in aggs.items():
+                pt.aggregates[k].CopyFrom(sweep_pb2.Aggregate(
+                    count=a.count, mean=a.mean, stddev=a.stddev, min=a.min, max=a.max))
+        out.state = getattr(sweep_pb2.Sweep, sweeps.sweep_state([r.state.value for r in runs])
+                            if runs else "RUNNING")
+        if out.state != sweep_pb2.Sweep.RUNNING and runs:
+            out.end_time.CopyFrom(_ts(max(r.end_time_ns or 0 for r in runs)))
+        return out

@@ -1,0 +1,152 @@
+"""Sweeps without protobuf: a grid over a raw spec, expanded into points and seeds, and
+per-point aggregates of run summaries.
+
+A parameter is a spec path as in YAML spec files and `--set` (config names:
+"tunables.compaction_proactiveness", "workload[0].rate"), and its values are YAML-like
+plain values (numbers, booleans, "2GiB", "MAPPING_OPS"). Points are the cartesian product
+of the axes in order, the last axis varying fastest; each point has `seeds` runs with seeds
+base seed, base seed + 1, ...
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import re
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sim.config import apply_overrides
+from sim.schema import ConfigError, FieldError
+
+MAX_RUNS = 1000
+MAX_SEEDS = 100
+
+# Summary figures aggregated when a sweep names none (plus every high-order allocation
+# kind's success ratio found in the summaries).
+DEFAULT_METRICS = ("vmstat.compact_stall", "vmstat.compact_success", "vmstat.compact_fail",
+                   "vmstat.pgmigrate_success", "vmstat.pgmigrate_fail",
+                   "fragmentation_score")
+
+_ORDER = re.compile(r"/order(\d+)$")
+
+
+@dataclass(frozen=True)
+class Point:
+    index: int
+    values: dict[str, Any]          # path -> value at this point
+    specs: list[dict[str, Any]]     # one raw spec per seed, in seed order
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    count: int
+    mean: float
+    stddev: float
+    min: float
+    max: float
+
+
+def _plain(value: Any) -> Any:
+    """Integral floats (protobuf Values are doubles) as ints, so int fields accept them."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**63:
+        return int(value)
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def expand(base: Mapping[str, Any], parameters: Sequence[tuple[str, Sequence[Any]]],
+           seeds: int = 1) -> list[Point]:
+    """The points of the grid over raw spec `base`. ConfigError names the bad parameter
+    (`parameters[i]`, `parameters[i].values`, `seeds`) or, from apply_overrides, the path."""
+    errors = []
+    if not parameters:
+        errors.append(FieldError("parameters", "needs at least one parameter"))
+    if not 1 <= seeds <= MAX_SEEDS:
+        errors.append(FieldError("seeds", f"must be 1..{MAX_SEEDS}"))
+    seen = set()
+    for i, (path, values) in enumerate(parameters):
+        if not path:
+            errors.append(FieldError(f"parameters[{i}].path", "must not be empty"))
+        elif path.split("[")[0].split(".")[0] == "seed":
+            errors.append(FieldError(f"parameters[{i}].path", "seed is not a parameter; use seeds"))
+        elif path in seen:
+            errors.append(FieldError(f"parameters[{i}].path", f"{path!r} appears twice"))
+        seen.add(path)
+        if not values:
+            errors.append(FieldError(f"parameters[{i}].values", "needs at least one value"))
+    total = math.prod(len(v) for _, v in parameters) * max(seeds, 1) if parameters else 0
+    if total > MAX_RUNS:
+        errors.append(FieldError("parameters", f"{total} runs; at most {MAX_RUNS}"))
+    if errors:
+        raise ConfigError(errors)
+    base_seed = int(base.get("seed", 1))
+    points = []
+    axes = [[_plain(v) for v in values] for _, values in parameters]
+    for index, combo in enumerate(itertools.product(*axes)):
+        values = {path: v for (path, _), v in zip(parameters, combo)}
+        raw = apply_overrides(base, [f"{p}={json.dumps(v)}" for p, v in values.items()])
+        specs = [{**raw, "seed": base_seed + s} for s in range(seeds)]
+        points.append(Point(index, values, specs))
+    return points
+
+
+def lookup(summary: Mapping[str, Any], path: str) -> float | None:
+    """The number at dotted `path` in a summary (a list of numbers gives its mean), or None.
+    Keys may hold dots' neighbours like "thp/order9": each step is matched greedily."""
+    node: Any = summary
+    parts = path.split(".")
+    i = 0
+    while i < len(parts):
+        if not isinstance(node, Mapping):
+            return None
+        for j in range(len(parts), i, -1):   # longest key first ("a.b" before "a")
+            key = ".".join(parts[i:j])
+            if key in node:
+                node, i = node[key], j
+                break
+        else:
+            return None
+    if isinstance(node, bool):
+        return float(node)
+    if isinstance(node, (int, float)):
+        return float(node)
+    if isinstance(node, list) and node and all(isinstance(x, (int, float)) for x in node):
+        return float(statistics.fmean(node))
+    return None
+
+
+def default_metrics(summaries: Sequence[Mapping[str, Any]]) -> list[str]:
+    kinds = sorted({k for s in summaries for k in (s.get("allocations") or {})
+                    if (m := _ORDER.search(k)) and int(m.group(1)) > 0})
+    return [*DEFAULT_METRICS, *(f"allocations.{k}.success_ratio" for k in kinds)]
+
+
+def aggregate(values: Sequence[float]) -> Aggregate:
+    n = len(values)
+    return Aggregate(n, statistics.fmean(values), statistics.stdev(values) if n > 1 else 0.0,
+                     min(values), max(values))
+
+
+def aggregates(summaries: Sequence[Mapping[str, Any]],
+               metrics: Sequence[str]) -> dict[str, Aggregate]:
+    """metric path -> aggregate over the summaries that have it (none: left out)."""
+    out = {}
+    for m in metrics:
+        vals = [v for s in summaries if (v := lookup(s, m)) is not None and math.isfinite(v)]
+        if vals:
+            out[m] = aggregate(vals)
+    return out
+
+
+def sweep_state(states: Sequence[str]) -> str:
+    """RUNNING, SUCCEEDED or FAILED from the run states (names)."""
+    if any(s in ("QUEUED", "RUNNING", "CANCELLING") for s in states):
+        return "RUNNING"
+    return "SUCCEEDED" if all(s == "SUCCEEDED" for s in states) else "FAILED"

@@ -1,0 +1,359 @@
+"""End to end: the real `compactsim-server` process, a real channel on loopback, real
+worker processes. Runs are tiny (64 MiB, under 1 s simulated); `pace` slows the ones that
+must still be running when the test acts on them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import grpc
+import pytest
+from google.protobuf import struct_pb2
+from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import \
+    ProtoReflectionDescriptorDatabase
+from grpc_status import rpc_status
+
+from compactsim_proto.v1 import run_pb2, simulator_pb2, simulator_pb2_grpc, spec_pb2, sweep_pb2
+
+ROOT = Path(__file__).resolve().parents[2]
+R = run_pb2.Run
+TERMINAL = (R.SUCCEEDED, R.FAILED, R.CANCELLED)
+
+
+class Server:
+    def __init__(self, data_dir: Path, *extra: str):
+        self.data_dir = data_dir
+        self.extra = extra
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "Server":
+        port_file = self.data_dir / f"port-{uuid.uuid4().hex[:6]}"
+        self.log = open(self.data_dir / "server.log", "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "server.main", "--listen", "127.0.0.1:0", "--port-file",
+             str(port_file), "--data-dir", str(self.data_dir), "--workers", "2",
+             "--metrics-listen", "127.0.0.1:0", *self.extra],
+            cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 20
+        while not port_file.exists():
+            assert self.proc.poll() is None, (self.data_dir / "server.log").read_text()
+            assert time.monotonic() < deadline, "server did not start"
+            time.sleep(0.05)
+        self.port = int(port_file.read_text())
+        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}")
+        self.stub = simulator_pb2_grpc.SimulatorStub(self.channel)
+        return self
+
+    def stop(self, timeout: float = 20) -> int:
+        self.channel.close()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        rc = self.proc.wait(timeout)
+        self.log.close()
+        return rc
+
+
+@pytest.fixture
+def make_server(tmp_path):
+    servers = []
+
+    def make(*extra, data_dir=None):
+        s = Server(data_dir or tmp_path, *extra).start()
+        servers.append(s)
+        return s
+
+    yield make
+    for s in servers:
+        if s.proc.poll() is None:
+            s.proc.kill()
+            s.proc.wait()
+
+
+@pytest.fixture
+def server(make_server):
+    return make_server()
+
+
+def spec(seed=3, duration=0.5, pace=0.0, rate=2000.0) -> spec_pb2.Spec:
+    s = spec_pb2.Spec(seed=seed, duration_seconds=duration, pace=pace)
+    s.machine.memory_bytes = 64 << 20
+    s.machine.cpus = 1
+    s.sampling.interval_seconds = 0.05
+    g = s.workload.add(name="anon", kind=spec_pb2.PAGE_KIND_ANON, tasks=2, rate=rate)
+    g.order_mix.update({0: 0.8, 3: 0.2})
+    return s
+
+
+def create(stub, s=None, **kw) -> run_pb2.Run:
+    return stub.CreateRun(simulator_pb2.CreateRunRequest(run=R(spec=s or spec(), **kw)))
+
+
+def wait_state(stub, name, states=TERMINAL, timeout=20) -> run_pb2.Run:
+    deadline = time.monotonic() + timeout
+    while True:
+        run = stub.GetRun(simulator_pb2.GetRunRequest(name=name))
+        if run.state in states:
+            return run
+        assert time.monotonic() < deadline, f"{name} still {R.State.Name(run.state)}"
+        time.sleep(0.05)
+
+
+def details(err: grpc.RpcError, kind):
+    st = rpc_status.from_call(err)
+    out = []
+    for d in st.details:
+        if d.Is(kind.DESCRIPTOR):
+            msg = kind()
+            d.Unpack(msg)
+            out.append(msg)
+    return out
+
+
+def watch_all(stub, name, **kw):
+    return list(stub.WatchRun(simulator_pb2.WatchRunRequest(name=name, **kw), timeout=30))
+
+
+# ---- tests ---------------------------------------------------------------------------------
+
+def test_create_watch_to_succeeded_with_gapless_events(server):
+    run = create(server.stub, display_name="tiny", labels={"team": "mm"})
+    assert run.state == R.QUEUED and run.name.startswith("runs/")
+    assert run.effective_spec.machine.memory_bytes == 64 << 20
+    assert len(run.provenance.spec_sha256) == 64
+    msgs = watch_all(server.stub, run.name, after_sequence=0)
+    assert msgs[0].WhichOneof("message") == "snapshot"
+    events = [m.event for m in msgs[1:] if m.WhichOneof("message") == "event"]
+    assert [e.sequence for e in events] == list(range(1, len(events) + 1))
+    states = [e.state_change.state for e in events if e.WhichOneof("kind") == "state_change"]
+    assert states == [R.QUEUED, R.RUNNING, R.SUCCEEDED]
+    assert any(e.WhichOneof("kind") == "progress" for e in events)
+    done = server.stub.GetRun(simulator_pb2.GetRunRequest(name=run.name))
+    assert done.state == R.SUCCEEDED and done.summary.fields["sim_time_s"].number_value == 0.5
+    report = server.stub.GetRunReport(simulator_pb2.GetRunReportRequest(
+        name=run.name + "/report", view=run_pb2.RUN_REPORT_VIEW_FULL))
+    assert {"buddyinfo", "vmstat"} <= {f.name for f in report.procfs_files}
+    samples = server.stub.ListRunSamples(simulator_pb2.ListRunSamplesRequest(
+        parent=run.name, max_points=4, page_size=3))
+    assert len(samples.samples) == 3 and samples.next_page_token
+    rest = server.stub.ListRunSamples(simulator_pb2.ListRunSamplesRequest(
+        parent=run.name, max_points=4, page_size=3, page_token=samples.next_page_token))
+    assert len(rest.samples) == 1 and rest.samples[0].time_seconds == pytest.approx(0.5)
+    # a retry with the same request_id returns the same run
+    rid = str(uuid.uuid4())
+    a = server.stub.CreateRun(simulator_pb2.CreateRunRequest(run=R(spec=spec()), request_id=rid))
+    b = server.stub.CreateRun(simulator_pb2.CreateRunRequest(run=R(spec=spec()), request_id=rid))
+    assert a.name == b.name
+
+
+def test_watch_resumes_after_disconnect(server):
+    run = create(server.stub, spec(duration=0.5, pace=1.0))
+    stream = server.stub.WatchRun(simulator_pb2.WatchRunRequest(name=run.name, after_sequence=0))
+    first = [next(stream) for _ in range(3)]     # snapshot, QUEUED, RUNNING (or progress)
+    stream.cancel()
+    last = first[-1].sequence
+    assert last >= 2
+    rest = watch_all(server.stub, run.name, after_sequence=last)
+    seqs = [m.sequence for m in rest if m.WhichOneof("message") == "event"]
+    assert seqs[0] == last + 1 and seqs == list(range(last + 1, last + 1 + len(seqs)))
+    assert rest[-1].event.state_change.state == R.SUCCEEDED
+    # a finished run with no after_sequence: just the snapshot
+    only = watch_all(server.stub, run.name)
+    assert len(only) == 1 and only[0].snapshot.state == R.SUCCEEDED
+
+
+def test_cancel_delete_and_errors(server):
+    run = create(server.stub, spec(duration=1.0, pace=0.1))
+    wait_state(server.stub, run.name, (R.RUNNING,))
+    server.stub.CancelRun(simulator_pb2.CancelRunRequest(name=run.name))
+    cancelled = wait_state(server.stub, run.name)
+    assert cancelled.state == R.CANCELLED and cancelled.error.code == grpc.StatusCode.CANCELLED.value[0]
+    with pytest.raises(grpc.RpcError) as e:
+        server.stub.CancelRun(simulator_pb2.CancelRunRequest(name=run.name))
+    assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert details(e.value, error_details_pb2.PreconditionFailure)[0].violations[0].subject == run.name
+    # delete a running run: refused without force, cancelled and deleted with it
+    running = create(server.stub, spec(duration=1.0, pace=0.1))
+    wait_state(server.stub, running.name, (R.RUNNING,))
+    with pytest.raises(grpc.RpcError) as e:
+        server.stub.DeleteRun(simulator_pb2.DeleteRunRequest(name=running.name))
+    assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    deleted = server.stub.DeleteRun(simulator_pb2.DeleteRunRequest(name=running.name, force=True))
+    assert deleted.state == R.CANCELLED and deleted.HasField("delete_time")
+    server.stub.DeleteRun(simulator_pb2.DeleteRunRequest(name=run.name))
+    for name in (run.name, running.name, "runs/nosuchrun"):
+        with pytest.raises(grpc.RpcError) as e:
+            server.stub.GetRun(simulator_pb2.GetRunRequest(name=name))
+        assert e.value.code() == grpc.StatusCode.NOT_FOUND
+        assert details(e.value, error_details_pb2.ResourceInfo)[0].resource_name == name
+    listed = server.stub.ListRuns(simulator_pb2.ListRunsRequest(show_deleted=True))
+    assert {run.name, running.name} <= {r.name for r in listed.runs}
+    # several bad fields at once, each named
+    bad = spec()
+    bad.machine.memory_bytes = 5 << 20          # not a multiple of 4 MiB and below 64 MiB
+    bad.duration_seconds = -1
+    bad.workload[0].tasks = 0
+    with pytest.raises(grpc.RpcError) as e:
+        create(server.stub, bad)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    fields = {v.field for v in details(e.value, error_details_pb2.BadRequest)[0].field_violations}
+    assert {"run.spec.machine.memory_bytes", "run.spec.duration_seconds",
+            "run.spec.workload[0].tasks"} <= fields
+    # validate_only creates nothing
+    before = server.stub.ListRuns(simulator_pb2.ListRunsRequest()).total_size
+    v = server.stub.CreateRun(simulator_pb2.CreateRunRequest(run=R(spec=spec()), validate_only=True))
+    assert v.effective_spec.seed == 3
+    assert server.stub.ListRuns(simulator_pb2.ListRunsRequest()).total_size == before
+
+
+def test_list_filter_and_paging(server):
+    names = [create(server.stub, labels={"batch": "a" if i % 2 else "b"}).name for i in range(5)]
+    for n in names:
+        wait_state(server.stub, n)
+    seen, token = [], ""
+    while True:
+        page = server.stub.ListRuns(simulator_pb2.ListRunsRequest(
+            filter='labels.batch = "b" AND state = SUCCEEDED', page_size=2, page_token=token,
+            order_by="create_time"))
+        assert page.total_size == 3 and len(page.runs) <= 2
+        seen += [r.name for r in page.runs]
+        token = page.next_page_token
+        if not token:
+            break
+    assert seen == [names[0], names[2], names[4]]
+    with pytest.raises(grpc.RpcError) as e:
+        server.stub.ListRuns(simulator_pb2.ListRunsRequest(filter="state = BOGUS"))
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    v = details(e.value, error_details_pb2.BadRequest)[0].field_violations[0]
+    assert v.field == "filter" and "column 9" in v.description
+
+
+def test_full_queue(make_server):
+    s = make_server("--max-queue", "1")
+    # two workers busy, one waiting: the next is refused
+    for _ in range(2):
+        wait_state(s.stub, create(s.stub, spec(duration=1.0, pace=0.2)).name, (R.RUNNING,))
+    waiting = create(s.stub, spec(duration=1.0, pace=0.2))
+    assert waiting.state == R.QUEUED
+    with pytest.raises(grpc.RpcError) as e:
+        create(s.stub, spec(duration=1.0, pace=0.2))
+    assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert details(e.value, error_details_pb2.RetryInfo)
+    assert details(e.value, error_details_pb2.QuotaFailure)
+
+
+def test_restart_keeps_runs_results_and_events(make_server, tmp_path):
+    s = make_server()
+    done = create(s.stub)
+    wait_state(s.stub, done.name)
+    events_before = watch_all(s.stub, done.name, after_sequence=0)
+    assert s.stop() == 0
+    s2 = make_server(data_dir=tmp_path)
+    after = s2.stub.GetRun(simulator_pb2.GetRunRequest(name=done.name))
+    assert after.state == R.SUCCEEDED and after.summary.fields["sim_time_s"].number_value == 0.5
+    events_after = watch_all(s2.stub, done.name, after_sequence=0)
+    assert [m.event for m in events_after[1:]] == [m.event for m in events_before[1:]]
+    report = s2.stub.GetRunReport(simulator_pb2.GetRunReportRequest(name=done.name + "/report"))
+    assert report.procfs_files
+
+
+def _grandchildren(pid: int) -> list[int]:
+    kids = {}
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                stat = Path(f"/proc/{p}/stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            kids.setdefault(ppid, []).append(int(p))
+    return [g for c in kids.get(pid, []) for g in kids.get(c, [])]
+
+
+def test_killed_worker_fails_run_and_server_stays_healthy(server):
+    run = create(server.stub, spec(duration=1.0, pace=0.1))
+    wait_state(server.stub, run.name, (R.RUNNING,))
+    deadline = time.monotonic() + 5
+    while not (workers := _grandchildren(server.proc.pid)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(workers) == 1
+    os.kill(workers[0], signal.SIGKILL)
+    failed = wait_state(server.stub, run.name)
+    assert failed.state == R.FAILED and "SIGKILL" in failed.error.message
+    health = health_pb2_grpc.HealthStub(server.channel)
+    for svc in ("", "compactsim.v1.Simulator"):
+        assert health.Check(health_pb2.HealthCheckRequest(service=svc)).status == \
+            health_pb2.HealthCheckResponse.SERVING
+    assert wait_state(server.stub, create(server.stub).name).state == R.SUCCEEDED
+
+
+def test_health_reflection_and_metrics(server):
+    health = health_pb2_grpc.HealthStub(server.channel)
+    assert health.Check(health_pb2.HealthCheckRequest()).status == \
+        health_pb2.HealthCheckResponse.SERVING
+    db = ProtoReflectionDescriptorDatabase(server.channel)
+    assert "compactsim.v1.Simulator" in db.get_services()
+    desc = db.FindFileContainingSymbol("compactsim.v1.Simulator")
+    assert any(s.name == "Simulator" for s in desc.service)
+    import urllib.request
+    mport = int(Path(str(next(server.data_dir.glob("port-*.metrics")))).read_text())
+    text = urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=5).read().decode()
+    assert 'compactsim_runs{state="QUEUED"} 0.0' in text and "compactsim_queue_depth" in text
+
+
+def test_sigterm_with_active_run_and_watch(server):
+    run = create(server.stub, spec(duration=1.0, pace=0.05))
+    wait_state(server.stub, run.name, (R.RUNNING,))
+    stream = server.stub.WatchRun(simulator_pb2.WatchRunRequest(name=run.name), timeout=30)
+    assert next(stream).WhichOneof("message") == "snapshot"
+    server.proc.send_signal(signal.SIGTERM)
+    got = []
+    try:
+        for m in stream:
+            got.append(m)
+    except grpc.RpcError as e:
+        assert e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
+    assert server.proc.wait(20) == 0
+    # the stream ended; it saw the run stopped and marked
+    ends = [m.event.state_change for m in got if m.WhichOneof("message") == "event"
+            and m.event.WhichOneof("kind") == "state_change"]
+    assert ends and ends[-1].state == R.FAILED
+    s2 = Server(server.data_dir).start()
+    try:
+        after = s2.stub.GetRun(simulator_pb2.GetRunRequest(name=run.name))
+        assert after.state == R.FAILED and after.error.details
+        assert "shutdown" in after.error.message
+    finally:
+        assert s2.stop() == 0
+
+
+def test_sweep_grid_2x2(server):
+    base = spec(duration=0.3)
+    sw = sweep_pb2.Sweep(base_spec=base, seeds=2, parameters=[sweep_pb2.SweepParameter(
+        path="tunables.compaction_proactiveness",
+        values=[struct_pb2.Value(number_value=0), struct_pb2.Value(number_value=60)])],
+        metrics=["vmstat.nr_free_pages", "allocations.anon/order3.success_ratio"])
+    created = server.stub.CreateSweep(simulator_pb2.CreateSweepRequest(sweep=sw))
+    assert len(created.points) == 2 and all(len(p.runs) == 2 for p in created.points)
+    runs = server.stub.ListRuns(simulator_pb2.ListRunsRequest(
+        filter=f'labels.sweep = "{created.name.split("/")[1]}"')).runs
+    assert len(runs) == 4
+    assert sorted(r.labels["sweep_point"] for r in runs) == ["0", "0", "1", "1"]
+    assert {r.effective_spec.seed for r in runs} == {3, 4}
+    assert {r.effective_spec.tunables.compaction_proactiveness for r in runs} == {0, 60}
+    for r in runs:
+        wait_state(server.stub, r.name)
+    got = server.stub.GetSweep(simulator_pb2.GetSweepRequest(name=created.name))
+    assert got.state == sweep_pb2.Sweep.SUCCEEDED and got.run_state_counts["SUCCEEDED"] == 4
+    for p in got.points:
+        agg = p.aggregates["vmstat.nr_free_pages"]
+        assert agg.count == 2 and agg.min <= agg.mean <= agg.max
+        assert p.aggregates["allocations.anon/order3.success_ratio"].count == 2
+    assert got.points[1].values["tunables.compaction_proactiveness"].number_value == 60
