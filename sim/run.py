@@ -144,7 +144,10 @@ def compaction_summary(compaction: Compaction | None, kcompactd: Kcompactd | Non
     }
 
 
-def run(config: SimConfig, progress: Callable[[float, float], None] | None = None) -> RunResult:
+def run(config: SimConfig, progress: Callable[[float, float], None] | None = None,
+        on_step: Callable[[dict], None] | None = None) -> RunResult:
+    """Simulate `config`. `progress(sim_now, duration)` and `on_step({"sim_time_s",
+    "events", "row"})` (the latest sampled series row) are called at fixed steps."""
     env = (PacedEnvironment(factor=1.0 / config.pace, strict=False) if config.pace > 0
            else CountingEnvironment())
     rngs = RngStreams(config.seed)
@@ -179,6 +182,9 @@ def run(config: SimConfig, progress: Callable[[float, float], None] | None = Non
         env.run(until=min(i * step, config.duration))
         if progress is not None:
             progress(env.now, config.duration)
+        if on_step is not None:
+            on_step({"sim_time_s": env.now, "events": env.events_scheduled,
+                     "row": sampler.rows[-1] if sampler.rows else None})
     sampler.take()
     summary = summarize(m, workload, reclaim, zram)
     summary["replay"] = [r.summary() for r in replays]
