@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench clean proto
+.PHONY: demo serve test bench clean proto
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -12,9 +12,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	touch $(STAMP)
 
+# The whole user flow: a server on loopback, the seed experiment, comparison and plot.
 demo: $(STAMP)
-	$(BIN)/compactsim simulate --scenario churn --duration 20s --out out/demo
-	@echo; echo "kernel-format files:"; ls out/demo/proc; echo; cat out/demo/proc/buddyinfo
+	BIN=$(BIN) bash deploy/demo.sh
+
+# A server in the foreground (Ctrl-C or SIGTERM to stop); data in $(DATA_DIR).
+DATA_DIR ?= data
+serve: $(STAMP)
+	$(BIN)/compactsim-server --data-dir $(DATA_DIR)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
