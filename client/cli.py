@@ -44,6 +44,7 @@ from sim.run import RunResult, run
 from sim.scenarios import list_scenarios, load_scenario
 from sim.schema import ConfigError
 from sim.units import format_duration
+from client.args import spec_args
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -67,13 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("scenarios", help="list the preset scenarios")
     sub.add_parser("profiles", help="list the kernel profiles and the switches each sets")
     s = sub.add_parser("simulate", help="run one simulation in this process")
-    src = s.add_mutually_exclusive_group(required=True)
-    src.add_argument("--scenario", help="a preset (see `compactsim scenarios`)")
-    src.add_argument("--spec", type=Path, help="a YAML or JSON spec file")
-    s.add_argument("--set", dest="overrides", action="append", default=[],
-                   metavar="PATH=VALUE", help="override a spec field, e.g. tunables.swappiness=10")
-    s.add_argument("--seed", type=int, help="same as --set seed=N")
-    s.add_argument("--duration", help="same as --set duration=VALUE (e.g. 60s)")
+    spec_args(s, "a preset (see `compactsim scenarios`)")
     s.add_argument("--out", type=Path, help="write summary, series, procfs files and trace here")
     s.add_argument("--format", choices=("table", "json"), default="table")
     s.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")

@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from client.args import spec_args
 from client.api import (RUN_STATE, TERMINAL_STATES, Client, ClientError, run_name,
                         struct_to_dict)
 
@@ -207,7 +208,7 @@ def cmd_run(args) -> int:
                            display_name=args.display_name or "", labels=_labels(args),
                            run_id=args.run_id or "", validate_only=args.validate_only)
         if args.validate_only:
-            print(f"compactsim: spec is valid", file=sys.stderr)
+            print("compactsim: spec is valid", file=sys.stderr)
             json.dump(MessageToDict(run.effective_spec, preserving_proto_field_name=True),
                       sys.stdout, indent=2)
             print()
@@ -599,7 +600,7 @@ def add_parsers(sub) -> None:
         return p
 
     r = remote("run", "create a run on the server (with --watch: follow it, then summarize)")
-    _spec_args(r)
+    spec_args(r, "a preset on the server")
     r.add_argument("--label", dest="labels", action="append", metavar="KEY=VALUE")
     r.add_argument("--display-name")
     r.add_argument("--run-id", help="the {run} of runs/{run} (default: the server chooses)")
@@ -654,7 +655,7 @@ def add_parsers(sub) -> None:
     ssub = sw.add_subparsers(dest="sweep_command", required=True)
     sc = ssub.add_parser("create", help="create a sweep (one run per grid point and seed)")
     sc.add_argument("--server", default=argparse_suppress(), metavar="HOST:PORT")
-    _spec_args(sc)
+    spec_args(sc, "a preset on the server")
     sc.add_argument("--grid", action="append", required=True, metavar="PATH=V1,V2,...",
                     help="an axis, e.g. kernel.movable_ops=NONE,MAPPING_OPS")
     sc.add_argument("--seeds", type=int, default=1)
@@ -679,16 +680,6 @@ def add_parsers(sub) -> None:
 def argparse_suppress():
     import argparse
     return argparse.SUPPRESS
-
-
-def _spec_args(p) -> None:
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--scenario", help="a preset on the server")
-    src.add_argument("--spec", type=Path, help="a YAML or JSON spec file")
-    p.add_argument("--set", dest="overrides", action="append", default=[],
-                   metavar="PATH=VALUE", help="override a spec field")
-    p.add_argument("--seed", type=int, help="same as --set seed=N")
-    p.add_argument("--duration", help="same as --set duration=VALUE")
 
 
 HANDLERS = {"run": cmd_run, "watch": cmd_watch, "list": cmd_list, "get": cmd_get,

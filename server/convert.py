@@ -18,6 +18,7 @@ import enum
 import functools
 import hashlib
 import json
+import math
 import re
 import types
 import typing
@@ -317,6 +318,37 @@ def histograms_to_proto(latency: Mapping[str, Histogram]) -> list[run_pb2.Latenc
         buckets=[run_pb2.HistogramBucket(upper_bound_seconds=b, count=c)
                  for b, c in h.buckets()])
         for name, h in sorted(latency.items())]
+
+
+def _percentile(buckets: list, n: int, max_s: float, q: float) -> float:
+    """As `Histogram.percentile`, from (upper bound, count) buckets by increasing bound."""
+    if n <= 0:
+        return 0.0
+    rank, seen = max(1, math.ceil(q * n)), 0
+    for bound, count in buckets:
+        seen += count
+        if seen >= rank:
+            return min(float(bound), max_s)
+    return max_s
+
+
+def histograms_from_message(data: Mapping[str, Mapping[str, Any]]
+                            ) -> list[run_pb2.LatencyHistogram]:
+    """The worker's `histograms_message` (name -> {"n", "sum_s", "max_s", "buckets"}) as
+    LatencyHistogram messages: the same ones `histograms_to_proto` makes of the histograms
+    themselves."""
+    out = []
+    for name, h in sorted(data.items()):
+        buckets = [(float(b), int(c)) for b, c in h.get("buckets", [])]
+        n, max_s = int(h.get("n", 0)), float(h.get("max_s", 0.0))
+        out.append(run_pb2.LatencyHistogram(
+            name=name, count=n, sum_seconds=float(h.get("sum_s", 0.0)), max_seconds=max_s,
+            p50_seconds=_percentile(buckets, n, max_s, 0.5),
+            p90_seconds=_percentile(buckets, n, max_s, 0.9),
+            p99_seconds=_percentile(buckets, n, max_s, 0.99),
+            buckets=[run_pb2.HistogramBucket(upper_bound_seconds=b, count=c)
+                     for b, c in buckets]))
+    return out
 
 
 def series_to_proto(rows: list[Mapping[str, float]]) -> tuple[list[str], list[run_pb2.Sample]]:

@@ -30,7 +30,8 @@ What each field accepts:
     state                        = != with QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLING,
                                  CANCELLED (quoted or bare)
     scenario, creator,           = != with a string (a trailing * matches a prefix)
-    display_name, sweep
+    display_name, sweep          (sweep: the sweep's id, or its resource name "sweeps/ID"
+                                 as Run.sweep shows it; "sweeps/*": any run of a sweep)
     labels.KEY                   = != as for strings; a run without the label is != any
                                  value; `labels.KEY:*` tests presence
     create_time                  = != < <= > >= with an RFC 3339 timestamp in quotes
@@ -66,6 +67,10 @@ COLUMNS = {
     "create_time": "runs.create_time_ns",
     "labels": "runs.labels_json",
 }
+
+SWEEP_PREFIX = "sweeps/"
+_SWEEP_NAME = (f"(CASE WHEN {COLUMNS['sweep']} = '' THEN '' "
+               f"ELSE '{SWEEP_PREFIX}' || {COLUMNS['sweep']} END)")
 
 COMPARATORS = ("=", "!=", "<", "<=", ">", ">=")
 _EQUALITY = ("=", "!=")
@@ -447,6 +452,9 @@ def _compile(node: Node, params: list) -> str:
         params.append(node.key)
         match = _match_sql("l.value", node, params)
         sql = f"EXISTS (SELECT 1 FROM json_each({labels}) AS l WHERE l.key = ? AND {match})"
+    elif node.field == "sweep" and node.value.startswith(SWEEP_PREFIX):
+        # the resource name Run.sweep shows: "sweeps/ID" for a run of a sweep, else ""
+        sql = _match_sql(_SWEEP_NAME, node, params)
     else:
         sql = _match_sql(COLUMNS[node.field], node, params)
     return f"(NOT {sql})" if node.op == "!=" else f"({sql})"

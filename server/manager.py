@@ -7,13 +7,17 @@ and results back to the run manager -> store (single writer). The manager owns t
   already wait. Queued runs start, oldest first, as the executor frees a slot.
 - One background **thread** (not an asyncio task: the store and the executor block, and
   a thread keeps the manager usable from the gRPC aio server and from plain tests alike)
-  pumps executor messages: progress -> `update_progress`; result -> samples, reports,
-  final progress, summary and SUCCEEDED in one transaction; error -> an "error" event
+  pumps executor messages: progress -> `update_progress` and its latest series row as a
+  sample (so a live run's series grows); result -> the series rows not stored yet
+  (deduplicated by time), reports (procfs files, trace, latency histograms), final
+  progress, summary and SUCCEEDED in one transaction; error -> an "error" event
   (type, message, ConfigError fields) and FAILED; a worker that dies -> FAILED
   "worker died: signal 9 (SIGKILL)" (the manager keeps going); a run past
   `max_run_wall_time_s` -> its worker is stopped and it is FAILED "wall time limit".
 - `cancel()`: a QUEUED run is CANCELLED at once; a RUNNING one becomes CANCELLING and then
   CANCELLED when its worker is gone (or SUCCEEDED / FAILED if it finished first).
+- `delete()` soft-deletes (a run that has not ended only with `force`: cancelled first);
+  `create_sweep()` stores a sweep record. The servicer writes nothing itself.
 - Construction recovers from a crash: `store.mark_interrupted_on_startup()` fails runs cut
   off mid-run (reason "interrupted"), and QUEUED runs are queued again.
 - `shutdown()` stops the running runs, marks them FAILED "interrupted" (re-runnable from
@@ -23,13 +27,15 @@ The store does not notify, so every write the manager makes bumps a
 `threading.Condition`; `wait_events()` blocks on it (from an asyncio server, call it via
 `asyncio.to_thread`).
 
-Store writes happen under the manager's lock (from the pump thread, or from submit() and
-cancel() on the caller's thread); the executor is touched only by the pump thread.
+Store writes happen under the manager's lock (from the pump thread, or from submit(),
+cancel(), delete() and create_sweep() on the caller's thread); the executor is touched
+only by the pump thread.
 """
 
 from __future__ import annotations
 
 import collections
+import json
 import logging
 import threading
 import time
@@ -52,6 +58,8 @@ REASON_STORE_ERROR = "store_error"
 REASON_WORKER_START = "worker_start_failed"
 SHUTDOWN_MESSAGE = "stopped by a server shutdown"
 EVENT_ERROR = "error"
+# The report holding `server.worker.histograms_message` of the run's latency, as JSON.
+REPORT_HISTOGRAMS = "histograms"
 
 
 class ManagerError(Exception):
@@ -192,6 +200,32 @@ class RunManager:
             a.cancel_requested = True
             run = self._write(self.store.update_state, run_id, RunState.CANCELLING)
             return run
+
+    def delete(self, run_id: str, force: bool = False, timeout_s: float = 30.0
+               ) -> RunRecord:
+        """Soft-delete a run. A run that has not ended raises WrongState unless `force`:
+        then it is cancelled first and deleted once it has ended (TimeoutError after
+        `timeout_s`). Deleting a deleted run returns it; an unknown one raises NotFound."""
+        run = self.store.get_run(run_id)
+        if not run.state.terminal:
+            if not force:
+                raise WrongState(f"run {run_id} is {run.state.value}; cancel it first or "
+                                 f"delete with force")
+            try:
+                self.cancel(run_id)
+            except WrongState:
+                pass   # it ended meanwhile
+            self.wait_for_state(run_id, timeout_s=timeout_s)
+        return self._write(self.store.soft_delete, run_id)
+
+    def create_sweep(self, base_spec: Mapping[str, Any], grid: Any, **create: Any
+                     ) -> tuple[Any, bool]:
+        """Store a sweep record (`RunStore.create_sweep`'s keywords pass through); its runs
+        are then `submit()`ted one by one. ManagerClosed while shutting down."""
+        with self._lock:
+            if self._closing:
+                raise ManagerClosed("the server is shutting down; no new runs")
+            return self._write(self.store.create_sweep, base_spec, grid, **create)
 
     def queued(self) -> list[str]:
         with self._lock:
@@ -350,16 +384,24 @@ class RunManager:
                          message=f"worker died: {exit.describe()}")
 
     def _on_progress(self, run_id: str, body: dict) -> None:
-        self._write(self.store.update_progress, run_id, Progress(
-            sim_time_s=body["sim_time_s"], fraction=body["fraction"], events=body["events"],
-            wall_s=body["wall_s"]))
+        progress = Progress(sim_time_s=body["sim_time_s"], fraction=body["fraction"],
+                            events=body["events"], wall_s=body["wall_s"])
+        row = body.get("row")
+        with self._lock, self.store.transaction():
+            if row is not None:   # the latest sampled row: the series grows while it runs
+                self.store.merge_samples(run_id, [row])
+            self.store.update_progress(run_id, progress)
+            self._changed.notify_all()
 
     def _on_result(self, run_id: str, body: dict) -> None:
         reports = {report_name(k): v for k, v in body["files"].items()}
         reports["trace"] = body["trace"]
         reports["fault_log"] = body["fault_log"]
+        if "histograms" in body:
+            reports[REPORT_HISTOGRAMS] = json.dumps(body["histograms"])
         with self._lock, self.store.transaction():
-            self.store.add_samples(run_id, body["series"])
+            # rows sent with progress are stored already: add the others, in time order
+            self.store.merge_samples(run_id, body["series"])
             self.store.put_reports(run_id, reports)
             self.store.update_progress(run_id, Progress(
                 sim_time_s=body["sim_time_s"], fraction=1.0, events=body["events"],

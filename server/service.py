@@ -31,7 +31,7 @@ from grpc_status import rpc_status
 from compactsim_proto.v1 import run_pb2, simulator_pb2, simulator_pb2_grpc, spec_pb2, sweep_pb2
 from server import convert, sweeps
 from server.filters import QueryError
-from server.manager import ManagerClosed, QueueFull, RunManager
+from server.manager import REPORT_HISTOGRAMS, ManagerClosed, QueueFull, RunManager
 from server.store import (InvalidArgument, NotFound, RequestIdConflict, RunRecord, RunState,
                           StoreError, WrongState)
 
@@ -431,16 +431,13 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
 
     def _delete_run(self, request: simulator_pb2.DeleteRunRequest):
         rec = self._get(request.name)
-        if not rec.state.terminal:
-            if not request.force:
-                raise precondition(request.name, f"{request.name} is {rec.state.value}; "
-                                                 f"cancel it first or delete with force")
-            try:
-                self.manager.cancel(rec.id)
-            except WrongState:
-                pass   # it ended meanwhile
-            self.manager.wait_for_state(rec.id, timeout_s=30.0)
-        return self.run_to_proto(self.store.soft_delete(rec.id))
+        try:
+            return self.run_to_proto(self.manager.delete(rec.id, force=request.force))
+        except WrongState:
+            raise precondition(request.name, f"{request.name} is {rec.state.value}; cancel "
+                                             f"it first or delete with force") from None
+        except TimeoutError:
+            raise unavailable(f"{request.name} is still stopping; try again") from None
 
     async def ListRunSamples(self, request, context):
         return await self._call(context, self._list_samples, request)
@@ -485,6 +482,8 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
             name=request.name, summary=convert.summary_to_struct(rec.summary or {}),
             procfs_files=[run_pb2.ProcfsFile(name=k[5:], text=v) for k, v in reports.items()
                           if k.startswith("proc/")],
+            histograms=convert.histograms_from_message(
+                json.loads(reports.get(REPORT_HISTOGRAMS, "{}"))),
             trace=reports.get("trace", "") if full else "",
             fault_log=reports.get("fault_log", "") if full else "")
 
@@ -616,9 +615,9 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
                 "base_spec": json_format.MessageToDict(sw.base_spec),
                 "points": [{"index": p.index, "values": p.values} for p in points]}
         try:
-            rec, _ = self.store.create_sweep(base_raw, grid, display_name=sw.display_name,
-                                             creator=self.creator,
-                                             sweep_id=request.sweep_id or None)
+            rec, _ = self.manager.create_sweep(base_raw, grid, display_name=sw.display_name,
+                                               creator=self.creator,
+                                               sweep_id=request.sweep_id or None)
         except InvalidArgument as exc:
             raise RpcFailure(_status(code_pb2.ALREADY_EXISTS, str(exc))) from None
         for pt, raw, eff in runs:

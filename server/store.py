@@ -825,6 +825,44 @@ class RunStore:
             c.execute("UPDATE runs SET sample_count = ? WHERE id = ?", (n + len(batch), run_id))
             return n + len(batch)
 
+    def merge_samples(self, run_id: str, rows: Iterable[Mapping[str, Any]]) -> int:
+        """Add the rows whose "time_s" is not stored yet (rows already stored stay as they
+        are) and keep the series ordered by simulated time; all or none. For a run's final
+        series after live rows sent with its progress. Returns the run's sample count.
+
+        When a new row falls before a stored one the series is renumbered, so a page token
+        issued before the merge may skip or repeat rows."""
+        rows = list(rows)
+        with self._write() as c:
+            row = c.execute("SELECT sample_count FROM runs WHERE id = ?", (run_id,)).fetchone()
+            if row is None:
+                raise NotFound(f"run {run_id} not found")
+            have = {t for (t,) in c.execute("SELECT sim_time_s FROM samples WHERE run_id = ?",
+                                            (run_id,))}
+            new = []
+            for i, r in enumerate(rows):
+                t = r.get("time_s")
+                if not isinstance(t, (int, float)) or isinstance(t, bool):
+                    raise InvalidArgument(f"sample {i}: needs a numeric 'time_s'")
+                if float(t) not in have:
+                    new.append((float(t), _json("sample", dict(r), strict=False)))
+            if not new:
+                return row[0]
+            new.sort(key=lambda x: x[0])                    # stable: equal times keep order
+            if not have or new[0][0] > max(have):
+                start, merged = row[0], new                 # all after: append
+            else:
+                stored = c.execute("SELECT sim_time_s, row_json FROM samples WHERE run_id = ? "
+                                   "ORDER BY idx", (run_id,)).fetchall()
+                c.execute("DELETE FROM samples WHERE run_id = ?", (run_id,))
+                start, merged = 0, sorted(stored + new, key=lambda x: x[0])
+            c.executemany("INSERT INTO samples (run_id, idx, sim_time_s, row_json) "
+                          "VALUES (?, ?, ?, ?)",
+                          [(run_id, start + i, t, j) for i, (t, j) in enumerate(merged)])
+            c.execute("UPDATE runs SET sample_count = ? WHERE id = ?",
+                      (start + len(merged), run_id))
+            return start + len(merged)
+
     def list_samples(self, run_id: str, page_size: int = 0, page_token: str = "",
                      max_points: int = 0) -> tuple[list[Sample], str]:
         """One page of the run's series, and the next page's token ("" after the last).

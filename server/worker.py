@@ -7,14 +7,15 @@ a `multiprocessing` pipe) as plain picklable dicts, so the manager stays the sin
 
 Messages, in order:
 
-- ``{"type": "progress", "run_id", "sim_time_s", "fraction", "events", "wall_s"}`` each
-  time simulated time crosses the next multiple of ``duration / progress_steps``.
-  `sim.run.run` only hands its callback (sim_now, duration), so ``events`` (SimPy events
-  scheduled) is 0 until the final message; the sampler's rows are not reachable from the
-  callback either, so snapshots carry no series rows.
+- ``{"type": "progress", "run_id", "sim_time_s", "fraction", "events", "wall_s", "row"}``
+  each time simulated time crosses the next multiple of ``duration / progress_steps``
+  (from `sim.run.run`'s ``on_step``): ``events`` is the SimPy events scheduled so far and
+  ``row`` the latest sampled series row (a dict with "time_s"), or None when no row was
+  sampled since the last progress message.
 - then exactly one of
   ``{"type": "result", "run_id", "summary", "series", "files", "trace", "fault_log",
-  "events", "sim_time_s", "wall_s"}`` or
+  "histograms", "events", "sim_time_s", "wall_s"}`` (``histograms``: see
+  `histograms_message`) or
   ``{"type": "error", "run_id", "error_type", "message", "fields": [{"path", "reason"}],
   "traceback"}`` (``fields`` is non-empty only for a `ConfigError`).
 
@@ -45,6 +46,17 @@ def error_message(run_id: str, exc: BaseException) -> dict:
             "traceback": "".join(traceback.format_exception(exc))}
 
 
+def histograms_message(latency: Mapping[str, Any]) -> dict[str, dict]:
+    """`RunResult.latency` (name -> `sim.histogram.Histogram`) as plain data: per name
+    ``{"n", "sum_s", "mean_s", "max_s", "buckets": [[upper_bound_s, count], ...]}`` with the
+    non-empty buckets by increasing bound (`server.convert.histograms_from_message` turns
+    it into the report's LatencyHistogram messages)."""
+    return {name: {"n": int(h.n), "sum_s": float(h.total_s), "mean_s": float(h.mean()),
+                   "max_s": float(h.max_s),
+                   "buckets": [[float(b), int(c)] for b, c in h.buckets()]}
+            for name, h in sorted(latency.items())}
+
+
 def execute(run_id: str, spec: Mapping[str, Any], conn: Sender,
             progress_steps: int = DEFAULT_PROGRESS_STEPS) -> None:
     """Build the config from `spec`, run it, and send progress and the outcome on `conn`.
@@ -61,25 +73,34 @@ def execute(run_id: str, spec: Mapping[str, Any], conn: Sender,
         config = config_from_dict(spec)
         step = config.duration / max(1, progress_steps)
         next_at = [step]
+        last_row_time = [None]
 
-        def progress(sim_now: float, duration: float) -> None:
+        def on_step(info: dict) -> None:
             # sim.run calls this at its own fine steps; forward only at our coarser fixed
             # steps (and always at the end) so the store gets a bounded number of events.
+            sim_now, duration = info["sim_time_s"], config.duration
             if sim_now + 1e-12 < next_at[0] and sim_now < duration:
                 return
             while next_at[0] <= sim_now + 1e-12:
                 next_at[0] += step
+            row = info.get("row")
+            if row is not None and row.get("time_s") == last_row_time[0]:
+                row = None   # already sent with an earlier snapshot
+            if row is not None:
+                last_row_time[0] = row.get("time_s")
             conn.send({"type": "progress", "run_id": run_id, "sim_time_s": float(sim_now),
                        "fraction": min(1.0, sim_now / duration) if duration > 0 else 1.0,
-                       "events": 0, "wall_s": time.monotonic() - start})
+                       "events": int(info.get("events", 0)), "wall_s": time.monotonic() - start,
+                       "row": dict(row) if row is not None else None})
 
-        result = run(config, progress=progress)
+        result = run(config, on_step=on_step)
     except Exception as exc:  # noqa: BLE001 - every failure is reported as the run's error
         conn.send(error_message(run_id, exc))
         return
     conn.send({"type": "result", "run_id": run_id, "summary": result.summary,
                "series": result.series, "files": result.files, "trace": result.trace,
-               "fault_log": result.fault_log, "events": int(result.events_scheduled),
+               "fault_log": result.fault_log, "histograms": histograms_message(result.latency),
+               "events": int(result.events_scheduled),
                "sim_time_s": float(result.summary.get("sim_time_s", config.duration)),
                "wall_s": time.monotonic() - start})
 

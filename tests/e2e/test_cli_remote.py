@@ -130,7 +130,12 @@ def test_report_out_writes_procfs(server, two_runs, tmp_path):
     assert buddy.startswith("Node 0, zone")
     assert "vmstat" in json.loads((tmp_path / "rep" / "summary.json").read_text())
     assert ": mm_" in (tmp_path / "rep" / "trace.txt").read_text()   # the FULL view
-    assert isinstance(json.loads((tmp_path / "rep" / "histograms.json").read_text()), list)
+    histograms = json.loads((tmp_path / "rep" / "histograms.json").read_text())
+    assert isinstance(histograms, list) and histograms
+    for h in histograms:
+        assert h["name"] and int(h["count"]) > 0 and h["buckets"]
+        assert sum(int(b["count"]) for b in h["buckets"]) == int(h["count"])
+        assert float(h["p50_seconds"]) <= float(h["p99_seconds"]) <= float(h["max_seconds"])
     header = (tmp_path / "rep" / "series.csv").read_text().splitlines()[0]
     assert header.startswith("time_s,")
     printed = ok(cli(server, "report", name, "--file", "buddyinfo")).stdout
@@ -249,3 +254,8 @@ def test_small_sweep(server):
                                "json")).stdout)
     assert listed["total_size"] == 4
     assert {r["sweep"] for r in listed["runs"]} == {name}
+    # the sweep field takes the resource name the runs show, and the bare id
+    for value in (name, name.removeprefix("sweeps/")):
+        by_sweep = json.loads(ok(cli(server, "list", "--filter", f'sweep = "{value}"',
+                                     "--format", "json")).stdout)
+        assert {r["name"] for r in by_sweep["runs"]} == {r["name"] for r in listed["runs"]}

@@ -140,6 +140,15 @@ def test_create_watch_to_succeeded_with_gapless_events(server):
     report = server.stub.GetRunReport(simulator_pb2.GetRunReportRequest(
         name=run.name + "/report", view=run_pb2.RUN_REPORT_VIEW_FULL))
     assert {"buddyinfo", "vmstat"} <= {f.name for f in report.procfs_files}
+    # latency histograms with their buckets, in both views
+    assert report.histograms and [h.name for h in report.histograms] == \
+        sorted(h.name for h in report.histograms)
+    for h in report.histograms:
+        assert h.count > 0 and sum(b.count for b in h.buckets) == h.count
+        assert 0 < h.p50_seconds <= h.p90_seconds <= h.p99_seconds <= h.max_seconds
+        assert h.sum_seconds > 0
+    basic = server.stub.GetRunReport(simulator_pb2.GetRunReportRequest(name=run.name + "/report"))
+    assert list(basic.histograms) == list(report.histograms) and not basic.trace
     samples = server.stub.ListRunSamples(simulator_pb2.ListRunSamplesRequest(
         parent=run.name, max_points=4, page_size=3))
     assert len(samples.samples) == 3 and samples.next_page_token
@@ -167,6 +176,27 @@ def test_watch_resumes_after_disconnect(server):
     # a finished run with no after_sequence: just the snapshot
     only = watch_all(server.stub, run.name)
     assert len(only) == 1 and only[0].snapshot.state == R.SUCCEEDED
+
+
+def test_live_run_has_samples_and_an_event_count_while_running(server):
+    run = create(server.stub, spec(duration=2.0, pace=2.0))      # about 1 s of wall time
+    wait_state(server.stub, run.name, (R.RUNNING,))
+    deadline = time.monotonic() + 10
+    while True:
+        now = server.stub.GetRun(simulator_pb2.GetRunRequest(name=run.name))
+        live = server.stub.ListRunSamples(simulator_pb2.ListRunSamplesRequest(parent=run.name))
+        if now.state == R.RUNNING and live.samples and now.progress.events > 0:
+            break
+        assert now.state == R.RUNNING, R.State.Name(now.state)
+        assert time.monotonic() < deadline, "no live samples or events while RUNNING"
+        time.sleep(0.02)
+    assert live.columns and live.samples[-1].time_seconds <= now.progress.sim_time_seconds
+    assert 0 < now.progress.fraction < 1
+    done = wait_state(server.stub, run.name)
+    assert done.state == R.SUCCEEDED and done.progress.events >= now.progress.events
+    final = server.stub.ListRunSamples(simulator_pb2.ListRunSamplesRequest(parent=run.name))
+    times = [x.time_seconds for x in final.samples]
+    assert times == pytest.approx([i * 0.05 for i in range(41)])   # each once, in order
 
 
 def test_cancel_delete_and_errors(server):
@@ -345,6 +375,12 @@ def test_sweep_grid_2x2(server):
     runs = server.stub.ListRuns(simulator_pb2.ListRunsRequest(
         filter=f'labels.sweep = "{created.name.split("/")[1]}"')).runs
     assert len(runs) == 4
+    assert {r.sweep for r in runs} == {created.name}
+    for value in (created.name, created.name.split("/")[1]):   # resource name or bare id
+        by_sweep = server.stub.ListRuns(simulator_pb2.ListRunsRequest(
+            filter=f'sweep = "{value}"'))
+        assert by_sweep.total_size == 4 and {r.name for r in by_sweep.runs} == \
+            {r.name for r in runs}
     assert sorted(r.labels["sweep_point"] for r in runs) == ["0", "0", "1", "1"]
     assert {r.effective_spec.seed for r in runs} == {3, 4}
     assert {r.effective_spec.tunables.compaction_proactiveness for r in runs} == {0, 60}
@@ -357,3 +393,43 @@ def test_sweep_grid_2x2(server):
         assert agg.count == 2 and agg.min <= agg.mean <= agg.max
         assert p.aggregates["allocations.anon/order3.success_ratio"].count == 2
     assert got.points[1].values["tunables.compaction_proactiveness"].number_value == 60
+
+
+@pytest.fixture(scope="module")
+def dask_cluster():
+    """A real Dask scheduler and worker process on loopback, for a server to connect to."""
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=True,
+                                  protocol="tcp://", host="127.0.0.1", scheduler_port=0,
+                                  dashboard_address=None) as cluster:
+        yield cluster
+
+
+def test_sweep_on_the_dask_executor(make_server, dask_cluster):
+    s = make_server("--executor", "dask", "--dask-scheduler", dask_cluster.scheduler_address)
+    sw = sweep_pb2.Sweep(base_spec=spec(duration=0.2), seeds=1, parameters=[
+        sweep_pb2.SweepParameter(path="tunables.compaction_proactiveness", values=[
+            struct_pb2.Value(number_value=0), struct_pb2.Value(number_value=60)])],
+        metrics=["vmstat.nr_free_pages"])
+    created = s.stub.CreateSweep(simulator_pb2.CreateSweepRequest(sweep=sw))
+    names = [n for p in created.points for n in p.runs]
+    assert len(names) == 2
+    for n in names:
+        done = wait_state(s.stub, n, timeout=60)
+        assert done.state == R.SUCCEEDED, done.error.message
+        assert done.provenance.executor == "dask" and done.progress.events > 0
+    got = s.stub.GetSweep(simulator_pb2.GetSweepRequest(name=created.name))
+    assert got.state == sweep_pb2.Sweep.SUCCEEDED and got.run_state_counts["SUCCEEDED"] == 2
+    assert [p.values["tunables.compaction_proactiveness"].number_value for p in got.points] \
+        == [0, 60]
+    for p in got.points:
+        agg = p.aggregates["vmstat.nr_free_pages"]
+        assert agg.count == 1 and agg.min == agg.mean == agg.max > 0
+    # the tasks ran on the cluster's worker, not in processes of the server
+    assert not _grandchildren(s.proc.pid)
+    samples = s.stub.ListRunSamples(simulator_pb2.ListRunSamplesRequest(parent=names[0]))
+    assert samples.samples
+    health = health_pb2_grpc.HealthStub(s.channel)
+    assert health.Check(health_pb2.HealthCheckRequest(service="compactsim.v1.Simulator")
+                        ).status == health_pb2.HealthCheckResponse.SERVING
+    assert s.stop() == 0

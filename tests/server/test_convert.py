@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import enum
+import json
 import math
 import types
 import typing
@@ -338,6 +339,11 @@ def test_result_messages():
     assert [h.name for h in report.histograms] == sorted(result.latency)
     for h in report.histograms:
         assert sum(b.count for b in h.buckets) == h.count == result.latency[h.name].n
+    # what a worker sends (plain data, through JSON in the store) makes the same messages
+    from server.worker import histograms_message
+    sent = json.loads(json.dumps(histograms_message(result.latency)))
+    assert sent and all(h["buckets"] for h in sent.values())
+    assert convert.histograms_from_message(sent) == list(report.histograms)
     assert report.trace == result.trace
     assert convert.report_to_proto("runs/r1/report", result).trace == ""
     columns, samples = convert.series_to_proto(result.series)

@@ -69,7 +69,12 @@ def test_tiny_run_sends_progress_then_result_then_completed_exit(executor):
     assert len(progress) >= 5
     fractions = [p["fraction"] for p in progress]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
-    assert set(progress[0]) == {"type", "run_id", "sim_time_s", "fraction", "events", "wall_s"}
+    assert set(progress[0]) == {"type", "run_id", "sim_time_s", "fraction", "events", "wall_s",
+                                "row"}
+    assert all(p["events"] > 0 for p in progress)
+    rows = [p["row"] for p in progress if p["row"] is not None]
+    assert rows and all(r["time_s"] <= p["sim_time_s"] for p in progress
+                        for r in [p["row"]] if r is not None)
     assert progress[-1]["sim_time_s"] == pytest.approx(0.3)
 
     result = bodies[-1].body
@@ -80,6 +85,7 @@ def test_tiny_run_sends_progress_then_result_then_completed_exit(executor):
     assert [row["time_s"] for row in result["series"]] == pytest.approx(
         [0.0, 0.1, 0.2, 0.3])
     assert "buddyinfo" in result["files"]
+    assert result["histograms"] and all(h["buckets"] for h in result["histograms"].values())
 
     assert type(exit) is WorkerExit
     assert exit.completed and not exit.cancelled

@@ -226,7 +226,8 @@ def leaf(draw):
     op, prefix = draw(st.sampled_from(["=", "!="])), draw(st.booleans())
     if kind == "str":
         name = draw(st.sampled_from(["scenario", "creator", "display_name", "sweep"]))
-        pool = {"scenario": SCENARIOS, "creator": CREATORS, "sweep": ["", "sw1", "s"]}
+        pool = {"scenario": SCENARIOS, "creator": CREATORS,
+                "sweep": ["", "sw1", "s", "sweeps/sw1", "sweeps/", "sweeps/s", "sweeps"]}
         value = draw(st.sampled_from(pool[name]) if name in pool else TEXT)
         node = ("str", name, op, value, prefix)
         field = name
@@ -289,6 +290,8 @@ def reference(tree, run):
     if kind == "str":
         _, name, op, value, prefix = node
         have = run[name]
+        if name == "sweep" and value.startswith("sweeps/"):   # Run.sweep's resource name
+            have = f"sweeps/{have}" if have else ""
     else:
         _, key, op, value, prefix = node
         if key not in run["labels"]:

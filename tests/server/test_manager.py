@@ -16,7 +16,7 @@ from server.executor import ProcessExecutor
 from server.manager import (EVENT_ERROR, REASON_INVALID_SPEC, REASON_WALL_TIME,
                             REASON_WORKER_DIED, SHUTDOWN_MESSAGE, ManagerClosed, QueueFull,
                             RunManager)
-from server.store import INTERRUPTED_REASON, RunState, RunStore, WrongState
+from server.store import INTERRUPTED_REASON, NotFound, RunState, RunStore, WrongState
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -88,6 +88,9 @@ def test_run_succeeds_with_gapless_events_progress_samples_and_reports(make_mana
     fractions = [p["fraction"] for p in progress]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
     assert progress[-1]["events"] > 0 and progress[-1]["sim_time_s"] == pytest.approx(0.5)
+    # every snapshot counts the SimPy events so far (not only the final one)
+    assert all(p["events"] > 0 for p in progress)
+    assert [p["events"] for p in progress] == sorted(p["events"] for p in progress)
     # progress comes between RUNNING and SUCCEEDED
     kinds = [e.type if e.type != "state" else e.payload["state"] for e in events]
     assert kinds.index("RUNNING") < kinds.index("progress") < kinds.index("SUCCEEDED")
@@ -99,9 +102,52 @@ def test_run_succeeds_with_gapless_events_progress_samples_and_reports(make_mana
     reports = store.get_reports(run.id)
     assert {"proc/buddyinfo", "proc/vmstat", "trace", "fault_log"} <= set(reports)
     assert "Node 0, zone   Normal" in reports["proc/buddyinfo"]
+    histograms = json.loads(reports["histograms"])
+    assert histograms and all(sum(c for _, c in h["buckets"]) == h["n"] > 0
+                              for h in histograms.values())
 
     # a watcher waiting past the last event times out empty rather than inventing one
     assert m.wait_events(run.id, events[-1].sequence, timeout_s=0.2) == []
+
+
+def test_a_running_run_has_live_samples_and_an_event_count(make_manager, store):
+    m = make_manager()
+    run = m.submit({**LONG, "duration": "2s", "pace": 2.0})   # 1 s of wall time
+    m.wait_for_state(run.id, RunState.RUNNING, timeout_s=10)
+    deadline = time.monotonic() + 10
+    while True:
+        rec = store.get_run(run.id)
+        samples, _ = store.list_samples(run.id)
+        if rec.state is RunState.RUNNING and samples and rec.progress.events > 0:
+            break
+        assert rec.state is RunState.RUNNING, rec.state
+        assert time.monotonic() < deadline, "no live samples while running"
+        time.sleep(0.02)
+    assert samples[-1].sim_time_s <= rec.progress.sim_time_s
+    done = m.wait_for_state(run.id, timeout_s=20)
+    assert done.state is RunState.SUCCEEDED
+    times = [s.sim_time_s for s in store.list_samples(run.id)[0]]
+    # the final series once, in order, live rows not repeated
+    assert times == pytest.approx([i / 10 for i in range(21)])
+
+
+def test_delete_finished_running_and_unknown(make_manager, store):
+    m = make_manager(workers=1)
+    done = m.submit(TINY)
+    assert m.wait_for_state(done.id, timeout_s=20).state is RunState.SUCCEEDED
+    deleted = m.delete(done.id)
+    assert deleted.deleted and deleted.state is RunState.SUCCEEDED
+    assert m.delete(done.id).delete_time_ns == deleted.delete_time_ns   # idempotent
+    running = m.submit(LONG)
+    running_pid(m, running.id)
+    with pytest.raises(WrongState, match="force"):
+        m.delete(running.id)
+    assert not store.get_run(running.id).deleted
+    gone_run = m.delete(running.id, force=True)
+    assert gone_run.deleted and gone_run.state is RunState.CANCELLED
+    assert [e.type for e in store.events_after(running.id)][-1] == "deleted"
+    with pytest.raises(NotFound):
+        m.delete("nosuchrun")
 
 
 def test_bad_spec_fails_the_run_naming_each_field(make_manager, store):

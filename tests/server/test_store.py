@@ -448,6 +448,12 @@ def names(store, flt="", order_by="display_name", **kw):
     ('labels."odd key" = "x\'y"', ['quote " name']),
     ('labels.sweep = "a"', ["zram-none"]),
     ('sweep = "sw1"', ["zram-mapping", "zram-none"]),
+    # the resource name, as Run.sweep shows it
+    ('sweep = "sweeps/sw1"', ["zram-mapping", "zram-none"]),
+    ('sweep != "sweeps/sw1"', ["frag", 'quote " name', "thp-1", "thp-2"]),
+    ('sweep = "sweeps/*"', ["zram-mapping", "zram-none"]),
+    ('sweep = "sweeps/"', []),
+    ('sweep = ""', ["frag", 'quote " name', "thp-1", "thp-2"]),
     ('create_time > "2024-05-01T12:00:04Z"', ["frag", 'quote " name']),
     ('create_time >= "2024-05-01T12:00:04Z"', ["frag", 'quote " name', "thp-2"]),
     ('create_time < "2024-05-01T12:00:02Z"', ["zram-none"]),
@@ -644,6 +650,29 @@ def test_samples_page_and_keep_rows(store):
         store.add_samples(rid, [{"time_s": 13.0}, {"free": 1}])
     assert len(store.list_samples(rid)[0]) == 26      # the bad batch wrote nothing
 
+
+
+def test_merge_samples_dedupes_by_time_and_keeps_time_order(store):
+    rid = store.create_run({})[0].id
+    # live rows, as progress snapshots bring them (one repeated)
+    assert store.merge_samples(rid, [{"time_s": 0.2, "free": 8, "live": 1}]) == 1
+    assert store.merge_samples(rid, [{"time_s": 0.4, "free": 6, "live": 1}]) == 2
+    assert store.merge_samples(rid, [{"time_s": 0.4, "free": 6, "live": 1}]) == 2
+    # the final series: every row, the live ones again
+    final = [{"time_s": i / 10, "free": 10 - i} for i in range(6)]
+    assert store.merge_samples(rid, final) == 6
+    got, _ = store.list_samples(rid)
+    assert [s.sim_time_s for s in got] == [0.0, 0.1, 0.2, 0.3, 0.4, 0.5]
+    assert [s.index for s in got] == list(range(6))
+    assert [s.row.get("live") for s in got] == [None, None, 1, None, 1, None]
+    # rows after the last are appended
+    assert store.merge_samples(rid, [{"time_s": 0.7}, {"time_s": 0.6}, {"time_s": 0.5}]) == 8
+    assert [s.sim_time_s for s in store.list_samples(rid)[0]][-3:] == [0.5, 0.6, 0.7]
+    with pytest.raises(InvalidArgument, match="time_s"):
+        store.merge_samples(rid, [{"time_s": 0.05}, {"free": 1}])
+    assert store.list_samples(rid)[0][1].sim_time_s == 0.1   # all or none
+    with pytest.raises(NotFound):
+        store.merge_samples("nope", [{"time_s": 0.0}])
 
 @settings(max_examples=150, deadline=None)
 @given(n=st.integers(0, 400), max_points=st.integers(2, 120))
