@@ -14,7 +14,7 @@ import platform
 import sys
 import time
 
-from bench import Row, churn, compaction, floor, memory, render_table, scaling
+from bench import churn, compaction, floor, memory, render_table, scaling
 
 BENCHMARKS = {"floor": floor.main, "churn": churn.main, "memory": memory.main,
               "scaling": scaling.main, "compaction": compaction.main}
