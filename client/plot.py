@@ -30,18 +30,22 @@ def plot_runs(series: Mapping[str, Sequence[Mapping[str, Any]]], out: Path) -> P
     """One PNG with three panels; `series` maps a run's label to its sample rows."""
     fig, axes = plt.subplots(3, 1, figsize=(10, 11), sharex=True)
     score_ax, order_ax, rate_ax = axes
-    for label, rows in series.items():
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    styles = ("-", "--", ":", "-.")
+    for i, (label, rows) in enumerate(series.items()):
         if not rows:
             continue
+        color = colors[i % len(colors)]          # one colour per run, a style per line
         t = [r["time_s"] for r in rows]
-        score_ax.plot(t, _column(rows, "_fragmentation_score"), label=label)
-        for order, style in ((9, "-"), (10, "--"), (3, ":")):
-            order_ax.plot(t, _column(rows, f"_nr_free_order{order}"), style,
+        score_ax.plot(t, _column(rows, "_fragmentation_score"), color=color, label=label)
+        for order, style in zip((9, 10, 3), styles):
+            order_ax.plot(t, _column(rows, f"_nr_free_order{order}"), style, color=color,
                           label=f"{label} order {order}")
-        for name in RATES:
+        for name, style in zip(RATES, styles):
             if name in rows[0]:
                 x, y = _rate(t, [r[name] for r in rows])
-                rate_ax.plot(x, y, label=f"{label} {name}")
+                rate_ax.plot(x, y, style, color=color, label=f"{label} {name}")
+    rate_ax.set_yscale("symlog", linthresh=10)
     score_ax.set_ylabel("fragmentation score\n(extfrag_for_order 9, %)")
     score_ax.set_ylim(0, 100)
     order_ax.set_ylabel("free blocks")

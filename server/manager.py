@@ -78,6 +78,18 @@ class ManagerClosed(ManagerError):
     """The manager is shutting down or shut down: no new runs."""
 
 
+@dataclass
+class LiveRun:
+    """What the latest progress message said about a running run (kept in memory only,
+    dropped when the run ends): the full `sim.sampling.snapshot` (None before the first)
+    and the config's kernel ``{"profile", "design"}``."""
+
+    run_id: str
+    snapshot: dict | None = None
+    kernel: dict[str, str] | None = None
+    sim_time_s: float = 0.0
+
+
 @dataclass(eq=False)
 class _Active:
     run_id: str
@@ -108,6 +120,7 @@ class RunManager:
         self._changed = threading.Condition(self._lock)
         self._queue: collections.deque[str] = collections.deque()
         self._active: dict[str, _Active] = {}
+        self._live: dict[str, LiveRun] = {}   # runs not ended: latest snapshot (for /probe)
         self._closing = False
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
@@ -157,6 +170,7 @@ class RunManager:
                     self._finish(run_id, RunState.FAILED, reason=INTERRUPTED_REASON,
                                  message=SHUTDOWN_MESSAGE, interrupted=True)
             self._active.clear()
+            self._live.clear()
 
     def __enter__(self) -> RunManager:
         return self
@@ -236,6 +250,18 @@ class RunManager:
         with self._lock:
             return {r: self.executor.pid(a.handle) for r, a in self._active.items()}
 
+    def active_runs(self) -> dict[str, LiveRun]:
+        """run id -> `LiveRun` of the runs started and not ended (copies)."""
+        with self._lock:
+            return {r: LiveRun(**vars(v)) for r, v in self._live.items()}
+
+    def latest_snapshot(self, run_id: str) -> dict | None:
+        """The latest snapshot the run's worker sent; None when there is none yet or the run
+        is not active (finished, unknown)."""
+        with self._lock:
+            live = self._live.get(run_id)
+            return live.snapshot if live is not None else None
+
     def healthy(self) -> bool:
         return (self._thread is not None and self._thread.is_alive() and not self._closing
                 and self.executor.alive())
@@ -281,6 +307,8 @@ class RunManager:
     def _finish(self, run_id: str, state: RunState, *, reason: str = "", message: str = "",
                 interrupted: bool = False, summary: Mapping[str, Any] | None = None
                 ) -> RunRecord:
+        if state.terminal:
+            self._live.pop(run_id, None)
         return self._write(self.store.update_state, run_id, state, error_reason=reason,
                            error_message=message, interrupted=interrupted, summary=summary)
 
@@ -326,6 +354,7 @@ class RunManager:
                                  message=f"could not start a worker: {exc}")
                     continue
                 self._active[run_id] = _Active(run_id, handle, self._clock())
+                self._live[run_id] = LiveRun(run_id)
 
     def _issue_cancels(self) -> None:
         now = self._clock()
@@ -355,6 +384,7 @@ class RunManager:
                 return
             if isinstance(msg, WorkerExit):
                 del self._active[msg.run_id]
+                self._live.pop(msg.run_id, None)
                 self._on_exit(a, msg)
                 return
             if a.stopping and not a.cancel_requested:
@@ -387,6 +417,14 @@ class RunManager:
         progress = Progress(sim_time_s=body["sim_time_s"], fraction=body["fraction"],
                             events=body["events"], wall_s=body["wall_s"])
         row = body.get("row")
+        with self._lock:
+            live = self._live.get(run_id)
+            if live is not None:
+                live.sim_time_s = body["sim_time_s"]
+                if body.get("snapshot") is not None:
+                    live.snapshot = body["snapshot"]
+                if body.get("kernel") is not None:
+                    live.kernel = body["kernel"]
         with self._lock, self.store.transaction():
             if row is not None:   # the latest sampled row: the series grows while it runs
                 self.store.merge_samples(run_id, [row])
@@ -399,6 +437,8 @@ class RunManager:
         reports["fault_log"] = body["fault_log"]
         if "histograms" in body:
             reports[REPORT_HISTOGRAMS] = json.dumps(body["histograms"])
+        with self._lock:
+            self._live.pop(run_id, None)
         with self._lock, self.store.transaction():
             # rows sent with progress are stored already: add the others, in time order
             self.store.merge_samples(run_id, body["series"])
@@ -414,6 +454,8 @@ class RunManager:
                   else REASON_SIMULATION_ERROR)
         message = (body["message"] if reason == REASON_INVALID_SPEC
                    else f"{body['error_type']}: {body['message']}")
+        with self._lock:
+            self._live.pop(run_id, None)
         with self._lock, self.store.transaction():
             self.store.append_event(run_id, EVENT_ERROR, {
                 "error_type": body["error_type"], "message": body["message"],

@@ -7,11 +7,14 @@ a `multiprocessing` pipe) as plain picklable dicts, so the manager stays the sin
 
 Messages, in order:
 
-- ``{"type": "progress", "run_id", "sim_time_s", "fraction", "events", "wall_s", "row"}``
+- ``{"type": "progress", "run_id", "sim_time_s", "fraction", "events", "wall_s", "row",
+  "snapshot", "kernel"}``
   each time simulated time crosses the next multiple of ``duration / progress_steps``
   (from `sim.run.run`'s ``on_step``): ``events`` is the SimPy events scheduled so far and
   ``row`` the latest sampled series row (a dict with "time_s"), or None when no row was
-  sampled since the last progress message.
+  sampled since the last progress message; ``snapshot`` likewise the latest full
+  `sim.sampling.snapshot` (zones, fragmentation score, vmstat: what `/probe` serves), and
+  ``kernel`` ``{"profile", "design"}`` of the run's config.
 - then exactly one of
   ``{"type": "result", "run_id", "summary", "series", "files", "trace", "fault_log",
   "histograms", "events", "sim_time_s", "wall_s"}`` (``histograms``: see
@@ -74,6 +77,8 @@ def execute(run_id: str, spec: Mapping[str, Any], conn: Sender,
         step = config.duration / max(1, progress_steps)
         next_at = [step]
         last_row_time = [None]
+        last_snapshot_time = [None]
+        kernel = {"profile": config.kernel.profile, "design": config.kernel.movable_ops.name}
 
         def on_step(info: dict) -> None:
             # sim.run calls this at its own fine steps; forward only at our coarser fixed
@@ -88,10 +93,16 @@ def execute(run_id: str, spec: Mapping[str, Any], conn: Sender,
                 row = None   # already sent with an earlier snapshot
             if row is not None:
                 last_row_time[0] = row.get("time_s")
+            snap = info.get("snapshot")
+            if snap is not None and snap.get("time_s") == last_snapshot_time[0]:
+                snap = None
+            if snap is not None:
+                last_snapshot_time[0] = snap.get("time_s")
             conn.send({"type": "progress", "run_id": run_id, "sim_time_s": float(sim_now),
                        "fraction": min(1.0, sim_now / duration) if duration > 0 else 1.0,
                        "events": int(info.get("events", 0)), "wall_s": time.monotonic() - start,
-                       "row": dict(row) if row is not None else None})
+                       "row": dict(row) if row is not None else None,
+                       "snapshot": snap, "kernel": kernel})
 
         result = run(config, on_step=on_step)
     except Exception as exc:  # noqa: BLE001 - every failure is reported as the run's error

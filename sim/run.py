@@ -147,7 +147,8 @@ def compaction_summary(compaction: Compaction | None, kcompactd: Kcompactd | Non
 def run(config: SimConfig, progress: Callable[[float, float], None] | None = None,
         on_step: Callable[[dict], None] | None = None) -> RunResult:
     """Simulate `config`. `progress(sim_now, duration)` and `on_step({"sim_time_s",
-    "events", "row"})` (the latest sampled series row) are called at fixed steps."""
+    "events", "row", "snapshot"})` (the latest sampled series row and the latest full
+    `sim.sampling.snapshot`, plain data) are called at fixed steps."""
     env = (PacedEnvironment(factor=1.0 / config.pace, strict=False) if config.pace > 0
            else CountingEnvironment())
     rngs = RngStreams(config.seed)
@@ -184,7 +185,8 @@ def run(config: SimConfig, progress: Callable[[float, float], None] | None = Non
             progress(env.now, config.duration)
         if on_step is not None:
             on_step({"sim_time_s": env.now, "events": env.events_scheduled,
-                     "row": sampler.rows[-1] if sampler.rows else None})
+                     "row": sampler.rows[-1] if sampler.rows else None,
+                     "snapshot": sampler.latest})
     sampler.take()
     summary = summarize(m, workload, reclaim, zram)
     summary["replay"] = [r.summary() for r in replays]

@@ -33,6 +33,7 @@ def zone_snapshot(m: Machine, z) -> dict:
         "free_by_type": z.nr_free_by_type(),
         "blocks_by_type": m.pageblocks.counts(z.zone_start_pfn, z.zone_end_pfn),
         "free_pages": z.free_pages, "pcp_pages": z.pcp_count(),
+        "managed": z.managed_pages, "present": z.present_pages,
         "min": z.watermark[WMARK_MIN], "low": z.watermark[WMARK_LOW],
         "high": z.watermark[WMARK_HIGH], "boost": z.watermark_boost,
         "unusable_index": [int(v) for v in unusable_free_index_all_orders(z.nr_free)],
