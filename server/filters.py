@@ -30,8 +30,9 @@ What each field accepts:
     state                        = != with QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLING,
                                  CANCELLED (quoted or bare)
     scenario, creator,           = != with a string (a trailing * matches a prefix)
-    display_name, sweep          (sweep: the sweep's id, or its resource name "sweeps/ID"
-                                 as Run.sweep shows it; "sweeps/*": any run of a sweep)
+    display_name, sweep          (sweep and scenario: the bare id or name, or the resource
+                                 name the Run shows, "sweeps/ID" or "scenarios/NAME";
+                                 "sweeps/*": any run of a sweep)
     labels.KEY                   = != as for strings; a run without the label is != any
                                  value; `labels.KEY:*` tests presence
     create_time                  = != < <= > >= with an RFC 3339 timestamp in quotes
@@ -69,8 +70,18 @@ COLUMNS = {
 }
 
 SWEEP_PREFIX = "sweeps/"
-_SWEEP_NAME = (f"(CASE WHEN {COLUMNS['sweep']} = '' THEN '' "
-               f"ELSE '{SWEEP_PREFIX}' || {COLUMNS['sweep']} END)")
+
+
+def _resource_name(column: str, prefix: str) -> str:
+    """SQL for the resource name a field shows ("sweeps/ID"), or '' when it is unset."""
+    return f"(CASE WHEN {column} = '' THEN '' ELSE '{prefix}' || {column} END)"
+
+
+# Fields that also match by resource name: field -> (name prefix, SQL of the name).
+RESOURCE_NAMES = {
+    "sweep": (SWEEP_PREFIX, _resource_name(COLUMNS["sweep"], SWEEP_PREFIX)),
+    "scenario": ("scenarios/", _resource_name(COLUMNS["scenario"], "scenarios/")),
+}
 
 COMPARATORS = ("=", "!=", "<", "<=", ">", ">=")
 _EQUALITY = ("=", "!=")
@@ -452,9 +463,9 @@ def _compile(node: Node, params: list) -> str:
         params.append(node.key)
         match = _match_sql("l.value", node, params)
         sql = f"EXISTS (SELECT 1 FROM json_each({labels}) AS l WHERE l.key = ? AND {match})"
-    elif node.field == "sweep" and node.value.startswith(SWEEP_PREFIX):
-        # the resource name Run.sweep shows: "sweeps/ID" for a run of a sweep, else ""
-        sql = _match_sql(_SWEEP_NAME, node, params)
+    elif node.field in RESOURCE_NAMES and node.value.startswith(RESOURCE_NAMES[node.field][0]):
+        # the resource name the Run shows ("sweeps/ID", "scenarios/NAME"), else ""
+        sql = _match_sql(RESOURCE_NAMES[node.field][1], node, params)
     else:
         sql = _match_sql(COLUMNS[node.field], node, params)
     return f"(NOT {sql})" if node.op == "!=" else f"({sql})"

@@ -385,3 +385,16 @@ def test_canonical_form_is_a_fixed_point(tree, data):
     again = compile_filter(first.canonical)
     assert again == first
     assert parse_filter(render(parse_filter(text))) == parse_filter(text)
+
+
+def test_scenario_matches_by_name_or_resource_name(tmp_path):
+    from server.store import RunStore
+    with RunStore(tmp_path / "runs.db") as store:
+        a, _ = store.create_run({"seed": 1}, scenario="churn")
+        store.create_run({"seed": 2}, scenario="thpscale")
+        store.create_run({"seed": 3})
+        for text in ('scenario = "churn"', 'scenario = "scenarios/churn"'):
+            runs, _ = store.list_runs(text, None, 10, None)
+            assert [r.id for r in runs] == [a.id], text
+        runs, _ = store.list_runs('scenario = "scenarios/*"', None, 10, None)
+        assert len(runs) == 2
