@@ -34,6 +34,18 @@ class Stream:
         self._i = i + 1
         return self._buf[i]
 
+    def randoms(self, k: int) -> list[float]:
+        """The next `k` uniforms, the same values `k` calls of `random()` would give."""
+        i = self._i
+        out = self._buf[i:i + k]
+        self._i = i + len(out)
+        while len(out) < k:
+            self._buf = self.gen.random(BLOCK).tolist()
+            take = self._buf[:k - len(out)]
+            self._i = len(take)
+            out.extend(take)
+        return out
+
     def exponential(self, mean: float) -> float:
         return -mean * math.log1p(-self.random())
 

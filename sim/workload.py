@@ -203,11 +203,16 @@ class Workload:
         exp_mean = life.mean if life is not None and \
             life.distribution is Lifetime.EXPONENTIAL else 0.0
         log1p = math.log1p
+        # Exponential lifetimes without page states: every uniform of the batch at once
+        # (the same values, in the same order, as one draw per page).
+        uniforms = iter(rng.randoms(len(pfns))) if exp_mean and not plan.random_states \
+            else None
         for pfn in pfns:
             kind[pfn] = code
             if life is not None:          # before the page states: I/O timers key on it
                 if exp_mean:
-                    due = math.ceil((now - exp_mean * log1p(-rng.random())) / tick) or 1
+                    u = next(uniforms) if uniforms is not None else rng.random()
+                    due = math.ceil((now - exp_mean * log1p(-u)) / tick) or 1
                 else:
                     due = max(1, math.ceil((now + self._lifetime(life, rng)) / tick))
                 expire[pfn] = due
