@@ -1,5 +1,6 @@
 """`compactsim-server`: the Simulator service on grpc.aio, with grpc.health.v1, server
-reflection and the service's own Prometheus metrics.
+reflection, the service's own Prometheus metrics and each running run as a Prometheus
+target (`/sd`, `/probe`: server.exporter).
 
 Every flag also comes from an environment variable (`--max-queue` <- COMPACTSIM_MAX_QUEUE).
 On SIGTERM (or SIGINT): health NOT_SERVING, CreateRun refused with UNAVAILABLE, running runs
@@ -24,11 +25,12 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
 
 from compactsim_proto.v1 import simulator_pb2_grpc
 from server.executor import ProcessExecutor
+from server.exporter import start_exporter
 from server.manager import RunManager
 from server.service import SERVICE_NAME, Simulator
 from server.store import RunState, RunStore
@@ -189,7 +191,7 @@ async def build_server(*, listen: str = "127.0.0.1:50051", data_dir: str | Path 
         registry = CollectorRegistry()
         registry.register(_Collector(manager))
         host, mport = _split(metrics_listen)
-        app._metrics = start_http_server(mport, addr=host, registry=registry)
+        app._metrics = start_exporter(manager, registry, host, mport)   # + /sd, /probe
         app.metrics_port = app._metrics[0].server_port
     return app
 

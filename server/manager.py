@@ -8,7 +8,8 @@ and results back to the run manager -> store (single writer). The manager owns t
 - One background **thread** (not an asyncio task: the store and the executor block, and
   a thread keeps the manager usable from the gRPC aio server and from plain tests alike)
   pumps executor messages: progress -> `update_progress` and its latest series row as a
-  sample (so a live run's series grows); result -> the series rows not stored yet
+  sample (so a live run's series grows), and its latest full snapshot kept in memory for
+  `/probe` (`active_runs()`, `latest_snapshot()`; dropped when the run ends); result -> the series rows not stored yet
   (deduplicated by time), reports (procfs files, trace, latency histograms), final
   progress, summary and SUCCEEDED in one transaction; error -> an "error" event
   (type, message, ConfigError fields) and FAILED; a worker that dies -> FAILED

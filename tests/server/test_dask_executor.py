@@ -70,7 +70,9 @@ def test_tiny_run_sends_progress_then_result_then_completed_exit(executor):
     fractions = [p["fraction"] for p in progress]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
     assert set(progress[0]) == {"type", "run_id", "sim_time_s", "fraction", "events", "wall_s",
-                                "row"}
+                                "row", "snapshot", "kernel"}
+    snaps = [p["snapshot"] for p in progress if p["snapshot"] is not None]
+    assert snaps and {"zones", "vmstat", "fragmentation_score"} <= set(snaps[-1])
     assert all(p["events"] > 0 for p in progress)
     rows = [p["row"] for p in progress if p["row"] is not None]
     assert rows and all(r["time_s"] <= p["sim_time_s"] for p in progress

@@ -1,0 +1,125 @@
+"""`RunCollector`: one running run's simulated machine as node_exporter families.
+
+A prometheus_client custom collector: `collect()` builds new families from the latest
+snapshot the run's worker sent (`RunManager.latest_snapshot`), so a scrape costs the same
+on a 1 GiB and a 1 TiB machine and no state carries over between scrapes. Names, types and
+labels are node_exporter's exactly (vmstat, buddyinfo and zoneinfo collectors, uname), so
+node_exporter dashboards find the run; what node_exporter lacks is under `compactsim_`.
+All values are simulated, which the HELP strings say.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client.core import GaugeMetricFamily, Metric, UntypedMetricFamily
+
+from sim.pageblock import MIGRATETYPE_NAMES
+
+SIM = " (simulated by compactsim)"
+# snapshot zone key -> node_exporter zoneinfo name (collector/zoneinfo_linux.go) and HELP
+ZONEINFO = (
+    ("free_pages", "node_zoneinfo_nr_free_pages", "Total number of free pages in the zone"),
+    ("min", "node_zoneinfo_min_pages", "Zone watermark pages_min"),
+    ("low", "node_zoneinfo_low_pages", "Zone watermark pages_low"),
+    ("high", "node_zoneinfo_high_pages", "Zone watermark pages_high"),
+    ("managed", "node_zoneinfo_managed_pages", "Present pages managed by the buddy system"),
+    ("present", "node_zoneinfo_present_pages", "Physical pages existing within the zone"),
+)
+RELEASE = "compactsim"
+
+
+def _mt_name(mt: int) -> str:
+    return MIGRATETYPE_NAMES[mt] if mt < len(MIGRATETYPE_NAMES) else str(mt)
+
+
+class RunCollector:
+    """The families of run `run_id` of `manager` (anything with `latest_snapshot(run_id)`
+    and `active_runs()`); `info` gives the run's display name, scenario and the like for
+    `node_uname_info` and `compactsim_run_info`."""
+
+    def __init__(self, manager: Any, run_id: str, info: dict[str, str] | None = None):
+        self.manager = manager
+        self.run_id = run_id
+        self.info = info or {}
+
+    def collect(self) -> Iterator[Metric]:
+        snap = self.manager.latest_snapshot(self.run_id)
+        info = self.info
+        kernel = info.get("profile", "")
+        uname = GaugeMetricFamily(
+            "node_uname_info", "Labeled system information as provided by the uname system "
+            "call" + SIM, labels=["sysname", "release", "version", "machine", "nodename",
+                                  "domainname"])
+        uname.add_metric(["Linux", f"{RELEASE}-{kernel}" if kernel else RELEASE,
+                          info.get("design", ""), "x86_64",
+                          info.get("display_name") or self.run_id, "(none)"], 1)
+        yield uname
+        run_info = GaugeMetricFamily(
+            "compactsim_run_info", "The simulated run behind this target (always 1)",
+            labels=["run", "scenario", "design", "profile"])
+        run_info.add_metric([f"runs/{self.run_id}", info.get("scenario", ""),
+                             info.get("design", ""), kernel], 1)
+        yield run_info
+        if snap is None:
+            return
+        yield GaugeMetricFamily("compactsim_simulated_time_seconds",
+                                "Simulated time of the latest snapshot, seconds",
+                                value=float(snap["time_s"]))
+        yield from self._vmstat(snap.get("vmstat", {}))
+        yield from self._zones(snap.get("zones", []))
+        score = GaugeMetricFamily(
+            "compactsim_fragmentation_score", "Proactive-compaction fragmentation score of "
+            "the node, 0-100 (mm/compaction.c fragmentation_score_node)" + SIM,
+            labels=["node"])
+        for nid, v in enumerate(snap.get("fragmentation_score", [])):
+            score.add_metric([str(nid)], v)
+        yield score
+
+    def _vmstat(self, vmstat: dict[str, int]) -> Iterator[Metric]:
+        for field in sorted(vmstat):
+            # node_exporter: untyped, no labels, HELP "/proc/vmstat information field <f>."
+            yield UntypedMetricFamily(f"node_vmstat_{field}",
+                                      f"/proc/vmstat information field {field}." + SIM,
+                                      value=vmstat[field])
+
+    def _zones(self, zones: list[dict]) -> Iterator[Metric]:
+        buddy = GaugeMetricFamily("node_buddyinfo_blocks", "Count of free blocks according "
+                                  "to size." + SIM, labels=["node", "zone", "size"])
+        zoneinfo = {name: GaugeMetricFamily(name, help_ + SIM, labels=["node", "zone"])
+                    for _, name, help_ in ZONEINFO}
+        boost = GaugeMetricFamily("compactsim_zone_watermark_boost_pages",
+                                  "Zone watermark boost, pages" + SIM, labels=["node", "zone"])
+        free = GaugeMetricFamily("compactsim_free_blocks", "Free blocks by migratetype and "
+                                 "order (/proc/pagetypeinfo)" + SIM,
+                                 labels=["node", "zone", "migratetype", "order"])
+        blocks = GaugeMetricFamily("compactsim_pageblocks", "Pageblocks by migratetype "
+                                   "(/proc/pagetypeinfo)" + SIM,
+                                   labels=["node", "zone", "migratetype"])
+        extfrag = GaugeMetricFamily("compactsim_extfrag_index", "External fragmentation "
+                                    "index by order, x1000 (-1000: an allocation would "
+                                    "succeed)" + SIM, labels=["node", "zone", "order"])
+        unusable = GaugeMetricFamily("compactsim_unusable_index", "Unusable free space "
+                                     "index by order, x1000" + SIM,
+                                     labels=["node", "zone", "order"])
+        for z in zones:
+            nz = [str(z["node"]), z["zone"]]
+            for order, n in enumerate(z["nr_free"]):
+                buddy.add_metric([*nz, str(order)], n)
+            for key, name, _ in ZONEINFO:
+                if key in z:
+                    zoneinfo[name].add_metric(nz, z[key])
+            boost.add_metric(nz, z["boost"])
+            for mt, per_order in enumerate(z["free_by_type"]):
+                for order, n in enumerate(per_order):
+                    free.add_metric([*nz, _mt_name(mt), str(order)], n)
+            for mt, n in enumerate(z["blocks_by_type"]):
+                blocks.add_metric([*nz, _mt_name(mt)], n)
+            for order, v in enumerate(z["extfrag_index"]):
+                extfrag.add_metric([*nz, str(order)], v)
+            for order, v in enumerate(z["unusable_index"]):
+                unusable.add_metric([*nz, str(order)], v)
+        yield buddy
+        yield from zoneinfo.values()
+        yield from (boost, free, blocks, extfrag, unusable)

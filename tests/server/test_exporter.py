@@ -1,0 +1,218 @@
+"""RunCollector on a hand-made snapshot, the listener's routes on a fake manager, and end to
+end: a paced run of the real server is a Prometheus target while it runs, and only then."""
+
+from __future__ import annotations
+
+import io
+import json
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import grpc
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from compactsim_proto.v1 import run_pb2, simulator_pb2, simulator_pb2_grpc, spec_pb2
+from server.collector import RunCollector
+from server.exporter import make_app
+from server.manager import LiveRun
+
+ROOT = Path(__file__).resolve().parents[2]
+R = run_pb2.Run
+
+SNAP = {
+    "time_s": 1.5,
+    "zones": [{
+        "node": 0, "zone": "Normal", "nr_free": [5, 4, 0, 1], "free_by_type":
+        [[1, 0, 0, 0], [4, 4, 0, 1], [0, 0, 0, 0], [0, 0, 0, 0]],
+        "blocks_by_type": [2, 10, 1, 0], "free_pages": 25, "pcp_pages": 3,
+        "managed": 4000, "present": 4096, "min": 10, "low": 12, "high": 14, "boost": 7,
+        "unusable_index": [0, 200, 680, 680], "extfrag_index": [-1000, -1000, 120, -1000]}],
+    "fragmentation_score": [42],
+    "vmstat": {"pgalloc_normal": 123, "compact_stall": 4},
+}
+INFO = {"display_name": "probe-me", "scenario": "fragmented", "design": "PAGE_TYPE",
+        "profile": "v6.17"}
+
+
+class FakeManager:
+    def __init__(self, live: dict[str, dict | None]):
+        self.live = live
+        self.store = None   # _run_info falls back to the kernel info alone
+
+    def active_runs(self):
+        return {r: LiveRun(r, s, {"design": "PAGE_TYPE", "profile": "v6.17"})
+                for r, s in self.live.items()}
+
+    def latest_snapshot(self, run_id):
+        return self.live.get(run_id)
+
+
+def families(text: str) -> dict:
+    return {f.name: f for f in text_string_to_metric_families(text)}
+
+
+def scrape(manager, run_id="r1", info=INFO) -> tuple[CollectorRegistry, str]:
+    reg = CollectorRegistry()
+    reg.register(RunCollector(manager, run_id, info))
+    return reg, generate_latest(reg).decode()
+
+
+def test_collector_names_types_and_labels():
+    reg, text = scrape(FakeManager({"r1": SNAP}))
+    fams = families(text)
+    assert fams["node_vmstat_pgalloc_normal"].type == "unknown"   # untyped in the text format
+    assert "# TYPE node_vmstat_pgalloc_normal untyped" in text
+    assert [s.labels for s in fams["node_vmstat_pgalloc_normal"].samples] == [{}]
+    assert reg.get_sample_value("node_vmstat_compact_stall") == 4
+    assert fams["node_buddyinfo_blocks"].type == "gauge"
+    assert reg.get_sample_value("node_buddyinfo_blocks",
+                                {"node": "0", "zone": "Normal", "size": "3"}) == 1
+    for name, v in [("node_zoneinfo_nr_free_pages", 25), ("node_zoneinfo_min_pages", 10),
+                    ("node_zoneinfo_low_pages", 12), ("node_zoneinfo_high_pages", 14),
+                    ("node_zoneinfo_managed_pages", 4000),
+                    ("node_zoneinfo_present_pages", 4096),
+                    ("compactsim_zone_watermark_boost_pages", 7)]:
+        assert fams[name].type == "gauge"
+        assert reg.get_sample_value(name, {"node": "0", "zone": "Normal"}) == v, name
+    assert reg.get_sample_value("node_uname_info", {
+        "sysname": "Linux", "release": "compactsim-v6.17", "version": "PAGE_TYPE",
+        "machine": "x86_64", "nodename": "probe-me", "domainname": "(none)"}) == 1
+    assert reg.get_sample_value("compactsim_run_info", {
+        "run": "runs/r1", "scenario": "fragmented", "design": "PAGE_TYPE",
+        "profile": "v6.17"}) == 1
+    assert reg.get_sample_value("compactsim_free_blocks", {
+        "node": "0", "zone": "Normal", "migratetype": "Movable", "order": "1"}) == 4
+    assert reg.get_sample_value("compactsim_pageblocks", {
+        "node": "0", "zone": "Normal", "migratetype": "Reclaimable"}) == 1
+    assert reg.get_sample_value("compactsim_extfrag_index",
+                                {"node": "0", "zone": "Normal", "order": "2"}) == 120
+    assert reg.get_sample_value("compactsim_unusable_index",
+                                {"node": "0", "zone": "Normal", "order": "1"}) == 200
+    assert reg.get_sample_value("compactsim_fragmentation_score", {"node": "0"}) == 42
+    assert reg.get_sample_value("compactsim_simulated_time_seconds") == 1.5
+    assert "simulated" in fams["node_buddyinfo_blocks"].documentation
+    assert all(n.startswith(("node_", "compactsim_")) for n in fams)
+
+
+def test_collector_before_the_first_snapshot_has_only_the_info():
+    _, text = scrape(FakeManager({"r1": None}), info={})
+    assert sorted(families(text)) == ["compactsim_run_info", "node_uname_info"]
+    assert 'nodename="r1"' in text   # no display name: the run id
+
+
+def call(app, path, query=""):
+    out = {}
+
+    def start(status, headers):
+        out["status"], out["headers"] = status, dict(headers)
+    body = b"".join(app({"PATH_INFO": path, "QUERY_STRING": query, "HTTP_HOST": "h:9",
+                         "REQUEST_METHOD": "GET", "wsgi.input": io.BytesIO()}, start))
+    return int(out["status"].split()[0]), body.decode()
+
+
+def test_routes_on_a_fake_manager():
+    app = make_app(FakeManager({"r1": SNAP}), CollectorRegistry())
+    code, body = call(app, "/sd")
+    assert code == 200
+    assert json.loads(body) == [{"targets": ["h:9"], "labels": {
+        "__param_target": "runs/r1", "__meta_compactsim_run": "runs/r1",
+        "__meta_compactsim_display_name": "", "__meta_compactsim_scenario": "",
+        "__meta_compactsim_design": "PAGE_TYPE", "__meta_compactsim_profile": "v6.17"}}]
+    assert call(app, "/probe")[0] == 400
+    assert call(app, "/probe", "target=runs/nope")[0] == 404
+    assert call(app, "/probe", "target=bogus")[0] == 404
+    code, body = call(app, "/probe", "target=runs/r1")
+    assert code == 200 and "node_buddyinfo_blocks" in body
+    assert call(app, "/metrics")[0] == 200
+
+
+# -- end to end ---------------------------------------------------------------------------------
+
+def get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def start_server(data_dir: Path) -> tuple[subprocess.Popen, int, int]:
+    """The real `compactsim-server` on loopback (as tests/e2e/test_service.py starts it):
+    (process, gRPC port, metrics port)."""
+    port_file = data_dir / "port"
+    with open(data_dir / "server.log", "ab") as log:   # the child keeps its own descriptor
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "server.main", "--listen", "127.0.0.1:0", "--port-file",
+             str(port_file), "--data-dir", str(data_dir), "--workers", "2",
+             "--metrics-listen", "127.0.0.1:0"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 20
+    while not port_file.exists():
+        assert proc.poll() is None, (data_dir / "server.log").read_text()
+        assert time.monotonic() < deadline, "server did not start"
+        time.sleep(0.05)
+    return proc, int(port_file.read_text()), int(Path(f"{port_file}.metrics").read_text())
+
+
+def paced_spec() -> spec_pb2.Spec:
+    """64 MiB, 5 simulated seconds at one per wall second."""
+    s = spec_pb2.Spec(seed=3, duration_seconds=5.0, pace=1.0)
+    s.machine.memory_bytes = 64 << 20
+    s.machine.cpus = 1
+    s.sampling.interval_seconds = 0.05
+    g = s.workload.add(name="anon", kind=spec_pb2.PAGE_KIND_ANON, tasks=2, rate=2000.0)
+    g.order_mix.update({0: 0.8, 3: 0.2})
+    return s
+
+
+def test_e2e_a_paced_run_is_a_target_while_it_runs(tmp_path):
+    proc, port, mport = start_server(tmp_path)
+    base = f"http://127.0.0.1:{mport}"
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    stub = simulator_pb2_grpc.SimulatorStub(channel)
+    try:
+        run = stub.CreateRun(simulator_pb2.CreateRunRequest(
+            run=run_pb2.Run(spec=paced_spec(), display_name="probe-me")))
+        rid = run.name.removeprefix("runs/")
+        deadline = time.monotonic() + 20
+        while True:   # until the first snapshot has arrived
+            code, text = get(f"{base}/probe?target=runs/{rid}")
+            if code == 200 and "node_vmstat_pgalloc_normal" in text:
+                break
+            assert time.monotonic() < deadline, (code, text)
+            time.sleep(0.1)
+        fams = families(text)
+        assert fams["node_vmstat_pgalloc_normal"].type == "unknown"   # untyped
+        assert fams["node_buddyinfo_blocks"].samples
+        assert fams["compactsim_fragmentation_score"].samples
+        assert 'nodename="probe-me"' in text
+        code, body = get(f"{base}/sd")
+        assert code == 200
+        groups = json.loads(body)
+        assert [g["labels"]["__param_target"] for g in groups] == [f"runs/{rid}"]
+        labels = groups[0]["labels"]
+        assert groups[0]["targets"] == [f"127.0.0.1:{mport}"]
+        assert labels["__meta_compactsim_run"] == f"runs/{rid}"
+        assert labels["__meta_compactsim_display_name"] == "probe-me"
+        assert labels["__meta_compactsim_design"] and labels["__meta_compactsim_profile"]
+        assert "__meta_compactsim_scenario" in labels
+        assert get(f"{base}/probe")[0] == 400
+        assert get(f"{base}/metrics")[0] == 200
+        deadline = time.monotonic() + 30
+        while stub.GetRun(simulator_pb2.GetRunRequest(name=run.name)).state in (
+                R.QUEUED, R.RUNNING):
+            assert time.monotonic() < deadline, "the run did not end"
+            time.sleep(0.1)
+        assert stub.GetRun(simulator_pb2.GetRunRequest(name=run.name)).state == R.SUCCEEDED
+        code, body = get(f"{base}/sd")
+        assert code == 200 and json.loads(body) == []
+        assert get(f"{base}/probe?target=runs/{rid}")[0] == 404
+    finally:
+        channel.close()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
