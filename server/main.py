@@ -32,6 +32,7 @@ from compactsim_proto.v1 import simulator_pb2_grpc
 from server.executor import ProcessExecutor
 from server.exporter import start_exporter
 from server.manager import RunManager
+from server.metrics import ServiceMetrics
 from server.service import SERVICE_NAME, Simulator
 from server.store import RunState, RunStore
 
@@ -176,7 +177,8 @@ async def build_server(*, listen: str = "127.0.0.1:50051", data_dir: str | Path 
     for r in manager.recovered:
         log.warning("run %s was cut off by a restart; marked FAILED (interrupted)", r.id)
     service = Simulator(manager, _Scenarios(), executor_name=executor)
-    server = grpc.aio.server()
+    svc_metrics = ServiceMetrics(manager)
+    server = grpc.aio.server(interceptors=[svc_metrics.interceptor])
     simulator_pb2_grpc.add_SimulatorServicer_to_server(service, server)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
@@ -190,6 +192,7 @@ async def build_server(*, listen: str = "127.0.0.1:50051", data_dir: str | Path 
     if metrics_listen:
         registry = CollectorRegistry()
         registry.register(_Collector(manager))
+        svc_metrics.register(registry)
         host, mport = _split(metrics_listen)
         app._metrics = start_exporter(manager, registry, host, mport)   # + /sd, /probe
         app.metrics_port = app._metrics[0].server_port

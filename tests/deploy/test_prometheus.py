@@ -1,0 +1,98 @@
+"""Offline checks of deploy/prometheus with Debian's promtool (.ci/run installs it), and
+`promtool check metrics` on what a real server serves: /metrics and a running run's /probe."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import grpc
+import pytest
+
+from compactsim_proto.v1 import simulator_pb2
+
+ROOT = Path(__file__).resolve().parents[2]
+PROM = ROOT / "deploy" / "prometheus"
+sys.path.insert(0, str(ROOT / "tests" / "e2e"))
+from test_service import R, Server, create, spec, wait_state
+
+PROMTOOL = shutil.which("promtool")
+pytestmark = pytest.mark.skipif(
+    PROMTOOL is None, reason="promtool not installed (.ci/run installs Debian's prometheus)")
+
+
+def promtool(*args: str, stdin: bytes | None = None) -> str:
+    p = subprocess.run([PROMTOOL, *args], input=stdin, capture_output=True, cwd=PROM, check=False,
+                       timeout=60)
+    out = (p.stdout + p.stderr).decode()
+    assert p.returncode == 0, out
+    return out
+
+
+def test_check_config():
+    out = promtool("check", "config", "prometheus.yml")
+    assert "SUCCESS" in out
+
+
+def test_check_rules():
+    out = promtool("check", "rules", "rules.yml")
+    assert "SUCCESS" in out
+
+
+def test_rule_unit_tests():
+    out = promtool("test", "rules", "rules_test.yml")
+    assert "SUCCESS" in out and "FAILED" not in out
+
+
+def test_config_has_service_and_sd_jobs():
+    import yaml
+    cfg = yaml.safe_load((PROM / "prometheus.yml").read_text())
+    jobs = {j["job_name"]: j for j in cfg["scrape_configs"]}
+    assert jobs["compactsim"]["metrics_path"] == "/metrics"
+    runs = jobs["compactsim-runs"]
+    assert runs["metrics_path"] == "/probe"
+    assert runs["http_sd_configs"][0]["url"].endswith("/sd")
+    assert {"source_labels": ["__param_target"], "target_label": "instance"} in \
+        runs["relabel_configs"]
+
+
+def get(url: str) -> bytes:
+    return urllib.request.urlopen(url, timeout=10).read()
+
+
+def test_check_metrics_on_real_probe_and_service_metrics(tmp_path):
+    server = Server(tmp_path).start()
+    try:
+        mport = int(next(tmp_path.glob("port-*.metrics")).read_text())
+        run = create(server.stub, spec(duration=3.0, pace=1.0))
+        wait_state(server.stub, run.name, (R.RUNNING,))
+        deadline = time.monotonic() + 10
+        while True:   # until the worker has sent a snapshot
+            probe = get(f"http://127.0.0.1:{mport}/probe?target={run.name}")
+            if b"node_buddyinfo_blocks" in probe or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert b"node_vmstat_pgalloc_normal" in probe and b"node_buddyinfo_blocks" in probe
+        promtool("check", "metrics", stdin=probe)
+        wait_state(server.stub, run.name)
+        with pytest.raises(grpc.RpcError):
+            server.stub.GetRun(simulator_pb2.GetRunRequest(name="runs/nosuchrun"))
+        metrics = get(f"http://127.0.0.1:{mport}/metrics")
+        promtool("check", "metrics", stdin=metrics)
+        text = metrics.decode()
+        for name in ("compactsim_runs{", "compactsim_queue_depth",
+                     "compactsim_run_wall_seconds_count 1.0",
+                     "compactsim_simulated_events_total",
+                     'compactsim_grpc_requests_total{code="OK",method="/compactsim.v1.Simulator/CreateRun"} 1.0'):
+            assert name in text, name
+        assert 'code="NOT_FOUND",method="/compactsim.v1.Simulator/GetRun"} 1.0' in text
+        events = [ln for ln in text.splitlines()
+                  if ln.startswith("compactsim_simulated_events_total ")]
+        assert float(events[0].split()[1]) > 0
+        assert "run_id" not in text and "runs/" not in text   # no run-id labels
+    finally:
+        assert server.stop() == 0
