@@ -13,9 +13,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client.core import GaugeMetricFamily, Metric, UntypedMetricFamily
+from prometheus_client.core import (GaugeMetricFamily, HistogramMetricFamily, Metric,
+                                    UntypedMetricFamily)
 
 from sim.pageblock import MIGRATETYPE_NAMES
+
+PAGE_BYTES = 4096
 
 SIM = " (simulated by compactsim)"
 # snapshot zone key -> node_exporter zoneinfo name (collector/zoneinfo_linux.go) and HELP
@@ -69,6 +72,8 @@ class RunCollector:
                                 value=float(snap["time_s"]))
         yield from self._vmstat(snap.get("vmstat", {}))
         yield from self._zones(snap.get("zones", []))
+        yield from self._meminfo(snap.get("zones", []))
+        yield from self._histograms(snap.get("histograms", {}))
         score = GaugeMetricFamily(
             "compactsim_fragmentation_score", "Proactive-compaction fragmentation score of "
             "the node, 0-100 (mm/compaction.c fragmentation_score_node)" + SIM,
@@ -83,6 +88,33 @@ class RunCollector:
             yield UntypedMetricFamily(f"node_vmstat_{field}",
                                       f"/proc/vmstat information field {field}." + SIM,
                                       value=vmstat[field])
+
+    def _meminfo(self, zones: list[dict]) -> Iterator[Metric]:
+        """node_exporter's meminfo names for what the zones know: total and free."""
+        total = sum(z.get("managed", 0) for z in zones) * PAGE_BYTES
+        free = sum(z["free_pages"] for z in zones) * PAGE_BYTES
+        yield GaugeMetricFamily("node_memory_MemTotal_bytes",
+                                "Memory information field MemTotal_bytes." + SIM, value=total)
+        yield GaugeMetricFamily("node_memory_MemFree_bytes",
+                                "Memory information field MemFree_bytes." + SIM, value=free)
+
+    def _histograms(self, hists: dict) -> Iterator[Metric]:
+        """Allocation latency by request (kind/order) and lock wait by lock, in simulated
+        seconds, as Prometheus histograms with the model's log-linear bucket bounds."""
+        for key, name, label, help_ in (
+                ("alloc_latency", "compactsim_alloc_latency_seconds", "request",
+                 "Allocation latency by page kind and order, simulated seconds"),
+                ("lock_wait", "compactsim_lock_wait_seconds", "lock",
+                 "Wait to take a lock (zone->lock, lru_lock), simulated seconds")):
+            fam = HistogramMetricFamily(name, help_ + SIM, labels=[label])
+            for what, h in sorted(hists.get(key, {}).items()):
+                cumulative, buckets = 0, []
+                for upper, count in h["buckets"]:
+                    cumulative += count
+                    buckets.append((repr(float(upper)), cumulative))
+                buckets.append(("+Inf", h["n"]))
+                fam.add_metric([what], buckets, sum_value=h["sum_s"])
+            yield fam
 
     def _zones(self, zones: list[dict]) -> Iterator[Metric]:
         buddy = GaugeMetricFamily("node_buddyinfo_blocks", "Count of free blocks according "

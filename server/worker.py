@@ -98,6 +98,9 @@ def execute(run_id: str, spec: Mapping[str, Any], conn: Sender,
                 snap = None
             if snap is not None:
                 last_snapshot_time[0] = snap.get("time_s")
+                snap = dict(snap, histograms={
+                    "alloc_latency": histograms_message(info.get("latency", {})),
+                    "lock_wait": histograms_message(info.get("locks", {}))})
             conn.send({"type": "progress", "run_id": run_id, "sim_time_s": float(sim_now),
                        "fraction": min(1.0, sim_now / duration) if duration > 0 else 1.0,
                        "events": int(info.get("events", 0)), "wall_s": time.monotonic() - start,

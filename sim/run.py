@@ -147,8 +147,9 @@ def compaction_summary(compaction: Compaction | None, kcompactd: Kcompactd | Non
 def run(config: SimConfig, progress: Callable[[float, float], None] | None = None,
         on_step: Callable[[dict], None] | None = None) -> RunResult:
     """Simulate `config`. `progress(sim_now, duration)` and `on_step({"sim_time_s",
-    "events", "row", "snapshot"})` (the latest sampled series row and the latest full
-    `sim.sampling.snapshot`, plain data) are called at fixed steps."""
+    "events", "row", "snapshot", "latency", "locks"})` (the latest sampled series row, the
+    latest full `sim.sampling.snapshot` (plain data), and the live allocation-latency and
+    lock-wait histograms) are called at fixed steps."""
     env = (PacedEnvironment(factor=1.0 / config.pace, strict=False) if config.pace > 0
            else CountingEnvironment())
     rngs = RngStreams(config.seed)
@@ -186,7 +187,9 @@ def run(config: SimConfig, progress: Callable[[float, float], None] | None = Non
         if on_step is not None:
             on_step({"sim_time_s": env.now, "events": env.events_scheduled,
                      "row": sampler.rows[-1] if sampler.rows else None,
-                     "snapshot": sampler.latest})
+                     "snapshot": sampler.latest, "latency": workload.latency,
+                     "locks": {lk.name: lk.wait_hist for lk in
+                               [z.lock for z in m.zones] + [n.lru_lock for n in m.nodes]}})
     sampler.take()
     summary = summarize(m, workload, reclaim, zram)
     summary["replay"] = [r.summary() for r in replays]

@@ -216,3 +216,25 @@ def test_e2e_a_paced_run_is_a_target_while_it_runs(tmp_path):
         channel.close()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 0
+
+
+def test_collector_meminfo_and_histograms():
+    snap = dict(SNAP, histograms={
+        "alloc_latency": {"thp/order9": {"n": 3, "sum_s": 0.006, "mean_s": 0.002,
+                                         "max_s": 0.003,
+                                         "buckets": [[0.001, 1], [0.004, 2]]}},
+        "lock_wait": {"zone_lock/0/Normal": {"n": 2, "sum_s": 1e-6, "mean_s": 5e-7,
+                                             "max_s": 8e-7, "buckets": [[1e-6, 2]]}}})
+    _, text = scrape(FakeManager({"r1": snap}))
+    fams = families(text)
+    assert fams["node_memory_MemTotal_bytes"].samples[0].value == 4000 * 4096
+    assert fams["node_memory_MemFree_bytes"].samples[0].value == 25 * 4096
+    alloc = fams["compactsim_alloc_latency_seconds"]
+    assert alloc.type == "histogram"
+    buckets = {s.labels["le"]: s.value for s in alloc.samples if s.name.endswith("_bucket")}
+    assert buckets == {"0.001": 1, "0.004": 3, "+Inf": 3}          # cumulative
+    assert {s.labels["request"] for s in alloc.samples} == {"thp/order9"}
+    count = [s.value for s in alloc.samples if s.name.endswith("_count")]
+    assert count == [3]
+    lock = fams["compactsim_lock_wait_seconds"]
+    assert {s.labels["lock"] for s in lock.samples} == {"zone_lock/0/Normal"}
