@@ -1,0 +1,71 @@
+"""`compactsim-healthcheck`: a gRPC health probe (grpc.health.v1 Check) for container
+HEALTHCHECKs and scripts.
+
+Exit 0 when the server answers SERVING, 1 otherwise (NOT_SERVING, unknown service,
+unreachable, timeout). The address is --address, else COMPACTSIM_LISTEN (the server's own
+listen address, so the same environment configures both), else 127.0.0.1:50051. A wildcard
+host (0.0.0.0, ::, empty) is probed on loopback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+DEFAULT_ADDRESS = "127.0.0.1:50051"
+_WILDCARD = {"", "0.0.0.0", "[::]", "::", "*"}
+
+
+def probe_address(listen: str) -> str:
+    """The address to dial for a server listening on `listen`."""
+    host, sep, port = listen.rpartition(":")
+    if not sep:
+        raise ValueError(f"address {listen!r} is not host:port")
+    if host in _WILDCARD:
+        host = "127.0.0.1"
+    return f"{host}:{port}"
+
+
+def check(address: str, service: str = "", timeout: float = 3.0) -> int:
+    """The health status (health_pb2.HealthCheckResponse.ServingStatus) of `service` at
+    `address`; raises grpc.RpcError when the server does not answer."""
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        resp = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
+        return resp.status
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="compactsim-healthcheck",
+                                description=__doc__.splitlines()[0])
+    p.add_argument("--address", default=None,
+                   help=f"host:port [COMPACTSIM_LISTEN, else {DEFAULT_ADDRESS}]")
+    p.add_argument("--service", default="",
+                   help="service name to check; empty: the server as a whole")
+    p.add_argument("--timeout", type=float, default=3.0, help="seconds (default 3)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no output")
+    args = p.parse_args(argv)
+    listen = args.address or os.environ.get("COMPACTSIM_LISTEN") or DEFAULT_ADDRESS
+    try:
+        address = probe_address(listen)
+    except ValueError as e:
+        print(f"compactsim-healthcheck: {e}", file=sys.stderr)
+        return 1
+    try:
+        status = check(address, args.service, args.timeout)
+    except grpc.RpcError as e:
+        if not args.quiet:
+            print(f"{address}: {e.code().name}: {e.details()}", file=sys.stderr)
+        return 1
+    name = health_pb2.HealthCheckResponse.ServingStatus.Name(status)
+    if not args.quiet:
+        print(f"{address}: {name}")
+    return 0 if status == health_pb2.HealthCheckResponse.SERVING else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
