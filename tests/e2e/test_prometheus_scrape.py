@@ -52,6 +52,28 @@ def test_config(mport: int, out: Path) -> Path:
 test_config.__test__ = False   # a helper, not a test
 
 
+def dashboard_queries(instance: str, nodename: str) -> list[str]:
+    """Every panel query of the shipped dashboards, variables set to this run."""
+    values = {"$__rate_interval": "5s", "$__interval": "5s", "$job": "compactsim-runs",
+              "$nodename": nodename, "$instance": instance, "$zone": "Normal"}
+    exprs = []
+
+    def walk(panels):
+        for panel in panels:
+            walk(panel.get("panels", []))
+            for target in panel.get("targets", []):
+                expr = target.get("expr", "")
+                for var, value in values.items():
+                    expr = expr.replace(var, value)
+                if expr:
+                    exprs.append(expr)
+
+    for path in sorted((ROOT / "deploy" / "grafana" / "dashboards").glob("*.json")):
+        walk(json.loads(path.read_text())["panels"])
+    assert len(exprs) > 10
+    return exprs
+
+
 def query(port: int, expr: str) -> list[dict]:
     url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
     body = json.loads(urllib.request.urlopen(url, timeout=5).read())
@@ -84,9 +106,9 @@ def test_prometheus_scrapes_service_and_run(tmp_path):
                  f"--storage.tsdb.path={tmp_path / 'tsdb'}",
                  f"--web.listen-address=127.0.0.1:{pport}", "--log.level=warn"],
                 stdout=plog, stderr=subprocess.STDOUT)
-        run = create(server.stub, spec(duration=10.0, pace=1.0))   # about 10 s of wall time
+        run = create(server.stub, spec(duration=20.0, pace=1.0))   # about 20 s of wall time
         wait_state(server.stub, run.name, (R.RUNNING,))
-        deadline = start + 40
+        deadline = start + 50
         inst = f'instance="{run.name}"'
 
         up = wait_for(pport, 'up{job="compactsim"} == 1', deadline)
@@ -107,7 +129,16 @@ def test_prometheus_scrapes_service_and_run(tmp_path):
         # a recording rule over the run's series is evaluated
         assert wait_for(pport, f"instance:node_vmstat_compact_stall:rate5m{{{inst}}}",
                         deadline)
-        assert time.monotonic() - start < 60
+        # every query of every shipped dashboard panel returns data for the run
+        nodename = query(pport, f"node_uname_info{{{inst}}}")[0]["metric"]["nodename"]
+        exprs = dashboard_queries(run.name, nodename)
+        empty = [e for e in exprs if not wait_for(pport, e, time.monotonic() + 3)]
+        assert not empty, empty
+        # once the run ends it leaves service discovery
+        wait_state(server.stub, run.name)
+        sd = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{mport}/sd", timeout=5).read())
+        assert all(g["labels"].get("__param_target") != run.name for g in sd), sd
+        assert time.monotonic() - start < 90
     finally:
         if prom is not None:
             prom.terminate()
