@@ -198,6 +198,18 @@ def compaction() -> dict:
             (f"compactsim_zone_watermark_boost_pages{{{zs}}}", "node {{node}} {{zone}}"),
         ], description="Zone watermark boost pages (vm.watermark_boost_factor), raised on "
            "fragmenting fallbacks and cleared by kswapd/kcompactd."), 8, 9),
+        (timeseries("Lock waits, p99 (compactsim)", [
+            (f"histogram_quantile(0.99, sum by (lock, le) (rate("
+             f"compactsim_lock_wait_seconds_bucket{{{s}}}[$__rate_interval])))", "{{lock}}"),
+        ], unit="s", description="99th percentile wait to take zone->lock and the lru_lock "
+           "(simulated seconds): contention between allocation, reclaim and the compaction "
+           "scanners; a gap while nobody waited."), 12, 9),
+        (timeseries("Allocation latency, p99 (compactsim)", [
+            (f"histogram_quantile(0.99, sum by (request, le) (rate("
+             f"compactsim_alloc_latency_seconds_bucket{{{s}}}[$__rate_interval])))",
+             "{{request}}"),
+        ], unit="s", description="99th percentile allocation latency by page kind and order "
+           "(simulated seconds), slow path, reclaim and compaction included."), 12, 9),
     ]
     variables = [
         JOB_VAR,
@@ -210,8 +222,8 @@ def compaction() -> dict:
     return dashboard(
         "compactsim-compaction", "Memory compaction & fragmentation",
         "Linux memory compaction, migration and fragmentation from node_exporter's vmstat, "
-        "buddyinfo and zoneinfo collectors (compactsim runs or real hosts). Lock waits are "
-        "not shown: compactsim exports no lock metric yet.", layout(p), variables)
+        "buddyinfo and zoneinfo collectors (compactsim runs or real hosts); panels marked "
+        "(compactsim) need a simulated run.", layout(p), variables)
 
 
 def compare() -> dict:

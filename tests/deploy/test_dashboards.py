@@ -108,8 +108,14 @@ def metric_names(expr: str) -> set[str]:
 def exported_names() -> set[str]:
     """Metric names the probe exports: literals of server/collector.py, node_vmstat_<field>
     for the simulator's vmstat fields, and node_exporter's vmstat names used for compaction."""
-    names = set(re.findall(r'"((?:node|compactsim)_[a-z0-9_]+)"', COLLECTOR.read_text()))
-    assert 'f"node_vmstat_{field}"' in COLLECTOR.read_text()
+    source = COLLECTOR.read_text()
+    names = set(re.findall(r'"((?:node|compactsim)_[a-z0-9_]+)"', source))
+    assert 'f"node_vmstat_{field}"' in source
+    # histogram families (built in RunCollector._histograms) expose _bucket/_count/_sum
+    histograms = re.findall(r'"(compactsim_[a-z0-9_]+)"',
+                            source[source.index("def _histograms"):])
+    assert histograms
+    names |= {h + suffix for h in histograms for suffix in ("_bucket", "_count", "_sum")}
     names |= {f"node_vmstat_{f}" for f in (*VM_EVENTS, *GAUGES, *DOCUMENTED_VMSTAT)}
     return names
 
