@@ -89,7 +89,15 @@ def test_check_metrics_on_real_probe_and_service_metrics(tmp_path):
         wait_state(server.stub, run.name)
         with pytest.raises(grpc.RpcError):
             server.stub.GetRun(simulator_pb2.GetRunRequest(name="runs/nosuchrun"))
-        metrics = get(f"http://127.0.0.1:{mport}/metrics")
+        # The interceptor counts a call once its handler returns, which can be just after
+        # the client has its answer: wait for the count rather than race it.
+        not_found = 'code="NOT_FOUND",method="/compactsim.v1.Simulator/GetRun"} 1.0'
+        deadline = time.monotonic() + 10
+        while True:
+            metrics = get(f"http://127.0.0.1:{mport}/metrics")
+            if not_found.encode() in metrics or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
         promtool("check", "metrics", stdin=metrics)
         text = metrics.decode()
         for name in ("compactsim_runs{", "compactsim_queue_depth",
