@@ -21,9 +21,9 @@ from __future__ import annotations
 import enum
 
 from sim.config import PageKind
-from sim.lru import add_page_to_lru, lru_list_for, node_of
+from sim.lru import add_page_to_lru, lru_list_for
 from sim.machine import Machine
-from sim.page import (ALLOC, KIND_CODE, KIND_NONE, PG_DIRTY, PG_EXTRA_REF, PG_ISOLATED,
+from sim.page import (ALLOC, KIND_CODE, KIND_NONE, PG_EXTRA_REF, PG_ISOLATED,
                       PG_LOCKED, PG_LRU, PG_MOVABLE_OPS, PG_WRITEBACK)
 
 
@@ -232,5 +232,3 @@ class Migration:
 def mem_is_ops(m: Machine, pfn: int) -> bool:
     return bool(m.mem.flags[pfn] & PG_MOVABLE_OPS)
 
-
-__all__ = ["Migration", "MigrateMode", "node_of", "PG_DIRTY"]

@@ -20,7 +20,7 @@ from sim.machine import Machine
 from sim.pageblock import MIGRATE_PCPTYPES, PAGEBLOCK_ORDER, MigrateType
 from sim.pcp import drain_zone_pages, free_pcppages_bulk, pcp_pop, pcp_push, rmqueue_bulk
 from sim.task import Task
-from sim.page import ALLOC, PCP
+from sim.page import ALLOC
 from sim.zone import WMARK_LOW, Zone, zone_watermark_for_flags, zone_watermark_ok
 
 # What an allocation or free did, for its cost.
@@ -152,74 +152,60 @@ def trace_alloc(m: Machine, task: Task, pfn: int, order: int, gfp: int) -> None:
                                     tp.gfp_flags_to_str(gfp)))
 
 
+def free_unref_page(m: Machine, task: Task, z: Zone, pfn: int) -> Outcome:
+    """free_unref_page_commit: one order-0 page onto this CPU's pcp list (draining a batch
+    from the cold end once the list is over `high`), or to the buddy lists without pcp."""
+    pcp = z.pcp
+    mt = m.pageblocks.mt[pfn >> PAGEBLOCK_ORDER]
+    if pcp is None:
+        free_to_buddy(m, z, pfn, 0, mt)
+        return Outcome(zone=z, work=WORK_BUDDY)
+    mem = m.mem
+    mem.kind[pfn] = 0
+    mem.flags[pfn] = 0
+    mem.expire[pfn] = 0
+    if not pcp_push(z, task.cpu, pfn, mt if mt < MIGRATE_PCPTYPES else MigrateType.MOVABLE):
+        return Outcome(zone=z)
+    freed = free_pcppages_bulk(z, task.cpu, pcp.batch, free_one_page, m.pageblocks, m.policy)
+    if m.trace is not None and m.trace.is_enabled("mm_page_pcpu_drain"):
+        for p, pmt in freed:
+            _trace(m, task, "mm_page_pcpu_drain",
+                   tp.fmt_mm_page_pcpu_drain(tp.pfn_to_page(p), p, 0, pmt))
+    return Outcome(zone=z, work=WORK_REFILL, batch=len(freed))
+
+
 def free_pages(m: Machine, task: Task, pfn: int, order: int) -> Outcome:
-    """__free_pages: order 0 to this CPU's pcp list (draining a batch over `high`),
-    larger orders straight to the buddy lists."""
+    """__free_pages: order 0 through the pcp lists, larger orders straight to the buddy
+    lists."""
     z = m.zone_of(pfn)
-    out = Outcome(zone=z)
     m.events["pgfree"] += 1 << order
     if m.trace is not None and m.trace.is_enabled("mm_page_free"):
         _trace(m, task, "mm_page_free", tp.fmt_mm_page_free(tp.pfn_to_page(pfn), pfn, order))
-    mt = m.pageblocks.get_pageblock_migratetype(pfn)
-    mem = m.mem
-    if order == 0 and z.pcp is not None:
-        mem.kind[pfn] = 0
-        mem.flags[pfn] = 0
-        mem.expire[pfn] = 0
-        if pcp_push(z, task.cpu, pfn, mt if mt < MIGRATE_PCPTYPES else MigrateType.MOVABLE):
-            out.work = WORK_REFILL
-            freed = free_pcppages_bulk(z, task.cpu, z.pcp.batch, free_one_page,
-                                       m.pageblocks, m.policy)
-            out.batch = len(freed)
-            if m.trace is not None and m.trace.is_enabled("mm_page_pcpu_drain"):
-                for p, pmt in freed:
-                    _trace(m, task, "mm_page_pcpu_drain",
-                           tp.fmt_mm_page_pcpu_drain(tp.pfn_to_page(p), p, 0, pmt))
-        return out
-    out.work = WORK_BUDDY
-    free_to_buddy(m, z, pfn, order, mt)
-    return out
+    if order == 0:
+        return free_unref_page(m, task, z, pfn)
+    free_to_buddy(m, z, pfn, order)
+    return Outcome(zone=z, work=WORK_BUDDY)
 
 
 def free_unref_page_list(m: Machine, task: Task, pfns: list[int]) -> list[Outcome]:
-    """free_unref_page_list (release_pages): order-0 pages onto this CPU's pcp lists in one
-    go, draining a batch whenever a list goes over `high`. Returns the drains (work under
-    zone->lock); the caller pays `pcp_free_ns` per page for the rest. Without pcp lists
-    every page is a buddy free."""
-    mem = m.mem
-    pstate, kind, flags, expire = mem.pstate, mem.kind, mem.flags, mem.expire
+    """free_unref_page_list (release_pages): order-0 pages freed as one batch, traced as
+    mm_page_free_batched and mm_page_free. Returns the work done under zone->lock (drains,
+    buddy frees); the caller pays `pcp_free_ns` per page for the rest."""
     trace = m.trace
     traced = trace is not None and trace.is_enabled("mm_page_free")
     batched = trace is not None and trace.is_enabled("mm_page_free_batched")
-    mtypes = m.pageblocks.mt
-    cpu = task.cpu
-    drains = []
     m.events["pgfree"] += len(pfns)
+    locked = []
     for pfn in pfns:
         if batched:
             _trace(m, task, "mm_page_free_batched",
                    tp.fmt_mm_page_free_batched(tp.pfn_to_page(pfn), pfn))
         if traced:
             _trace(m, task, "mm_page_free", tp.fmt_mm_page_free(tp.pfn_to_page(pfn), pfn, 0))
-        z = m.zone_of(pfn)
-        pcp = z.pcp
-        mt = mtypes[pfn >> PAGEBLOCK_ORDER]
-        if pcp is None:
-            free_to_buddy(m, z, pfn, 0, mt)
-            drains.append(Outcome(zone=z, work=WORK_BUDDY))
-            continue
-        kind[pfn] = 0
-        flags[pfn] = 0
-        expire[pfn] = 0
-        if mt >= MIGRATE_PCPTYPES:
-            mt = MigrateType.MOVABLE
-        pstate[pfn] = PCP + mt
-        pcp.lists[cpu][mt].append(pfn)
-        pcp.counts[cpu] += 1
-        if pcp.counts[cpu] >= pcp.high:
-            freed = free_pcppages_bulk(z, cpu, pcp.batch, free_one_page, m.pageblocks, m.policy)
-            drains.append(Outcome(zone=z, work=WORK_REFILL, batch=len(freed)))
-    return drains
+        out = free_unref_page(m, task, m.zone_of(pfn), pfn)
+        if out.work != WORK_PCP:
+            locked.append(out)
+    return locked
 
 
 def free_to_buddy(m: Machine, z: Zone, pfn: int, order: int, mt: int | None = None) -> int:

@@ -23,7 +23,7 @@ import simpy
 from sim.charge import charge_frees, settle
 from sim.config import PAGEBLOCK_ORDER
 from sim.gfp import gfpflags_allow_blocking
-from sim.lru import del_page_from_lru, node_of
+from sim.lru import del_page_from_lru
 from sim.machine import LRU_ANON, LRU_FILE, Machine, Node
 from sim.page import ALLOC, PG_DIRTY, PG_EXTRA_REF, PG_ISOLATED, PG_LOCKED, PG_WRITEBACK
 from sim.page_alloc import Outcome, free_pages
@@ -316,7 +316,3 @@ def reclaimable_pages(m: Machine, nid: int, zram_room: bool) -> int:
     """zone_reclaimable_pages, node-wide: file LRU, and anon when it can be swapped."""
     node = m.nodes[nid]
     return node.lru_size[LRU_FILE] + (node.lru_size[LRU_ANON] if zram_room else 0)
-
-
-__all__ = ["Reclaim", "SWAP_CLUSTER_MAX", "MAX_RECLAIM_RETRIES", "compact_gap",
-           "pgdat_balanced", "reclaimable_pages", "node_of"]

@@ -11,7 +11,6 @@ import numpy as np
 
 from sim import procfs
 from sim.config import MAX_ORDER, PAGE_SIZE, PageKind
-from sim.lru import LRU_KINDS
 from sim.machine import LRU_ANON, LRU_FILE, LRU_UNEVICTABLE, Machine
 from sim.page import KIND_CODE
 from sim.pageblock import MIGRATE_TYPES, MIGRATETYPE_NAMES, PAGEBLOCK_ORDER
@@ -113,5 +112,3 @@ def procfs_files(m: Machine, counters: dict[str, int] | None = None) -> dict[str
         "show_free_areas": show_free_areas(m),
     }
 
-
-__all__ = ["procfs_files", "vmstat", "kind_pages", "LRU_KINDS"]

@@ -1,5 +1,8 @@
 """Checks on a zone's free lists shared by the allocator and compaction tests."""
 
+from sim.buddy import del_page_from_free_list
+from sim.config import PageKind
+from sim.page import ALLOC, KIND_CODE, KIND_RESERVED
 from sim.pageblock import MIGRATE_TYPES, NR_ORDERS
 
 
@@ -27,3 +30,16 @@ def assert_lists_match_counters(z) -> None:
         assert z.nr_free[o] == total, (z.name, o)
         pages += total << o
     assert z.free_pages == pages, z.name
+
+
+def carve(z) -> None:
+    """No free pages left: every page of the zone (but the memmap) becomes an allocated,
+    unmovable order-0 page, so that a test can free exactly the blocks it wants."""
+    for pfn, o, mt in free_blocks(z):
+        del_page_from_free_list(z, pfn, o, mt)
+    mem = z.mem
+    for pfn in range(z.zone_start_pfn, z.zone_end_pfn):
+        if mem.kind[pfn] != KIND_RESERVED:
+            mem.pstate[pfn] = ALLOC
+            mem.kind[pfn] = KIND_CODE[PageKind.SLAB_UNMOVABLE]
+            mem.flags[pfn] = 0

@@ -10,13 +10,13 @@ and the model must agree (mm/internal.h: buddy `B2 = B1 ^ (1 << O)`, parent
 from __future__ import annotations
 
 import simpy
-from buddycheck import assert_lists_match_counters, free_blocks
+from buddycheck import assert_lists_match_counters, carve, free_blocks
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant, precondition,
                                  rule)
 
-from sim.buddy import del_page_from_free_list, free_one_page
+from sim.buddy import free_one_page
 from sim.config import MAX_ORDER, ClaimRule, PageKind, config_from_dict
 from sim.gfp import (ALLOC_KSWAPD, ALLOC_NO_WATERMARKS, ALLOC_WMARK_LOW, ALLOC_WMARK_MIN,
                      GFP_HIGHUSER_MOVABLE, GFP_KERNEL, __GFP_RECLAIMABLE, gfp_migratetype)
@@ -264,18 +264,6 @@ TestBuddyState = BuddyMachine.TestCase
 
 
 # --- merging (__free_one_page, buddy_merge_likely) ---------------------------------------
-
-def carve(z) -> None:
-    """Take every free block off the lists and make each page of the zone an allocated
-    order-0 page, so that a test can free exactly the blocks it wants."""
-    for pfn, o, mt in free_blocks(z):
-        del_page_from_free_list(z, pfn, o, mt)
-    mem = z.mem
-    for pfn in range(z.zone_start_pfn, z.zone_end_pfn):
-        if mem.kind[pfn] != KIND_RESERVED:
-            mem.pstate[pfn] = ALLOC
-            mem.kind[pfn] = KIND_OF_MT[MigrateType.UNMOVABLE]
-
 
 def free_block(z, pfn: int, order: int, mt: int, to_tail: bool = False, pageblocks=None) -> int:
     """Free [pfn, pfn + 2^order) as one block that was allocated as one."""

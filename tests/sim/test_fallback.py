@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import pytest
 import simpy
-from buddycheck import free_blocks
+from buddycheck import carve, free_blocks
 
-from sim.buddy import (BuddyPolicy, boost_watermark, del_page_from_free_list, free_one_page,
+from sim.buddy import (BuddyPolicy, boost_watermark, free_one_page,
                        rmqueue, rmqueue_fallback)
-from sim.config import MAX_ORDER, ClaimRule, PageKind, config_from_dict
+from sim.config import MAX_ORDER, ClaimRule, config_from_dict
 from sim.gfp import (ALLOC_KSWAPD, ALLOC_NO_WATERMARKS, ALLOC_NOFRAGMENT, ALLOC_WMARK_LOW,
                      GFP_KERNEL)
 from sim.machine import build_machine
-from sim.page import ALLOC, KIND_CODE, KIND_RESERVED, PG_LRU, TAIL
+from sim.page import ALLOC, PG_LRU, TAIL
 from sim.page_alloc import get_page_from_freelist, trace_extfrag
 from sim.pageblock import PAGEBLOCK_NR_PAGES, PAGEBLOCK_ORDER, MigrateType
 from sim.task import Task
@@ -42,19 +42,6 @@ def make_machine(rule: ClaimRule, *, memory_mib: int = 64, dma32_mib: int = 0,
         "workload": [{"name": "x"}],
     })
     return build_machine(cfg, simpy.Environment())
-
-
-def carve(z) -> None:
-    """No free pages left: every page of the zone is an allocated, unmovable order-0 page."""
-    for pfn, o, mt in free_blocks(z):
-        del_page_from_free_list(z, pfn, o, mt)
-    mem = z.mem
-    for pfn in range(z.zone_start_pfn, z.zone_end_pfn):
-        if mem.kind[pfn] != KIND_RESERVED:
-            mem.pstate[pfn] = ALLOC
-            mem.kind[pfn] = KIND_CODE[PageKind.SLAB_UNMOVABLE]
-            mem.flags[pfn] = 0
-    assert z.free_pages == 0
 
 
 def pb(i: int) -> int:
