@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import ssl
 import threading
 from typing import Any
 from urllib.parse import parse_qs
@@ -99,10 +100,16 @@ def make_app(manager: Any, registry: CollectorRegistry):
     return app
 
 
-def start_exporter(manager: Any, registry: CollectorRegistry, host: str, port: int):
-    """Serve `make_app` on host:port in a daemon thread; returns (server, thread)."""
+def start_exporter(manager: Any, registry: CollectorRegistry, host: str, port: int,
+                   tls: tuple[str, str] | None = None):
+    """Serve `make_app` on host:port in a daemon thread (HTTPS with `tls` = (certificate
+    file, key file)); returns (server, thread)."""
     httpd = make_server(host, port, make_app(manager, registry), ThreadingWSGIServer,
                         handler_class=_SilentHandler)
+    if tls is not None:
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(*tls)
+        httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True)
     t = threading.Thread(target=httpd.serve_forever, name="metrics", daemon=True)
     t.start()
     return httpd, t

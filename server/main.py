@@ -3,6 +3,12 @@ reflection, the service's own Prometheus metrics and each running run as a Prome
 target (`/sd`, `/probe`: server.exporter).
 
 Every flag also comes from an environment variable (`--max-queue` <- COMPACTSIM_MAX_QUEUE).
+
+Shared use (server.auth): with `--token-file` every call but health needs a bearer token
+that the file names, and SIGHUP reads the file again. Without one, every caller is
+`anonymous` and the server binds to loopback only, whatever `--listen` says, unless
+`--insecure-allow-remote` is given; it says which at start-up. `--tls-cert`/`--tls-key`
+serve TLS on the gRPC listener and on the metrics listener.
 On SIGTERM (or SIGINT): health NOT_SERVING, CreateRun refused with UNAVAILABLE, running runs
 stopped and marked FAILED "interrupted" (re-runnable), watch streams ended, the store
 flushed and closed, exit 0.
@@ -29,6 +35,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
 
 from compactsim_proto.v1 import simulator_pb2_grpc
+from server.auth import Authenticator, TokenFileError, Tokens
 from server.executor import ProcessExecutor
 from server.exporter import start_exporter
 from server.manager import RunManager
@@ -96,6 +103,30 @@ def _split(address: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+def _loopback_only(address: str, allow_remote: bool, what: str) -> str:
+    """`address`, or its port on 127.0.0.1 when no token file guards a remote listener."""
+    host, port = _split(address)
+    if host in LOOPBACK or allow_remote:
+        if host not in LOOPBACK:
+            log.warning("%s on %s without a token file (--insecure-allow-remote): anyone who "
+                        "reaches it acts as 'anonymous'", what, address)
+        return address
+    log.warning("no --token-file: %s listens on loopback only (127.0.0.1:%d, not %s); give "
+                "--token-file, or --insecure-allow-remote to listen on %s anyway",
+                what, port, address, host)
+    return f"127.0.0.1:{port}"
+
+
+def _read(path: str, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise SystemExit(f"cannot read {what} {path}: {exc.strerror}") from None
+
+
 @dataclass
 class App:
     server: grpc.aio.Server
@@ -104,6 +135,7 @@ class App:
     manager: RunManager
     store: RunStore
     health: HealthServicer
+    auth: Authenticator = field(default_factory=Authenticator)
     metrics_port: int | None = None
     _metrics: Any = None
     _watch: asyncio.Task | None = None
@@ -128,6 +160,18 @@ class App:
                 await self._set_health(SERVING if ok else NOT_SERVING)
                 last = ok
             await asyncio.sleep(HEALTH_POLL_S)
+
+    def reload_tokens(self) -> None:
+        """SIGHUP: read the token file again; a bad file leaves the tokens in force."""
+        if self.auth.tokens is None:
+            log.warning("SIGHUP: no --token-file to reload")
+            return
+        try:
+            n = self.auth.tokens.reload()
+        except TokenFileError as exc:
+            log.error("SIGHUP: token file not reloaded, the old tokens stay: %s", exc)
+            return
+        log.info("SIGHUP: %d tokens loaded from %s", n, self.auth.tokens.path)
 
     async def start(self) -> None:
         await self.server.start()
@@ -166,8 +210,18 @@ async def build_server(*, listen: str = "127.0.0.1:50051", data_dir: str | Path 
                        workers: int | None = None, max_queue: int = 1000,
                        max_run_wall_time: float | None = None, executor: str = "process",
                        dask_scheduler: str | None = None,
-                       metrics_listen: str | None = "127.0.0.1:9464") -> App:
+                       metrics_listen: str | None = "127.0.0.1:9464",
+                       token_file: str | None = None, tls_cert: str | None = None,
+                       tls_key: str | None = None, insecure_allow_remote: bool = False) -> App:
     """The whole server, bound but not started (call `await app.start()`)."""
+    if (tls_cert is None) != (tls_key is None):
+        raise SystemExit("--tls-cert and --tls-key go together")
+    try:
+        auth = Authenticator(Tokens(token_file) if token_file else None)
+    except TokenFileError as exc:
+        raise SystemExit(f"--token-file: {exc}") from None
+    if not auth.required:
+        listen = _loopback_only(listen, insecure_allow_remote, "gRPC")
     data = Path(data_dir)
     data.mkdir(parents=True, exist_ok=True)
     store = RunStore(data / "compactsim.db")
@@ -176,25 +230,31 @@ async def build_server(*, listen: str = "127.0.0.1:50051", data_dir: str | Path 
                          max_run_wall_time_s=max_run_wall_time or None)
     for r in manager.recovered:
         log.warning("run %s was cut off by a restart; marked FAILED (interrupted)", r.id)
-    service = Simulator(manager, _Scenarios(), executor_name=executor)
+    service = Simulator(manager, _Scenarios(), executor_name=executor, auth=auth)
     svc_metrics = ServiceMetrics(manager)
-    server = grpc.aio.server(interceptors=[svc_metrics.interceptor])
+    server = grpc.aio.server(interceptors=[svc_metrics.interceptor, auth.interceptor()])
     simulator_pb2_grpc.add_SimulatorServicer_to_server(service, server)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(
         (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
          reflection.SERVICE_NAME), server)
-    port = server.add_insecure_port(listen)
+    if tls_cert is not None:
+        creds = grpc.ssl_server_credentials([(_read(tls_key, "--tls-key"),
+                                              _read(tls_cert, "--tls-cert"))])
+        port = server.add_secure_port(listen, creds)
+    else:
+        port = server.add_insecure_port(listen)
     if port == 0:
         raise SystemExit(f"cannot listen on {listen}")
-    app = App(server, port, service, manager, store, health)
+    app = App(server, port, service, manager, store, health, auth)
     if metrics_listen:
         registry = CollectorRegistry()
         registry.register(_Collector(manager))
         svc_metrics.register(registry)
         host, mport = _split(metrics_listen)
-        app._metrics = start_exporter(manager, registry, host, mport)   # + /sd, /probe
+        app._metrics = start_exporter(manager, registry, host, mport,   # + /sd, /probe
+                                      (tls_cert, tls_key) if tls_cert else None)
         app.metrics_port = app._metrics[0].server_port
     return app
 
@@ -225,6 +285,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--port-file", default=_env("PORT_FILE", None),
                    help="write the bound gRPC port here once serving (the metrics port to "
                         "PATH.metrics) [COMPACTSIM_PORT_FILE]")
+    p.add_argument("--token-file", default=_env("TOKEN_FILE", None),
+                   help="bearer tokens, 'TOKEN USER [ROLE]' a line; reloaded on SIGHUP "
+                        "[COMPACTSIM_TOKEN_FILE]")
+    p.add_argument("--insecure-allow-remote", action="store_true",
+                   default=_env("INSECURE_ALLOW_REMOTE", "") not in ("", "0", "false"),
+                   help="without --token-file, listen on --listen anyway instead of on "
+                        "loopback only [COMPACTSIM_INSECURE_ALLOW_REMOTE]")
+    p.add_argument("--tls-cert", default=_env("TLS_CERT", None),
+                   help="PEM certificate (chain): TLS on the gRPC and metrics listeners "
+                        "[COMPACTSIM_TLS_CERT]")
+    p.add_argument("--tls-key", default=_env("TLS_KEY", None),
+                   help="PEM private key of --tls-cert [COMPACTSIM_TLS_KEY]")
     p.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"))
     return p.parse_args(argv)
 
@@ -234,9 +306,14 @@ async def serve(args: argparse.Namespace) -> int:
                              max_queue=args.max_queue,
                              max_run_wall_time=args.max_run_wall_time,
                              executor=args.executor, dask_scheduler=args.dask_scheduler,
-                             metrics_listen=args.metrics_listen or None)
+                             metrics_listen=args.metrics_listen or None,
+                             token_file=args.token_file, tls_cert=args.tls_cert,
+                             tls_key=args.tls_key,
+                             insecure_allow_remote=args.insecure_allow_remote)
     await app.start()
-    log.info("serving on port %d (metrics: %s)", app.port, app.metrics_port)
+    log.info("serving on port %d (metrics: %s; %s; %s)", app.port, app.metrics_port,
+             "TLS" if args.tls_cert else "plaintext",
+             f"tokens from {args.token_file}" if args.token_file else "no authentication")
     if args.port_file:
         if app.metrics_port is not None:
             Path(args.port_file + ".metrics").write_text(str(app.metrics_port))
@@ -247,6 +324,7 @@ async def serve(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, app.reload_tokens)
     await stop.wait()
     log.info("shutting down")
     await app.stop()

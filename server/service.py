@@ -30,6 +30,7 @@ from grpc_status import rpc_status
 
 from compactsim_proto.v1 import run_pb2, simulator_pb2, simulator_pb2_grpc, spec_pb2, sweep_pb2
 from server import convert, sweeps
+from server.auth import Authenticator, Caller
 from server.filters import QueryError
 from server.manager import REPORT_HISTOGRAMS, ManagerClosed, QueueFull, RunManager
 from server.store import (InvalidArgument, NotFound, RequestIdConflict, RunRecord, RunState,
@@ -176,12 +177,12 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
     """Thin handlers; the manager and store do the work."""
 
     def __init__(self, manager: RunManager, scenarios: Scenarios, *,
-                 executor_name: str = "process", creator: str = "anonymous"):
+                 executor_name: str = "process", auth: Authenticator | None = None):
         self.manager = manager
         self.store = manager.store
         self.scenarios = scenarios
         self.executor_name = executor_name
-        self.creator = creator
+        self.auth = auth or Authenticator()
         self.closing = False
         self._closed = asyncio.Event()
         self._effective: dict[str, spec_pb2.Spec] = {}
@@ -322,14 +323,15 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
         return out
 
     async def CreateRun(self, request, context):
-        return await self._call(context, self._create_run, request)
+        return await self._call(context, self._create_run, request, self.auth.caller(context))
 
-    def _create_run(self, request: simulator_pb2.CreateRunRequest) -> run_pb2.Run:
+    def _create_run(self, request: simulator_pb2.CreateRunRequest, caller: Caller
+                    ) -> run_pb2.Run:
         if self.closing:
             raise unavailable("the server is shutting down; no new runs")
         run = request.run
         if request.request_id:
-            old = self.store.find_by_request_id(self.creator, request.request_id)
+            old = self.store.find_by_request_id(caller.user, request.request_id)
             if old is not None:
                 return self.run_to_proto(old)
         violations = []
@@ -360,7 +362,7 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
                 name=f"runs/{request.run_id}" if request.run_id else "",
                 display_name=run.display_name, scenario=run.scenario, spec=given,
                 effective_spec=effective, state=run_pb2.Run.QUEUED, labels=run.labels,
-                creator=self.creator, provenance=run_pb2.Provenance(
+                creator=caller.user, provenance=run_pb2.Provenance(
                     code_version=prov["code_version"], seed=effective.seed,
                     spec_sha256=prov["spec_sha256"], library_versions=self._versions,
                     executor=self.executor_name))
@@ -378,7 +380,7 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
             rec = self.manager.submit(
                 convert.raw_from_proto(effective), display_name=run.display_name,
                 scenario=scenario, labels=dict(run.labels), provenance=prov,
-                creator=self.creator, request_id=request.request_id or None,
+                creator=caller.user, request_id=request.request_id or None,
                 run_id=request.run_id or None)
         except QueueFull as exc:
             raise queue_full(exc) from None
@@ -566,9 +568,10 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
     # -- sweeps -----------------------------------------------------------------------------
 
     async def CreateSweep(self, request, context):
-        return await self._call(context, self._create_sweep, request)
+        return await self._call(context, self._create_sweep, request,
+                                self.auth.caller(context))
 
-    def _create_sweep(self, request: simulator_pb2.CreateSweepRequest):
+    def _create_sweep(self, request: simulator_pb2.CreateSweepRequest, caller: Caller):
         if self.closing:
             raise unavailable("the server is shutting down; no new runs")
         sw = request.sweep
@@ -607,7 +610,7 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
             return sweep_pb2.Sweep(display_name=sw.display_name, scenario=sw.scenario,
                                    base_spec=sw.base_spec, parameters=sw.parameters,
                                    seeds=sw.seeds or 1, metrics=sw.metrics, labels=sw.labels,
-                                   state=sweep_pb2.Sweep.RUNNING, creator=self.creator)
+                                   state=sweep_pb2.Sweep.RUNNING, creator=caller.user)
         if len(self.manager.queued()) + len(runs) > self.manager.max_queue:
             raise queue_full(QueueFull(self.manager.max_queue))
         grid = {"scenario": scenario, "parameters": [{"path": p, "values": v} for p, v in params],
@@ -616,7 +619,7 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
                 "points": [{"index": p.index, "values": p.values} for p in points]}
         try:
             rec, _ = self.manager.create_sweep(base_raw, grid, display_name=sw.display_name,
-                                               creator=self.creator,
+                                               creator=caller.user,
                                                sweep_id=request.sweep_id or None)
         except InvalidArgument as exc:
             raise RpcFailure(_status(code_pb2.ALREADY_EXISTS, str(exc))) from None
@@ -628,7 +631,7 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
                                                  f"#{pt.index} seed {eff.seed}",
                                     scenario=scenario, labels=labels,
                                     provenance=self._provenance(eff, None),
-                                    creator=self.creator, sweep_id=rec.id)
+                                    creator=caller.user, sweep_id=rec.id)
             except QueueFull as exc:
                 raise queue_full(exc) from None
         return self._sweep_to_proto(rec.id)
