@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -19,107 +17,9 @@ from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import \
     ProtoReflectionDescriptorDatabase
-from grpc_status import rpc_status
+from serverproc import R, Server, create, details, spec, wait_state, watch_all
 
-from compactsim_proto.v1 import run_pb2, simulator_pb2, simulator_pb2_grpc, spec_pb2, sweep_pb2
-
-ROOT = Path(__file__).resolve().parents[2]
-R = run_pb2.Run
-TERMINAL = (R.SUCCEEDED, R.FAILED, R.CANCELLED)
-
-
-class Server:
-    def __init__(self, data_dir: Path, *extra: str):
-        self.data_dir = data_dir
-        self.extra = extra
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> "Server":
-        port_file = self.data_dir / f"port-{uuid.uuid4().hex[:6]}"
-        self.log = open(self.data_dir / "server.log", "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "server.main", "--listen", "127.0.0.1:0", "--port-file",
-             str(port_file), "--data-dir", str(self.data_dir), "--workers", "2",
-             "--metrics-listen", "127.0.0.1:0", *self.extra],
-            cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 20
-        while not port_file.exists():
-            assert self.proc.poll() is None, (self.data_dir / "server.log").read_text()
-            assert time.monotonic() < deadline, "server did not start"
-            time.sleep(0.05)
-        self.port = int(port_file.read_text())
-        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}")
-        self.stub = simulator_pb2_grpc.SimulatorStub(self.channel)
-        return self
-
-    def stop(self, timeout: float = 20) -> int:
-        self.channel.close()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        rc = self.proc.wait(timeout)
-        self.log.close()
-        return rc
-
-
-@pytest.fixture
-def make_server(tmp_path):
-    servers = []
-
-    def make(*extra, data_dir=None):
-        s = Server(data_dir or tmp_path, *extra).start()
-        servers.append(s)
-        return s
-
-    yield make
-    for s in servers:
-        if s.proc.poll() is None:
-            s.proc.kill()
-            s.proc.wait()
-
-
-@pytest.fixture
-def server(make_server):
-    return make_server()
-
-
-def spec(seed=3, duration=0.5, pace=0.0, rate=2000.0) -> spec_pb2.Spec:
-    s = spec_pb2.Spec(seed=seed, duration_seconds=duration, pace=pace)
-    s.machine.memory_bytes = 64 << 20
-    s.machine.cpus = 1
-    s.sampling.interval_seconds = 0.05
-    g = s.workload.add(name="anon", kind=spec_pb2.PAGE_KIND_ANON, tasks=2, rate=rate)
-    g.order_mix.update({0: 0.8, 3: 0.2})
-    return s
-
-
-def create(stub, s=None, **kw) -> run_pb2.Run:
-    return stub.CreateRun(simulator_pb2.CreateRunRequest(run=R(spec=s or spec(), **kw)))
-
-
-def wait_state(stub, name, states=TERMINAL, timeout=20) -> run_pb2.Run:
-    deadline = time.monotonic() + timeout
-    while True:
-        run = stub.GetRun(simulator_pb2.GetRunRequest(name=name))
-        if run.state in states:
-            return run
-        assert time.monotonic() < deadline, f"{name} still {R.State.Name(run.state)}"
-        time.sleep(0.05)
-
-
-def details(err: grpc.RpcError, kind):
-    st = rpc_status.from_call(err)
-    out = []
-    for d in st.details:
-        if d.Is(kind.DESCRIPTOR):
-            msg = kind()
-            d.Unpack(msg)
-            out.append(msg)
-    return out
-
-
-def watch_all(stub, name, **kw):
-    return list(stub.WatchRun(simulator_pb2.WatchRunRequest(name=name, **kw), timeout=30))
-
+from compactsim_proto.v1 import run_pb2, simulator_pb2, sweep_pb2
 
 # ---- tests ---------------------------------------------------------------------------------
 

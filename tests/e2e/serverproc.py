@@ -1,0 +1,129 @@
+"""What the end-to-end tests share: the real `compactsim-server` in a subprocess, a real
+channel on loopback (plaintext or TLS, with or without a bearer token), small specs, and
+waiting helpers."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import grpc
+from grpc_status import rpc_status
+
+from compactsim_proto.v1 import run_pb2, simulator_pb2, simulator_pb2_grpc, spec_pb2
+
+ROOT = Path(__file__).resolve().parents[2]
+R = run_pb2.Run
+TERMINAL = (R.SUCCEEDED, R.FAILED, R.CANCELLED)
+
+
+class Server:
+    """`python -m server.main` on 127.0.0.1:0; `token` and `ca` (a PEM file) shape the
+    channel `stub` uses; `channel_for()` makes others."""
+
+    def __init__(self, data_dir: Path, *extra: str, token: str | None = None,
+                 ca: Path | None = None, env: dict | None = None):
+        self.data_dir = data_dir
+        self.extra = extra
+        self.token = token
+        self.ca = ca
+        self.env = env
+        self.proc: subprocess.Popen | None = None
+
+    def channel_for(self, token: str | None = None, ca: Path | None = None,
+                    host: str = "127.0.0.1") -> grpc.Channel:
+        target = f"{host}:{self.port}"
+        ca = ca or self.ca
+        channel = (grpc.secure_channel(target, grpc.ssl_channel_credentials(ca.read_bytes()))
+                   if ca else grpc.insecure_channel(target))
+        if token:
+            channel = grpc.intercept_channel(channel, _Bearer(token))
+        return channel
+
+    def stub_for(self, token: str | None = None) -> simulator_pb2_grpc.SimulatorStub:
+        return simulator_pb2_grpc.SimulatorStub(self.channel_for(token))
+
+    def start(self) -> Server:
+        port_file = self.data_dir / f"port-{uuid.uuid4().hex[:6]}"
+        self.log = open(self.data_dir / "server.log", "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "server.main", "--listen", "127.0.0.1:0", "--port-file",
+             str(port_file), "--data-dir", str(self.data_dir), "--workers", "2",
+             "--metrics-listen", "127.0.0.1:0", *self.extra],
+            cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, env=self.env)
+        deadline = time.monotonic() + 20
+        while not port_file.exists():
+            assert self.proc.poll() is None, (self.data_dir / "server.log").read_text()
+            assert time.monotonic() < deadline, "server did not start"
+            time.sleep(0.05)
+        self.port = int(port_file.read_text())
+        self.channel = self.channel_for(self.token)
+        self.stub = simulator_pb2_grpc.SimulatorStub(self.channel)
+        return self
+
+    def stop(self, timeout: float = 20) -> int:
+        self.channel.close()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        rc = self.proc.wait(timeout)
+        self.log.close()
+        return rc
+
+
+def spec(seed=3, duration=0.5, pace=0.0, rate=2000.0) -> spec_pb2.Spec:
+    s = spec_pb2.Spec(seed=seed, duration_seconds=duration, pace=pace)
+    s.machine.memory_bytes = 64 << 20
+    s.machine.cpus = 1
+    s.sampling.interval_seconds = 0.05
+    g = s.workload.add(name="anon", kind=spec_pb2.PAGE_KIND_ANON, tasks=2, rate=rate)
+    g.order_mix.update({0: 0.8, 3: 0.2})
+    return s
+
+
+def create(stub, s=None, **kw) -> run_pb2.Run:
+    return stub.CreateRun(simulator_pb2.CreateRunRequest(run=R(spec=s or spec(), **kw)))
+
+
+def wait_state(stub, name, states=TERMINAL, timeout=20) -> run_pb2.Run:
+    deadline = time.monotonic() + timeout
+    while True:
+        run = stub.GetRun(simulator_pb2.GetRunRequest(name=name))
+        if run.state in states:
+            return run
+        assert time.monotonic() < deadline, f"{name} still {R.State.Name(run.state)}"
+        time.sleep(0.05)
+
+
+def details(err: grpc.RpcError, kind):
+    st = rpc_status.from_call(err)
+    out = []
+    for d in st.details:
+        if d.Is(kind.DESCRIPTOR):
+            msg = kind()
+            d.Unpack(msg)
+            out.append(msg)
+    return out
+
+
+def watch_all(stub, name, **kw):
+    return list(stub.WatchRun(simulator_pb2.WatchRunRequest(name=name, **kw), timeout=30))
+
+
+class _Bearer(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
+    """`authorization: Bearer TOKEN` on every call (works on plaintext channels too)."""
+
+    def __init__(self, token: str):
+        self.md = ("authorization", f"Bearer {token}")
+
+    def _add(self, details):
+        return details._replace(metadata=[*(details.metadata or ()), self.md])
+
+    def intercept_unary_unary(self, continuation, details, request):
+        return continuation(self._add(details), request)
+
+    def intercept_unary_stream(self, continuation, details, request):
+        return continuation(self._add(details), request)
