@@ -2,7 +2,7 @@
 
     from client.api import Client, ClientError
 
-    with Client("127.0.0.1:50051") as c:
+    with Client("127.0.0.1:50051") as c:    # token=..., ca_cert=... for a lab server
         run = c.create_run(scenario="zram-movable-ops", overrides=["duration=2s"])
         for msg in c.watch(run.name):
             ...
@@ -34,6 +34,7 @@ from google.protobuf.json_format import MessageToDict
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from client.channel import open_channel
 from compactsim_proto.v1 import (run_pb2, simulator_pb2, simulator_pb2_grpc, spec_pb2,
                                  sweep_pb2)
 
@@ -178,10 +179,12 @@ class Client:
     streams (`watch`) have no deadline."""
 
     def __init__(self, address: str, *, timeout: float = 30.0,
-                 channel: grpc.Channel | None = None):
+                 channel: grpc.Channel | None = None, token: str | None = None,
+                 ca_cert: str | None = None, server_name: str | None = None):
         self.address = address
         self.timeout = timeout
-        self._channel = channel or grpc.insecure_channel(address)
+        self._channel = channel or open_channel(address, token=token, ca_cert=ca_cert,
+                                                server_name=server_name)
         self._stub = simulator_pb2_grpc.SimulatorStub(self._channel)
 
     def close(self) -> None:

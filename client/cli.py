@@ -24,7 +24,8 @@ run on the server (`runs/ID` or `ID`).
 against wall time), prints a summary on stdout and, with `--out`, writes the summary,
 time series, procfs files and trace. Exit codes: 0 done, 2 bad spec or arguments
 (every bad field is named on stderr), 1 the run failed; remote commands add 3 not found,
-4 failed precondition, 5 server unavailable or queue full.
+4 failed precondition, 5 server unavailable or queue full, 6 not authenticated or not
+allowed.
 """
 
 from __future__ import annotations
@@ -64,6 +65,14 @@ def _parser() -> argparse.ArgumentParser:
                         "(default: $COMPACTSIM_SERVER)")
     p.add_argument("--timeout", type=float, default=30.0,
                    help="seconds each server call may take (not watching)")
+    p.add_argument("--token", help="bearer token of a server with --token-file "
+                                   "(default: $COMPACTSIM_TOKEN)")
+    p.add_argument("--ca-cert", metavar="PEM",
+                   help="CA certificate of a TLS server; turns TLS on "
+                        "(default: $COMPACTSIM_CA_CERT)")
+    p.add_argument("--server-name", metavar="NAME",
+                   help="the name the server's certificate must carry, if not the host of "
+                        "--server")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("scenarios", help="list the preset scenarios")
     sub.add_parser("profiles", help="list the kernel profiles and the switches each sets")

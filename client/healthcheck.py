@@ -4,7 +4,9 @@ HEALTHCHECKs and scripts.
 Exit 0 when the server answers SERVING, 1 otherwise (NOT_SERVING, unknown service,
 unreachable, timeout). The address is --address, else COMPACTSIM_LISTEN (the server's own
 listen address, so the same environment configures both), else 127.0.0.1:50051. A wildcard
-host (0.0.0.0, ::, empty) is probed on loopback.
+host (0.0.0.0, ::, empty) is probed on loopback. Against a TLS listener give the CA with
+--ca-cert (else COMPACTSIM_CA_CERT) and, when the certificate names another host than the one
+dialled, --server-name. Health needs no token.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import sys
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from client.channel import env_ca_cert, open_channel
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 _WILDCARD = {"", "0.0.0.0", "[::]", "::", "*"}
@@ -30,10 +34,11 @@ def probe_address(listen: str) -> str:
     return f"{host}:{port}"
 
 
-def check(address: str, service: str = "", timeout: float = 3.0) -> int:
+def check(address: str, service: str = "", timeout: float = 3.0, *,
+          ca_cert: str | None = None, server_name: str | None = None) -> int:
     """The health status (health_pb2.HealthCheckResponse.ServingStatus) of `service` at
     `address`; raises grpc.RpcError when the server does not answer."""
-    with grpc.insecure_channel(address) as channel:
+    with open_channel(address, ca_cert=ca_cert, server_name=server_name) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         resp = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
         return resp.status
@@ -47,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--service", default="",
                    help="service name to check; empty: the server as a whole")
     p.add_argument("--timeout", type=float, default=3.0, help="seconds (default 3)")
+    p.add_argument("--ca-cert", default=env_ca_cert(), metavar="PEM",
+                   help="CA certificate of a TLS listener [COMPACTSIM_CA_CERT]")
+    p.add_argument("--server-name", help="name the certificate carries, if not the host")
     p.add_argument("-q", "--quiet", action="store_true", help="no output")
     args = p.parse_args(argv)
     listen = args.address or os.environ.get("COMPACTSIM_LISTEN") or DEFAULT_ADDRESS
@@ -56,7 +64,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"compactsim-healthcheck: {e}", file=sys.stderr)
         return 1
     try:
-        status = check(address, args.service, args.timeout)
+        status = check(address, args.service, args.timeout, ca_cert=args.ca_cert,
+                       server_name=args.server_name)
+    except ValueError as e:
+        print(f"compactsim-healthcheck: {e}", file=sys.stderr)
+        return 1
     except grpc.RpcError as e:
         if not args.quiet:
             print(f"{address}: {e.code().name}: {e.details()}", file=sys.stderr)

@@ -3,7 +3,8 @@
 Exit codes a script can rely on: 0 ok; 2 bad arguments or spec (each field violation on
 its own line of stderr, `spec.<path>: reason`); 3 not found; 4 failed precondition (e.g.
 cancelling a finished run) or already exists; 5 server unavailable, queue full or deadline
-exceeded; 1 anything else (including a run that FAILED or was CANCELLED under `--watch`).
+exceeded; 6 not authenticated (no or unknown `--token`) or not allowed (another user's run);
+1 anything else (including a run that FAILED or was CANCELLED under `--watch`).
 Messages go to stderr; results (tables, JSON, CSV) to stdout.
 """
 
@@ -25,11 +26,12 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from client.args import spec_args
+from client.channel import env_ca_cert, env_token
 from client.api import (RUN_STATE, TERMINAL_STATES, Client, ClientError, run_name,
                         struct_to_dict)
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_PRECONDITION, EXIT_UNAVAILABLE = \
-    0, 1, 2, 3, 4, 5
+(EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_PRECONDITION, EXIT_UNAVAILABLE,
+ EXIT_DENIED) = range(7)
 
 _EXIT_BY_CODE = {
     grpc.StatusCode.INVALID_ARGUMENT: EXIT_USAGE,
@@ -41,6 +43,8 @@ _EXIT_BY_CODE = {
     grpc.StatusCode.UNAVAILABLE: EXIT_UNAVAILABLE,
     grpc.StatusCode.RESOURCE_EXHAUSTED: EXIT_UNAVAILABLE,
     grpc.StatusCode.DEADLINE_EXCEEDED: EXIT_UNAVAILABLE,
+    grpc.StatusCode.UNAUTHENTICATED: EXIT_DENIED,
+    grpc.StatusCode.PERMISSION_DENIED: EXIT_DENIED,
 }
 
 ENV_SERVER = "COMPACTSIM_SERVER"
@@ -75,7 +79,13 @@ def server_address(args) -> str:
 
 
 def connect(args) -> Client:
-    return Client(server_address(args), timeout=args.timeout)
+    token = getattr(args, "token", None) or env_token()
+    ca_cert = getattr(args, "ca_cert", None) or env_ca_cert()
+    try:
+        return Client(server_address(args), timeout=args.timeout, token=token,
+                      ca_cert=ca_cert, server_name=getattr(args, "server_name", None))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def run_id(name: str) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 import grpc
 from grpc_status import rpc_status
 
+from client.channel import open_channel
 from compactsim_proto.v1 import run_pb2, simulator_pb2, simulator_pb2_grpc, spec_pb2
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,14 +36,9 @@ class Server:
         self.proc: subprocess.Popen | None = None
 
     def channel_for(self, token: str | None = None, ca: Path | None = None,
-                    host: str = "127.0.0.1") -> grpc.Channel:
-        target = f"{host}:{self.port}"
-        ca = ca or self.ca
-        channel = (grpc.secure_channel(target, grpc.ssl_channel_credentials(ca.read_bytes()))
-                   if ca else grpc.insecure_channel(target))
-        if token:
-            channel = grpc.intercept_channel(channel, _Bearer(token))
-        return channel
+                    host: str = "127.0.0.1", server_name: str | None = None) -> grpc.Channel:
+        return open_channel(f"{host}:{self.port}", token=token, ca_cert=ca or self.ca,
+                            server_name=server_name)
 
     def stub_for(self, token: str | None = None) -> simulator_pb2_grpc.SimulatorStub:
         return simulator_pb2_grpc.SimulatorStub(self.channel_for(token))
@@ -112,18 +108,3 @@ def details(err: grpc.RpcError, kind):
 def watch_all(stub, name, **kw):
     return list(stub.WatchRun(simulator_pb2.WatchRunRequest(name=name, **kw), timeout=30))
 
-
-class _Bearer(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
-    """`authorization: Bearer TOKEN` on every call (works on plaintext channels too)."""
-
-    def __init__(self, token: str):
-        self.md = ("authorization", f"Bearer {token}")
-
-    def _add(self, details):
-        return details._replace(metadata=[*(details.metadata or ()), self.md])
-
-    def intercept_unary_unary(self, continuation, details, request):
-        return continuation(self._add(details), request)
-
-    def intercept_unary_stream(self, continuation, details, request):
-        return continuation(self._add(details), request)
