@@ -101,7 +101,7 @@ class Tokens:
         except OSError as exc:
             raise TokenFileError(f"{self.path}: {exc.strerror}") from None
         by_digest = parse_token_file(text, str(self.path))
-        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        if mode & stat.S_IRWXO:
             log.warning("token file %s is readable by others (mode %o); chmod 600 it",
                         self.path, stat.S_IMODE(mode))
         self._by_digest = by_digest

@@ -374,9 +374,9 @@ def test_healthcheck_not_serving_is_failure(monkeypatch):
     from grpc_health.v1 import health_pb2
 
     from client import healthcheck as hc
-    monkeypatch.setattr(hc, "check", lambda *a: health_pb2.HealthCheckResponse.NOT_SERVING)
+    monkeypatch.setattr(hc, "check", lambda *a, **kw: health_pb2.HealthCheckResponse.NOT_SERVING)
     assert hc.main(["--address", "127.0.0.1:1", "-q"]) == 1
-    monkeypatch.setattr(hc, "check", lambda *a: health_pb2.HealthCheckResponse.SERVING)
+    monkeypatch.setattr(hc, "check", lambda *a, **kw: health_pb2.HealthCheckResponse.SERVING)
     assert hc.main(["--address", "127.0.0.1:1", "-q"]) == 0
 
 
