@@ -304,8 +304,9 @@ def test_k8s_wiring(rendered):
     assert data["persistentVolumeClaim"]["claimName"] == by_kind(
         rendered, "PersistentVolumeClaim")["metadata"]["name"]
     secret = by_kind(rendered, "Secret")
-    assert any(v.get("secret", {}).get("secretName") == secret["metadata"]["name"]
-               for v in vols.values())
+    token_dir, _, token_key = cm["data"]["COMPACTSIM_TOKEN_FILE"].rpartition("/")
+    assert vols[mounts[token_dir]]["secret"]["secretName"] == secret["metadata"]["name"]
+    assert token_key in secret.get("stringData", secret.get("data"))
     # placeholder-free: the token key exists and is empty
     assert secret.get("stringData", secret.get("data")) == {"tokens": ""}
     svc = by_kind(rendered, "Service")
