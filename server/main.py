@@ -294,7 +294,7 @@ def _size(text: str) -> int:
 
 
 def _duration(text: str) -> float:
-    """A flag's duration: seconds, or a number with a unit (90s, 12h, 1d)."""
+    """A flag's duration: seconds, or a number with a unit (90s, 12h)."""
     from sim.units import parse_duration
     try:
         return parse_duration(text)
@@ -370,7 +370,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     q = p.add_argument_group(
         "quotas and limits", "refusals are RESOURCE_EXHAUSTED with a QuotaFailure (and a "
         "RetryInfo for the queue limits); sizes take binary units (512MiB), durations units "
-        "(90s, 12h, 1d)")
+        "(90s, 12h)")
     q.add_argument("--max-queued-per-user", type=_count,
                    default=_env("MAX_QUEUED_PER_USER", None),
                    help="runs one user may have waiting; 0: no limit; default half of "
@@ -386,8 +386,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="simulated memory per run, machine.memory_bytes x nodes "
                         "(default 256GiB) [COMPACTSIM_MAX_RUN_MEMORY]")
     q.add_argument("--max-run-duration", type=_duration,
-                   default=_env("MAX_RUN_DURATION", "1d"),
-                   help="simulated time per run (default 1d) [COMPACTSIM_MAX_RUN_DURATION]")
+                   default=_env("MAX_RUN_DURATION", "24h"),
+                   help="simulated time per run (default 24h) [COMPACTSIM_MAX_RUN_DURATION]")
     q.add_argument("--max-run-resident", type=_size, default=_env("MAX_RUN_RESIDENT", "2GiB"),
                    help="server memory a run's worker may need, estimated from the spec "
                         "(40 MiB + 17 B per simulated 4 KiB page + 5 B per replayed trace "
