@@ -10,20 +10,23 @@ starts frees a place; a spec that is too large stays too large).
 The server memory a run's worker needs (`resident_estimate`) is a fixed part plus a part
 per simulated page plus a part per byte of replayed trace. Measured as the peak RSS
 (`resource.getrusage(RUSAGE_SELF).ru_maxrss`) of a worker started as the server starts them
-(forkserver with `server.worker` and `sim.run` preloaded) running `server.worker.execute`
-on one anon group, CPython 3.11 on x86-64:
+(forkserver with `server.worker`, `sim.run` and `sim.config` preloaded, from a main module
+that imports `server.main`, as the forkserver re-imports the server's) running
+`server.worker.execute` on one anon group, CPython 3.11 on x86-64:
 
     simulated memory  workload                     peak RSS
-    1 GiB             0.2 s, 100 req/s             41 424 KiB
-    16 GiB            0.2 s, 100 req/s            106 832 KiB
-    1 GiB             30 s, 20 000 req/s           44 420 KiB
-    16 GiB            30 s, 20 000 req/s          108 164 KiB
+    1 GiB             0.2 s, 100 req/s             63 300 KiB
+    4 GiB             0.2 s, 100 req/s             76 568 KiB
+    16 GiB            0.2 s, 100 req/s            128 764 KiB
+    1 GiB             30 s, 20 000 req/s           66 384 KiB
+    16 GiB            30 s, 20 000 req/s          130 448 KiB
 
 so 17.0 bytes per 4 KiB page (15 of them the memmap, sim/page.py; the rest pageblock and
-zone arrays) and 36-39 MiB fixed (the interpreter with the preloaded modules is 28 MiB of
-it), rounded up to 40 MiB. Replaying an ftrace text of 100 000 and 400 000 alloc/free
-pairs (24.9 MB and 99.5 MB) on 1 GiB peaked at 158 820 and 493 376 KiB: 4.6 bytes per
-trace byte (the parsed events), rounded up to 5.
+zone arrays) and 58-61 MiB fixed (53 MiB of it the interpreter with the server's and the
+simulator's modules), rounded up to 64 MiB. Replaying an ftrace text of 100 000 and
+400 000 alloc/free pairs (24.9 MB and 99.5 MB) on 1 GiB peaked 115 and 441 MiB above the
+same worker with a 2 KB trace: 4.8 and 4.6 bytes per trace byte (the parsed events),
+rounded up to 5.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 PAGE_SIZE = 4096
-RESIDENT_FIXED_BYTES = 40 << 20
+RESIDENT_FIXED_BYTES = 64 << 20
 RESIDENT_BYTES_PER_PAGE = 17
 RESIDENT_BYTES_PER_TRACE_BYTE = 5
 
