@@ -139,7 +139,7 @@ class CreateRunRequest(google.protobuf.message.Message):
     """
     validate_only: builtins.bool
     """Only validate: return the Run as it would be created (with effective_spec), without
-    creating or queueing it.
+    creating or queueing it. Quotas and limits are checked as for a real request.
     """
     @property
     def run(self) -> compactsim_proto.v1.run_pb2.Run:
@@ -489,7 +489,9 @@ class CreateSweepRequest(google.protobuf.message.Message):
     created the first time.
     """
     validate_only: builtins.bool
-    """Only validate every point's spec; create nothing."""
+    """Only validate every point's spec, and check quotas and limits as for a real
+    request; create nothing.
+    """
     @property
     def sweep(self) -> compactsim_proto.v1.sweep_pb2.Sweep:
         """The sweep: base_spec and/or scenario, parameters, seeds, optional metrics, labels
