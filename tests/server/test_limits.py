@@ -1,5 +1,6 @@
-"""server.limits arithmetic (the resident-memory estimate against a real worker's peak RSS)
-and server.traces' path rules and uploads on a real directory."""
+"""server.limits arithmetic (the resident-memory estimate against a real worker's peak RSS),
+server.traces' path rules and uploads on a real directory, and the run manager's per-user
+counting and dispatch with a real store and real workers."""
 
 from __future__ import annotations
 
@@ -12,7 +13,10 @@ from pathlib import Path
 import pytest
 
 from server import limits
+from server.executor import ProcessExecutor
 from server.limits import Exceeded, Limits, format_bytes, queue_exceeded, resident_estimate
+from server.manager import RunManager, UserQueueFull
+from server.store import RunState, RunStore
 from server.traces import TraceError, TraceNotFound, TraceStore, TraceTooLarge, trace_id
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -216,3 +220,66 @@ def test_unknown_symlinked_and_non_file_traces_are_refused(tmp_path):
             store.path(f"traces/{name}")
         with pytest.raises(TraceError):
             store.worker_spec({"workload": [{"replay": {"path": f"traces/{name}"}}]})
+
+
+# ---- the manager's per-user counting ---------------------------------------------------
+
+SHORT = {"seed": 3, "duration": "0.2s", "machine": {"memory": "64MiB", "cpus": 1},
+         "workload": [{"name": "anon", "kind": "anon", "rate": 200}]}
+LONG = {**SHORT, "duration": "20s", "pace": 1.0}
+
+
+@pytest.fixture
+def manager_for(tmp_path):
+    made = []
+
+    def make(**kw):
+        store = RunStore(tmp_path / "runs.db")
+        m = RunManager(store, ProcessExecutor(2, cancel_grace_s=1.0), max_queue=10, **kw)
+        made.append((m, store))
+        return m
+
+    yield make
+    for m, store in made:
+        m.shutdown()
+        store.close()
+
+
+def test_manager_keeps_a_user_at_the_running_limit_queued_and_counts_queued_runs(manager_for):
+    m = manager_for(max_queued_per_user=2, max_running_per_user=1)
+    a1 = m.submit(LONG, creator="alice")
+    m.wait_for_state(a1.id, RunState.RUNNING, timeout_s=10)
+    a2, a3 = m.submit(LONG, creator="alice"), m.submit(LONG, creator="alice")
+    with pytest.raises(UserQueueFull) as e:
+        m.submit(LONG, creator="alice")
+    assert (e.value.user, e.value.limit) == ("alice", 2)
+    assert (m.queued_by("alice"), m.running_by("alice")) == (2, 1)
+    b1 = m.submit(SHORT, creator="bob")             # a worker is free: bob's run goes first
+    assert m.wait_for_state(b1.id, timeout_s=20).state is RunState.SUCCEEDED
+    assert [m.store.get_run(r.id).state for r in (a2, a3)] == [RunState.QUEUED] * 2
+    m.cancel(a2.id)                                 # a queued run leaves the count at once
+    assert m.queued_by("alice") == 1
+    m.cancel(a1.id)
+    m.wait_for_state(a3.id, RunState.RUNNING, timeout_s=10)
+    assert (m.queued_by("alice"), m.running_by("alice")) == (0, 1)
+
+
+def test_manager_worker_spec_hook_feeds_the_worker_and_its_failure_fails_the_run(manager_for):
+    seen = []
+
+    def worker_spec(spec):
+        seen.append(spec["seed"])
+        if spec["seed"] == 13:
+            raise TraceError("no uploaded trace traces/x on this server")
+        return {**spec, "duration": "0.1s"}
+
+    m = manager_for(worker_spec=worker_spec)
+    ok = m.submit(SHORT)
+    bad = m.submit({**SHORT, "seed": 13})
+    done = m.wait_for_state(ok.id, timeout_s=20)
+    assert done.state is RunState.SUCCEEDED and done.progress.sim_time_s == pytest.approx(0.1)
+    failed = m.wait_for_state(bad.id, timeout_s=20)
+    assert failed.state is RunState.FAILED
+    assert "no uploaded trace" in failed.error_message
+    assert m.store.get_run(ok.id).spec["duration"] == "0.2s"    # the stored spec is kept
+    assert sorted(seen) == [3, 13]
