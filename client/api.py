@@ -22,10 +22,13 @@ the same form the server uses.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -36,9 +39,13 @@ from grpc_status import rpc_status
 
 from client.channel import open_channel
 from compactsim_proto.v1 import (run_pb2, simulator_pb2, simulator_pb2_grpc, spec_pb2,
-                                 sweep_pb2)
+                                 sweep_pb2, trace_pb2)
 
 RUN_STATE = run_pb2.Run.State
+# Bytes per UploadTrace message (the server takes up to 1 MiB).
+UPLOAD_CHUNK = 256 << 10
+# Seconds an upload may take per MiB, beyond the client's timeout.
+UPLOAD_S_PER_MIB = 1.0
 TERMINAL_STATES = frozenset({RUN_STATE.SUCCEEDED, RUN_STATE.FAILED, RUN_STATE.CANCELLED})
 
 
@@ -382,3 +389,39 @@ class Client:
 
     def get_sweep(self, sweep: str) -> sweep_pb2.Sweep:
         return self._call("GetSweep", simulator_pb2.GetSweepRequest(name=sweep_name(sweep)))
+
+    # ---- traces ----------------------------------------------------------------------
+
+    def get_trace(self, name: str) -> trace_pb2.Trace:
+        """An uploaded trace, `traces/{sha256}` (or the bare sha256)."""
+        name = name if name.startswith("traces/") else f"traces/{name}"
+        return self._call("GetTrace", trace_pb2.GetTraceRequest(name=name))
+
+    def upload_trace(self, path: str | os.PathLike) -> str:
+        """Upload the trace file at `path` for replay; its name on the server,
+        `traces/{sha256}`, for `workload[i].replay.path`. A file the server already has
+        (same content) is not sent again. RESOURCE_EXHAUSTED ClientError when it is larger
+        than the server accepts."""
+        path = Path(path)
+        digest = hashlib.sha256()
+        with path.open("rb") as f:
+            for chunk in iter(lambda: f.read(UPLOAD_CHUNK), b""):
+                digest.update(chunk)
+        name = f"traces/{digest.hexdigest()}"
+        try:
+            return self.get_trace(name).name
+        except ClientError as err:
+            if err.code != grpc.StatusCode.NOT_FOUND:
+                raise
+
+        def chunks() -> Iterator[trace_pb2.UploadTraceRequest]:
+            with path.open("rb") as f:
+                for chunk in iter(lambda: f.read(UPLOAD_CHUNK), b""):
+                    yield trace_pb2.UploadTraceRequest(chunk=chunk)
+
+        timeout = self.timeout + UPLOAD_S_PER_MIB * path.stat().st_size / (1 << 20)
+        try:
+            trace = self._stub.UploadTrace(chunks(), timeout=timeout)
+        except grpc.RpcError as err:
+            raise ClientError.from_rpc_error(err) from None
+        return trace.name

@@ -10,10 +10,12 @@ Messages go to stderr; results (tables, JSON, CSV) to stdout.
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import math
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -134,6 +136,36 @@ def _spec_source(args) -> tuple[str | None, dict | None]:
         raise UsageError(str(exc)) from exc
 
 
+_REPLAY_OVERRIDE = re.compile(r"(workload\[\d+\]\.replay\.path)=(.*)", re.DOTALL)
+
+
+def upload_local_traces(client: Client, spec: dict | None, overrides: list[str]
+                        ) -> tuple[dict | None, list[str]]:
+    """The spec and overrides with every replay path that is a local file (in the spec
+    file, or `--set workload[i].replay.path=FILE`) uploaded to the server and replaced by
+    its `traces/{sha256}` name: the server replays only uploaded traces."""
+    def uploaded(path: Any) -> Any:
+        if not isinstance(path, str) or not Path(path).is_file():
+            return path
+        print(f"compactsim: uploading trace {path} "
+              f"({Path(path).stat().st_size} bytes)", file=sys.stderr)
+        name = client.upload_trace(path)
+        print(f"compactsim: {path} is {name}", file=sys.stderr)
+        return name
+
+    if spec is not None:
+        spec = copy.deepcopy(spec)
+        for group in spec.get("workload") or []:
+            replay = group.get("replay") if isinstance(group, dict) else None
+            if isinstance(replay, dict) and "path" in replay:
+                replay["path"] = uploaded(replay["path"])
+    out = []
+    for item in overrides:
+        m = _REPLAY_OVERRIDE.fullmatch(item)
+        out.append(f"{m.group(1)}={uploaded(m.group(2))}" if m else item)
+    return spec, out
+
+
 # ---- watching --------------------------------------------------------------------------
 
 def watch_with_progress(client: Client, name: str, *, show: bool = True) -> Any:
@@ -214,7 +246,8 @@ def _announce(name: str, args) -> None:
 def cmd_run(args) -> int:
     scenario, spec = _spec_source(args)
     with connect(args) as c:
-        run = c.create_run(spec, scenario=scenario, overrides=_overrides(args),
+        spec, overrides = upload_local_traces(c, spec, _overrides(args))
+        run = c.create_run(spec, scenario=scenario, overrides=overrides,
                            display_name=args.display_name or "", labels=_labels(args),
                            run_id=args.run_id or "", validate_only=args.validate_only)
         if args.validate_only:
@@ -609,7 +642,14 @@ def add_parsers(sub) -> None:
                        help=f"the server (default: ${ENV_SERVER})")
         return p
 
-    r = remote("run", "create a run on the server (with --watch: follow it, then summarize)")
+    r = remote("run", "create a run on the server (with --watch: follow it, then summarize); "
+                      "a replay trace that is a local file (workload[i].replay.path in the "
+                      "spec or --set) is uploaded first and replaced by its traces/{sha256} "
+                      "name")
+    r.description = ("Create a run on the server. A replay trace that is a local file "
+                     "(workload[i].replay.path in the spec file or in --set) is uploaded "
+                     "first and the spec sent names it traces/{sha256}: the server replays "
+                     "only uploaded traces.")
     spec_args(r, "a preset on the server")
     r.add_argument("--label", dest="labels", action="append", metavar="KEY=VALUE")
     r.add_argument("--display-name")

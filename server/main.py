@@ -9,6 +9,11 @@ that the file names, and SIGHUP reads the file again. Without one, every caller 
 `anonymous` and the server binds to loopback only, whatever `--listen` says, unless
 `--insecure-allow-remote` is given; it says which at start-up. `--tls-cert`/`--tls-key`
 serve TLS on the gRPC listener and on the metrics listener.
+
+Quotas and limits (server.limits): per-user queued and running runs, simulated memory and
+duration per run, the server memory a run's worker may need, the size of a request
+message and of an uploaded trace. Without a token file there is one user, `anonymous`, so
+the per-user limits are off unless given. Uploaded traces live in DATA_DIR/traces.
 On SIGTERM (or SIGINT): health NOT_SERVING, CreateRun refused with UNAVAILABLE, running runs
 stopped and marked FAILED "interrupted" (re-runnable), watch streams ended, the store
 flushed and closed, exit 0.
@@ -38,16 +43,20 @@ from compactsim_proto.v1 import simulator_pb2_grpc
 from server.auth import Authenticator, TokenFileError, Tokens
 from server.executor import ProcessExecutor
 from server.exporter import start_exporter
+from server.limits import Limits
 from server.manager import RunManager
 from server.metrics import ServiceMetrics
 from server.service import SERVICE_NAME, Simulator
 from server.store import RunState, RunStore
+from server.traces import TraceStore
 
 log = logging.getLogger("compactsim.server")
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 HEALTH_POLL_S = 1.0
+# An UploadTrace message carries up to 1 MiB: the request size limit must leave room.
+MIN_REQUEST_BYTES = 2 << 20
 
 
 class _Scenarios:
@@ -212,8 +221,13 @@ async def build_server(*, listen: str = "127.0.0.1:50051", data_dir: str | Path 
                        dask_scheduler: str | None = None,
                        metrics_listen: str | None = "127.0.0.1:9464",
                        token_file: str | None = None, tls_cert: str | None = None,
-                       tls_key: str | None = None, insecure_allow_remote: bool = False) -> App:
+                       tls_key: str | None = None, insecure_allow_remote: bool = False,
+                       limits: Limits | None = None) -> App:
     """The whole server, bound but not started (call `await app.start()`)."""
+    limits = limits or Limits()
+    if limits.max_request_bytes < MIN_REQUEST_BYTES:
+        raise SystemExit(f"--max-request-bytes must be at least {MIN_REQUEST_BYTES} (an "
+                         f"UploadTrace message carries up to 1 MiB)")
     if (tls_cert is None) != (tls_key is None):
         raise SystemExit("--tls-cert and --tls-key go together")
     try:
@@ -225,14 +239,21 @@ async def build_server(*, listen: str = "127.0.0.1:50051", data_dir: str | Path 
     data = Path(data_dir)
     data.mkdir(parents=True, exist_ok=True)
     store = RunStore(data / "compactsim.db")
+    traces = TraceStore(data, limits.max_trace_bytes)
     ex = _executor(executor, workers or os.cpu_count() or 1, dask_scheduler)
     manager = RunManager(store, ex, max_queue=max_queue,
-                         max_run_wall_time_s=max_run_wall_time or None)
+                         max_run_wall_time_s=max_run_wall_time or None,
+                         max_queued_per_user=limits.max_queued_per_user,
+                         max_running_per_user=limits.max_running_per_user,
+                         worker_spec=traces.worker_spec)
     for r in manager.recovered:
         log.warning("run %s was cut off by a restart; marked FAILED (interrupted)", r.id)
-    service = Simulator(manager, _Scenarios(), executor_name=executor, auth=auth)
+    service = Simulator(manager, _Scenarios(), traces, executor_name=executor, auth=auth,
+                        limits=limits)
     svc_metrics = ServiceMetrics(manager)
-    server = grpc.aio.server(interceptors=[svc_metrics.interceptor, auth.interceptor()])
+    server = grpc.aio.server(interceptors=[svc_metrics.interceptor, auth.interceptor()],
+                             options=[("grpc.max_receive_message_length",
+                                       limits.max_request_bytes)])
     simulator_pb2_grpc.add_SimulatorServicer_to_server(service, server)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
@@ -261,6 +282,55 @@ async def build_server(*, listen: str = "127.0.0.1:50051", data_dir: str | Path 
 
 def _env(name: str, default: Any) -> Any:
     return os.environ.get(f"COMPACTSIM_{name}", default)
+
+
+def _size(text: str) -> int:
+    """A flag's size: bytes, or a number with a binary unit (512MiB, 256GiB)."""
+    from sim.units import parse_size
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _duration(text: str) -> float:
+    """A flag's duration: seconds, or a number with a unit (90s, 12h)."""
+    from sim.units import parse_duration
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text}: must be 0 (no limit) or more")
+    return value
+
+
+def _per_user(given: int | None, lab_default: int, token_file: str | None) -> int | None:
+    """A per-user limit: as given (0: none); unset, `lab_default` with a token file and
+    none without one (there is one user, and the global limits apply)."""
+    if given is None:
+        return lab_default if token_file else None
+    return given or None
+
+
+def limits_from_args(args: argparse.Namespace) -> Limits:
+    workers = args.workers or os.cpu_count() or 1
+    try:
+        return Limits(
+            max_queued_per_user=_per_user(args.max_queued_per_user,
+                                          max(1, args.max_queue // 2), args.token_file),
+            max_running_per_user=_per_user(args.max_running_per_user, max(1, workers // 2),
+                                           args.token_file),
+            max_run_memory_bytes=args.max_run_memory,
+            max_run_duration_s=args.max_run_duration,
+            max_run_resident_bytes=args.max_run_resident,
+            max_request_bytes=args.max_request_bytes, max_trace_bytes=args.max_trace_bytes)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -297,6 +367,37 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "[COMPACTSIM_TLS_CERT]")
     p.add_argument("--tls-key", default=_env("TLS_KEY", None),
                    help="PEM private key of --tls-cert [COMPACTSIM_TLS_KEY]")
+    q = p.add_argument_group(
+        "quotas and limits", "refusals are RESOURCE_EXHAUSTED with a QuotaFailure (and a "
+        "RetryInfo for the queue limits); sizes take binary units (512MiB), durations units "
+        "(90s, 12h)")
+    q.add_argument("--max-queued-per-user", type=_count,
+                   default=_env("MAX_QUEUED_PER_USER", None),
+                   help="runs one user may have waiting; 0: no limit; default half of "
+                        "--max-queue with --token-file, no limit without "
+                        "[COMPACTSIM_MAX_QUEUED_PER_USER]")
+    q.add_argument("--max-running-per-user", type=_count,
+                   default=_env("MAX_RUNNING_PER_USER", None),
+                   help="runs of one user running at a time (the others stay queued while "
+                        "other users' runs start); 0: no limit; default half of --workers "
+                        "(at least 1) with --token-file, no limit without "
+                        "[COMPACTSIM_MAX_RUNNING_PER_USER]")
+    q.add_argument("--max-run-memory", type=_size, default=_env("MAX_RUN_MEMORY", "256GiB"),
+                   help="simulated memory per run, machine.memory_bytes x nodes "
+                        "(default 256GiB) [COMPACTSIM_MAX_RUN_MEMORY]")
+    q.add_argument("--max-run-duration", type=_duration,
+                   default=_env("MAX_RUN_DURATION", "24h"),
+                   help="simulated time per run (default 24h) [COMPACTSIM_MAX_RUN_DURATION]")
+    q.add_argument("--max-run-resident", type=_size, default=_env("MAX_RUN_RESIDENT", "2GiB"),
+                   help="server memory a run's worker may need, estimated from the spec "
+                        "(64 MiB + 17 B per simulated 4 KiB page + 5 B per replayed trace "
+                        "byte; default 2GiB) [COMPACTSIM_MAX_RUN_RESIDENT]")
+    q.add_argument("--max-request-bytes", type=_size,
+                   default=_env("MAX_REQUEST_BYTES", "4MiB"),
+                   help="largest request message, at least 2MiB (default 4MiB) "
+                        "[COMPACTSIM_MAX_REQUEST_BYTES]")
+    q.add_argument("--max-trace-bytes", type=_size, default=_env("MAX_TRACE_BYTES", "256MiB"),
+                   help="largest uploaded trace (default 256MiB) [COMPACTSIM_MAX_TRACE_BYTES]")
     p.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"))
     return p.parse_args(argv)
 
@@ -309,7 +410,8 @@ async def serve(args: argparse.Namespace) -> int:
                              metrics_listen=args.metrics_listen or None,
                              token_file=args.token_file, tls_cert=args.tls_cert,
                              tls_key=args.tls_key,
-                             insecure_allow_remote=args.insecure_allow_remote)
+                             insecure_allow_remote=args.insecure_allow_remote,
+                             limits=limits_from_args(args))
     await app.start()
     log.info("serving on port %d (metrics: %s; %s; %s)", app.port, app.metrics_port,
              "TLS" if args.tls_cert else "plaintext",

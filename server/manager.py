@@ -4,7 +4,12 @@ design.md: spec -> validated config -> `sim.run` in a worker process -> progress
 and results back to the run manager -> store (single writer). The manager owns that middle:
 
 - `submit()` stores a QUEUED run and queues it, or raises `QueueFull` when `max_queue` runs
-  already wait. Queued runs start, oldest first, as the executor frees a slot.
+  already wait, or `UserQueueFull` when `max_queued_per_user` runs of the same creator
+  already wait. Queued runs start, oldest first, as the executor frees a slot, skipping
+  the runs of a creator who already has `max_running_per_user` runs running (they wait
+  while other creators' runs start). `worker_spec` turns a stored spec into what the
+  worker gets (the server resolves uploaded trace names to files there); when it fails,
+  the run FAILED "could not start a worker".
 - One background **thread** (not an asyncio task: the store and the executor block, and
   a thread keeps the manager usable from the gRPC aio server and from plain tests alike)
   pumps executor messages: progress -> `update_progress` and its latest series row as a
@@ -75,6 +80,16 @@ class QueueFull(ManagerError):
         super().__init__(f"the run queue is full ({max_queue} runs waiting); try again later")
 
 
+class UserQueueFull(ManagerError):
+    """`max_queued_per_user` runs of this creator are already waiting."""
+
+    def __init__(self, user: str, limit: int):
+        self.user = user
+        self.limit = limit
+        super().__init__(f"{user!r} already has {limit} runs waiting, the most one user may "
+                         f"have queued; try again when some have started")
+
+
 class ManagerClosed(ManagerError):
     """The manager is shutting down or shut down: no new runs."""
 
@@ -96,6 +111,7 @@ class _Active:
     run_id: str
     handle: Any
     started: float          # the manager's clock, seconds
+    creator: str = ""
     cancel_requested: bool = False
     stopping: bool = False  # executor.cancel() issued; waiting for its WorkerExit
 
@@ -108,18 +124,29 @@ def report_name(name: str) -> str:
 class RunManager:
     def __init__(self, store: RunStore, executor: Executor, *, max_queue: int = 1000,
                  max_run_wall_time_s: float | None = None, poll_interval_s: float = 0.05,
-                 clock: Callable[[], float] = time.monotonic, start: bool = True):
+                 clock: Callable[[], float] = time.monotonic, start: bool = True,
+                 max_queued_per_user: int | None = None,
+                 max_running_per_user: int | None = None,
+                 worker_spec: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None):
         if max_queue < 0:
             raise ValueError("max_queue must be >= 0")
+        for name, value in (("max_queued_per_user", max_queued_per_user),
+                            ("max_running_per_user", max_running_per_user)):
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1 (None: no limit)")
         self.store = store
         self.executor = executor
         self.max_queue = max_queue
+        self.max_queued_per_user = max_queued_per_user
+        self.max_running_per_user = max_running_per_user
+        self._worker_spec = worker_spec
         self.max_run_wall_time_s = max_run_wall_time_s
         self._poll = poll_interval_s
         self._clock = clock
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._queue: collections.deque[str] = collections.deque()
+        self._creator: dict[str, str] = {}    # queued run id -> its creator
         self._active: dict[str, _Active] = {}
         self._live: dict[str, LiveRun] = {}   # runs not ended: latest snapshot (for /probe)
         self._closing = False
@@ -139,6 +166,7 @@ class RunManager:
                                         error_message="deleted before it started")
             else:
                 self._queue.append(run.id)
+                self._creator[run.id] = run.creator
         return interrupted
 
     def start(self) -> None:
@@ -183,16 +211,22 @@ class RunManager:
 
     def submit(self, spec: Mapping[str, Any], **create: Any) -> RunRecord:
         """Store a QUEUED run for `spec` (create_run's keywords pass through) and queue it.
-        QueueFull when max_queue runs wait; ManagerClosed while shutting down. A repeated
-        request_id returns the earlier run without queueing anything."""
+        QueueFull when max_queue runs wait, UserQueueFull when max_queued_per_user runs of
+        its creator wait; ManagerClosed while shutting down. A repeated request_id returns
+        the earlier run without queueing anything."""
+        creator = create.get("creator", "")
         with self._lock:
             if self._closing:
                 raise ManagerClosed("the server is shutting down; no new runs")
             if len(self._queue) >= self.max_queue:
                 raise QueueFull(self.max_queue)
+            if (self.max_queued_per_user is not None
+                    and self._queued_by(creator) >= self.max_queued_per_user):
+                raise UserQueueFull(creator, self.max_queued_per_user)
             run, created = self.store.create_run(spec, **create)
             if created:
                 self._queue.append(run.id)
+                self._creator[run.id] = run.creator
                 self._changed.notify_all()
             return run
 
@@ -208,6 +242,7 @@ class RunManager:
                 raise WrongState(f"run {run_id} is already {run.state.value}")
             if run_id in self._queue:
                 self._queue.remove(run_id)
+                self._creator.pop(run_id, None)
                 return self._finish(run_id, RunState.CANCELLED)
             a = self._active.get(run_id)
             if a is None:   # QUEUED in the store but not ours (another manager's); refuse
@@ -245,6 +280,22 @@ class RunManager:
     def queued(self) -> list[str]:
         with self._lock:
             return list(self._queue)
+
+    def _queued_by(self, creator: str) -> int:
+        return sum(1 for c in self._creator.values() if c == creator)
+
+    def queued_by(self, creator: str) -> int:
+        """Runs of `creator` waiting for a worker."""
+        with self._lock:
+            return self._queued_by(creator)
+
+    def _running_by(self, creator: str) -> int:
+        return sum(1 for a in self._active.values() if a.creator == creator)
+
+    def running_by(self, creator: str) -> int:
+        """Runs of `creator` with a worker."""
+        with self._lock:
+            return self._running_by(creator)
 
     def running(self) -> dict[str, int | None]:
         """run id -> worker pid of the runs with a worker."""
@@ -329,12 +380,37 @@ class RunManager:
         self._stop_all()
         self._stopped.set()
 
+    def _next_startable(self) -> str | None:
+        """The oldest queued run whose creator is below max_running_per_user (None: none),
+        taken off the queue."""
+        limit = self.max_running_per_user
+        if limit is None:
+            run_id = self._queue.popleft() if self._queue else None
+        else:
+            full: set[str] = set()
+            run_id = None
+            for candidate in self._queue:
+                creator = self._creator.get(candidate, "")
+                if creator in full:
+                    continue
+                if self._running_by(creator) < limit:
+                    run_id = candidate
+                    break
+                full.add(creator)
+            if run_id is not None:
+                self._queue.remove(run_id)
+        if run_id is not None:
+            self._creator.pop(run_id, None)
+        return run_id
+
     def _start_queued(self) -> None:
         while self.executor.free_slots() > 0:
             with self._lock:
                 if self._closing or not self._queue:
                     return
-                run_id = self._queue.popleft()
+                run_id = self._next_startable()
+                if run_id is None:
+                    return
                 try:
                     run = self.store.get_run(run_id)
                     if run.state is not RunState.QUEUED:
@@ -348,13 +424,14 @@ class RunManager:
                     continue
                 # submit under the lock so cancel() never sees the run in neither place
                 try:
-                    handle = self.executor.submit(run_id, run.spec)
+                    spec = run.spec if self._worker_spec is None else self._worker_spec(run.spec)
+                    handle = self.executor.submit(run_id, spec)
                 except Exception as exc:  # noqa: BLE001 - fail this run, keep serving
                     log.exception("run %s: starting its worker", run_id)
                     self._finish(run_id, RunState.FAILED, reason=REASON_WORKER_START,
                                  message=f"could not start a worker: {exc}")
                     continue
-                self._active[run_id] = _Active(run_id, handle, self._clock())
+                self._active[run_id] = _Active(run_id, handle, self._clock(), run.creator)
                 self._live[run_id] = LiveRun(run_id)
 
     def _issue_cancels(self) -> None:

@@ -8,6 +8,14 @@ and the manager block. Refusals are `RpcFailure(google.rpc.Status)`, sent with
 Specs are validated and turned into configs by `server.convert` only; preset scenarios come
 in through the injected `scenarios` object (server/main.py wires `sim.scenarios`), so this
 module imports no `sim`.
+
+Shared use: every run belongs to the caller that created it (`Run.creator`, the token's
+user; `anonymous` without a token file). Anyone may read any run; CancelRun and DeleteRun
+are for its creator and admins (else PERMISSION_DENIED, ErrorInfo reason NOT_OWNER).
+Quotas and limits (`server.limits`) are checked before anything is stored, for
+validate-only requests too, and CreateSweep counts every one of its runs. A replayed trace
+must be one uploaded with UploadTrace (`server.traces`): the spec keeps its name,
+`traces/{sha256}`, and only the worker gets the file's path.
 """
 
 from __future__ import annotations
@@ -28,19 +36,24 @@ from google.protobuf import duration_pb2, json_format, struct_pb2, timestamp_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from compactsim_proto.v1 import run_pb2, simulator_pb2, simulator_pb2_grpc, spec_pb2, sweep_pb2
-from server import convert, sweeps
+from compactsim_proto.v1 import (run_pb2, simulator_pb2, simulator_pb2_grpc, spec_pb2,
+                                 sweep_pb2, trace_pb2)
+from server import convert, limits, sweeps
 from server.auth import Authenticator, Caller
 from server.filters import QueryError
-from server.manager import REPORT_HISTOGRAMS, ManagerClosed, QueueFull, RunManager
+from server.limits import Exceeded, Limits
+from server.manager import (REPORT_HISTOGRAMS, ManagerClosed, QueueFull, RunManager,
+                            UserQueueFull)
 from server.store import (InvalidArgument, NotFound, RequestIdConflict, RunRecord, RunState,
                           StoreError, WrongState)
+from server.traces import TraceError, TraceInfo, TraceNotFound, TraceStore, TraceTooLarge
 
 log = logging.getLogger(__name__)
 
 DOMAIN = "compactsim.local"
 SERVICE_NAME = "compactsim.v1.Simulator"
 DEFAULT_HEARTBEAT_S = 10.0
+QUEUE_RETRY_S = 5
 _RESOURCE_ID = re.compile(r"[a-z][a-z0-9-]{3,62}")
 _STATES = {s: getattr(run_pb2.Run, s.value) for s in RunState}
 _TERMINAL = {RunState.SUCCEEDED.value, RunState.FAILED.value, RunState.CANCELLED.value}
@@ -99,12 +112,37 @@ def unavailable(message: str = "the server is shutting down") -> RpcFailure:
     return RpcFailure(_status(code_pb2.UNAVAILABLE, message))
 
 
-def queue_full(exc: QueueFull) -> RpcFailure:
+def quota(exceeded: list[Exceeded], message: str = "") -> RpcFailure:
+    """RESOURCE_EXHAUSTED with a QuotaFailure violation per exceeded limit, and a RetryInfo
+    when waiting helps with every one of them."""
+    details: list[Any] = [error_details_pb2.QuotaFailure(violations=[
+        error_details_pb2.QuotaFailure.Violation(subject=e.subject, description=e.description)
+        for e in exceeded])]
+    if all(e.retry for e in exceeded):
+        details.append(error_details_pb2.RetryInfo(
+            retry_delay=duration_pb2.Duration(seconds=QUEUE_RETRY_S)))
+    return RpcFailure(_status(code_pb2.RESOURCE_EXHAUSTED,
+                              message or "; ".join(e.description for e in exceeded), *details))
+
+
+def queue_full(exc: QueueFull | UserQueueFull) -> RpcFailure:
+    """The manager's refusal of one more run (its check under its lock)."""
+    if isinstance(exc, UserQueueFull):
+        return quota([Exceeded(limits.user_subject(exc.user),
+                               f"queued runs per user: at most {exc.limit} "
+                               f"(--max-queued-per-user)", retry=True)], str(exc))
+    return quota([Exceeded(limits.SERVER, f"run queue: at most {exc.max_queue} runs may wait "
+                                          f"(--max-queue)", retry=True)], str(exc))
+
+
+def not_owner(name: str, rec: RunRecord, caller: Caller, verb: str) -> RpcFailure:
     return RpcFailure(_status(
-        code_pb2.RESOURCE_EXHAUSTED, str(exc),
-        error_details_pb2.QuotaFailure(violations=[error_details_pb2.QuotaFailure.Violation(
-            subject="run queue", description=f"at most {exc.max_queue} runs may wait")]),
-        error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=5))))
+        code_pb2.PERMISSION_DENIED,
+        f"{name} belongs to {rec.creator!r}; only its creator or an admin may {verb} it "
+        f"(you are {caller.user!r})",
+        error_details_pb2.ErrorInfo(reason="NOT_OWNER", domain=DOMAIN,
+                                    metadata={"creator": rec.creator, "caller": caller.user,
+                                              "resource": name})))
 
 
 def _config_violations(exc: Exception, prefix: str) -> list[tuple[str, str]]:
@@ -176,13 +214,16 @@ def _py_to_value(x: Any) -> struct_pb2.Value:
 class Simulator(simulator_pb2_grpc.SimulatorServicer):
     """Thin handlers; the manager and store do the work."""
 
-    def __init__(self, manager: RunManager, scenarios: Scenarios, *,
-                 executor_name: str = "process", auth: Authenticator | None = None):
+    def __init__(self, manager: RunManager, scenarios: Scenarios, traces: TraceStore, *,
+                 executor_name: str = "process", auth: Authenticator | None = None,
+                 limits: Limits | None = None):
         self.manager = manager
         self.store = manager.store
         self.scenarios = scenarios
+        self.traces = traces
         self.executor_name = executor_name
         self.auth = auth or Authenticator()
+        self.limits = limits or Limits()
         self.closing = False
         self._closed = asyncio.Event()
         self._effective: dict[str, spec_pb2.Spec] = {}
@@ -297,6 +338,45 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
             prov["request_spec"] = json_format.MessageToDict(request_spec)
         return prov
 
+    # -- quotas, limits, traces -------------------------------------------------------------
+
+    @staticmethod
+    def _spec_shape(spec: spec_pb2.Spec, prefix: str) -> list[tuple[str, int, int, str]]:
+        return [(f"{prefix}.workload", len(spec.workload), limits.MAX_WORKLOAD_GROUPS,
+                 "workload groups"),
+                (f"{prefix}.compact_memory_seconds", len(spec.compact_memory_seconds),
+                 limits.MAX_COMPACT_MEMORY, "times"),
+                (f"{prefix}.sampling.trace_events.names",
+                 len(spec.sampling.trace_events.names), limits.MAX_TRACE_EVENT_NAMES,
+                 "tracepoints")]
+
+    def _replayed(self, effective: spec_pb2.Spec, prefix: str
+                  ) -> tuple[list[tuple[str, str]], int]:
+        """Field violations of the replay paths of an effective spec (each must name an
+        uploaded trace) and the bytes of the traces it replays."""
+        violations, size = [], 0
+        for i, group in enumerate(effective.workload):
+            if not group.HasField("replay"):
+                continue
+            try:
+                size += self.traces.get(group.replay.path).size
+            except TraceError as exc:
+                violations.append((f"{prefix}.workload[{i}].replay.path", str(exc)))
+        return violations, size
+
+    def _run_exceeded(self, effective: spec_pb2.Spec, prefix: str, trace_bytes: int
+                      ) -> list[Exceeded]:
+        m = effective.machine
+        return self.limits.run_exceeded(prefix, m.nodes, m.memory_bytes,
+                                        effective.duration_seconds, trace_bytes)
+
+    def _check_queue(self, user: str, adding: int) -> None:
+        exceeded = limits.queue_exceeded(
+            user, adding, len(self.manager.queued()), self.manager.max_queue,
+            self.manager.queued_by(user), self.manager.max_queued_per_user)
+        if exceeded:
+            raise quota(exceeded)
+
     # -- RPCs -------------------------------------------------------------------------------
 
     async def ListScenarios(self, request, context):
@@ -334,6 +414,11 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
             old = self.store.find_by_request_id(caller.user, request.request_id)
             if old is not None:
                 return self.run_to_proto(old)
+        exceeded = limits.repeated_exceeded([
+            ("run.labels", len(run.labels), limits.MAX_LABELS, "labels"),
+            *self._spec_shape(run.spec, "run.spec")])
+        if exceeded:
+            raise quota(exceeded)
         violations = []
         if request.run_id and not _RESOURCE_ID.fullmatch(request.run_id):
             violations.append(("run_id", "4..63 characters of [a-z0-9-], starting with a "
@@ -355,6 +440,13 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
         if violations:
             raise bad_request(violations)
         effective = convert.spec_to_proto(cfg)
+        trace_violations, trace_bytes = self._replayed(effective, "run.spec")
+        if trace_violations:
+            raise bad_request(trace_violations)
+        exceeded = self._run_exceeded(effective, "run.spec", trace_bytes)
+        if exceeded:
+            raise quota(exceeded)
+        self._check_queue(caller.user, 1)
         given = run.spec if run.HasField("spec") else None
         prov = self._provenance(effective, given)
         if request.validate_only:
@@ -382,7 +474,7 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
                 scenario=scenario, labels=dict(run.labels), provenance=prov,
                 creator=caller.user, request_id=request.request_id or None,
                 run_id=request.run_id or None)
-        except QueueFull as exc:
+        except (QueueFull, UserQueueFull) as exc:
             raise queue_full(exc) from None
         except RequestIdConflict as exc:
             raise RpcFailure(_status(code_pb2.ALREADY_EXISTS, str(exc))) from None
@@ -419,20 +511,27 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
                                               next_page_token=token, total_size=total)
 
     async def CancelRun(self, request, context):
-        return await self._call(context, self._cancel_run, request)
+        return await self._call(context, self._cancel_run, request, self.auth.caller(context))
 
-    def _cancel_run(self, request: simulator_pb2.CancelRunRequest):
-        rec = self._get(request.name)
+    def _own(self, name: str, caller: Caller, verb: str) -> RunRecord:
+        """The run, if `caller` may change it: its creator or an admin."""
+        rec = self._get(name)
+        if rec.creator != caller.user and not caller.admin:
+            raise not_owner(name, rec, caller, verb)
+        return rec
+
+    def _cancel_run(self, request: simulator_pb2.CancelRunRequest, caller: Caller):
+        rec = self._own(request.name, caller, "cancel")
         try:
             return self.run_to_proto(self.manager.cancel(rec.id))
         except WrongState as exc:
             raise precondition(request.name, str(exc)) from None
 
     async def DeleteRun(self, request, context):
-        return await self._call(context, self._delete_run, request)
+        return await self._call(context, self._delete_run, request, self.auth.caller(context))
 
-    def _delete_run(self, request: simulator_pb2.DeleteRunRequest):
-        rec = self._get(request.name)
+    def _delete_run(self, request: simulator_pb2.DeleteRunRequest, caller: Caller):
+        rec = self._own(request.name, caller, "delete")
         try:
             return self.run_to_proto(self.manager.delete(rec.id, force=request.force))
         except WrongState:
@@ -575,6 +674,16 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
         if self.closing:
             raise unavailable("the server is shutting down; no new runs")
         sw = request.sweep
+        exceeded = limits.repeated_exceeded([
+            ("sweep.labels", len(sw.labels), limits.MAX_LABELS, "labels"),
+            ("sweep.parameters", len(sw.parameters), limits.MAX_SWEEP_PARAMETERS,
+             "parameters"),
+            ("sweep.metrics", len(sw.metrics), limits.MAX_SWEEP_METRICS, "metrics"),
+            *((f"sweep.parameters[{i}].values", len(p.values), limits.MAX_SWEEP_VALUES,
+               "values") for i, p in enumerate(sw.parameters)),
+            *self._spec_shape(sw.base_spec, "sweep.base_spec")])
+        if exceeded:
+            raise quota(exceeded)
         violations = []
         if request.sweep_id and not _RESOURCE_ID.fullmatch(request.sweep_id):
             violations.append(("sweep_id", "4..63 characters of [a-z0-9-], starting with a "
@@ -596,23 +705,32 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
         except convert.ConfigError as exc:
             raise bad_request(_config_violations(exc, "sweep")) from None
         runs: list[tuple[sweeps.Point, dict, spec_pb2.Spec]] = []
+        exceeded = []
         for pt in points:
+            names = ", ".join(f"{p}={json.dumps(v)}" for p, v in pt.values.items())
             for raw in pt.specs:
                 try:
                     eff = convert.spec_to_proto(convert.config_from_proto(spec_pb2.Spec(),
                                                                           base=raw))
                 except convert.ConfigError as exc:
-                    names = ", ".join(f"{p}={json.dumps(v)}" for p, v in pt.values.items())
                     raise bad_request([(f"sweep.parameters ({names}): {f}", d)
                                        for f, d in _config_violations(exc, "spec")]) from None
+                trace_violations, trace_bytes = self._replayed(eff, "spec")
+                if trace_violations:
+                    raise bad_request([(f"sweep.parameters ({names}): {f}", d)
+                                       for f, d in trace_violations])
+                exceeded += [e for e in self._run_exceeded(eff, f"sweep.parameters ({names}): "
+                                                               f"spec", trace_bytes)
+                             if e not in exceeded]
                 runs.append((pt, raw, eff))
+        if exceeded:
+            raise quota(exceeded)
+        self._check_queue(caller.user, len(runs))
         if request.validate_only:
             return sweep_pb2.Sweep(display_name=sw.display_name, scenario=sw.scenario,
                                    base_spec=sw.base_spec, parameters=sw.parameters,
                                    seeds=sw.seeds or 1, metrics=sw.metrics, labels=sw.labels,
                                    state=sweep_pb2.Sweep.RUNNING, creator=caller.user)
-        if len(self.manager.queued()) + len(runs) > self.manager.max_queue:
-            raise queue_full(QueueFull(self.manager.max_queue))
         grid = {"scenario": scenario, "parameters": [{"path": p, "values": v} for p, v in params],
                 "seeds": sw.seeds or 1, "metrics": list(sw.metrics), "labels": dict(sw.labels),
                 "base_spec": json_format.MessageToDict(sw.base_spec),
@@ -632,7 +750,7 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
                                     scenario=scenario, labels=labels,
                                     provenance=self._provenance(eff, None),
                                     creator=caller.user, sweep_id=rec.id)
-            except QueueFull as exc:
+            except (QueueFull, UserQueueFull) as exc:
                 raise queue_full(exc) from None
         return self._sweep_to_proto(rec.id)
 
@@ -688,3 +806,44 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
         if out.state != sweep_pb2.Sweep.RUNNING and runs:
             out.end_time.CopyFrom(_ts(max(r.end_time_ns or 0 for r in runs)))
         return out
+
+    # -- traces -----------------------------------------------------------------------------
+
+    @staticmethod
+    def _trace_to_proto(info: TraceInfo) -> trace_pb2.Trace:
+        return trace_pb2.Trace(name=info.name, size_bytes=info.size,
+                               create_time=_ts(info.create_time_ns))
+
+    async def UploadTrace(self, request_iterator, context):
+        """Chunks are written as they come (a write of at most one message's bytes) and the
+        partial file is removed on every way out but success, including a client that goes
+        away."""
+        upload = None
+        try:
+            upload = self.traces.upload()
+            async for request in request_iterator:
+                upload.write(request.chunk)
+            info = await asyncio.to_thread(upload.commit)
+        except TraceTooLarge:
+            await self._abort(context, quota(self.limits.trace_exceeded(upload.size)).status)
+        except TraceError as exc:
+            await self._abort(context, bad_request([("chunk", str(exc))]).status)
+        except OSError as exc:
+            log.exception("storing an uploaded trace")
+            await self._abort(context, _status(code_pb2.UNAVAILABLE, f"cannot store the trace: "
+                                                                     f"{exc.strerror or exc}"))
+        finally:
+            if upload is not None:
+                upload.discard()
+        return self._trace_to_proto(info)
+
+    async def GetTrace(self, request, context):
+        return await self._call(context, self._get_trace, request)
+
+    def _get_trace(self, request: trace_pb2.GetTraceRequest) -> trace_pb2.Trace:
+        try:
+            return self._trace_to_proto(self.traces.get(request.name))
+        except TraceNotFound:
+            raise not_found("Trace", request.name) from None
+        except TraceError as exc:
+            raise bad_request([("name", str(exc))]) from None

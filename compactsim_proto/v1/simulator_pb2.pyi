@@ -10,7 +10,15 @@ Errors are canonical codes with google.rpc.Status details:
   NOT_FOUND            unknown run, sweep or scenario (google.rpc.ResourceInfo);
   ALREADY_EXISTS       a run_id or sweep_id in use;
   FAILED_PRECONDITION  the resource is in the wrong state (google.rpc.PreconditionFailure);
-  RESOURCE_EXHAUSTED   the run queue is full (google.rpc.QuotaFailure, RetryInfo);
+  PERMISSION_DENIED    cancelling or deleting another user's run (google.rpc.ErrorInfo,
+                       reason NOT_OWNER, metadata `creator` and `caller`);
+  RESOURCE_EXHAUSTED   a quota or limit: the run queue or the caller's share of it is
+                       full, or a spec or trace is larger than the server allows
+                       (google.rpc.QuotaFailure, subject "user:{user}" or "server", the
+                       description naming the limit, the field and the numbers; with a
+                       RetryInfo when waiting helps, i.e. for queue limits). A request
+                       message over the server's size limit is RESOURCE_EXHAUSTED too,
+                       without details;
   UNAVAILABLE          the server is shutting down or its store or workers are down.
 """
 
@@ -131,7 +139,7 @@ class CreateRunRequest(google.protobuf.message.Message):
     """
     validate_only: builtins.bool
     """Only validate: return the Run as it would be created (with effective_spec), without
-    creating or queueing it.
+    creating or queueing it. Quotas and limits are checked as for a real request.
     """
     @property
     def run(self) -> compactsim_proto.v1.run_pb2.Run:
@@ -481,7 +489,9 @@ class CreateSweepRequest(google.protobuf.message.Message):
     created the first time.
     """
     validate_only: builtins.bool
-    """Only validate every point's spec; create nothing."""
+    """Only validate every point's spec, and check quotas and limits as for a real
+    request; create nothing.
+    """
     @property
     def sweep(self) -> compactsim_proto.v1.sweep_pb2.Sweep:
         """The sweep: base_spec and/or scenario, parameters, seeds, optional metrics, labels

@@ -6,6 +6,7 @@ import warnings
 from compactsim_proto.v1 import run_pb2 as compactsim_dot_v1_dot_run__pb2
 from compactsim_proto.v1 import simulator_pb2 as compactsim_dot_v1_dot_simulator__pb2
 from compactsim_proto.v1 import sweep_pb2 as compactsim_dot_v1_dot_sweep__pb2
+from compactsim_proto.v1 import trace_pb2 as compactsim_dot_v1_dot_trace__pb2
 
 GRPC_GENERATED_VERSION = '1.81.1'
 GRPC_VERSION = grpc.__version__
@@ -92,6 +93,16 @@ class SimulatorStub:
                 request_serializer=compactsim_dot_v1_dot_simulator__pb2.GetSweepRequest.SerializeToString,
                 response_deserializer=compactsim_dot_v1_dot_sweep__pb2.Sweep.FromString,
                 _registered_method=True)
+        self.UploadTrace = channel.stream_unary(
+                '/compactsim.v1.Simulator/UploadTrace',
+                request_serializer=compactsim_dot_v1_dot_trace__pb2.UploadTraceRequest.SerializeToString,
+                response_deserializer=compactsim_dot_v1_dot_trace__pb2.Trace.FromString,
+                _registered_method=True)
+        self.GetTrace = channel.unary_unary(
+                '/compactsim.v1.Simulator/GetTrace',
+                request_serializer=compactsim_dot_v1_dot_trace__pb2.GetTraceRequest.SerializeToString,
+                response_deserializer=compactsim_dot_v1_dot_trace__pb2.Trace.FromString,
+                _registered_method=True)
 
 
 class SimulatorServicer:
@@ -106,9 +117,14 @@ class SimulatorServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CreateRun(self, request, context):
-        """Validates a run and queues it; returns the Run at once, in QUEUED. Retrying with the
-        same request_id returns the run created the first time. INVALID_ARGUMENT for a bad
-        spec, RESOURCE_EXHAUSTED when the queue is full, UNAVAILABLE while shutting down.
+        """Validates a run and queues it; returns the Run at once, in QUEUED, with the caller as
+        its creator. Retrying with the same request_id (as the same user) returns the run
+        created the first time. INVALID_ARGUMENT for a bad spec (a replayed trace must be an
+        uploaded `traces/{trace}`); RESOURCE_EXHAUSTED when the queue or the caller's share of
+        it is full, or the spec exceeds the server's caps on simulated memory, simulated
+        duration or the memory its worker would need; UNAVAILABLE while shutting down. A
+        caller's runs beyond the server's per-user running limit stay QUEUED while other
+        users' runs start.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -143,7 +159,8 @@ class SimulatorServicer:
     def CancelRun(self, request, context):
         """Cancels a run: a QUEUED run becomes CANCELLED at once, a RUNNING one CANCELLING and
         then CANCELLED when its worker has stopped. Returns the run. FAILED_PRECONDITION if
-        the run has already ended.
+        the run has already ended; PERMISSION_DENIED unless the caller created the run or is
+        an admin.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -152,7 +169,8 @@ class SimulatorServicer:
     def DeleteRun(self, request, context):
         """Soft-deletes a finished run (sets delete_time; it disappears from GetRun and
         ListRuns unless show_deleted). Returns the run. FAILED_PRECONDITION for a run that
-        has not ended, unless `force`, which cancels it first.
+        has not ended, unless `force`, which cancels it first; PERMISSION_DENIED unless the
+        caller created the run or is an admin.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -176,7 +194,8 @@ class SimulatorServicer:
 
     def CreateSweep(self, request, context):
         """Validates a sweep and creates its runs (one per grid point and seed) at once;
-        returns the Sweep. INVALID_ARGUMENT names the bad parameter or spec field.
+        returns the Sweep. INVALID_ARGUMENT names the bad parameter or spec field. Every run
+        counts against the same quotas and limits as CreateRun's (RESOURCE_EXHAUSTED).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -184,6 +203,23 @@ class SimulatorServicer:
 
     def GetSweep(self, request, context):
         """Gets a sweep with its points' run states and aggregates.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UploadTrace(self, request_iterator, context):
+        """Uploads a trace for replay: the client streams the file's bytes in chunks, the
+        server stores them under their SHA-256 and returns the Trace (the same one again for
+        the same bytes). RESOURCE_EXHAUSTED (QuotaFailure) past the server's trace size
+        limit, and nothing is kept; INVALID_ARGUMENT for an empty trace.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetTrace(self, request, context):
+        """Gets an uploaded trace. NOT_FOUND if the server has no trace of that name.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -246,6 +282,16 @@ def add_SimulatorServicer_to_server(servicer, server):
                     servicer.GetSweep,
                     request_deserializer=compactsim_dot_v1_dot_simulator__pb2.GetSweepRequest.FromString,
                     response_serializer=compactsim_dot_v1_dot_sweep__pb2.Sweep.SerializeToString,
+            ),
+            'UploadTrace': grpc.stream_unary_rpc_method_handler(
+                    servicer.UploadTrace,
+                    request_deserializer=compactsim_dot_v1_dot_trace__pb2.UploadTraceRequest.FromString,
+                    response_serializer=compactsim_dot_v1_dot_trace__pb2.Trace.SerializeToString,
+            ),
+            'GetTrace': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTrace,
+                    request_deserializer=compactsim_dot_v1_dot_trace__pb2.GetTraceRequest.FromString,
+                    response_serializer=compactsim_dot_v1_dot_trace__pb2.Trace.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -546,6 +592,60 @@ class Simulator:
             '/compactsim.v1.Simulator/GetSweep',
             compactsim_dot_v1_dot_simulator__pb2.GetSweepRequest.SerializeToString,
             compactsim_dot_v1_dot_sweep__pb2.Sweep.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UploadTrace(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/compactsim.v1.Simulator/UploadTrace',
+            compactsim_dot_v1_dot_trace__pb2.UploadTraceRequest.SerializeToString,
+            compactsim_dot_v1_dot_trace__pb2.Trace.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTrace(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/compactsim.v1.Simulator/GetTrace',
+            compactsim_dot_v1_dot_trace__pb2.GetTraceRequest.SerializeToString,
+            compactsim_dot_v1_dot_trace__pb2.Trace.FromString,
             options,
             channel_credentials,
             insecure,

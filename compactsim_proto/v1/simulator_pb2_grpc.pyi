@@ -10,7 +10,15 @@ Errors are canonical codes with google.rpc.Status details:
   NOT_FOUND            unknown run, sweep or scenario (google.rpc.ResourceInfo);
   ALREADY_EXISTS       a run_id or sweep_id in use;
   FAILED_PRECONDITION  the resource is in the wrong state (google.rpc.PreconditionFailure);
-  RESOURCE_EXHAUSTED   the run queue is full (google.rpc.QuotaFailure, RetryInfo);
+  PERMISSION_DENIED    cancelling or deleting another user's run (google.rpc.ErrorInfo,
+                       reason NOT_OWNER, metadata `creator` and `caller`);
+  RESOURCE_EXHAUSTED   a quota or limit: the run queue or the caller's share of it is
+                       full, or a spec or trace is larger than the server allows
+                       (google.rpc.QuotaFailure, subject "user:{user}" or "server", the
+                       description naming the limit, the field and the numbers; with a
+                       RetryInfo when waiting helps, i.e. for queue limits). A request
+                       message over the server's size limit is RESOURCE_EXHAUSTED too,
+                       without details;
   UNAVAILABLE          the server is shutting down or its store or workers are down.
 """
 
@@ -19,6 +27,7 @@ import collections.abc
 import compactsim_proto.v1.run_pb2
 import compactsim_proto.v1.simulator_pb2
 import compactsim_proto.v1.sweep_pb2
+import compactsim_proto.v1.trace_pb2
 import grpc
 import grpc.aio
 import sys
@@ -214,7 +223,39 @@ _SimulatorGetSweepType = typing_extensions.TypeVar(
     ],
 )
 
-class SimulatorStub(typing.Generic[_SimulatorListScenariosType, _SimulatorCreateRunType, _SimulatorGetRunType, _SimulatorListRunsType, _SimulatorWatchRunType, _SimulatorCancelRunType, _SimulatorDeleteRunType, _SimulatorListRunSamplesType, _SimulatorGetRunReportType, _SimulatorCreateSweepType, _SimulatorGetSweepType]):
+_SimulatorUploadTraceType = typing_extensions.TypeVar(
+    '_SimulatorUploadTraceType',
+    grpc.StreamUnaryMultiCallable[
+        compactsim_proto.v1.trace_pb2.UploadTraceRequest,
+        compactsim_proto.v1.trace_pb2.Trace,
+    ],
+    grpc.aio.StreamUnaryMultiCallable[
+        compactsim_proto.v1.trace_pb2.UploadTraceRequest,
+        compactsim_proto.v1.trace_pb2.Trace,
+    ],
+    default=grpc.StreamUnaryMultiCallable[
+        compactsim_proto.v1.trace_pb2.UploadTraceRequest,
+        compactsim_proto.v1.trace_pb2.Trace,
+    ],
+)
+
+_SimulatorGetTraceType = typing_extensions.TypeVar(
+    '_SimulatorGetTraceType',
+    grpc.UnaryUnaryMultiCallable[
+        compactsim_proto.v1.trace_pb2.GetTraceRequest,
+        compactsim_proto.v1.trace_pb2.Trace,
+    ],
+    grpc.aio.UnaryUnaryMultiCallable[
+        compactsim_proto.v1.trace_pb2.GetTraceRequest,
+        compactsim_proto.v1.trace_pb2.Trace,
+    ],
+    default=grpc.UnaryUnaryMultiCallable[
+        compactsim_proto.v1.trace_pb2.GetTraceRequest,
+        compactsim_proto.v1.trace_pb2.Trace,
+    ],
+)
+
+class SimulatorStub(typing.Generic[_SimulatorListScenariosType, _SimulatorCreateRunType, _SimulatorGetRunType, _SimulatorListRunsType, _SimulatorWatchRunType, _SimulatorCancelRunType, _SimulatorDeleteRunType, _SimulatorListRunSamplesType, _SimulatorGetRunReportType, _SimulatorCreateSweepType, _SimulatorGetSweepType, _SimulatorUploadTraceType, _SimulatorGetTraceType]):
     """Runs simulations and serves their progress and results."""
 
     @typing.overload
@@ -262,6 +303,14 @@ class SimulatorStub(typing.Generic[_SimulatorListScenariosType, _SimulatorCreate
         grpc.UnaryUnaryMultiCallable[
             compactsim_proto.v1.simulator_pb2.GetSweepRequest,
             compactsim_proto.v1.sweep_pb2.Sweep,
+        ],
+        grpc.StreamUnaryMultiCallable[
+            compactsim_proto.v1.trace_pb2.UploadTraceRequest,
+            compactsim_proto.v1.trace_pb2.Trace,
+        ],
+        grpc.UnaryUnaryMultiCallable[
+            compactsim_proto.v1.trace_pb2.GetTraceRequest,
+            compactsim_proto.v1.trace_pb2.Trace,
         ],
     ], channel: grpc.Channel) -> None: ...
 
@@ -311,15 +360,28 @@ class SimulatorStub(typing.Generic[_SimulatorListScenariosType, _SimulatorCreate
             compactsim_proto.v1.simulator_pb2.GetSweepRequest,
             compactsim_proto.v1.sweep_pb2.Sweep,
         ],
+        grpc.aio.StreamUnaryMultiCallable[
+            compactsim_proto.v1.trace_pb2.UploadTraceRequest,
+            compactsim_proto.v1.trace_pb2.Trace,
+        ],
+        grpc.aio.UnaryUnaryMultiCallable[
+            compactsim_proto.v1.trace_pb2.GetTraceRequest,
+            compactsim_proto.v1.trace_pb2.Trace,
+        ],
     ], channel: grpc.aio.Channel) -> None: ...
 
     ListScenarios: _SimulatorListScenariosType
     """Lists the preset scenarios, with their specs."""
 
     CreateRun: _SimulatorCreateRunType
-    """Validates a run and queues it; returns the Run at once, in QUEUED. Retrying with the
-    same request_id returns the run created the first time. INVALID_ARGUMENT for a bad
-    spec, RESOURCE_EXHAUSTED when the queue is full, UNAVAILABLE while shutting down.
+    """Validates a run and queues it; returns the Run at once, in QUEUED, with the caller as
+    its creator. Retrying with the same request_id (as the same user) returns the run
+    created the first time. INVALID_ARGUMENT for a bad spec (a replayed trace must be an
+    uploaded `traces/{trace}`); RESOURCE_EXHAUSTED when the queue or the caller's share of
+    it is full, or the spec exceeds the server's caps on simulated memory, simulated
+    duration or the memory its worker would need; UNAVAILABLE while shutting down. A
+    caller's runs beyond the server's per-user running limit stay QUEUED while other
+    users' runs start.
     """
 
     GetRun: _SimulatorGetRunType
@@ -340,13 +402,15 @@ class SimulatorStub(typing.Generic[_SimulatorListScenariosType, _SimulatorCreate
     CancelRun: _SimulatorCancelRunType
     """Cancels a run: a QUEUED run becomes CANCELLED at once, a RUNNING one CANCELLING and
     then CANCELLED when its worker has stopped. Returns the run. FAILED_PRECONDITION if
-    the run has already ended.
+    the run has already ended; PERMISSION_DENIED unless the caller created the run or is
+    an admin.
     """
 
     DeleteRun: _SimulatorDeleteRunType
     """Soft-deletes a finished run (sets delete_time; it disappears from GetRun and
     ListRuns unless show_deleted). Returns the run. FAILED_PRECONDITION for a run that
-    has not ended, unless `force`, which cancels it first.
+    has not ended, unless `force`, which cancels it first; PERMISSION_DENIED unless the
+    caller created the run or is an admin.
     """
 
     ListRunSamples: _SimulatorListRunSamplesType
@@ -361,11 +425,22 @@ class SimulatorStub(typing.Generic[_SimulatorListScenariosType, _SimulatorCreate
 
     CreateSweep: _SimulatorCreateSweepType
     """Validates a sweep and creates its runs (one per grid point and seed) at once;
-    returns the Sweep. INVALID_ARGUMENT names the bad parameter or spec field.
+    returns the Sweep. INVALID_ARGUMENT names the bad parameter or spec field. Every run
+    counts against the same quotas and limits as CreateRun's (RESOURCE_EXHAUSTED).
     """
 
     GetSweep: _SimulatorGetSweepType
     """Gets a sweep with its points' run states and aggregates."""
+
+    UploadTrace: _SimulatorUploadTraceType
+    """Uploads a trace for replay: the client streams the file's bytes in chunks, the
+    server stores them under their SHA-256 and returns the Trace (the same one again for
+    the same bytes). RESOURCE_EXHAUSTED (QuotaFailure) past the server's trace size
+    limit, and nothing is kept; INVALID_ARGUMENT for an empty trace.
+    """
+
+    GetTrace: _SimulatorGetTraceType
+    """Gets an uploaded trace. NOT_FOUND if the server has no trace of that name."""
 
 SimulatorAsyncStub: typing_extensions.TypeAlias = SimulatorStub[
     grpc.aio.UnaryUnaryMultiCallable[
@@ -412,6 +487,14 @@ SimulatorAsyncStub: typing_extensions.TypeAlias = SimulatorStub[
         compactsim_proto.v1.simulator_pb2.GetSweepRequest,
         compactsim_proto.v1.sweep_pb2.Sweep,
     ],
+    grpc.aio.StreamUnaryMultiCallable[
+        compactsim_proto.v1.trace_pb2.UploadTraceRequest,
+        compactsim_proto.v1.trace_pb2.Trace,
+    ],
+    grpc.aio.UnaryUnaryMultiCallable[
+        compactsim_proto.v1.trace_pb2.GetTraceRequest,
+        compactsim_proto.v1.trace_pb2.Trace,
+    ],
 ]
 
 class SimulatorServicer(metaclass=abc.ABCMeta):
@@ -431,9 +514,14 @@ class SimulatorServicer(metaclass=abc.ABCMeta):
         request: compactsim_proto.v1.simulator_pb2.CreateRunRequest,
         context: _ServicerContext,
     ) -> typing.Union[compactsim_proto.v1.run_pb2.Run, collections.abc.Awaitable[compactsim_proto.v1.run_pb2.Run]]:
-        """Validates a run and queues it; returns the Run at once, in QUEUED. Retrying with the
-        same request_id returns the run created the first time. INVALID_ARGUMENT for a bad
-        spec, RESOURCE_EXHAUSTED when the queue is full, UNAVAILABLE while shutting down.
+        """Validates a run and queues it; returns the Run at once, in QUEUED, with the caller as
+        its creator. Retrying with the same request_id (as the same user) returns the run
+        created the first time. INVALID_ARGUMENT for a bad spec (a replayed trace must be an
+        uploaded `traces/{trace}`); RESOURCE_EXHAUSTED when the queue or the caller's share of
+        it is full, or the spec exceeds the server's caps on simulated memory, simulated
+        duration or the memory its worker would need; UNAVAILABLE while shutting down. A
+        caller's runs beyond the server's per-user running limit stay QUEUED while other
+        users' runs start.
         """
 
     @abc.abstractmethod
@@ -474,7 +562,8 @@ class SimulatorServicer(metaclass=abc.ABCMeta):
     ) -> typing.Union[compactsim_proto.v1.run_pb2.Run, collections.abc.Awaitable[compactsim_proto.v1.run_pb2.Run]]:
         """Cancels a run: a QUEUED run becomes CANCELLED at once, a RUNNING one CANCELLING and
         then CANCELLED when its worker has stopped. Returns the run. FAILED_PRECONDITION if
-        the run has already ended.
+        the run has already ended; PERMISSION_DENIED unless the caller created the run or is
+        an admin.
         """
 
     @abc.abstractmethod
@@ -485,7 +574,8 @@ class SimulatorServicer(metaclass=abc.ABCMeta):
     ) -> typing.Union[compactsim_proto.v1.run_pb2.Run, collections.abc.Awaitable[compactsim_proto.v1.run_pb2.Run]]:
         """Soft-deletes a finished run (sets delete_time; it disappears from GetRun and
         ListRuns unless show_deleted). Returns the run. FAILED_PRECONDITION for a run that
-        has not ended, unless `force`, which cancels it first.
+        has not ended, unless `force`, which cancels it first; PERMISSION_DENIED unless the
+        caller created the run or is an admin.
         """
 
     @abc.abstractmethod
@@ -515,7 +605,8 @@ class SimulatorServicer(metaclass=abc.ABCMeta):
         context: _ServicerContext,
     ) -> typing.Union[compactsim_proto.v1.sweep_pb2.Sweep, collections.abc.Awaitable[compactsim_proto.v1.sweep_pb2.Sweep]]:
         """Validates a sweep and creates its runs (one per grid point and seed) at once;
-        returns the Sweep. INVALID_ARGUMENT names the bad parameter or spec field.
+        returns the Sweep. INVALID_ARGUMENT names the bad parameter or spec field. Every run
+        counts against the same quotas and limits as CreateRun's (RESOURCE_EXHAUSTED).
         """
 
     @abc.abstractmethod
@@ -525,5 +616,25 @@ class SimulatorServicer(metaclass=abc.ABCMeta):
         context: _ServicerContext,
     ) -> typing.Union[compactsim_proto.v1.sweep_pb2.Sweep, collections.abc.Awaitable[compactsim_proto.v1.sweep_pb2.Sweep]]:
         """Gets a sweep with its points' run states and aggregates."""
+
+    @abc.abstractmethod
+    def UploadTrace(
+        self,
+        request_iterator: _MaybeAsyncIterator[compactsim_proto.v1.trace_pb2.UploadTraceRequest],
+        context: _ServicerContext,
+    ) -> typing.Union[compactsim_proto.v1.trace_pb2.Trace, collections.abc.Awaitable[compactsim_proto.v1.trace_pb2.Trace]]:
+        """Uploads a trace for replay: the client streams the file's bytes in chunks, the
+        server stores them under their SHA-256 and returns the Trace (the same one again for
+        the same bytes). RESOURCE_EXHAUSTED (QuotaFailure) past the server's trace size
+        limit, and nothing is kept; INVALID_ARGUMENT for an empty trace.
+        """
+
+    @abc.abstractmethod
+    def GetTrace(
+        self,
+        request: compactsim_proto.v1.trace_pb2.GetTraceRequest,
+        context: _ServicerContext,
+    ) -> typing.Union[compactsim_proto.v1.trace_pb2.Trace, collections.abc.Awaitable[compactsim_proto.v1.trace_pb2.Trace]]:
+        """Gets an uploaded trace. NOT_FOUND if the server has no trace of that name."""
 
 def add_SimulatorServicer_to_server(servicer: SimulatorServicer, server: typing.Union[grpc.Server, grpc.aio.Server]) -> None: ...

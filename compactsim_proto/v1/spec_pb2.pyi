@@ -845,7 +845,10 @@ class ReplaySpec(google.protobuf.message.Message):
     STRUCT_PAGE_SIZE_FIELD_NUMBER: builtins.int
     TIME_SCALE_FIELD_NUMBER: builtins.int
     path: builtins.str
-    """Path of the trace file on the server. Required."""
+    """The trace to replay. Required. Through the server: the name of an uploaded trace,
+    `traces/{trace}` (see UploadTrace); nothing else is accepted (INVALID_ARGUMENT on
+    this field). In the local `compactsim simulate`: a path of a local file.
+    """
     format: Global___TraceFormat.ValueType
     """Text format of the trace. Default auto."""
     gfp_era: builtins.str

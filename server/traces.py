@@ -1,0 +1,158 @@
+"""Uploaded traces: kmem trace files kept in DATA_DIR/traces, named by their SHA-256.
+
+A client never names a server file. It uploads a trace (UploadTrace) and gets the
+resource `traces/{sha256}`; a spec replays it with `replay.path: traces/{sha256}`, and
+only the worker's copy of the spec holds the file's path (`worker_spec`, at the moment
+the run starts). A name is accepted only when it is exactly `traces/` and 64 lowercase hex
+digits, and its file is a regular file (not a symlink) whose real path is inside the
+trace directory, so `../../etc/passwd`, `/etc/passwd`, `traces/../compactsim.db` and a
+symlink planted in the directory are all refused.
+
+An upload is written to a private temporary file in the same directory while it is
+hashed and counted; past the size limit it is removed at once (`TraceTooLarge`), as it is
+when the client goes away, and on success it is renamed to its hash (an upload of bytes
+already stored keeps the first copy). Partial uploads left by a crash are removed when
+the store opens.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import os
+import re
+import stat
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+TRACE_DIR = "traces"
+_NAME = re.compile(r"traces/([0-9a-f]{64})")
+_PARTIAL = ".upload-"
+
+
+class TraceError(Exception):
+    """A trace name or upload the store refuses (the message says why)."""
+
+
+class TraceNotFound(TraceError):
+    """No uploaded trace of that name."""
+
+
+class TraceTooLarge(TraceError):
+    """An upload went past the size limit; nothing of it is kept."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        super().__init__(f"the trace is larger than {limit} bytes, the most the server "
+                         f"accepts")
+
+
+@dataclass(frozen=True)
+class TraceInfo:
+    sha256: str
+    size: int
+    create_time_ns: int
+
+    @property
+    def name(self) -> str:
+        return f"{TRACE_DIR}/{self.sha256}"
+
+
+def trace_id(name: str) -> str:
+    """The {sha256} of `traces/{sha256}`; TraceError for anything else."""
+    m = _NAME.fullmatch(name)
+    if m is None:
+        raise TraceError(f"must name an uploaded trace, traces/{{sha256}} (upload the file "
+                         f"with UploadTrace; the server reads no other path), got {name!r}")
+    return m.group(1)
+
+
+class Upload:
+    """One upload in progress: `write()` chunks, then `commit()`; `discard()` (always
+    safe, also after commit) removes what was written."""
+
+    def __init__(self, store: TraceStore):
+        self.store = store
+        self.tmp = store.directory / f"{_PARTIAL}{uuid.uuid4().hex}"
+        fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        self.file = os.fdopen(fd, "wb")
+        self.hash = hashlib.sha256()
+        self.size = 0
+
+    def write(self, chunk: bytes) -> None:
+        """Add a chunk; TraceTooLarge (and the partial file removed) past the limit."""
+        self.size += len(chunk)
+        if self.size > self.store.max_bytes:
+            self.discard()
+            raise TraceTooLarge(self.store.max_bytes)
+        self.hash.update(chunk)
+        self.file.write(chunk)
+
+    def commit(self) -> TraceInfo:
+        """Store the upload under its hash; TraceError if it is empty."""
+        if self.size == 0:
+            self.discard()
+            raise TraceError("the trace is empty")
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
+        final = self.store.directory / self.hash.hexdigest()
+        if final.exists():
+            self.discard()            # the same bytes were uploaded before: keep that copy
+        else:
+            os.replace(self.tmp, final)
+        return self.store.get(f"{TRACE_DIR}/{self.hash.hexdigest()}")
+
+    def discard(self) -> None:
+        if not self.file.closed:
+            self.file.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+class TraceStore:
+    """The trace directory, DATA_DIR/traces, and its size limit per trace."""
+
+    def __init__(self, data_dir: str | Path, max_bytes: int):
+        if max_bytes <= 0:
+            raise ValueError("max_bytes must be above 0")
+        self.directory = Path(data_dir).resolve() / TRACE_DIR
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.max_bytes = max_bytes
+        for partial in self.directory.glob(f"{_PARTIAL}*"):
+            partial.unlink(missing_ok=True)
+
+    def upload(self) -> Upload:
+        return Upload(self)
+
+    def path(self, name: str) -> Path:
+        """The file of trace `name` (`traces/{sha256}`): TraceError unless the name is
+        well formed and its file is a regular file inside the directory, TraceNotFound
+        when there is no such trace."""
+        path = self.directory / trace_id(name)
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            raise TraceNotFound(f"no uploaded trace {name} on this server (upload it with "
+                                f"UploadTrace first)") from None
+        real = Path(os.path.realpath(path))
+        if not stat.S_ISREG(st.st_mode) or real.parent != self.directory:
+            raise TraceError(f"{name} is not a regular file in the server's trace directory")
+        return real
+
+    def get(self, name: str) -> TraceInfo:
+        path = self.path(name)
+        st = path.stat()
+        return TraceInfo(path.name, st.st_size, st.st_mtime_ns)
+
+    def worker_spec(self, raw: Mapping[str, Any]) -> dict[str, Any]:
+        """A copy of raw spec data with each replayed `traces/{sha256}` replaced by its
+        file (what the worker opens); TraceError if one is not an uploaded trace."""
+        out = copy.deepcopy(dict(raw))
+        for group in out.get("workload", []):
+            replay = group.get("replay") if isinstance(group, dict) else None
+            if isinstance(replay, dict) and "path" in replay:
+                replay["path"] = str(self.path(str(replay["path"])))
+        return out
