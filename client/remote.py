@@ -68,8 +68,9 @@ def report_error(error: ClientError) -> int:
     retry = error.details.get("RetryInfo", {}).get("retry_delay")
     if retry:
         print(f"  retry after {retry}", file=sys.stderr)
-    for pv in error.details.get("PreconditionFailure", {}).get("violations", []):
-        print(f"  {pv.get('subject', '')}: {pv.get('description', '')}", file=sys.stderr)
+    for kind in ("QuotaFailure", "PreconditionFailure"):
+        for v in error.details.get(kind, {}).get("violations", []):
+            print(f"  {v.get('subject', '')}: {v.get('description', '')}", file=sys.stderr)
     return exit_code(error)
 
 

@@ -207,7 +207,8 @@ def test_tls_on_grpc_and_metrics_with_tokens(make_server, tokens, pki):
 
 def test_cli_with_token_and_ca_cert(make_server, tokens, pki):
     s = make_server("--token-file", str(tokens), "--tls-cert", str(pki["cert"]),
-                    "--tls-key", str(pki["key"]), token=ALICE, ca=pki["cert"])
+                    "--tls-key", str(pki["key"]), "--max-run-duration", "10s", token=ALICE,
+                    ca=pki["cert"])
     server = f"127.0.0.1:{s.port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("COMPACTSIM_")}
 
@@ -227,6 +228,12 @@ def test_cli_with_token_and_ca_cert(make_server, tokens, pki):
     denied = cli("--ca-cert", str(pki["cert"]), "list")
     assert denied.returncode == 6
     assert "UNAUTHENTICATED" in denied.stderr and "COMPACTSIM_TOKEN" in denied.stderr
+    too_long = cli("--ca-cert", str(pki["cert"]), "--token", ALICE, "run", "--scenario",
+                   "churn", "--set", "duration=20s", "--set", "machine.memory=64MiB")
+    assert too_long.returncode == 5
+    assert "RESOURCE_EXHAUSTED" in too_long.stderr
+    assert "  server: run.spec.duration_seconds: 20 s of simulated time > 10 s" in \
+        too_long.stderr                                  # the QuotaFailure, subject: why
     missing = cli("--ca-cert", str(s.data_dir / "no-such.pem"), "--token", ALICE, "list")
     assert missing.returncode == 2 and "no-such.pem" in missing.stderr
 
