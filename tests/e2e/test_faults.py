@@ -1,0 +1,293 @@
+"""Faults, end to end: the real `compactsim-server` process, real worker processes, the real
+SQLite file, real channels on loopback; what breaks is broken for real (SIGKILL, a full
+tmpfs, clients that stop reading or vanish).
+
+- a worker killed mid-run fails its run only;
+- the server killed while runs are queued, running and watched, then restarted: the
+  restart policy of server/manager.py;
+- the data directory's disk full: clear errors, no corruption, recovery without a restart;
+- watchers that never read: the server's memory stays flat and other calls stay fast;
+- clients that disconnect mid-stream: no threads left behind, the run completes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from google.rpc import code_pb2, error_details_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from serverproc import ROOT, R, Server, create, spec, wait_state, watch_all
+
+from compactsim_proto.v1 import run_pb2, simulator_pb2, simulator_pb2_grpc
+
+SERVICE = "compactsim.v1.Simulator"
+
+
+# ---- helpers -------------------------------------------------------------------------------
+
+def _children() -> dict[int, list[int]]:
+    kids: dict[int, list[int]] = {}
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                stat = Path(f"/proc/{p}/stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            kids.setdefault(ppid, []).append(int(p))
+    return kids
+
+
+def _descendants(pid: int) -> list[int]:
+    kids, out, todo = _children(), [], [pid]
+    while todo:
+        for c in kids.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def _workers(server: Server) -> list[int]:
+    """The run processes: the server's grandchildren (its children are the forkserver and
+    the resource tracker)."""
+    kids = _children()
+    return [g for c in kids.get(server.proc.pid, []) for g in kids.get(c, [])]
+
+
+def _wait_workers(server: Server, n: int, timeout: float = 10) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while len(found := _workers(server)) != n:
+        assert time.monotonic() < deadline, f"{len(found)} workers, not {n}"
+        time.sleep(0.05)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for a reaper counts as gone)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
+def _proc_status(pid: int, key: str) -> int:
+    """A number from /proc/PID/status: "VmRSS" (kB), "Threads"..."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise KeyError(key)
+
+
+def _health(server: Server) -> int:
+    health = health_pb2_grpc.HealthStub(server.channel)
+    return health.Check(health_pb2.HealthCheckRequest(service=SERVICE), timeout=5).status
+
+
+def _get(server: Server, name: str) -> run_pb2.Run:
+    return server.stub.GetRun(simulator_pb2.GetRunRequest(name=name), timeout=10)
+
+
+def _error_info(run: run_pb2.Run) -> error_details_pb2.ErrorInfo:
+    infos = [d for d in run.error.details if d.Is(error_details_pb2.ErrorInfo.DESCRIPTOR)]
+    assert len(infos) == 1, run.error
+    info = error_details_pb2.ErrorInfo()
+    infos[0].Unpack(info)
+    return info
+
+
+def _state_changes(events) -> list[tuple[int, int]]:
+    return [(e.state_change.previous_state, e.state_change.state) for e in events
+            if e.WhichOneof("kind") == "state_change"]
+
+
+class Watcher(threading.Thread):
+    """Reads one WatchRun stream to its end, on a channel of its own: every message, and
+    the status code it ended with (None: it ended normally)."""
+
+    def __init__(self, server: Server, name: str, **request):
+        super().__init__(daemon=True)
+        self.channel = server.channel_for(server.token)
+        stub = simulator_pb2_grpc.SimulatorStub(self.channel)
+        self.call = stub.WatchRun(simulator_pb2.WatchRunRequest(name=name, **request),
+                                  timeout=120)
+        self.messages: list[simulator_pb2.WatchRunResponse] = []
+        self.code: grpc.StatusCode | None = None
+        self.start()
+
+    def run(self) -> None:
+        try:
+            for m in self.call:
+                self.messages.append(m)
+        except grpc.RpcError as e:
+            self.code = e.code()
+        finally:
+            self.channel.close()
+
+    @property
+    def events(self) -> list[run_pb2.RunEvent]:
+        return [m.event for m in list(self.messages) if m.WhichOneof("message") == "event"]
+
+    def wait_for(self, pred, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        while not pred(self):
+            assert self.is_alive() and time.monotonic() < deadline, \
+                (self.code, [m.WhichOneof("message") for m in self.messages])
+            time.sleep(0.02)
+
+    def finish(self, timeout: float = 20) -> None:
+        self.join(timeout)
+        assert not self.is_alive(), "the watch stream did not end"
+
+
+def _saw_progress(w: Watcher) -> bool:
+    return any(e.WhichOneof("kind") == "progress" for e in w.events)
+
+
+def _recorded(server: Server, name: str) -> tuple[bytes, bytes, list[bytes], list[bytes]]:
+    """Everything the API gives about a run, serialized: GetRun, the full report (a
+    SUCCEEDED run's), every sample page, the whole event stream."""
+    stub = server.stub
+    run = stub.GetRun(simulator_pb2.GetRunRequest(name=name))
+    report = run_pb2.RunReport()
+    if run.state == R.SUCCEEDED:
+        report = stub.GetRunReport(simulator_pb2.GetRunReportRequest(
+            name=name + "/report", view=run_pb2.RUN_REPORT_VIEW_FULL))
+        assert report.procfs_files and report.histograms
+    pages, token = [], ""
+    while True:
+        page = stub.ListRunSamples(simulator_pb2.ListRunSamplesRequest(
+            parent=name, page_size=7, page_token=token))
+        pages.append(page.SerializeToString(deterministic=True))
+        if not (token := page.next_page_token):
+            break
+    events = [m.SerializeToString(deterministic=True)
+              for m in watch_all(stub, name, after_sequence=0)]
+    assert len(events) > 3 and (len(pages) > 1 or run.state != R.SUCCEEDED)
+    return (run.SerializeToString(deterministic=True), report.SerializeToString(
+        deterministic=True), pages, events)
+
+
+# ---- a worker killed -----------------------------------------------------------------------
+
+def test_sigkill_of_a_worker_fails_only_its_run(server):
+    doomed = create(server.stub, spec(duration=2.0, pace=1.0))
+    wait_state(server.stub, doomed.name, (R.RUNNING,))
+    (victim,) = _wait_workers(server, 1)
+    other = create(server.stub, spec(seed=4, duration=1.0, pace=0.5))
+    wait_state(server.stub, other.name, (R.RUNNING,))
+    _wait_workers(server, 2)
+    waiting = create(server.stub, spec(seed=5))          # both workers busy: it waits
+    assert _get(server, waiting.name).state == R.QUEUED
+    watcher = Watcher(server, doomed.name, after_sequence=0)
+    watcher.wait_for(_saw_progress)
+
+    os.kill(victim, signal.SIGKILL)
+
+    failed = wait_state(server.stub, doomed.name)
+    assert failed.state == R.FAILED and failed.error.code == code_pb2.INTERNAL
+    assert "worker died: signal 9 (SIGKILL)" in failed.error.message
+    assert _error_info(failed).reason == "WORKER_DIED"
+    # the watcher saw the FAILED state change, then its stream ended normally, no gaps
+    watcher.finish()
+    assert watcher.code is None
+    seqs = [e.sequence for e in watcher.events]
+    assert seqs == list(range(1, len(seqs) + 1))
+    last = watcher.events[-1].state_change
+    assert (last.previous_state, last.state) == (R.RUNNING, R.FAILED)
+    assert "SIGKILL" in last.error.message
+    # the others are untouched: the running one and the queued one finish
+    assert wait_state(server.stub, other.name).state == R.SUCCEEDED
+    done = wait_state(server.stub, waiting.name)
+    assert done.state == R.SUCCEEDED
+    assert done.start_time.ToNanoseconds() >= failed.end_time.ToNanoseconds()
+    assert _state_changes(e.event for e in watch_all(server.stub, waiting.name,
+                                                     after_sequence=0)[1:]) == \
+        [(R.STATE_UNSPECIFIED, R.QUEUED), (R.QUEUED, R.RUNNING), (R.RUNNING, R.SUCCEEDED)]
+    assert _health(server) == health_pb2.HealthCheckResponse.SERVING
+    assert server.proc.poll() is None
+
+
+# ---- the server killed -----------------------------------------------------------------
+
+def test_sigkill_of_the_server_then_restart(make_server, tmp_path):
+    s = make_server()
+    finished = [create(s.stub, spec(seed=3)), create(s.stub, spec(seed=4))]
+    for r in finished:
+        assert wait_state(s.stub, r.name).state == R.SUCCEEDED
+    cancelled = create(s.stub, spec(duration=5.0, pace=1.0))
+    wait_state(s.stub, cancelled.name, (R.RUNNING,))
+    s.stub.CancelRun(simulator_pb2.CancelRunRequest(name=cancelled.name))
+    assert wait_state(s.stub, cancelled.name).state == R.CANCELLED
+    finished.append(cancelled)
+    before = {r.name: _recorded(s, r.name) for r in finished}
+
+    # the first reports progress every 0.75 s, the second only every 15 s: its worker would
+    # send nothing for a long while after the kill
+    running = [create(s.stub, spec(seed=6, duration=30.0, pace=2.0)),
+               create(s.stub, spec(seed=7, duration=600.0, pace=2.0))]
+    for r in running:
+        wait_state(s.stub, r.name, (R.RUNNING,))
+    queued = [create(s.stub, spec(seed=8)), create(s.stub, spec(seed=9))]
+    assert [_get(s, r.name).state for r in queued] == [R.QUEUED, R.QUEUED]
+    watchers = {r.name: Watcher(s, r.name, after_sequence=0) for r in running + queued}
+    watchers[running[0].name].wait_for(_saw_progress)
+    watchers[running[1].name].wait_for(lambda w: len(w.events) >= 2)   # QUEUED, RUNNING
+    for r in queued:
+        watchers[r.name].wait_for(lambda w: w.events)
+    processes = _descendants(s.proc.pid)
+    assert len(_workers(s)) == 2 and len(processes) >= 3
+    killed_at = time.time_ns()
+
+    s.proc.kill()
+    s.proc.wait()
+
+    # every watch stream ends UNAVAILABLE on the client side
+    for w in watchers.values():
+        w.finish()
+        assert w.code == grpc.StatusCode.UNAVAILABLE
+    # the orphaned forkserver and workers do not run on
+    deadline = time.monotonic() + 5
+    while (left := [p for p in processes if _alive(p)]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not left, f"processes of the killed server still running: {left}"
+
+    s2 = make_server(data_dir=tmp_path)
+    # finished runs: bit for bit what they were
+    for name, record in before.items():
+        assert _recorded(s2, name) == record, name
+    # cut-off runs: FAILED, interrupted
+    for r in running:
+        run = _get(s2, r.name)
+        assert run.state == R.FAILED and run.error.code == code_pb2.UNAVAILABLE
+        info = _error_info(run)
+        assert info.reason == "RUN_INTERRUPTED" and info.metadata["interrupted"] == "true"
+    # the watch streams resume after the restart without gaps, each to its run's end
+    for r in running + queued:
+        seen = watchers[r.name].events
+        rest = [m.event for m in watch_all(s2.stub, r.name, after_sequence=seen[-1].sequence)
+                if m.WhichOneof("message") == "event"]
+        events = seen + rest
+        assert [e.sequence for e in events] == list(range(1, len(events) + 1))
+        full = [m.event for m in watch_all(s2.stub, r.name, after_sequence=0)[1:]]
+        assert events == full
+        changes = _state_changes(events)
+        if r in running:
+            assert changes[-2:] == [(R.QUEUED, R.RUNNING), (R.RUNNING, R.FAILED)]
+        else:   # still QUEUED across the kill, then started by the new server
+            assert changes == [(R.STATE_UNSPECIFIED, R.QUEUED), (R.QUEUED, R.RUNNING),
+                               (R.RUNNING, R.SUCCEEDED)]
+            started = next(e for e in events if e.state_change.state == R.RUNNING)
+            assert started.event_time.ToNanoseconds() > killed_at
+    assert _health(s2) == health_pb2.HealthCheckResponse.SERVING
