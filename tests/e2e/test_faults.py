@@ -291,3 +291,136 @@ def test_sigkill_of_the_server_then_restart(make_server, tmp_path):
             started = next(e for e in events if e.state_change.state == R.RUNNING)
             assert started.event_time.ToNanoseconds() > killed_at
     assert _health(s2) == health_pb2.HealthCheckResponse.SERVING
+
+
+# ---- watchers that never read, clients that vanish ----------------------------------------
+
+# A client in its own process: opens N WatchRun streams of a run, reads the first message
+# (the snapshot) of each, says "ready", then does what it is told: "stop" (SIGSTOP itself:
+# it never reads again) or nothing (it waits to be killed).
+_CLIENT = """
+import os, signal, sys, time
+import grpc
+from compactsim_proto.v1 import simulator_pb2, simulator_pb2_grpc
+port, name, n, then = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+stub = simulator_pb2_grpc.SimulatorStub(grpc.insecure_channel("127.0.0.1:" + port))
+calls = [stub.WatchRun(simulator_pb2.WatchRunRequest(name=name, after_sequence=0,
+                                                     heartbeat_interval_seconds=1))
+         for _ in range(n)]
+for c in calls:
+    assert next(c).WhichOneof("message") == "snapshot"
+print("ready", flush=True)
+if then == "stop":
+    os.kill(os.getpid(), signal.SIGSTOP)
+time.sleep(600)
+"""
+
+
+@contextlib.contextmanager
+def _client_process(server: Server, name: str, n: int, then: str):
+    proc = subprocess.Popen([sys.executable, "-c", _CLIENT, str(server.port), name, str(n),
+                             then], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def _latencies(server: Server, name: str, n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        _get(server, name)
+        out.append(time.perf_counter() - t)
+        time.sleep(0.02)
+    return sorted(out)
+
+
+def _settled_threads(pid: int, at_most: int, timeout: float = 10) -> int:
+    deadline = time.monotonic() + timeout
+    while (n := _proc_status(pid, "Threads")) > at_most and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return n
+
+
+def test_watchers_that_never_read_do_not_grow_the_server(server):
+    """Streams held in this process and never read, and more in a client process that is
+    stopped (it does not even read its socket), all on a busy run: the server's resident
+    memory stays flat while the run produces its events, GetRun stays fast, and a held
+    stream, read at last, still has every event. (Two of each: a waiting watch takes one
+    of the server's handler threads for up to half a second at a time, and more watches
+    than that pool has threads delay every other call; that is a matter of load, not of
+    clients that do not read.)"""
+    run = create(server.stub, spec(duration=6.0, pace=2.0, rate=4000.0))
+    wait_state(server.stub, run.name, (R.RUNNING,))
+    _latencies(server, run.name, 5)   # warm up
+    channel = server.channel_for(server.token)
+    stub = simulator_pb2_grpc.SimulatorStub(channel)
+    held = [stub.WatchRun(simulator_pb2.WatchRunRequest(
+        name=run.name, after_sequence=0, heartbeat_interval_seconds=1)) for _ in range(2)]
+    with _client_process(server, run.name, 2, "stop") as client:
+        deadline = time.monotonic() + 5
+        while Path(f"/proc/{client.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] \
+                != "T":
+            assert time.monotonic() < deadline, "the client did not stop"
+            time.sleep(0.02)
+        rss = [_proc_status(server.proc.pid, "VmRSS")]
+        lat: list[float] = []
+        while _get(server, run.name).state == R.RUNNING:
+            lat += _latencies(server, run.name, 5)
+            rss.append(_proc_status(server.proc.pid, "VmRSS"))
+        assert _get(server, run.name).state == R.SUCCEEDED
+        events = _get(server, run.name).progress
+        assert len(rss) >= 5 and len(lat) >= 25
+        assert max(rss) - rss[0] < 16 * 1024, f"server RSS grew: {rss} kB"
+        assert lat[len(lat) // 2] < 0.1 and lat[-1] < 1.0, lat
+        assert server.proc.poll() is None and _health(server) == \
+            health_pb2.HealthCheckResponse.SERVING
+    # nothing was dropped to keep memory flat: a held stream has it all, in order
+    msgs = list(held[0])
+    assert msgs[0].WhichOneof("message") == "snapshot"
+    seqs = [m.event.sequence for m in msgs if m.WhichOneof("message") == "event"]
+    assert seqs == list(range(1, len(seqs) + 1))
+    assert msgs[-1].event.state_change.state == R.SUCCEEDED
+    assert sum(m.event.WhichOneof("kind") == "progress" for m in msgs[1:]) >= 10
+    assert events.fraction == 1.0
+    channel.close()
+
+
+def test_clients_that_disconnect_mid_stream(server):
+    """Rounds of watchers that go away mid-stream, their channel closed or their process
+    killed: the server keeps answering, its thread count does not grow from round to
+    round, and the run they watched completes with its events intact."""
+    run = create(server.stub, spec(duration=8.0, pace=2.0))
+    wait_state(server.stub, run.name, (R.RUNNING,))
+
+    def round_of_drops() -> None:
+        channels = [server.channel_for(server.token) for _ in range(3)]
+        streams = [simulator_pb2_grpc.SimulatorStub(ch).WatchRun(
+            simulator_pb2.WatchRunRequest(name=run.name, after_sequence=0))
+            for ch in channels for _ in range(4)]
+        for st in streams:
+            assert next(st).WhichOneof("message") == "snapshot"
+        with _client_process(server, run.name, 6, "wait"):
+            pass   # killed as soon as its streams are open
+        for ch in channels:
+            ch.close()
+        assert _get(server, run.name).state == R.RUNNING
+
+    round_of_drops()   # the first round fills the server's thread pools
+    time.sleep(1)
+    threads = _proc_status(server.proc.pid, "Threads")
+    for _ in range(3):
+        round_of_drops()
+    assert _settled_threads(server.proc.pid, threads) <= threads
+    done = wait_state(server.stub, run.name)
+    assert done.state == R.SUCCEEDED
+    msgs = watch_all(server.stub, run.name, after_sequence=0)
+    seqs = [m.event.sequence for m in msgs if m.WhichOneof("message") == "event"]
+    assert seqs == list(range(1, len(seqs) + 1)) and msgs[-1].event.state_change.state == \
+        R.SUCCEEDED
+    lat = _latencies(server, run.name, 20)
+    assert lat[len(lat) // 2] < 0.1, lat
+    assert _health(server) == health_pb2.HealthCheckResponse.SERVING
