@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import resource
 import signal
 import sqlite3
 import subprocess
@@ -424,3 +425,133 @@ def test_clients_that_disconnect_mid_stream(server):
     lat = _latencies(server, run.name, 20)
     assert lat[len(lat) // 2] < 0.1, lat
     assert _health(server) == health_pb2.HealthCheckResponse.SERVING
+
+
+# ---- the data directory's disk full ---------------------------------------------------------
+
+class _Tmpfs:
+    """A small tmpfs as the data directory, filled by a file taking every free byte. Needs
+    the right to mount (root); skips the test otherwise."""
+
+    message = "compactsim.db is full"      # SQLITE_FULL: the store's StoreFull
+
+    def __init__(self, path: Path, size_mb: int = 24):
+        path.mkdir()
+        mount = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs",
+                                str(path)], capture_output=True, text=True)
+        if mount.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs: {mount.stderr.strip()}")
+        self.path = path
+        self.filler = path / "filler"
+
+    def fill(self, server: Server) -> None:
+        with open(self.filler, "wb", buffering=0) as f:
+            chunk = 1 << 20
+            while chunk >= 512:
+                try:
+                    f.write(b"\0" * chunk)
+                except OSError as e:
+                    if e.errno != errno.ENOSPC:
+                        raise
+                    chunk //= 2
+
+    def free(self, server: Server) -> None:
+        self.filler.unlink()
+
+    def close(self) -> None:
+        if subprocess.run(["umount", str(self.path)]).returncode != 0:
+            subprocess.run(["umount", "-l", str(self.path)])
+
+
+class _FileSizeLimit:
+    """No filesystem of its own (works unprivileged): the server process's RLIMIT_FSIZE set
+    to the size of the store's write-ahead log now, so the log cannot grow (the server is a
+    Python process: SIGXFSZ is ignored, the write fails with EFBIG)."""
+
+    message = "I/O error on the store"     # EFBIG: SQLITE_IOERR_WRITE, the store's StoreIOError
+
+    def __init__(self, path: Path):
+        path.mkdir()
+        self.path = path
+
+    def fill(self, server: Server) -> None:
+        self.limits = resource.prlimit(server.proc.pid, resource.RLIMIT_FSIZE)
+        wal = (self.path / "compactsim.db-wal").stat().st_size
+        resource.prlimit(server.proc.pid, resource.RLIMIT_FSIZE, (wal, self.limits[1]))
+
+    def free(self, server: Server) -> None:
+        resource.prlimit(server.proc.pid, resource.RLIMIT_FSIZE, self.limits)
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture(params=[_Tmpfs, _FileSizeLimit], ids=["tmpfs", "rlimit_fsize"])
+def small_disk(request, tmp_path):
+    disk = request.param(tmp_path / "data")
+    try:
+        yield disk
+    finally:
+        disk.close()
+
+
+def test_disk_full_refuses_writes_clearly_and_recovers_without_a_restart(small_disk):
+    """The data directory's disk fills up while one run is running and another waits:
+    CreateRun is refused UNAVAILABLE with the store's message and stores nothing; reads
+    and health go on (SERVING: the server still answers, and needs nothing but space); the
+    waiting run stays QUEUED; the running run, whose results cannot be stored, is marked
+    FAILED "store_error" once a write lands again. After space is freed everything works
+    again without a restart, and the file is intact."""
+    data = small_disk.path
+    s = Server(data, "--workers", "1")
+    try:
+        s.start()
+        done = create(s.stub, spec())
+        assert wait_state(s.stub, done.name).state == R.SUCCEEDED
+        before = _recorded(s, done.name)
+        live = create(s.stub, spec(seed=4, duration=2.0, pace=1.0))
+        wait_state(s.stub, live.name, (R.RUNNING,))
+        waiting = create(s.stub, spec(seed=5))
+        assert waiting.state == R.QUEUED
+
+        small_disk.fill(s)
+
+        with pytest.raises(grpc.RpcError) as e:
+            create(s.stub, spec(seed=6))
+        assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert small_disk.message in e.value.details()
+        listed = s.stub.ListRuns(simulator_pb2.ListRunsRequest())
+        assert {r.name for r in listed.runs} == {done.name, live.name, waiting.name}
+        # the running run's worker ends; nothing it sent could be stored
+        _wait_workers(s, 0, timeout=30)
+        time.sleep(0.5)   # a few pump passes
+        assert _get(s, waiting.name).state == R.QUEUED
+        assert _recorded(s, done.name) == before
+        assert _health(s) == health_pb2.HealthCheckResponse.SERVING
+        assert s.proc.poll() is None
+
+        small_disk.free(s)
+
+        failed = wait_state(s.stub, live.name)
+        assert failed.state == R.FAILED and _error_info(failed).reason == "STORE_ERROR"
+        assert "results could not be stored" in failed.error.message
+        assert small_disk.message in failed.error.message
+        assert wait_state(s.stub, waiting.name).state == R.SUCCEEDED
+        again = create(s.stub, spec(seed=7))
+        assert wait_state(s.stub, again.name).state == R.SUCCEEDED
+        assert _recorded(s, done.name) == before
+        assert s.stop() == 0
+    finally:
+        if s.proc is not None and s.proc.poll() is None:
+            s.proc.kill()
+            s.proc.wait()
+        if s.proc is not None:
+            s.log.close()
+    db = sqlite3.connect(data / "compactsim.db")
+    try:
+        assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        states = dict(db.execute("SELECT id, state FROM runs"))
+    finally:
+        db.close()
+    assert states == {done.name[5:]: "SUCCEEDED", live.name[5:]: "FAILED",
+                      waiting.name[5:]: "SUCCEEDED", again.name[5:]: "SUCCEEDED"}
