@@ -497,11 +497,11 @@ def small_disk(request, tmp_path):
 
 def test_disk_full_refuses_writes_clearly_and_recovers_without_a_restart(small_disk):
     """The data directory's disk fills up while one run is running and another waits:
-    CreateRun is refused UNAVAILABLE with the store's message and stores nothing; reads
-    and health go on (SERVING: the server still answers, and needs nothing but space); the
-    waiting run stays QUEUED; the running run, whose results cannot be stored, is marked
-    FAILED "store_error" once a write lands again. After space is freed everything works
-    again without a restart, and the file is intact."""
+    CreateRun and CancelRun are refused UNAVAILABLE with the store's message and change
+    nothing; reads and health go on (SERVING: the server still answers, and needs nothing
+    but space); the waiting run stays QUEUED; the running run, whose results cannot be
+    stored, is marked FAILED "store_error" once a write lands again. After space is freed
+    everything works again without a restart, and the file is intact."""
     data = small_disk.path
     s = Server(data, "--workers", "1")
     try:
@@ -522,6 +522,11 @@ def test_disk_full_refuses_writes_clearly_and_recovers_without_a_restart(small_d
         assert small_disk.message in e.value.details()
         listed = s.stub.ListRuns(simulator_pb2.ListRunsRequest())
         assert {r.name for r in listed.runs} == {done.name, live.name, waiting.name}
+        # a cancel that cannot be stored is refused, and cancels nothing
+        with pytest.raises(grpc.RpcError) as e:
+            s.stub.CancelRun(simulator_pb2.CancelRunRequest(name=live.name))
+        assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert small_disk.message in e.value.details()
         # the running run's worker ends; nothing it sent could be stored
         _wait_workers(s, 0, timeout=30)
         time.sleep(0.5)   # a few pump passes
