@@ -48,7 +48,9 @@ servicer answers UNAVAILABLE with its message), a lost progress update is skippe
 run stays QUEUED at the head of the queue until it can be marked RUNNING, and a run whose
 result cannot be stored, or whose end cannot be written, is ended FAILED "store_error" (or
 its own end: worker death, wall time, cancel) as soon as a write lands again, the pump
-trying once per pass. Nothing needs a restart once space is freed.
+trying once per pass. Reads go on, and health stays SERVING (`healthy()`: the pump is
+alive; the server can still answer and needs nothing but space). Nothing needs a restart
+once space is freed.
 
 The store does not notify, so every write the manager makes bumps a
 `threading.Condition`; `wait_events()` blocks on it (from an asyncio server, call it via
