@@ -17,8 +17,9 @@ Workers never outlive their server. Each holds the reading end of the executor's
 thread in the worker waits on it, and when the server is gone (killed with SIGKILL,
 crashed: the kernel closes the writing end) it reads EOF and the worker exits at once, even
 in the middle of a long simulation step. (The worker's parent is the forkserver, which
-itself waits for its children, so PR_SET_PDEATHSIG would not fire; and a worker that only
-noticed at its next progress message could run on for minutes.)
+outlives the server for as long as any worker does, since each worker inherits the
+forkserver's own keep-alive pipe: PR_SET_PDEATHSIG would not fire. And a worker that only
+noticed at its next progress message, a broken pipe, could run on for minutes.)
 """
 
 from __future__ import annotations
