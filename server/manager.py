@@ -48,7 +48,8 @@ servicer answers UNAVAILABLE with its message), a lost progress update is skippe
 run stays QUEUED at the head of the queue until it can be marked RUNNING, and a run whose
 result cannot be stored, or whose end cannot be written, is ended FAILED "store_error" (or
 its own end: worker death, wall time, cancel) as soon as a write lands again, the pump
-trying once per pass. Reads go on, and health stays SERVING (`healthy()`: the pump is
+trying once per pass (a stop before then leaves them to the next start, which marks them
+"interrupted"). Reads go on, and health stays SERVING (`healthy()`: the pump is
 alive; the server can still answer and needs nothing but space). Nothing needs a restart
 once space is freed.
 
@@ -246,6 +247,10 @@ class RunManager:
             if run_id in self._queue:
                 self._queue.remove(run_id)
                 return self._finish(run_id, RunState.CANCELLED)
+            if run_id in self._unsettled:
+                raise WrongState(f"run {run_id} has ended; its end is not stored yet (the "
+                                 f"store cannot write: {self._unsettled[run_id][0].value} "
+                                 f"follows once it can)")
             a = self._active.get(run_id)
             if a is None:   # QUEUED in the store but not ours (another manager's); refuse
                 raise WrongState(f"run {run_id} is not managed here")
