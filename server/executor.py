@@ -11,13 +11,24 @@ imports again) or 'spawn' where there is no forkserver. Never 'fork': the manage
 has threads and an open SQLite connection. A run's process is separate from the caller's,
 so a crash or a kill takes only that run. Cancel is SIGTERM, then SIGKILL after a grace
 period.
+
+Workers never outlive their server. Each holds the reading end of the executor's
+*lifeline*, a pipe whose writing end only the server process has and never writes to; a
+thread in the worker waits on it, and when the server is gone (killed with SIGKILL,
+crashed: the kernel closes the writing end) it reads EOF and the worker exits at once, even
+in the middle of a long simulation step. (The worker's parent is the forkserver, which
+outlives the server for as long as any worker does, since each worker inherits the
+forkserver's own keep-alive pipe: PR_SET_PDEATHSIG would not fire. And a worker that only
+noticed at its next progress message, a broken pipe, could run on for minutes.)
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import multiprocessing.connection
+import os
 import signal
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -109,10 +120,32 @@ class _Worker:
     pending: list[Message] = field(default_factory=list)
 
 
+# The exit code of a worker whose server died (nobody reads it: its parent is gone too).
+ORPHAN_EXIT_CODE = 70
+
+
+def _exit_when_server_dies(lifeline: Any) -> None:
+    """In the worker: block until the server's end of the lifeline closes, then exit."""
+    try:
+        lifeline.recv_bytes()   # the server never sends: this returns only by raising
+    except (EOFError, OSError):
+        pass
+    os._exit(ORPHAN_EXIT_CODE)
+
+
+def run_worker(run_id: str, spec: Mapping[str, Any], conn: Any, progress_steps: int,
+               lifeline: Any) -> None:
+    """Worker process entry point: `worker.main`, watched over by the lifeline thread."""
+    threading.Thread(target=_exit_when_server_dies, args=(lifeline,), name="lifeline",
+                     daemon=True).start()
+    worker.main(run_id, spec, conn, progress_steps)
+
+
 def _default_context() -> multiprocessing.context.BaseContext:
     if "forkserver" in multiprocessing.get_all_start_methods():
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["server.worker", "sim.run", "sim.config"])
+        ctx.set_forkserver_preload(["server.worker", "server.executor", "sim.run",
+                                    "sim.config"])
         return ctx
     return multiprocessing.get_context("spawn")
 
@@ -131,6 +164,8 @@ class ProcessExecutor:
         self._progress_steps = progress_steps
         self._workers: dict[int, _Worker] = {}   # by id(handle)
         self._closed = False
+        # Workers get the reading end; the writing end stays here, unused, until shutdown.
+        self._lifeline, self._lifeline_w = self._ctx.Pipe(duplex=False)
 
     def submit(self, run_id: str, spec: Mapping[str, Any]) -> _Worker:
         if self._closed:
@@ -138,8 +173,9 @@ class ProcessExecutor:
         if self.free_slots() <= 0:
             raise RuntimeError(f"all {self.max_workers} workers are busy")
         recv, send = self._ctx.Pipe(duplex=False)
-        proc = self._ctx.Process(target=worker.main, name=f"compactsim-run-{run_id}",
-                                 args=(run_id, dict(spec), send, self._progress_steps),
+        proc = self._ctx.Process(target=run_worker, name=f"compactsim-run-{run_id}",
+                                 args=(run_id, dict(spec), send, self._progress_steps,
+                                       self._lifeline),
                                  daemon=True)
         proc.start()
         send.close()   # the child holds the only sending end: EOF when it exits
@@ -210,4 +246,7 @@ class ProcessExecutor:
     def shutdown(self) -> None:
         for w in list(self._workers.values()):
             self.cancel(w)
+        if not self._closed:
+            self._lifeline.close()
+            self._lifeline_w.close()
         self._closed = True

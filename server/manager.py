@@ -24,10 +24,39 @@ and results back to the run manager -> store (single writer). The manager owns t
   CANCELLED when its worker is gone (or SUCCEEDED / FAILED if it finished first).
 - `delete()` soft-deletes (a run that has not ended only with `force`: cancelled first);
   `create_sweep()` stores a sweep record. The servicer writes nothing itself.
-- Construction recovers from a crash: `store.mark_interrupted_on_startup()` fails runs cut
-  off mid-run (reason "interrupted"), and QUEUED runs are queued again.
 - `shutdown()` stops the running runs, marks them FAILED "interrupted" (re-runnable from
   spec and seed, like a crash), leaves queued runs QUEUED for the next start, and flushes.
+
+The restart policy. Whether the server stopped cleanly (SIGTERM: `shutdown()`) or was
+killed (SIGKILL, a crash), the next start on the same data directory finds:
+
+- finished runs (SUCCEEDED, FAILED, CANCELLED): exactly as they were, with their summary,
+  reports, samples and events. Every write is one committed transaction, so a kill loses at
+  most the write in flight, never part of one (a power cut may also lose the last commits,
+  `synchronous=NORMAL`, but leaves the file consistent);
+- QUEUED runs: still QUEUED; construction queues them again in creation order and they run
+  as before (a deleted one is CANCELLED instead);
+- RUNNING runs: a clean stop has already marked them FAILED "interrupted" ("stopped by a
+  server shutdown"); after a kill their workers are gone too (they notice that the server
+  died and exit within moments: `server.executor`'s lifeline), and construction
+  (`store.mark_interrupted_on_startup()`) marks them FAILED, reason "interrupted",
+  `interrupted` set: the API's error code UNAVAILABLE, ErrorInfo RUN_INTERRUPTED with
+  metadata interrupted=true. Re-run them from spec and seed; their progress events and
+  live samples up to the kill stay;
+- CANCELLING runs: a clean stop ends them CANCELLED; after a kill they are FAILED
+  "interrupted" like RUNNING ones (the cancel was never confirmed).
+Each change is a run event, so a watcher that resumes with `after_sequence` sees it.
+
+When the store cannot take a write (its disk is full: `StoreFull`; an I/O error), the write
+is rolled back whole and the manager keeps going: `submit()` raises the store's error (the
+servicer answers UNAVAILABLE with its message), a lost progress update is skipped, a queued
+run stays QUEUED at the head of the queue until it can be marked RUNNING, and a run whose
+result cannot be stored, or whose end cannot be written, is ended FAILED "store_error" (or
+its own end: worker death, wall time, cancel) as soon as a write lands again, the pump
+trying once per pass (a stop before then leaves them to the next start, which marks them
+"interrupted"). Reads go on, and health stays SERVING (`healthy()`: the pump is
+alive; the server can still answer and needs nothing but space). Nothing needs a restart
+once space is freed.
 
 The store does not notify, so every write the manager makes bumps a
 `threading.Condition`; `wait_events()` blocks on it (from an asyncio server, call it via
@@ -51,7 +80,7 @@ from typing import Any
 
 from server.executor import Executor, WorkerExit, WorkerMessage
 from server.store import (INTERRUPTED_REASON, NotFound, Progress, RunEvent, RunRecord,
-                          RunState, RunStore, StoreError, WrongState)
+                          RunState, RunStore, StorageError, StoreError, WrongState)
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +143,7 @@ class _Active:
     creator: str = ""
     cancel_requested: bool = False
     stopping: bool = False  # executor.cancel() issued; waiting for its WorkerExit
+    store_error: str = ""   # why the latest write of what its worker sent failed
 
 
 def report_name(name: str) -> str:
@@ -149,6 +179,10 @@ class RunManager:
         self._creator: dict[str, str] = {}    # queued run id -> its creator
         self._active: dict[str, _Active] = {}
         self._live: dict[str, LiveRun] = {}   # runs not ended: latest snapshot (for /probe)
+        # run id -> (state, reason, message): ended runs whose terminal write failed (the
+        # store's disk is full...); written again on every pump pass until it lands
+        self._unsettled: dict[str, tuple[RunState, str, str]] = {}
+        self._start_error = ""   # the latest failure to start a queued run, logged once
         self._closing = False
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
@@ -190,14 +224,18 @@ class RunManager:
             self.executor.cancel(a.handle)
         self.executor.shutdown()
         with self._lock:
+            self._retry_unsettled()
             for run_id, a in list(self._active.items()):
-                if self.store.get_run(run_id).state.terminal:
-                    continue
-                if a.cancel_requested:
-                    self._finish(run_id, RunState.CANCELLED)
-                else:
-                    self._finish(run_id, RunState.FAILED, reason=INTERRUPTED_REASON,
-                                 message=SHUTDOWN_MESSAGE, interrupted=True)
+                try:
+                    if self.store.get_run(run_id).state.terminal:
+                        continue
+                    if a.cancel_requested:
+                        self._finish(run_id, RunState.CANCELLED)
+                    else:
+                        self._finish(run_id, RunState.FAILED, reason=INTERRUPTED_REASON,
+                                     message=SHUTDOWN_MESSAGE, interrupted=True)
+                except StoreError:   # the next start marks it interrupted
+                    log.exception("run %s: marking it stopped", run_id)
             self._active.clear()
             self._live.clear()
 
@@ -244,11 +282,15 @@ class RunManager:
                 self._queue.remove(run_id)
                 self._creator.pop(run_id, None)
                 return self._finish(run_id, RunState.CANCELLED)
+            if run_id in self._unsettled:
+                raise WrongState(f"run {run_id} has ended; its end is not stored yet (the "
+                                 f"store cannot write: {self._unsettled[run_id][0].value} "
+                                 f"follows once it can)")
             a = self._active.get(run_id)
             if a is None:   # QUEUED in the store but not ours (another manager's); refuse
                 raise WrongState(f"run {run_id} is not managed here")
-            a.cancel_requested = True
             run = self._write(self.store.update_state, run_id, RunState.CANCELLING)
+            a.cancel_requested = True   # only once stored: a failed write cancels nothing
             return run
 
     def delete(self, run_id: str, force: bool = False, timeout_s: float = 30.0
@@ -370,6 +412,7 @@ class RunManager:
                 with self._lock:
                     if self._closing:
                         break
+                    self._retry_unsettled()
                 self._start_queued()
                 self._issue_cancels()
                 for msg in self.executor.poll(self._poll):
@@ -422,6 +465,16 @@ class RunManager:
                     self._finish(run_id, RunState.RUNNING)
                 except (NotFound, WrongState):
                     continue
+                except StoreError as exc:
+                    # the store cannot take the write (disk full...): the run stays QUEUED,
+                    # first in line, and the next pump pass tries again
+                    self._queue.appendleft(run_id)
+                    if str(exc) != self._start_error:   # once, not on every pass
+                        log.error("run %s: cannot mark it RUNNING, it stays queued: %s",
+                                  run_id, exc)
+                        self._start_error = str(exc)
+                    return
+                self._start_error = ""
                 # submit under the lock so cancel() never sees the run in neither place
                 try:
                     spec = run.spec if self._worker_spec is None else self._worker_spec(run.spec)
@@ -445,9 +498,9 @@ class RunManager:
                     todo.append(a)
                 elif (self.max_run_wall_time_s is not None
                       and now - a.started > self.max_run_wall_time_s):
-                    self._finish(a.run_id, RunState.FAILED, reason=REASON_WALL_TIME,
-                                 message=f"wall time limit: the run took more than "
-                                         f"{self.max_run_wall_time_s:g} s")
+                    self._settle(a.run_id, RunState.FAILED, REASON_WALL_TIME,
+                                 f"wall time limit: the run took more than "
+                                 f"{self.max_run_wall_time_s:g} s")
                     todo.append(a)
                 else:
                     continue
@@ -475,21 +528,47 @@ class RunManager:
                     self._on_result(msg.run_id, msg.body)
                 elif kind == "error":
                     self._on_error(msg.run_id, msg.body)
-            except StoreError:
+            except StoreError as exc:
+                a.store_error = str(exc)
                 log.exception("run %s: storing %s", msg.run_id, msg.body.get("type"))
 
     def _on_exit(self, a: _Active, exit: WorkerExit) -> None:
+        if a.run_id in self._unsettled:
+            return   # its end is decided already; the write is pending
         run = self.store.get_run(a.run_id)
         if run.state.terminal:
             return
         if a.cancel_requested:
-            self._finish(a.run_id, RunState.CANCELLED)
+            self._settle(a.run_id, RunState.CANCELLED)
         elif exit.completed:   # it answered, but storing the answer failed (logged)
-            self._finish(a.run_id, RunState.FAILED, reason=REASON_STORE_ERROR,
-                         message="the run finished but its results could not be stored")
+            self._settle(a.run_id, RunState.FAILED, REASON_STORE_ERROR,
+                         "the run ended but its results could not be stored"
+                         + (f": {a.store_error}" if a.store_error else ""))
         else:
-            self._finish(a.run_id, RunState.FAILED, reason=REASON_WORKER_DIED,
-                         message=f"worker died: {exit.describe()}")
+            self._settle(a.run_id, RunState.FAILED, REASON_WORKER_DIED,
+                         f"worker died: {exit.describe()}")
+
+    def _settle(self, run_id: str, state: RunState, reason: str = "",
+                message: str = "") -> None:
+        """End a run whose worker is gone or going; if the store cannot take the write now
+        (disk full...), keep it in `_unsettled` for the pump to write again."""
+        try:
+            self._finish(run_id, state, reason=reason, message=message)
+        except StorageError:
+            log.exception("run %s: cannot store its end (%s); trying again", run_id,
+                          state.value)
+            self._unsettled[run_id] = (state, reason, message)
+
+    def _retry_unsettled(self) -> None:
+        """Write the pending ends of `_unsettled`; those that still fail stay."""
+        for run_id, (state, reason, message) in list(self._unsettled.items()):
+            try:
+                self._finish(run_id, state, reason=reason, message=message)
+            except StorageError:
+                continue
+            except StoreError:   # gone, or already ended meanwhile: nothing to write
+                log.exception("run %s: storing its end (%s)", run_id, state.value)
+            del self._unsettled[run_id]
 
     def _on_progress(self, run_id: str, body: dict) -> None:
         progress = Progress(sim_time_s=body["sim_time_s"], fraction=body["fraction"],

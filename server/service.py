@@ -591,6 +591,13 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
     # -- WatchRun ---------------------------------------------------------------------------
 
     async def WatchRun(self, request, context):
+        """Backpressure: grpc.aio applies HTTP/2 flow control to a server stream. When the
+        watcher does not read, the handler stays suspended at its `yield` once the stream's
+        window is used up. Measured with grpc 1.85 on loopback: a stream takes about 4 MiB,
+        which sits in the client's transport buffers, and the server's resident memory stays
+        flat, for a held, unread call and for a stopped client process alike. So a slow
+        watcher never makes the server queue events: a stalled stream holds at most the
+        batch it was sending (up to 200 events)."""
         rec = await self._call(context, self._get, request.name)
         heartbeat = (request.heartbeat_interval_seconds
                      if request.HasField("heartbeat_interval_seconds") else DEFAULT_HEARTBEAT_S)
