@@ -279,9 +279,10 @@ class RunManager:
             if run.state.terminal:
                 raise WrongState(f"run {run_id} is already {run.state.value}")
             if run_id in self._queue:
-                self._queue.remove(run_id)
+                cancelled = self._finish(run_id, RunState.CANCELLED)   # a refused write:
+                self._queue.remove(run_id)                             # still queued
                 self._creator.pop(run_id, None)
-                return self._finish(run_id, RunState.CANCELLED)
+                return cancelled
             if run_id in self._unsettled:
                 raise WrongState(f"run {run_id} has ended; its end is not stored yet (the "
                                  f"store cannot write: {self._unsettled[run_id][0].value} "
@@ -423,9 +424,9 @@ class RunManager:
         self._stop_all()
         self._stopped.set()
 
-    def _next_startable(self) -> str | None:
-        """The oldest queued run whose creator is below max_running_per_user (None: none),
-        taken off the queue."""
+    def _next_startable(self) -> tuple[str, str] | None:
+        """The oldest queued run whose creator is below max_running_per_user, taken off the
+        queue, and its creator (None: none)."""
         limit = self.max_running_per_user
         if limit is None:
             run_id = self._queue.popleft() if self._queue else None
@@ -442,18 +443,19 @@ class RunManager:
                 full.add(creator)
             if run_id is not None:
                 self._queue.remove(run_id)
-        if run_id is not None:
-            self._creator.pop(run_id, None)
-        return run_id
+        if run_id is None:
+            return None
+        return run_id, self._creator.pop(run_id, "")
 
     def _start_queued(self) -> None:
         while self.executor.free_slots() > 0:
             with self._lock:
                 if self._closing or not self._queue:
                     return
-                run_id = self._next_startable()
-                if run_id is None:
+                taken = self._next_startable()
+                if taken is None:
                     return
+                run_id, creator = taken
                 try:
                     run = self.store.get_run(run_id)
                     if run.state is not RunState.QUEUED:
@@ -469,6 +471,7 @@ class RunManager:
                     # the store cannot take the write (disk full...): the run stays QUEUED,
                     # first in line, and the next pump pass tries again
                     self._queue.appendleft(run_id)
+                    self._creator[run_id] = creator
                     if str(exc) != self._start_error:   # once, not on every pass
                         log.error("run %s: cannot mark it RUNNING, it stays queued: %s",
                                   run_id, exc)

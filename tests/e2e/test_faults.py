@@ -527,6 +527,9 @@ def test_disk_full_refuses_writes_clearly_and_recovers_without_a_restart(small_d
             s.stub.CancelRun(simulator_pb2.CancelRunRequest(name=live.name))
         assert e.value.code() == grpc.StatusCode.UNAVAILABLE
         assert small_disk.message in e.value.details()
+        with pytest.raises(grpc.RpcError) as e:   # a queued one stays queued
+            s.stub.CancelRun(simulator_pb2.CancelRunRequest(name=waiting.name))
+        assert e.value.code() == grpc.StatusCode.UNAVAILABLE
         # the running run's worker ends; nothing it sent could be stored
         _wait_workers(s, 0, timeout=30)
         time.sleep(0.5)   # a few pump passes
