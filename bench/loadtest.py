@@ -153,8 +153,8 @@ class ServerProcess:
             return self.proc.wait()
 
 
-def descendants(pid: int) -> list[int]:
-    """Every process below `pid`, from the parent links in /proc/*/stat."""
+def descendants(pid: int) -> dict[int, int]:
+    """Every process below `pid` -> its parent, from the parent links in /proc/*/stat."""
     children: dict[int, list[int]] = collections.defaultdict(list)
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -166,28 +166,53 @@ def descendants(pid: int) -> list[int]:
             continue
         ppid = int(stat[stat.rindex(")") + 2:].split()[1])
         children[ppid].append(int(entry))
-    out, todo = [], [pid]
+    out, todo = {}, [pid]
     while todo:
-        for c in children.get(todo.pop(), ()):
-            out.append(c)
+        parent = todo.pop()
+        for c in children.get(parent, ()):
+            out[c] = parent
             todo.append(c)
     return out
 
 
-class WorkerPinner(threading.Thread):
-    """Keeps every descendant of the server (forkserver, workers) on `cpus`."""
+def schedstat(pid: int) -> tuple[int, int] | None:
+    """(ns on a CPU, ns runnable but waiting for one) of a process; None when gone."""
+    try:
+        with open(f"/proc/{pid}/schedstat") as f:
+            on_cpu, waiting, _ = f.read().split()
+        return int(on_cpu), int(waiting)
+    except (OSError, ValueError):
+        return None
 
-    def __init__(self, server_pid: int, cpus: set[int], interval_s: float = 0.1):
+
+@dataclasses.dataclass
+class Worker:
+    """A worker process the pinner saw: when it appeared, its latest schedstat."""
+
+    pid: int
+    first_seen_ns: int          # time.time_ns()
+    cpu_ns: int = 0
+    wait_ns: int = 0
+
+
+class WorkerPinner(threading.Thread):
+    """Keeps every descendant of the server (forkserver, workers) on `cpus`, and samples
+    the CPU time and run-queue wait of the workers (children of the forkserver) every
+    `interval_s` while they live."""
+
+    def __init__(self, server_pid: int, cpus: set[int], interval_s: float = 0.05):
         super().__init__(name="pinner", daemon=True)
         self.server_pid = server_pid
         self.cpus = cpus
         self.interval_s = interval_s
         self.seen: set[int] = set()
         self.moved: set[int] = set()      # found elsewhere and moved
+        self.workers: dict[int, Worker] = {}
+        self._live: set[int] = set()
         self._halt = threading.Event()
 
     def pin_now(self) -> None:
-        for pid in descendants(self.server_pid):
+        for pid, parent in descendants(self.server_pid).items():
             if pid in self.seen:
                 continue
             try:
@@ -196,11 +221,33 @@ class WorkerPinner(threading.Thread):
                     self.moved.add(pid)
                 self.seen.add(pid)
             except OSError:   # gone meanwhile
-                pass
+                continue
+            if parent != self.server_pid:
+                self.workers[pid] = Worker(pid, time.time_ns())
+                self._live.add(pid)
+
+    def sample(self) -> None:
+        for pid in list(self._live):
+            st = schedstat(pid)
+            if st is None:
+                self._live.discard(pid)
+            else:
+                self.workers[pid].cpu_ns, self.workers[pid].wait_ns = st
+
+    def worker_of(self, run: R) -> Worker | None:
+        """The worker that appeared while `run` was running (one worker at a time)."""
+        start = run.start_time.ToNanoseconds()
+        end = run.end_time.ToNanoseconds()
+        found = [w for w in self.workers.values() if start <= w.first_seen_ns <= end]
+        return found[0] if len(found) == 1 else None
 
     def run(self) -> None:
+        n = 0
         while not self._halt.wait(self.interval_s):
-            self.pin_now()
+            if n % 2 == 0:
+                self.pin_now()
+            self.sample()
+            n += 1
 
     def stop(self) -> None:
         self._halt.set()
@@ -219,7 +266,7 @@ def create(stub, spec: spec_pb2.Spec, display_name: str) -> R:
         run=R(spec=spec, display_name=display_name)), timeout=30)
 
 
-def wait_ended(stub, names: list[str], t0: float, what: str, timeout_s: float = 600
+def wait_ended(stub, names: list[str], t0: float, what: str, timeout_s: float = 300
                ) -> dict[str, R]:
     """Poll until every run has ended; print each as it ends."""
     done: dict[str, R] = {}
@@ -432,11 +479,37 @@ def client_process(plan: ClientPlan, inbox, outbox, stop, counters) -> None:
 # ---- the test ---------------------------------------------------------------------------------
 
 @dataclasses.dataclass
+class RunTimes:
+    """Where a measured run's wall time went."""
+
+    wall_s: float               # Run.progress.wall_time_seconds (the worker's own clock)
+    cpu_s: float | None         # its worker process on a CPU (schedstat, sampled)
+    wait_s: float | None        # runnable but waiting for the CPU (something else ran)
+
+
+def run_times(runs: list[R], pinner: WorkerPinner) -> list[RunTimes]:
+    out = []
+    for run in runs:
+        w = pinner.worker_of(run)
+        out.append(RunTimes(run.progress.wall_time_seconds,
+                            None if w is None else w.cpu_ns / 1e9,
+                            None if w is None else w.wait_ns / 1e9))
+    return out
+
+
+def _ratio(load: list[float | None], idle: list[float | None]) -> float | None:
+    if None in load or None in idle or not sum(idle):
+        return None
+    return sum(load) / sum(idle) - 1
+
+
+@dataclasses.dataclass
 class Figures:
     setup: dict[str, Any]
-    idle_wall_s: list[float]
-    load_wall_s: list[float]
-    slowdown: float
+    idle_runs: list[RunTimes]
+    load_runs: list[RunTimes]
+    slowdown: float             # of the wall time (the goal's figure)
+    cpu_slowdown: float | None  # of the worker's time on a CPU
     get_p50_s: float
     get_p99_s: float
     get_calls: int
@@ -499,11 +572,11 @@ def run_test(args: argparse.Namespace) -> Figures:
         ramp, names = run_simulations(stub, args.runs, "idle")
         wait_ended(stub, [ramp.name], t0, "idle ramp")
         idle = wait_ended(stub, names, t0, "idle")
-        idle_wall = [idle[n].progress.wall_time_seconds for n in names]
+        idle_runs = run_times([idle[n] for n in names], pinner)
         hwm_idle = server.vm_hwm_bytes()
 
         # phase 2: load
-        fig = _load_phase(args, stub, server, t0, idle_wall)
+        fig = _load_phase(args, stub, server, pinner, t0, idle_runs)
         fig.setup = {**setup, **fig.setup, "workers_moved_to_simulation_cpu":
                      len(pinner.moved), "server_descendants_seen": len(pinner.seen),
                      "load_average_end": os.getloadavg()[0]}
@@ -524,8 +597,8 @@ def run_test(args: argparse.Namespace) -> Figures:
         shutil.rmtree(data, ignore_errors=True)
 
 
-def _load_phase(args, stub, server: ServerProcess, t0: float, idle_wall: list[float]
-                ) -> Figures:
+def _load_phase(args, stub, server: ServerProcess, pinner: WorkerPinner, t0: float,
+                idle_runs: list[RunTimes]) -> Figures:
     ctx = multiprocessing.get_context("spawn")
     stop = ctx.Event()
     # per client: watch streams opened, creates OK, GetRun calls, all creates answered
@@ -533,7 +606,8 @@ def _load_phase(args, stub, server: ServerProcess, t0: float, idle_wall: list[fl
     outbox = ctx.Queue()
     # Spread the creates over most of the time the simulations took when idle, so the
     # load lasts while they run.
-    window = max(1.0, 0.8 * (RAMP_DURATION_S / SIM_SPEC["duration"] + 1) * sum(idle_wall))
+    idle_wall = sum(r.wall_s for r in idle_runs)
+    window = max(1.0, 0.8 * (RAMP_DURATION_S / SIM_SPEC["duration"] + 1) * idle_wall)
     per_client_watches = args.watches // args.clients
     sim_watches = max(1, per_client_watches * 3 // 10)
     plans, inboxes, procs = [], [], []
@@ -599,7 +673,7 @@ def _load_phase(args, stub, server: ServerProcess, t0: float, idle_wall: list[fl
            if w.error or not w.terminal or w.gaps or (w.events and w.first_sequence != 1)]
     get_lat = [x for r in results for x in r.get_latency_s]
     create_lat = [x for r in results for x in r.create_latency_s]
-    load_wall = [done[n].progress.wall_time_seconds for n in names]
+    load_runs = run_times([done[n] for n in names], pinner)
     sum_errors = collections.Counter()
     get_errors = collections.Counter()
     for r in results:
@@ -609,8 +683,9 @@ def _load_phase(args, stub, server: ServerProcess, t0: float, idle_wall: list[fl
         setup={"create_window_s": window, "get_interval_s": args.get_interval,
                "sim_states_idle": "SUCCEEDED", "sim_states_load":
                sorted({R.State.Name(done[n].state) for n in names})},
-        idle_wall_s=idle_wall, load_wall_s=load_wall,
-        slowdown=sum(load_wall) / sum(idle_wall) - 1,
+        idle_runs=idle_runs, load_runs=load_runs,
+        slowdown=_ratio([r.wall_s for r in load_runs], [r.wall_s for r in idle_runs]),
+        cpu_slowdown=_ratio([r.cpu_s for r in load_runs], [r.cpu_s for r in idle_runs]),
         get_p50_s=percentile(get_lat, 0.5), get_p99_s=percentile(get_lat, 0.99),
         get_calls=len(get_lat), get_errors=dict(get_errors),
         create_p50_s=percentile(create_lat, 0.5), create_p99_s=percentile(create_lat, 0.99),
@@ -642,8 +717,13 @@ def render(fig: Figures) -> None:
     table.add_row("CreateRun p99", f"{fig.create_p99_s * ms:.1f} ms", "", verdict(None))
     table.add_row("simulation slowdown", f"{fig.slowdown:+.1%}", f"< {GOAL_SLOWDOWN:.0%}",
                   verdict(v["slowdown"]))
-    table.add_row("  wall s, idle", " ".join(f"{x:.2f}" for x in fig.idle_wall_s), "", "")
-    table.add_row("  wall s, load", " ".join(f"{x:.2f}" for x in fig.load_wall_s), "", "")
+    for phase, runs in (("idle", fig.idle_runs), ("load", fig.load_runs)):
+        table.add_row(f"  wall s, {phase}", " ".join(f"{r.wall_s:.2f}" for r in runs), "", "")
+        table.add_row(f"  on CPU s / waiting for it s, {phase}",
+                      " ".join("?" if r.cpu_s is None else f"{r.cpu_s:.2f}/{r.wait_s:.2f}"
+                               for r in runs), "", "")
+    table.add_row("  slowdown of the time on CPU", "?" if fig.cpu_slowdown is None
+                  else f"{fig.cpu_slowdown:+.1%}", "", verdict(None))
     table.add_row("server VmHWM after idle phase", f"{fig.server_hwm_idle_bytes / 2**20:.0f} MiB",
                   "", verdict(None))
     table.add_row("server VmHWM at end", f"{fig.server_hwm_bytes / 2**20:.0f} MiB", "",
@@ -667,9 +747,12 @@ def render(fig: Figures) -> None:
         f"(errors: {fig.create_errors or 'none'}) over {s['create_window_s']:.1f} s, "
         f"{fig.get_calls} GetRun calls (errors: {fig.get_errors or 'none'}), "
         f"{fig.cancelled} queued runs cancelled at the end. "
-        f"Slowdown: sum of the {len(fig.load_wall_s)} runs' worker wall time under load over "
-        f"idle, same spec and seed. Load average {s['load_average_start']:.2f} at start, "
-        f"{s['load_average_end']:.2f} at end (other work on the machine adds noise). "
+        f"Slowdown: the sum of the {len(fig.load_runs)} runs' wall time (the workers' own "
+        f"clock) under load over idle, same spec and seed. Where it went, from the workers' "
+        f"/proc/PID/schedstat sampled every 50 ms: time on the CPU, and time runnable but "
+        f"waiting while something else ran on the simulation CPU (nothing of this test is "
+        f"pinned there but the workers: that is other work on the machine). Load average "
+        f"{s['load_average_start']:.2f} at start, {s['load_average_end']:.2f} at end. "
         f"Total {fig.duration_s:.0f} s.", highlight=False)
     for w in fig.watches_bad[:10]:
         console.print(f"  lost: {w}", highlight=False)
