@@ -11,6 +11,10 @@ the same simulations twice in one invocation:
    GetRun in a loop. When the simulations have ended, every run still queued is cancelled
    (so the phase stays bounded, and every watch stream gets its terminal state).
 
+3. **control**: the same simulations again while `--clients` processes merely spin on the
+   RPC CPU and send nothing (skipped with `--no-control`): the slowdown a busy RPC CPU
+   causes by itself, without any server work.
+
 Each phase starts with an unmeasured "ramp" run (the same workload, shorter) that warms the
 worker start-up and, in the load phase, gives the clients time to open their streams.
 
@@ -540,6 +544,10 @@ class Figures:
     server_hwm_bytes: int
     cancelled: int
     duration_s: float
+    # the control phase: the same runs with the RPC CPU kept busy by spinners, no RPCs
+    control_runs: list[RunTimes] = dataclasses.field(default_factory=list)
+    control_slowdown: float | None = None
+    control_cpu_slowdown: float | None = None
 
     @property
     def nothing_lost(self) -> bool:
@@ -592,11 +600,19 @@ def run_test(args: argparse.Namespace) -> Figures:
 
         # phase 2: load
         fig = _load_phase(args, stub, server, pinner, t0, idle_runs)
+        fig.server_hwm_idle_bytes = hwm_idle
+        fig.server_hwm_bytes = server.vm_hwm_bytes()
+
+        # phase 3: control
+        if args.control:
+            fig.control_runs = _control_phase(args, stub, pinner, t0)
+            fig.control_slowdown = _ratio([r.wall_s for r in fig.control_runs],
+                                          [r.wall_s for r in idle_runs])
+            fig.control_cpu_slowdown = _ratio([r.cpu_s for r in fig.control_runs],
+                                              [r.cpu_s for r in idle_runs])
         fig.setup = {**setup, **fig.setup, "workers_moved_to_simulation_cpu":
                      len(pinner.moved), "server_descendants_seen": len(pinner.seen),
                      "load_average_end": os.getloadavg()[0]}
-        fig.server_hwm_idle_bytes = hwm_idle
-        fig.server_hwm_bytes = server.vm_hwm_bytes()
         fig.duration_s = time.monotonic() - t0
         channel.close()
         return fig
@@ -610,6 +626,35 @@ def run_test(args: argparse.Namespace) -> Figures:
             rc = server.stop()
             log(t0, f"server stopped (exit {rc})")
         shutil.rmtree(data, ignore_errors=True)
+
+
+def _spin(stop) -> None:
+    """A control-phase process: keeps its CPU busy and sends nothing."""
+    while not stop.is_set():
+        for _ in range(100_000):
+            pass
+
+
+def _control_phase(args, stub, pinner: WorkerPinner, t0: float) -> list[RunTimes]:
+    """The same runs while `--clients` processes merely spin on the RPC CPU: how much of
+    the load phase's slowdown a busy RPC CPU causes by itself, without any server work."""
+    ctx = multiprocessing.get_context("spawn")
+    stop = ctx.Event()
+    procs = [ctx.Process(target=_spin, args=(stop,), name=f"load-spinner-{i}", daemon=True)
+             for i in range(args.clients)]
+    for p in procs:
+        p.start()
+    try:
+        log(t0, f"phase 3 (control): {args.clients} processes spinning on the RPC CPU, no "
+                f"RPCs; a ramp run and {args.runs} simulations")
+        ramp, names = run_simulations(stub, args.runs, "control")
+        wait_ended(stub, [ramp.name], t0, "control ramp")
+        done = wait_ended(stub, names, t0, "control")
+        return run_times([done[n] for n in names], pinner)
+    finally:
+        stop.set()
+        for p in procs:
+            p.join(10)
 
 
 def _load_phase(args, stub, server: ServerProcess, pinner: WorkerPinner, t0: float,
@@ -734,13 +779,20 @@ def render(fig: Figures) -> None:
     table.add_row("CreateRun p99", f"{fig.create_p99_s * ms:.1f} ms", "", verdict(None))
     table.add_row("simulation slowdown", f"{fig.slowdown:+.1%}", f"< {GOAL_SLOWDOWN:.0%}",
                   verdict(v["slowdown"]))
-    for phase, runs in (("idle", fig.idle_runs), ("load", fig.load_runs)):
+    for phase, runs in (("idle", fig.idle_runs), ("load", fig.load_runs),
+                        ("control", fig.control_runs)):
+        if not runs:
+            continue
         table.add_row(f"  wall s, {phase}", " ".join(f"{r.wall_s:.2f}" for r in runs), "", "")
         table.add_row(f"  on CPU s / waiting for it s, {phase}",
                       " ".join("?" if r.cpu_s is None else f"{r.cpu_s:.2f}/{r.wait_s:.2f}"
                                for r in runs), "", "")
-    for what, x in (("  slowdown of the time on CPU", fig.cpu_slowdown),
-                    ("  slowdown of wall minus run-queue wait", fig.unqueued_slowdown)):
+    rows = [("  slowdown of the time on CPU", fig.cpu_slowdown),
+            ("  slowdown of wall minus run-queue wait", fig.unqueued_slowdown)]
+    if fig.control_runs:
+        rows += [("  control (RPC CPU busy, no RPCs): slowdown", fig.control_slowdown),
+                 ("  control: slowdown of the time on CPU", fig.control_cpu_slowdown)]
+    for what, x in rows:
         table.add_row(what, "?" if x is None else f"{x:+.1%}", "", verdict(None))
     table.add_row("server VmHWM after idle phase", f"{fig.server_hwm_idle_bytes / 2**20:.0f} MiB",
                   "", verdict(None))
@@ -788,6 +840,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="measured simulations per phase (default 4)")
     ap.add_argument("--get-interval", type=float, default=0.01,
                     help="seconds between two GetRun calls of a client (default 0.01)")
+    ap.add_argument("--no-control", dest="control", action="store_false",
+                    help="skip the control phase (the runs again with the RPC CPU merely "
+                         "busy)")
     ap.add_argument("--json", default=str(ROOT / "out" / "loadtest.json"),
                     help="write the figures here (default out/loadtest.json)")
     args = ap.parse_args(argv)
