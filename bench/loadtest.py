@@ -821,8 +821,11 @@ def render(fig: Figures) -> None:
         f"clock) under load over idle, same spec and seed. Where it went, from the workers' "
         f"/proc/PID/schedstat sampled every 50 ms: time on the CPU, and time runnable but "
         f"waiting while something else ran on the simulation CPU (nothing of this test is "
-        f"pinned there but the workers: that is other work on the machine). Load average "
-        f"{s['load_average_start']:.2f} at start, {s['load_average_end']:.2f} at end. "
+        f"pinned there but the workers: that is other work on the machine). "
+        + (f"Control: the same runs while {s['clients']} processes spin on the RPC CPU and "
+           f"nothing calls the server. " if fig.control_runs else "")
+        + f"Load average {s['load_average_start']:.2f} at start, "
+        f"{s['load_average_end']:.2f} at end. "
         f"Total {fig.duration_s:.0f} s.", highlight=False)
     for w in fig.watches_bad[:10]:
         console.print(f"  lost: {w}", highlight=False)
