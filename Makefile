@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo serve test bench clean proto
+.PHONY: demo serve test bench loadtest clean proto
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,12 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+# A bounded load test of a real server on loopback (a few minutes; not part of `test`):
+# 200 watch streams, 1,000 CreateRun calls and a GetRun loop while simulations run.
+# Table on stdout, figures in out/loadtest.json; exit status 1 when a goal is missed.
+loadtest: $(STAMP)
+	$(BIN)/python -m bench.loadtest
 
 # Regenerate compactsim_proto/ (messages, gRPC stubs, .pyi stubs) from proto/compactsim/v1.
 proto: $(STAMP)

@@ -11,6 +11,9 @@ wall second) measured in the same process run, so the figures compare across mac
 Modules: `floor`, `churn`, `memory`, `scaling`, one per benchmark; `harness` runs a
 config through `sim.run.run` and records wall time and counters at its progress steps;
 `workloads` holds the specs they share.
+
+`python -m bench.loadtest` (`make loadtest`) is separate: a load test of the gRPC server
+on loopback (latency, simulation slowdown, server memory, nothing lost under load).
 """
 
 from __future__ import annotations

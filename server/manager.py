@@ -60,7 +60,9 @@ once space is freed.
 
 The store does not notify, so every write the manager makes bumps a
 `threading.Condition`; `wait_events()` blocks on it (from an asyncio server, call it via
-`asyncio.to_thread`).
+`asyncio.to_thread`). Each write about a run also calls the listeners of
+`add_listener()` with its id (the servicer's `server.changes.RunChanges`, which wakes
+watch streams on the asyncio loop without a thread per stream).
 
 Store writes happen under the manager's lock (from the pump thread, or from submit(),
 cancel(), delete() and create_sweep() on the caller's thread); the executor is touched
@@ -175,6 +177,7 @@ class RunManager:
         self._clock = clock
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
+        self._listeners: list[Callable[[str], None]] = []
         self._queue: collections.deque[str] = collections.deque()
         self._creator: dict[str, str] = {}    # queued run id -> its creator
         self._active: dict[str, _Active] = {}
@@ -265,7 +268,7 @@ class RunManager:
             if created:
                 self._queue.append(run.id)
                 self._creator[run.id] = run.creator
-                self._changed.notify_all()
+                self._notify(run.id)
             return run
 
     def cancel(self, run_id: str) -> RunRecord:
@@ -357,6 +360,20 @@ class RunManager:
             live = self._live.get(run_id)
             return live.snapshot if live is not None else None
 
+    def add_listener(self, fn: Callable[[str], None]) -> None:
+        """Call `fn(run_id)` after each change stored for a run (state, progress, events),
+        on the writing thread with the manager's lock held: `fn` must return at once and
+        must not call the manager."""
+        with self._lock:
+            self._listeners.append(fn)
+
+    def _notify(self, run_id: str | None) -> None:
+        """Wake `wait_events()` and tell the listeners (under the lock)."""
+        self._changed.notify_all()
+        if run_id is not None:
+            for fn in self._listeners:
+                fn(run_id)
+
     def healthy(self) -> bool:
         return (self._thread is not None and self._thread.is_alive() and not self._closing
                 and self.executor.alive())
@@ -392,12 +409,13 @@ class RunManager:
     # -- the pump -------------------------------------------------------------------------------
 
     def _write(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
-        """A store write under the lock, waking watchers."""
+        """A store write under the lock, waking watchers (of the run whose id is the first
+        argument, when it is one)."""
         with self._lock:
             try:
                 return fn(*args, **kw)
             finally:
-                self._changed.notify_all()
+                self._notify(args[0] if args and isinstance(args[0], str) else None)
 
     def _finish(self, run_id: str, state: RunState, *, reason: str = "", message: str = "",
                 interrupted: bool = False, summary: Mapping[str, Any] | None = None
@@ -589,7 +607,7 @@ class RunManager:
             if row is not None:   # the latest sampled row: the series grows while it runs
                 self.store.merge_samples(run_id, [row])
             self.store.update_progress(run_id, progress)
-            self._changed.notify_all()
+            self._notify(run_id)
 
     def _on_result(self, run_id: str, body: dict) -> None:
         reports = {report_name(k): v for k, v in body["files"].items()}
@@ -607,7 +625,7 @@ class RunManager:
                 sim_time_s=body["sim_time_s"], fraction=1.0, events=body["events"],
                 wall_s=body["wall_s"]))
             self.store.update_state(run_id, RunState.SUCCEEDED, summary=body["summary"])
-            self._changed.notify_all()
+            self._notify(run_id)
 
     def _on_error(self, run_id: str, body: dict) -> None:
         reason = (REASON_INVALID_SPEC if body["error_type"] == "ConfigError"
@@ -622,4 +640,4 @@ class RunManager:
                 "fields": body["fields"], "traceback": body.get("traceback", "")})
             self.store.update_state(run_id, RunState.FAILED, error_reason=reason,
                                     error_message=message)
-            self._changed.notify_all()
+            self._notify(run_id)

@@ -40,6 +40,7 @@ from compactsim_proto.v1 import (run_pb2, simulator_pb2, simulator_pb2_grpc, spe
                                  sweep_pb2, trace_pb2)
 from server import convert, limits, sweeps
 from server.auth import Authenticator, Caller
+from server.changes import RunChanges
 from server.filters import QueryError
 from server.limits import Exceeded, Limits
 from server.manager import (REPORT_HISTOGRAMS, ManagerClosed, QueueFull, RunManager,
@@ -54,6 +55,8 @@ DOMAIN = "compactsim.local"
 SERVICE_NAME = "compactsim.v1.Simulator"
 DEFAULT_HEARTBEAT_S = 10.0
 QUEUE_RETRY_S = 5
+# A watch stream with nothing to send looks at its run at least this often, woken or not.
+WATCH_RECHECK_S = 5.0
 _RESOURCE_ID = re.compile(r"[a-z][a-z0-9-]{3,62}")
 _STATES = {s: getattr(run_pb2.Run, s.value) for s in RunState}
 _TERMINAL = {RunState.SUCCEEDED.value, RunState.FAILED.value, RunState.CANCELLED.value}
@@ -227,6 +230,8 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
         self.closing = False
         self._closed = asyncio.Event()
         self._effective: dict[str, spec_pb2.Spec] = {}
+        self._changes = RunChanges()
+        manager.add_listener(self._changes.notify)
         self._code_version = _code_version()
         self._versions = _versions()
 
@@ -240,6 +245,7 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
         """Open watch streams send the events already stored, then end (UNAVAILABLE)."""
         self.closing = True
         self._closed.set()
+        self._changes.close()
 
     async def _call(self, context: grpc.aio.ServicerContext, fn: Callable, *args: Any) -> Any:
         try:
@@ -616,27 +622,38 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
                 return
         state = await asyncio.to_thread(self._state_at, rec.id, seq)
         last_sent = time.monotonic()
-        while True:
-            closed = self._closed.is_set()   # shutting down: send what is stored, then end
-            events = await asyncio.to_thread(self.manager.wait_events, rec.id, seq,
-                                             0.0 if closed else min(0.5, heartbeat), 200)
-            if closed and not events:
-                await self._abort(context, unavailable().status)
-            for ev in events:
-                msg, state = self._event_to_proto(rec, ev, state)
-                seq = ev.sequence
-                yield simulator_pb2.WatchRunResponse(event=msg, sequence=seq)
-                last_sent = time.monotonic()
-                if ev.type == "state" and ev.payload["state"] in _TERMINAL:
-                    return
-            if not events:
-                now_rec = await asyncio.to_thread(self.store.get_run, rec.id)
+        # Waiting happens on the loop (server.changes), not in a thread: an idle stream
+        # holds no thread of the pool the other RPCs run in.
+        self._changes.attach(asyncio.get_running_loop())
+        with self._changes.watching(rec.id):
+            while True:
+                closed = self._closed.is_set()   # shutting down: send what is stored, end
+                version = self._changes.version(rec.id)
+                events, now_rec = await asyncio.to_thread(self._events_or_run, rec.id, seq)
+                if closed and not events:
+                    await self._abort(context, unavailable().status)
+                for ev in events:
+                    msg, state = self._event_to_proto(rec, ev, state)
+                    seq = ev.sequence
+                    yield simulator_pb2.WatchRunResponse(event=msg, sequence=seq)
+                    last_sent = time.monotonic()
+                    if ev.type == "state" and ev.payload["state"] in _TERMINAL:
+                        return
+                if events:
+                    continue
                 if now_rec.state.terminal and now_rec.last_sequence <= seq:
                     return
                 if time.monotonic() - last_sent >= heartbeat:
                     yield simulator_pb2.WatchRunResponse(heartbeat=simulator_pb2.Heartbeat(),
                                                          sequence=seq)
                     last_sent = time.monotonic()
+                due = heartbeat - (time.monotonic() - last_sent)
+                await self._changes.wait(rec.id, version, min(due, WATCH_RECHECK_S))
+
+    def _events_or_run(self, run_id: str, seq: int) -> tuple[list, RunRecord | None]:
+        """The run's events after `seq` (at most 200), or, when there are none, the run."""
+        events = self.store.events_after(run_id, seq, 200)
+        return events, None if events else self.store.get_run(run_id)
 
     def _state_at(self, run_id: str, seq: int) -> int:
         state, after = run_pb2.Run.STATE_UNSPECIFIED, 0
