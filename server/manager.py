@@ -87,6 +87,7 @@ from server.store import (INTERRUPTED_REASON, NotFound, Progress, RunEvent, RunR
 log = logging.getLogger(__name__)
 
 REASON_INVALID_SPEC = "invalid_spec"
+REASON_INVALID_TRACE = "invalid_trace"     # a replayed trace with unreadable lines
 REASON_SIMULATION_ERROR = "simulation_error"
 REASON_WORKER_DIED = "worker_died"
 REASON_WALL_TIME = "wall_time_limit"
@@ -628,10 +629,11 @@ class RunManager:
             self._notify(run_id)
 
     def _on_error(self, run_id: str, body: dict) -> None:
-        reason = (REASON_INVALID_SPEC if body["error_type"] == "ConfigError"
-                  else REASON_SIMULATION_ERROR)
-        message = (body["message"] if reason == REASON_INVALID_SPEC
-                   else f"{body['error_type']}: {body['message']}")
+        reason = {"ConfigError": REASON_INVALID_SPEC,
+                  "TraceParseError": REASON_INVALID_TRACE}.get(body["error_type"],
+                                                              REASON_SIMULATION_ERROR)
+        message = (f"{body['error_type']}: {body['message']}"
+                   if reason == REASON_SIMULATION_ERROR else body["message"])
         with self._lock:
             self._live.pop(run_id, None)
         with self._lock, self.store.transaction():

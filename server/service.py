@@ -62,9 +62,12 @@ _STATES = {s: getattr(run_pb2.Run, s.value) for s in RunState}
 _TERMINAL = {RunState.SUCCEEDED.value, RunState.FAILED.value, RunState.CANCELLED.value}
 # Run.error code and ErrorInfo reason by the store's error_reason.
 _ERROR_CODES = {"invalid_spec": code_pb2.INVALID_ARGUMENT,
+                "invalid_trace": code_pb2.INVALID_ARGUMENT,
                 "wall_time_limit": code_pb2.DEADLINE_EXCEEDED,
                 "interrupted": code_pb2.UNAVAILABLE,
-                "worker_died": code_pb2.INTERNAL, "simulation_error": code_pb2.INTERNAL}
+                "worker_died": code_pb2.INTERNAL, "simulation_error": code_pb2.INTERNAL,
+                "store_error": code_pb2.UNAVAILABLE,
+                "worker_start_failed": code_pb2.UNAVAILABLE}
 _REASONS = {"interrupted": "RUN_INTERRUPTED"}
 
 

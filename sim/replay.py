@@ -144,7 +144,10 @@ def memory_needed(pfn_max: int, nodes: int, struct_page_size: int) -> int:
     """Smallest machine.memory (bytes per node, whole 4 MiB steps) whose pfns
     below the last node's memmap reach `pfn_max`."""
     step = (PAGE_SIZE << MAX_ORDER) // PAGE_SIZE
-    per_node = -(-(pfn_max + 1) // nodes // step) * step
+    # usable pfns grow by about (nodes - struct_page_size / PAGE_SIZE) per page of each
+    # node: start just below the answer, so the loop below takes a step or two
+    usable = nodes * PAGE_SIZE - struct_page_size
+    per_node = max(step, ((pfn_max + 1) * PAGE_SIZE // usable) // step * step)
     while nodes * per_node - -(-per_node * struct_page_size // PAGE_SIZE) <= pfn_max:
         per_node += step
     return per_node * PAGE_SIZE

@@ -55,6 +55,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sim.config import MAX_ORDER
+
+MAX_PFN = 1 << (52 - 12)    # MAX_PHYSMEM_BITS 52 (x86-64 5-level paging), 4 KiB pages
+
 # mm_page_alloc -> alloc; both free events -> free (free_batched is order 0).
 PAGE_EVENT_KINDS = {"mm_page_alloc": "alloc", "mm_page_free": "free",
                     "mm_page_free_batched": "free"}
@@ -341,9 +345,13 @@ def _page_record(st: _State, line_no: int, line: str, kind: str, time,
         st.failed_allocs += 1
         return None
     pfn = _int(fields["pfn"]) if "pfn" in fields else None
+    if pfn is not None and not 0 <= pfn < MAX_PFN:
+        raise _LineFault(f"pfn {pfn:#x} is beyond 52-bit physical addresses")
     if pfn is None and page is None:
         raise _LineFault("neither pfn nor page pointer")
     order = _int(fields.get("order", "0"))
+    if not 0 <= order <= MAX_ORDER:
+        raise _LineFault(f"order {order} is not 0..{MAX_ORDER} (MAX_PAGE_ORDER)")
     migratetype = -1
     if kind == "alloc":
         gfp = fields.get("gfp_flags")

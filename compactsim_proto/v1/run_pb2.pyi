@@ -164,7 +164,13 @@ class Run(google.protobuf.message.Message):
 
     @property
     def error(self) -> google.rpc.status_pb2.Status:
-        """Why the run FAILED (or how it was CANCELLED); unset otherwise."""
+        """Why the run FAILED (or how it was CANCELLED); unset otherwise. Code and ErrorInfo
+        reason: INVALID_ARGUMENT INVALID_SPEC (a spec valid alone but not as a whole) or
+        INVALID_TRACE (unreadable lines of the replayed trace, listed in the message);
+        DEADLINE_EXCEEDED WALL_TIME_LIMIT; UNAVAILABLE RUN_INTERRUPTED (a server stop or
+        crash cut it off), STORE_ERROR (its results could not be stored) or
+        WORKER_START_FAILED; INTERNAL WORKER_DIED or SIMULATION_ERROR; CANCELLED.
+        """
 
     @property
     def progress(self) -> Global___Progress:

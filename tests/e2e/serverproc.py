@@ -16,6 +16,7 @@ from grpc_status import rpc_status
 
 from client.channel import open_channel
 from compactsim_proto.v1 import run_pb2, simulator_pb2, simulator_pb2_grpc, spec_pb2
+from sim.tracepoint import fmt_mm_page_alloc, fmt_mm_page_free, format_line, pfn_to_page
 
 ROOT = Path(__file__).resolve().parents[2]
 R = run_pb2.Run
@@ -94,8 +95,10 @@ def wait_state(stub, name, states=TERMINAL, timeout=20) -> run_pb2.Run:
         time.sleep(0.05)
 
 
-def details(err: grpc.RpcError, kind):
-    st = rpc_status.from_call(err)
+def details(err, kind):
+    """The details of type `kind` of a refused call (grpc.RpcError) or a google.rpc.Status
+    (Run.error)."""
+    st = rpc_status.from_call(err) if isinstance(err, grpc.RpcError) else err
     out = []
     for d in st.details:
         if d.Is(kind.DESCRIPTOR):
@@ -108,3 +111,26 @@ def details(err: grpc.RpcError, kind):
 def watch_all(stub, name, **kw):
     return list(stub.WatchRun(simulator_pb2.WatchRunRequest(name=name, **kw), timeout=30))
 
+
+def write_trace(path, pairs=40):
+    """An ftrace text of `pairs` allocations, each freed later."""
+    lines = []
+    for i in range(pairs):
+        pfn = 4096 + 8 * i
+        lines.append(format_line(0.01 * i, 0, "a", 1, "mm_page_alloc", fmt_mm_page_alloc(
+            pfn_to_page(pfn), pfn, i % 3, 0, "GFP_KERNEL")) + "\n")
+    for i in range(pairs):
+        pfn = 4096 + 8 * i
+        lines.append(format_line(0.5 + 0.01 * i, 0, "a", 1, "mm_page_free", fmt_mm_page_free(
+            pfn_to_page(pfn), pfn, i % 3)) + "\n")
+    path.write_text("".join(lines))
+    return path
+
+
+def replay_spec(path: str) -> spec_pb2.Spec:
+    s = spec_pb2.Spec(seed=1, duration_seconds=1.0)
+    s.machine.memory_bytes = 64 << 20
+    s.machine.cpus = 1
+    s.kernel.pcp = False
+    s.workload.add(name="replay", kind=spec_pb2.PAGE_KIND_REPLAY).replay.path = path
+    return s

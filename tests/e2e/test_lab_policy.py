@@ -18,12 +18,11 @@ import pytest
 import yaml
 from google.protobuf import struct_pb2
 from google.rpc import error_details_pb2
-from serverproc import ROOT, create, details, spec, wait_state
+from serverproc import ROOT, create, details, replay_spec, spec, wait_state, write_trace
 
 from client.api import Client, ClientError, struct_to_dict
 from compactsim_proto.v1 import run_pb2, simulator_pb2, spec_pb2, sweep_pb2, trace_pb2
 from server.limits import format_bytes, resident_estimate
-from sim.tracepoint import fmt_mm_page_alloc, fmt_mm_page_free, format_line, pfn_to_page
 
 R = run_pb2.Run
 TOKENS = {"alice": "alice-token-0123456789", "bob": "bob-token-0123456789",
@@ -74,36 +73,12 @@ def field_violations(err):
     return {v.field: v.description for v in br.field_violations}
 
 
-def write_trace(path, pairs=40):
-    """An ftrace text of `pairs` allocations, each freed later."""
-    lines = []
-    for i in range(pairs):
-        pfn = 4096 + 8 * i
-        lines.append(format_line(0.01 * i, 0, "a", 1, "mm_page_alloc", fmt_mm_page_alloc(
-            pfn_to_page(pfn), pfn, i % 3, 0, "GFP_KERNEL")) + "\n")
-    for i in range(pairs):
-        pfn = 4096 + 8 * i
-        lines.append(format_line(0.5 + 0.01 * i, 0, "a", 1, "mm_page_free", fmt_mm_page_free(
-            pfn_to_page(pfn), pfn, i % 3)) + "\n")
-    path.write_text("".join(lines))
-    return path
-
-
 def struct_number(x):
     return struct_pb2.Value(number_value=x)
 
 
 def struct_string(x):
     return struct_pb2.Value(string_value=x)
-
-
-def replay_spec(path: str) -> spec_pb2.Spec:
-    s = spec_pb2.Spec(seed=1, duration_seconds=1.0)
-    s.machine.memory_bytes = 64 << 20
-    s.machine.cpus = 1
-    s.kernel.pcp = False
-    s.workload.add(name="replay", kind=spec_pb2.PAGE_KIND_REPLAY).replay.path = path
-    return s
 
 
 # ---- ownership -------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from sim.tracepoint import (
     fmt_mm_page_free,
     fmt_mm_page_free_batched,
     fmt_mm_page_pcpu_drain,
+    format_line,
     gfp_flags_to_str,
     pfn_to_page,
 )
@@ -404,3 +405,32 @@ def test_page_event_is_immutable():
     ev = PageEvent(1, 0.0, 0, "alloc", 5, 0, 1)
     with pytest.raises(AttributeError):
         ev.pfn = 6
+
+
+@pytest.mark.parametrize("field, why", [
+    ("order=11", "order 11 is not 0..10 (MAX_PAGE_ORDER)"),
+    ("order=990", "order 990 is not 0..10"),
+    ("pfn=0x7fffffffffffffff", "pfn 0x7fffffffffffffff is beyond 52-bit physical addresses"),
+])
+def test_orders_and_pfns_no_kernel_can_trace_are_line_errors(field, why):
+    """Found by fuzzing the server: order=990 made a replay spin for minutes, a 2^63 pfn
+    stalled the machine-size search. Both are now unreadable lines, named."""
+    key = field.split("=")[0]
+    line = format_line(0.0, 0, "a", 1, "mm_page_alloc", fmt_mm_page_alloc(
+        pfn_to_page(4096), 4096, 0, 0, "GFP_KERNEL"))
+    bad = " ".join(field if w.startswith(key + "=") else w for w in line.split(" "))
+    with pytest.raises(TraceParseError) as err:
+        parse_trace([line, bad])
+    assert [e.line_no for e in err.value.errors] == [2]
+    assert why in str(err.value)
+
+
+def test_memory_needed_for_the_largest_traceable_pfn_is_found_at_once():
+    """The search starts next to the answer (it used to step 4 MiB at a time)."""
+    from sim.replay import memory_needed
+    pfn_max = (1 << 40) - 1
+    got = memory_needed(pfn_max, 1, 64)
+    pages = got // 4096
+    assert pages - -(-pages * 64 // 4096) > pfn_max                 # big enough
+    smaller = pages - 1024
+    assert smaller - -(-smaller * 64 // 4096) <= pfn_max             # and the smallest
