@@ -36,6 +36,7 @@ from prometheus_client.core import GaugeMetricFamily
 
 from compactsim_proto.v1 import simulator_pb2_grpc
 from server.auth import Authenticator, TokenFileError, Tokens
+from server.decoding import DecodingInterceptor
 from server.executor import ProcessExecutor
 from server.exporter import start_exporter
 from server.manager import RunManager
@@ -232,7 +233,8 @@ async def build_server(*, listen: str = "127.0.0.1:50051", data_dir: str | Path 
         log.warning("run %s was cut off by a restart; marked FAILED (interrupted)", r.id)
     service = Simulator(manager, _Scenarios(), executor_name=executor, auth=auth)
     svc_metrics = ServiceMetrics(manager)
-    server = grpc.aio.server(interceptors=[svc_metrics.interceptor, auth.interceptor()])
+    server = grpc.aio.server(interceptors=[svc_metrics.interceptor, auth.interceptor(),
+                                           DecodingInterceptor()])
     simulator_pb2_grpc.add_SimulatorServicer_to_server(service, server)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)

@@ -33,6 +33,7 @@ from server import convert, sweeps
 from server.auth import Authenticator, Caller
 from server.filters import QueryError
 from server.manager import REPORT_HISTOGRAMS, ManagerClosed, QueueFull, RunManager
+from server.status_limits import bounded
 from server.store import (InvalidArgument, NotFound, RequestIdConflict, RunRecord, RunState,
                           StoreError, WrongState)
 
@@ -213,7 +214,7 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
 
     @staticmethod
     async def _abort(context: grpc.aio.ServicerContext, st: status_pb2.Status) -> None:
-        status = rpc_status.to_status(st)
+        status = rpc_status.to_status(bounded(st))
         await context.abort(status.code, status.details,
                             trailing_metadata=status.trailing_metadata)
 
@@ -588,9 +589,18 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
             base_raw = convert.raw_from_proto(convert.spec_to_proto(cfg))
         except convert.ConfigError as exc:
             violations += _config_violations(exc, "sweep.base_spec")
+        params = []
+        for i, p in enumerate(sw.parameters):
+            values = []
+            for j, v in enumerate(p.values):
+                try:
+                    values.append(_value_to_py(v))
+                except ValueError:   # NaN or an infinity, at any depth: no JSON form
+                    violations.append((f"sweep.parameters[{i}].values[{j}]",
+                                       "must not hold NaN or an infinity"))
+            params.append((p.path, values))
         if violations:
             raise bad_request(violations)
-        params = [(p.path, [_value_to_py(v) for v in p.values]) for p in sw.parameters]
         try:
             points = sweeps.expand(base_raw, params, sw.seeds or 1)
         except convert.ConfigError as exc:
