@@ -43,10 +43,10 @@ def _clip_strings(msg: Message) -> None:
                 for key in list(value):
                     value[key] = _cut(value[key], MAX_STRING)
         elif fd.type == FieldDescriptor.TYPE_MESSAGE:
-            for item in (value if fd.label == FieldDescriptor.LABEL_REPEATED else [value]):
+            for item in (value if fd.is_repeated else [value]):
                 _clip_strings(item)
         elif fd.type == FieldDescriptor.TYPE_STRING:
-            if fd.label == FieldDescriptor.LABEL_REPEATED:
+            if fd.is_repeated:
                 value[:] = [_cut(v, MAX_STRING) for v in value]
             else:
                 setattr(msg, fd.name, _cut(value, MAX_STRING))
@@ -57,7 +57,7 @@ def _keep_within(msg: Message, budget: int) -> int:
     most `budget` bytes; the number of items dropped."""
     dropped = 0
     for fd, value in msg.ListFields():
-        if fd.label != FieldDescriptor.LABEL_REPEATED or fd.message_type is None \
+        if not fd.is_repeated or fd.message_type is None \
                 or fd.message_type.GetOptions().map_entry:
             continue
         while len(value) > 1 and msg.ByteSize() > budget:
