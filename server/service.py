@@ -307,9 +307,10 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
         if not 0 <= request.page_size <= 1000:
             raise bad_request([("page_size", "must be 0..1000")])
         names = sorted(self.scenarios.list().items())
-        start = int(request.page_token) if request.page_token.isdigit() else 0
-        if request.page_token and not request.page_token.isdigit():
+        token = re.fullmatch(r"[0-9]{1,9}", request.page_token)   # ASCII digits only
+        if request.page_token and token is None:
             raise bad_request([("page_token", "not a token this server issued")])
+        start = int(request.page_token) if token else 0
         size = request.page_size or 100
         out = simulator_pb2.ListScenariosResponse()
         for name, title in names[start:start + size]:
@@ -457,10 +458,11 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
             raise bad_request([(field, str(exc))]) from None
         columns = list(dict.fromkeys(k for s in samples for k in s.row if k != "time_s"))
         if request.columns:
-            unknown = [c for c in request.columns if c not in columns] if samples else []
-            if unknown:
-                raise bad_request([(f"columns[{list(request.columns).index(c)}]",
-                                    f"unknown column {c!r}") for c in unknown])
+            known = set(columns)
+            unknown = [(f"columns[{i}]", f"unknown column {c!r}")
+                       for i, c in enumerate(request.columns) if c not in known]
+            if unknown and samples:
+                raise bad_request(unknown)
             columns = list(request.columns)
         out = simulator_pb2.ListRunSamplesResponse(columns=columns, next_page_token=token)
         for s in samples:

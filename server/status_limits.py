@@ -52,17 +52,31 @@ def _clip_strings(msg: Message) -> None:
                 setattr(msg, fd.name, _cut(value, MAX_STRING))
 
 
+def _varint_size(n: int) -> int:
+    return max(1, (n.bit_length() + 6) // 7)
+
+
 def _keep_within(msg: Message, budget: int) -> int:
     """Drop trailing items of `msg`'s repeated message fields until it serializes to at
-    most `budget` bytes; the number of items dropped."""
+    most `budget` bytes (keeping at least one); the number of items dropped. Linear: each
+    item's size is taken once."""
     dropped = 0
     for fd, value in msg.ListFields():
         if not fd.is_repeated or fd.message_type is None \
                 or fd.message_type.GetOptions().map_entry:
             continue
-        while len(value) > 1 and msg.ByteSize() > budget:
-            del value[-1]
-            dropped += 1
+        total = msg.ByteSize()
+        if total <= budget:
+            continue
+        tag = _varint_size(fd.number << 3)
+        sizes = [tag + _varint_size(n) + n for n in (item.ByteSize() for item in value)]
+        used, keep = total - sum(sizes), 0
+        for size in sizes:
+            if keep and used + size > budget:
+                break
+            used, keep = used + size, keep + 1
+        dropped += len(value) - keep
+        del value[keep:]
     return dropped
 
 
@@ -79,7 +93,8 @@ def bounded(status: status_pb2.Status) -> status_pb2.Status:
         detail = cls()
         any_detail.Unpack(detail)
         _clip_strings(detail)
-        dropped += _keep_within(detail, max(DETAILS_BUDGET - used, 0))
+        wrapping = len(any_detail.type_url) + 8          # the Any around it: url, lengths
+        dropped += _keep_within(detail, max(DETAILS_BUDGET - used - wrapping, 0))
         packed = any_pb2.Any()
         packed.Pack(detail)
         used += packed.ByteSize()

@@ -29,6 +29,7 @@ import hashlib
 import json
 import math
 import sqlite3
+import time
 from pathlib import Path
 
 import grpc
@@ -64,8 +65,18 @@ METHODS = ("CreateRun", "GetRun", "ListRuns", "CancelRun", "DeleteRun", "ListRun
 def srv(tmp_path_factory):
     s = Server(tmp_path_factory.mktemp("fuzz")).start()
     yield s
-    s.stop()
-    assert s.proc.returncode == 0, (s.data_dir / "server.log").read_text()[-4000:]
+    stopped(s)
+
+
+def stopped(s: Server) -> None:
+    """Stop `s` (killed if SIGTERM does not end it in time); it must exit cleanly."""
+    try:
+        rc = s.stop()
+    finally:
+        if s.proc.poll() is None:
+            s.proc.kill()
+            s.proc.wait()
+    assert rc == 0, log_tail(s)
 
 
 @pytest.fixture(scope="module")
@@ -436,7 +447,7 @@ def test_fuzz_names(srv, data):
         page_size=5), timeout=TIMEOUT).runs]
     name = data.draw(names("runs") | (st.sampled_from(existing) if existing else names("runs")))
     which = data.draw(st.sampled_from(["get", "cancel", "delete", "watch", "samples",
-                                       "report", "sweep"]))
+                                       "report", "sweep", "scenarios"]))
     s = srv.stub
     if which == "get":
         call(srv, s.GetRun, simulator_pb2.GetRunRequest(name=name))
@@ -455,10 +466,17 @@ def test_fuzz_names(srv, data):
             req.name = existing[0] if existing else name
         call(srv, s.WatchRun, req, stream=True)
     elif which == "samples":
+        columns, times = data.draw(st.tuples(st.lists(TEXT, max_size=3),
+                                             st.sampled_from([1, 1, 1000, 100_000])))
         call(srv, s.ListRunSamples, simulator_pb2.ListRunSamplesRequest(
-            parent=name, page_size=data.draw(st.integers(-2**31, 2**31 - 1)),
-            max_points=data.draw(st.integers(-2**31, 2**31 - 1)),
-            page_token=data.draw(TEXT), columns=data.draw(st.lists(TEXT, max_size=3))))
+            parent=name, page_size=data.draw(st.integers(-2**31, 2**31 - 1) | st.just(0)),
+            max_points=data.draw(st.integers(-2**31, 2**31 - 1) | st.just(0)),
+            page_token=data.draw(st.just("") | TEXT), columns=columns * times))
+    elif which == "scenarios":
+        call(srv, s.ListScenarios, simulator_pb2.ListScenariosRequest(
+            page_size=data.draw(st.integers(-2**31, 2**31 - 1) | st.integers(0, 3)),
+            page_token=data.draw(TEXT | st.from_regex(r"[0-9\u00b2\u0663]{1,12}",
+                                                      fullmatch=True))))
     elif which == "report":
         call(srv, s.GetRunReport, simulator_pb2.GetRunReportRequest(
             name=data.draw(names("runs").map(lambda n: n if n.endswith("/report")
@@ -510,7 +528,7 @@ def locked(tmp_path_factory):
     tokens.chmod(0o600)
     s = Server(data, "--token-file", str(tokens), token="fuzz-secret-token-1").start()
     yield s
-    s.stop()
+    stopped(s)
 
 
 @given(header=st.none() | st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7e),
@@ -598,6 +616,28 @@ def test_page_token_with_keys_sqlite_cannot_bind(srv):
         assert "page_token" in violations(err)
 
 
+def test_scenario_page_tokens_int_cannot_read(srv):
+    for token in ("\u00b2", "9" * 5000, "\u0663"):    # isdigit(), yet not for int()
+        err = refused(srv, srv.stub.ListScenarios,
+                      simulator_pb2.ListScenariosRequest(page_token=token))
+        assert "page_token" in violations(err)
+    second = srv.stub.ListScenarios(simulator_pb2.ListScenariosRequest(page_size=2))
+    rest = srv.stub.ListScenarios(simulator_pb2.ListScenariosRequest(
+        page_size=2, page_token=second.next_page_token))
+    assert second.next_page_token == "2" and rest.scenarios[0].name > second.scenarios[1].name
+
+
+def test_many_unknown_sample_columns_answer_at_once(srv):
+    run = srv.stub.CreateRun(simulator_pb2.CreateRunRequest(run=R(spec=spec())),
+                             timeout=TIMEOUT)
+    assert wait_state(srv.stub, run.name, TERMINAL, timeout=60).state == R.SUCCEEDED
+    started = time.monotonic()
+    err = refused(srv, srv.stub.ListRunSamples, simulator_pb2.ListRunSamplesRequest(
+        parent=run.name, columns=["nope"] * 100_000))   # each looked up by index: quadratic
+    assert time.monotonic() - started < 10
+    assert violations(err)["columns[0]"] == "unknown column 'nope'"
+
+
 def test_sweep_values_without_json_form(srv):
     for x in (math.nan, math.inf):
         sweep = sweep_pb2.Sweep(base_spec=spec(), parameters=[sweep_pb2.SweepParameter(
@@ -653,3 +693,16 @@ def test_spec_size_limits_name_their_field(srv):
         err = refused(srv, srv.stub.CreateRun, simulator_pb2.CreateRunRequest(
             run=R(spec=s), validate_only=True))
         assert list(violations(err)) == [field], violations(err)
+
+
+def test_undecodable_bytes_without_a_token_are_unauthenticated_first(locked):
+    channel = locked.channel_for(None)
+    garbage = channel.unary_unary("/compactsim.v1.Simulator/CreateRun",
+                                  request_serializer=lambda b: b,
+                                  response_deserializer=lambda b: b)
+    refused(locked, garbage, b"\xff\xff\xff\x01garbage", C.UNAUTHENTICATED)
+    with_token = locked.channel_for("fuzz-secret-token-1").unary_unary(
+        "/compactsim.v1.Simulator/CreateRun", request_serializer=lambda b: b,
+        response_deserializer=lambda b: b)
+    err = refused(locked, with_token, b"\xff\xff\xff\x01garbage")
+    assert "request" in violations(err)
