@@ -591,6 +591,20 @@ def violations(err: grpc.RpcError) -> dict[str, str]:
     return out
 
 
+def test_the_digest_sees_what_the_server_writes(srv):
+    """The instrument the fuzz relies on: a write the server commits changes the digest."""
+    db = srv.data_dir / "compactsim.db"
+    before = digest(db)
+    assert digest(db) == before
+    run = srv.stub.CreateRun(simulator_pb2.CreateRunRequest(run=R(spec=spec())),
+                             timeout=TIMEOUT)
+    wait_state(srv.stub, run.name, TERMINAL, timeout=60)
+    finished = digest(db)
+    assert finished != before
+    srv.stub.DeleteRun(simulator_pb2.DeleteRunRequest(name=run.name), timeout=TIMEOUT)
+    assert digest(db) != finished
+
+
 def test_undecodable_request_bytes_are_invalid_argument(srv):
     err = refused(srv, raw_method(srv, "CreateRun"), b"\xff\xff\xff\x01garbage")
     assert "not a valid compactsim.v1.CreateRunRequest" in violations(err)["request"]
