@@ -40,6 +40,11 @@ What each field accepts:
 
 No value is NULL in what the clause reads, so NOT always means "the other runs".
 
+Limits: at most MAX_DEPTH levels of parentheses and NOT, at most MAX_RESTRICTIONS
+comparisons, and timestamps within the 64-bit nanosecond range the store keeps
+(1677-09-21 to 2262-04-11); beyond them the error names the column where the limit is
+crossed. Text echoed in an error is cut to a few dozen characters.
+
 `order_by` (AIP-132): comma-separated fields among create_time, display_name and state,
 each optionally followed by `asc` or `desc`. State orders by lifecycle (QUEUED first).
 """
@@ -85,6 +90,18 @@ RESOURCE_NAMES = {
 
 COMPARATORS = ("=", "!=", "<", "<=", ">", ">=")
 _EQUALITY = ("=", "!=")
+
+MAX_DEPTH = 32            # nested parentheses and NOTs
+MAX_RESTRICTIONS = 100    # comparisons and label tests in one filter
+_NS_MIN, _NS_MAX = -2**63, 2**63 - 1   # create_time_ns is a 64-bit integer
+_SHOWN = 40               # characters of the input quoted back in an error
+
+
+def _shown(text: str, quote: bool = True) -> str:
+    """`text` for an error message (quoted unless it is a token as written), cut short
+    when long."""
+    cut = text if len(text) <= _SHOWN else text[:_SHOWN]
+    return (repr(cut) if quote else cut) + ("..." if cut != text else "")
 
 
 class QueryError(ValueError):
@@ -244,7 +261,11 @@ def parse_rfc3339_ns(s: str) -> int:
         offset_s = (oh * 3600 + om * 60) * (1 if m.group(9) == "+" else -1)
     frac_ns = int((m.group(7) or "").ljust(9, "0"))
     seconds = calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0)) - offset_s
-    return seconds * 1_000_000_000 + frac_ns
+    ns = seconds * 1_000_000_000 + frac_ns
+    if not _NS_MIN <= ns <= _NS_MAX:
+        raise ValueError("out of range: timestamps run from 1677-09-21T00:12:43Z to "
+                         "2262-04-11T23:47:16Z")
+    return ns
 
 
 # -- the parser -----------------------------------------------------------------------------
@@ -254,6 +275,8 @@ class _Parser:
         self.text = text
         self.tokens = _lex(text)
         self.i = 0
+        self.depth = 0          # open parentheses and NOTs around the current token
+        self.restrictions = 0
 
     @property
     def tok(self) -> _Token:
@@ -263,7 +286,14 @@ class _Parser:
         return FilterError(self.text, tok.column, message)
 
     def found(self, tok: _Token) -> str:
-        return "the end of the filter" if tok.kind == "EOF" else repr(tok.text)
+        return "the end of the filter" if tok.kind == "EOF" else _shown(tok.text)
+
+    def nest(self, tok: _Token) -> None:
+        """One more level of parentheses or NOT, opened at `tok`."""
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise self.error(tok, f"nested too deeply: at most {MAX_DEPTH} levels of "
+                                  f"parentheses and NOT")
 
     def keyword(self, word: str) -> bool:
         if self.tok.kind == "NAME" and self.tok.text == word:
@@ -296,22 +326,27 @@ class _Parser:
         return items[0] if len(items) == 1 else Or(tuple(items))
 
     def term(self) -> Node:
-        if self.keyword("NOT"):
-            return Not(self.term())
-        if self.tok.kind == "MINUS":
-            self.i += 1
-            return Not(self.term())
+        tok = self.tok
+        if self.keyword("NOT") or tok.kind == "MINUS":
+            if tok.kind == "MINUS":
+                self.i += 1
+            self.nest(tok)
+            node = Not(self.term())
+            self.depth -= 1
+            return node
         return self.simple()
 
     def simple(self) -> Node:
         tok = self.tok
         if tok.kind == "LPAREN":
             self.i += 1
+            self.nest(tok)
             node = self.expression()
             if self.tok.kind != "RPAREN":
                 raise self.error(self.tok, f"expected AND, OR or ')' to close the '(' at "
                                            f"column {tok.column}, found {self.found(self.tok)}")
             self.i += 1
+            self.depth -= 1
             return node
         return self.restriction()
 
@@ -320,10 +355,14 @@ class _Parser:
         if tok.kind != "NAME" or tok.text in ("AND", "OR", "NOT"):
             raise self.error(tok, f"expected a comparison such as state = \"RUNNING\" "
                                   f"or '(', found {self.found(tok)}")
+        self.restrictions += 1
+        if self.restrictions > MAX_RESTRICTIONS:
+            raise self.error(tok, f"too many comparisons: at most {MAX_RESTRICTIONS} in one "
+                                  f"filter")
         self.i += 1
         field, key = tok.text, None
         if field not in FIELDS:
-            raise self.error(tok, f"unknown field {field!r}: expected one of "
+            raise self.error(tok, f"unknown field {_shown(field)}: expected one of "
                                   f"{', '.join(sorted(set(FIELDS) - {'labels'}))} or labels.KEY")
         if field == "labels":
             if self.tok.kind != "DOT":
@@ -385,7 +424,7 @@ class _Parser:
             try:
                 return Compare(field, op, parse_rfc3339_ns(text))
             except ValueError as e:
-                raise self.error(tok, f"bad timestamp {text!r}: {e}") from None
+                raise self.error(tok, f"bad timestamp {_shown(text)}: {e}") from None
         prefix = False
         if stars:
             if stars != (len(text) - 1,):
@@ -394,7 +433,7 @@ class _Parser:
             prefix, text = True, text[:-1]
         if field == "state":
             if prefix or text not in STATES:
-                raise self.error(tok, f"unknown state {tok.text}: expected one of "
+                raise self.error(tok, f"unknown state {_shown(tok.text, False)}: expected one of "
                                       f"{', '.join(STATES)}")
         return Compare(field, op, text, key=key, prefix=prefix)
 
@@ -514,17 +553,17 @@ def parse_order_by(text: str) -> tuple[OrderField, ...]:
             raise OrderByError(text, col, "expected a field name (create_time, display_name "
                                           "or state)")
         if name not in ORDER_FIELDS:
-            raise OrderByError(text, col, f"unknown field {name!r}: expected one of "
+            raise OrderByError(text, col, f"unknown field {_shown(name)}: expected one of "
                                           f"{', '.join(ORDER_FIELDS)}")
         if any(f.name == name for f in out):
             raise OrderByError(text, col, f"{name} appears more than once")
         if direction is not None and direction.lower() not in ("asc", "desc"):
             raise OrderByError(text, pos + m.start(2) + 1,
                                f"expected 'asc', 'desc' or ',' after {name}, "
-                               f"found {direction!r}")
+                               f"found {_shown(direction)}")
         if rest:
             raise OrderByError(text, pos + m.start(3) + 1,
-                               f"expected ',' or the end of order_by, found {rest!r}")
+                               f"expected ',' or the end of order_by, found {_shown(rest)}")
         out.append(OrderField(name, direction is not None and direction.lower() == "desc"))
         pos += len(part) + 1
     return tuple(out)

@@ -41,6 +41,7 @@ from prometheus_client.core import GaugeMetricFamily
 
 from compactsim_proto.v1 import simulator_pb2_grpc
 from server.auth import Authenticator, TokenFileError, Tokens
+from server.decoding import DecodingInterceptor
 from server.executor import ProcessExecutor
 from server.exporter import start_exporter
 from server.limits import Limits
@@ -251,7 +252,8 @@ async def build_server(*, listen: str = "127.0.0.1:50051", data_dir: str | Path 
     service = Simulator(manager, _Scenarios(), traces, executor_name=executor, auth=auth,
                         limits=limits)
     svc_metrics = ServiceMetrics(manager)
-    server = grpc.aio.server(interceptors=[svc_metrics.interceptor, auth.interceptor()],
+    server = grpc.aio.server(interceptors=[svc_metrics.interceptor, auth.interceptor(),
+                                           DecodingInterceptor()],
                              options=[("grpc.max_receive_message_length",
                                        limits.max_request_bytes)])
     simulator_pb2_grpc.add_SimulatorServicer_to_server(service, server)

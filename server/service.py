@@ -45,6 +45,7 @@ from server.filters import QueryError
 from server.limits import Exceeded, Limits
 from server.manager import (REPORT_HISTOGRAMS, ManagerClosed, QueueFull, RunManager,
                             UserQueueFull)
+from server.status_limits import bounded
 from server.store import (InvalidArgument, NotFound, RequestIdConflict, RunRecord, RunState,
                           StoreError, WrongState)
 from server.traces import TraceError, TraceInfo, TraceNotFound, TraceStore, TraceTooLarge
@@ -263,7 +264,7 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
 
     @staticmethod
     async def _abort(context: grpc.aio.ServicerContext, st: status_pb2.Status) -> None:
-        status = rpc_status.to_status(st)
+        status = rpc_status.to_status(bounded(st))
         await context.abort(status.code, status.details,
                             trailing_metadata=status.trailing_metadata)
 
@@ -395,9 +396,10 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
         if not 0 <= request.page_size <= 1000:
             raise bad_request([("page_size", "must be 0..1000")])
         names = sorted(self.scenarios.list().items())
-        start = int(request.page_token) if request.page_token.isdigit() else 0
-        if request.page_token and not request.page_token.isdigit():
+        token = re.fullmatch(r"[0-9]{1,9}", request.page_token)   # ASCII digits only
+        if request.page_token and token is None:
             raise bad_request([("page_token", "not a token this server issued")])
+        start = int(request.page_token) if token else 0
         size = request.page_size or 100
         out = simulator_pb2.ListScenariosResponse()
         for name, title in names[start:start + size]:
@@ -564,10 +566,11 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
             raise bad_request([(field, str(exc))]) from None
         columns = list(dict.fromkeys(k for s in samples for k in s.row if k != "time_s"))
         if request.columns:
-            unknown = [c for c in request.columns if c not in columns] if samples else []
-            if unknown:
-                raise bad_request([(f"columns[{list(request.columns).index(c)}]",
-                                    f"unknown column {c!r}") for c in unknown])
+            known = set(columns)
+            unknown = [(f"columns[{i}]", f"unknown column {c!r}")
+                       for i, c in enumerate(request.columns) if c not in known]
+            if unknown and samples:
+                raise bad_request(unknown)
             columns = list(request.columns)
         out = simulator_pb2.ListRunSamplesResponse(columns=columns, next_page_token=token)
         for s in samples:
@@ -724,9 +727,18 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
             base_raw = convert.raw_from_proto(convert.spec_to_proto(cfg))
         except convert.ConfigError as exc:
             violations += _config_violations(exc, "sweep.base_spec")
+        params = []
+        for i, p in enumerate(sw.parameters):
+            values = []
+            for j, v in enumerate(p.values):
+                try:
+                    values.append(_value_to_py(v))
+                except ValueError:   # NaN or an infinity, at any depth: no JSON form
+                    violations.append((f"sweep.parameters[{i}].values[{j}]",
+                                       "must not hold NaN or an infinity"))
+            params.append((p.path, values))
         if violations:
             raise bad_request(violations)
-        params = [(p.path, [_value_to_py(v) for v in p.values]) for p in sw.parameters]
         try:
             points = sweeps.expand(base_raw, params, sw.seeds or 1)
         except convert.ConfigError as exc:

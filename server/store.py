@@ -435,6 +435,21 @@ def _decode_token(token: str, query_hash: str) -> dict:
     return body
 
 
+def _bindable(v: Any) -> bool:
+    """A sort key a page token may carry: a 64-bit integer or text SQLite can bind."""
+    if isinstance(v, bool):
+        return False
+    if isinstance(v, int):
+        return -2**63 <= v < 2**63
+    if isinstance(v, str):
+        try:
+            v.encode()
+        except UnicodeEncodeError:   # a lone surrogate from a \ud800 escape
+            return False
+        return True
+    return False
+
+
 def _hash(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
 
@@ -753,7 +768,7 @@ class RunStore:
         if page_token:
             last = _decode_token(page_token, query_hash).get("k")
             if not isinstance(last, list) or len(last) != len(exprs) or not all(
-                    isinstance(v, (int, str)) and not isinstance(v, bool) for v in last):
+                    _bindable(v) for v in last):
                 raise InvalidPageToken("page_token is not one this server issued; start "
                                        "again without a page_token")
             ors = []

@@ -32,6 +32,8 @@ DEFAULT_METRICS = ("vmstat.compact_stall", "vmstat.compact_success", "vmstat.com
                    "fragmentation_score")
 
 _ORDER = re.compile(r"/order(\d+)$")
+_STEP = r"[A-Za-z_][A-Za-z0-9_]*(?:\[\d+\])*"
+_PATH = re.compile(rf"{_STEP}(?:\.{_STEP})*")   # "workload[0].rate", as --set takes
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,10 @@ def expand(base: Mapping[str, Any], parameters: Sequence[tuple[str, Sequence[Any
     for i, (path, values) in enumerate(parameters):
         if not path:
             errors.append(FieldError(f"parameters[{i}].path", "must not be empty"))
+        elif not _PATH.fullmatch(path):
+            errors.append(FieldError(f"parameters[{i}].path", "not a field path (names and "
+                                                              "[index] joined by dots, e.g. "
+                                                              "workload[0].rate)"))
         elif path.split("[")[0].split(".")[0] == "seed":
             errors.append(FieldError(f"parameters[{i}].path", "seed is not a parameter; use seeds"))
         elif path in seen:
@@ -91,7 +97,12 @@ def expand(base: Mapping[str, Any], parameters: Sequence[tuple[str, Sequence[Any
     axes = [[_plain(v) for v in values] for _, values in parameters]
     for index, combo in enumerate(itertools.product(*axes)):
         values = {path: v for (path, _), v in zip(parameters, combo)}
-        raw = apply_overrides(base, [f"{p}={json.dumps(v)}" for p, v in values.items()])
+        try:
+            raw = apply_overrides(base, [f"{p}={json.dumps(v)}" for p, v in values.items()])
+        except ConfigError as exc:   # a path the spec cannot have: name the parameter
+            where = {path: f"parameters[{i}].path" for i, (path, _) in enumerate(parameters)}
+            raise ConfigError([FieldError(where.get(e.path, e.path), f"{e.path}: {e.reason}")
+                               for e in exc.errors]) from None
         specs = [{**raw, "seed": base_seed + s} for s in range(seeds)]
         points.append(Point(index, values, specs))
     return points

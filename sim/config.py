@@ -30,6 +30,10 @@ from sim.units import parse_duration, parse_size
 PAGE_SIZE = 4096
 MAX_ORDER = 10                # MAX_PAGE_ORDER (6.8+): largest buddy block is 2^10 pages
 PAGEBLOCK_ORDER = 9
+MAX_GROUPS = 256              # workload groups in one spec
+MAX_NAME = 64                 # characters of a workload group's name
+MAX_COMPACT_MEMORY = 1000     # compact_memory times in one spec
+MAX_TRACE_EVENTS = 64         # names in sampling.trace_events
 MAX_ORDER_BYTES = PAGE_SIZE << MAX_ORDER
 
 
@@ -294,7 +298,7 @@ class ReplayConfig:
 class WorkloadGroup:
     """A group of identical allocating tasks."""
 
-    name: str = spec(doc="unique within the spec")
+    name: str = spec(doc="unique within the spec, 1..64 printable characters")
     kind: PageKind = spec(PageKind.ANON)
     tasks: int = spec(1, lo=1, hi=4096)
     pattern: Arrival = spec(Arrival.POISSON)
@@ -319,6 +323,12 @@ class WorkloadGroup:
 
     def check(self, path: str) -> list[FieldError]:
         errs = []
+        if not 1 <= len(self.name) <= MAX_NAME:
+            errs.append(FieldError(f"{path}.name", f"must be 1..{MAX_NAME} characters, got "
+                                                   f"{len(self.name)}"))
+        elif not self.name.isprintable():
+            errs.append(FieldError(f"{path}.name", "must not hold control or other "
+                                                   "non-printable characters"))
         if self.stop is not None and self.stop <= self.start:
             errs.append(FieldError(f"{path}.stop", "must be later than start"))
         if (self.kind is PageKind.REPLAY) != (self.replay is not None):
@@ -338,6 +348,7 @@ class SamplingConfig:
                                 doc="simulated seconds between snapshots")
     trace_buffer: int = spec(100_000, lo=0, hi=10_000_000, doc="lines kept (ring buffer)")
     trace_events: tuple[str, ...] = spec(("mm_page_alloc_extfrag",),
+                                         max_items=MAX_TRACE_EVENTS,
                                          doc="tracepoints enabled")
     lifetime_tick: float = _duration(default=0.01, lo=1e-4, hi=10.0,
                                      doc="resolution of allocation lifetimes")
@@ -364,12 +375,13 @@ class SimConfig:
     machine: MachineConfig = spec(default_factory=MachineConfig)
     kernel: KernelConfig = spec(default_factory=KernelConfig)
     tunables: Tunables = spec(default_factory=Tunables)
-    workload: tuple[WorkloadGroup, ...] = spec(())
+    workload: tuple[WorkloadGroup, ...] = spec((), max_items=MAX_GROUPS)
     costs: Costs = spec(default_factory=Costs)
     sampling: SamplingConfig = spec(default_factory=SamplingConfig)
     pace: float = spec(0.0, lo=0.0, hi=1e9,
                        doc="simulated seconds per wall second (0: as fast as possible)")
     compact_memory: tuple[float, ...] = spec((), item_parse=parse_duration, lo=0.0,
+                                             max_items=MAX_COMPACT_MEMORY,
                                              doc="times of `echo 1 > /proc/sys/vm/compact_memory`")
 
     def check(self, path: str) -> list[FieldError]:

@@ -5,7 +5,8 @@ dataclass, tuple of dataclasses, enum by name, bool, int, float, str, order->wei
 and its metadata says the rest (`lo`/`hi` bounds, a `parse` function for durations and
 sizes, `doc`). `build()` walks raw YAML/JSON data against that description and collects
 every problem as a `FieldError` naming its path (`workload[1].order_mix`) and the reason,
-so a bad spec is refused whole and nothing runs.
+so a bad spec is refused whole and nothing runs. A list field may also bound its length
+(`max_items`).
 """
 
 from __future__ import annotations
@@ -42,11 +43,12 @@ class ConfigError(ValueError):
 
 def spec(default: Any = dataclasses.MISSING, *, lo: float | None = None,
          hi: float | None = None, parse: Callable[[Any], Any] | None = None,
-         item_parse: Callable[[Any], Any] | None = None,
+         item_parse: Callable[[Any], Any] | None = None, max_items: int | None = None,
          doc: str = "", default_factory: Any = dataclasses.MISSING) -> Any:
     """A dataclass field with bounds, an optional parser (`item_parse` for each item of a
-    list) and a description."""
-    meta = {"lo": lo, "hi": hi, "parse": parse, "item_parse": item_parse, "doc": doc}
+    list), the most items a list may hold and a description."""
+    meta = {"lo": lo, "hi": hi, "parse": parse, "item_parse": item_parse,
+            "max_items": max_items, "doc": doc}
     if default_factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -103,6 +105,10 @@ def _read(tp: Any, raw: Any, path: str, meta: Mapping[str, Any], errors: list[Fi
         if not isinstance(raw, (list, tuple)):
             errors.append(FieldError(path, "expected a list"))
             return None
+        most = meta.get("max_items")
+        if most is not None and len(raw) > most:
+            errors.append(FieldError(path, f"at most {most} items, got {len(raw)}"))
+            return None
         item_meta = {"parse": meta.get("item_parse"), "lo": meta.get("lo"), "hi": meta.get("hi")}
         items = [_read(item_tp, item, f"{path}[{i}]", item_meta, errors)
                  for i, item in enumerate(raw)]
@@ -148,6 +154,9 @@ def _read(tp: Any, raw: Any, path: str, meta: Mapping[str, Any], errors: list[Fi
     return raw
 
 
+MAX_WEIGHT = 1e9   # an order's weight; eleven of them still sum to a finite number
+
+
 def _read_weights(raw: Any, path: str, meta: Mapping[str, Any], errors: list[FieldError]) -> Any:
     """An `{order: weight}` map, e.g. `{0: 0.9, 3: 0.1}`, as a sorted tuple of pairs."""
     if not isinstance(raw, Mapping) or not raw:
@@ -164,9 +173,10 @@ def _read_weights(raw: Any, path: str, meta: Mapping[str, Any], errors: list[Fie
         if problem:
             errors.append(FieldError(path, f"order {order}: {problem}"))
             continue
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0 \
-                or not math.isfinite(weight):
-            errors.append(FieldError(path, f"order {order}: weight must be a number >= 0"))
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) \
+                or not 0 <= weight <= MAX_WEIGHT:
+            errors.append(FieldError(path, f"order {order}: weight must be a number "
+                                           f"0..{MAX_WEIGHT:g}"))
             continue
         pairs.append((order, float(weight)))
     if pairs and sum(w for _, w in pairs) <= 0:

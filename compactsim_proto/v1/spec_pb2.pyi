@@ -433,7 +433,7 @@ class Spec(google.protobuf.message.Message):
 
     @property
     def workload(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[Global___WorkloadGroupSpec]:
-        """The groups of allocating tasks; at least one; names unique."""
+        """The groups of allocating tasks; 1..256 of them; names unique."""
 
     @property
     def costs(self) -> Global___CostsSpec:
@@ -446,7 +446,7 @@ class Spec(google.protobuf.message.Message):
     @property
     def compact_memory_seconds(self) -> google.protobuf.internal.containers.RepeatedScalarFieldContainer[builtins.float]:
         """Simulated times, in seconds, at which `echo 1 > /proc/sys/vm/compact_memory` runs;
-        each within [0, duration_seconds]. Default: none.
+        each within [0, duration_seconds], at most 1000 of them. Default: none.
         """
 
     def __init__(
@@ -563,8 +563,8 @@ class MachineSpec(google.protobuf.message.Message):
     memory_bytes: builtins.int
     """Bytes of RAM per node, a multiple of 4 MiB, 64 MiB..4 TiB. Default 1 GiB."""
     dma32_bytes: builtins.int
-    """Bytes of node 0 in a DMA32 zone below Normal, a multiple of 4 MiB, below
-    `memory_bytes`, at most 4 GiB; 0 (the default) means a Normal zone only.
+    """Bytes of node 0 in a DMA32 zone below Normal, 0..4 GiB, a multiple of 4 MiB and
+    below `memory_bytes`; 0 (the default) means a Normal zone only.
     """
     cpus: builtins.int
     """CPUs, spread evenly over the nodes, 1..1024, at least one per node. Default 4."""
@@ -922,7 +922,9 @@ class WorkloadGroupSpec(google.protobuf.message.Message):
     STOP_SECONDS_FIELD_NUMBER: builtins.int
     REPLAY_FIELD_NUMBER: builtins.int
     name: builtins.str
-    """Name of the group, unique within the spec. Required."""
+    """Name of the group, unique within the spec, 1..64 printable characters (no control
+    characters). Required.
+    """
     kind: Global___PageKind.ValueType
     """What the group allocates. Default anon."""
     tasks: builtins.int
@@ -956,12 +958,12 @@ class WorkloadGroupSpec(google.protobuf.message.Message):
     start_seconds: builtins.float
     """Simulated time the group starts, in seconds, 0..31536000. Default 0."""
     stop_seconds: builtins.float
-    """Simulated time the group stops, in seconds, after `start_seconds`. Unset: runs to
-    the end.
+    """Simulated time the group stops, in seconds, 0..31536000 and after `start_seconds`.
+    Unset: runs to the end.
     """
     @property
     def order_mix(self) -> google.protobuf.internal.containers.ScalarMap[builtins.int, builtins.float]:
-        """Allocation order (0..10) -> relative weight (>= 0, not all 0). Empty: {0: 1}.
+        """Allocation order (0..10) -> relative weight (0..1e9, not all 0). Empty: {0: 1}.
         THP groups allocate order 9 only.
         """
 
@@ -1072,7 +1074,7 @@ class SamplingSpec(google.protobuf.message.Message):
     """Resolution of allocation lifetimes in seconds, 1e-4..10. Default 0.01."""
     @property
     def trace_events(self) -> Global___TracepointList:
-        """Tracepoints enabled. Unset: mm_page_alloc_extfrag only."""
+        """Tracepoints enabled, at most 64 names. Unset: mm_page_alloc_extfrag only."""
 
     def __init__(
         self,

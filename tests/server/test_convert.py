@@ -36,6 +36,7 @@ MiB = 1 << 20
 # ---- strategies: valid config trees, built from the dataclass fields ----------------
 
 TEXT = st.text(st.characters(codec="utf-8"), max_size=12)
+NAMES = st.text(st.characters(codec="utf-8"), min_size=1, max_size=12).filter(str.isprintable)
 STRINGS = {"profile": st.sampled_from(sorted(PROFILES)),
            "gfp_era": st.sampled_from(["3.x", "4.4+"]), "path": TEXT}
 
@@ -109,7 +110,7 @@ def groups(draw, name: str) -> WorkloadGroup:
 
 @st.composite
 def sim_configs(draw) -> SimConfig:
-    names = draw(st.lists(TEXT, min_size=1, max_size=3, unique=True))
+    names = draw(st.lists(NAMES, min_size=1, max_size=3, unique=True))
     duration = draw(st.floats(1e-3, 30 * 86400.0))
     cfg = draw(configs(SimConfig, duration=st.just(duration), machine=machines(),
                        tunables=tunables()))

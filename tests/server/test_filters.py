@@ -113,6 +113,14 @@ def test_canonical_form_ignores_spelling():
     ('create_time > "2024-05-01T12:00:00+25:00"', 15, "UTC offset is out of range"),
     ('create_time > "2024-05-01T12:00:00.1234567891Z"', 15, "bad timestamp"),
     ('state = RUNNING AND create_time > "2024-13-01T00:00:00Z"', 35, "month 13"),
+    ("(" * 33 + "state = RUNNING" + ")" * 33, 33, "nested too deeply: at most 32 levels"),
+    ("NOT " * 40 + "state = RUNNING", 129, "nested too deeply"),
+    ("-" * 40 + "state = RUNNING", 33, "nested too deeply"),
+    (" OR ".join(["state = RUNNING"] * 101), 1901, "too many comparisons: at most 100"),
+    ('create_time > "2262-04-11T23:47:17Z"', 15, "out of range: timestamps run from"),
+    ('create_time < "1677-09-21T00:12:43Z"', 15, "out of range"),
+    ('create_time < "9999-12-31T23:59:59Z"', 15, "out of range"),
+    ("x" * 5000 + " = RUNNING", 1, "unknown field 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx'..."),
 ])
 def test_errors_name_the_column_and_what_was_expected(text, column, message):
     with pytest.raises(FilterError) as e:
@@ -123,6 +131,17 @@ def test_errors_name_the_column_and_what_was_expected(text, column, message):
     caret = e.value.pretty().splitlines()[-1]
     assert caret.index("^") - 2 == column - 1          # the caret sits under the column
     assert isinstance(e.value, ValueError)
+
+
+def test_limits_are_inclusive():
+    deep = compile_filter("(" * 32 + "state = RUNNING" + ")" * 32)
+    assert deep.params == ("RUNNING",)
+    assert compile_filter("NOT " * 32 + "state = RUNNING").sql.count("NOT") == 32
+    many = compile_filter(" OR ".join(f'creator = "u{i}"' for i in range(100)))
+    assert len(many.params) == 100
+    edge = compile_filter('create_time <= "2262-04-11T23:47:16.854775807Z" AND '
+                          'create_time >= "1677-09-21T00:12:43.145224192Z"')
+    assert edge.params == (2**63 - 1, -2**63)
 
 
 @pytest.mark.parametrize("text, ns", [
