@@ -39,11 +39,9 @@ RESIDENT_FIXED_BYTES = 64 << 20
 RESIDENT_BYTES_PER_PAGE = 17
 RESIDENT_BYTES_PER_TRACE_BYTE = 5
 
-# Bounds on repeated fields of a request (besides the message size limit).
+# Bounds on repeated fields of a request that are not spec fields (the spec's own lists
+# are bounded by sim.config: INVALID_ARGUMENT), besides the message size limit.
 MAX_LABELS = 64
-MAX_WORKLOAD_GROUPS = 64
-MAX_COMPACT_MEMORY = 1000
-MAX_TRACE_EVENT_NAMES = 64
 MAX_SWEEP_PARAMETERS = 16
 MAX_SWEEP_VALUES = 1000
 MAX_SWEEP_METRICS = 100

@@ -350,16 +350,6 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
 
     # -- quotas, limits, traces -------------------------------------------------------------
 
-    @staticmethod
-    def _spec_shape(spec: spec_pb2.Spec, prefix: str) -> list[tuple[str, int, int, str]]:
-        return [(f"{prefix}.workload", len(spec.workload), limits.MAX_WORKLOAD_GROUPS,
-                 "workload groups"),
-                (f"{prefix}.compact_memory_seconds", len(spec.compact_memory_seconds),
-                 limits.MAX_COMPACT_MEMORY, "times"),
-                (f"{prefix}.sampling.trace_events.names",
-                 len(spec.sampling.trace_events.names), limits.MAX_TRACE_EVENT_NAMES,
-                 "tracepoints")]
-
     def _replayed(self, effective: spec_pb2.Spec, prefix: str
                   ) -> tuple[list[tuple[str, str]], int]:
         """Field violations of the replay paths of an effective spec (each must name an
@@ -426,11 +416,12 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
             if old is not None:
                 return self.run_to_proto(old)
         exceeded = limits.repeated_exceeded([
-            ("run.labels", len(run.labels), limits.MAX_LABELS, "labels"),
-            *self._spec_shape(run.spec, "run.spec")])
+            ("run.labels", len(run.labels), limits.MAX_LABELS, "labels")])
         if exceeded:
             raise quota(exceeded)
         violations = []
+        if len(request.request_id) > 128:
+            violations.append(("request_id", "at most 128 characters (a UUID is 36)"))
         if request.run_id and not _RESOURCE_ID.fullmatch(request.run_id):
             violations.append(("run_id", "4..63 characters of [a-z0-9-], starting with a "
                                          "letter"))
@@ -710,8 +701,7 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
              "parameters"),
             ("sweep.metrics", len(sw.metrics), limits.MAX_SWEEP_METRICS, "metrics"),
             *((f"sweep.parameters[{i}].values", len(p.values), limits.MAX_SWEEP_VALUES,
-               "values") for i, p in enumerate(sw.parameters)),
-            *self._spec_shape(sw.base_spec, "sweep.base_spec")])
+               "values") for i, p in enumerate(sw.parameters))])
         if exceeded:
             raise quota(exceeded)
         violations = []

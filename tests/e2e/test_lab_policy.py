@@ -21,7 +21,7 @@ from google.rpc import error_details_pb2
 from serverproc import ROOT, create, details, replay_spec, spec, wait_state, write_trace
 
 from client.api import Client, ClientError, struct_to_dict
-from compactsim_proto.v1 import run_pb2, simulator_pb2, spec_pb2, sweep_pb2, trace_pb2
+from compactsim_proto.v1 import run_pb2, simulator_pb2, sweep_pb2, trace_pb2
 from server.limits import format_bytes, resident_estimate
 
 R = run_pb2.Run
@@ -243,11 +243,10 @@ def test_request_size_limits_keep_the_server_serving(make_server):
     labels = {f"k{i}": "v" for i in range(65)}
     err = refused(grpc.StatusCode.RESOURCE_EXHAUSTED, create, srv.stub, spec(), labels=labels)
     assert quota_failure(err) == [("server", "run.labels: 65 labels; at most 64 per request")]
-    many = spec()
-    for i in range(64):
-        many.workload.add(name=f"g{i}", kind=spec_pb2.PAGE_KIND_ANON)
-    err = refused(grpc.StatusCode.RESOURCE_EXHAUSTED, create, srv.stub, many)
-    assert "run.spec.workload: 65 workload groups" in quota_failure(err)[0][1]
+    err = refused(grpc.StatusCode.INVALID_ARGUMENT, srv.stub.CreateRun,
+                  simulator_pb2.CreateRunRequest(run=R(spec=spec()), request_id="r" * 129))
+    [bad] = details(err, error_details_pb2.BadRequest)
+    assert bad.field_violations[0].field == "request_id"
     assert total(srv.stub) == 0
     run = create(srv.stub, spec())
     assert wait_state(srv.stub, run.name).state == R.SUCCEEDED
