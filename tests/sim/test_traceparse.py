@@ -184,7 +184,7 @@ events_st = st.lists(st.tuples(
     st.integers(0, 10**12),                    # time in microseconds
     st.integers(0, 511),                       # cpu
     st.sampled_from(["alloc", "free", "free_batched"]),
-    st.integers(0, 2**40),                     # pfn
+    st.integers(0, 2**40 - 1),                 # pfn (52-bit physical addresses)
     st.integers(0, 10),                        # order
     st.sampled_from([gfp.GFP_KERNEL, gfp.GFP_HIGHUSER_MOVABLE, gfp.GFP_ATOMIC,
                      gfp.GFP_TRANSHUGE_LIGHT, gfp.GFP_NOWAIT,
