@@ -4,6 +4,7 @@ waiting helpers."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -93,6 +94,36 @@ def wait_state(stub, name, states=TERMINAL, timeout=20) -> run_pb2.Run:
             return run
         assert time.monotonic() < deadline, f"{name} still {R.State.Name(run.state)}"
         time.sleep(0.05)
+
+
+def _children() -> dict[int, list[int]]:
+    """pid -> its child pids, from /proc."""
+    kids: dict[int, list[int]] = {}
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                stat = Path(f"/proc/{p}/stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            kids.setdefault(ppid, []).append(int(p))
+    return kids
+
+
+def descendants(pid: int) -> list[int]:
+    kids, out, todo = _children(), [], [pid]
+    while todo:
+        for c in kids.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def workers(server: Server) -> list[int]:
+    """The run processes: the server's grandchildren (its children are the forkserver and
+    the resource tracker)."""
+    kids = _children()
+    return [g for c in kids.get(server.proc.pid, []) for g in kids.get(c, [])]
 
 
 def details(err, kind):

@@ -28,7 +28,8 @@ import grpc
 import pytest
 from google.rpc import code_pb2, error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from serverproc import ROOT, R, Server, create, spec, wait_state, watch_all
+from serverproc import (ROOT, R, Server, create, descendants, spec, wait_state, watch_all,
+                        workers)
 
 from compactsim_proto.v1 import run_pb2, simulator_pb2, simulator_pb2_grpc
 
@@ -37,38 +38,9 @@ SERVICE = "compactsim.v1.Simulator"
 
 # ---- helpers -------------------------------------------------------------------------------
 
-def _children() -> dict[int, list[int]]:
-    kids: dict[int, list[int]] = {}
-    for p in os.listdir("/proc"):
-        if p.isdigit():
-            try:
-                stat = Path(f"/proc/{p}/stat").read_text()
-            except OSError:
-                continue
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            kids.setdefault(ppid, []).append(int(p))
-    return kids
-
-
-def _descendants(pid: int) -> list[int]:
-    kids, out, todo = _children(), [], [pid]
-    while todo:
-        for c in kids.get(todo.pop(), []):
-            out.append(c)
-            todo.append(c)
-    return out
-
-
-def _workers(server: Server) -> list[int]:
-    """The run processes: the server's grandchildren (its children are the forkserver and
-    the resource tracker)."""
-    kids = _children()
-    return [g for c in kids.get(server.proc.pid, []) for g in kids.get(c, [])]
-
-
 def _wait_workers(server: Server, n: int, timeout: float = 10) -> list[int]:
     deadline = time.monotonic() + timeout
-    while len(found := _workers(server)) != n:
+    while len(found := workers(server)) != n:
         assert time.monotonic() < deadline, f"{len(found)} workers, not {n}"
         time.sleep(0.05)
     return found
@@ -247,8 +219,8 @@ def test_sigkill_of_the_server_then_restart(make_server, tmp_path):
     watchers[running[1].name].wait_for(lambda w: len(w.events) >= 2)   # QUEUED, RUNNING
     for r in queued:
         watchers[r.name].wait_for(lambda w: w.events)
-    processes = _descendants(s.proc.pid)
-    assert len(_workers(s)) == 2 and len(processes) >= 3
+    processes = descendants(s.proc.pid)
+    assert len(workers(s)) == 2 and len(processes) >= 3
     killed_at = time.time_ns()
 
     s.proc.kill()
@@ -415,7 +387,10 @@ def test_clients_that_disconnect_mid_stream(server):
     threads = _proc_status(server.proc.pid, "Threads")
     for _ in range(3):
         round_of_drops()
-    assert _settled_threads(server.proc.pid, threads) <= threads
+    # 54 more dropped streams; a thread kept per stream would show. The default executor
+    # may still grow to its bound (min(32, CPUs + 4)) under a busy machine, nothing more.
+    pool = min(32, (os.cpu_count() or 1) + 4)
+    assert _settled_threads(server.proc.pid, threads) <= threads + pool
     done = wait_state(server.stub, run.name)
     assert done.state == R.SUCCEEDED
     msgs = watch_all(server.stub, run.name, after_sequence=0)

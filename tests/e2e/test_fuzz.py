@@ -41,7 +41,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from serverproc import R, TERMINAL, Server, spec, wait_state
+from serverproc import R, TERMINAL, Server, details, spec, wait_state
 
 from compactsim_proto.v1 import run_pb2, simulator_pb2, simulator_pb2_grpc, spec_pb2, sweep_pb2
 
@@ -123,12 +123,7 @@ def check_refusal(srv, err: grpc.RpcError) -> None:
         return
     status = rpc_status.from_call(err)
     assert status is not None, f"{code} without google.rpc.Status details: {err.details()}"
-    found = []
-    for d in status.details:
-        if d.Is(kind.DESCRIPTOR):
-            msg = kind()
-            d.Unpack(msg)
-            found.append(msg)
+    found = details(status, kind)
     assert found, f"{code} without {kind.DESCRIPTOR.name}: {status}"
     if kind is error_details_pb2.BadRequest:
         violations = [v for b in found for v in b.field_violations]

@@ -17,7 +17,7 @@ from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import \
     ProtoReflectionDescriptorDatabase
-from serverproc import R, Server, create, details, spec, wait_state, watch_all
+from serverproc import R, Server, create, details, spec, wait_state, watch_all, workers
 
 from compactsim_proto.v1 import run_pb2, simulator_pb2, sweep_pb2
 
@@ -194,27 +194,14 @@ def test_restart_keeps_runs_results_and_events(make_server, tmp_path):
     assert report.procfs_files
 
 
-def _grandchildren(pid: int) -> list[int]:
-    kids = {}
-    for p in os.listdir("/proc"):
-        if p.isdigit():
-            try:
-                stat = Path(f"/proc/{p}/stat").read_text()
-            except OSError:
-                continue
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            kids.setdefault(ppid, []).append(int(p))
-    return [g for c in kids.get(pid, []) for g in kids.get(c, [])]
-
-
 def test_killed_worker_fails_run_and_server_stays_healthy(server):
     run = create(server.stub, spec(duration=1.0, pace=0.1))
     wait_state(server.stub, run.name, (R.RUNNING,))
     deadline = time.monotonic() + 5
-    while not (workers := _grandchildren(server.proc.pid)) and time.monotonic() < deadline:
+    while not (found := workers(server)) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert len(workers) == 1
-    os.kill(workers[0], signal.SIGKILL)
+    assert len(found) == 1
+    os.kill(found[0], signal.SIGKILL)
     failed = wait_state(server.stub, run.name)
     assert failed.state == R.FAILED and "SIGKILL" in failed.error.message
     health = health_pb2_grpc.HealthStub(server.channel)
@@ -326,7 +313,7 @@ def test_sweep_on_the_dask_executor(make_server, dask_cluster):
         agg = p.aggregates["vmstat.nr_free_pages"]
         assert agg.count == 1 and agg.min == agg.mean == agg.max > 0
     # the tasks ran on the cluster's worker, not in processes of the server
-    assert not _grandchildren(s.proc.pid)
+    assert not workers(s)
     samples = s.stub.ListRunSamples(simulator_pb2.ListRunSamplesRequest(parent=names[0]))
     assert samples.samples
     health = health_pb2_grpc.HealthStub(s.channel)
