@@ -3,7 +3,7 @@
 grpc.aio decodes a request before any handler runs, and a decoding failure (bytes that
 are not the method's message, a string that is not UTF-8, nesting beyond protobuf's
 recursion limit) surfaces as UNKNOWN "Unexpected DecodeError", as if the server had
-failed. `DecodingInterceptor` gives each unary-request method a deserializer that catches
+failed. `DecodingInterceptor` gives each method a deserializer that catches
 the failure and returns an `Undecodable` marker instead, and a behaviour that answers the
 marker with INVALID_ARGUMENT and a `google.rpc.BadRequest` violation for the field
 `request`, naming the message type expected. Anything that decodes reaches the real
@@ -73,14 +73,26 @@ def _stream(fn: Callable) -> Callable:
     return behaviour
 
 
+def _client_stream(fn: Callable) -> Callable:
+    """A client-streaming behaviour whose request iterator answers the first message that
+    did not decode with the refusal (the handler's cleanup runs, as for any abort)."""
+    async def behaviour(requests, context):
+        async def decoded():
+            async for request in requests:
+                if isinstance(request, Undecodable):
+                    await _abort(context, request)
+                yield request
+        return await fn(decoded(), context)
+    return behaviour
+
+
 class DecodingInterceptor(grpc.aio.ServerInterceptor):
-    """Wraps the unary-request methods (unary-unary and server streaming) of async
-    handlers; other handlers pass unchanged."""
+    """Wraps the async handlers of unary-unary, server-streaming and client-streaming
+    methods; other handlers pass unchanged."""
 
     async def intercept_service(self, continuation, details):
         handler = await continuation(details)
-        if handler is None or handler.request_deserializer is None \
-                or handler.request_streaming:
+        if handler is None or handler.request_deserializer is None:
             return handler
         owner = getattr(handler.request_deserializer, "__self__", None)
         descriptor = getattr(owner, "DESCRIPTOR", None)
@@ -94,5 +106,9 @@ class DecodingInterceptor(grpc.aio.ServerInterceptor):
         if inspect.isasyncgenfunction(handler.unary_stream):
             return grpc.unary_stream_rpc_method_handler(
                 _stream(handler.unary_stream), request_deserializer=read,
+                response_serializer=handler.response_serializer)
+        if inspect.iscoroutinefunction(handler.stream_unary):
+            return grpc.stream_unary_rpc_method_handler(
+                _client_stream(handler.stream_unary), request_deserializer=read,
                 response_serializer=handler.response_serializer)
         return handler

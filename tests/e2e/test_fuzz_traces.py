@@ -104,3 +104,20 @@ def test_oversized_upload_leaves_nothing(srv, tmp_path):
     after = sorted(os.listdir(srv.data_dir / "traces")) if (srv.data_dir / "traces").exists() \
         else []
     assert after == before
+
+
+@pytest.mark.parametrize("chunks", [[b"\xff\xff\xff"], [b"\x0a\x03abc", b"\x80"]],
+                         ids=["garbage", "good-then-garbage"])
+def test_undecodable_upload_chunks_are_invalid_argument_and_leave_nothing(srv, chunks):
+    """Found by this file: a chunk that is not an UploadTraceRequest was UNKNOWN."""
+    traces = srv.data_dir / "traces"
+    before = sorted(os.listdir(traces)) if traces.exists() else []
+    upload = srv.channel.stream_unary("/compactsim.v1.Simulator/UploadTrace",
+                                      request_serializer=bytes, response_deserializer=bytes)
+    with pytest.raises(grpc.RpcError) as e:
+        upload(iter(chunks), timeout=10)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    [bad] = details(e.value, error_details_pb2.BadRequest)
+    assert bad.field_violations[0].field == "request"
+    assert "UploadTraceRequest" in e.value.details()
+    assert (sorted(os.listdir(traces)) if traces.exists() else []) == before
