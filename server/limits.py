@@ -23,7 +23,9 @@ that imports `server.main`, as the forkserver re-imports the server's) running
 
 so 17.0 bytes per 4 KiB page (15 of them the memmap, sim/page.py; the rest pageblock and
 zone arrays) and 58-61 MiB fixed (53 MiB of it the interpreter with the server's and the
-simulator's modules), rounded up to 64 MiB. Replaying an ftrace text of 100 000 and
+simulator's modules). From a fresh installation, whose modules are compiled as they are
+first imported (no bytecode cached yet, as under PYTHONDONTWRITEBYTECODE), the fixed part
+is 69 MiB (73 450 / 88 220 / 140 472 KiB at 1 / 4 / 16 GiB); the estimate takes 80 MiB. Replaying an ftrace text of 100 000 and
 400 000 alloc/free pairs (24.9 MB and 99.5 MB) on 1 GiB peaked 115 and 441 MiB above the
 same worker with a 2 KB trace: 4.8 and 4.6 bytes per trace byte (the parsed events),
 rounded up to 5.
@@ -35,7 +37,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 PAGE_SIZE = 4096
-RESIDENT_FIXED_BYTES = 64 << 20
+RESIDENT_FIXED_BYTES = 80 << 20
 RESIDENT_BYTES_PER_PAGE = 17
 RESIDENT_BYTES_PER_TRACE_BYTE = 5
 

@@ -392,7 +392,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="simulated time per run (default 24h) [COMPACTSIM_MAX_RUN_DURATION]")
     q.add_argument("--max-run-resident", type=_size, default=_env("MAX_RUN_RESIDENT", "2GiB"),
                    help="server memory a run's worker may need, estimated from the spec "
-                        "(64 MiB + 17 B per simulated 4 KiB page + 5 B per replayed trace "
+                        "(80 MiB + 17 B per simulated 4 KiB page + 5 B per replayed trace "
                         "byte; default 2GiB) [COMPACTSIM_MAX_RUN_RESIDENT]")
     q.add_argument("--max-request-bytes", type=_size,
                    default=_env("MAX_REQUEST_BYTES", "4MiB"),

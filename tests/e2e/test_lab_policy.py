@@ -189,7 +189,7 @@ def test_global_queue_bound_counts_sweep_runs(make_server):
 
 def test_memory_duration_and_resident_caps(make_server):
     srv = make_server("--max-run-memory", "1GiB", "--max-run-duration", "10s",
-                      "--max-run-resident", "66MiB")
+                      "--max-run-resident", "82MiB")
     stub = srv.stub
 
     def refused_spec(s, validate_only=False):
@@ -219,7 +219,7 @@ def test_memory_duration_and_resident_caps(make_server):
     one_gib.machine.memory_bytes = GiB
     [resident] = refused_spec(one_gib)
     assert f"about {format_bytes(resident_estimate(GiB))} of server memory" in resident
-    assert "64 MiB + 17 B x 262144 pages" in resident and "> 66 MiB" in resident
+    assert "80 MiB + 17 B x 262144 pages" in resident and "> 82 MiB" in resident
 
     # a sweep is refused when any of its runs is, naming the point
     sweep = sweep_pb2.Sweep(base_spec=spec(), parameters=[sweep_pb2.SweepParameter(

@@ -28,7 +28,7 @@ MiB = 1 << 20
 
 def test_estimate_is_fixed_plus_per_page_plus_per_trace_byte():
     assert resident_estimate(0) == limits.RESIDENT_FIXED_BYTES
-    assert resident_estimate(GiB) == (64 << 20) + 17 * (GiB // 4096)
+    assert resident_estimate(GiB) == (80 << 20) + 17 * (GiB // 4096)
     assert resident_estimate(16 * GiB) - resident_estimate(GiB) == 17 * 15 * (GiB // 4096)
     assert resident_estimate(GiB, trace_bytes=10 * MiB) - resident_estimate(GiB) == 50 * MiB
 
@@ -66,8 +66,8 @@ if __name__ == "__main__":
 
 
 def test_estimate_covers_a_real_worker_and_is_not_far_above_it(tmp_path):
-    """A real worker simulating 4 GiB: its peak RSS is below the estimate, and above 4/5
-    of it."""
+    """A real worker simulating 4 GiB: its peak RSS is below the estimate, and above 7/10
+    of it (the fixed part is 58 MiB with cached bytecode, 69 MiB without)."""
     script = tmp_path / "peak_rss.py"
     script.write_text(PEAK_RSS)
     out = subprocess.run([sys.executable, str(script), str(4 * GiB)], cwd=ROOT,
@@ -75,7 +75,7 @@ def test_estimate_covers_a_real_worker_and_is_not_far_above_it(tmp_path):
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert out.returncode == 0, out.stderr
     rss, estimate = int(out.stdout), resident_estimate(4 * GiB)
-    assert 0.8 * estimate < rss <= estimate, (rss, estimate)
+    assert 0.7 * estimate < rss <= estimate, (rss, estimate)
 
 
 # ---- limits ---------------------------------------------------------------------------
@@ -101,18 +101,18 @@ def test_duration_cap():
 
 
 def test_resident_cap_gives_the_estimate_and_its_terms():
-    lim = Limits(max_run_memory_bytes=1 << 50, max_run_resident_bytes=100 * MiB)
-    assert lim.run_exceeded("run.spec", 1, 8 * GiB, 1.0) == []     # 64 + 34 MiB
+    lim = Limits(max_run_memory_bytes=1 << 50, max_run_resident_bytes=120 * MiB)
+    assert lim.run_exceeded("run.spec", 1, 8 * GiB, 1.0) == []     # 80 + 34 MiB
     [e] = lim.run_exceeded("run.spec", 1, 16 * GiB, 1.0, trace_bytes=MiB)
     need = resident_estimate(16 * GiB, MiB)
-    assert need == (64 << 20) + 17 * 4194304 + 5 * MiB
+    assert need == (80 << 20) + 17 * 4194304 + 5 * MiB
     assert f"about {format_bytes(need)}" in e.description
-    assert "64 MiB + 17 B x 4194304 pages + 5 B x 1048576 trace bytes" in e.description
-    assert "> 100 MiB" in e.description and "--max-run-resident" in e.description
+    assert "80 MiB + 17 B x 4194304 pages + 5 B x 1048576 trace bytes" in e.description
+    assert "> 120 MiB" in e.description and "--max-run-resident" in e.description
 
 
 def test_every_exceeded_cap_is_reported():
-    lim = Limits(max_run_memory_bytes=GiB, max_run_duration_s=1, max_run_resident_bytes=70 * MiB)
+    lim = Limits(max_run_memory_bytes=GiB, max_run_duration_s=1, max_run_resident_bytes=85 * MiB)
     found = lim.run_exceeded("run.spec", 1, 2 * GiB, 2.0)
     assert [e.description.split(":")[0] for e in found] == [
         "run.spec.machine.memory_bytes", "run.spec.duration_seconds", "run.spec"]
