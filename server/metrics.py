@@ -7,8 +7,10 @@
 
 No run-id labels. The first two are brought up to date at scrape time from the store (the
 manager is not hooked): runs that ended, and event counts that grew, since the last scrape.
-What existed when the server started is the baseline, so a restart does not count it again;
-a run deleted between two scrapes is missed.
+What existed when the server started is the baseline, so a restart does not count it again.
+A scrape reads only the runs added since the last one and those it saw unfinished
+(`RunStore.runs_changed`): its cost follows the runs in flight, not the runs ever made. A run
+deleted before it ended still counts (its events were simulated).
 """
 
 from __future__ import annotations
@@ -42,34 +44,26 @@ class ServiceMetrics:
                                      ["method", "code"], registry=self.registry)
         self.interceptor = _Interceptor(self.grpc_requests)
         self._lock = threading.Lock()
-        self._ended: set[str] = set()
-        self._events: dict[str, int] = {}
+        self._cursor = 0                     # RunStore.runs_changed cursor: runs seen so far
+        self._open: dict[str, int] = {}      # runs not ended -> their events counted so far
         self._scan(baseline=True)
 
-    def _runs(self):
-        token = ""
-        while True:
-            page, token = self.manager.store.list_runs("", "", 1000, token)
-            yield from page
-            if not token:
-                return
-
     def _scan(self, baseline: bool = False) -> None:
+        """Count what the runs added since the last scan, and the runs not ended then, did
+        meanwhile; runs that ended are never read again."""
         with self._lock:
-            for r in self._runs():
-                if r.id in self._ended:
+            runs, self._cursor = self.manager.store.runs_changed(self._cursor, self._open)
+            for r in runs:
+                seen = self._open.get(r.id, 0)
+                if r.progress.events > seen and not baseline:
+                    self.events.inc(r.progress.events - seen)
+                if not r.state.terminal:
+                    self._open[r.id] = max(seen, r.progress.events)
                     continue
-                seen = self._events.get(r.id, 0)
-                if r.progress.events > seen:
-                    if not baseline:
-                        self.events.inc(r.progress.events - seen)
-                    self._events[r.id] = r.progress.events
-                if r.state.terminal:
-                    self._ended.add(r.id)
-                    self._events.pop(r.id, None)
-                    if (not baseline and r.start_time_ns is not None
-                            and r.end_time_ns is not None):
-                        self.wall.observe(max(0.0, (r.end_time_ns - r.start_time_ns) / 1e9))
+                self._open.pop(r.id, None)
+                if (not baseline and r.start_time_ns is not None
+                        and r.end_time_ns is not None):
+                    self.wall.observe(max(0.0, (r.end_time_ns - r.start_time_ns) / 1e9))
 
     def collect(self):
         """A collector for the service registry: update from the store, then report."""

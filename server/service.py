@@ -497,13 +497,7 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
             recs, token = self.store.list_runs(request.filter, request.order_by,
                                                request.page_size, request.page_token,
                                                show_deleted=request.show_deleted)
-            total, tok = 0, ""
-            while True:   # count over all pages (the store has no COUNT query)
-                page, tok = self.store.list_runs(request.filter, "", 1000, tok,
-                                                 show_deleted=request.show_deleted)
-                total += len(page)
-                if not tok:
-                    break
+            total = self.store.count_runs(request.filter, show_deleted=request.show_deleted)
         except QueryError as exc:
             raise bad_request([(exc.parameter, f"column {exc.column}: {exc.message}")],
                               f"{exc.parameter}: column {exc.column}: {exc.message}") from None

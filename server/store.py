@@ -39,7 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from server.filters import STATES, compile_filter, parse_order_by, render_order_by
+from server.filters import (STATES, CompiledFilter, compile_filter, parse_order_by,
+                            render_order_by)
 
 
 class RunState(str, enum.Enum):
@@ -414,6 +415,16 @@ def _page_size(page_size: int, default: int, maximum: int) -> int:
     return min(page_size or default, maximum)
 
 
+def _run_filter(filter: str, show_deleted: bool) -> tuple[CompiledFilter, list[str], list]:
+    """The compiled filter, and the WHERE terms (joined with AND) and parameters that select
+    the runs it matches: list_runs and count_runs share them."""
+    compiled = compile_filter(filter)
+    where, params = [compiled.sql], list(compiled.params)
+    if not show_deleted:
+        where.append("runs.deleted = 0")
+    return compiled, where, params
+
+
 def _encode_token(query_hash: str, body: dict) -> str:
     raw = json.dumps({"h": query_hash, **body}, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
@@ -758,13 +769,10 @@ class RunStore:
         ("" after the last). FilterError / OrderByError for bad strings, InvalidPageToken
         for a token from another query."""
         size = _page_size(page_size, DEFAULT_RUNS_PAGE, MAX_RUNS_PAGE)
-        compiled = compile_filter(filter)
+        compiled, where, params = _run_filter(filter, show_deleted)
         order = parse_order_by(order_by or DEFAULT_ORDER)
         exprs = [(_ORDER_SQL[f.name], f.descending) for f in order] + [("runs.id", False)]
         query_hash = _hash("runs", compiled.canonical, render_order_by(order), show_deleted)
-        where, params = [compiled.sql], list(compiled.params)
-        if not show_deleted:
-            where.append("runs.deleted = 0")
         if page_token:
             last = _decode_token(page_token, query_hash).get("k")
             if not isinstance(last, list) or len(last) != len(exprs) or not all(
@@ -788,6 +796,46 @@ class RunStore:
         if len(rows) > size:
             token = _encode_token(query_hash, {"k": list(rows[size - 1][_N_RUN_COLUMNS:])})
         return records, token
+
+    def count_runs(self, filter: str = "", *, show_deleted: bool = False) -> int:
+        """How many runs list_runs(filter, show_deleted=...) yields over all its pages, in
+        one query. FilterError for a bad filter."""
+        _, where, params = _run_filter(filter, show_deleted)
+        with self._read() as c:
+            return c.execute(f"SELECT COUNT(*) FROM runs WHERE {' AND '.join(where)}",
+                             params).fetchone()[0]
+
+    def count_by_state(self) -> dict[RunState, int]:
+        """Runs not deleted, by state (every state present, 0 when none), in one query."""
+        counts = dict.fromkeys(RunState, 0)
+        with self._read() as c:
+            for state, n in c.execute("SELECT state, COUNT(*) FROM runs WHERE deleted = 0 "
+                                      "GROUP BY state"):
+                counts[RunState(state)] = n
+        return counts
+
+    def runs_changed(self, after: int, ids: Iterable[str] = ()) -> tuple[list[RunRecord], int]:
+        """For readers that follow runs as they progress and end without rereading the
+        finished ones: the runs added after the cursor `after` (0: every run) and the runs
+        `ids` (those the reader still follows), deleted ones included, in the order added;
+        and the cursor to pass next time. Ids that do not exist are left out.
+
+        The cursor is the table's rowid: runs are never removed from the table, so each new
+        run gets a larger one than every run before it."""
+        ids = list(dict.fromkeys(ids))
+        with self._read() as c:
+            rows = c.execute(f"SELECT runs.rowid, {_RUN_SELECT} FROM runs WHERE rowid > ? "
+                             f"ORDER BY rowid", (after,)).fetchall()
+            new = {r[1] for r in rows}
+            rest = [i for i in ids if i not in new]
+            for start in range(0, len(rest), 500):   # far below SQLite's variable limit
+                chunk = rest[start:start + 500]
+                marks = ", ".join("?" * len(chunk))
+                rows += c.execute(f"SELECT runs.rowid, {_RUN_SELECT} FROM runs "
+                                  f"WHERE id IN ({marks})", chunk).fetchall()
+        rows.sort(key=lambda r: r[0])
+        cursor = max([after, *(r[0] for r in rows)])
+        return [_run_from_row(r[1:]) for r in rows], cursor
 
     # -- events -----------------------------------------------------------------------------
 

@@ -396,6 +396,54 @@ def test_list_runs_matches_python_reference(runs, trees, data, order, page_size)
                 assert [r.id for r in store.list_runs(canonical, order_by, 100)[0]] == got
 
 
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(runs=RUNS, trees=st.lists(filters(), min_size=1, max_size=3), data=st.data())
+def test_count_runs_equals_the_runs_listed_over_all_pages(runs, trees, data):
+    deleted = data.draw(st.lists(st.booleans(), min_size=len(runs), max_size=len(runs)),
+                        label="deleted")
+    with tempfile.TemporaryDirectory() as tmp:
+        clock = _Clock()
+        with RunStore(Path(tmp) / "runs.db", clock=clock) as store:
+            store.create_sweep({}, {}, sweep_id="sw1")
+            ids = {}
+            for run, gone in zip(runs, deleted):
+                clock.now = run["create_time_ns"]
+                rid = store.create_run({}, display_name=run["display_name"],
+                                       scenario=run["scenario"], creator=run["creator"],
+                                       labels=run["labels"], sweep_id=run["sweep"])[0].id
+                for state in PATHS[run["state"]]:
+                    store.update_state(rid, state)
+                if gone:
+                    store.soft_delete(rid)
+                ids[rid] = (run, gone)
+            for tree in trees:
+                text = data.draw(rendered(tree), label="filter")
+                for show_deleted in (False, True):
+                    listed, token = 0, ""
+                    while True:
+                        page, token = store.list_runs(text, "", 2, token,
+                                                      show_deleted=show_deleted)
+                        listed += len(page)
+                        if not token:
+                            break
+                    wanted = sum(1 for run, gone in ids.values()
+                                 if reference(tree, run) and (show_deleted or not gone))
+                    assert listed == wanted, text
+                    assert store.count_runs(text, show_deleted=show_deleted) == listed, text
+            live = [run["state"] for run, gone in ids.values() if not gone]
+            assert {s.value: n for s, n in store.count_by_state().items()} == \
+                {s: live.count(s) for s in STATES}
+
+
+def test_count_runs_refuses_a_bad_filter_like_list_runs(tmp_path):
+    with RunStore(tmp_path / "runs.db") as store:
+        store.create_run({})
+        for call in (lambda f: store.list_runs(f), lambda f: store.count_runs(f)):
+            with pytest.raises(FilterError) as e:
+                call('state = "DONE"')
+            assert e.value.column == 9 and 'unknown state "DONE"' in e.value.message
+
+
 @settings(max_examples=200, deadline=None)
 @given(tree=filters(), data=st.data())
 def test_canonical_form_is_a_fixed_point(tree, data):

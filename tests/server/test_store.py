@@ -810,3 +810,38 @@ def test_full_disk_is_a_clear_error_and_nothing_is_half_written(tmp_path):
     raw = sqlite3.connect(path)
     assert raw.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     raw.close()
+
+
+# -- counting and following -----------------------------------------------------------------
+
+def test_count_runs_and_count_by_state(lab):
+    s, ids = lab
+    assert s.count_runs() == 6 and s.count_runs('creator = "alice"') == 3
+    assert s.count_runs('state = "QUEUED" OR labels.design:*') == 5
+    s.soft_delete(ids["thp-2"])
+    assert s.count_runs() == 5 and s.count_runs(show_deleted=True) == 6
+    assert s.count_by_state() == {RunState.QUEUED: 0, RunState.RUNNING: 1,
+                                  RunState.SUCCEEDED: 1, RunState.FAILED: 1,
+                                  RunState.CANCELLING: 1, RunState.CANCELLED: 1}
+
+
+def test_runs_changed_reads_new_runs_and_the_ones_followed(store):
+    first = [store.create_run({"i": i})[0].id for i in range(3)]
+    runs, cursor = store.runs_changed(0)
+    assert [r.id for r in runs] == first
+    assert store.runs_changed(cursor) == ([], cursor)          # nothing new, nothing followed
+    run_to(store, first[1], "RUNNING")
+    store.soft_delete(first[2])
+    later = store.create_run({"i": 3})[0].id
+    runs, again = store.runs_changed(cursor, [first[1], first[2], "no-such-run", first[1]])
+    assert [r.id for r in runs] == [first[1], first[2], later]   # in the order added, once
+    assert runs[0].state is RunState.RUNNING and runs[1].deleted and again > cursor
+    assert store.runs_changed(again, [later])[0][0].id == later
+
+
+def test_runs_changed_follows_more_ids_than_one_statement_binds(store):
+    with store.transaction():
+        ids = [store.create_run({"i": i})[0].id for i in range(1203)]
+    cursor = store.runs_changed(0)[1]
+    runs, same = store.runs_changed(cursor, ids[::-1])
+    assert [r.id for r in runs] == ids and same == cursor
