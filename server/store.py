@@ -821,7 +821,8 @@ class RunStore:
         and the cursor to pass next time. Ids that do not exist are left out.
 
         The cursor is the table's rowid: runs are never removed from the table, so each new
-        run gets a larger one than every run before it."""
+        run gets a larger one than every run before it. VACUUM may renumber rows; the store
+        never runs it, and a cursor is meant for the life of one open store."""
         ids = list(dict.fromkeys(ids))
         with self._read() as c:
             rows = c.execute(f"SELECT runs.rowid, {_RUN_SELECT} FROM runs WHERE rowid > ? "
