@@ -239,6 +239,31 @@ def test_sweeps_racing_runs_for_the_last_queue_places_are_whole_or_absent(make_s
     srv.stop()
 
 
+def test_sweep_labels_follow_the_rule_of_run_labels_and_a_bad_one_stores_nothing(server):
+    sweep = sweep_pb2.Sweep(base_spec=spec(), parameters=[sweep_pb2.SweepParameter(
+        path="workload[0].rate", values=[struct_number(100), struct_number(200)])],
+        labels={"": "x", "k" * 64: "v", "team": "y" * 64, "ok": "fine"})
+    err = refused(grpc.StatusCode.INVALID_ARGUMENT, server.stub.CreateSweep,
+                  simulator_pb2.CreateSweepRequest(sweep=sweep, sweep_id="labelled"))
+    assert field_violations(err) == {
+        f"sweep.labels[{k}]": "keys 1..63, values 0..63 characters"
+        for k in ("", "k" * 64, "team")}
+    refused(grpc.StatusCode.NOT_FOUND, server.stub.GetSweep,
+            simulator_pb2.GetSweepRequest(name="sweeps/labelled"))
+    assert total(server.stub) == 0
+    del sweep.labels[""], sweep.labels["k" * 64]
+    sweep.labels["team"] = "mm"
+    made = server.stub.CreateSweep(simulator_pb2.CreateSweepRequest(sweep=sweep,
+                                                                    sweep_id="labelled"))
+    runs = [server.stub.GetRun(simulator_pb2.GetRunRequest(name=n))
+            for p in made.points for n in p.runs]
+    assert [dict(r.labels) for r in runs] == [
+        {"team": "mm", "ok": "fine", "sweep": "labelled", "sweep_point": str(p.index)}
+        for p in made.points]
+    assert [r.display_name for r in runs] == [f"labelled #{p.index} seed 3"
+                                              for p in made.points]
+    assert total(server.stub) == 2
+
 # ---- per-run caps ----------------------------------------------------------------------
 
 def test_memory_duration_and_resident_caps(make_server):
