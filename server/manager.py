@@ -23,7 +23,9 @@ and results back to the run manager -> store (single writer). The manager owns t
 - `cancel()`: a QUEUED run is CANCELLED at once; a RUNNING one becomes CANCELLING and then
   CANCELLED when its worker is gone (or SUCCEEDED / FAILED if it finished first).
 - `delete()` soft-deletes (a run that has not ended only with `force`: cancelled first);
-  `create_sweep()` stores a sweep record. The servicer writes nothing itself.
+  `submit_sweep()` stores a sweep and all its runs in one transaction and queues them
+  together, or stores nothing (queue limits as for submit(), checked for all its runs under
+  the same lock; a store error). The servicer writes nothing itself.
 - `shutdown()` stops the running runs, marks them FAILED "interrupted" (re-runnable from
   spec and seed, like a crash), leaves queued runs QUEUED for the next start, and flushes.
 
@@ -65,7 +67,7 @@ The store does not notify, so every write the manager makes bumps a
 watch streams on the asyncio loop without a thread per stream).
 
 Store writes happen under the manager's lock (from the pump thread, or from submit(),
-cancel(), delete() and create_sweep() on the caller's thread); the executor is touched
+cancel(), delete() and submit_sweep() on the caller's thread); the executor is touched
 only by the pump thread.
 """
 
@@ -76,13 +78,14 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from server.executor import Executor, WorkerExit, WorkerMessage
-from server.store import (INTERRUPTED_REASON, NotFound, Progress, RunEvent, RunRecord,
-                          RunState, RunStore, StorageError, StoreError, WrongState)
+from server.store import (INTERRUPTED_REASON, NewRun, NotFound, Progress, RunEvent,
+                          RunRecord, RunState, RunStore, StorageError, StoreError,
+                          SweepRecord, WrongState)
 
 log = logging.getLogger(__name__)
 
@@ -105,21 +108,38 @@ class ManagerError(Exception):
 
 
 class QueueFull(ManagerError):
-    """`max_queue` runs are already waiting."""
+    """`max_queue` runs are already waiting, or fewer but too many for the `adding` new
+    runs of a sweep (`waiting`: how many wait)."""
 
-    def __init__(self, max_queue: int):
+    def __init__(self, max_queue: int, adding: int = 1, waiting: int | None = None):
         self.max_queue = max_queue
-        super().__init__(f"the run queue is full ({max_queue} runs waiting); try again later")
+        self.adding = adding
+        self.waiting = max_queue if waiting is None else waiting
+        if adding == 1:
+            super().__init__(f"the run queue is full ({max_queue} runs waiting); try again "
+                             f"later")
+        else:
+            super().__init__(f"the run queue has room for {max(0, max_queue - self.waiting)} "
+                             f"more runs ({self.waiting} of at most {max_queue} waiting), not "
+                             f"{adding}; try again later")
 
 
 class UserQueueFull(ManagerError):
-    """`max_queued_per_user` runs of this creator are already waiting."""
+    """`max_queued_per_user` runs of this creator are already waiting, or fewer but too
+    many for the `adding` new runs of a sweep (`waiting`: how many of theirs wait)."""
 
-    def __init__(self, user: str, limit: int):
+    def __init__(self, user: str, limit: int, adding: int = 1, waiting: int | None = None):
         self.user = user
         self.limit = limit
-        super().__init__(f"{user!r} already has {limit} runs waiting, the most one user may "
-                         f"have queued; try again when some have started")
+        self.adding = adding
+        self.waiting = limit if waiting is None else waiting
+        if adding == 1:
+            super().__init__(f"{user!r} already has {limit} runs waiting, the most one user "
+                             f"may have queued; try again when some have started")
+        else:
+            super().__init__(f"{user!r} has {self.waiting} runs waiting and may have at most "
+                             f"{limit} queued, not {adding} more; try again when some have "
+                             f"started")
 
 
 class ManagerClosed(ManagerError):
@@ -315,14 +335,30 @@ class RunManager:
             self.wait_for_state(run_id, timeout_s=timeout_s)
         return self._write(self.store.soft_delete, run_id)
 
-    def create_sweep(self, base_spec: Mapping[str, Any], grid: Any, **create: Any
-                     ) -> tuple[Any, bool]:
-        """Store a sweep record (`RunStore.create_sweep`'s keywords pass through); its runs
-        are then `submit()`ted one by one. ManagerClosed while shutting down."""
+    def submit_sweep(self, base_spec: Mapping[str, Any], grid: Any, runs: Sequence[NewRun],
+                     **create: Any) -> tuple[SweepRecord, list[RunRecord]]:
+        """Store a sweep and all its QUEUED `runs` in one transaction and queue them
+        together (`RunStore.create_sweep`'s other keywords pass through), or store nothing:
+        QueueFull when the queue has no room for all of them, UserQueueFull when a creator
+        of some would pass max_queued_per_user, ManagerClosed while shutting down, and the
+        store's error (StoreFull...) when it cannot take the write. The limits are checked
+        under the lock the runs are queued under, so no other submit comes in between."""
         with self._lock:
             if self._closing:
                 raise ManagerClosed("the server is shutting down; no new runs")
-            return self._write(self.store.create_sweep, base_spec, grid, **create)
+            if len(self._queue) + len(runs) > self.max_queue:
+                raise QueueFull(self.max_queue, len(runs), len(self._queue))
+            if self.max_queued_per_user is not None:
+                for creator, n in collections.Counter(r.creator for r in runs).items():
+                    waiting = self._queued_by(creator)
+                    if waiting + n > self.max_queued_per_user:
+                        raise UserQueueFull(creator, self.max_queued_per_user, n, waiting)
+            sweep, records = self.store.create_sweep(base_spec, grid, runs=runs, **create)
+            for run in records:
+                self._queue.append(run.id)
+                self._creator[run.id] = run.creator
+                self._notify(run.id)
+            return sweep, records
 
     def queued(self) -> list[str]:
         with self._lock:

@@ -28,6 +28,7 @@ import logging
 import platform
 import re
 import time
+import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
@@ -46,8 +47,8 @@ from server.limits import Exceeded, Limits
 from server.manager import (REPORT_HISTOGRAMS, ManagerClosed, QueueFull, RunManager,
                             UserQueueFull)
 from server.status_limits import bounded
-from server.store import (InvalidArgument, NotFound, RequestIdConflict, RunRecord, RunState,
-                          StoreError, WrongState)
+from server.store import (InvalidArgument, NewRun, NotFound, RequestIdConflict, RunRecord,
+                          RunState, StoreError, WrongState)
 from server.traces import TraceError, TraceInfo, TraceNotFound, TraceStore, TraceTooLarge
 
 log = logging.getLogger(__name__)
@@ -702,6 +703,9 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
         if request.sweep_id and not _RESOURCE_ID.fullmatch(request.sweep_id):
             violations.append(("sweep_id", "4..63 characters of [a-z0-9-], starting with a "
                                            "letter"))
+        for k, v in sw.labels.items():   # every run gets them, under the rule of run labels
+            if not k or len(k) > 63 or len(v) > 63:
+                violations.append((f"sweep.labels[{k}]", "keys 1..63, values 0..63 characters"))
         if not sw.scenario and not sw.HasField("base_spec"):
             violations.append(("sweep.base_spec", "required unless sweep.scenario is set"))
         scenario, base = self._scenario_raw(sw.scenario, "sweep.scenario")
@@ -758,23 +762,24 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
                 "seeds": sw.seeds or 1, "metrics": list(sw.metrics), "labels": dict(sw.labels),
                 "base_spec": json_format.MessageToDict(sw.base_spec),
                 "points": [{"index": p.index, "values": p.values} for p in points]}
+        # the sweep and all its runs are stored in one transaction, or nothing is: its runs
+        # name it, so its id is chosen here (as the store would: a fresh one)
+        sweep_id = request.sweep_id or uuid.uuid4().hex
+        new_runs = [NewRun(spec=convert.raw_from_proto(eff),
+                           display_name=f"{sw.display_name or sweep_id} #{pt.index} "
+                                        f"seed {eff.seed}",
+                           scenario=scenario,
+                           labels={**sw.labels, "sweep": sweep_id, "sweep_point": str(pt.index)},
+                           provenance=self._provenance(eff, None), creator=caller.user)
+                    for pt, _, eff in runs]
         try:
-            rec, _ = self.manager.create_sweep(base_raw, grid, display_name=sw.display_name,
-                                               creator=caller.user,
-                                               sweep_id=request.sweep_id or None)
+            rec, _ = self.manager.submit_sweep(base_raw, grid, new_runs,
+                                               display_name=sw.display_name,
+                                               creator=caller.user, sweep_id=sweep_id)
+        except (QueueFull, UserQueueFull) as exc:
+            raise queue_full(exc) from None
         except InvalidArgument as exc:
             raise RpcFailure(_status(code_pb2.ALREADY_EXISTS, str(exc))) from None
-        for pt, raw, eff in runs:
-            labels = {**sw.labels, "sweep": rec.id, "sweep_point": str(pt.index)}
-            try:
-                self.manager.submit(convert.raw_from_proto(eff),
-                                    display_name=f"{sw.display_name or rec.id} "
-                                                 f"#{pt.index} seed {eff.seed}",
-                                    scenario=scenario, labels=labels,
-                                    provenance=self._provenance(eff, None),
-                                    creator=caller.user, sweep_id=rec.id)
-            except (QueueFull, UserQueueFull) as exc:
-                raise queue_full(exc) from None
         return self._sweep_to_proto(rec.id)
 
     async def GetSweep(self, request, context):

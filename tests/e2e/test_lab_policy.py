@@ -178,12 +178,91 @@ def test_global_queue_bound_counts_sweep_runs(make_server):
     assert details(err, error_details_pb2.RetryInfo)
     sweep = sweep_pb2.Sweep(base_spec=spec(), parameters=[sweep_pb2.SweepParameter(
         path="workload[0].rate", values=[struct_number(100), struct_number(200)])])
+    before = srv.stub.ListRuns(simulator_pb2.ListRunsRequest(show_deleted=True))
     err = refused(grpc.StatusCode.RESOURCE_EXHAUSTED, srv.stub.CreateSweep,
-                  simulator_pb2.CreateSweepRequest(sweep=sweep))
+                  simulator_pb2.CreateSweepRequest(sweep=sweep, sweep_id="refused-sweep"))
     assert "1 runs waiting + 2 new > 1" in quota_failure(err)[0][1]
+    # a refused sweep leaves nothing: no sweep, no runs
+    assert srv.stub.ListRuns(simulator_pb2.ListRunsRequest(show_deleted=True)) == before
     assert total(srv.stub) == 2
+    refused(grpc.StatusCode.NOT_FOUND, srv.stub.GetSweep,
+            simulator_pb2.GetSweepRequest(name="sweeps/refused-sweep"))
     srv.stop()
 
+
+def test_sweeps_racing_runs_for_the_last_queue_places_are_whole_or_absent(make_server):
+    """Sweeps and single runs created at once, for more places than the queue has: each
+    sweep is either created with all its runs or refused leaving nothing, and the queue
+    holds no more than its bound."""
+    srv = make_server("--workers", "1", "--max-queue", "8")
+    first = create(srv.stub, long_spec(1))
+    wait_state(srv.stub, first.name, (R.RUNNING,))       # the worker is busy from now on
+    sweep = sweep_pb2.Sweep(base_spec=spec(), parameters=[sweep_pb2.SweepParameter(
+        path="workload[0].rate", values=[struct_number(r) for r in (100, 200, 300)])])
+    start = threading.Barrier(12)
+    outcome: dict[str, grpc.StatusCode] = {}
+
+    def one(kind, i):
+        start.wait()
+        try:
+            if kind == "sweep":
+                srv.stub.CreateSweep(simulator_pb2.CreateSweepRequest(
+                    sweep=sweep, sweep_id=f"race-sweep-{i}"))
+            else:
+                create(srv.stub, spec(seed=10 + i))
+            outcome[f"{kind}-{i}"] = grpc.StatusCode.OK
+        except grpc.RpcError as e:
+            outcome[f"{kind}-{i}"] = e.code()
+
+    threads = [threading.Thread(target=one, args=(kind, i))
+               for i in range(6) for kind in ("sweep", "run")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(outcome) == 12
+    assert set(outcome.values()) <= {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}
+    made = [i for i in range(6) if outcome[f"sweep-{i}"] == grpc.StatusCode.OK]
+    for i in range(6):
+        name = f"sweeps/race-sweep-{i}"
+        if i in made:
+            got = srv.stub.GetSweep(simulator_pb2.GetSweepRequest(name=name))
+            assert sorted(len(p.runs) for p in got.points) == [1, 1, 1], name
+        else:
+            refused(grpc.StatusCode.NOT_FOUND, srv.stub.GetSweep,
+                    simulator_pb2.GetSweepRequest(name=name))
+    runs = sum(outcome[f"run-{i}"] == grpc.StatusCode.OK for i in range(6))
+    assert total(srv.stub) == 1 + 3 * len(made) + runs
+    assert 3 * len(made) + runs <= 8
+    queued = srv.stub.ListRuns(simulator_pb2.ListRunsRequest(filter="state = QUEUED"))
+    assert len(queued.runs) == 3 * len(made) + runs
+    srv.stop()
+
+
+def test_sweep_labels_follow_the_rule_of_run_labels_and_a_bad_one_stores_nothing(server):
+    sweep = sweep_pb2.Sweep(base_spec=spec(), parameters=[sweep_pb2.SweepParameter(
+        path="workload[0].rate", values=[struct_number(100), struct_number(200)])],
+        labels={"": "x", "k" * 64: "v", "team": "y" * 64, "ok": "fine"})
+    err = refused(grpc.StatusCode.INVALID_ARGUMENT, server.stub.CreateSweep,
+                  simulator_pb2.CreateSweepRequest(sweep=sweep, sweep_id="labelled"))
+    assert field_violations(err) == {
+        f"sweep.labels[{k}]": "keys 1..63, values 0..63 characters"
+        for k in ("", "k" * 64, "team")}
+    refused(grpc.StatusCode.NOT_FOUND, server.stub.GetSweep,
+            simulator_pb2.GetSweepRequest(name="sweeps/labelled"))
+    assert total(server.stub) == 0
+    del sweep.labels[""], sweep.labels["k" * 64]
+    sweep.labels["team"] = "mm"
+    made = server.stub.CreateSweep(simulator_pb2.CreateSweepRequest(sweep=sweep,
+                                                                    sweep_id="labelled"))
+    runs = [server.stub.GetRun(simulator_pb2.GetRunRequest(name=n))
+            for p in made.points for n in p.runs]
+    assert [dict(r.labels) for r in runs] == [
+        {"team": "mm", "ok": "fine", "sweep": "labelled", "sweep_point": str(p.index)}
+        for p in made.points]
+    assert [r.display_name for r in runs] == [f"labelled #{p.index} seed 3"
+                                              for p in made.points]
+    assert total(server.stub) == 2
 
 # ---- per-run caps ----------------------------------------------------------------------
 

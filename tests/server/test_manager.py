@@ -15,8 +15,9 @@ import pytest
 from server.executor import ProcessExecutor
 from server.manager import (EVENT_ERROR, REASON_INVALID_SPEC, REASON_WALL_TIME,
                             REASON_WORKER_DIED, SHUTDOWN_MESSAGE, ManagerClosed, QueueFull,
-                            RunManager)
-from server.store import INTERRUPTED_REASON, NotFound, RunState, RunStore, WrongState
+                            RunManager, UserQueueFull)
+from server.store import (INTERRUPTED_REASON, NewRun, NotFound, RunState, RunStore, StoreFull,
+                          WrongState)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -225,6 +226,77 @@ def test_full_queue_refuses_without_storing(make_manager, store):
     m.cancel(waiting.id)
     m.submit(TINY)                    # room again
     assert len(m.queued()) == 1
+
+
+def sweep_runs(n, creator="", pad=0):
+    """`n` runs of a sweep of TINY over seeds (`pad` characters of provenance each)."""
+    return [NewRun(spec={**TINY, "seed": i}, creator=creator, labels={"sweep_point": str(i)},
+                   provenance={"pad": "x" * pad}) for i in range(n)]
+
+
+def test_sweep_beyond_the_queue_room_stores_nothing(make_manager, store):
+    # not started: nothing leaves the queue, so its room is exactly what the test leaves
+    m = make_manager(max_queue=4, max_queued_per_user=3, start=False)
+    notified = []
+    m.add_listener(notified.append)
+    first = m.submit(TINY, creator="alice")
+    before = (store.list_runs()[0], m.queued(), list(notified))
+
+    with pytest.raises(QueueFull) as e:            # 1 waiting + 4 > 4
+        m.submit_sweep(TINY, {}, sweep_runs(4, "bob"), creator="bob", sweep_id="too-big")
+    assert (e.value.max_queue, e.value.adding, e.value.waiting) == (4, 4, 1)
+    assert "room for 3 more runs" in str(e.value) and "not 4" in str(e.value)
+    with pytest.raises(UserQueueFull) as e:        # alice: 1 waiting + 3 > 3 of hers
+        m.submit_sweep(TINY, {}, sweep_runs(3, "alice"), creator="alice", sweep_id="hers")
+    assert (e.value.user, e.value.limit, e.value.adding, e.value.waiting) == ("alice", 3, 3, 1)
+    for refused in ("too-big", "hers"):
+        with pytest.raises(NotFound):
+            store.get_sweep(refused)
+    assert store.list_sweeps() == []
+    assert (store.list_runs()[0], m.queued(), notified) == before
+
+    # what fits is stored and queued whole, in order, and each run is announced
+    sweep, runs = m.submit_sweep(TINY, {"seeds": 3}, sweep_runs(3, "bob"), creator="bob",
+                                 sweep_id="fits")
+    assert sweep.id == "fits" and [r.sweep_id for r in runs] == ["fits"] * 3
+    assert [r.id for r in store.sweep_runs("fits")] == [r.id for r in runs]
+    assert all(store.get_run(r.id).state is RunState.QUEUED for r in runs)
+    assert m.queued() == [first.id] + [r.id for r in runs]
+    assert m.queued_by("bob") == 3 and notified[len(before[2]):] == [r.id for r in runs]
+    with pytest.raises(QueueFull):                 # now full: one more is refused too
+        m.submit_sweep(TINY, {}, sweep_runs(1, "carol"), creator="carol")
+    assert len(store.list_runs()[0]) == 4 and len(store.list_sweeps()) == 1
+
+
+def test_sweep_whose_store_write_fails_midway_stores_nothing(tmp_path, monkeypatch):
+    # a store on a "disk" of 256 KiB: a sweep of ten 40 KB runs fills it midway
+    small = RunStore(tmp_path / "small.db", max_bytes=256 * 1024)
+    m = RunManager(small, ProcessExecutor(1), max_queue=20, start=False)
+    notified = []
+    m.add_listener(notified.append)
+    inserted = []
+    insert = small._insert_run
+
+    def counting_insert(c, new, sweep_id):
+        inserted.append(new.spec["seed"])
+        return insert(c, new, sweep_id)
+
+    monkeypatch.setattr(small, "_insert_run", counting_insert)
+    try:
+        with pytest.raises(StoreFull):
+            m.submit_sweep(TINY, {}, sweep_runs(10, pad=40_000), sweep_id="huge")
+        assert len(inserted) > 1               # some runs were written before it failed
+        with pytest.raises(NotFound):
+            small.get_sweep("huge")
+        assert small.list_sweeps() == [] and small.list_runs()[0] == []
+        assert m.queued() == [] and notified == []
+        # the rollback left the room it had: a sweep that fits goes in whole
+        sweep, runs = m.submit_sweep(TINY, {}, sweep_runs(2, pad=40_000), sweep_id="fits")
+        assert [r.id for r in small.sweep_runs("fits")] == [r.id for r in runs]
+        assert m.queued() == [r.id for r in runs] == notified
+    finally:
+        m.shutdown()
+        small.close()
 
 
 def test_shutdown_marks_running_runs_keeps_queued_and_refuses_new(make_manager, store):
