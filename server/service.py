@@ -190,6 +190,14 @@ def _run_error(rec: RunRecord) -> status_pb2.Status | None:
                                                          .lower()}))
 
 
+def _request_sweep_id(user: str, request_id: str) -> str:
+    """The sweep id a CreateSweep with `request_id` and no sweep_id gets ("" without one):
+    the same for a retry by the same user, so the retry finds it."""
+    if not request_id:
+        return ""
+    return "r" + hashlib.sha256(f"{user}\0{request_id}".encode()).hexdigest()[:31]
+
+
 def _canonical_sha256(spec: spec_pb2.Spec) -> str:
     return hashlib.sha256(spec.SerializeToString(deterministic=True)).hexdigest()
 
@@ -686,9 +694,29 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
         return await self._call(context, self._create_sweep, request,
                                 self.auth.caller(context))
 
+    def _sweep_of_request(self, request: simulator_pb2.CreateSweepRequest, caller: Caller
+                          ) -> str | None:
+        """The id of the sweep `request` is a retry of, if any: a request_id names a sweep
+        by its creator and request (`sweep_id`, or an id derived from both) whose grid
+        records that request_id."""
+        sweep_id = request.sweep_id or _request_sweep_id(caller.user, request.request_id)
+        try:
+            rec = self.store.get_sweep(sweep_id)
+        except NotFound:
+            return None
+        if rec.creator == caller.user and rec.grid.get("request_id") == request.request_id:
+            return sweep_id
+        return None
+
     def _create_sweep(self, request: simulator_pb2.CreateSweepRequest, caller: Caller):
         if self.closing:
             raise unavailable("the server is shutting down; no new runs")
+        if len(request.request_id) > 128:
+            raise bad_request([("request_id", "at most 128 characters (a UUID is 36)")])
+        if request.request_id and not request.validate_only:
+            earlier = self._sweep_of_request(request, caller)
+            if earlier is not None:
+                return self._sweep_to_proto(earlier)
         sw = request.sweep
         exceeded = limits.repeated_exceeded([
             ("sweep.labels", len(sw.labels), limits.MAX_LABELS, "labels"),
@@ -761,10 +789,12 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
         grid = {"scenario": scenario, "parameters": [{"path": p, "values": v} for p, v in params],
                 "seeds": sw.seeds or 1, "metrics": list(sw.metrics), "labels": dict(sw.labels),
                 "base_spec": json_format.MessageToDict(sw.base_spec),
-                "points": [{"index": p.index, "values": p.values} for p in points]}
+                "points": [{"index": p.index, "values": p.values} for p in points],
+                "request_id": request.request_id}
         # the sweep and all its runs are stored in one transaction, or nothing is: its runs
         # name it, so its id is chosen here (as the store would: a fresh one)
-        sweep_id = request.sweep_id or uuid.uuid4().hex
+        sweep_id = (request.sweep_id or _request_sweep_id(caller.user, request.request_id)
+                    or uuid.uuid4().hex)
         new_runs = [NewRun(spec=convert.raw_from_proto(eff),
                            display_name=f"{sw.display_name or sweep_id} #{pt.index} "
                                         f"seed {eff.seed}",
@@ -779,6 +809,9 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
         except (QueueFull, UserQueueFull) as exc:
             raise queue_full(exc) from None
         except InvalidArgument as exc:
+            earlier = self._sweep_of_request(request, caller) if request.request_id else None
+            if earlier is not None:   # a retry that raced the first request
+                return self._sweep_to_proto(earlier)
             raise RpcFailure(_status(code_pb2.ALREADY_EXISTS, str(exc))) from None
         return self._sweep_to_proto(rec.id)
 

@@ -468,3 +468,32 @@ def test_upload_needs_a_token_and_works_with_one(make_server, tmp_path):
                                                        f"Bearer {TOKENS['bob']}")])
     assert trace.name.startswith("traces/") and trace.size_bytes == len(req[0].chunk)
     srv.stop()
+
+
+def test_create_sweep_request_id_makes_retries_safe_per_user(make_server, tmp_path):
+    srv = lab(make_server, tmp_path, "--max-queued-per-user", "0")
+    alice, bob = srv.stub_for(TOKENS["alice"]), srv.stub_for(TOKENS["bob"])
+    sw = sweep_pb2.Sweep(base_spec=spec(duration=0.2), parameters=[sweep_pb2.SweepParameter(
+        path="tunables.compaction_proactiveness", values=[struct_number(0), struct_number(20)])])
+
+    def create_sweep(stub, **kw):
+        return stub.CreateSweep(simulator_pb2.CreateSweepRequest(sweep=sw, **kw))
+
+    first = create_sweep(alice, request_id="7d7a0e0c-sweep")
+    again = create_sweep(alice, request_id="7d7a0e0c-sweep")
+    assert again.name == first.name and [p.runs for p in again.points] == \
+        [p.runs for p in first.points]
+    assert total(alice) == 2                          # the retry created nothing
+    bobs = create_sweep(bob, request_id="7d7a0e0c-sweep")
+    assert bobs.name != first.name and bobs.creator == "bob"
+    named = create_sweep(alice, request_id="other-request", sweep_id="named-sweep")
+    assert create_sweep(alice, request_id="other-request", sweep_id="named-sweep").name == \
+        named.name == "sweeps/named-sweep"
+    refused(grpc.StatusCode.ALREADY_EXISTS, create_sweep, alice, sweep_id="named-sweep")
+    refused(grpc.StatusCode.ALREADY_EXISTS, create_sweep, bob, request_id="other-request",
+            sweep_id="named-sweep")                   # bob's retry of nothing of his
+    assert total(alice) == 6
+    err = refused(grpc.StatusCode.INVALID_ARGUMENT, create_sweep, alice, request_id="x" * 129)
+    assert details(err, error_details_pb2.BadRequest)[0].field_violations[0].field == \
+        "request_id"
+    assert total(alice) == 6
