@@ -358,6 +358,25 @@ def sort_key(order):
     return key
 
 
+def _stored(store: RunStore, clock: _Clock, runs: list[dict], deleted: list[bool] = ()
+            ) -> dict[str, tuple[dict, bool]]:
+    """`runs` (as RUNS draws them) in `store`, walked to their states, the ones `deleted`
+    marks soft-deleted: run id -> (run, deleted)."""
+    store.create_sweep({}, {}, sweep_id="sw1")
+    ids = {}
+    for run, gone in zip(runs, [*deleted, *[False] * (len(runs) - len(deleted))]):
+        clock.now = run["create_time_ns"]
+        rid = store.create_run({}, display_name=run["display_name"], scenario=run["scenario"],
+                               creator=run["creator"], labels=run["labels"],
+                               sweep_id=run["sweep"])[0].id
+        for state in PATHS[run["state"]]:
+            store.update_state(rid, state)
+        if gone:
+            store.soft_delete(rid)
+        ids[rid] = (run, gone)
+    return ids
+
+
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(runs=RUNS, trees=st.lists(filters(), min_size=1, max_size=3), data=st.data(),
        order=st.lists(st.tuples(st.sampled_from(["create_time", "display_name", "state"]),
@@ -368,16 +387,7 @@ def test_list_runs_matches_python_reference(runs, trees, data, order, page_size)
     with tempfile.TemporaryDirectory() as tmp:
         clock = _Clock()
         with RunStore(Path(tmp) / "runs.db", clock=clock) as store:
-            store.create_sweep({}, {}, sweep_id="sw1")
-            ids = {}
-            for run in runs:
-                clock.now = run["create_time_ns"]
-                rid = store.create_run({}, display_name=run["display_name"],
-                                       scenario=run["scenario"], creator=run["creator"],
-                                       labels=run["labels"], sweep_id=run["sweep"])[0].id
-                for state in PATHS[run["state"]]:
-                    store.update_state(rid, state)
-                ids[rid] = run
+            ids = {rid: run for rid, (run, _) in _stored(store, clock, runs).items()}
             effective = order or [("create_time", True)]
             for tree in trees:
                 text = data.draw(rendered(tree), label="filter")
@@ -404,18 +414,7 @@ def test_count_runs_equals_the_runs_listed_over_all_pages(runs, trees, data):
     with tempfile.TemporaryDirectory() as tmp:
         clock = _Clock()
         with RunStore(Path(tmp) / "runs.db", clock=clock) as store:
-            store.create_sweep({}, {}, sweep_id="sw1")
-            ids = {}
-            for run, gone in zip(runs, deleted):
-                clock.now = run["create_time_ns"]
-                rid = store.create_run({}, display_name=run["display_name"],
-                                       scenario=run["scenario"], creator=run["creator"],
-                                       labels=run["labels"], sweep_id=run["sweep"])[0].id
-                for state in PATHS[run["state"]]:
-                    store.update_state(rid, state)
-                if gone:
-                    store.soft_delete(rid)
-                ids[rid] = (run, gone)
+            ids = _stored(store, clock, runs, deleted)
             for tree in trees:
                 text = data.draw(rendered(tree), label="filter")
                 for show_deleted in (False, True):
