@@ -199,8 +199,8 @@ class RunManager:
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._listeners: list[Callable[[str], None]] = []
-        self._queue: collections.deque[str] = collections.deque()
-        self._creator: dict[str, str] = {}    # queued run id -> its creator
+        # queued run id -> its creator, oldest first
+        self._queue: collections.OrderedDict[str, str] = collections.OrderedDict()
         self._active: dict[str, _Active] = {}
         self._live: dict[str, LiveRun] = {}   # runs not ended: latest snapshot (for /probe)
         # run id -> (state, reason, message): ended runs whose terminal write failed (the
@@ -223,8 +223,7 @@ class RunManager:
                 self.store.update_state(run.id, RunState.CANCELLED, error_reason=REASON_DELETED,
                                         error_message="deleted before it started")
             else:
-                self._queue.append(run.id)
-                self._creator[run.id] = run.creator
+                self._queue[run.id] = run.creator
         return interrupted
 
     def start(self) -> None:
@@ -287,8 +286,7 @@ class RunManager:
                 raise UserQueueFull(creator, self.max_queued_per_user)
             run, created = self.store.create_run(spec, **create)
             if created:
-                self._queue.append(run.id)
-                self._creator[run.id] = run.creator
+                self._queue[run.id] = run.creator
                 self._notify(run.id)
             return run
 
@@ -304,8 +302,7 @@ class RunManager:
                 raise WrongState(f"run {run_id} is already {run.state.value}")
             if run_id in self._queue:
                 cancelled = self._finish(run_id, RunState.CANCELLED)   # a refused write:
-                self._queue.remove(run_id)                             # still queued
-                self._creator.pop(run_id, None)
+                del self._queue[run_id]                                # still queued
                 return cancelled
             if run_id in self._unsettled:
                 raise WrongState(f"run {run_id} has ended; its end is not stored yet (the "
@@ -355,8 +352,7 @@ class RunManager:
                         raise UserQueueFull(creator, self.max_queued_per_user, n, waiting)
             sweep, records = self.store.create_sweep(base_spec, grid, runs=runs, **create)
             for run in records:
-                self._queue.append(run.id)
-                self._creator[run.id] = run.creator
+                self._queue[run.id] = run.creator
                 self._notify(run.id)
             return sweep, records
 
@@ -365,7 +361,7 @@ class RunManager:
             return list(self._queue)
 
     def _queued_by(self, creator: str) -> int:
-        return sum(1 for c in self._creator.values() if c == creator)
+        return sum(1 for c in self._queue.values() if c == creator)
 
     def queued_by(self, creator: str) -> int:
         """Runs of `creator` waiting for a worker."""
@@ -483,24 +479,15 @@ class RunManager:
         """The oldest queued run whose creator is below max_running_per_user, taken off the
         queue, and its creator (None: none)."""
         limit = self.max_running_per_user
-        if limit is None:
-            run_id = self._queue.popleft() if self._queue else None
-        else:
-            full: set[str] = set()
-            run_id = None
-            for candidate in self._queue:
-                creator = self._creator.get(candidate, "")
-                if creator in full:
-                    continue
-                if self._running_by(creator) < limit:
-                    run_id = candidate
-                    break
-                full.add(creator)
-            if run_id is not None:
-                self._queue.remove(run_id)
-        if run_id is None:
-            return None
-        return run_id, self._creator.pop(run_id, "")
+        full: set[str] = set()
+        for run_id, creator in self._queue.items():
+            if creator in full:
+                continue
+            if limit is None or self._running_by(creator) < limit:
+                del self._queue[run_id]
+                return run_id, creator
+            full.add(creator)
+        return None
 
     def _start_queued(self) -> None:
         while self.executor.free_slots() > 0:
@@ -525,8 +512,8 @@ class RunManager:
                 except StoreError as exc:
                     # the store cannot take the write (disk full...): the run stays QUEUED,
                     # first in line, and the next pump pass tries again
-                    self._queue.appendleft(run_id)
-                    self._creator[run_id] = creator
+                    self._queue[run_id] = creator
+                    self._queue.move_to_end(run_id, last=False)
                     if str(exc) != self._start_error:   # once, not on every pass
                         log.error("run %s: cannot mark it RUNNING, it stays queued: %s",
                                   run_id, exc)

@@ -190,6 +190,12 @@ def _run_error(rec: RunRecord) -> status_pb2.Status | None:
                                                          .lower()}))
 
 
+def _label_violations(labels: Mapping[str, str], field: str) -> list[tuple[str, str]]:
+    """The labels of a run (or of all a sweep's runs): keys 1..63, values 0..63 characters."""
+    return [(f"{field}[{k}]", "keys 1..63, values 0..63 characters")
+            for k, v in labels.items() if not k or len(k) > 63 or len(v) > 63]
+
+
 def _request_sweep_id(user: str, request_id: str) -> str:
     """The sweep id a CreateSweep with `request_id` and no sweep_id gets ("" without one):
     the same for a retry by the same user, so the retry finds it."""
@@ -436,9 +442,7 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
                                          "letter"))
         if len(run.display_name) > 200:
             violations.append(("run.display_name", "at most 200 characters"))
-        for k, v in run.labels.items():
-            if not k or len(k) > 63 or len(v) > 63:
-                violations.append((f"run.labels[{k}]", "keys 1..63, values 0..63 characters"))
+        violations += _label_violations(run.labels, "run.labels")
         if not run.scenario and not run.HasField("spec"):
             violations.append(("run.spec", "required unless run.scenario is set"))
         scenario, base = self._scenario_raw(run.scenario, "run.scenario")
@@ -731,9 +735,7 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
         if request.sweep_id and not _RESOURCE_ID.fullmatch(request.sweep_id):
             violations.append(("sweep_id", "4..63 characters of [a-z0-9-], starting with a "
                                            "letter"))
-        for k, v in sw.labels.items():   # every run gets them, under the rule of run labels
-            if not k or len(k) > 63 or len(v) > 63:
-                violations.append((f"sweep.labels[{k}]", "keys 1..63, values 0..63 characters"))
+        violations += _label_violations(sw.labels, "sweep.labels")   # every run gets them
         if not sw.scenario and not sw.HasField("base_spec"):
             violations.append(("sweep.base_spec", "required unless sweep.scenario is set"))
         scenario, base = self._scenario_raw(sw.scenario, "sweep.scenario")
