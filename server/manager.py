@@ -3,9 +3,8 @@
 design.md: spec -> validated config -> `sim.run` in a worker process -> progress snapshots
 and results back to the run manager -> store (single writer). The manager owns that middle:
 
-- `submit()` stores a QUEUED run and queues it, or raises `QueueFull` when `max_queue` runs
-  already wait, or `UserQueueFull` when `max_queued_per_user` runs of the same creator
-  already wait. Queued runs start, oldest first, as the executor frees a slot, skipping
+- `submit()` stores a QUEUED run and queues it, or raises `QueueLimit` when `max_queue` runs
+  already wait, or `max_queued_per_user` runs of the same creator. Queued runs start, oldest first, as the executor frees a slot, skipping
   the runs of a creator who already has `max_running_per_user` runs running (they wait
   while other creators' runs start). `worker_spec` turns a stored spec into what the
   worker gets (the server resolves uploaded trace names to files there); when it fails,
@@ -82,7 +81,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from server import limits
 from server.executor import Executor, WorkerExit, WorkerMessage
+from server.limits import Exceeded
 from server.store import (INTERRUPTED_REASON, NewRun, NotFound, Progress, RunEvent,
                           RunRecord, RunState, RunStore, StorageError, StoreError,
                           SweepRecord, WrongState)
@@ -107,39 +108,13 @@ class ManagerError(Exception):
     """Anything the run manager refuses."""
 
 
-class QueueFull(ManagerError):
-    """`max_queue` runs are already waiting, or fewer but too many for the `adding` new
-    runs of a sweep (`waiting`: how many wait)."""
+class QueueLimit(ManagerError):
+    """Queueing the runs would pass a queue limit (--max-queue, --max-queued-per-user):
+    `exceeded` says which, with the numbers (server.limits.queue_exceeded)."""
 
-    def __init__(self, max_queue: int, adding: int = 1, waiting: int | None = None):
-        self.max_queue = max_queue
-        self.adding = adding
-        self.waiting = max_queue if waiting is None else waiting
-        if adding == 1:
-            super().__init__(f"the run queue is full ({max_queue} runs waiting); try again "
-                             f"later")
-        else:
-            super().__init__(f"the run queue has room for {max(0, max_queue - self.waiting)} "
-                             f"more runs ({self.waiting} of at most {max_queue} waiting), not "
-                             f"{adding}; try again later")
-
-
-class UserQueueFull(ManagerError):
-    """`max_queued_per_user` runs of this creator are already waiting, or fewer but too
-    many for the `adding` new runs of a sweep (`waiting`: how many of theirs wait)."""
-
-    def __init__(self, user: str, limit: int, adding: int = 1, waiting: int | None = None):
-        self.user = user
-        self.limit = limit
-        self.adding = adding
-        self.waiting = limit if waiting is None else waiting
-        if adding == 1:
-            super().__init__(f"{user!r} already has {limit} runs waiting, the most one user "
-                             f"may have queued; try again when some have started")
-        else:
-            super().__init__(f"{user!r} has {self.waiting} runs waiting and may have at most "
-                             f"{limit} queued, not {adding} more; try again when some have "
-                             f"started")
+    def __init__(self, exceeded: list[Exceeded]):
+        self.exceeded = exceeded
+        super().__init__("; ".join(e.description for e in exceeded) + "; try again later")
 
 
 class ManagerClosed(ManagerError):
@@ -272,18 +247,11 @@ class RunManager:
 
     def submit(self, spec: Mapping[str, Any], **create: Any) -> RunRecord:
         """Store a QUEUED run for `spec` (create_run's keywords pass through) and queue it.
-        QueueFull when max_queue runs wait, UserQueueFull when max_queued_per_user runs of
-        its creator wait; ManagerClosed while shutting down. A repeated request_id returns
-        the earlier run without queueing anything."""
-        creator = create.get("creator", "")
+        QueueLimit when it would pass max_queue or its creator's max_queued_per_user;
+        ManagerClosed while shutting down. A repeated request_id returns the earlier run
+        without queueing anything."""
         with self._lock:
-            if self._closing:
-                raise ManagerClosed("the server is shutting down; no new runs")
-            if len(self._queue) >= self.max_queue:
-                raise QueueFull(self.max_queue)
-            if (self.max_queued_per_user is not None
-                    and self._queued_by(creator) >= self.max_queued_per_user):
-                raise UserQueueFull(creator, self.max_queued_per_user)
+            self._admit(create.get("creator", ""), 1)
             run, created = self.store.create_run(spec, **create)
             if created:
                 self._queue[run.id] = run.creator
@@ -336,20 +304,15 @@ class RunManager:
                      **create: Any) -> tuple[SweepRecord, list[RunRecord]]:
         """Store a sweep and all its QUEUED `runs` in one transaction and queue them
         together (`RunStore.create_sweep`'s other keywords pass through), or store nothing:
-        QueueFull when the queue has no room for all of them, UserQueueFull when a creator
-        of some would pass max_queued_per_user, ManagerClosed while shutting down, and the
-        store's error (StoreFull...) when it cannot take the write. The limits are checked
-        under the lock the runs are queued under, so no other submit comes in between."""
+        QueueLimit when they would pass a queue limit (the runs are the sweep's creator's),
+        ManagerClosed while shutting down, and the store's error (StoreFull...) when it
+        cannot take the write. The limits are checked under the lock the runs are queued
+        under, so no other submit comes in between."""
+        creator = create.get("creator", "")
+        if any(r.creator != creator for r in runs):
+            raise ValueError("a sweep's runs are its creator's")
         with self._lock:
-            if self._closing:
-                raise ManagerClosed("the server is shutting down; no new runs")
-            if len(self._queue) + len(runs) > self.max_queue:
-                raise QueueFull(self.max_queue, len(runs), len(self._queue))
-            if self.max_queued_per_user is not None:
-                for creator, n in collections.Counter(r.creator for r in runs).items():
-                    waiting = self._queued_by(creator)
-                    if waiting + n > self.max_queued_per_user:
-                        raise UserQueueFull(creator, self.max_queued_per_user, n, waiting)
+            self._admit(creator, len(runs))
             sweep, records = self.store.create_sweep(base_spec, grid, runs=runs, **create)
             for run in records:
                 self._queue[run.id] = run.creator
@@ -359,6 +322,20 @@ class RunManager:
     def queued(self) -> list[str]:
         with self._lock:
             return list(self._queue)
+
+    def queue_exceeded(self, creator: str, adding: int = 1) -> list[Exceeded]:
+        """The queue limits that `adding` more runs of `creator` would pass now."""
+        with self._lock:
+            return limits.queue_exceeded(creator, adding, len(self._queue), self.max_queue,
+                                         self._queued_by(creator), self.max_queued_per_user)
+
+    def _admit(self, creator: str, adding: int) -> None:
+        """Under the lock, before queueing: ManagerClosed, or QueueLimit."""
+        if self._closing:
+            raise ManagerClosed("the server is shutting down; no new runs")
+        exceeded = self.queue_exceeded(creator, adding)
+        if exceeded:
+            raise QueueLimit(exceeded)
 
     def _queued_by(self, creator: str) -> int:
         return sum(1 for c in self._queue.values() if c == creator)

@@ -44,8 +44,7 @@ from server.auth import Authenticator, Caller
 from server.changes import RunChanges
 from server.filters import QueryError
 from server.limits import Exceeded, Limits
-from server.manager import (REPORT_HISTOGRAMS, ManagerClosed, QueueFull, RunManager,
-                            UserQueueFull)
+from server.manager import REPORT_HISTOGRAMS, ManagerClosed, QueueLimit, RunManager
 from server.status_limits import bounded
 from server.store import (InvalidArgument, NewRun, NotFound, RequestIdConflict, RunRecord,
                           RunState, StoreError, WrongState)
@@ -131,16 +130,6 @@ def quota(exceeded: list[Exceeded], message: str = "") -> RpcFailure:
             retry_delay=duration_pb2.Duration(seconds=QUEUE_RETRY_S)))
     return RpcFailure(_status(code_pb2.RESOURCE_EXHAUSTED,
                               message or "; ".join(e.description for e in exceeded), *details))
-
-
-def queue_full(exc: QueueFull | UserQueueFull) -> RpcFailure:
-    """The manager's refusal of one more run (its check under its lock)."""
-    if isinstance(exc, UserQueueFull):
-        return quota([Exceeded(limits.user_subject(exc.user),
-                               f"queued runs per user: at most {exc.limit} "
-                               f"(--max-queued-per-user)", retry=True)], str(exc))
-    return quota([Exceeded(limits.SERVER, f"run queue: at most {exc.max_queue} runs may wait "
-                                          f"(--max-queue)", retry=True)], str(exc))
 
 
 def not_owner(name: str, rec: RunRecord, caller: Caller, verb: str) -> RpcFailure:
@@ -386,9 +375,9 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
                                         effective.duration_seconds, trace_bytes)
 
     def _check_queue(self, user: str, adding: int) -> None:
-        exceeded = limits.queue_exceeded(
-            user, adding, len(self.manager.queued()), self.manager.max_queue,
-            self.manager.queued_by(user), self.manager.max_queued_per_user)
+        """The manager's queue check ahead of the work (and for validate_only); it checks
+        again under its lock as it queues."""
+        exceeded = self.manager.queue_exceeded(user, adding)
         if exceeded:
             raise quota(exceeded)
 
@@ -489,8 +478,8 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
                 scenario=scenario, labels=dict(run.labels), provenance=prov,
                 creator=caller.user, request_id=request.request_id or None,
                 run_id=request.run_id or None)
-        except (QueueFull, UserQueueFull) as exc:
-            raise queue_full(exc) from None
+        except QueueLimit as exc:
+            raise quota(exc.exceeded, str(exc)) from None
         except RequestIdConflict as exc:
             raise RpcFailure(_status(code_pb2.ALREADY_EXISTS, str(exc))) from None
         except InvalidArgument as exc:
@@ -808,8 +797,8 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
             rec, _ = self.manager.submit_sweep(base_raw, grid, new_runs,
                                                display_name=sw.display_name,
                                                creator=caller.user, sweep_id=sweep_id)
-        except (QueueFull, UserQueueFull) as exc:
-            raise queue_full(exc) from None
+        except QueueLimit as exc:
+            raise quota(exc.exceeded, str(exc)) from None
         except InvalidArgument as exc:
             earlier = self._sweep_of_request(request, caller) if request.request_id else None
             if earlier is not None:   # a retry that raced the first request

@@ -15,7 +15,7 @@ import pytest
 from server import limits
 from server.executor import ProcessExecutor
 from server.limits import Exceeded, Limits, format_bytes, queue_exceeded, resident_estimate
-from server.manager import RunManager, UserQueueFull
+from server.manager import QueueLimit, RunManager
 from server.store import RunState, RunStore
 from server.traces import TraceError, TraceNotFound, TraceStore, TraceTooLarge, trace_id
 
@@ -250,9 +250,10 @@ def test_manager_keeps_a_user_at_the_running_limit_queued_and_counts_queued_runs
     a1 = m.submit(LONG, creator="alice")
     m.wait_for_state(a1.id, RunState.RUNNING, timeout_s=10)
     a2, a3 = m.submit(LONG, creator="alice"), m.submit(LONG, creator="alice")
-    with pytest.raises(UserQueueFull) as e:
+    with pytest.raises(QueueLimit) as e:
         m.submit(LONG, creator="alice")
-    assert (e.value.user, e.value.limit) == ("alice", 2)
+    [limit] = e.value.exceeded
+    assert limit.subject == "user:alice" and "> 2 (--max-queued-per-user)" in limit.description
     assert (m.queued_by("alice"), m.running_by("alice")) == (2, 1)
     b1 = m.submit(SHORT, creator="bob")             # a worker is free: bob's run goes first
     assert m.wait_for_state(b1.id, timeout_s=20).state is RunState.SUCCEEDED

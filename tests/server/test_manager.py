@@ -14,8 +14,8 @@ import pytest
 
 from server.executor import ProcessExecutor
 from server.manager import (EVENT_ERROR, REASON_INVALID_SPEC, REASON_WALL_TIME,
-                            REASON_WORKER_DIED, SHUTDOWN_MESSAGE, ManagerClosed, QueueFull,
-                            RunManager, UserQueueFull)
+                            REASON_WORKER_DIED, SHUTDOWN_MESSAGE, ManagerClosed, QueueLimit,
+                            RunManager)
 from server.store import (INTERRUPTED_REASON, NewRun, NotFound, RunState, RunStore, StoreFull,
                           WrongState)
 
@@ -219,8 +219,11 @@ def test_full_queue_refuses_without_storing(make_manager, store):
     running = m.submit(LONG)
     running_pid(m, running.id)       # out of the queue, on the worker
     waiting = m.submit(TINY)
-    with pytest.raises(QueueFull):
+    with pytest.raises(QueueLimit) as e:
         m.submit(TINY)
+    [limit] = e.value.exceeded
+    assert limit.subject == "server" and limit.retry
+    assert "1 runs waiting + 1 new > 1" in limit.description
     runs, _ = store.list_runs()
     assert {r.id for r in runs} == {running.id, waiting.id}
     m.cancel(waiting.id)
@@ -242,13 +245,16 @@ def test_sweep_beyond_the_queue_room_stores_nothing(make_manager, store):
     first = m.submit(TINY, creator="alice")
     before = (store.list_runs()[0], m.queued(), list(notified))
 
-    with pytest.raises(QueueFull) as e:            # 1 waiting + 4 > 4
+    with pytest.raises(QueueLimit) as e:           # 1 waiting + 4 > 4, and 4 > bob's 3
         m.submit_sweep(TINY, {}, sweep_runs(4, "bob"), creator="bob", sweep_id="too-big")
-    assert (e.value.max_queue, e.value.adding, e.value.waiting) == (4, 4, 1)
-    assert "room for 3 more runs" in str(e.value) and "not 4" in str(e.value)
-    with pytest.raises(UserQueueFull) as e:        # alice: 1 waiting + 3 > 3 of hers
+    server, bob = e.value.exceeded
+    assert server.subject == "server" and "1 runs waiting + 4 new > 4" in server.description
+    assert bob.subject == "user:bob" and "'bob' has 0 waiting + 4 new > 3" in bob.description
+    with pytest.raises(QueueLimit) as e:           # alice: 1 waiting + 3 > 3 of hers
         m.submit_sweep(TINY, {}, sweep_runs(3, "alice"), creator="alice", sweep_id="hers")
-    assert (e.value.user, e.value.limit, e.value.adding, e.value.waiting) == ("alice", 3, 3, 1)
+    [limit] = e.value.exceeded
+    assert limit.subject == "user:alice"
+    assert "'alice' has 1 waiting + 3 new > 3" in limit.description
     for refused in ("too-big", "hers"):
         with pytest.raises(NotFound):
             store.get_sweep(refused)
@@ -263,7 +269,7 @@ def test_sweep_beyond_the_queue_room_stores_nothing(make_manager, store):
     assert all(store.get_run(r.id).state is RunState.QUEUED for r in runs)
     assert m.queued() == [first.id] + [r.id for r in runs]
     assert m.queued_by("bob") == 3 and notified[len(before[2]):] == [r.id for r in runs]
-    with pytest.raises(QueueFull):                 # now full: one more is refused too
+    with pytest.raises(QueueLimit):                # now full: one more is refused too
         m.submit_sweep(TINY, {}, sweep_runs(1, "carol"), creator="carol")
     assert len(store.list_runs()[0]) == 4 and len(store.list_sweeps()) == 1
 
