@@ -15,8 +15,8 @@ import time
 
 from bench import Row
 from bench.floor import Floor
-from sim.config import config_from_dict
-from sim.run import run
+from compactsim.sim.config import config_from_dict
+from compactsim.sim.run import run
 
 SCAN_GOAL = 20e6
 AT = 6.0

@@ -15,7 +15,7 @@ import time
 import simpy
 
 from bench import Row
-from sim.run import CountingEnvironment
+from compactsim.sim.run import CountingEnvironment
 
 PROCESSES = 4
 EVENTS = 1_000_000

@@ -17,9 +17,9 @@ import os
 import time
 from collections.abc import Callable
 
-import sim.run
-from sim.config import SimConfig
-from sim.zone import WMARK_LOW
+import compactsim.sim.run
+from compactsim.sim.config import SimConfig
+from compactsim.sim.zone import WMARK_LOW
 
 
 @dataclasses.dataclass

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sim.config import SimConfig, config_from_dict
+from compactsim.sim.config import SimConfig, config_from_dict
 
 PAGES_PER_S = 200_000          # per group
 TASKS = 4

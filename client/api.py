@@ -1,6 +1,6 @@
 """A typed Python client of the `compactsim.v1.Simulator` service.
 
-    from client.api import Client, ClientError
+    from compactsim.client.api import Client, ClientError
 
     with Client("127.0.0.1:50051") as c:    # token=..., ca_cert=... for a lab server
         run = c.create_run(scenario="zram-movable-ops", overrides=["duration=2s"])
@@ -9,7 +9,7 @@
         print(c.get_run(run.name).summary)
 
 Methods mirror the RPCs with plain Python arguments and return the generated messages
-(`compactsim_proto.v1`). Run and sweep names are accepted as `runs/ID` or a bare `ID`.
+(`compactsim.proto.v1`). Run and sweep names are accepted as `runs/ID` or a bare `ID`.
 Every RPC error is raised as `ClientError(code, message, field_violations)`, with the
 google.rpc.BadRequest field violations (and other details) decoded from the status.
 
@@ -37,8 +37,8 @@ from google.protobuf.json_format import MessageToDict
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from client.channel import open_channel
-from compactsim_proto.v1 import (run_pb2, simulator_pb2, simulator_pb2_grpc, spec_pb2,
+from compactsim.client.channel import open_channel
+from compactsim.proto.v1 import (run_pb2, simulator_pb2, simulator_pb2_grpc, spec_pb2,
                                  sweep_pb2, trace_pb2)
 
 RUN_STATE = run_pb2.Run.State
@@ -103,7 +103,7 @@ class ClientError(Exception):
 
 def _invalid_spec(exc: Exception, prefix: str = "spec") -> ClientError:
     """A local ConfigError as the INVALID_ARGUMENT the server would send."""
-    from server.convert import proto_path
+    from compactsim.server.convert import proto_path
     violations = []
     for e in getattr(exc, "errors", []):
         path = proto_path(e.path) if e.path else ""
@@ -158,8 +158,8 @@ def spec_message(spec: Any) -> spec_pb2.Spec:
     (ClientError INVALID_ARGUMENT naming `spec.<path>`)."""
     if isinstance(spec, spec_pb2.Spec):
         return spec
-    from sim.schema import ConfigError
-    from server import convert
+    from compactsim.sim.schema import ConfigError
+    from compactsim.server import convert
     if isinstance(spec, Mapping):
         try:
             return convert.spec_from_dict(spec)
@@ -170,14 +170,14 @@ def spec_message(spec: Any) -> spec_pb2.Spec:
 
 def spec_dict(spec: spec_pb2.Spec) -> dict[str, Any]:
     """The fields `spec` sets, as raw spec data with the config's names."""
-    from server.convert import raw_from_proto
+    from compactsim.server.convert import raw_from_proto
     return raw_from_proto(spec)
 
 
 def effective_spec_dict(run: run_pb2.Run) -> dict[str, Any]:
     """A run's effective spec as `simulate --out` writes spec.json (config_to_dict)."""
-    from server.convert import config_from_proto
-    from sim.config import config_to_dict
+    from compactsim.server.convert import config_from_proto
+    from compactsim.sim.config import config_to_dict
     return config_to_dict(config_from_proto(run.effective_spec))
 
 
@@ -241,12 +241,12 @@ class Client:
         if not overrides:
             return (scenario_name(scenario) if scenario else "",
                     None if spec is None else spec_message(spec))
-        from sim.config import apply_overrides
-        from sim.schema import ConfigError
+        from compactsim.sim.config import apply_overrides
+        from compactsim.sim.schema import ConfigError
         if scenario:
             base = spec_dict(self.get_scenario(scenario).spec)
             if spec is not None:
-                from server.convert import _merge
+                from compactsim.server.convert import _merge
                 over = spec if isinstance(spec, Mapping) else spec_dict(spec_message(spec))
                 base = _merge(base, over)
         elif isinstance(spec, Mapping):

@@ -40,12 +40,12 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from sim.config import apply_overrides, config_from_dict, load_spec
-from sim.run import RunResult, run
-from sim.scenarios import list_scenarios, load_scenario
-from sim.schema import ConfigError
-from sim.units import format_duration
-from client.args import spec_args
+from compactsim.sim.config import apply_overrides, config_from_dict, load_spec
+from compactsim.sim.run import RunResult, run
+from compactsim.sim.scenarios import list_scenarios, load_scenario
+from compactsim.sim.schema import ConfigError
+from compactsim.sim.units import format_duration
+from compactsim.client.args import spec_args
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -90,7 +90,7 @@ def _parser() -> argparse.ArgumentParser:
     pl.add_argument("--server", default=argparse.SUPPRESS, metavar="HOST:PORT")
     pl.add_argument("runs", nargs="+", metavar="RUN")
     pl.add_argument("-o", "--output", type=Path, required=True, metavar="FILE.png")
-    from client.remote import add_parsers
+    from compactsim.client.remote import add_parsers
     add_parsers(sub)
     return p
 
@@ -163,7 +163,7 @@ def summary_table(s: dict, wall: float) -> Table:
 
 
 def cmd_profiles(_args) -> int:
-    from sim.config import PROFILES
+    from compactsim.sim.config import PROFILES
     for name, switches in PROFILES.items():
         print(f"{name:7s} " + " ".join(f"{k}={v}" for k, v in switches.items()))
     return EXIT_OK
@@ -190,7 +190,7 @@ def cmd_simulate(args) -> int:
         print(f"compactsim: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if args.out is not None:
-        from client.output import write_results
+        from compactsim.client.output import write_results
         written = write_results(result, args.out)
         print(f"compactsim: wrote {len(written)} files under {args.out}", file=sys.stderr)
     if args.format == "json":
@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     local = {"scenarios": cmd_scenarios, "profiles": cmd_profiles, "simulate": cmd_simulate}
     if args.command in local:
         return local[args.command](args)
-    from client.remote import dispatch
+    from compactsim.client.remote import dispatch
     return dispatch(args)
 
 

@@ -18,7 +18,7 @@ import sys
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from client.channel import env_ca_cert, open_channel
+from compactsim.client.channel import env_ca_cert, open_channel
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 _WILDCARD = {"", "0.0.0.0", "[::]", "::", "*"}

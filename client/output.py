@@ -6,8 +6,8 @@ import csv
 import json
 from pathlib import Path
 
-from sim.config import config_to_dict
-from sim.run import RunResult
+from compactsim.sim.config import config_to_dict
+from compactsim.sim.run import RunResult
 
 
 def write_results(result: RunResult, out: Path) -> list[Path]:

@@ -27,9 +27,9 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from client.args import spec_args
-from client.channel import env_ca_cert, env_token
-from client.api import (RUN_STATE, TERMINAL_STATES, Client, ClientError, run_name,
+from compactsim.client.args import spec_args
+from compactsim.client.channel import env_ca_cert, env_token
+from compactsim.client.api import (RUN_STATE, TERMINAL_STATES, Client, ClientError, run_name,
                         struct_to_dict)
 
 (EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_PRECONDITION, EXIT_UNAVAILABLE,
@@ -127,8 +127,8 @@ def _overrides(args) -> list[str]:
 def _spec_source(args) -> tuple[str | None, dict | None]:
     if args.spec is None:
         return args.scenario, None
-    from sim.config import load_spec
-    from sim.schema import ConfigError
+    from compactsim.sim.config import load_spec
+    from compactsim.sim.schema import ConfigError
     try:
         return args.scenario if getattr(args, "scenario", None) else None, load_spec(args.spec)
     except OSError as exc:
@@ -215,7 +215,7 @@ def _finish_watched(run, wall: float, as_json: bool = False) -> int:
             json.dump(summary, sys.stdout, indent=2, sort_keys=True)
             print()
         else:
-            from client.cli import summary_table
+            from compactsim.client.cli import summary_table
             Console().print(summary_table(summary, wall))
         print(f"compactsim: {run.name} SUCCEEDED", file=sys.stderr)
         return EXIT_OK
@@ -378,7 +378,7 @@ def write_report(client: Client, name: str, out: Path) -> list[Path]:
     """Write a run's report as `simulate --out` lays it out (summary.json, spec.json,
     series.csv, proc/*, trace.txt, thp-faults.txt) plus histograms.json; so the
     directory works with the local `compare` and `plot` too."""
-    from client.api import effective_spec_dict
+    from compactsim.client.api import effective_spec_dict
     run = client.get_run(name)
     report = client.get_report(name, full=True)
     rows = client.sample_rows(name)
@@ -450,7 +450,7 @@ def _is_local(arg: str) -> bool:
 def load_runs(args, want_series: bool) -> list[tuple[str, dict, dict, list[dict]]]:
     """(label, spec, summary, series rows) of each RUN argument: a `simulate --out` /
     `report --out` directory, or a run on the server (`runs/ID` or `ID`)."""
-    from client.cli import _load_out_dir
+    from compactsim.client.cli import _load_out_dir
     out = []
     client = None
     try:
@@ -464,7 +464,7 @@ def load_runs(args, want_series: bool) -> list[tuple[str, dict, dict, list[dict]
                 continue
             if client is None:
                 client = connect(args)
-            from client.api import effective_spec_dict
+            from compactsim.client.api import effective_spec_dict
             run = client.get_run(arg)
             if run.state != RUN_STATE.SUCCEEDED:
                 raise ClientError(grpc.StatusCode.FAILED_PRECONDITION,
@@ -479,7 +479,7 @@ def load_runs(args, want_series: bool) -> list[tuple[str, dict, dict, list[dict]
 
 
 def cmd_compare(args) -> int:
-    from client.compare import comparison
+    from compactsim.client.compare import comparison
     runs = load_runs(args, want_series=False)
     rows = comparison([r[1] for r in runs], [r[2] for r in runs], args.diff_only)
     if args.format == "json":
@@ -499,7 +499,7 @@ def cmd_compare(args) -> int:
 
 
 def cmd_plot(args) -> int:
-    from client.plot import plot_runs
+    from compactsim.client.plot import plot_runs
     runs = load_runs(args, want_series=True)
     out = plot_runs({r[0]: r[3] for r in runs}, args.output)
     print(f"compactsim: wrote {out}", file=sys.stderr)
@@ -568,7 +568,7 @@ def sweep_table(sweep, group_by: str | None = None) -> Table:
 
 
 def sweep_pb2_state(state: int) -> str:
-    from compactsim_proto.v1 import sweep_pb2
+    from compactsim.proto.v1 import sweep_pb2
     return sweep_pb2.Sweep.State.Name(state)
 
 
@@ -577,7 +577,7 @@ def _sweep_json(sweep) -> dict:
 
 
 def _wait_sweep(client: Client, name: str, show: bool, poll_s: float = 0.5):
-    from compactsim_proto.v1 import sweep_pb2
+    from compactsim.proto.v1 import sweep_pb2
     console = Console(stderr=True)
     with Progress(TextColumn("[bold]sweep"), BarColumn(),
                   TextColumn("{task.completed:.0f}/{task.total:.0f} runs finished"),
@@ -605,7 +605,7 @@ def _print_sweep(sweep, args) -> None:
 
 
 def cmd_sweep_create(args) -> int:
-    from compactsim_proto.v1 import sweep_pb2
+    from compactsim.proto.v1 import sweep_pb2
     scenario, spec = _spec_source(args)
     grid = _grid(args.grid)
     with connect(args) as c:

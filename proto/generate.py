@@ -1,4 +1,4 @@
-"""Generate the `compactsim_proto` package from proto/compactsim/v1/*.proto.
+"""Generate the `compactsim.proto` package (folder compactsim_proto/) from proto/compactsim/v1/*.proto.
 
     python proto/generate.py [--out DIR]      (what `make proto` runs)
 
@@ -6,7 +6,7 @@ Writes messages (`*_pb2.py`), the gRPC stubs of the service (`simulator_pb2_grpc
 and type stubs for both (`*.pyi`, by mypy-protobuf) to DIR (default: compactsim_proto/
 at the repository root), replacing what was there. protoc names the generated modules
 after the proto paths (`compactsim.v1.run_pb2`); they are renamed to live in
-`compactsim_proto.v1`, so `compactsim` stays free as a name. The descriptors themselves
+`compactsim.proto.v1` (pyproject.toml maps that package to the folder compactsim_proto/). The descriptors themselves
 are untouched: the proto package and file names (`compactsim/v1/run.proto`) are what
 reflection serves. Generated files are never edited by hand.
 """
@@ -28,7 +28,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PROTO_ROOT = ROOT / "proto"
 API_DIR = "compactsim/v1"
 SERVICE_PROTOS = ("simulator.proto",)   # the files that define services
-PACKAGE = "compactsim_proto"
+PACKAGE = "compactsim.proto"      # the import name
+FOLDER = "compactsim_proto"        # where it lives in the repository
 
 INIT = '''"""Generated protobuf and gRPC code for the compactsim API (proto/compactsim/v1).
 
@@ -94,7 +95,7 @@ def generate(out: Path) -> list[Path]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", type=Path, default=ROOT / PACKAGE, help="package directory")
+    p.add_argument("--out", type=Path, default=ROOT / FOLDER, help="package directory")
     args = p.parse_args()
     for path in generate(args.out):
         print(path.relative_to(args.out.parent) if args.out.parent in path.parents else path)

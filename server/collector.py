@@ -16,7 +16,7 @@ from typing import Any
 from prometheus_client.core import (GaugeMetricFamily, HistogramMetricFamily, Metric,
                                     UntypedMetricFamily)
 
-from sim.pageblock import MIGRATETYPE_NAMES
+from compactsim.sim.pageblock import MIGRATETYPE_NAMES
 
 PAGE_BYTES = 4096
 

@@ -1,4 +1,4 @@
-"""The one mapping between the API's messages (`compactsim_proto.v1`) and the simulator
+"""The one mapping between the API's messages (`compactsim.proto.v1`) and the simulator
 (`sim`): specs in and out, results out, config errors as `google.rpc.BadRequest`.
 
 The spec messages mirror the config dataclasses field for field, under the same names,
@@ -29,15 +29,15 @@ from google.protobuf import struct_pb2
 from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
-from compactsim_proto.v1 import run_pb2, spec_pb2
-from sim.config import (Arrival, ClaimRule, ContendedAbort, Lifetime, MovableOps, PageKind,
+from compactsim.proto.v1 import run_pb2, spec_pb2
+from compactsim.sim.config import (Arrival, ClaimRule, ContendedAbort, Lifetime, MovableOps, PageKind,
                         SimConfig, ThpDefrag, ThpEnabled, TraceFormat, ZramAlgorithm,
                         config_from_dict)
-from sim.costs import CostPreset
-from sim.histogram import Histogram
-from sim.run import RunResult
-from sim.schema import ConfigError, FieldError
-from sim.units import parse_duration, parse_size
+from compactsim.sim.costs import CostPreset
+from compactsim.sim.histogram import Histogram
+from compactsim.sim.run import RunResult
+from compactsim.sim.schema import ConfigError, FieldError
+from compactsim.sim.units import parse_duration, parse_size
 
 _UNIT_SUFFIX = {parse_size: "_bytes", parse_duration: "_seconds"}
 

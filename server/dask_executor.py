@@ -36,8 +36,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from server import worker
-from server.executor import Message, WorkerExit, WorkerMessage
+from compactsim.server import worker
+from compactsim.server.executor import Message, WorkerExit, WorkerMessage
 
 POLL_STEP_S = 0.02          # how often poll() looks again while nothing has arrived
 NTHREADS_TTL_S = 1.0        # how long the cluster's thread count is reused

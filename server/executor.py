@@ -34,7 +34,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from server import worker
+from compactsim.server import worker
 
 DEFAULT_CANCEL_GRACE_S = 2.0
 
@@ -144,8 +144,8 @@ def run_worker(run_id: str, spec: Mapping[str, Any], conn: Any, progress_steps: 
 def _default_context() -> multiprocessing.context.BaseContext:
     if "forkserver" in multiprocessing.get_all_start_methods():
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["server.worker", "server.executor", "sim.run",
-                                    "sim.config"])
+        ctx.set_forkserver_preload(["compactsim.server.worker", "compactsim.server.executor", "compactsim.sim.run",
+                                    "compactsim.sim.config"])
         return ctx
     return multiprocessing.get_context("spawn")
 

@@ -28,7 +28,7 @@ from prometheus_client import (
 )
 from prometheus_client.exposition import ThreadingWSGIServer, _SilentHandler
 
-from server.collector import RunCollector
+from compactsim.server.collector import RunCollector
 
 log = logging.getLogger(__name__)
 

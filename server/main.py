@@ -39,17 +39,17 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
 
-from compactsim_proto.v1 import simulator_pb2_grpc
-from server.auth import Authenticator, TokenFileError, Tokens
-from server.decoding import DecodingInterceptor
-from server.executor import ProcessExecutor
-from server.exporter import start_exporter
-from server.limits import Limits
-from server.manager import RunManager
-from server.metrics import ServiceMetrics
-from server.service import SERVICE_NAME, Simulator
-from server.store import RunState, RunStore
-from server.traces import TraceStore
+from compactsim.proto.v1 import simulator_pb2_grpc
+from compactsim.server.auth import Authenticator, TokenFileError, Tokens
+from compactsim.server.decoding import DecodingInterceptor
+from compactsim.server.executor import ProcessExecutor
+from compactsim.server.exporter import start_exporter
+from compactsim.server.limits import Limits
+from compactsim.server.manager import RunManager
+from compactsim.server.metrics import ServiceMetrics
+from compactsim.server.service import SERVICE_NAME, Simulator
+from compactsim.server.store import RunState, RunStore
+from compactsim.server.traces import TraceStore
 
 log = logging.getLogger("compactsim.server")
 
@@ -64,18 +64,18 @@ class _Scenarios:
     """sim.scenarios behind the servicer's Scenarios protocol."""
 
     def list(self):
-        from sim.scenarios import list_scenarios
+        from compactsim.sim.scenarios import list_scenarios
         return list_scenarios()
 
     def load(self, name):
-        from sim.scenarios import load_scenario
+        from compactsim.sim.scenarios import load_scenario
         return load_scenario(name)
 
     def description(self, name):
         from importlib import resources
 
         import yaml
-        path = resources.files("sim.scenarios") / f"{name}.yaml"
+        path = resources.files("compactsim.sim.scenarios") / f"{name}.yaml"
         return yaml.safe_load(path.read_text())["description"].strip()
 
 
@@ -205,7 +205,7 @@ def _executor(kind: str, workers: int, dask_scheduler: str | None):
     if kind == "dask":
         if not dask_scheduler:
             raise SystemExit("--executor dask needs --dask-scheduler ADDRESS")
-        from server.dask_executor import DaskExecutor   # lazily: dask is heavy
+        from compactsim.server.dask_executor import DaskExecutor   # lazily: dask is heavy
         return DaskExecutor(dask_scheduler)
     raise SystemExit(f"unknown executor {kind!r} (process or dask)")
 
@@ -282,7 +282,7 @@ def _env(name: str, default: Any) -> Any:
 
 def _size(text: str) -> int:
     """A flag's size: bytes, or a number with a binary unit (512MiB, 256GiB)."""
-    from sim.units import parse_size
+    from compactsim.sim.units import parse_size
     try:
         return parse_size(text)
     except ValueError as exc:
@@ -291,7 +291,7 @@ def _size(text: str) -> int:
 
 def _duration(text: str) -> float:
     """A flag's duration: seconds, or a number with a unit (90s, 12h)."""
-    from sim.units import parse_duration
+    from compactsim.sim.units import parse_duration
     try:
         return parse_duration(text)
     except ValueError as exc:

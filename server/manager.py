@@ -81,10 +81,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from server import limits
-from server.executor import Executor, WorkerExit, WorkerMessage
-from server.limits import Exceeded
-from server.store import (INTERRUPTED_REASON, NewRun, NotFound, Progress, RunEvent,
+from compactsim.server import limits
+from compactsim.server.executor import Executor, WorkerExit, WorkerMessage
+from compactsim.server.limits import Exceeded
+from compactsim.server.store import (INTERRUPTED_REASON, NewRun, NotFound, Progress, RunEvent,
                           RunRecord, RunState, RunStore, StorageError, StoreError,
                           SweepRecord, WrongState)
 

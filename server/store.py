@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from server.filters import (STATES, CompiledFilter, compile_filter, parse_order_by,
+from compactsim.server.filters import (STATES, CompiledFilter, compile_filter, parse_order_by,
                             render_order_by)
 
 

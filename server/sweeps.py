@@ -19,8 +19,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sim.config import apply_overrides
-from sim.schema import ConfigError, FieldError
+from compactsim.sim.config import apply_overrides
+from compactsim.sim.schema import ConfigError, FieldError
 
 MAX_RUNS = 1000
 MAX_SEEDS = 100

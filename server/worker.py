@@ -68,8 +68,8 @@ def execute(run_id: str, spec: Mapping[str, Any], conn: Sender,
     do). Any exception from building or running becomes an "error" message; only a failure
     to send escapes.
     """
-    from sim.config import config_from_dict
-    from sim.run import run
+    from compactsim.sim.config import config_from_dict
+    from compactsim.sim.run import run
 
     start = time.monotonic()
     try:

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import dataclasses
 
-from sim.config import MAX_ORDER, PAGEBLOCK_ORDER, ClaimRule
-from sim.gfp import ALLOC_KSWAPD, ALLOC_NOFRAGMENT
-from sim.page import ALLOC, KIND_NONE, PCP, PG_LRU, PG_MOVABLE_OPS, TAIL
-from sim.pageblock import (FALLBACKS, PAGEBLOCK_NR_PAGES, MigrateType, Pageblocks,
+from compactsim.sim.config import MAX_ORDER, PAGEBLOCK_ORDER, ClaimRule
+from compactsim.sim.gfp import ALLOC_KSWAPD, ALLOC_NOFRAGMENT
+from compactsim.sim.page import ALLOC, KIND_NONE, PCP, PG_LRU, PG_MOVABLE_OPS, TAIL
+from compactsim.sim.pageblock import (FALLBACKS, PAGEBLOCK_NR_PAGES, MigrateType, Pageblocks,
                            can_steal_fallback)
-from sim.zone import WMARK_HIGH, Zone
+from compactsim.sim.zone import WMARK_HIGH, Zone
 
 NR_ORDERS = MAX_ORDER + 1
 

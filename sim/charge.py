@@ -11,9 +11,9 @@ change when the call starts; the lock decides when the caller may go on.
 
 from __future__ import annotations
 
-from sim.costs import Costs
-from sim.page_alloc import WORK_PCP, WORK_REFILL, Outcome
-from sim.task import Task
+from compactsim.sim.costs import Costs
+from compactsim.sim.page_alloc import WORK_PCP, WORK_REFILL, Outcome
+from compactsim.sim.task import Task
 
 PCP_BATCH_REF = 63     # the batch size the zone_lock_batch_hold_us measurement used
 

@@ -29,27 +29,27 @@ import enum
 
 import numpy as np
 
-from sim import compaction_trace as ct
-from sim import tracepoint as tp
-from sim.buddy import del_page_from_free_list, find_suitable_fallback, free_one_page
-from sim.config import ContendedAbort, MAX_ORDER
-from sim.fragmentation import extfrag_for_order, fragmentation_index
-from sim.gfp import ALLOC_CMA, gfp_migratetype
-from sim.lru import del_page_from_lru, lru_list_for
-from sim.machine import Machine
-from sim.migrate import MigrateMode, Migration
-from sim.page import (ALLOC, PG_DIRTY, PG_EXTRA_REF, PG_ISOLATED, PG_LOCKED, PG_LRU,
+from compactsim.sim import compaction_trace as ct
+from compactsim.sim import tracepoint as tp
+from compactsim.sim.buddy import del_page_from_free_list, find_suitable_fallback, free_one_page
+from compactsim.sim.config import ContendedAbort, MAX_ORDER
+from compactsim.sim.fragmentation import extfrag_for_order, fragmentation_index
+from compactsim.sim.gfp import ALLOC_CMA, gfp_migratetype
+from compactsim.sim.lru import del_page_from_lru, lru_list_for
+from compactsim.sim.machine import Machine
+from compactsim.sim.migrate import MigrateMode, Migration
+from compactsim.sim.page import (ALLOC, PG_DIRTY, PG_EXTRA_REF, PG_ISOLATED, PG_LOCKED, PG_LRU,
                       PG_MLOCKED, PG_MOVABLE_OPS, PG_WRITEBACK, TAIL, KIND_CODE)
-from sim.config import PageKind
-from sim.pageblock import (PAGE_ALLOC_COSTLY_ORDER, PAGEBLOCK_NR_PAGES, PAGEBLOCK_ORDER,
+from compactsim.sim.config import PageKind
+from compactsim.sim.pageblock import (PAGE_ALLOC_COSTLY_ORDER, PAGEBLOCK_NR_PAGES, PAGEBLOCK_ORDER,
                            MigrateType)
-from sim.pcp import free_pcppages_bulk
-from sim.page_alloc import free_to_buddy
-from sim.slowpath import CompactPriority, CompactResult
-from sim.task import Task
-from sim.histogram import Histogram
-from sim.gfp import gfp_io
-from sim.zone import WMARK_LOW, WMARK_MIN, Zone, zone_watermark_ok
+from compactsim.sim.pcp import free_pcppages_bulk
+from compactsim.sim.page_alloc import free_to_buddy
+from compactsim.sim.slowpath import CompactPriority, CompactResult
+from compactsim.sim.task import Task
+from compactsim.sim.histogram import Histogram
+from compactsim.sim.gfp import gfp_io
+from compactsim.sim.zone import WMARK_LOW, WMARK_MIN, Zone, zone_watermark_ok
 
 COMPACT_CLUSTER_MAX = 32
 COMPACT_MAX_DEFER_SHIFT = 6
@@ -803,7 +803,7 @@ class Compaction:
     def try_to_compact_pages(self, task: Task, gfp: int, order: int, alloc_flags: int,
                              priority: CompactPriority):
         """Generator: (best CompactResult, captured pfn or -1) over the zonelist."""
-        from sim.page_alloc import zonelist
+        from compactsim.sim.page_alloc import zonelist
         self._trace(task, "mm_compaction_try_to_compact_pages",
                     ct.fmt_try_to_compact_pages(order, tp.gfp_flags_to_str(gfp), int(priority)))
         if not gfp_io(gfp):
@@ -836,7 +836,7 @@ class Compaction:
     def direct_compact(self, task: Task, gfp: int, order: int, alloc_flags: int,
                        priority: CompactPriority):
         """__alloc_pages_direct_compact: generator returning (pfn or -1, CompactResult)."""
-        from sim.page_alloc import get_page_from_freelist
+        from compactsim.sim.page_alloc import get_page_from_freelist
         m = self.m
         memalloc, task.memalloc = task.memalloc, True
         try:
@@ -862,8 +862,8 @@ class Compaction:
 
     def compaction_zonelist_suitable(self, task: Task, order: int) -> bool:
         """Would reclaim make compaction worth trying (free + reclaimable / order)?"""
-        from sim.page_alloc import zonelist
-        from sim.reclaim import reclaimable_pages
+        from compactsim.sim.page_alloc import zonelist
+        from compactsim.sim.reclaim import reclaimable_pages
         zram = self.reclaim.zram if self.reclaim is not None else None
         room = zram is not None and zram.has_room(1)
         for z in zonelist(self.m, task.node):

@@ -23,9 +23,9 @@ from typing import Any
 
 import yaml
 
-from sim.costs import Costs
-from sim.schema import ConfigError, FieldError, build, spec, to_plain
-from sim.units import parse_duration, parse_size
+from compactsim.sim.costs import Costs
+from compactsim.sim.schema import ConfigError, FieldError, build, spec, to_plain
+from compactsim.sim.units import parse_duration, parse_size
 
 PAGE_SIZE = 4096
 MAX_ORDER = 10                # MAX_PAGE_ORDER (6.8+): largest buddy block is 2^10 pages

@@ -12,7 +12,7 @@ import dataclasses
 import enum
 from typing import Any
 
-from sim.schema import FieldError, spec
+from compactsim.sim.schema import FieldError, spec
 
 
 class CostPreset(enum.Enum):

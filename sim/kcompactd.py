@@ -13,18 +13,18 @@ itself after balancing (`compact_pgdat`, async).
 
 from __future__ import annotations
 
-from sim import compaction_trace as ct
-from sim.compaction import (COMPACT_MAX_DEFER_SHIFT, CompactControl, Compaction, Trigger,
+from compactsim.sim import compaction_trace as ct
+from compactsim.sim.compaction import (COMPACT_MAX_DEFER_SHIFT, CompactControl, Compaction, Trigger,
                             compaction_defer_reset, compaction_deferred, compaction_suitable,
                             defer_compaction, fragmentation_score_wmark)
-from sim.gfp import GFP_KERNEL
-from sim.machine import Machine
-from sim.migrate import MigrateMode
-from sim.page_alloc import drain_all_pages
-from sim.sampling import fragmentation_score_node
-from sim.slowpath import CompactResult
-from sim.task import Task
-from sim.zone import WMARK_MIN, zone_watermark_ok
+from compactsim.sim.gfp import GFP_KERNEL
+from compactsim.sim.machine import Machine
+from compactsim.sim.migrate import MigrateMode
+from compactsim.sim.page_alloc import drain_all_pages
+from compactsim.sim.sampling import fragmentation_score_node
+from compactsim.sim.slowpath import CompactResult
+from compactsim.sim.task import Task
+from compactsim.sim.zone import WMARK_MIN, zone_watermark_ok
 
 HPAGE_FRAG_CHECK_INTERVAL = 0.5
 

@@ -14,7 +14,7 @@ from collections import deque
 
 import simpy
 
-from sim.histogram import Histogram
+from compactsim.sim.histogram import Histogram
 
 
 class SimLock:

@@ -9,9 +9,9 @@ Also keeps per-kind page counts for the /proc/vmstat gauges.
 
 from __future__ import annotations
 
-from sim.config import PageKind
-from sim.machine import LRU_ANON, LRU_FILE, LRU_UNEVICTABLE, Machine
-from sim.page import KIND_CODE, PG_LRU, PG_MLOCKED
+from compactsim.sim.config import PageKind
+from compactsim.sim.machine import LRU_ANON, LRU_FILE, LRU_UNEVICTABLE, Machine
+from compactsim.sim.page import KIND_CODE, PG_LRU, PG_MLOCKED
 
 LRU_KINDS = {KIND_CODE[PageKind.FILE]: LRU_FILE, KIND_CODE[PageKind.ANON]: LRU_ANON,
              KIND_CODE[PageKind.THP]: LRU_ANON, KIND_CODE[PageKind.PINNED]: LRU_ANON}

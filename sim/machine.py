@@ -14,17 +14,17 @@ import dataclasses
 
 import simpy
 
-from sim.buddy import BuddyPolicy, free_one_page
-from sim.config import (MAX_ORDER, PAGE_SIZE, MovableOps, PageFlagsConfig, SimConfig,
+from compactsim.sim.buddy import BuddyPolicy, free_one_page
+from compactsim.sim.config import (MAX_ORDER, PAGE_SIZE, MovableOps, PageFlagsConfig, SimConfig,
                         ThpEnabled)
-from sim.pageflags import page_flags_budget
-from sim.locks import SimLock
-from sim.page import ALLOC, KIND_RESERVED, MemMap
-from sim.pageblock import PAGEBLOCK_ORDER, Pageblocks
-from sim.pcp import PerCpuPages
-from sim.tracepoint import TraceBuffer
-from sim.vmstat import new_events
-from sim.zone import (WMARK_HIGH, Zone, calculate_min_free_kbytes, recommended_min_free_kbytes,
+from compactsim.sim.pageflags import page_flags_budget
+from compactsim.sim.locks import SimLock
+from compactsim.sim.page import ALLOC, KIND_RESERVED, MemMap
+from compactsim.sim.pageblock import PAGEBLOCK_ORDER, Pageblocks
+from compactsim.sim.pcp import PerCpuPages
+from compactsim.sim.tracepoint import TraceBuffer
+from compactsim.sim.vmstat import new_events
+from compactsim.sim.zone import (WMARK_HIGH, Zone, calculate_min_free_kbytes, recommended_min_free_kbytes,
                       setup_per_zone_lowmem_reserve, setup_per_zone_wmarks, zone_batchsize,
                       zone_highsize)
 

@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import enum
 
-from sim.config import PageKind
-from sim.lru import add_page_to_lru, lru_list_for
-from sim.machine import Machine
-from sim.page import (ALLOC, KIND_CODE, KIND_NONE, PG_EXTRA_REF, PG_ISOLATED,
+from compactsim.sim.config import PageKind
+from compactsim.sim.lru import add_page_to_lru, lru_list_for
+from compactsim.sim.machine import Machine
+from compactsim.sim.page import (ALLOC, KIND_CODE, KIND_NONE, PG_EXTRA_REF, PG_ISOLATED,
                       PG_LOCKED, PG_LRU, PG_MOVABLE_OPS, PG_WRITEBACK)
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from array import array
 
-from sim.config import PageKind
+from compactsim.sim.config import PageKind
 
 ALLOC = 64
 PCP = 96

@@ -12,16 +12,16 @@ from __future__ import annotations
 
 import dataclasses
 
-from sim import tracepoint as tp
-from sim.buddy import free_one_page, rmqueue
-from sim.config import ClaimRule
-from sim.gfp import ALLOC_KSWAPD, ALLOC_NOFRAGMENT, ALLOC_WMARK_LOW, gfp_migratetype
-from sim.machine import Machine
-from sim.pageblock import MIGRATE_PCPTYPES, PAGEBLOCK_ORDER, MigrateType
-from sim.pcp import drain_zone_pages, free_pcppages_bulk, pcp_pop, pcp_push, rmqueue_bulk
-from sim.task import Task
-from sim.page import ALLOC
-from sim.zone import WMARK_LOW, Zone, zone_watermark_for_flags, zone_watermark_ok
+from compactsim.sim import tracepoint as tp
+from compactsim.sim.buddy import free_one_page, rmqueue
+from compactsim.sim.config import ClaimRule
+from compactsim.sim.gfp import ALLOC_KSWAPD, ALLOC_NOFRAGMENT, ALLOC_WMARK_LOW, gfp_migratetype
+from compactsim.sim.machine import Machine
+from compactsim.sim.pageblock import MIGRATE_PCPTYPES, PAGEBLOCK_ORDER, MigrateType
+from compactsim.sim.pcp import drain_zone_pages, free_pcppages_bulk, pcp_pop, pcp_push, rmqueue_bulk
+from compactsim.sim.task import Task
+from compactsim.sim.page import ALLOC
+from compactsim.sim.zone import WMARK_LOW, Zone, zone_watermark_for_flags, zone_watermark_ok
 
 # What an allocation or free did, for its cost.
 WORK_PCP = 0        # per-cpu list only

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import enum
 
-from sim.config import MAX_ORDER, PAGEBLOCK_ORDER
+from compactsim.sim.config import MAX_ORDER, PAGEBLOCK_ORDER
 
 PAGEBLOCK_NR_PAGES = 1 << PAGEBLOCK_ORDER
 NR_ORDERS = MAX_ORDER + 1

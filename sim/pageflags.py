@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from sim.config import MovableOps, PageFlagsConfig
+from compactsim.sim.config import MovableOps, PageFlagsConfig
 
 BITS_PER_LONG = 64
 LAST__PID_SHIFT = 8

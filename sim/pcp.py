@@ -10,9 +10,9 @@ no `free_factor` scaling, no high-order pcp lists (5.13+), no auto-tuning (6.7+)
 
 from __future__ import annotations
 
-from sim.config import ClaimRule
-from sim.page import ALLOC, PCP
-from sim.pageblock import MIGRATE_PCPTYPES
+from compactsim.sim.config import ClaimRule
+from compactsim.sim.page import ALLOC, PCP
+from compactsim.sim.pageblock import MIGRATE_PCPTYPES
 
 
 class PerCpuPages:

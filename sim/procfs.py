@@ -29,7 +29,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from sim.fragmentation import NR_PAGE_ORDERS, fragmentation_index, unusable_free_index
+from compactsim.sim.fragmentation import NR_PAGE_ORDERS, fragmentation_index, unusable_free_index
 
 PAGETYPEINFO_FREE_CAP = 100000  # pagetypeinfo_showfree_print stops counting a list here
 MIGRATETYPE_LETTERS = "UMEHCI"  # show_migration_types, 4.4+ type order, CMA and ISOLATION on

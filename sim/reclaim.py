@@ -20,15 +20,15 @@ import heapq
 
 import simpy
 
-from sim.charge import charge_frees, settle
-from sim.config import PAGEBLOCK_ORDER
-from sim.gfp import gfpflags_allow_blocking
-from sim.lru import del_page_from_lru
-from sim.machine import LRU_ANON, LRU_FILE, Machine, Node
-from sim.page import ALLOC, PG_DIRTY, PG_EXTRA_REF, PG_ISOLATED, PG_LOCKED, PG_WRITEBACK
-from sim.page_alloc import Outcome, free_pages
-from sim.task import Task
-from sim.zone import WMARK_HIGH, zone_watermark_ok
+from compactsim.sim.charge import charge_frees, settle
+from compactsim.sim.config import PAGEBLOCK_ORDER
+from compactsim.sim.gfp import gfpflags_allow_blocking
+from compactsim.sim.lru import del_page_from_lru
+from compactsim.sim.machine import LRU_ANON, LRU_FILE, Machine, Node
+from compactsim.sim.page import ALLOC, PG_DIRTY, PG_EXTRA_REF, PG_ISOLATED, PG_LOCKED, PG_WRITEBACK
+from compactsim.sim.page_alloc import Outcome, free_pages
+from compactsim.sim.task import Task
+from compactsim.sim.zone import WMARK_HIGH, zone_watermark_ok
 
 SWAP_CLUSTER_MAX = 32
 DEF_PRIORITY = 12

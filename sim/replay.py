@@ -50,20 +50,20 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from sim.buddy import add_to_free_list, del_page_from_free_list, free_one_page, mark_allocated
-from sim.charge import alloc_cost, charge, charge_frees, settle
-from sim.config import MAX_ORDER, PAGE_SIZE, LifetimeConfig, Lifetime, WorkloadGroup
-from sim.gfp import GFP_HIGHUSER_MOVABLE, GFP_KERNEL, __GFP_RECLAIMABLE
-from sim.histogram import Histogram
-from sim.machine import Machine
-from sim.page import ALLOC, KIND_CODE, PCP
-from sim.page_alloc import WORK_BUDDY, Outcome, trace_alloc
-from sim.pageblock import MigrateType
-from sim.schema import ConfigError, FieldError
-from sim.slowpath import Allocator
-from sim.task import Task
-from sim.traceparse import Pairing, Trace, pair_events, parse_trace_file
-from sim.zone import WMARK_LOW, Zone
+from compactsim.sim.buddy import add_to_free_list, del_page_from_free_list, free_one_page, mark_allocated
+from compactsim.sim.charge import alloc_cost, charge, charge_frees, settle
+from compactsim.sim.config import MAX_ORDER, PAGE_SIZE, LifetimeConfig, Lifetime, WorkloadGroup
+from compactsim.sim.gfp import GFP_HIGHUSER_MOVABLE, GFP_KERNEL, __GFP_RECLAIMABLE
+from compactsim.sim.histogram import Histogram
+from compactsim.sim.machine import Machine
+from compactsim.sim.page import ALLOC, KIND_CODE, PCP
+from compactsim.sim.page_alloc import WORK_BUDDY, Outcome, trace_alloc
+from compactsim.sim.pageblock import MigrateType
+from compactsim.sim.schema import ConfigError, FieldError
+from compactsim.sim.slowpath import Allocator
+from compactsim.sim.task import Task
+from compactsim.sim.traceparse import Pairing, Trace, pair_events, parse_trace_file
+from compactsim.sim.zone import WMARK_LOW, Zone
 
 # Flags an allocation of each traced migratetype (4.4+ numbering) is made with;
 # HIGHATOMIC (3; pre-4.4 RESERVE) is asked for as unmovable.

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from sim import procfs
-from sim.config import MAX_ORDER, PAGE_SIZE, PageKind
-from sim.machine import LRU_ANON, LRU_FILE, LRU_UNEVICTABLE, Machine
-from sim.page import KIND_CODE
-from sim.pageblock import MIGRATE_TYPES, MIGRATETYPE_NAMES, PAGEBLOCK_ORDER
-from sim.vmstat import VM_EVENTS
-from sim.zone import WMARK_HIGH, WMARK_LOW, WMARK_MIN, WMARK_PROMO
+from compactsim.sim import procfs
+from compactsim.sim.config import MAX_ORDER, PAGE_SIZE, PageKind
+from compactsim.sim.machine import LRU_ANON, LRU_FILE, LRU_UNEVICTABLE, Machine
+from compactsim.sim.page import KIND_CODE
+from compactsim.sim.pageblock import MIGRATE_TYPES, MIGRATETYPE_NAMES, PAGEBLOCK_ORDER
+from compactsim.sim.vmstat import VM_EVENTS
+from compactsim.sim.zone import WMARK_HIGH, WMARK_LOW, WMARK_MIN, WMARK_PROMO
 
 
 def zone_free(m: Machine) -> list[procfs.ZoneFree]:

@@ -15,22 +15,22 @@ from collections.abc import Callable
 import simpy
 import simpy.rt
 
-from sim.config import MovableOps, SimConfig, PAGE_SIZE
-from sim.histogram import Histogram
-from sim.machine import Machine, build_machine, struct_page_bytes
-from sim.pageflags import page_flags_budget
-from sim.page_alloc import trace_extfrag
-from sim.reclaim import Reclaim
-from sim.report import procfs_files, vmstat
-from sim.rng import RngStreams
-from sim.sampling import Sampler, fragmentation_score_node
-from sim.slowpath import Allocator
-from sim.workload import Workload
-from sim.zram import Zram
-from sim.compaction import Compaction
-from sim.kcompactd import Kcompactd, compact_node
-from sim.migrate import Migration
-from sim.task import Task
+from compactsim.sim.config import MovableOps, SimConfig, PAGE_SIZE
+from compactsim.sim.histogram import Histogram
+from compactsim.sim.machine import Machine, build_machine, struct_page_bytes
+from compactsim.sim.pageflags import page_flags_budget
+from compactsim.sim.page_alloc import trace_extfrag
+from compactsim.sim.reclaim import Reclaim
+from compactsim.sim.report import procfs_files, vmstat
+from compactsim.sim.rng import RngStreams
+from compactsim.sim.sampling import Sampler, fragmentation_score_node
+from compactsim.sim.slowpath import Allocator
+from compactsim.sim.workload import Workload
+from compactsim.sim.zram import Zram
+from compactsim.sim.compaction import Compaction
+from compactsim.sim.kcompactd import Kcompactd, compact_node
+from compactsim.sim.migrate import Migration
+from compactsim.sim.task import Task
 
 PROGRESS_STEPS = 100
 
@@ -175,7 +175,7 @@ def run(config: SimConfig, progress: Callable[[float, float], None] | None = Non
             env.process(_compact_memory_at(m, compaction, at))
     replays = []
     if any(g.replay is not None for g in config.workload):
-        from sim.replay import Replay
+        from compactsim.sim.replay import Replay
         replays = [Replay(m, allocator, workload, g) for g in config.workload
                    if g.replay is not None]
     sampler = Sampler(m, config.sampling.interval)

@@ -10,11 +10,11 @@ node present + 1); plus the /proc/vmstat event counters. A snapshot is plain dat
 
 from __future__ import annotations
 
-from sim.fragmentation import (extfrag_for_order, fragmentation_index_all_orders,
+from compactsim.sim.fragmentation import (extfrag_for_order, fragmentation_index_all_orders,
                                unusable_free_index_all_orders)
-from sim.machine import Machine
-from sim.pageblock import PAGEBLOCK_ORDER
-from sim.zone import WMARK_HIGH, WMARK_LOW, WMARK_MIN
+from compactsim.sim.machine import Machine
+from compactsim.sim.pageblock import PAGEBLOCK_ORDER
+from compactsim.sim.zone import WMARK_HIGH, WMARK_LOW, WMARK_MIN
 
 
 def fragmentation_score_node(m: Machine, nid: int) -> int:

@@ -17,17 +17,17 @@ from __future__ import annotations
 import enum
 from typing import Protocol
 
-from sim.charge import alloc_cost, charge, settle
-from sim.gfp import (ALLOC_NO_WATERMARKS, ALLOC_WMARK_LOW, gfp_kswapd_reclaim,
+from compactsim.sim.charge import alloc_cost, charge, settle
+from compactsim.sim.gfp import (ALLOC_NO_WATERMARKS, ALLOC_WMARK_LOW, gfp_kswapd_reclaim,
                      gfp_migratetype, gfp_noretry, gfp_retry_mayfail, gfp_to_alloc_flags,
                      gfpflags_allow_blocking, gfp_thp)
-from sim.machine import Machine
-from sim.page_alloc import (Outcome, drain_all_pages, get_page_from_freelist, trace_alloc,
+from compactsim.sim.machine import Machine
+from compactsim.sim.page_alloc import (Outcome, drain_all_pages, get_page_from_freelist, trace_alloc,
                             zonelist)
-from sim.pageblock import PAGE_ALLOC_COSTLY_ORDER, MigrateType
-from sim.reclaim import MAX_RECLAIM_RETRIES, Reclaim, reclaimable_pages
-from sim.task import Task
-from sim.zone import WMARK_MIN, zone_watermark_ok
+from compactsim.sim.pageblock import PAGE_ALLOC_COSTLY_ORDER, MigrateType
+from compactsim.sim.reclaim import MAX_RECLAIM_RETRIES, Reclaim, reclaimable_pages
+from compactsim.sim.task import Task
+from compactsim.sim.zone import WMARK_MIN, zone_watermark_ok
 
 
 class CompactPriority(enum.IntEnum):

@@ -55,7 +55,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sim.config import MAX_ORDER
+from compactsim.sim.config import MAX_ORDER
 
 MAX_PFN = 1 << (52 - 12)    # MAX_PHYSMEM_BITS 52 (x86-64 5-level paging), 4 KiB pages
 

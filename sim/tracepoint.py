@@ -39,7 +39,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable
 
-from sim import gfp
+from compactsim.sim import gfp
 
 VMEMMAP_BASE = 0xFFFFEA0000000000  # x86_64 vmemmap without KASLR
 STRUCT_PAGE_SIZE = 64  # bytes, sizeof(struct page) on x86_64

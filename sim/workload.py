@@ -18,23 +18,23 @@ import dataclasses
 import math
 from array import array
 
-from sim.charge import charge_frees, settle
-from sim.config import (Arrival, Lifetime, MovableOps, PageKind, SimConfig, ThpDefrag,
+from compactsim.sim.charge import charge_frees, settle
+from compactsim.sim.config import (Arrival, Lifetime, MovableOps, PageKind, SimConfig, ThpDefrag,
                         ThpEnabled, WorkloadGroup)
-from sim.gfp import (__GFP_COMP, __GFP_KSWAPD_RECLAIM, __GFP_NOMEMALLOC, __GFP_NORETRY,
+from compactsim.sim.gfp import (__GFP_COMP, __GFP_KSWAPD_RECLAIM, __GFP_NOMEMALLOC, __GFP_NORETRY,
                      __GFP_NOWARN, __GFP_RECLAIMABLE, GFP_ATOMIC, GFP_HIGHUSER_MOVABLE,
                      GFP_KERNEL, GFP_TRANSHUGE, GFP_TRANSHUGE_LIGHT)
-from sim.histogram import Histogram
-from sim.lru import del_page_from_lru, del_pages_from_lru, lru_list_for, node_of
-from sim.machine import LIST_BALLOON, LIST_ZSPAGES, Machine
-from sim.page import (ALLOC, KIND_CODE, PG_DIRTY, PG_EXTRA_REF, PG_ISOLATED, PG_LOCKED,
+from compactsim.sim.histogram import Histogram
+from compactsim.sim.lru import del_page_from_lru, del_pages_from_lru, lru_list_for, node_of
+from compactsim.sim.machine import LIST_BALLOON, LIST_ZSPAGES, Machine
+from compactsim.sim.page import (ALLOC, KIND_CODE, PG_DIRTY, PG_EXTRA_REF, PG_ISOLATED, PG_LOCKED,
                       PG_LRU, PG_MLOCKED, PG_MOVABLE_OPS, PG_WRITEBACK)
-from sim.page_alloc import free_pages, free_unref_page_list, rmqueue_pcplist_bulk
-from sim.pageblock import PAGEBLOCK_ORDER
-from sim.rng import RngStreams
-from sim.slowpath import Allocator
-from sim.task import Task
-from sim.zram import ZSPAGE_GFP_MOVABLE, ZSPAGE_GFP_UNMOVABLE, Zram
+from compactsim.sim.page_alloc import free_pages, free_unref_page_list, rmqueue_pcplist_bulk
+from compactsim.sim.pageblock import PAGEBLOCK_ORDER
+from compactsim.sim.rng import RngStreams
+from compactsim.sim.slowpath import Allocator
+from compactsim.sim.task import Task
+from compactsim.sim.zram import ZSPAGE_GFP_MOVABLE, ZSPAGE_GFP_UNMOVABLE, Zram
 
 HPAGE_PMD_NR = 1 << PAGEBLOCK_ORDER
 FAULT_LOG_LINES = 200_000

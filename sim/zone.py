@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import math
 
-from sim.gfp import (ALLOC_HARDER, ALLOC_HIGH, ALLOC_NO_WATERMARKS, ALLOC_WMARK_MASK)
-from sim.locks import SimLock
-from sim.pageblock import MIGRATE_PCPTYPES, MIGRATE_TYPES, NR_ORDERS, PAGEBLOCK_NR_PAGES
-from sim.page import MemMap
+from compactsim.sim.gfp import (ALLOC_HARDER, ALLOC_HIGH, ALLOC_NO_WATERMARKS, ALLOC_WMARK_MASK)
+from compactsim.sim.locks import SimLock
+from compactsim.sim.pageblock import MIGRATE_PCPTYPES, MIGRATE_TYPES, NR_ORDERS, PAGEBLOCK_NR_PAGES
+from compactsim.sim.page import MemMap
 
 WMARK_MIN, WMARK_LOW, WMARK_HIGH, WMARK_PROMO = range(4)
 ZONE_NAMES = ("DMA32", "Normal")

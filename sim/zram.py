@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import math
 
-from sim.config import MovableOps, PageKind
-from sim.gfp import (__GFP_HIGHMEM, __GFP_MOVABLE, __GFP_NOWARN, ALLOC_NO_WATERMARKS,
+from compactsim.sim.config import MovableOps, PageKind
+from compactsim.sim.gfp import (__GFP_HIGHMEM, __GFP_MOVABLE, __GFP_NOWARN, ALLOC_NO_WATERMARKS,
                      GFP_NOIO)
-from sim.lru import node_of
-from sim.machine import LIST_ZSPAGES, Machine
-from sim.page import KIND_CODE, PG_ISOLATED, PG_MOVABLE_OPS
-from sim.page_alloc import Outcome, free_pages, get_page_from_freelist, trace_alloc
-from sim.task import Task
+from compactsim.sim.lru import node_of
+from compactsim.sim.machine import LIST_ZSPAGES, Machine
+from compactsim.sim.page import KIND_CODE, PG_ISOLATED, PG_MOVABLE_OPS
+from compactsim.sim.page_alloc import Outcome, free_pages, get_page_from_freelist, trace_alloc
+from compactsim.sim.task import Task
 
 ZSPAGE_GFP_MOVABLE = GFP_NOIO | __GFP_HIGHMEM | __GFP_MOVABLE | __GFP_NOWARN
 ZSPAGE_GFP_UNMOVABLE = GFP_NOIO | __GFP_HIGHMEM | __GFP_NOWARN

@@ -59,7 +59,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from compactsim_proto.v1 import run_pb2, spec_pb2
+from compactsim.proto.v1 import run_pb2, spec_pb2
 
 R = run_pb2.Run
 TERMINAL = (R.SUCCEEDED, R.FAILED, R.CANCELLED)
@@ -95,5 +95,5 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def spec_proto(raw: dict[str, Any]) -> spec_pb2.Spec:
-    from client.api import spec_message
+    from compactsim.client.api import spec_message
     return spec_message(raw)

@@ -9,7 +9,7 @@ import time
 import grpc
 
 from bench.loadtest import RAMP_DURATION_S, SIM_SPEC, TERMINAL, R, log, spec_proto
-from compactsim_proto.v1 import simulator_pb2, spec_pb2
+from compactsim.proto.v1 import simulator_pb2, spec_pb2
 
 
 def create(stub, spec: spec_pb2.Spec, display_name: str) -> R:

@@ -13,7 +13,7 @@ import time
 import grpc
 
 from bench.loadtest import TERMINAL, TINY_SPEC, R, spec_proto
-from compactsim_proto.v1 import simulator_pb2, simulator_pb2_grpc
+from compactsim.proto.v1 import simulator_pb2, simulator_pb2_grpc
 
 
 @dataclasses.dataclass

@@ -24,7 +24,7 @@ from bench.loadtest import (GOAL_GETRUN_P99_S, GOAL_SLOWDOWN, RAMP_DURATION_S, S
 from bench.loadtest.calls import cancel_all_pending, list_all_names, run_simulations, wait_ended
 from bench.loadtest.clients import ClientPlan, ClientResult, client_process, spin
 from bench.loadtest.procs import ServerProcess, WorkerPinner
-from compactsim_proto.v1 import simulator_pb2, simulator_pb2_grpc
+from compactsim.proto.v1 import simulator_pb2, simulator_pb2_grpc
 
 
 @dataclasses.dataclass

@@ -28,7 +28,7 @@ class ServerProcess:
 
     def start(self) -> ServerProcess:
         exe = Path(sys.executable).with_name("compactsim-server")
-        cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "server.main"]
+        cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "compactsim.server.main"]
         port_file = self.data_dir / "port"
         self.log_path = self.data_dir / "server.log"
         with open(self.log_path, "ab") as out:

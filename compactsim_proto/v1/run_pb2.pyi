@@ -7,7 +7,7 @@ its report (summary, procfs files, latency histograms, trace).
 
 import builtins
 import collections.abc
-import compactsim_proto.v1.spec_pb2
+import compactsim.proto.v1.spec_pb2
 import google.protobuf.descriptor
 import google.protobuf.internal.containers
 import google.protobuf.internal.enum_type_wrapper
@@ -153,11 +153,11 @@ class Run(google.protobuf.message.Message):
     sweep: builtins.str
     """The sweep that created this run, `sweeps/{sweep}`; empty for a single run."""
     @property
-    def spec(self) -> compactsim_proto.v1.spec_pb2.Spec:
+    def spec(self) -> compactsim.proto.v1.spec_pb2.Spec:
         """What to simulate, as given (see `scenario`). Required unless `scenario` is set."""
 
     @property
-    def effective_spec(self) -> compactsim_proto.v1.spec_pb2.Spec:
+    def effective_spec(self) -> compactsim.proto.v1.spec_pb2.Spec:
         """The spec the run simulates: the scenario with `spec` applied, the kernel profile
         and every default filled in. Equal effective specs give equal results.
         """
@@ -219,8 +219,8 @@ class Run(google.protobuf.message.Message):
         name: builtins.str = ...,
         display_name: builtins.str = ...,
         scenario: builtins.str = ...,
-        spec: compactsim_proto.v1.spec_pb2.Spec | None = ...,
-        effective_spec: compactsim_proto.v1.spec_pb2.Spec | None = ...,
+        spec: compactsim.proto.v1.spec_pb2.Spec | None = ...,
+        effective_spec: compactsim.proto.v1.spec_pb2.Spec | None = ...,
         state: Global___Run.State.ValueType = ...,
         error: google.rpc.status_pb2.Status | None = ...,
         progress: Global___Progress | None = ...,

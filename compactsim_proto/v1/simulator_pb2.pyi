@@ -24,9 +24,9 @@ Errors are canonical codes with google.rpc.Status details:
 
 import builtins
 import collections.abc
-import compactsim_proto.v1.run_pb2
-import compactsim_proto.v1.spec_pb2
-import compactsim_proto.v1.sweep_pb2
+import compactsim.proto.v1.run_pb2
+import compactsim.proto.v1.spec_pb2
+import compactsim.proto.v1.sweep_pb2
 import google.protobuf.descriptor
 import google.protobuf.internal.containers
 import google.protobuf.message
@@ -57,7 +57,7 @@ class Scenario(google.protobuf.message.Message):
     description: builtins.str
     """The whole description: what it models, its source, what to vary."""
     @property
-    def spec(self) -> compactsim_proto.v1.spec_pb2.Spec:
+    def spec(self) -> compactsim.proto.v1.spec_pb2.Spec:
         """Its spec, as written in the preset (fields the preset leaves out are unset)."""
 
     def __init__(
@@ -66,7 +66,7 @@ class Scenario(google.protobuf.message.Message):
         name: builtins.str = ...,
         title: builtins.str = ...,
         description: builtins.str = ...,
-        spec: compactsim_proto.v1.spec_pb2.Spec | None = ...,
+        spec: compactsim.proto.v1.spec_pb2.Spec | None = ...,
     ) -> None: ...
     def HasField(self, field_name: typing.Literal["spec", b"spec"]) -> builtins.bool: ...
     def ClearField(self, field_name: typing.Literal["description", b"description", "name", b"name", "spec", b"spec", "title", b"title"]) -> None: ...
@@ -142,7 +142,7 @@ class CreateRunRequest(google.protobuf.message.Message):
     creating or queueing it. Quotas and limits are checked as for a real request.
     """
     @property
-    def run(self) -> compactsim_proto.v1.run_pb2.Run:
+    def run(self) -> compactsim.proto.v1.run_pb2.Run:
         """The run to create: `spec` and/or `scenario`, optional display_name and labels; the
         other fields are ignored.
         """
@@ -150,7 +150,7 @@ class CreateRunRequest(google.protobuf.message.Message):
     def __init__(
         self,
         *,
-        run: compactsim_proto.v1.run_pb2.Run | None = ...,
+        run: compactsim.proto.v1.run_pb2.Run | None = ...,
         run_id: builtins.str = ...,
         request_id: builtins.str = ...,
         validate_only: builtins.bool = ...,
@@ -232,13 +232,13 @@ class ListRunsResponse(google.protobuf.message.Message):
     total_size: builtins.int
     """Runs matching the filter, over all pages."""
     @property
-    def runs(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[compactsim_proto.v1.run_pb2.Run]:
+    def runs(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[compactsim.proto.v1.run_pb2.Run]:
         """The runs of this page."""
 
     def __init__(
         self,
         *,
-        runs: collections.abc.Iterable[compactsim_proto.v1.run_pb2.Run] | None = ...,
+        runs: collections.abc.Iterable[compactsim.proto.v1.run_pb2.Run] | None = ...,
         next_page_token: builtins.str = ...,
         total_size: builtins.int = ...,
     ) -> None: ...
@@ -297,11 +297,11 @@ class WatchRunResponse(google.protobuf.message.Message):
     pass the last value received as `after_sequence`.
     """
     @property
-    def snapshot(self) -> compactsim_proto.v1.run_pb2.Run:
+    def snapshot(self) -> compactsim.proto.v1.run_pb2.Run:
         """First message of every stream: the run as it is now."""
 
     @property
-    def event(self) -> compactsim_proto.v1.run_pb2.RunEvent:
+    def event(self) -> compactsim.proto.v1.run_pb2.RunEvent:
         """A numbered event of the run."""
 
     @property
@@ -311,8 +311,8 @@ class WatchRunResponse(google.protobuf.message.Message):
     def __init__(
         self,
         *,
-        snapshot: compactsim_proto.v1.run_pb2.Run | None = ...,
-        event: compactsim_proto.v1.run_pb2.RunEvent | None = ...,
+        snapshot: compactsim.proto.v1.run_pb2.Run | None = ...,
+        event: compactsim.proto.v1.run_pb2.RunEvent | None = ...,
         heartbeat: Global___Heartbeat | None = ...,
         sequence: builtins.int = ...,
     ) -> None: ...
@@ -433,14 +433,14 @@ class ListRunSamplesResponse(google.protobuf.message.Message):
         """Names of the values of each sample, in order (the time is Sample.time_seconds)."""
 
     @property
-    def samples(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[compactsim_proto.v1.run_pb2.Sample]:
+    def samples(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[compactsim.proto.v1.run_pb2.Sample]:
         """The samples of this page, by increasing time."""
 
     def __init__(
         self,
         *,
         columns: collections.abc.Iterable[builtins.str] | None = ...,
-        samples: collections.abc.Iterable[compactsim_proto.v1.run_pb2.Sample] | None = ...,
+        samples: collections.abc.Iterable[compactsim.proto.v1.run_pb2.Sample] | None = ...,
         next_page_token: builtins.str = ...,
         total_size: builtins.int = ...,
     ) -> None: ...
@@ -458,13 +458,13 @@ class GetRunReportRequest(google.protobuf.message.Message):
     VIEW_FIELD_NUMBER: builtins.int
     name: builtins.str
     """The report, `runs/{run}/report`."""
-    view: compactsim_proto.v1.run_pb2.RunReportView.ValueType
+    view: compactsim.proto.v1.run_pb2.RunReportView.ValueType
     """How much to return. Default BASIC (no trace or fault log)."""
     def __init__(
         self,
         *,
         name: builtins.str = ...,
-        view: compactsim_proto.v1.run_pb2.RunReportView.ValueType = ...,
+        view: compactsim.proto.v1.run_pb2.RunReportView.ValueType = ...,
     ) -> None: ...
     def ClearField(self, field_name: typing.Literal["name", b"name", "view", b"view"]) -> None: ...
 
@@ -493,7 +493,7 @@ class CreateSweepRequest(google.protobuf.message.Message):
     request; create nothing.
     """
     @property
-    def sweep(self) -> compactsim_proto.v1.sweep_pb2.Sweep:
+    def sweep(self) -> compactsim.proto.v1.sweep_pb2.Sweep:
         """The sweep: base_spec and/or scenario, parameters, seeds, optional metrics, labels
         and display_name; the other fields are ignored.
         """
@@ -501,7 +501,7 @@ class CreateSweepRequest(google.protobuf.message.Message):
     def __init__(
         self,
         *,
-        sweep: compactsim_proto.v1.sweep_pb2.Sweep | None = ...,
+        sweep: compactsim.proto.v1.sweep_pb2.Sweep | None = ...,
         sweep_id: builtins.str = ...,
         request_id: builtins.str = ...,
         validate_only: builtins.bool = ...,

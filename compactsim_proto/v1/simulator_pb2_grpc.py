@@ -3,10 +3,10 @@
 import grpc
 import warnings
 
-from compactsim_proto.v1 import run_pb2 as compactsim_dot_v1_dot_run__pb2
-from compactsim_proto.v1 import simulator_pb2 as compactsim_dot_v1_dot_simulator__pb2
-from compactsim_proto.v1 import sweep_pb2 as compactsim_dot_v1_dot_sweep__pb2
-from compactsim_proto.v1 import trace_pb2 as compactsim_dot_v1_dot_trace__pb2
+from compactsim.proto.v1 import run_pb2 as compactsim_dot_v1_dot_run__pb2
+from compactsim.proto.v1 import simulator_pb2 as compactsim_dot_v1_dot_simulator__pb2
+from compactsim.proto.v1 import sweep_pb2 as compactsim_dot_v1_dot_sweep__pb2
+from compactsim.proto.v1 import trace_pb2 as compactsim_dot_v1_dot_trace__pb2
 
 GRPC_GENERATED_VERSION = '1.81.1'
 GRPC_VERSION = grpc.__version__

@@ -24,10 +24,10 @@ Errors are canonical codes with google.rpc.Status details:
 
 import abc
 import collections.abc
-import compactsim_proto.v1.run_pb2
-import compactsim_proto.v1.simulator_pb2
-import compactsim_proto.v1.sweep_pb2
-import compactsim_proto.v1.trace_pb2
+import compactsim.proto.v1.run_pb2
+import compactsim.proto.v1.simulator_pb2
+import compactsim.proto.v1.sweep_pb2
+import compactsim.proto.v1.trace_pb2
 import grpc
 import grpc.aio
 import sys
@@ -50,208 +50,208 @@ GRPC_VERSION: str
 _SimulatorListScenariosType = typing_extensions.TypeVar(
     '_SimulatorListScenariosType',
     grpc.UnaryUnaryMultiCallable[
-        compactsim_proto.v1.simulator_pb2.ListScenariosRequest,
-        compactsim_proto.v1.simulator_pb2.ListScenariosResponse,
+        compactsim.proto.v1.simulator_pb2.ListScenariosRequest,
+        compactsim.proto.v1.simulator_pb2.ListScenariosResponse,
     ],
     grpc.aio.UnaryUnaryMultiCallable[
-        compactsim_proto.v1.simulator_pb2.ListScenariosRequest,
-        compactsim_proto.v1.simulator_pb2.ListScenariosResponse,
+        compactsim.proto.v1.simulator_pb2.ListScenariosRequest,
+        compactsim.proto.v1.simulator_pb2.ListScenariosResponse,
     ],
     default=grpc.UnaryUnaryMultiCallable[
-        compactsim_proto.v1.simulator_pb2.ListScenariosRequest,
-        compactsim_proto.v1.simulator_pb2.ListScenariosResponse,
+        compactsim.proto.v1.simulator_pb2.ListScenariosRequest,
+        compactsim.proto.v1.simulator_pb2.ListScenariosResponse,
     ],
 )
 
 _SimulatorCreateRunType = typing_extensions.TypeVar(
     '_SimulatorCreateRunType',
     grpc.UnaryUnaryMultiCallable[
-        compactsim_proto.v1.simulator_pb2.CreateRunRequest,
-        compactsim_proto.v1.run_pb2.Run,
+        compactsim.proto.v1.simulator_pb2.CreateRunRequest,
+        compactsim.proto.v1.run_pb2.Run,
     ],
     grpc.aio.UnaryUnaryMultiCallable[
-        compactsim_proto.v1.simulator_pb2.CreateRunRequest,
-        compactsim_proto.v1.run_pb2.Run,
+        compactsim.proto.v1.simulator_pb2.CreateRunRequest,
+        compactsim.proto.v1.run_pb2.Run,
     ],
     default=grpc.UnaryUnaryMultiCallable[
-        compactsim_proto.v1.simulator_pb2.CreateRunRequest,
-        compactsim_proto.v1.run_pb2.Run,
+        compactsim.proto.v1.simulator_pb2.CreateRunRequest,
+        compactsim.proto.v1.run_pb2.Run,
     ],
 )
 
 _SimulatorGetRunType = typing_extensions.TypeVar(
     '_SimulatorGetRunType',
     grpc.UnaryUnaryMultiCallable[
-        compactsim_proto.v1.simulator_pb2.GetRunRequest,
-        compactsim_proto.v1.run_pb2.Run,
+        compactsim.proto.v1.simulator_pb2.GetRunRequest,
+        compactsim.proto.v1.run_pb2.Run,
     ],
     grpc.aio.UnaryUnaryMultiCallable[
-        compactsim_proto.v1.simulator_pb2.GetRunRequest,
-        compactsim_proto.v1.run_pb2.Run,
+        compactsim.proto.v1.simulator_pb2.GetRunRequest,
+        compactsim.proto.v1.run_pb2.Run,
     ],
     default=grpc.UnaryUnaryMultiCallable[
-        compactsim_proto.v1.simulator_pb2.GetRunRequest,
-        compactsim_proto.v1.run_pb2.Run,
+        compactsim.proto.v1.simulator_pb2.GetRunRequest,
+        compactsim.proto.v1.run_pb2.Run,
     ],
 )
 
 _SimulatorListRunsType = typing_extensions.TypeVar(
     '_SimulatorListRunsType',
     grpc.UnaryUnaryMultiCallable[
-        compactsim_proto.v1.simulator_pb2.ListRunsRequest,
-        compactsim_proto.v1.simulator_pb2.ListRunsResponse,
+        compactsim.proto.v1.simulator_pb2.ListRunsRequest,
+        compactsim.proto.v1.simulator_pb2.ListRunsResponse,
     ],
     grpc.aio.UnaryUnaryMultiCallable[
-        compactsim_proto.v1.simulator_pb2.ListRunsRequest,
-        compactsim_proto.v1.simulator_pb2.ListRunsResponse,
+        compactsim.proto.v1.simulator_pb2.ListRunsRequest,
+        compactsim.proto.v1.simulator_pb2.ListRunsResponse,
     ],
     default=grpc.UnaryUnaryMultiCallable[
-        compactsim_proto.v1.simulator_pb2.ListRunsRequest,
-        compactsim_proto.v1.simulator_pb2.ListRunsResponse,
+        compactsim.proto.v1.simulator_pb2.ListRunsRequest,
+        compactsim.proto.v1.simulator_pb2.ListRunsResponse,
     ],
 )
 
 _SimulatorWatchRunType = typing_extensions.TypeVar(
     '_SimulatorWatchRunType',
     grpc.UnaryStreamMultiCallable[
-        compactsim_proto.v1.simulator_pb2.WatchRunRequest,
-        compactsim_proto.v1.simulator_pb2.WatchRunResponse,
+        compactsim.proto.v1.simulator_pb2.WatchRunRequest,
+        compactsim.proto.v1.simulator_pb2.WatchRunResponse,
     ],
     grpc.aio.UnaryStreamMultiCallable[
-        compactsim_proto.v1.simulator_pb2.WatchRunRequest,
-        compactsim_proto.v1.simulator_pb2.WatchRunResponse,
+        compactsim.proto.v1.simulator_pb2.WatchRunRequest,
+        compactsim.proto.v1.simulator_pb2.WatchRunResponse,
     ],
     default=grpc.UnaryStreamMultiCallable[
-        compactsim_proto.v1.simulator_pb2.WatchRunRequest,
-        compactsim_proto.v1.simulator_pb2.WatchRunResponse,
+        compactsim.proto.v1.simulator_pb2.WatchRunRequest,
+        compactsim.proto.v1.simulator_pb2.WatchRunResponse,
     ],
 )
 
 _SimulatorCancelRunType = typing_extensions.TypeVar(
     '_SimulatorCancelRunType',
     grpc.UnaryUnaryMultiCallable[
-        compactsim_proto.v1.simulator_pb2.CancelRunRequest,
-        compactsim_proto.v1.run_pb2.Run,
+        compactsim.proto.v1.simulator_pb2.CancelRunRequest,
+        compactsim.proto.v1.run_pb2.Run,
     ],
     grpc.aio.UnaryUnaryMultiCallable[
-        compactsim_proto.v1.simulator_pb2.CancelRunRequest,
-        compactsim_proto.v1.run_pb2.Run,
+        compactsim.proto.v1.simulator_pb2.CancelRunRequest,
+        compactsim.proto.v1.run_pb2.Run,
     ],
     default=grpc.UnaryUnaryMultiCallable[
-        compactsim_proto.v1.simulator_pb2.CancelRunRequest,
-        compactsim_proto.v1.run_pb2.Run,
+        compactsim.proto.v1.simulator_pb2.CancelRunRequest,
+        compactsim.proto.v1.run_pb2.Run,
     ],
 )
 
 _SimulatorDeleteRunType = typing_extensions.TypeVar(
     '_SimulatorDeleteRunType',
     grpc.UnaryUnaryMultiCallable[
-        compactsim_proto.v1.simulator_pb2.DeleteRunRequest,
-        compactsim_proto.v1.run_pb2.Run,
+        compactsim.proto.v1.simulator_pb2.DeleteRunRequest,
+        compactsim.proto.v1.run_pb2.Run,
     ],
     grpc.aio.UnaryUnaryMultiCallable[
-        compactsim_proto.v1.simulator_pb2.DeleteRunRequest,
-        compactsim_proto.v1.run_pb2.Run,
+        compactsim.proto.v1.simulator_pb2.DeleteRunRequest,
+        compactsim.proto.v1.run_pb2.Run,
     ],
     default=grpc.UnaryUnaryMultiCallable[
-        compactsim_proto.v1.simulator_pb2.DeleteRunRequest,
-        compactsim_proto.v1.run_pb2.Run,
+        compactsim.proto.v1.simulator_pb2.DeleteRunRequest,
+        compactsim.proto.v1.run_pb2.Run,
     ],
 )
 
 _SimulatorListRunSamplesType = typing_extensions.TypeVar(
     '_SimulatorListRunSamplesType',
     grpc.UnaryUnaryMultiCallable[
-        compactsim_proto.v1.simulator_pb2.ListRunSamplesRequest,
-        compactsim_proto.v1.simulator_pb2.ListRunSamplesResponse,
+        compactsim.proto.v1.simulator_pb2.ListRunSamplesRequest,
+        compactsim.proto.v1.simulator_pb2.ListRunSamplesResponse,
     ],
     grpc.aio.UnaryUnaryMultiCallable[
-        compactsim_proto.v1.simulator_pb2.ListRunSamplesRequest,
-        compactsim_proto.v1.simulator_pb2.ListRunSamplesResponse,
+        compactsim.proto.v1.simulator_pb2.ListRunSamplesRequest,
+        compactsim.proto.v1.simulator_pb2.ListRunSamplesResponse,
     ],
     default=grpc.UnaryUnaryMultiCallable[
-        compactsim_proto.v1.simulator_pb2.ListRunSamplesRequest,
-        compactsim_proto.v1.simulator_pb2.ListRunSamplesResponse,
+        compactsim.proto.v1.simulator_pb2.ListRunSamplesRequest,
+        compactsim.proto.v1.simulator_pb2.ListRunSamplesResponse,
     ],
 )
 
 _SimulatorGetRunReportType = typing_extensions.TypeVar(
     '_SimulatorGetRunReportType',
     grpc.UnaryUnaryMultiCallable[
-        compactsim_proto.v1.simulator_pb2.GetRunReportRequest,
-        compactsim_proto.v1.run_pb2.RunReport,
+        compactsim.proto.v1.simulator_pb2.GetRunReportRequest,
+        compactsim.proto.v1.run_pb2.RunReport,
     ],
     grpc.aio.UnaryUnaryMultiCallable[
-        compactsim_proto.v1.simulator_pb2.GetRunReportRequest,
-        compactsim_proto.v1.run_pb2.RunReport,
+        compactsim.proto.v1.simulator_pb2.GetRunReportRequest,
+        compactsim.proto.v1.run_pb2.RunReport,
     ],
     default=grpc.UnaryUnaryMultiCallable[
-        compactsim_proto.v1.simulator_pb2.GetRunReportRequest,
-        compactsim_proto.v1.run_pb2.RunReport,
+        compactsim.proto.v1.simulator_pb2.GetRunReportRequest,
+        compactsim.proto.v1.run_pb2.RunReport,
     ],
 )
 
 _SimulatorCreateSweepType = typing_extensions.TypeVar(
     '_SimulatorCreateSweepType',
     grpc.UnaryUnaryMultiCallable[
-        compactsim_proto.v1.simulator_pb2.CreateSweepRequest,
-        compactsim_proto.v1.sweep_pb2.Sweep,
+        compactsim.proto.v1.simulator_pb2.CreateSweepRequest,
+        compactsim.proto.v1.sweep_pb2.Sweep,
     ],
     grpc.aio.UnaryUnaryMultiCallable[
-        compactsim_proto.v1.simulator_pb2.CreateSweepRequest,
-        compactsim_proto.v1.sweep_pb2.Sweep,
+        compactsim.proto.v1.simulator_pb2.CreateSweepRequest,
+        compactsim.proto.v1.sweep_pb2.Sweep,
     ],
     default=grpc.UnaryUnaryMultiCallable[
-        compactsim_proto.v1.simulator_pb2.CreateSweepRequest,
-        compactsim_proto.v1.sweep_pb2.Sweep,
+        compactsim.proto.v1.simulator_pb2.CreateSweepRequest,
+        compactsim.proto.v1.sweep_pb2.Sweep,
     ],
 )
 
 _SimulatorGetSweepType = typing_extensions.TypeVar(
     '_SimulatorGetSweepType',
     grpc.UnaryUnaryMultiCallable[
-        compactsim_proto.v1.simulator_pb2.GetSweepRequest,
-        compactsim_proto.v1.sweep_pb2.Sweep,
+        compactsim.proto.v1.simulator_pb2.GetSweepRequest,
+        compactsim.proto.v1.sweep_pb2.Sweep,
     ],
     grpc.aio.UnaryUnaryMultiCallable[
-        compactsim_proto.v1.simulator_pb2.GetSweepRequest,
-        compactsim_proto.v1.sweep_pb2.Sweep,
+        compactsim.proto.v1.simulator_pb2.GetSweepRequest,
+        compactsim.proto.v1.sweep_pb2.Sweep,
     ],
     default=grpc.UnaryUnaryMultiCallable[
-        compactsim_proto.v1.simulator_pb2.GetSweepRequest,
-        compactsim_proto.v1.sweep_pb2.Sweep,
+        compactsim.proto.v1.simulator_pb2.GetSweepRequest,
+        compactsim.proto.v1.sweep_pb2.Sweep,
     ],
 )
 
 _SimulatorUploadTraceType = typing_extensions.TypeVar(
     '_SimulatorUploadTraceType',
     grpc.StreamUnaryMultiCallable[
-        compactsim_proto.v1.trace_pb2.UploadTraceRequest,
-        compactsim_proto.v1.trace_pb2.Trace,
+        compactsim.proto.v1.trace_pb2.UploadTraceRequest,
+        compactsim.proto.v1.trace_pb2.Trace,
     ],
     grpc.aio.StreamUnaryMultiCallable[
-        compactsim_proto.v1.trace_pb2.UploadTraceRequest,
-        compactsim_proto.v1.trace_pb2.Trace,
+        compactsim.proto.v1.trace_pb2.UploadTraceRequest,
+        compactsim.proto.v1.trace_pb2.Trace,
     ],
     default=grpc.StreamUnaryMultiCallable[
-        compactsim_proto.v1.trace_pb2.UploadTraceRequest,
-        compactsim_proto.v1.trace_pb2.Trace,
+        compactsim.proto.v1.trace_pb2.UploadTraceRequest,
+        compactsim.proto.v1.trace_pb2.Trace,
     ],
 )
 
 _SimulatorGetTraceType = typing_extensions.TypeVar(
     '_SimulatorGetTraceType',
     grpc.UnaryUnaryMultiCallable[
-        compactsim_proto.v1.trace_pb2.GetTraceRequest,
-        compactsim_proto.v1.trace_pb2.Trace,
+        compactsim.proto.v1.trace_pb2.GetTraceRequest,
+        compactsim.proto.v1.trace_pb2.Trace,
     ],
     grpc.aio.UnaryUnaryMultiCallable[
-        compactsim_proto.v1.trace_pb2.GetTraceRequest,
-        compactsim_proto.v1.trace_pb2.Trace,
+        compactsim.proto.v1.trace_pb2.GetTraceRequest,
+        compactsim.proto.v1.trace_pb2.Trace,
     ],
     default=grpc.UnaryUnaryMultiCallable[
-        compactsim_proto.v1.trace_pb2.GetTraceRequest,
-        compactsim_proto.v1.trace_pb2.Trace,
+        compactsim.proto.v1.trace_pb2.GetTraceRequest,
+        compactsim.proto.v1.trace_pb2.Trace,
     ],
 )
 
@@ -261,112 +261,112 @@ class SimulatorStub(typing.Generic[_SimulatorListScenariosType, _SimulatorCreate
     @typing.overload
     def __init__(self: SimulatorStub[
         grpc.UnaryUnaryMultiCallable[
-            compactsim_proto.v1.simulator_pb2.ListScenariosRequest,
-            compactsim_proto.v1.simulator_pb2.ListScenariosResponse,
+            compactsim.proto.v1.simulator_pb2.ListScenariosRequest,
+            compactsim.proto.v1.simulator_pb2.ListScenariosResponse,
         ],
         grpc.UnaryUnaryMultiCallable[
-            compactsim_proto.v1.simulator_pb2.CreateRunRequest,
-            compactsim_proto.v1.run_pb2.Run,
+            compactsim.proto.v1.simulator_pb2.CreateRunRequest,
+            compactsim.proto.v1.run_pb2.Run,
         ],
         grpc.UnaryUnaryMultiCallable[
-            compactsim_proto.v1.simulator_pb2.GetRunRequest,
-            compactsim_proto.v1.run_pb2.Run,
+            compactsim.proto.v1.simulator_pb2.GetRunRequest,
+            compactsim.proto.v1.run_pb2.Run,
         ],
         grpc.UnaryUnaryMultiCallable[
-            compactsim_proto.v1.simulator_pb2.ListRunsRequest,
-            compactsim_proto.v1.simulator_pb2.ListRunsResponse,
+            compactsim.proto.v1.simulator_pb2.ListRunsRequest,
+            compactsim.proto.v1.simulator_pb2.ListRunsResponse,
         ],
         grpc.UnaryStreamMultiCallable[
-            compactsim_proto.v1.simulator_pb2.WatchRunRequest,
-            compactsim_proto.v1.simulator_pb2.WatchRunResponse,
+            compactsim.proto.v1.simulator_pb2.WatchRunRequest,
+            compactsim.proto.v1.simulator_pb2.WatchRunResponse,
         ],
         grpc.UnaryUnaryMultiCallable[
-            compactsim_proto.v1.simulator_pb2.CancelRunRequest,
-            compactsim_proto.v1.run_pb2.Run,
+            compactsim.proto.v1.simulator_pb2.CancelRunRequest,
+            compactsim.proto.v1.run_pb2.Run,
         ],
         grpc.UnaryUnaryMultiCallable[
-            compactsim_proto.v1.simulator_pb2.DeleteRunRequest,
-            compactsim_proto.v1.run_pb2.Run,
+            compactsim.proto.v1.simulator_pb2.DeleteRunRequest,
+            compactsim.proto.v1.run_pb2.Run,
         ],
         grpc.UnaryUnaryMultiCallable[
-            compactsim_proto.v1.simulator_pb2.ListRunSamplesRequest,
-            compactsim_proto.v1.simulator_pb2.ListRunSamplesResponse,
+            compactsim.proto.v1.simulator_pb2.ListRunSamplesRequest,
+            compactsim.proto.v1.simulator_pb2.ListRunSamplesResponse,
         ],
         grpc.UnaryUnaryMultiCallable[
-            compactsim_proto.v1.simulator_pb2.GetRunReportRequest,
-            compactsim_proto.v1.run_pb2.RunReport,
+            compactsim.proto.v1.simulator_pb2.GetRunReportRequest,
+            compactsim.proto.v1.run_pb2.RunReport,
         ],
         grpc.UnaryUnaryMultiCallable[
-            compactsim_proto.v1.simulator_pb2.CreateSweepRequest,
-            compactsim_proto.v1.sweep_pb2.Sweep,
+            compactsim.proto.v1.simulator_pb2.CreateSweepRequest,
+            compactsim.proto.v1.sweep_pb2.Sweep,
         ],
         grpc.UnaryUnaryMultiCallable[
-            compactsim_proto.v1.simulator_pb2.GetSweepRequest,
-            compactsim_proto.v1.sweep_pb2.Sweep,
+            compactsim.proto.v1.simulator_pb2.GetSweepRequest,
+            compactsim.proto.v1.sweep_pb2.Sweep,
         ],
         grpc.StreamUnaryMultiCallable[
-            compactsim_proto.v1.trace_pb2.UploadTraceRequest,
-            compactsim_proto.v1.trace_pb2.Trace,
+            compactsim.proto.v1.trace_pb2.UploadTraceRequest,
+            compactsim.proto.v1.trace_pb2.Trace,
         ],
         grpc.UnaryUnaryMultiCallable[
-            compactsim_proto.v1.trace_pb2.GetTraceRequest,
-            compactsim_proto.v1.trace_pb2.Trace,
+            compactsim.proto.v1.trace_pb2.GetTraceRequest,
+            compactsim.proto.v1.trace_pb2.Trace,
         ],
     ], channel: grpc.Channel) -> None: ...
 
     @typing.overload
     def __init__(self: SimulatorStub[
         grpc.aio.UnaryUnaryMultiCallable[
-            compactsim_proto.v1.simulator_pb2.ListScenariosRequest,
-            compactsim_proto.v1.simulator_pb2.ListScenariosResponse,
+            compactsim.proto.v1.simulator_pb2.ListScenariosRequest,
+            compactsim.proto.v1.simulator_pb2.ListScenariosResponse,
         ],
         grpc.aio.UnaryUnaryMultiCallable[
-            compactsim_proto.v1.simulator_pb2.CreateRunRequest,
-            compactsim_proto.v1.run_pb2.Run,
+            compactsim.proto.v1.simulator_pb2.CreateRunRequest,
+            compactsim.proto.v1.run_pb2.Run,
         ],
         grpc.aio.UnaryUnaryMultiCallable[
-            compactsim_proto.v1.simulator_pb2.GetRunRequest,
-            compactsim_proto.v1.run_pb2.Run,
+            compactsim.proto.v1.simulator_pb2.GetRunRequest,
+            compactsim.proto.v1.run_pb2.Run,
         ],
         grpc.aio.UnaryUnaryMultiCallable[
-            compactsim_proto.v1.simulator_pb2.ListRunsRequest,
-            compactsim_proto.v1.simulator_pb2.ListRunsResponse,
+            compactsim.proto.v1.simulator_pb2.ListRunsRequest,
+            compactsim.proto.v1.simulator_pb2.ListRunsResponse,
         ],
         grpc.aio.UnaryStreamMultiCallable[
-            compactsim_proto.v1.simulator_pb2.WatchRunRequest,
-            compactsim_proto.v1.simulator_pb2.WatchRunResponse,
+            compactsim.proto.v1.simulator_pb2.WatchRunRequest,
+            compactsim.proto.v1.simulator_pb2.WatchRunResponse,
         ],
         grpc.aio.UnaryUnaryMultiCallable[
-            compactsim_proto.v1.simulator_pb2.CancelRunRequest,
-            compactsim_proto.v1.run_pb2.Run,
+            compactsim.proto.v1.simulator_pb2.CancelRunRequest,
+            compactsim.proto.v1.run_pb2.Run,
         ],
         grpc.aio.UnaryUnaryMultiCallable[
-            compactsim_proto.v1.simulator_pb2.DeleteRunRequest,
-            compactsim_proto.v1.run_pb2.Run,
+            compactsim.proto.v1.simulator_pb2.DeleteRunRequest,
+            compactsim.proto.v1.run_pb2.Run,
         ],
         grpc.aio.UnaryUnaryMultiCallable[
-            compactsim_proto.v1.simulator_pb2.ListRunSamplesRequest,
-            compactsim_proto.v1.simulator_pb2.ListRunSamplesResponse,
+            compactsim.proto.v1.simulator_pb2.ListRunSamplesRequest,
+            compactsim.proto.v1.simulator_pb2.ListRunSamplesResponse,
         ],
         grpc.aio.UnaryUnaryMultiCallable[
-            compactsim_proto.v1.simulator_pb2.GetRunReportRequest,
-            compactsim_proto.v1.run_pb2.RunReport,
+            compactsim.proto.v1.simulator_pb2.GetRunReportRequest,
+            compactsim.proto.v1.run_pb2.RunReport,
         ],
         grpc.aio.UnaryUnaryMultiCallable[
-            compactsim_proto.v1.simulator_pb2.CreateSweepRequest,
-            compactsim_proto.v1.sweep_pb2.Sweep,
+            compactsim.proto.v1.simulator_pb2.CreateSweepRequest,
+            compactsim.proto.v1.sweep_pb2.Sweep,
         ],
         grpc.aio.UnaryUnaryMultiCallable[
-            compactsim_proto.v1.simulator_pb2.GetSweepRequest,
-            compactsim_proto.v1.sweep_pb2.Sweep,
+            compactsim.proto.v1.simulator_pb2.GetSweepRequest,
+            compactsim.proto.v1.sweep_pb2.Sweep,
         ],
         grpc.aio.StreamUnaryMultiCallable[
-            compactsim_proto.v1.trace_pb2.UploadTraceRequest,
-            compactsim_proto.v1.trace_pb2.Trace,
+            compactsim.proto.v1.trace_pb2.UploadTraceRequest,
+            compactsim.proto.v1.trace_pb2.Trace,
         ],
         grpc.aio.UnaryUnaryMultiCallable[
-            compactsim_proto.v1.trace_pb2.GetTraceRequest,
-            compactsim_proto.v1.trace_pb2.Trace,
+            compactsim.proto.v1.trace_pb2.GetTraceRequest,
+            compactsim.proto.v1.trace_pb2.Trace,
         ],
     ], channel: grpc.aio.Channel) -> None: ...
 
@@ -444,56 +444,56 @@ class SimulatorStub(typing.Generic[_SimulatorListScenariosType, _SimulatorCreate
 
 SimulatorAsyncStub: typing_extensions.TypeAlias = SimulatorStub[
     grpc.aio.UnaryUnaryMultiCallable[
-        compactsim_proto.v1.simulator_pb2.ListScenariosRequest,
-        compactsim_proto.v1.simulator_pb2.ListScenariosResponse,
+        compactsim.proto.v1.simulator_pb2.ListScenariosRequest,
+        compactsim.proto.v1.simulator_pb2.ListScenariosResponse,
     ],
     grpc.aio.UnaryUnaryMultiCallable[
-        compactsim_proto.v1.simulator_pb2.CreateRunRequest,
-        compactsim_proto.v1.run_pb2.Run,
+        compactsim.proto.v1.simulator_pb2.CreateRunRequest,
+        compactsim.proto.v1.run_pb2.Run,
     ],
     grpc.aio.UnaryUnaryMultiCallable[
-        compactsim_proto.v1.simulator_pb2.GetRunRequest,
-        compactsim_proto.v1.run_pb2.Run,
+        compactsim.proto.v1.simulator_pb2.GetRunRequest,
+        compactsim.proto.v1.run_pb2.Run,
     ],
     grpc.aio.UnaryUnaryMultiCallable[
-        compactsim_proto.v1.simulator_pb2.ListRunsRequest,
-        compactsim_proto.v1.simulator_pb2.ListRunsResponse,
+        compactsim.proto.v1.simulator_pb2.ListRunsRequest,
+        compactsim.proto.v1.simulator_pb2.ListRunsResponse,
     ],
     grpc.aio.UnaryStreamMultiCallable[
-        compactsim_proto.v1.simulator_pb2.WatchRunRequest,
-        compactsim_proto.v1.simulator_pb2.WatchRunResponse,
+        compactsim.proto.v1.simulator_pb2.WatchRunRequest,
+        compactsim.proto.v1.simulator_pb2.WatchRunResponse,
     ],
     grpc.aio.UnaryUnaryMultiCallable[
-        compactsim_proto.v1.simulator_pb2.CancelRunRequest,
-        compactsim_proto.v1.run_pb2.Run,
+        compactsim.proto.v1.simulator_pb2.CancelRunRequest,
+        compactsim.proto.v1.run_pb2.Run,
     ],
     grpc.aio.UnaryUnaryMultiCallable[
-        compactsim_proto.v1.simulator_pb2.DeleteRunRequest,
-        compactsim_proto.v1.run_pb2.Run,
+        compactsim.proto.v1.simulator_pb2.DeleteRunRequest,
+        compactsim.proto.v1.run_pb2.Run,
     ],
     grpc.aio.UnaryUnaryMultiCallable[
-        compactsim_proto.v1.simulator_pb2.ListRunSamplesRequest,
-        compactsim_proto.v1.simulator_pb2.ListRunSamplesResponse,
+        compactsim.proto.v1.simulator_pb2.ListRunSamplesRequest,
+        compactsim.proto.v1.simulator_pb2.ListRunSamplesResponse,
     ],
     grpc.aio.UnaryUnaryMultiCallable[
-        compactsim_proto.v1.simulator_pb2.GetRunReportRequest,
-        compactsim_proto.v1.run_pb2.RunReport,
+        compactsim.proto.v1.simulator_pb2.GetRunReportRequest,
+        compactsim.proto.v1.run_pb2.RunReport,
     ],
     grpc.aio.UnaryUnaryMultiCallable[
-        compactsim_proto.v1.simulator_pb2.CreateSweepRequest,
-        compactsim_proto.v1.sweep_pb2.Sweep,
+        compactsim.proto.v1.simulator_pb2.CreateSweepRequest,
+        compactsim.proto.v1.sweep_pb2.Sweep,
     ],
     grpc.aio.UnaryUnaryMultiCallable[
-        compactsim_proto.v1.simulator_pb2.GetSweepRequest,
-        compactsim_proto.v1.sweep_pb2.Sweep,
+        compactsim.proto.v1.simulator_pb2.GetSweepRequest,
+        compactsim.proto.v1.sweep_pb2.Sweep,
     ],
     grpc.aio.StreamUnaryMultiCallable[
-        compactsim_proto.v1.trace_pb2.UploadTraceRequest,
-        compactsim_proto.v1.trace_pb2.Trace,
+        compactsim.proto.v1.trace_pb2.UploadTraceRequest,
+        compactsim.proto.v1.trace_pb2.Trace,
     ],
     grpc.aio.UnaryUnaryMultiCallable[
-        compactsim_proto.v1.trace_pb2.GetTraceRequest,
-        compactsim_proto.v1.trace_pb2.Trace,
+        compactsim.proto.v1.trace_pb2.GetTraceRequest,
+        compactsim.proto.v1.trace_pb2.Trace,
     ],
 ]
 
@@ -503,17 +503,17 @@ class SimulatorServicer(metaclass=abc.ABCMeta):
     @abc.abstractmethod
     def ListScenarios(
         self,
-        request: compactsim_proto.v1.simulator_pb2.ListScenariosRequest,
+        request: compactsim.proto.v1.simulator_pb2.ListScenariosRequest,
         context: _ServicerContext,
-    ) -> typing.Union[compactsim_proto.v1.simulator_pb2.ListScenariosResponse, collections.abc.Awaitable[compactsim_proto.v1.simulator_pb2.ListScenariosResponse]]:
+    ) -> typing.Union[compactsim.proto.v1.simulator_pb2.ListScenariosResponse, collections.abc.Awaitable[compactsim.proto.v1.simulator_pb2.ListScenariosResponse]]:
         """Lists the preset scenarios, with their specs."""
 
     @abc.abstractmethod
     def CreateRun(
         self,
-        request: compactsim_proto.v1.simulator_pb2.CreateRunRequest,
+        request: compactsim.proto.v1.simulator_pb2.CreateRunRequest,
         context: _ServicerContext,
-    ) -> typing.Union[compactsim_proto.v1.run_pb2.Run, collections.abc.Awaitable[compactsim_proto.v1.run_pb2.Run]]:
+    ) -> typing.Union[compactsim.proto.v1.run_pb2.Run, collections.abc.Awaitable[compactsim.proto.v1.run_pb2.Run]]:
         """Validates a run and queues it; returns the Run at once, in QUEUED, with the caller as
         its creator. Retrying with the same request_id (as the same user) returns the run
         created the first time. INVALID_ARGUMENT for a bad spec (a replayed trace must be an
@@ -527,25 +527,25 @@ class SimulatorServicer(metaclass=abc.ABCMeta):
     @abc.abstractmethod
     def GetRun(
         self,
-        request: compactsim_proto.v1.simulator_pb2.GetRunRequest,
+        request: compactsim.proto.v1.simulator_pb2.GetRunRequest,
         context: _ServicerContext,
-    ) -> typing.Union[compactsim_proto.v1.run_pb2.Run, collections.abc.Awaitable[compactsim_proto.v1.run_pb2.Run]]:
+    ) -> typing.Union[compactsim.proto.v1.run_pb2.Run, collections.abc.Awaitable[compactsim.proto.v1.run_pb2.Run]]:
         """Gets a run. NOT_FOUND for an unknown or deleted run."""
 
     @abc.abstractmethod
     def ListRuns(
         self,
-        request: compactsim_proto.v1.simulator_pb2.ListRunsRequest,
+        request: compactsim.proto.v1.simulator_pb2.ListRunsRequest,
         context: _ServicerContext,
-    ) -> typing.Union[compactsim_proto.v1.simulator_pb2.ListRunsResponse, collections.abc.Awaitable[compactsim_proto.v1.simulator_pb2.ListRunsResponse]]:
+    ) -> typing.Union[compactsim.proto.v1.simulator_pb2.ListRunsResponse, collections.abc.Awaitable[compactsim.proto.v1.simulator_pb2.ListRunsResponse]]:
         """Lists runs, filtered and ordered, a page at a time."""
 
     @abc.abstractmethod
     def WatchRun(
         self,
-        request: compactsim_proto.v1.simulator_pb2.WatchRunRequest,
+        request: compactsim.proto.v1.simulator_pb2.WatchRunRequest,
         context: _ServicerContext,
-    ) -> typing.Union[collections.abc.Iterator[compactsim_proto.v1.simulator_pb2.WatchRunResponse], collections.abc.AsyncIterator[compactsim_proto.v1.simulator_pb2.WatchRunResponse]]:
+    ) -> typing.Union[collections.abc.Iterator[compactsim.proto.v1.simulator_pb2.WatchRunResponse], collections.abc.AsyncIterator[compactsim.proto.v1.simulator_pb2.WatchRunResponse]]:
         """Streams a run: first a snapshot of the run, then its numbered events (state changes,
         progress), with heartbeats while nothing happens. The stream ends (OK) after the
         event of a terminal state (SUCCEEDED, FAILED, CANCELLED), at once when the run has
@@ -557,9 +557,9 @@ class SimulatorServicer(metaclass=abc.ABCMeta):
     @abc.abstractmethod
     def CancelRun(
         self,
-        request: compactsim_proto.v1.simulator_pb2.CancelRunRequest,
+        request: compactsim.proto.v1.simulator_pb2.CancelRunRequest,
         context: _ServicerContext,
-    ) -> typing.Union[compactsim_proto.v1.run_pb2.Run, collections.abc.Awaitable[compactsim_proto.v1.run_pb2.Run]]:
+    ) -> typing.Union[compactsim.proto.v1.run_pb2.Run, collections.abc.Awaitable[compactsim.proto.v1.run_pb2.Run]]:
         """Cancels a run: a QUEUED run becomes CANCELLED at once, a RUNNING one CANCELLING and
         then CANCELLED when its worker has stopped. Returns the run. FAILED_PRECONDITION if
         the run has already ended; PERMISSION_DENIED unless the caller created the run or is
@@ -569,9 +569,9 @@ class SimulatorServicer(metaclass=abc.ABCMeta):
     @abc.abstractmethod
     def DeleteRun(
         self,
-        request: compactsim_proto.v1.simulator_pb2.DeleteRunRequest,
+        request: compactsim.proto.v1.simulator_pb2.DeleteRunRequest,
         context: _ServicerContext,
-    ) -> typing.Union[compactsim_proto.v1.run_pb2.Run, collections.abc.Awaitable[compactsim_proto.v1.run_pb2.Run]]:
+    ) -> typing.Union[compactsim.proto.v1.run_pb2.Run, collections.abc.Awaitable[compactsim.proto.v1.run_pb2.Run]]:
         """Soft-deletes a finished run (sets delete_time; it disappears from GetRun and
         ListRuns unless show_deleted). Returns the run. FAILED_PRECONDITION for a run that
         has not ended, unless `force`, which cancels it first; PERMISSION_DENIED unless the
@@ -581,9 +581,9 @@ class SimulatorServicer(metaclass=abc.ABCMeta):
     @abc.abstractmethod
     def ListRunSamples(
         self,
-        request: compactsim_proto.v1.simulator_pb2.ListRunSamplesRequest,
+        request: compactsim.proto.v1.simulator_pb2.ListRunSamplesRequest,
         context: _ServicerContext,
-    ) -> typing.Union[compactsim_proto.v1.simulator_pb2.ListRunSamplesResponse, collections.abc.Awaitable[compactsim_proto.v1.simulator_pb2.ListRunSamplesResponse]]:
+    ) -> typing.Union[compactsim.proto.v1.simulator_pb2.ListRunSamplesResponse, collections.abc.Awaitable[compactsim.proto.v1.simulator_pb2.ListRunSamplesResponse]]:
         """Lists a run's time series (one sample per sampling interval of simulated time),
         downsampled to at most max_points, a page at a time.
         """
@@ -591,9 +591,9 @@ class SimulatorServicer(metaclass=abc.ABCMeta):
     @abc.abstractmethod
     def GetRunReport(
         self,
-        request: compactsim_proto.v1.simulator_pb2.GetRunReportRequest,
+        request: compactsim.proto.v1.simulator_pb2.GetRunReportRequest,
         context: _ServicerContext,
-    ) -> typing.Union[compactsim_proto.v1.run_pb2.RunReport, collections.abc.Awaitable[compactsim_proto.v1.run_pb2.RunReport]]:
+    ) -> typing.Union[compactsim.proto.v1.run_pb2.RunReport, collections.abc.Awaitable[compactsim.proto.v1.run_pb2.RunReport]]:
         """Gets the report of a SUCCEEDED run (summary, procfs files, latency histograms and,
         in the FULL view, the trace). FAILED_PRECONDITION for a run that did not succeed.
         """
@@ -601,9 +601,9 @@ class SimulatorServicer(metaclass=abc.ABCMeta):
     @abc.abstractmethod
     def CreateSweep(
         self,
-        request: compactsim_proto.v1.simulator_pb2.CreateSweepRequest,
+        request: compactsim.proto.v1.simulator_pb2.CreateSweepRequest,
         context: _ServicerContext,
-    ) -> typing.Union[compactsim_proto.v1.sweep_pb2.Sweep, collections.abc.Awaitable[compactsim_proto.v1.sweep_pb2.Sweep]]:
+    ) -> typing.Union[compactsim.proto.v1.sweep_pb2.Sweep, collections.abc.Awaitable[compactsim.proto.v1.sweep_pb2.Sweep]]:
         """Validates a sweep and creates its runs (one per grid point and seed) at once;
         returns the Sweep. INVALID_ARGUMENT names the bad parameter or spec field. Every run
         counts against the same quotas and limits as CreateRun's (RESOURCE_EXHAUSTED).
@@ -612,17 +612,17 @@ class SimulatorServicer(metaclass=abc.ABCMeta):
     @abc.abstractmethod
     def GetSweep(
         self,
-        request: compactsim_proto.v1.simulator_pb2.GetSweepRequest,
+        request: compactsim.proto.v1.simulator_pb2.GetSweepRequest,
         context: _ServicerContext,
-    ) -> typing.Union[compactsim_proto.v1.sweep_pb2.Sweep, collections.abc.Awaitable[compactsim_proto.v1.sweep_pb2.Sweep]]:
+    ) -> typing.Union[compactsim.proto.v1.sweep_pb2.Sweep, collections.abc.Awaitable[compactsim.proto.v1.sweep_pb2.Sweep]]:
         """Gets a sweep with its points' run states and aggregates."""
 
     @abc.abstractmethod
     def UploadTrace(
         self,
-        request_iterator: _MaybeAsyncIterator[compactsim_proto.v1.trace_pb2.UploadTraceRequest],
+        request_iterator: _MaybeAsyncIterator[compactsim.proto.v1.trace_pb2.UploadTraceRequest],
         context: _ServicerContext,
-    ) -> typing.Union[compactsim_proto.v1.trace_pb2.Trace, collections.abc.Awaitable[compactsim_proto.v1.trace_pb2.Trace]]:
+    ) -> typing.Union[compactsim.proto.v1.trace_pb2.Trace, collections.abc.Awaitable[compactsim.proto.v1.trace_pb2.Trace]]:
         """Uploads a trace for replay: the client streams the file's bytes in chunks, the
         server stores them under their SHA-256 and returns the Trace (the same one again for
         the same bytes). RESOURCE_EXHAUSTED (QuotaFailure) past the server's trace size
@@ -632,9 +632,9 @@ class SimulatorServicer(metaclass=abc.ABCMeta):
     @abc.abstractmethod
     def GetTrace(
         self,
-        request: compactsim_proto.v1.trace_pb2.GetTraceRequest,
+        request: compactsim.proto.v1.trace_pb2.GetTraceRequest,
         context: _ServicerContext,
-    ) -> typing.Union[compactsim_proto.v1.trace_pb2.Trace, collections.abc.Awaitable[compactsim_proto.v1.trace_pb2.Trace]]:
+    ) -> typing.Union[compactsim.proto.v1.trace_pb2.Trace, collections.abc.Awaitable[compactsim.proto.v1.trace_pb2.Trace]]:
         """Gets an uploaded trace. NOT_FOUND if the server has no trace of that name."""
 
 def add_SimulatorServicer_to_server(servicer: SimulatorServicer, server: typing.Union[grpc.Server, grpc.aio.Server]) -> None: ...

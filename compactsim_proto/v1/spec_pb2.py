@@ -28,7 +28,7 @@ DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63ompactsim/
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
-_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'compactsim_proto.v1.spec_pb2', _globals)
+_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'compactsim.proto.v1.spec_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_WORKLOADGROUPSPEC_ORDERMIXENTRY']._loaded_options = None

@@ -22,8 +22,8 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
-from compactsim_proto.v1 import run_pb2 as compactsim_dot_v1_dot_run__pb2
-from compactsim_proto.v1 import spec_pb2 as compactsim_dot_v1_dot_spec__pb2
+from compactsim.proto.v1 import run_pb2 as compactsim_dot_v1_dot_run__pb2
+from compactsim.proto.v1 import spec_pb2 as compactsim_dot_v1_dot_spec__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.api import resource_pb2 as google_dot_api_dot_resource__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
@@ -34,7 +34,7 @@ DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63ompactsim/
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
-_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'compactsim_proto.v1.sweep_pb2', _globals)
+_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'compactsim.proto.v1.sweep_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SWEEP_LABELSENTRY']._loaded_options = None

@@ -7,8 +7,8 @@ seed, and per-point aggregates over the seeds.
 
 import builtins
 import collections.abc
-import compactsim_proto.v1.run_pb2
-import compactsim_proto.v1.spec_pb2
+import compactsim.proto.v1.run_pb2
+import compactsim.proto.v1.spec_pb2
 import google.protobuf.descriptor
 import google.protobuf.internal.containers
 import google.protobuf.internal.enum_type_wrapper
@@ -119,7 +119,7 @@ class Sweep(google.protobuf.message.Message):
     creator: builtins.str
     """Who created the sweep."""
     @property
-    def base_spec(self) -> compactsim_proto.v1.spec_pb2.Spec:
+    def base_spec(self) -> compactsim.proto.v1.spec_pb2.Spec:
         """The spec every point starts from (over `scenario`, as Run.spec). Required unless
         `scenario` is set.
         """
@@ -163,7 +163,7 @@ class Sweep(google.protobuf.message.Message):
         name: builtins.str = ...,
         display_name: builtins.str = ...,
         scenario: builtins.str = ...,
-        base_spec: compactsim_proto.v1.spec_pb2.Spec | None = ...,
+        base_spec: compactsim.proto.v1.spec_pb2.Spec | None = ...,
         parameters: collections.abc.Iterable[Global___SweepParameter] | None = ...,
         seeds: builtins.int = ...,
         metrics: collections.abc.Iterable[builtins.str] | None = ...,
@@ -267,7 +267,7 @@ class SweepPoint(google.protobuf.message.Message):
         """The point's runs, `runs/{run}`, one per seed, in seed order."""
 
     @property
-    def run_states(self) -> google.protobuf.internal.containers.RepeatedScalarFieldContainer[compactsim_proto.v1.run_pb2.Run.State.ValueType]:
+    def run_states(self) -> google.protobuf.internal.containers.RepeatedScalarFieldContainer[compactsim.proto.v1.run_pb2.Run.State.ValueType]:
         """The runs' states, in the order of `runs`."""
 
     @property
@@ -280,7 +280,7 @@ class SweepPoint(google.protobuf.message.Message):
         index: builtins.int = ...,
         values: collections.abc.Mapping[builtins.str, google.protobuf.struct_pb2.Value] | None = ...,
         runs: collections.abc.Iterable[builtins.str] | None = ...,
-        run_states: collections.abc.Iterable[compactsim_proto.v1.run_pb2.Run.State.ValueType] | None = ...,
+        run_states: collections.abc.Iterable[compactsim.proto.v1.run_pb2.Run.State.ValueType] | None = ...,
         aggregates: collections.abc.Mapping[builtins.str, Global___Aggregate] | None = ...,
     ) -> None: ...
     def ClearField(self, field_name: typing.Literal["aggregates", b"aggregates", "index", b"index", "run_states", b"run_states", "runs", b"runs", "values", b"values"]) -> None: ...

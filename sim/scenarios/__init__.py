@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from sim.schema import ConfigError, FieldError
+from compactsim.sim.schema import ConfigError, FieldError
 
 
 def _files():

@@ -4,9 +4,9 @@ import json
 import subprocess
 import sys
 
-from sim.procfs import parse_buddyinfo, parse_zoneinfo
+from compactsim.sim.procfs import parse_buddyinfo, parse_zoneinfo
 
-CLI = [sys.executable, "-m", "client.cli"]
+CLI = [sys.executable, "-m", "compactsim.client.cli"]
 
 
 def test_scenarios_lists_presets():

@@ -6,7 +6,7 @@ import sys
 
 import matplotlib.image
 
-CLI = [sys.executable, "-m", "client.cli"]
+CLI = [sys.executable, "-m", "compactsim.client.cli"]
 
 
 def simulate(out, *sets):

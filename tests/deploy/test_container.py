@@ -141,7 +141,7 @@ def test_dockerfile_env_ports_volume(docker):
 
 def test_console_script_declared():
     text = (ROOT / "pyproject.toml").read_text()
-    assert re.search(r'^compactsim-healthcheck\s*=\s*"client\.healthcheck:main"', text, re.M)
+    assert re.search(r'^compactsim-healthcheck\s*=\s*"compactsim\.client\.healthcheck:main"', text, re.M)
 
 
 # ---- YAML ----------------------------------------------------------------------------------
@@ -334,7 +334,7 @@ def test_k8s_lab_overlay():
 def healthcheck(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     e = {k: v for k, v in os.environ.items() if k != "COMPACTSIM_LISTEN"}
     e.update(env or {})
-    return subprocess.run([sys.executable, "-m", "client.healthcheck", *args], cwd=ROOT, env=e,
+    return subprocess.run([sys.executable, "-m", "compactsim.client.healthcheck", *args], cwd=ROOT, env=e,
                           capture_output=True, text=True, timeout=30, check=False)
 
 
@@ -374,7 +374,7 @@ def test_healthcheck_not_serving_is_failure(monkeypatch):
     """NOT_SERVING (what the server reports while shutting down) exits 1, not 0."""
     from grpc_health.v1 import health_pb2
 
-    from client import healthcheck as hc
+    from compactsim.client import healthcheck as hc
     monkeypatch.setattr(hc, "check", lambda *a, **kw: health_pb2.HealthCheckResponse.NOT_SERVING)
     assert hc.main(["--address", "127.0.0.1:1", "-q"]) == 1
     monkeypatch.setattr(hc, "check", lambda *a, **kw: health_pb2.HealthCheckResponse.SERVING)

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sim.vmstat import GAUGES, VM_EVENTS
+from compactsim.sim.vmstat import GAUGES, VM_EVENTS
 
 ROOT = Path(__file__).resolve().parents[2]
 GRAFANA = ROOT / "deploy" / "grafana"

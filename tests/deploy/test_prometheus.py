@@ -13,7 +13,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from compactsim_proto.v1 import simulator_pb2
+from compactsim.proto.v1 import simulator_pb2
 
 ROOT = Path(__file__).resolve().parents[2]
 PROM = ROOT / "deploy" / "prometheus"

@@ -15,9 +15,9 @@ from pathlib import Path
 import grpc
 from grpc_status import rpc_status
 
-from client.channel import open_channel
-from compactsim_proto.v1 import run_pb2, simulator_pb2, simulator_pb2_grpc, spec_pb2
-from sim.tracepoint import fmt_mm_page_alloc, fmt_mm_page_free, format_line, pfn_to_page
+from compactsim.client.channel import open_channel
+from compactsim.proto.v1 import run_pb2, simulator_pb2, simulator_pb2_grpc, spec_pb2
+from compactsim.sim.tracepoint import fmt_mm_page_alloc, fmt_mm_page_free, format_line, pfn_to_page
 
 ROOT = Path(__file__).resolve().parents[2]
 R = run_pb2.Run
@@ -49,7 +49,7 @@ class Server:
         port_file = self.data_dir / f"port-{uuid.uuid4().hex[:6]}"
         self.log = open(self.data_dir / "server.log", "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "server.main", "--listen", "127.0.0.1:0", "--port-file",
+            [sys.executable, "-m", "compactsim.server.main", "--listen", "127.0.0.1:0", "--port-file",
              str(port_file), "--data-dir", str(self.data_dir), "--workers", "2",
              "--metrics-listen", "127.0.0.1:0", *self.extra],
             cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, env=self.env)

@@ -9,9 +9,9 @@ import sys
 
 from serverproc import ROOT, R, Server, create, spec, wait_state
 
-from compactsim_proto.v1 import simulator_pb2
+from compactsim.proto.v1 import simulator_pb2
 
-BACKUP = [sys.executable, "-m", "server.backup"]
+BACKUP = [sys.executable, "-m", "compactsim.server.backup"]
 
 
 def test_backup_of_a_running_server(make_server, tmp_path):

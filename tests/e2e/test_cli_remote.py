@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-CLI = [sys.executable, "-m", "client.cli"]
+CLI = [sys.executable, "-m", "compactsim.client.cli"]
 SMALL = ["--duration", "2s", "--set", "machine.memory=128MiB", "--set", "machine.zram=64MiB"]
 
 
@@ -27,7 +27,7 @@ def server(tmp_path_factory):
     data = tmp_path_factory.mktemp("data")
     port_file = data.parent / "port"
     log = (data.parent / "server.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "server.main", "--listen", "127.0.0.1:0",
+    proc = subprocess.Popen([sys.executable, "-m", "compactsim.server.main", "--listen", "127.0.0.1:0",
                              "--port-file", str(port_file), "--data-dir", str(data),
                              "--workers", "2", "--metrics-listen", ""], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 30

@@ -31,7 +31,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from serverproc import (ROOT, R, Server, create, descendants, spec, wait_state, watch_all,
                         workers)
 
-from compactsim_proto.v1 import run_pb2, simulator_pb2, simulator_pb2_grpc
+from compactsim.proto.v1 import run_pb2, simulator_pb2, simulator_pb2_grpc
 
 SERVICE = "compactsim.v1.Simulator"
 
@@ -274,7 +274,7 @@ def test_sigkill_of_the_server_then_restart(make_server, tmp_path):
 _CLIENT = """
 import os, signal, sys, time
 import grpc
-from compactsim_proto.v1 import simulator_pb2, simulator_pb2_grpc
+from compactsim.proto.v1 import simulator_pb2, simulator_pb2_grpc
 port, name, n, then = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 stub = simulator_pb2_grpc.SimulatorStub(grpc.insecure_channel("127.0.0.1:" + port))
 calls = [stub.WatchRun(simulator_pb2.WatchRunRequest(name=name, after_sequence=0,

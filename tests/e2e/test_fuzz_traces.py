@@ -16,7 +16,7 @@ from google.rpc import error_details_pb2
 from hypothesis import strategies as st
 from serverproc import R, Server, create, details, replay_spec, wait_state, write_trace
 
-from client.api import Client, ClientError
+from compactsim.client.api import Client, ClientError
 
 MAX_TRACE = 64 << 10
 

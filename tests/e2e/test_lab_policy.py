@@ -20,9 +20,9 @@ from google.protobuf import struct_pb2
 from google.rpc import error_details_pb2
 from serverproc import ROOT, create, details, replay_spec, spec, wait_state, write_trace
 
-from client.api import Client, ClientError, struct_to_dict
-from compactsim_proto.v1 import run_pb2, simulator_pb2, sweep_pb2, trace_pb2
-from server.limits import format_bytes, resident_estimate
+from compactsim.client.api import Client, ClientError, struct_to_dict
+from compactsim.proto.v1 import run_pb2, simulator_pb2, sweep_pb2, trace_pb2
+from compactsim.server.limits import format_bytes, resident_estimate
 
 R = run_pb2.Run
 TOKENS = {"alice": "alice-token-0123456789", "bob": "bob-token-0123456789",
@@ -366,7 +366,7 @@ def test_cli_run_uploads_a_local_trace(make_server, tmp_path):
         "kernel": {"pcp": False},
         "workload": [{"name": "replay", "kind": "replay", "replay": {"path": str(trace)}}]}))
     env = {k: v for k, v in os.environ.items() if k != "COMPACTSIM_SERVER"}
-    out = subprocess.run([sys.executable, "-m", "client.cli", "run", "--server",
+    out = subprocess.run([sys.executable, "-m", "compactsim.client.cli", "run", "--server",
                           f"127.0.0.1:{srv.port}", "--spec", str(spec_file), "--watch",
                           "--no-progress", "--format", "json"],
                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=60)

@@ -19,7 +19,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import \
     ProtoReflectionDescriptorDatabase
 from serverproc import R, Server, create, details, spec, wait_state, watch_all, workers
 
-from compactsim_proto.v1 import run_pb2, simulator_pb2, sweep_pb2
+from compactsim.proto.v1 import run_pb2, simulator_pb2, sweep_pb2
 
 # ---- tests ---------------------------------------------------------------------------------
 

@@ -26,13 +26,13 @@ from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from serverproc import ROOT, create, wait_state
 
-from compactsim_proto.v1 import simulator_pb2
+from compactsim.proto.v1 import simulator_pb2
 
 ALICE = "alice-0123456789abcdef"
 ROOT_TOKEN = "root-fedcba9876543210"
 CAROL = "carol-00112233445566778"
-CLI = [sys.executable, "-m", "client.cli"]
-HEALTH = [sys.executable, "-m", "client.healthcheck"]
+CLI = [sys.executable, "-m", "compactsim.client.cli"]
+HEALTH = [sys.executable, "-m", "compactsim.client.healthcheck"]
 
 
 def write_tokens(path: Path, text: str) -> Path:
@@ -163,7 +163,7 @@ def test_sighup_reloads_tokens_and_keeps_them_when_the_file_is_bad(make_server, 
 ])
 def test_a_bad_token_file_stops_the_start_naming_the_line(tmp_path, text, why):
     path = write_tokens(tmp_path / "tokens", text)
-    out = subprocess.run([sys.executable, "-m", "server.main", "--listen", "127.0.0.1:0",
+    out = subprocess.run([sys.executable, "-m", "compactsim.server.main", "--listen", "127.0.0.1:0",
                           "--metrics-listen", "", "--data-dir", str(tmp_path),
                           "--token-file", str(path)],
                          capture_output=True, text=True, cwd=ROOT, timeout=60)

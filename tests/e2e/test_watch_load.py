@@ -6,7 +6,7 @@ import time
 
 from serverproc import R, TERMINAL, create, spec, wait_state
 
-from compactsim_proto.v1 import simulator_pb2
+from compactsim.proto.v1 import simulator_pb2
 
 STREAMS = 40
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from server.auth import (ANONYMOUS, Authenticator, Caller, TokenFileError, Tokens, bearer,
+from compactsim.server.auth import (ANONYMOUS, Authenticator, Caller, TokenFileError, Tokens, bearer,
                          parse_token_file)
 
 TOKEN = st.text(st.sampled_from("abcdefABCDEF0123456789-_."), min_size=16, max_size=40)

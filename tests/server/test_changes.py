@@ -7,10 +7,10 @@ import time
 
 import pytest
 
-from server.changes import RunChanges
-from server.executor import ProcessExecutor
-from server.manager import RunManager
-from server.store import RunState, RunStore
+from compactsim.server.changes import RunChanges
+from compactsim.server.executor import ProcessExecutor
+from compactsim.server.manager import RunManager
+from compactsim.server.store import RunState, RunStore
 
 TINY = {"seed": 3, "duration": "0.2s", "machine": {"memory": "64MiB", "cpus": 1},
         "workload": [{"name": "anon", "kind": "anon", "rate": 200, "batch": 4}],

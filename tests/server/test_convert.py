@@ -19,17 +19,17 @@ from grpc_status import rpc_status
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from compactsim_proto.v1 import run_pb2, simulator_pb2, simulator_pb2_grpc, spec_pb2
-from server import convert
-from sim.config import (MAX_ORDER, PAGEBLOCK_ORDER, PROFILES, TRACE_EVENTS, Arrival,
+from compactsim.proto.v1 import run_pb2, simulator_pb2, simulator_pb2_grpc, spec_pb2
+from compactsim.server import convert
+from compactsim.sim.config import (MAX_ORDER, PAGEBLOCK_ORDER, PROFILES, TRACE_EVENTS, Arrival,
                         LifetimeConfig, MachineConfig, MovableOps, PageKind, ReplayConfig,
                         SamplingConfig, SimConfig, Tunables, WorkloadGroup, apply_overrides,
                         config_from_dict)
-from sim.costs import Costs
-from sim.run import run
-from sim.scenarios import list_scenarios, load_scenario
-from sim.schema import ConfigError
-from sim.units import parse_duration, parse_size
+from compactsim.sim.costs import Costs
+from compactsim.sim.run import run
+from compactsim.sim.scenarios import list_scenarios, load_scenario
+from compactsim.sim.schema import ConfigError
+from compactsim.sim.units import parse_duration, parse_size
 
 MiB = 1 << 20
 
@@ -341,7 +341,7 @@ def test_result_messages():
     for h in report.histograms:
         assert sum(b.count for b in h.buckets) == h.count == result.latency[h.name].n
     # what a worker sends (plain data, through JSON in the store) makes the same messages
-    from server.worker import histograms_message
+    from compactsim.server.worker import histograms_message
     sent = json.loads(json.dumps(histograms_message(result.latency)))
     assert sent and all(h["buckets"] for h in sent.values())
     assert convert.histograms_from_message(sent) == list(report.histograms)

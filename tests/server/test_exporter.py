@@ -17,10 +17,10 @@ import grpc
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from compactsim_proto.v1 import run_pb2, simulator_pb2, simulator_pb2_grpc, spec_pb2
-from server.collector import RunCollector
-from server.exporter import make_app
-from server.manager import LiveRun
+from compactsim.proto.v1 import run_pb2, simulator_pb2, simulator_pb2_grpc, spec_pb2
+from compactsim.server.collector import RunCollector
+from compactsim.server.exporter import make_app
+from compactsim.server.manager import LiveRun
 
 ROOT = Path(__file__).resolve().parents[2]
 R = run_pb2.Run
@@ -148,7 +148,7 @@ def start_server(data_dir: Path) -> tuple[subprocess.Popen, int, int]:
     port_file = data_dir / "port"
     with open(data_dir / "server.log", "ab") as log:   # the child keeps its own descriptor
         proc = subprocess.Popen(
-            [sys.executable, "-m", "server.main", "--listen", "127.0.0.1:0", "--port-file",
+            [sys.executable, "-m", "compactsim.server.main", "--listen", "127.0.0.1:0", "--port-file",
              str(port_file), "--data-dir", str(data_dir), "--workers", "2",
              "--metrics-listen", "127.0.0.1:0"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 20

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from server.filters import (And, Compare, FilterError, HasLabel, Not, Or, OrderByError,
+from compactsim.server.filters import (And, Compare, FilterError, HasLabel, Not, Or, OrderByError,
                             OrderField, compile_filter, parse_filter, parse_order_by,
                             parse_rfc3339_ns, render)
-from server.store import RunState, RunStore
+from compactsim.server.store import RunState, RunStore
 
 T0 = 1_714_564_800_000_000_000   # 2024-05-01T12:00:00Z
 
@@ -454,7 +454,7 @@ def test_canonical_form_is_a_fixed_point(tree, data):
 
 
 def test_scenario_matches_by_name_or_resource_name(tmp_path):
-    from server.store import RunStore
+    from compactsim.server.store import RunStore
     with RunStore(tmp_path / "runs.db") as store:
         a, _ = store.create_run({"seed": 1}, scenario="churn")
         store.create_run({"seed": 2}, scenario="thpscale")

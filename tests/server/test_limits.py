@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from server import limits
-from server.executor import ProcessExecutor
-from server.limits import Exceeded, Limits, format_bytes, queue_exceeded, resident_estimate
-from server.manager import QueueLimit, RunManager
-from server.store import RunState, RunStore
-from server.traces import TraceError, TraceNotFound, TraceStore, TraceTooLarge, trace_id
+from compactsim.server import limits
+from compactsim.server.executor import ProcessExecutor
+from compactsim.server.limits import Exceeded, Limits, format_bytes, queue_exceeded, resident_estimate
+from compactsim.server.manager import QueueLimit, RunManager
+from compactsim.server.store import RunState, RunStore
+from compactsim.server.traces import TraceError, TraceNotFound, TraceStore, TraceTooLarge, trace_id
 
 ROOT = Path(__file__).resolve().parents[2]
 GiB = 1 << 30
@@ -37,11 +37,11 @@ def test_estimate_is_fixed_plus_per_page_plus_per_trace_byte():
 # importing server.main (the forkserver re-imports the main module's imports).
 PEAK_RSS = """
 import multiprocessing, resource, sys
-import server.main
+import compactsim.server.main
 
 
 def peak(memory, conn):
-    from server.worker import execute
+    from compactsim.server.worker import execute
 
     class Discard:
         def send(self, obj):
@@ -56,7 +56,7 @@ def peak(memory, conn):
 
 if __name__ == "__main__":
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["server.worker", "sim.run", "sim.config"])
+    ctx.set_forkserver_preload(["compactsim.server.worker", "compactsim.sim.run", "compactsim.sim.config"])
     recv, send = ctx.Pipe(duplex=False)
     p = ctx.Process(target=peak, args=(int(sys.argv[1]), send))
     p.start()

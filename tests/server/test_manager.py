@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from server.executor import ProcessExecutor
-from server.manager import (EVENT_ERROR, REASON_INVALID_SPEC, REASON_WALL_TIME,
+from compactsim.server.executor import ProcessExecutor
+from compactsim.server.manager import (EVENT_ERROR, REASON_INVALID_SPEC, REASON_WALL_TIME,
                             REASON_WORKER_DIED, SHUTDOWN_MESSAGE, ManagerClosed, QueueLimit,
                             RunManager)
-from server.store import (INTERRUPTED_REASON, NewRun, NotFound, RunState, RunStore, StoreFull,
+from compactsim.server.store import (INTERRUPTED_REASON, NewRun, NotFound, RunState, RunStore, StoreFull,
                           WrongState)
 
 REPO = Path(__file__).resolve().parents[2]
@@ -323,9 +323,9 @@ def test_shutdown_marks_running_runs_keeps_queued_and_refuses_new(make_manager, 
 
 CRASHING_SERVER = textwrap.dedent("""
     import json, sys
-    from server.executor import ProcessExecutor
-    from server.manager import RunManager
-    from server.store import RunState, RunStore
+    from compactsim.server.executor import ProcessExecutor
+    from compactsim.server.manager import RunManager
+    from compactsim.server.store import RunState, RunStore
     store = RunStore(sys.argv[1])
     m = RunManager(store, ProcessExecutor(1), max_queue=10)
     spec_long, spec_tiny = json.loads(sys.argv[2]), json.loads(sys.argv[3])

@@ -9,8 +9,8 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from server.metrics import ServiceMetrics
-from server.store import Progress, RunStore
+from compactsim.server.metrics import ServiceMetrics
+from compactsim.server.store import Progress, RunStore
 
 T0 = 1_714_564_800_000_000_000   # 2024-05-01T12:00:00Z in ns
 S = 1_000_000_000

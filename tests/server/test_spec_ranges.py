@@ -15,11 +15,11 @@ import re
 
 import pytest
 
-from compactsim_proto.v1 import spec_pb2
-from server import convert
-from sim.config import (MAX_GROUPS, MAX_NAME, MAX_ORDER, SimConfig, WorkloadGroup,
+from compactsim.proto.v1 import spec_pb2
+from compactsim.server import convert
+from compactsim.sim.config import (MAX_GROUPS, MAX_NAME, MAX_ORDER, SimConfig, WorkloadGroup,
                         config_from_dict)
-from sim.schema import MAX_WEIGHT, ConfigError
+from compactsim.sim.schema import MAX_WEIGHT, ConfigError
 
 PROTO = convert.__file__.replace("server/convert.py", "proto/compactsim/v1/spec.proto")
 

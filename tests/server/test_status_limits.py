@@ -1,4 +1,4 @@
-"""server.status_limits: refusals cut to fit gRPC's trailing metadata, first problems kept."""
+"""compactsim.server.status_limits: refusals cut to fit gRPC's trailing metadata, first problems kept."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from google.protobuf import duration_pb2, timestamp_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from server.status_limits import DETAILS_BUDGET, MAX_MESSAGE, MAX_STRING, bounded
+from compactsim.server.status_limits import DETAILS_BUDGET, MAX_MESSAGE, MAX_STRING, bounded
 
 FV = error_details_pb2.BadRequest.FieldViolation
 

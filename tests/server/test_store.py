@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings, strategies as st
 
-import server.store as store_mod
-from server.filters import FilterError, OrderByError
-from server.store import (INTERRUPTED_MESSAGE, INTERRUPTED_REASON, InvalidArgument,
+import compactsim.server.store as store_mod
+from compactsim.server.filters import FilterError, OrderByError
+from compactsim.server.store import (INTERRUPTED_MESSAGE, INTERRUPTED_REASON, InvalidArgument,
                           InvalidPageToken, NewRun, NotFound, Progress, RequestIdConflict,
                           RunState, RunStore, SchemaTooNew, StoreClosed, StoreCorrupt,
                           StoreError, StoreFull, WrongState, downsample_indices)
@@ -362,7 +362,7 @@ def test_committed_writes_survive_sigkill(tmp_path):
     path = tmp_path / "runs.db"
     code = f"""
 import sys, time
-from server.store import RunStore, Progress
+from compactsim.server.store import RunStore, Progress
 s = RunStore({str(path)!r})
 rid = s.create_run({{"seed": 9}})[0].id
 s.update_state(rid, "RUNNING")

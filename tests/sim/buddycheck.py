@@ -1,9 +1,9 @@
 """Checks on a zone's free lists shared by the allocator and compaction tests."""
 
-from sim.buddy import del_page_from_free_list
-from sim.config import PageKind
-from sim.page import ALLOC, KIND_CODE, KIND_RESERVED
-from sim.pageblock import MIGRATE_TYPES, NR_ORDERS
+from compactsim.sim.buddy import del_page_from_free_list
+from compactsim.sim.config import PageKind
+from compactsim.sim.page import ALLOC, KIND_CODE, KIND_RESERVED
+from compactsim.sim.pageblock import MIGRATE_TYPES, NR_ORDERS
 
 
 def free_blocks(z):

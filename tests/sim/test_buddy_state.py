@@ -16,16 +16,16 @@ from hypothesis import strategies as st
 from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant, precondition,
                                  rule)
 
-from sim.buddy import free_one_page
-from sim.config import MAX_ORDER, ClaimRule, PageKind, config_from_dict
-from sim.gfp import (ALLOC_KSWAPD, ALLOC_NO_WATERMARKS, ALLOC_WMARK_LOW, ALLOC_WMARK_MIN,
+from compactsim.sim.buddy import free_one_page
+from compactsim.sim.config import MAX_ORDER, ClaimRule, PageKind, config_from_dict
+from compactsim.sim.gfp import (ALLOC_KSWAPD, ALLOC_NO_WATERMARKS, ALLOC_WMARK_LOW, ALLOC_WMARK_MIN,
                      GFP_HIGHUSER_MOVABLE, GFP_KERNEL, __GFP_RECLAIMABLE, gfp_migratetype)
-from sim.machine import build_machine
-from sim.page import ALLOC, KIND_CODE, KIND_NONE, KIND_RESERVED, PCP, PG_LRU, TAIL
-from sim.page_alloc import drain_all_pages, free_pages, get_page_from_freelist, zonelist
-from sim.pageblock import MIGRATE_PCPTYPES, PAGEBLOCK_ORDER, MigrateType
-from sim.task import Task
-from sim.zone import zone_watermark_for_flags, zone_watermark_ok
+from compactsim.sim.machine import build_machine
+from compactsim.sim.page import ALLOC, KIND_CODE, KIND_NONE, KIND_RESERVED, PCP, PG_LRU, TAIL
+from compactsim.sim.page_alloc import drain_all_pages, free_pages, get_page_from_freelist, zonelist
+from compactsim.sim.pageblock import MIGRATE_PCPTYPES, PAGEBLOCK_ORDER, MigrateType
+from compactsim.sim.task import Task
+from compactsim.sim.zone import zone_watermark_for_flags, zone_watermark_ok
 
 NR_ORDERS = MAX_ORDER + 1
 NR_CPUS = 2

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import simpy
 
-from sim.buddy import move_to_free_list
-from sim.compaction import (
+from compactsim.sim.buddy import move_to_free_list
+from compactsim.sim.compaction import (
     COMPACT_MAX_DEFER_SHIFT,
     CompactControl,
     Compaction,
@@ -32,29 +32,29 @@ from sim.compaction import (
     defer_compaction,
     fragmentation_score_zone,
 )
-from sim.config import PageKind, apply_overrides, config_from_dict
-from sim.fragmentation import fragmentation_index
-from sim.gfp import (
+from compactsim.sim.config import PageKind, apply_overrides, config_from_dict
+from compactsim.sim.fragmentation import fragmentation_index
+from compactsim.sim.gfp import (
     ALLOC_NO_WATERMARKS,
     ALLOC_WMARK_MIN,
     GFP_HIGHUSER_MOVABLE,
     GFP_KERNEL,
 )
-from sim.lru import add_page_to_lru, del_page_from_lru, lru_list_for
-from sim.machine import LRU_ANON, LRU_FILE, Machine, build_machine
-from sim.migrate import MigrateMode, Migration
-from sim.page import ALLOC, KIND_CODE, PG_ISOLATED, PG_LRU
-from sim.page_alloc import free_pages, get_page_from_freelist
-from sim.pageblock import PAGEBLOCK_NR_PAGES, PAGEBLOCK_ORDER, MigrateType
-from sim.reclaim import Reclaim
-from sim.rng import RngStreams
-from sim.run import run
-from sim.scenarios import load_scenario
-from sim.slowpath import CompactPriority, CompactResult
-from sim.task import Task
-from sim.tracepoint import TraceBuffer
-from sim.zone import WMARK_LOW, WMARK_MIN
-from sim.zram import Zram
+from compactsim.sim.lru import add_page_to_lru, del_page_from_lru, lru_list_for
+from compactsim.sim.machine import LRU_ANON, LRU_FILE, Machine, build_machine
+from compactsim.sim.migrate import MigrateMode, Migration
+from compactsim.sim.page import ALLOC, KIND_CODE, PG_ISOLATED, PG_LRU
+from compactsim.sim.page_alloc import free_pages, get_page_from_freelist
+from compactsim.sim.pageblock import PAGEBLOCK_NR_PAGES, PAGEBLOCK_ORDER, MigrateType
+from compactsim.sim.reclaim import Reclaim
+from compactsim.sim.rng import RngStreams
+from compactsim.sim.run import run
+from compactsim.sim.scenarios import load_scenario
+from compactsim.sim.slowpath import CompactPriority, CompactResult
+from compactsim.sim.task import Task
+from compactsim.sim.tracepoint import TraceBuffer
+from compactsim.sim.zone import WMARK_LOW, WMARK_MIN
+from compactsim.sim.zram import Zram
 
 ANON = KIND_CODE[PageKind.ANON]
 FILE = KIND_CODE[PageKind.FILE]

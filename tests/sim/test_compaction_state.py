@@ -27,11 +27,11 @@ from hypothesis.stateful import (
     rule,
 )
 
-from sim.compaction import CompactControl, Compaction, Trigger
-from sim.config import MAX_ORDER, ClaimRule, MovableOps, PageKind, config_from_dict
-from sim.gfp import ALLOC_NO_WATERMARKS, ALLOC_WMARK_LOW, ALLOC_WMARK_MIN, GFP_KERNEL
-from sim.lru import add_page_to_lru, del_page_from_lru, lru_list_for
-from sim.machine import (
+from compactsim.sim.compaction import CompactControl, Compaction, Trigger
+from compactsim.sim.config import MAX_ORDER, ClaimRule, MovableOps, PageKind, config_from_dict
+from compactsim.sim.gfp import ALLOC_NO_WATERMARKS, ALLOC_WMARK_LOW, ALLOC_WMARK_MIN, GFP_KERNEL
+from compactsim.sim.lru import add_page_to_lru, del_page_from_lru, lru_list_for
+from compactsim.sim.machine import (
     LIST_BALLOON,
     LIST_ZSPAGES,
     LRU_ANON,
@@ -39,8 +39,8 @@ from sim.machine import (
     LRU_UNEVICTABLE,
     build_machine,
 )
-from sim.migrate import MigrateMode, Migration
-from sim.page import (
+from compactsim.sim.migrate import MigrateMode, Migration
+from compactsim.sim.page import (
     ALLOC,
     KIND_CODE,
     KIND_RESERVED,
@@ -55,14 +55,14 @@ from sim.page import (
     PG_WRITEBACK,
     TAIL,
 )
-from sim.page_alloc import drain_all_pages, free_pages, get_page_from_freelist
-from sim.pageblock import PAGEBLOCK_ORDER
-from sim.reclaim import Reclaim
-from sim.rng import RngStreams
-from sim.slowpath import CompactPriority, CompactResult
-from sim.task import Task
-from sim.workload import kind_gfp
-from sim.zram import Zram
+from compactsim.sim.page_alloc import drain_all_pages, free_pages, get_page_from_freelist
+from compactsim.sim.pageblock import PAGEBLOCK_ORDER
+from compactsim.sim.reclaim import Reclaim
+from compactsim.sim.rng import RngStreams
+from compactsim.sim.slowpath import CompactPriority, CompactResult
+from compactsim.sim.task import Task
+from compactsim.sim.workload import kind_gfp
+from compactsim.sim.zram import Zram
 
 NR_ORDERS = MAX_ORDER + 1
 NR_CPUS = 2

@@ -2,10 +2,10 @@
 
 import pytest
 
-from sim.config import (ClaimRule, MovableOps, apply_overrides, config_from_dict,
+from compactsim.sim.config import (ClaimRule, MovableOps, apply_overrides, config_from_dict,
                         config_to_dict, load_spec)
-from sim.schema import ConfigError
-from sim.units import parse_duration, parse_size
+from compactsim.sim.schema import ConfigError
+from compactsim.sim.units import parse_duration, parse_size
 
 BASE = {"workload": [{"name": "a"}]}
 

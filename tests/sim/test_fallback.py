@@ -14,17 +14,17 @@ import pytest
 import simpy
 from buddycheck import carve, free_blocks
 
-from sim.buddy import (BuddyPolicy, boost_watermark, free_one_page,
+from compactsim.sim.buddy import (BuddyPolicy, boost_watermark, free_one_page,
                        rmqueue, rmqueue_fallback)
-from sim.config import MAX_ORDER, ClaimRule, config_from_dict
-from sim.gfp import (ALLOC_KSWAPD, ALLOC_NO_WATERMARKS, ALLOC_NOFRAGMENT, ALLOC_WMARK_LOW,
+from compactsim.sim.config import MAX_ORDER, ClaimRule, config_from_dict
+from compactsim.sim.gfp import (ALLOC_KSWAPD, ALLOC_NO_WATERMARKS, ALLOC_NOFRAGMENT, ALLOC_WMARK_LOW,
                      GFP_KERNEL)
-from sim.machine import build_machine
-from sim.page import ALLOC, PG_LRU, TAIL
-from sim.page_alloc import get_page_from_freelist, trace_extfrag
-from sim.pageblock import PAGEBLOCK_NR_PAGES, PAGEBLOCK_ORDER, MigrateType
-from sim.task import Task
-from sim.zone import WMARK_HIGH
+from compactsim.sim.machine import build_machine
+from compactsim.sim.page import ALLOC, PG_LRU, TAIL
+from compactsim.sim.page_alloc import get_page_from_freelist, trace_extfrag
+from compactsim.sim.pageblock import PAGEBLOCK_NR_PAGES, PAGEBLOCK_ORDER, MigrateType
+from compactsim.sim.task import Task
+from compactsim.sim.zone import WMARK_HIGH
 
 U, M, R = MigrateType.UNMOVABLE, MigrateType.MOVABLE, MigrateType.RECLAIMABLE
 RULES = list(ClaimRule)

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sim.fragmentation import (
+from compactsim.sim.fragmentation import (
     NR_PAGE_ORDERS,
     ContigPageInfo,
     contig_page_info_all_orders,

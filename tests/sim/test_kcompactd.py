@@ -16,25 +16,25 @@ from itertools import pairwise
 import pytest
 import simpy
 
-from sim.compaction import (
+from compactsim.sim.compaction import (
     Compaction,
     fragmentation_score_wmark,
     fragmentation_score_zone,
 )
-from sim.config import PageKind, config_from_dict
-from sim.gfp import ALLOC_NO_WATERMARKS, GFP_HIGHUSER_MOVABLE
-from sim.kcompactd import HPAGE_FRAG_CHECK_INTERVAL, Kcompactd
-from sim.lru import add_page_to_lru, lru_list_for
-from sim.machine import Machine, build_machine
-from sim.migrate import Migration
-from sim.page import KIND_CODE
-from sim.page_alloc import free_pages, get_page_from_freelist
-from sim.pageblock import PAGEBLOCK_NR_PAGES
-from sim.reclaim import Reclaim
-from sim.rng import RngStreams
-from sim.sampling import fragmentation_score_node
-from sim.task import Task
-from sim.zram import Zram
+from compactsim.sim.config import PageKind, config_from_dict
+from compactsim.sim.gfp import ALLOC_NO_WATERMARKS, GFP_HIGHUSER_MOVABLE
+from compactsim.sim.kcompactd import HPAGE_FRAG_CHECK_INTERVAL, Kcompactd
+from compactsim.sim.lru import add_page_to_lru, lru_list_for
+from compactsim.sim.machine import Machine, build_machine
+from compactsim.sim.migrate import Migration
+from compactsim.sim.page import KIND_CODE
+from compactsim.sim.page_alloc import free_pages, get_page_from_freelist
+from compactsim.sim.pageblock import PAGEBLOCK_NR_PAGES
+from compactsim.sim.reclaim import Reclaim
+from compactsim.sim.rng import RngStreams
+from compactsim.sim.sampling import fragmentation_score_node
+from compactsim.sim.task import Task
+from compactsim.sim.zram import Zram
 
 ANON = KIND_CODE[PageKind.ANON]
 SLAB = KIND_CODE[PageKind.SLAB_UNMOVABLE]

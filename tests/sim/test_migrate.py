@@ -17,18 +17,18 @@ import numpy as np
 import pytest
 import simpy
 
-from sim.compaction import CompactControl, Compaction, Trigger
-from sim.config import MovableOps, PageKind, config_from_dict
-from sim.gfp import (
+from compactsim.sim.compaction import CompactControl, Compaction, Trigger
+from compactsim.sim.config import MovableOps, PageKind, config_from_dict
+from compactsim.sim.gfp import (
     ALLOC_NO_WATERMARKS,
     GFP_HIGHUSER_MOVABLE,
     GFP_KERNEL,
     gfp_migratetype,
 )
-from sim.kcompactd import compact_node
-from sim.lru import add_page_to_lru, lru_list_for
-from sim.machine import LIST_BALLOON, LIST_ZSPAGES, LRU_ANON, Machine, build_machine
-from sim.migrate import (
+from compactsim.sim.kcompactd import compact_node
+from compactsim.sim.lru import add_page_to_lru, lru_list_for
+from compactsim.sim.machine import LIST_BALLOON, LIST_ZSPAGES, LRU_ANON, Machine, build_machine
+from compactsim.sim.migrate import (
     EAGAIN,
     EBUSY,
     MIGRATEPAGE_SUCCESS,
@@ -36,7 +36,7 @@ from sim.migrate import (
     MigrateMode,
     Migration,
 )
-from sim.page import (
+from compactsim.sim.page import (
     KIND_CODE,
     KIND_NONE,
     PG_EXTRA_REF,
@@ -45,16 +45,16 @@ from sim.page import (
     PG_MOVABLE_OPS,
     PG_WRITEBACK,
 )
-from sim.page_alloc import free_pages, get_page_from_freelist
-from sim.pageblock import PAGEBLOCK_NR_PAGES, PAGEBLOCK_ORDER, MigrateType
-from sim.pageflags import page_flags_budget
-from sim.reclaim import Reclaim
-from sim.rng import RngStreams
-from sim.run import memmap_summary
-from sim.slowpath import CompactResult
-from sim.task import Task
-from sim.workload import kind_gfp
-from sim.zram import Zram
+from compactsim.sim.page_alloc import free_pages, get_page_from_freelist
+from compactsim.sim.pageblock import PAGEBLOCK_NR_PAGES, PAGEBLOCK_ORDER, MigrateType
+from compactsim.sim.pageflags import page_flags_budget
+from compactsim.sim.reclaim import Reclaim
+from compactsim.sim.rng import RngStreams
+from compactsim.sim.run import memmap_summary
+from compactsim.sim.slowpath import CompactResult
+from compactsim.sim.task import Task
+from compactsim.sim.workload import kind_gfp
+from compactsim.sim.zram import Zram
 
 ANON = KIND_CODE[PageKind.ANON]
 SLAB = KIND_CODE[PageKind.SLAB_UNMOVABLE]
@@ -521,7 +521,7 @@ def test_memmap_comes_out_of_the_top_zone_only():
 
 
 def test_page_flags_budget_per_design():
-    from sim.config import PageFlagsConfig
+    from compactsim.sim.config import PageFlagsConfig
     base = PageFlagsConfig()
     callbacks = page_flags_budget(base, MovableOps.PAGE_FLAG_CALLBACKS)
     mapping = page_flags_budget(base, MovableOps.MAPPING_OPS)

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sim.procfs import (
+from compactsim.sim.procfs import (
     PagetypeBlocks,
     PagetypeFree,
     PagetypeInfo,

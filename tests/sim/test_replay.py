@@ -1,4 +1,4 @@
-"""sim.replay: exact self-replay, the real LTTng captures, take_block, mapping and errors."""
+"""compactsim.sim.replay: exact self-replay, the real LTTng captures, take_block, mapping and errors."""
 
 from __future__ import annotations
 
@@ -9,20 +9,20 @@ import simpy
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sim.buddy import free_one_page
-from sim.config import MAX_ORDER, config_from_dict
-from sim.machine import build_machine
-from sim.page import ALLOC, PCP, TAIL
-from sim.page_alloc import free_pages
-from sim.pageblock import MIGRATE_TYPES, MigrateType
-from sim.procfs import parse_buddyinfo
-from sim.report import procfs_files
-from sim.replay import memory_needed, take_block
-from sim.run import run
-from sim.schema import ConfigError
-from sim.task import Task
-from sim.tracepoint import fmt_mm_page_alloc, fmt_mm_page_free, format_line, pfn_to_page
-from sim.traceparse import TraceParseError, pair_events, parse_trace, parse_trace_file
+from compactsim.sim.buddy import free_one_page
+from compactsim.sim.config import MAX_ORDER, config_from_dict
+from compactsim.sim.machine import build_machine
+from compactsim.sim.page import ALLOC, PCP, TAIL
+from compactsim.sim.page_alloc import free_pages
+from compactsim.sim.pageblock import MIGRATE_TYPES, MigrateType
+from compactsim.sim.procfs import parse_buddyinfo
+from compactsim.sim.report import procfs_files
+from compactsim.sim.replay import memory_needed, take_block
+from compactsim.sim.run import run
+from compactsim.sim.schema import ConfigError
+from compactsim.sim.task import Task
+from compactsim.sim.tracepoint import fmt_mm_page_alloc, fmt_mm_page_free, format_line, pfn_to_page
+from compactsim.sim.traceparse import TraceParseError, pair_events, parse_trace, parse_trace_file
 
 TRACES = Path(__file__).resolve().parents[2].parent / "shared/validation/real-data/traces"
 X86 = TRACES / "tracecompass-uneven-streams-x86_64-4.11.0-ubuntu-cpu2-kmem-page-events.txt"

@@ -3,7 +3,7 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sim.rng import RngStreams
+from compactsim.sim.rng import RngStreams
 
 
 @given(st.lists(st.integers(0, 9000), min_size=1, max_size=8), st.integers(0, 2**32))

@@ -2,10 +2,10 @@
 
 import pytest
 
-from sim.config import apply_overrides, config_from_dict
-from sim.procfs import parse_buddyinfo, parse_pagetypeinfo, parse_vmstat
-from sim.run import run
-from sim.scenarios import list_scenarios, load_scenario
+from compactsim.sim.config import apply_overrides, config_from_dict
+from compactsim.sim.procfs import parse_buddyinfo, parse_pagetypeinfo, parse_vmstat
+from compactsim.sim.run import run
+from compactsim.sim.scenarios import list_scenarios, load_scenario
 
 
 def small(name: str, *overrides: str):

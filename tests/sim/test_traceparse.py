@@ -1,4 +1,4 @@
-"""sim.traceparse: real LTTng captures, ftrace round trips, errors, gfp eras, pairing."""
+"""compactsim.sim.traceparse: real LTTng captures, ftrace round trips, errors, gfp eras, pairing."""
 
 from collections import Counter
 from pathlib import Path
@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sim import gfp
-from sim.tracepoint import (
+from compactsim.sim import gfp
+from compactsim.sim.tracepoint import (
     TraceBuffer,
     fmt_mm_page_alloc,
     fmt_mm_page_alloc_extfrag,
@@ -20,7 +20,7 @@ from sim.tracepoint import (
     gfp_flags_to_str,
     pfn_to_page,
 )
-from sim.traceparse import (
+from compactsim.sim.traceparse import (
     PageEvent,
     TraceParseError,
     gfp_migratetype,
@@ -427,7 +427,7 @@ def test_orders_and_pfns_no_kernel_can_trace_are_line_errors(field, why):
 
 def test_memory_needed_for_the_largest_traceable_pfn_is_found_at_once():
     """The search starts next to the answer (it used to step 4 MiB at a time)."""
-    from sim.replay import memory_needed
+    from compactsim.sim.replay import memory_needed
     pfn_max = (1 << 40) - 1
     got = memory_needed(pfn_max, 1, 64)
     pages = got // 4096

@@ -1,9 +1,9 @@
-"""sim.tracepoint: kmem TP_printk formats, show_gfp_flags and the bounded buffer."""
+"""compactsim.sim.tracepoint: kmem TP_printk formats, show_gfp_flags and the bounded buffer."""
 
 import pytest
 
-from sim import gfp
-from sim.tracepoint import (
+from compactsim.sim import gfp
+from compactsim.sim.tracepoint import (
     TraceBuffer,
     fmt_mm_page_alloc,
     fmt_mm_page_alloc_extfrag,
