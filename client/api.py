@@ -15,7 +15,8 @@ google.rpc.BadRequest field violations (and other details) decoded from the stat
 
 A spec can be given as a dict (raw spec data as in a YAML spec file), a
 `sim.config.SimConfig` or a `spec_pb2.Spec`. Dicts and overrides are validated here,
-before anything is sent (`sim.config` and `server.convert`, imported only when needed);
+before anything is sent (`compactsim.sim.config` and the spec codec `compactsim.codec.spec`,
+imported only when needed);
 their errors are raised as INVALID_ARGUMENT `ClientError`s naming `spec.<field path>`,
 the same form the server uses.
 """
@@ -103,7 +104,7 @@ class ClientError(Exception):
 
 def _invalid_spec(exc: Exception, prefix: str = "spec") -> ClientError:
     """A local ConfigError as the INVALID_ARGUMENT the server would send."""
-    from compactsim.server.convert import proto_path
+    from compactsim.codec.spec import proto_path
     violations = []
     for e in getattr(exc, "errors", []):
         path = proto_path(e.path) if e.path else ""
@@ -158,25 +159,25 @@ def spec_message(spec: Any) -> spec_pb2.Spec:
     (ClientError INVALID_ARGUMENT naming `spec.<path>`)."""
     if isinstance(spec, spec_pb2.Spec):
         return spec
+    from compactsim.codec.spec import spec_from_dict, spec_to_proto
     from compactsim.sim.schema import ConfigError
-    from compactsim.server import convert
     if isinstance(spec, Mapping):
         try:
-            return convert.spec_from_dict(spec)
+            return spec_from_dict(spec)
         except ConfigError as exc:
             raise _invalid_spec(exc) from exc
-    return convert.spec_to_proto(spec)
+    return spec_to_proto(spec)
 
 
 def spec_dict(spec: spec_pb2.Spec) -> dict[str, Any]:
     """The fields `spec` sets, as raw spec data with the config's names."""
-    from compactsim.server.convert import raw_from_proto
+    from compactsim.codec.spec import raw_from_proto
     return raw_from_proto(spec)
 
 
 def effective_spec_dict(run: run_pb2.Run) -> dict[str, Any]:
     """A run's effective spec as `simulate --out` writes spec.json (config_to_dict)."""
-    from compactsim.server.convert import config_from_proto
+    from compactsim.codec.spec import config_from_proto
     from compactsim.sim.config import config_to_dict
     return config_to_dict(config_from_proto(run.effective_spec))
 
@@ -246,9 +247,9 @@ class Client:
         if scenario:
             base = spec_dict(self.get_scenario(scenario).spec)
             if spec is not None:
-                from compactsim.server.convert import _merge
+                from compactsim.codec.spec import merge_raw
                 over = spec if isinstance(spec, Mapping) else spec_dict(spec_message(spec))
-                base = _merge(base, over)
+                base = merge_raw(base, over)
         elif isinstance(spec, Mapping):
             base = dict(spec)
         elif spec is not None:

@@ -1,4 +1,5 @@
-"""Command-line options shared by the local and the remote commands."""
+"""What the local and the remote commands share: the spec options, and the message for a
+command whose optional dependencies (an extra) are not installed."""
 
 from __future__ import annotations
 
@@ -15,3 +16,10 @@ def spec_args(p: argparse.ArgumentParser, scenario_help: str) -> None:
                    metavar="PATH=VALUE", help="override a spec field, e.g. tunables.swappiness=10")
     p.add_argument("--seed", type=int, help="same as --set seed=N")
     p.add_argument("--duration", help="same as --set duration=VALUE (e.g. 60s)")
+
+
+def missing_extra(command: str, extra: str, exc: ModuleNotFoundError) -> str:
+    """Why `command` cannot run: it needs the `extra` of the package (a client-only install
+    has the remote commands and none of the simulator's or the plots' dependencies)."""
+    return (f"`{command}` needs the {extra!r} extra ({exc.name} is not installed): "
+            f"pip install 'compactsim[{extra}]'")

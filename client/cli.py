@@ -36,26 +36,24 @@ import sys
 import time
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
+from compactsim.client.args import missing_extra, spec_args
+from compactsim.client.remote import add_parsers, dispatch
+from compactsim.client.summary import summary_table
 from compactsim.sim.config import apply_overrides, config_from_dict, load_spec
-from compactsim.sim.run import RunResult, run
 from compactsim.sim.scenarios import list_scenarios, load_scenario
 from compactsim.sim.schema import ConfigError
 from compactsim.sim.units import format_duration
-from compactsim.client.args import spec_args
+
+if TYPE_CHECKING:
+    from compactsim.sim.run import RunResult
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
-SUMMARY_COUNTERS = ("pgalloc_normal", "pgfree", "allocstall_normal", "pgscan_kswapd",
-                    "pgsteal_kswapd", "pgscan_direct", "pgsteal_direct", "pswpout",
-                    "thp_fault_alloc", "thp_fault_fallback", "compact_stall",
-                    "compact_success", "compact_fail", "compact_migrate_scanned",
-                    "compact_free_scanned", "compact_isolated", "compact_daemon_wake",
-                    "compact_daemon_migrate_scanned", "compact_daemon_free_scanned",
-                    "pgmigrate_success", "pgmigrate_fail", "oom_kill", "nr_free_pages")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -90,7 +88,6 @@ def _parser() -> argparse.ArgumentParser:
     pl.add_argument("--server", default=argparse.SUPPRESS, metavar="HOST:PORT")
     pl.add_argument("runs", nargs="+", metavar="RUN")
     pl.add_argument("-o", "--output", type=Path, required=True, metavar="FILE.png")
-    from compactsim.client.remote import add_parsers
     add_parsers(sub)
     return p
 
@@ -106,6 +103,7 @@ def build_config(args: argparse.Namespace):
 
 
 def _run_with_progress(cfg, show: bool) -> tuple[RunResult, float]:
+    from compactsim.sim.run import run
     start = time.perf_counter()
     if not show:
         return run(cfg), time.perf_counter() - start
@@ -126,40 +124,7 @@ def _run_with_progress(cfg, show: bool) -> tuple[RunResult, float]:
     return result, time.perf_counter() - start
 
 
-def _summary_table(result: RunResult, wall: float) -> Table:
-    return summary_table(result.summary, wall)
 
-
-def summary_table(s: dict, wall: float) -> Table:
-    """The summary table of `simulate` (and of `run --watch`), from a run's summary."""
-    table = Table(title=f"compactsim: {s['kernel']['profile']}, "
-                        f"movable_ops={s['memmap']['design']}, seed {s['seed']}, "
-                        f"{format_duration(s['duration_s'])} simulated in {wall:.1f}s")
-    table.add_column("counter / measure")
-    table.add_column("value", justify="right")
-    for key in SUMMARY_COUNTERS:
-        table.add_row(key, str(s["vmstat"][key]))
-    table.add_row("fragmentation score (per node)", ", ".join(map(str, s["fragmentation_score"])))
-    mm = s["memmap"]
-    table.add_row("struct page / memmap", f"{mm['struct_page_bytes']} B / "
-                  f"{mm['memmap_bytes'] / 2**20:.1f} MiB ({mm['memmap_percent_of_ram']} % of RAM)")
-    pf = mm["page_flags"]
-    table.add_row("page->flags", f"{pf['nr_pageflags']} flags + {pf['fields_bits']} field bits, "
-                  f"LAST_CPUPID {'in flags' if pf['last_cpupid_in_flags'] else 'in struct page'}"
-                  f", {pf['free_bits']} bits spare")
-    comp = s.get("compaction", {})
-    if comp.get("enabled"):
-        table.add_row("compaction runs", ", ".join(f"{k} {v}" for k, v in comp["results"].items())
-                      or "none")
-        for trigger, lat in comp["latency"].items():
-            table.add_row(f"compaction latency ({trigger})",
-                          f"p50 {lat['p50_us']:.1f} us, p99 {lat['p99_us']:.1f} us, "
-                          f"max {lat['max_us']:.1f} us")
-        table.add_row("wasted migrations", str(comp["wasted_migrations"]))
-    for key, a in s["allocations"].items():
-        table.add_row(f"alloc {key}", f"{a['successes']}/{a['attempts']} ok, "
-                      f"p50 {a['p50_us']:.1f} us, p99 {a['p99_us']:.1f} us")
-    return table
 
 
 def cmd_profiles(_args) -> int:
@@ -189,6 +154,9 @@ def cmd_simulate(args) -> int:
     except ConfigError as exc:
         print(f"compactsim: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except ModuleNotFoundError as exc:
+        print(f"compactsim: {missing_extra('simulate', 'sim', exc)}", file=sys.stderr)
+        return EXIT_USAGE
     if args.out is not None:
         from compactsim.client.output import write_results
         written = write_results(result, args.out)
@@ -197,21 +165,8 @@ def cmd_simulate(args) -> int:
         json.dump(result.summary, sys.stdout, indent=2, sort_keys=True)
         print()
     else:
-        Console().print(_summary_table(result, wall))
+        Console().print(summary_table(result.summary, wall))
     return EXIT_OK
-
-
-def _load_out_dir(path: Path) -> tuple[dict, dict, list[dict]]:
-    """(spec, summary, series rows) of a `simulate --out` directory."""
-    import csv
-    spec = json.loads((path / "spec.json").read_text())
-    summary = json.loads((path / "summary.json").read_text())
-    rows = []
-    series = path / "series.csv"
-    if series.exists():
-        with series.open() as fh:
-            rows = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(fh)]
-    return spec, summary, rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -219,7 +174,6 @@ def main(argv: list[str] | None = None) -> int:
     local = {"scenarios": cmd_scenarios, "profiles": cmd_profiles, "simulate": cmd_simulate}
     if args.command in local:
         return local[args.command](args)
-    from compactsim.client.remote import dispatch
     return dispatch(args)
 
 

@@ -1,13 +1,18 @@
-"""Writing a run's results: summary JSON, time series CSV, procfs files and the trace."""
+"""A run's results directory (`simulate --out`, `report --out`): summary JSON, the
+effective spec, time series CSV, procfs files and the trace; written by `write_results`,
+read back by `read_results` (for `compare` and `plot`)."""
 
 from __future__ import annotations
 
 import csv
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from compactsim.sim.config import config_to_dict
-from compactsim.sim.run import RunResult
+
+if TYPE_CHECKING:
+    from compactsim.sim.run import RunResult
 
 
 def write_results(result: RunResult, out: Path) -> list[Path]:
@@ -40,3 +45,15 @@ def write_results(result: RunResult, out: Path) -> list[Path]:
     if result.fault_log:
         put("thp-faults.txt", result.fault_log)
     return written
+
+
+def read_results(path: Path) -> tuple[dict, dict, list[dict]]:
+    """(spec, summary, series rows) of a results directory."""
+    spec = json.loads((path / "spec.json").read_text())
+    summary = json.loads((path / "summary.json").read_text())
+    rows = []
+    series = path / "series.csv"
+    if series.exists():
+        with series.open() as fh:
+            rows = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+    return spec, summary, rows

@@ -27,8 +27,10 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from compactsim.client.args import spec_args
+from compactsim.client.args import missing_extra, spec_args
 from compactsim.client.channel import env_ca_cert, env_token
+from compactsim.client.output import read_results
+from compactsim.client.summary import summary_table
 from compactsim.client.api import (RUN_STATE, TERMINAL_STATES, Client, ClientError, run_name,
                         struct_to_dict)
 
@@ -215,7 +217,6 @@ def _finish_watched(run, wall: float, as_json: bool = False) -> int:
             json.dump(summary, sys.stdout, indent=2, sort_keys=True)
             print()
         else:
-            from compactsim.client.cli import summary_table
             Console().print(summary_table(summary, wall))
         print(f"compactsim: {run.name} SUCCEEDED", file=sys.stderr)
         return EXIT_OK
@@ -450,14 +451,13 @@ def _is_local(arg: str) -> bool:
 def load_runs(args, want_series: bool) -> list[tuple[str, dict, dict, list[dict]]]:
     """(label, spec, summary, series rows) of each RUN argument: a `simulate --out` /
     `report --out` directory, or a run on the server (`runs/ID` or `ID`)."""
-    from compactsim.client.cli import _load_out_dir
     out = []
     client = None
     try:
         for arg in args.runs:
             if _is_local(arg):
                 try:
-                    spec, summary, rows = _load_out_dir(Path(arg))
+                    spec, summary, rows = read_results(Path(arg))
                 except (OSError, ValueError) as exc:
                     raise UsageError(f"cannot read run results: {exc}") from exc
                 out.append((Path(arg).name, spec, summary, rows))
@@ -499,7 +499,10 @@ def cmd_compare(args) -> int:
 
 
 def cmd_plot(args) -> int:
-    from compactsim.client.plot import plot_runs
+    try:
+        from compactsim.client.plot import plot_runs
+    except ModuleNotFoundError as exc:
+        raise UsageError(missing_extra("plot", "plot", exc)) from None
     runs = load_runs(args, want_series=True)
     out = plot_runs({r[0]: r[3] for r in runs}, args.output)
     print(f"compactsim: wrote {out}", file=sys.stderr)

@@ -23,9 +23,9 @@ def test_wheel_holds_only_the_compactsim_namespace(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
     assert tops == {"compactsim"}, tops
-    # compactsim is a namespace: no __init__ at the top, the four packages below it
+    # compactsim is a namespace: no __init__ at the top, its packages below it
     assert "compactsim/__init__.py" not in names
-    for pkg in ("sim", "server", "client", "proto", "proto/v1", "sim/scenarios"):
+    for pkg in ("sim", "codec", "server", "client", "proto", "proto/v1", "sim/scenarios"):
         assert f"compactsim/{pkg}/__init__.py" in names, pkg
     assert any(n.startswith("compactsim/sim/scenarios/") and n.endswith(".yaml") for n in names)
     assert "compactsim/proto/py.typed" in names

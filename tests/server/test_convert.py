@@ -19,6 +19,7 @@ from grpc_status import rpc_status
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from compactsim.codec import spec as codec
 from compactsim.proto.v1 import run_pb2, simulator_pb2, simulator_pb2_grpc, spec_pb2
 from compactsim.server import convert
 from compactsim.sim.config import (MAX_ORDER, PAGEBLOCK_ORDER, PROFILES, TRACE_EVENTS, Arrival,
@@ -202,8 +203,8 @@ def test_every_config_field_has_a_proto_field():
 def test_enum_maps_are_complete_and_pair_like_names():
     used = {tp for _, _, tp, _ in walk(SimConfig, spec_pb2.Spec.DESCRIPTOR)
             if isinstance(tp, type) and issubclass(tp, enum.Enum)}
-    assert used == set(convert.ENUMS)
-    for tp, table in convert.ENUMS.items():
+    assert used == set(codec.ENUMS)
+    for tp, table in codec.ENUMS.items():
         assert set(table) == set(tp), tp
         enum_desc = spec_pb2.DESCRIPTOR.enum_types_by_name[
             {"Lifetime": "LifetimeDistribution"}.get(tp.__name__, tp.__name__)]

@@ -12,16 +12,17 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from pathlib import Path
 
 import pytest
 
 from compactsim.proto.v1 import spec_pb2
-from compactsim.server import convert
+from compactsim.codec import spec as codec
 from compactsim.sim.config import (MAX_GROUPS, MAX_NAME, MAX_ORDER, SimConfig, WorkloadGroup,
                         config_from_dict)
 from compactsim.sim.schema import MAX_WEIGHT, ConfigError
 
-PROTO = convert.__file__.replace("server/convert.py", "proto/compactsim/v1/spec.proto")
+PROTO = str(Path(__file__).resolve().parents[2] / "proto" / "compactsim" / "v1" / "spec.proto")
 
 _NUM = r"\d+(?:\.\d+)?(?:e[-+]?\d+)?(?:\^\d+(?:-1)?)?(?: ?[KMGT]iB)?"
 _RANGE = re.compile(rf"(?:({_NUM}) or )?({_NUM})\.\.({_NUM})|({_NUM}) or ({_NUM})\b")
@@ -83,7 +84,7 @@ def bounded_fields():
     while todo:
         cls, desc = todo.pop()
         meta = {f.name: f.metadata for f in dataclasses.fields(cls)}
-        for f in convert.schema(cls):
+        for f in codec.schema(cls):
             fd = desc.fields_by_name[f.proto]
             m = meta[f.name]
             yield desc.name, f.proto, m.get("lo"), m.get("hi"), m.get("max_items")
