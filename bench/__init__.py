@@ -1,4 +1,4 @@
-"""Benchmarks: the speed and memory figures of design.md "Budgets".
+"""Benchmarks: the speed and memory figures the project holds itself to (its budgets).
 
 Not timed tests: each benchmark measures and prints, and the table says how each figure
 compares with its goal. Speed is reported as a ratio to the floor (bare SimPy events per

@@ -1,11 +1,11 @@
 """Compaction: pages scanned and pages migrated per wall second.
 
 A 2 GiB machine is filled with page cache among scattered unmovable slab, three quarters
-of the page cache dies (the frag-hugepage pattern), and then `/proc/sys/vm/compact_memory` compacts the whole zone
-(MIGRATE_SYNC, both scanners over every block). The same run is made without the
-manual compaction; the difference in wall time is the compaction's, and its counters
-(`compact_migrate_scanned + compact_free_scanned`, `pgmigrate_success`) are the work.
-Goals (design.md): 20 million pages scanned per wall second; both are also reported
+of the page cache dies (the frag-hugepage pattern), and then `/proc/sys/vm/compact_memory`
+compacts the whole zone (MIGRATE_SYNC, both scanners over every block). The same run is
+made without the manual compaction; the difference in wall time is the compaction's, and
+its counters (`compact_migrate_scanned + compact_free_scanned`, `pgmigrate_success`) are the work.
+Goal: 20 million pages scanned per wall second; both are also reported
 against the floor measured in the same run.
 """
 

@@ -1,4 +1,4 @@
-"""Run a config through `sim.run.run` and record where the wall time goes.
+"""Run a config through `compactsim.sim.run.run` and record where the wall time goes.
 
 `run()` builds the machine, advances simulated time in `PROGRESS_STEPS` steps (calling
 `progress` after each) and summarizes. To see counters during the run without touching
@@ -17,7 +17,7 @@ import os
 import time
 from collections.abc import Callable
 
-import compactsim.sim.run
+from compactsim.sim import run as sim_run
 from compactsim.sim.config import SimConfig
 from compactsim.sim.zone import WMARK_LOW
 
@@ -83,7 +83,7 @@ class Probe:
     rss_built: int = 0         # resident bytes of the process when build_machine returned
     machine: object = None
     steps: list[Step] = dataclasses.field(default_factory=list)
-    on_step: Callable[["Probe", Step], None] | None = None
+    on_step: Callable[[Probe, Step], None] | None = None
 
     @property
     def build_s(self) -> float:
@@ -135,7 +135,7 @@ def _read(m, env) -> Step:
 
 @contextlib.contextmanager
 def _capture_machine(probe: Probe):
-    real = sim.run.build_machine
+    real = sim_run.build_machine
 
     def build(cfg, env):
         m = real(cfg, env)
@@ -145,16 +145,16 @@ def _capture_machine(probe: Probe):
         probe.cpu_built = time.process_time()
         return m
 
-    sim.run.build_machine = build
+    sim_run.build_machine = build
     try:
         yield
     finally:
-        sim.run.build_machine = real
+        sim_run.build_machine = real
 
 
 def instrumented_run(cfg: SimConfig, on_step: Callable[[Probe, Step], None] | None = None
-                     ) -> tuple[sim.run.RunResult, Probe]:
-    """`sim.run.run(cfg)` with a Step recorded at each progress call. The probe keeps the
+                     ) -> tuple[sim_run.RunResult, Probe]:
+    """`compactsim.sim.run.run(cfg)` with a Step recorded at each progress call. The probe keeps the
     machine alive (for memory measurements after the run)."""
     probe = Probe(on_step=on_step)
 
@@ -167,6 +167,6 @@ def instrumented_run(cfg: SimConfig, on_step: Callable[[Probe, Step], None] | No
 
     with _capture_machine(probe):
         probe.t_start = time.perf_counter()
-        result = sim.run.run(cfg, progress=progress)
+        result = sim_run.run(cfg, progress=progress)
         probe.t_end = time.perf_counter()
     return result, probe

@@ -24,7 +24,8 @@ def once(size: str) -> dict:
     _, probe = instrumented_run(cfg)
     steady = probe.window(wl.FIXED_WARMUP_S)
     whole = probe.steps[-1].ops
-    return {"s_per_op": steady.s_per_op, "cpu_s_per_op": steady.cpu_s_per_op, "ops": steady.ops, "wall": steady.wall_s,
+    return {"s_per_op": steady.s_per_op, "cpu_s_per_op": steady.cpu_s_per_op, "ops": steady.ops,
+            "wall": steady.wall_s,
             "events_per_alloc": steady.events_per_alloc, "build_s": probe.build_s,
             "finish_s": probe.finish_s, "whole_s_per_op": (probe.t_end - probe.t_start) / whole,
             "in_use": probe.steps[-1].in_use}
@@ -45,7 +46,8 @@ def measure() -> list[Row]:
                              f"({r['cpu_s_per_op'] * 1e6:.3f} CPU us/op) "
                              f"(best of {REPEATS}); {r['events_per_alloc']:.3f} events/alloc; "
                              f"in use {r['in_use']:.2%}; build {r['build_s']:.3f} s, summary+files "
-                             f"{r['finish_s']:.3f} s, whole run {r['whole_s_per_op'] * 1e6:.3f} us/op"))
+                             f"{r['finish_s']:.3f} s, whole run "
+                             f"{r['whole_s_per_op'] * 1e6:.3f} us/op"))
     ratio = best[LARGE]["s_per_op"] / best[SMALL]["s_per_op"]
     whole = best[LARGE]["whole_s_per_op"] / best[SMALL]["whole_s_per_op"]
     cpu = best[LARGE]["cpu_s_per_op"] / best[SMALL]["cpu_s_per_op"]

@@ -39,8 +39,14 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from compactsim.client.channel import open_channel
-from compactsim.proto.v1 import (run_pb2, simulator_pb2, simulator_pb2_grpc, spec_pb2,
-                                 sweep_pb2, trace_pb2)
+from compactsim.proto.v1 import (
+    run_pb2,
+    simulator_pb2,
+    simulator_pb2_grpc,
+    spec_pb2,
+    sweep_pb2,
+    trace_pb2,
+)
 
 RUN_STATE = run_pb2.Run.State
 # Bytes per UploadTrace message (the server takes up to 1 MiB).

@@ -2,6 +2,7 @@
 
     compactsim scenarios
     compactsim profiles
+    compactsim spec
     compactsim simulate (--scenario NAME | --spec FILE) [--set path=value ...] [--seed N]
                         [--duration 60s] [--out DIR] [--format table|json]
     compactsim compare RUN RUN ... [--diff-only]
@@ -35,7 +36,6 @@ import json
 import sys
 import time
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from rich.console import Console
@@ -74,6 +74,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("scenarios", help="list the preset scenarios")
     sub.add_parser("profiles", help="list the kernel profiles and the switches each sets")
+    sub.add_parser("spec", help="print the spec reference: every field with its default, "
+                                "range and meaning (Markdown, as docs/spec.md)")
     s = sub.add_parser("simulate", help="run one simulation in this process")
     spec_args(s, "a preset (see `compactsim scenarios`)")
     s.add_argument("--out", type=Path, help="write summary, series, procfs files and trace here")
@@ -134,6 +136,12 @@ def cmd_profiles(_args) -> int:
     return EXIT_OK
 
 
+def cmd_spec(_args) -> int:
+    from compactsim.codec.reference import reference
+    sys.stdout.write(reference())
+    return EXIT_OK
+
+
 def cmd_scenarios(_args) -> int:
     for name, desc in list_scenarios().items():
         print(f"{name:20s} {desc}")
@@ -171,7 +179,8 @@ def cmd_simulate(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    local = {"scenarios": cmd_scenarios, "profiles": cmd_profiles, "simulate": cmd_simulate}
+    local = {"scenarios": cmd_scenarios, "profiles": cmd_profiles, "spec": cmd_spec,
+             "simulate": cmd_simulate}
     if args.command in local:
         return local[args.command](args)
     return dispatch(args)

@@ -27,12 +27,18 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from compactsim.client.api import (
+    RUN_STATE,
+    TERMINAL_STATES,
+    Client,
+    ClientError,
+    run_name,
+    struct_to_dict,
+)
 from compactsim.client.args import missing_extra, spec_args
 from compactsim.client.channel import env_ca_cert, env_token
 from compactsim.client.output import read_results
 from compactsim.client.summary import summary_table
-from compactsim.client.api import (RUN_STATE, TERMINAL_STATES, Client, ClientError, run_name,
-                        struct_to_dict)
 
 (EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_PRECONDITION, EXIT_UNAVAILABLE,
  EXIT_DENIED) = range(7)

@@ -1,4 +1,5 @@
-"""Generate the `compactsim.proto` package (folder compactsim_proto/) from proto/compactsim/v1/*.proto.
+"""Generate the `compactsim.proto` package (folder compactsim_proto/) from
+proto/compactsim/v1/*.proto.
 
     python proto/generate.py [--out DIR]      (what `make proto` runs)
 
@@ -6,9 +7,9 @@ Writes messages (`*_pb2.py`), the gRPC stubs of the service (`simulator_pb2_grpc
 and type stubs for both (`*.pyi`, by mypy-protobuf) to DIR (default: compactsim_proto/
 at the repository root), replacing what was there. protoc names the generated modules
 after the proto paths (`compactsim.v1.run_pb2`); they are renamed to live in
-`compactsim.proto.v1` (pyproject.toml maps that package to the folder compactsim_proto/). The descriptors themselves
-are untouched: the proto package and file names (`compactsim/v1/run.proto`) are what
-reflection serves. Generated files are never edited by hand.
+`compactsim.proto.v1` (pyproject.toml maps that package to the folder compactsim_proto/).
+The descriptors themselves are untouched: the proto package and file names
+(`compactsim/v1/run.proto`) are what reflection serves. Generated files are never edited by hand.
 """
 
 from __future__ import annotations

@@ -13,8 +13,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client.core import (GaugeMetricFamily, HistogramMetricFamily, Metric,
-                                    UntypedMetricFamily)
+from prometheus_client.core import (
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+    UntypedMetricFamily,
+)
 
 from compactsim.sim.pageblock import MIGRATETYPE_NAMES
 

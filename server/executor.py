@@ -144,8 +144,8 @@ def run_worker(run_id: str, spec: Mapping[str, Any], conn: Any, progress_steps: 
 def _default_context() -> multiprocessing.context.BaseContext:
     if "forkserver" in multiprocessing.get_all_start_methods():
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["compactsim.server.worker", "compactsim.server.executor", "compactsim.sim.run",
-                                    "compactsim.sim.config"])
+        ctx.set_forkserver_preload(["compactsim.server.worker", "compactsim.server.executor",
+                                    "compactsim.sim.run", "compactsim.sim.config"])
         return ctx
     return multiprocessing.get_context("spawn")
 

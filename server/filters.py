@@ -55,7 +55,6 @@ import calendar
 import re
 import time
 from dataclasses import dataclass
-from typing import Union
 
 STATES = ("QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLING", "CANCELLED")
 
@@ -140,7 +139,7 @@ class Compare:
 
     field: str
     op: str
-    value: Union[str, int]
+    value: str | int
     key: str | None = None   # the label key when field == "labels"
     prefix: bool = False     # a trailing * : match values starting with `value`
 
@@ -165,7 +164,7 @@ class Not:
     item: object
 
 
-Node = Union[Compare, HasLabel, And, Or, Not]
+Node = Compare | HasLabel | And | Or | Not
 
 
 # -- the lexer ------------------------------------------------------------------------------

@@ -25,10 +25,10 @@ so 17.0 bytes per 4 KiB page (15 of them the memmap, sim/page.py; the rest pageb
 zone arrays) and 58-61 MiB fixed (53 MiB of it the interpreter with the server's and the
 simulator's modules). From a fresh installation, whose modules are compiled as they are
 first imported (no bytecode cached yet, as under PYTHONDONTWRITEBYTECODE), the fixed part
-is 69 MiB (73 450 / 88 220 / 140 472 KiB at 1 / 4 / 16 GiB); the estimate takes 80 MiB. Replaying an ftrace text of 100 000 and
-400 000 alloc/free pairs (24.9 MB and 99.5 MB) on 1 GiB peaked 115 and 441 MiB above the
-same worker with a 2 KB trace: 4.8 and 4.6 bytes per trace byte (the parsed events),
-rounded up to 5.
+is 69 MiB (73 450 / 88 220 / 140 472 KiB at 1 / 4 / 16 GiB); the estimate takes 80 MiB.
+Replaying an ftrace text of 100 000 and 400 000 alloc/free pairs (24.9 MB and 99.5 MB) on
+1 GiB peaked 115 and 441 MiB above the same worker with a 2 KB trace: 4.8 and 4.6 bytes
+per trace byte (the parsed events), rounded up to 5.
 """
 
 from __future__ import annotations

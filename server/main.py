@@ -151,7 +151,7 @@ class App:
 
     def _healthy(self) -> bool:
         try:
-            self.store.schema_version   # a read: fails when the store is down
+            _ = self.store.schema_version   # a read: fails when the store is down
         except Exception:   # noqa: BLE001 - any store failure means NOT_SERVING
             return False
         return self.manager.healthy()
@@ -205,7 +205,7 @@ def _executor(kind: str, workers: int, dask_scheduler: str | None):
     if kind == "dask":
         if not dask_scheduler:
             raise SystemExit("--executor dask needs --dask-scheduler ADDRESS")
-        from compactsim.server.dask_executor import DaskExecutor   # lazily: dask is heavy
+        from compactsim.server.dask_executor import DaskExecutor  # lazily: dask is heavy
         return DaskExecutor(dask_scheduler)
     raise SystemExit(f"unknown executor {kind!r} (process or dask)")
 

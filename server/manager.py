@@ -1,21 +1,23 @@
 """RunManager: the queue of runs, their workers, and the store's single writer.
 
-design.md: spec -> validated config -> `sim.run` in a worker process -> progress snapshots
-and results back to the run manager -> store (single writer). The manager owns that middle:
+The path of a run (docs/architecture.md): spec -> validated config -> `sim.run` in a worker
+process -> progress snapshots and results back to the run manager -> store (single
+writer). The manager owns that middle:
 
 - `submit()` stores a QUEUED run and queues it, or raises `QueueLimit` when `max_queue` runs
-  already wait, or `max_queued_per_user` runs of the same creator. Queued runs start, oldest first, as the executor frees a slot, skipping
-  the runs of a creator who already has `max_running_per_user` runs running (they wait
-  while other creators' runs start). `worker_spec` turns a stored spec into what the
-  worker gets (the server resolves uploaded trace names to files there); when it fails,
-  the run FAILED "could not start a worker".
+  already wait, or `max_queued_per_user` runs of the same creator. Queued runs start, oldest
+  first, as the executor frees a slot, skipping the runs of a creator who already has
+  `max_running_per_user` runs running (they wait while other creators' runs start).
+  `worker_spec` turns a stored spec into what the worker gets (the server resolves
+  uploaded trace names to files there); when it fails, the run FAILED "could not start a
+  worker".
 - One background **thread** (not an asyncio task: the store and the executor block, and
   a thread keeps the manager usable from the gRPC aio server and from plain tests alike)
   pumps executor messages: progress -> `update_progress` and its latest series row as a
   sample (so a live run's series grows), and its latest full snapshot kept in memory for
-  `/probe` (`active_runs()`, `latest_snapshot()`; dropped when the run ends); result -> the series rows not stored yet
-  (deduplicated by time), reports (procfs files, trace, latency histograms), final
-  progress, summary and SUCCEEDED in one transaction; error -> an "error" event
+  `/probe` (`active_runs()`, `latest_snapshot()`; dropped when the run ends); result -> the
+  series rows not stored yet (deduplicated by time), reports (procfs files, trace, latency
+  histograms), final progress, summary and SUCCEEDED in one transaction; error -> an "error" event
   (type, message, ConfigError fields) and FAILED; a worker that dies -> FAILED
   "worker died: signal 9 (SIGKILL)" (the manager keeps going); a run past
   `max_run_wall_time_s` -> its worker is stopped and it is FAILED "wall time limit".
@@ -84,9 +86,20 @@ from typing import Any
 from compactsim.server import limits
 from compactsim.server.executor import Executor, WorkerExit, WorkerMessage
 from compactsim.server.limits import Exceeded
-from compactsim.server.store import (INTERRUPTED_REASON, NewRun, NotFound, Progress, RunEvent,
-                          RunRecord, RunState, RunStore, StorageError, StoreError,
-                          SweepRecord, WrongState)
+from compactsim.server.store import (
+    INTERRUPTED_REASON,
+    NewRun,
+    NotFound,
+    Progress,
+    RunEvent,
+    RunRecord,
+    RunState,
+    RunStore,
+    StorageError,
+    StoreError,
+    SweepRecord,
+    WrongState,
+)
 
 log = logging.getLogger(__name__)
 

@@ -37,8 +37,14 @@ from google.protobuf import duration_pb2, json_format, struct_pb2, timestamp_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from compactsim.proto.v1 import (run_pb2, simulator_pb2, simulator_pb2_grpc, spec_pb2,
-                                 sweep_pb2, trace_pb2)
+from compactsim.proto.v1 import (
+    run_pb2,
+    simulator_pb2,
+    simulator_pb2_grpc,
+    spec_pb2,
+    sweep_pb2,
+    trace_pb2,
+)
 from compactsim.server import convert, limits, sweeps
 from compactsim.server.auth import Authenticator, Caller
 from compactsim.server.changes import RunChanges
@@ -46,8 +52,16 @@ from compactsim.server.filters import QueryError
 from compactsim.server.limits import Exceeded, Limits
 from compactsim.server.manager import REPORT_HISTOGRAMS, ManagerClosed, QueueLimit, RunManager
 from compactsim.server.status_limits import bounded
-from compactsim.server.store import (InvalidArgument, NewRun, NotFound, RequestIdConflict, RunRecord,
-                          RunState, StoreError, WrongState)
+from compactsim.server.store import (
+    InvalidArgument,
+    NewRun,
+    NotFound,
+    RequestIdConflict,
+    RunRecord,
+    RunState,
+    StoreError,
+    WrongState,
+)
 from compactsim.server.traces import TraceError, TraceInfo, TraceNotFound, TraceStore, TraceTooLarge
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """RunStore: runs, their events, time series, reports and sweeps in one SQLite file.
 
-The store is the service's only shared state (design.md: spec -> worker -> run manager ->
-store -> answers). The run manager is its single writer; RPC handlers, the metrics
+The store is the service's only shared state (docs/architecture.md: spec -> worker -> run
+manager -> store -> answers). The run manager is its single writer; RPC handlers, the metrics
 collector and exports read. One connection serves everything under one lock, in WAL mode
 so an outside reader (a backup, `sqlite3` by hand) never blocks the writer, with
 `synchronous=NORMAL`: a crash of the process loses no committed transaction.
@@ -39,8 +39,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from compactsim.server.filters import (STATES, CompiledFilter, compile_filter, parse_order_by,
-                            render_order_by)
+from compactsim.server.filters import (
+    STATES,
+    CompiledFilter,
+    compile_filter,
+    parse_order_by,
+    render_order_by,
+)
 
 
 class RunState(str, enum.Enum):

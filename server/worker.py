@@ -1,7 +1,7 @@
 """What a worker process runs: one spec, one `sim.run.run`, messages back to the manager.
 
-The worker is the only place a run's config is built and simulated (design.md: spec ->
-validated config -> `sim.run` in a worker process -> progress and results back to the run
+The worker is the only place a run's config is built and simulated (docs/architecture.md: spec
+-> validated config -> `sim.run` in a worker process -> progress and results back to the run
 manager). It never touches the store: everything goes back over `conn` (the sending end of
 a `multiprocessing` pipe) as plain picklable dicts, so the manager stays the single writer.
 

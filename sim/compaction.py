@@ -128,7 +128,7 @@ class CompactControl:
         return self.mode != MigrateMode.ASYNC
 
 
-# --- deferral (section 4.4) --------------------------------------------------------------
+# --- deferral (defer_compaction, compaction_deferred, compaction_defer_reset) ------------
 
 def defer_compaction(z: Zone, order: int) -> None:
     z.compact_considered = 0
@@ -163,7 +163,7 @@ def compaction_restarting(z: Zone, order: int) -> bool:
             and z.compact_considered >= 1 << z.compact_defer_shift)
 
 
-# --- suitability (section 4.5) -----------------------------------------------------------
+# --- suitability (compaction_suitable, fragmentation_index) ----------------------------
 
 def compact_gap(order: int) -> int:
     return 2 << order
@@ -530,7 +530,7 @@ class Compaction:
                 if isolate_start >= block_end:
                     isolate_start = block_start - PAGEBLOCK_NR_PAGES
                 break
-            # 4.4 stops at a contended lock; 5.1+ takes it and goes on (section 5.4).
+            # 4.4 stops at a contended lock; 5.1+ takes it and goes on (compact_lock_irqsave).
             if early or (cc.contended
                          and self.k.contended_abort is ContendedAbort.IMMEDIATE):
                 break

@@ -47,7 +47,8 @@ class MovableOps(enum.Enum):
 
 
 class ClaimRule(enum.Enum):
-    """When a fallback allocation relabels (claims) the pageblock it took from (section 3.3)."""
+    """When a fallback allocation relabels (claims) the pageblock it took from
+    (`steal_suitable_fallback` to 6.9, `try_to_claim_block` 6.10+; sim/buddy.py)."""
 
     FREE_COUNT = "FREE_COUNT"              # 4.4: free pages moved >= half a block
     IN_USE_COUNT = "IN_USE_COUNT"          # 4.12-6.9: free + compatible in-use pages >= half
@@ -55,7 +56,7 @@ class ClaimRule(enum.Enum):
 
 
 class ContendedAbort(enum.Enum):
-    """What async compaction does when a trylock fails (section 5.4)."""
+    """What async compaction does when a trylock fails (`compact_lock_irqsave`)."""
 
     IMMEDIATE = "IMMEDIATE"        # 4.4: COMPACT_CONTENDED_LOCK at once
     FINISH_BLOCK = "FINISH_BLOCK"  # 5.1+: take the lock anyway, finish the block, then abort
@@ -179,8 +180,8 @@ class MachineConfig:
         return errs
 
 
-# Mechanism switches of each release (design.md "Kernel profiles"). A profile fills in
-# the switches a spec leaves out.
+# Mechanism switches of each release (docs/model.md names the change behind each). A
+# profile fills in the switches a spec leaves out.
 _V4_4 = dict(claim_rule="FREE_COUNT", watermark_boost=False, scaled_watermarks=False,
              alloc_nofragment=False, movable_ops="NONE", pcp=True, compaction=True,
              kcompactd=False, compact_priorities=False, compaction_capture=False,
@@ -213,7 +214,7 @@ class KernelConfig:
     movable_ops: MovableOps = spec(MovableOps.MAPPING_OPS,
                                    doc="how zsmalloc/balloon pages are made movable")
     claim_rule: ClaimRule = spec(ClaimRule.FREELIST_HYGIENE,
-                                 doc="fallback block claim/steal rules (section 3.3)")
+                                 doc="fallback block claim/steal rules")
     watermark_boost: bool = spec(True, doc="boost_watermark on fragmenting fallbacks (5.0+)")
     scaled_watermarks: bool = spec(True, doc="watermark_scale_factor gaps (4.6+); "
                                    "off: low=1.25*min, high=1.5*min as in 4.4")

@@ -1,9 +1,10 @@
-"""Simulated-time cost of each step (../shared/docs/cost-model.md).
+"""Simulated-time cost of each step.
 
-The kernel has no latency constants; every default below is the cost model's, with the
-source it was traced to. `preset: arm_phone` scales the defaults as that document says
-(clearing and copying x1.75, CPU-bound steps x2.5, zram and writeback from the phone
-ranges); any key set in the spec wins over the preset. Units are in the key names.
+The kernel has no latency constants; every default below is a measurement, or derived
+from measurements, and its `doc` names the source by letter ([A]..[P], listed with what
+each measured in docs/model.md, "Costs"). `preset: arm_phone` scales the defaults
+(clearing and copying x1.75, CPU-bound steps x2.5, zram and writeback from phone
+measurements); any key set in the spec wins over the preset. Units are in the key names.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def _c(default: float, source: str, hi: float = 1e9) -> Any:
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class Costs:
-    """Per-step costs; see cost-model.md for ranges and the letters' sources."""
+    """Per-step costs in simulated time; the letters name the sources listed in docs/model.md."""
 
     preset: CostPreset = spec(CostPreset.X86_SERVER)
     pcp_alloc_ns: float = _c(28, "[A] per-cpu list alloc")
@@ -83,8 +84,8 @@ def _scaled(factor: float, *names: str) -> dict[str, float]:
     return {n: round(defaults[n] * factor, 6) for n in names}
 
 
-# cost-model.md "arm_phone profile": clearing and copying x1.5-2, CPU-bound steps x2-3,
-# zram as in the phone ranges, phone UFS writeback 1 ms.
+# The arm_phone preset: clearing and copying x1.5-2 and CPU-bound steps x2-3 slower than
+# the x86 server, zram from phone measurements ([N], [O]), phone UFS writeback 1 ms.
 ARM_PHONE: dict[str, float] = {
     **_scaled(1.75, "clear_page_us", "clear_huge_page_us", "copy_page_us",
               "thp_fault_nocompact_us"),

@@ -33,7 +33,7 @@ MIGRATE_TYPES = 4
 MIGRATETYPE_NAMES = ("Unmovable", "Movable", "Reclaimable", "HighAtomic")
 MIGRATETYPE_LETTERS = ("U", "M", "E", "H")   # show_migration_types()
 
-# fallbacks[][]: unchanged from 4.4 to 6.x (section 3.1).
+# fallbacks[][] of mm/page_alloc.c: unchanged from 4.4 to 6.x.
 FALLBACKS: tuple[tuple[int, ...], ...] = (
     (MigrateType.RECLAIMABLE, MigrateType.MOVABLE),    # UNMOVABLE
     (MigrateType.RECLAIMABLE, MigrateType.UNMOVABLE),  # MOVABLE
@@ -43,7 +43,8 @@ FALLBACKS: tuple[tuple[int, ...], ...] = (
 
 
 def can_steal_fallback(order: int, start_mt: int) -> bool:
-    """Whether a fallback at `order` may take over the whole block (section 3.2 step 3)."""
+    """Whether a fallback at `order` may take over the whole block: `can_steal_fallback`
+    of mm/page_alloc.c (4.4+), without its `page_group_by_mobility_disabled` case."""
     return (order >= PAGEBLOCK_ORDER // 2 or start_mt == MigrateType.RECLAIMABLE
             or start_mt == MigrateType.UNMOVABLE)
 

@@ -1,7 +1,7 @@
 """Per-cpu page lists (order 0).
 
 Follows mm/page_alloc.c `rmqueue_pcplist`, `rmqueue_bulk`, `free_unref_page_commit` and
-`free_pcppages_bulk` in the 4.4 shape the reference's modelling notes allow: one list per
+`free_pcppages_bulk` in their 4.4 shape, which is enough for fragmentation: one list per
 CPU and pcp migratetype, refilled with `batch` pages under one `zone->lock` hold, and
 drained from the cold end once `count >= high`. Pages on these lists are neither free in
 the buddy sense (not in NR_FREE_PAGES, cannot merge) nor allocated to anyone. Simplified:

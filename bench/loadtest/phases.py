@@ -19,8 +19,16 @@ from typing import Any
 
 import grpc
 
-from bench.loadtest import (GOAL_GETRUN_P99_S, GOAL_SLOWDOWN, RAMP_DURATION_S, SIM_SPEC,
-                            TERMINAL, R, log, percentile)
+from bench.loadtest import (
+    GOAL_GETRUN_P99_S,
+    GOAL_SLOWDOWN,
+    RAMP_DURATION_S,
+    SIM_SPEC,
+    TERMINAL,
+    R,
+    log,
+    percentile,
+)
 from bench.loadtest.calls import cancel_all_pending, list_all_names, run_simulations, wait_ended
 from bench.loadtest.clients import ClientPlan, ClientResult, client_process, spin
 from bench.loadtest.procs import ServerProcess, WorkerPinner

@@ -241,7 +241,7 @@ def compare() -> dict:
         "fieldConfig": {"defaults": {}, "overrides": []}, "options": {"showHeader": True},
     }
     by_order = timeseries("Free blocks by order: $instance", [
-        (f'sum by (size) (node_buddyinfo_blocks{{job="$job", instance="$instance"}})',
+        ('sum by (size) (node_buddyinfo_blocks{job="$job", instance="$instance"})',
          "order {{size}}"),
     ], log=True, description="One panel per chosen instance (repeated).")
     by_order.update({"repeat": "instance", "repeatDirection": "h", "maxPerRow": 4})

@@ -141,7 +141,8 @@ def test_dockerfile_env_ports_volume(docker):
 
 def test_console_script_declared():
     text = (ROOT / "pyproject.toml").read_text()
-    assert re.search(r'^compactsim-healthcheck\s*=\s*"compactsim\.client\.healthcheck:main"', text, re.M)
+    assert re.search(r'^compactsim-healthcheck\s*=\s*"compactsim\.client\.healthcheck:main"',
+                     text, re.M)
 
 
 # ---- YAML ----------------------------------------------------------------------------------
@@ -216,7 +217,8 @@ def test_compose_mounts_and_volumes(compose):
     prov = yaml.safe_load((DEPLOY / "grafana/provisioning/dashboards/compactsim.yaml").read_text())
     dash_path = prov["providers"][0]["options"]["path"]
     assert (DEPLOY / graf["/etc/grafana/provisioning"] / "datasources").is_dir()
-    assert list((DEPLOY / graf[dash_path]).glob("*.json")), "dashboards not mounted at provider path"
+    assert list((DEPLOY / graf[dash_path]).glob("*.json")), \
+        "dashboards not mounted at provider path"
     assert graf["/var/lib/grafana"] in named
 
 
@@ -334,8 +336,9 @@ def test_k8s_lab_overlay():
 def healthcheck(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     e = {k: v for k, v in os.environ.items() if k != "COMPACTSIM_LISTEN"}
     e.update(env or {})
-    return subprocess.run([sys.executable, "-m", "compactsim.client.healthcheck", *args], cwd=ROOT, env=e,
-                          capture_output=True, text=True, timeout=30, check=False)
+    return subprocess.run([sys.executable, "-m", "compactsim.client.healthcheck", *args],
+                          cwd=ROOT, env=e, capture_output=True, text=True, timeout=30,
+                          check=False)
 
 
 @pytest.fixture

@@ -5,20 +5,18 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
 
 import grpc
 import pytest
+from serverproc import R, Server, create, spec, wait_state
 
 from compactsim.proto.v1 import simulator_pb2
 
 ROOT = Path(__file__).resolve().parents[2]
 PROM = ROOT / "deploy" / "prometheus"
-sys.path.insert(0, str(ROOT / "tests" / "e2e"))
-from test_service import R, Server, create, spec, wait_state
 
 PROMTOOL = shutil.which("promtool")
 pytestmark = pytest.mark.skipif(
@@ -103,7 +101,8 @@ def test_check_metrics_on_real_probe_and_service_metrics(tmp_path):
         for name in ("compactsim_runs{", "compactsim_queue_depth",
                      "compactsim_run_wall_seconds_count 1.0",
                      "compactsim_simulated_events_total",
-                     'compactsim_grpc_requests_total{code="OK",method="/compactsim.v1.Simulator/CreateRun"} 1.0'):
+                     'compactsim_grpc_requests_total{code="OK",'
+                     'method="/compactsim.v1.Simulator/CreateRun"} 1.0'):
             assert name in text, name
         assert 'code="NOT_FOUND",method="/compactsim.v1.Simulator/GetRun"} 1.0' in text
         events = [ln for ln in text.splitlines()

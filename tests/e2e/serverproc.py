@@ -49,8 +49,8 @@ class Server:
         port_file = self.data_dir / f"port-{uuid.uuid4().hex[:6]}"
         self.log = open(self.data_dir / "server.log", "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "compactsim.server.main", "--listen", "127.0.0.1:0", "--port-file",
-             str(port_file), "--data-dir", str(self.data_dir), "--workers", "2",
+            [sys.executable, "-m", "compactsim.server.main", "--listen", "127.0.0.1:0",
+             "--port-file", str(port_file), "--data-dir", str(self.data_dir), "--workers", "2",
              "--metrics-listen", "127.0.0.1:0", *self.extra],
             cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, env=self.env)
         deadline = time.monotonic() + 20

@@ -27,9 +27,10 @@ def server(tmp_path_factory):
     data = tmp_path_factory.mktemp("data")
     port_file = data.parent / "port"
     log = (data.parent / "server.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "compactsim.server.main", "--listen", "127.0.0.1:0",
-                             "--port-file", str(port_file), "--data-dir", str(data),
-                             "--workers", "2", "--metrics-listen", ""], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([sys.executable, "-m", "compactsim.server.main",
+                             "--listen", "127.0.0.1:0", "--port-file", str(port_file),
+                             "--data-dir", str(data), "--workers", "2", "--metrics-listen", ""],
+                            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 30
     while not (port_file.exists() and port_file.read_text().strip()):
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -203,9 +204,9 @@ def test_bad_spec_exits_2_naming_each_field(server, tmp_path):
               "--set", "tunables.nope=1", "--set", "machine.memory=1KiB")
     assert out.returncode == 2, out.stderr
     lines = out.stderr.splitlines()
-    assert any(l.strip().startswith("spec.workload[0].rate:") for l in lines), out.stderr
-    assert any(l.strip().startswith("spec.tunables.nope:") for l in lines), out.stderr
-    assert any(l.strip().startswith("spec.machine.memory_bytes:") for l in lines), out.stderr
+    assert any(line.strip().startswith("spec.workload[0].rate:") for line in lines), out.stderr
+    assert any(line.strip().startswith("spec.tunables.nope:") for line in lines), out.stderr
+    assert any(line.strip().startswith("spec.machine.memory_bytes:") for line in lines), out.stderr
     # a spec file with no workload on a scenario-less run; an unknown scenario is 3
     spec = tmp_path / "s.yaml"
     spec.write_text("duration: -5s\nmachine: {memory: 1KiB}\n")
@@ -217,7 +218,7 @@ def test_bad_spec_exits_2_naming_each_field(server, tmp_path):
     out = cli(server, "sweep", "create", "--scenario", "churn", "--grid", "tunables.nope=1,2",
               "--grid", "workload[0].rate=-1,5")
     assert out.returncode == 2, out.stderr
-    violations = [l for l in out.stderr.splitlines() if l.startswith("  ")]
+    violations = [v for v in out.stderr.splitlines() if v.startswith("  ")]
     assert len(violations) == 2, out.stderr
     assert "spec.tunables.nope" in violations[0] and "spec.workload[0].rate" in violations[1]
 

@@ -28,8 +28,7 @@ import grpc
 import pytest
 from google.rpc import code_pb2, error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from serverproc import (ROOT, R, Server, create, descendants, spec, wait_state, watch_all,
-                        workers)
+from serverproc import ROOT, R, Server, create, descendants, spec, wait_state, watch_all, workers
 
 from compactsim.proto.v1 import run_pb2, simulator_pb2, simulator_pb2_grpc
 

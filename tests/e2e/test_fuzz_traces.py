@@ -11,8 +11,8 @@ import time
 
 import grpc
 import pytest
-from hypothesis import HealthCheck, example, given, settings
 from google.rpc import error_details_pb2
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from serverproc import R, Server, create, details, replay_spec, wait_state, write_trace
 

@@ -15,8 +15,9 @@ import pytest
 from google.protobuf import struct_pb2
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha.proto_reflection_descriptor_database import \
-    ProtoReflectionDescriptorDatabase
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+    ProtoReflectionDescriptorDatabase,
+)
 from serverproc import R, Server, create, details, spec, wait_state, watch_all, workers
 
 from compactsim.proto.v1 import run_pb2, simulator_pb2, sweep_pb2
@@ -104,11 +105,13 @@ def test_cancel_delete_and_errors(server):
     wait_state(server.stub, run.name, (R.RUNNING,))
     server.stub.CancelRun(simulator_pb2.CancelRunRequest(name=run.name))
     cancelled = wait_state(server.stub, run.name)
-    assert cancelled.state == R.CANCELLED and cancelled.error.code == grpc.StatusCode.CANCELLED.value[0]
+    assert cancelled.state == R.CANCELLED
+    assert cancelled.error.code == grpc.StatusCode.CANCELLED.value[0]
     with pytest.raises(grpc.RpcError) as e:
         server.stub.CancelRun(simulator_pb2.CancelRunRequest(name=run.name))
     assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert details(e.value, error_details_pb2.PreconditionFailure)[0].violations[0].subject == run.name
+    failure = details(e.value, error_details_pb2.PreconditionFailure)[0]
+    assert failure.violations[0].subject == run.name
     # delete a running run: refused without force, cancelled and deleted with it
     running = create(server.stub, spec(duration=1.0, pace=0.1))
     wait_state(server.stub, running.name, (R.RUNNING,))
@@ -138,7 +141,8 @@ def test_cancel_delete_and_errors(server):
             "run.spec.workload[0].tasks"} <= fields
     # validate_only creates nothing
     before = server.stub.ListRuns(simulator_pb2.ListRunsRequest()).total_size
-    v = server.stub.CreateRun(simulator_pb2.CreateRunRequest(run=R(spec=spec()), validate_only=True))
+    v = server.stub.CreateRun(simulator_pb2.CreateRunRequest(run=R(spec=spec()),
+                                                             validate_only=True))
     assert v.effective_spec.seed == 3
     assert server.stub.ListRuns(simulator_pb2.ListRunsRequest()).total_size == before
 

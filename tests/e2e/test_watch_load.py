@@ -4,7 +4,7 @@ change holds no thread of the server's pool (server.changes), and still hears th
 import threading
 import time
 
-from serverproc import R, TERMINAL, create, spec, wait_state
+from serverproc import TERMINAL, R, create, spec, wait_state
 
 from compactsim.proto.v1 import simulator_pb2
 

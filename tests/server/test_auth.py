@@ -6,8 +6,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from compactsim.server.auth import (ANONYMOUS, Authenticator, Caller, TokenFileError, Tokens, bearer,
-                         parse_token_file)
+from compactsim.server.auth import (
+    ANONYMOUS,
+    Authenticator,
+    Caller,
+    TokenFileError,
+    Tokens,
+    bearer,
+    parse_token_file,
+)
 
 TOKEN = st.text(st.sampled_from("abcdefABCDEF0123456789-_."), min_size=16, max_size=40)
 USER = st.from_regex(r"[a-z][a-z0-9._@-]{0,20}", fullmatch=True)

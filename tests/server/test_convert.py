@@ -22,10 +22,24 @@ from hypothesis import strategies as st
 from compactsim.codec import spec as codec
 from compactsim.proto.v1 import run_pb2, simulator_pb2, simulator_pb2_grpc, spec_pb2
 from compactsim.server import convert
-from compactsim.sim.config import (MAX_ORDER, PAGEBLOCK_ORDER, PROFILES, TRACE_EVENTS, Arrival,
-                        LifetimeConfig, MachineConfig, MovableOps, PageKind, ReplayConfig,
-                        SamplingConfig, SimConfig, Tunables, WorkloadGroup, apply_overrides,
-                        config_from_dict)
+from compactsim.sim.config import (
+    MAX_ORDER,
+    PAGEBLOCK_ORDER,
+    PROFILES,
+    TRACE_EVENTS,
+    Arrival,
+    LifetimeConfig,
+    MachineConfig,
+    MovableOps,
+    PageKind,
+    ReplayConfig,
+    SamplingConfig,
+    SimConfig,
+    Tunables,
+    WorkloadGroup,
+    apply_overrides,
+    config_from_dict,
+)
 from compactsim.sim.costs import Costs
 from compactsim.sim.run import run
 from compactsim.sim.scenarios import list_scenarios, load_scenario

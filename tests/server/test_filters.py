@@ -8,11 +8,24 @@ import time
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from compactsim.server.filters import (And, Compare, FilterError, HasLabel, Not, Or, OrderByError,
-                            OrderField, compile_filter, parse_filter, parse_order_by,
-                            parse_rfc3339_ns, render)
+from compactsim.server.filters import (
+    And,
+    Compare,
+    FilterError,
+    HasLabel,
+    Not,
+    Or,
+    OrderByError,
+    OrderField,
+    compile_filter,
+    parse_filter,
+    parse_order_by,
+    parse_rfc3339_ns,
+    render,
+)
 from compactsim.server.store import RunState, RunStore
 
 T0 = 1_714_564_800_000_000_000   # 2024-05-01T12:00:00Z

@@ -14,7 +14,13 @@ import pytest
 
 from compactsim.server import limits
 from compactsim.server.executor import ProcessExecutor
-from compactsim.server.limits import Exceeded, Limits, format_bytes, queue_exceeded, resident_estimate
+from compactsim.server.limits import (
+    Exceeded,
+    Limits,
+    format_bytes,
+    queue_exceeded,
+    resident_estimate,
+)
 from compactsim.server.manager import QueueLimit, RunManager
 from compactsim.server.store import RunState, RunStore
 from compactsim.server.traces import TraceError, TraceNotFound, TraceStore, TraceTooLarge, trace_id
@@ -56,7 +62,8 @@ def peak(memory, conn):
 
 if __name__ == "__main__":
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["compactsim.server.worker", "compactsim.sim.run", "compactsim.sim.config"])
+    ctx.set_forkserver_preload(["compactsim.server.worker", "compactsim.sim.run",
+                                "compactsim.sim.config"])
     recv, send = ctx.Pipe(duplex=False)
     p = ctx.Process(target=peak, args=(int(sys.argv[1]), send))
     p.start()

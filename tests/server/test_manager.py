@@ -13,11 +13,25 @@ from pathlib import Path
 import pytest
 
 from compactsim.server.executor import ProcessExecutor
-from compactsim.server.manager import (EVENT_ERROR, REASON_INVALID_SPEC, REASON_WALL_TIME,
-                            REASON_WORKER_DIED, SHUTDOWN_MESSAGE, ManagerClosed, QueueLimit,
-                            RunManager)
-from compactsim.server.store import (INTERRUPTED_REASON, NewRun, NotFound, RunState, RunStore, StoreFull,
-                          WrongState)
+from compactsim.server.manager import (
+    EVENT_ERROR,
+    REASON_INVALID_SPEC,
+    REASON_WALL_TIME,
+    REASON_WORKER_DIED,
+    SHUTDOWN_MESSAGE,
+    ManagerClosed,
+    QueueLimit,
+    RunManager,
+)
+from compactsim.server.store import (
+    INTERRUPTED_REASON,
+    NewRun,
+    NotFound,
+    RunState,
+    RunStore,
+    StoreFull,
+    WrongState,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 

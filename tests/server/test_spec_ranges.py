@@ -16,10 +16,16 @@ from pathlib import Path
 
 import pytest
 
-from compactsim.proto.v1 import spec_pb2
 from compactsim.codec import spec as codec
-from compactsim.sim.config import (MAX_GROUPS, MAX_NAME, MAX_ORDER, SimConfig, WorkloadGroup,
-                        config_from_dict)
+from compactsim.proto.v1 import spec_pb2
+from compactsim.sim.config import (
+    MAX_GROUPS,
+    MAX_NAME,
+    MAX_ORDER,
+    SimConfig,
+    WorkloadGroup,
+    config_from_dict,
+)
 from compactsim.sim.schema import MAX_WEIGHT, ConfigError
 
 PROTO = str(Path(__file__).resolve().parents[2] / "proto" / "compactsim" / "v1" / "spec.proto")

@@ -1,4 +1,5 @@
-"""compactsim.server.status_limits: refusals cut to fit gRPC's trailing metadata, first problems kept."""
+"""compactsim.server.status_limits: refusals cut to fit gRPC's trailing metadata, first
+problems kept."""
 
 from __future__ import annotations
 

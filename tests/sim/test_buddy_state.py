@@ -13,13 +13,20 @@ import simpy
 from buddycheck import assert_lists_match_counters, carve, free_blocks
 from hypothesis import settings
 from hypothesis import strategies as st
-from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant, precondition,
-                                 rule)
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from compactsim.sim.buddy import free_one_page
 from compactsim.sim.config import MAX_ORDER, ClaimRule, PageKind, config_from_dict
-from compactsim.sim.gfp import (ALLOC_KSWAPD, ALLOC_NO_WATERMARKS, ALLOC_WMARK_LOW, ALLOC_WMARK_MIN,
-                     GFP_HIGHUSER_MOVABLE, GFP_KERNEL, __GFP_RECLAIMABLE, gfp_migratetype)
+from compactsim.sim.gfp import (
+    __GFP_RECLAIMABLE,
+    ALLOC_KSWAPD,
+    ALLOC_NO_WATERMARKS,
+    ALLOC_WMARK_LOW,
+    ALLOC_WMARK_MIN,
+    GFP_HIGHUSER_MOVABLE,
+    GFP_KERNEL,
+    gfp_migratetype,
+)
 from compactsim.sim.machine import build_machine
 from compactsim.sim.page import ALLOC, KIND_CODE, KIND_NONE, KIND_RESERVED, PCP, PG_LRU, TAIL
 from compactsim.sim.page_alloc import drain_all_pages, free_pages, get_page_from_freelist, zonelist

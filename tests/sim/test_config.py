@@ -2,8 +2,14 @@
 
 import pytest
 
-from compactsim.sim.config import (ClaimRule, MovableOps, apply_overrides, config_from_dict,
-                        config_to_dict, load_spec)
+from compactsim.sim.config import (
+    ClaimRule,
+    MovableOps,
+    apply_overrides,
+    config_from_dict,
+    config_to_dict,
+    load_spec,
+)
 from compactsim.sim.schema import ConfigError
 from compactsim.sim.units import parse_duration, parse_size
 

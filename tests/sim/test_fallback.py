@@ -14,11 +14,21 @@ import pytest
 import simpy
 from buddycheck import carve, free_blocks
 
-from compactsim.sim.buddy import (BuddyPolicy, boost_watermark, free_one_page,
-                       rmqueue, rmqueue_fallback)
+from compactsim.sim.buddy import (
+    BuddyPolicy,
+    boost_watermark,
+    free_one_page,
+    rmqueue,
+    rmqueue_fallback,
+)
 from compactsim.sim.config import MAX_ORDER, ClaimRule, config_from_dict
-from compactsim.sim.gfp import (ALLOC_KSWAPD, ALLOC_NO_WATERMARKS, ALLOC_NOFRAGMENT, ALLOC_WMARK_LOW,
-                     GFP_KERNEL)
+from compactsim.sim.gfp import (
+    ALLOC_KSWAPD,
+    ALLOC_NO_WATERMARKS,
+    ALLOC_NOFRAGMENT,
+    ALLOC_WMARK_LOW,
+    GFP_KERNEL,
+)
 from compactsim.sim.machine import build_machine
 from compactsim.sim.page import ALLOC, PG_LRU, TAIL
 from compactsim.sim.page_alloc import get_page_from_freelist, trace_extfrag

@@ -10,10 +10,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from compactsim.sim.procfs import (
+    Pageset,
     PagetypeBlocks,
     PagetypeFree,
     PagetypeInfo,
-    Pageset,
     ZoneFree,
     build_zoneinfo_zone,
     parse_buddyinfo,

@@ -1,4 +1,5 @@
-"""compactsim.sim.replay: exact self-replay, the real LTTng captures, take_block, mapping and errors."""
+"""compactsim.sim.replay: exact self-replay, the real LTTng captures, take_block, mapping and
+errors."""
 
 from __future__ import annotations
 
@@ -16,13 +17,13 @@ from compactsim.sim.page import ALLOC, PCP, TAIL
 from compactsim.sim.page_alloc import free_pages
 from compactsim.sim.pageblock import MIGRATE_TYPES, MigrateType
 from compactsim.sim.procfs import parse_buddyinfo
-from compactsim.sim.report import procfs_files
 from compactsim.sim.replay import memory_needed, take_block
+from compactsim.sim.report import procfs_files
 from compactsim.sim.run import run
 from compactsim.sim.schema import ConfigError
 from compactsim.sim.task import Task
-from compactsim.sim.tracepoint import fmt_mm_page_alloc, fmt_mm_page_free, format_line, pfn_to_page
 from compactsim.sim.traceparse import TraceParseError, pair_events, parse_trace, parse_trace_file
+from compactsim.sim.tracepoint import fmt_mm_page_alloc, fmt_mm_page_free, format_line, pfn_to_page
 
 TRACES = Path(__file__).resolve().parents[2].parent / "shared/validation/real-data/traces"
 X86 = TRACES / "tracecompass-uneven-streams-x86_64-4.11.0-ubuntu-cpu2-kmem-page-events.txt"

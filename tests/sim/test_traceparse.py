@@ -8,6 +8,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from compactsim.sim import gfp
+from compactsim.sim.traceparse import (
+    PageEvent,
+    TraceParseError,
+    gfp_migratetype,
+    normalise_migratetype,
+    pair_events,
+    parse_trace,
+    parse_trace_file,
+)
 from compactsim.sim.tracepoint import (
     TraceBuffer,
     fmt_mm_page_alloc,
@@ -19,15 +28,6 @@ from compactsim.sim.tracepoint import (
     format_line,
     gfp_flags_to_str,
     pfn_to_page,
-)
-from compactsim.sim.traceparse import (
-    PageEvent,
-    TraceParseError,
-    gfp_migratetype,
-    normalise_migratetype,
-    pair_events,
-    parse_trace,
-    parse_trace_file,
 )
 
 TRACES = (Path(__file__).resolve().parents[2].parent

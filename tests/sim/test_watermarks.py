@@ -15,16 +15,32 @@ import simpy
 
 from compactsim.sim.buddy import del_page_from_free_list, free_one_page
 from compactsim.sim.config import MAX_ORDER, MovableOps, config_from_dict
-from compactsim.sim.gfp import (ALLOC_HARDER, ALLOC_HIGH, ALLOC_NO_WATERMARKS, ALLOC_WMARK_HIGH,
-                     ALLOC_WMARK_LOW, ALLOC_WMARK_MIN, GFP_KERNEL)
+from compactsim.sim.gfp import (
+    ALLOC_HARDER,
+    ALLOC_HIGH,
+    ALLOC_NO_WATERMARKS,
+    ALLOC_WMARK_HIGH,
+    ALLOC_WMARK_LOW,
+    ALLOC_WMARK_MIN,
+    GFP_KERNEL,
+)
 from compactsim.sim.machine import build_machine, struct_page_bytes
 from compactsim.sim.page import ALLOC, KIND_RESERVED, TAIL
 from compactsim.sim.page_alloc import free_pages, get_page_from_freelist
 from compactsim.sim.pageblock import MIGRATE_TYPES, MigrateType
 from compactsim.sim.task import Task
-from compactsim.sim.zone import (WMARK_HIGH, WMARK_LOW, WMARK_MIN, WMARK_PROMO, calculate_min_free_kbytes,
-                      recommended_min_free_kbytes, zone_batchsize, zone_highsize,
-                      zone_watermark_for_flags, zone_watermark_ok)
+from compactsim.sim.zone import (
+    WMARK_HIGH,
+    WMARK_LOW,
+    WMARK_MIN,
+    WMARK_PROMO,
+    calculate_min_free_kbytes,
+    recommended_min_free_kbytes,
+    zone_batchsize,
+    zone_highsize,
+    zone_watermark_for_flags,
+    zone_watermark_ok,
+)
 
 GIB = 1 << 30
 PAGES_PER_GIB = GIB // 4096
