@@ -40,7 +40,9 @@ def check(address: str, service: str = "", timeout: float = 3.0, *,
     `address`; raises grpc.RpcError when the server does not answer."""
     with open_channel(address, ca_cert=ca_cert, server_name=server_name) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
-        resp = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
+        # types-grpcio-health-checking's HealthStub lacks the generated methods
+        resp = stub.Check(health_pb2.HealthCheckRequest(service=service),  # type: ignore[attr-defined]
+                          timeout=timeout)
         return resp.status
 
 

@@ -104,7 +104,7 @@ def run_id(name: str) -> str:
 
 
 def state_name(state: int) -> str:
-    return RUN_STATE.Name(state)
+    return RUN_STATE.Name(state)  # type: ignore[arg-type]
 
 
 def _ts(ts) -> str:
@@ -578,7 +578,7 @@ def sweep_table(sweep, group_by: str | None = None) -> Table:
 
 def sweep_pb2_state(state: int) -> str:
     from compactsim.proto.v1 import sweep_pb2
-    return sweep_pb2.Sweep.State.Name(state)
+    return sweep_pb2.Sweep.State.Name(state)  # type: ignore[arg-type]
 
 
 def _sweep_json(sweep) -> dict:

@@ -43,9 +43,12 @@ field from the server), and nothing runs.
 """
 
 
+_UNITS: dict[Any, str] = {parse_size: "size", parse_duration: "duration"}
+
+
 def _type(f: dataclasses.Field, kind: str, tp: Any) -> str:
     parse = f.metadata.get("parse") or f.metadata.get("item_parse")
-    unit = {parse_size: "size", parse_duration: "duration"}.get(parse)
+    unit = _UNITS.get(parse)
     if kind == "message":
         return "map"
     if kind == "messages":
@@ -92,8 +95,8 @@ def _value(f: dataclasses.Field, value: Any) -> str:
 
 
 def _default(cls: type, f: dataclasses.Field) -> str:
-    if f.default_factory is not dataclasses.MISSING:                    # type: ignore[misc]
-        value = f.default_factory()                                     # type: ignore[misc]
+    if f.default_factory is not dataclasses.MISSING:
+        value = f.default_factory()
         return "" if dataclasses.is_dataclass(value) else _value(f, value)
     if f.default is dataclasses.MISSING:
         return "required"
@@ -108,7 +111,8 @@ def _range(f: dataclasses.Field, kind: str, tp: Any) -> str:
     if kind == "enum":
         return ", ".join(f"`{m.value}`" for m in tp)
     parts = []
-    lo, hi = f.metadata.get("lo"), f.metadata.get("hi")
+    lo: Any = f.metadata.get("lo")
+    hi: Any = f.metadata.get("hi")
     if hi is not None:
         parse = f.metadata.get("parse") or f.metadata.get("item_parse")
         if kind == "weights":

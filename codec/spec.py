@@ -47,7 +47,7 @@ from compactsim.sim.costs import CostPreset
 from compactsim.sim.schema import ConfigError, FieldError
 from compactsim.sim.units import parse_duration, parse_size
 
-_UNIT_SUFFIX = {parse_size: "_bytes", parse_duration: "_seconds"}
+_UNIT_SUFFIX: dict[Any, str] = {parse_size: "_bytes", parse_duration: "_seconds"}
 
 ENUMS: dict[type[enum.Enum], dict[Any, int]] = {
     MovableOps: {
@@ -157,7 +157,7 @@ def _kind(tp: Any) -> tuple[str, Any]:
 
 
 @functools.cache
-def schema(cls: type) -> tuple[_Field, ...]:
+def schema(cls: Any) -> tuple[_Field, ...]:
     """The fields of config dataclass `cls` with their spec names and kinds."""
     hints = typing.get_type_hints(cls)
     return tuple(_Field(f.name, proto_name(f), *_kind(hints[f.name]))
@@ -167,7 +167,10 @@ def schema(cls: type) -> tuple[_Field, ...]:
 def _wrapped(container: Any) -> Any:
     """A list field's values: repeated directly, or inside a wrapper message (whose
     presence tells "unset" from "empty", as TracepointList does)."""
-    return container.names if isinstance(container, Message) else container
+    if isinstance(container, Message):
+        wrapper: Any = container        # any wrapper message: its one field is `names`
+        return wrapper.names
+    return container
 
 
 # ---- config -> spec ------------------------------------------------------------------
@@ -175,7 +178,8 @@ def _wrapped(container: Any) -> Any:
 def _fill(msg: Message, obj: Any, only: Mapping[str, Any] | None) -> None:
     """Set `msg` from dataclass `obj`: every field, or with `only` the keys it has."""
     msg.SetInParent()
-    for f in schema(type(obj)):
+    cls: Any = type(obj)
+    for f in schema(cls):
         value = getattr(obj, f.name)
         if value is None or (only is not None and f.name not in only):
             continue
@@ -285,7 +289,7 @@ def proto_path(path: str) -> str:
         m = _STEP.match(part)
         field = next((f for f in schema(cls) if f.name == m.group(1)), None) \
             if m and cls is not None else None
-        if field is None:
+        if field is None or m is None:
             out.append(part)
             cls = None
             continue
