@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo serve test bench loadtest clean proto
+.PHONY: demo serve test test-fast lint golden spec bench loadtest clean proto
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,8 +21,32 @@ DATA_DIR ?= data
 serve: $(STAMP)
 	$(BIN)/compactsim-server --data-dir $(DATA_DIR)
 
+# The whole suite (what CI runs), and the fast tier for the edit-test loop: everything but
+# the tests marked slow (multi-second end-to-end, fuzzing, fault and load tests).
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+# ruff, mypy (over the installed names: links in $(VENV)/typecheck) and the import contracts.
+TYPECHECK := $(VENV)/typecheck/compactsim
+lint: $(STAMP)
+	mkdir -p $(TYPECHECK)
+	for p in sim codec client server; do ln -sfn ../../../$$p $(TYPECHECK)/$$p; done
+	ln -sfn ../../../compactsim_proto $(TYPECHECK)/proto
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
+
+# Rewrite tests/golden/*.json, each preset's summary at a fixed seed, after a change that
+# is meant to change the model's results (review the diff before committing it).
+golden: $(STAMP)
+	$(BIN)/python -m pytest -q tests/golden --update-golden
+
+# Rewrite docs/spec.md, the spec reference, from the config's field metadata.
+spec: $(STAMP)
+	$(BIN)/compactsim spec > docs/spec.md
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

@@ -7,7 +7,7 @@ workload groups, costs, sampling and pacing.
 These messages mirror the simulator's config tree (`sim/config.py`, `sim/costs.py`)
 field for field, with the same names, except that sizes are bytes and carry `_bytes`
 and durations are seconds and carry `_seconds` (`machine.memory` in a YAML spec is
-`machine.memory_bytes` here). `server/convert.py` is the one mapping between the two,
+`machine.memory_bytes` here). `codec/spec.py` is the one mapping between the two,
 and tests check that every config field has its field here.
 
 Presence: every scalar field is `optional`, and every enum has an UNSPECIFIED zero
@@ -437,7 +437,7 @@ class Spec(google.protobuf.message.Message):
 
     @property
     def costs(self) -> Global___CostsSpec:
-        """Simulated-time cost of each step (cost-model.md)."""
+        """Simulated-time cost of each step (docs/model.md gives each default's source)."""
 
     @property
     def sampling(self) -> Global___SamplingSpec:
@@ -1098,8 +1098,8 @@ Global___SamplingSpec: typing_extensions.TypeAlias = SamplingSpec
 @typing.final
 class CostsSpec(google.protobuf.message.Message):
     """Simulated-time cost of each step. Units are in the names (ns, us, ms); each range is
-    0..1e9. A cost left unset takes the preset's value (cost-model.md gives each default
-    and its source).
+    0..1e9. A cost left unset takes the preset's value (docs/model.md gives each default's
+    source).
     """
 
     DESCRIPTOR: google.protobuf.descriptor.Descriptor

@@ -1,11 +1,13 @@
-"""The ranges spec.proto's comments state are the ranges the config enforces, and back.
+"""The ranges and defaults spec.proto's comments state are the config's, and back.
 
 Each config field with bounds (`lo`/`hi` in sim/config.py and sim/costs.py) must have its
 range written as `LO..HI` in the comment of its Spec field (or of the enclosing message,
 as CostsSpec states one range for all costs), and every `A..B` a field's comment states
 must be a range the config enforces: the field's bounds, or one of the limits the config
 checks by rule (group count, name length, order weights). A list field's `max_items` is
-stated as `at most N` or as the top of a range.
+stated as `at most N` or as the top of a range. Every field's comment states the
+config's default (`Default X`), except where there is none to state: a kernel switch takes
+the profile's value, and a field whose default is unset says what unset means.
 """
 
 from __future__ import annotations
@@ -15,18 +17,23 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from compactsim.codec import spec as codec
 from compactsim.proto.v1 import spec_pb2
 from compactsim.sim.config import (
+    DEFAULT_PROFILE,
     MAX_GROUPS,
     MAX_NAME,
     MAX_ORDER,
+    PROFILES,
+    KernelConfig,
     SimConfig,
     WorkloadGroup,
     config_from_dict,
 )
 from compactsim.sim.schema import MAX_WEIGHT, ConfigError
+from compactsim.sim.units import parse_size
 
 PROTO = str(Path(__file__).resolve().parents[2] / "proto" / "compactsim" / "v1" / "spec.proto")
 
@@ -153,3 +160,95 @@ def test_lists_and_names_are_bounded_as_stated():
     weights = config_from_dict({"workload": [dict(group, order_mix={
         o: MAX_WEIGHT for o in range(MAX_ORDER + 1)})]})
     assert sum(w for _, w in weights.workload[0].order_mix) == (MAX_ORDER + 1) * MAX_WEIGHT
+
+
+# ---- defaults ------------------------------------------------------------------------
+
+_DEFAULT = re.compile(r"(?:^|\s)(?:x86 )?[Dd]efault:?\s+"
+                      r"(\"[^\"]*\"|[^.;(]+?(?:\.\d+)?)\s*(?:[.;(]|$)")
+_UNSET = re.compile(r"(?:Unset|Empty): (\{[^}]*\}|\w+ only)")
+
+
+def stated_default(comment: str) -> str | None:
+    """The default a field's comment states: `Default X.`, `x86 default X.`, the clause
+    `X ... (the default)`, or for a list or map `Unset: X only.` / `Empty: {...}.`."""
+    if m := _DEFAULT.search(comment):
+        return m.group(1).strip()
+    if m := _UNSET.search(comment):
+        return m.group(1).removesuffix(" only")
+    for clause in re.split(r"[.;]\s", comment):
+        if "(the default)" in clause:
+            return clause.split()[0]
+    return None
+
+
+def stated_value(text: str, f: dataclasses.Field, kind: str, tp: type) -> object:
+    """`text` read as the config reads a value of field `f`."""
+    text = text.strip('"')
+    if kind == "list":
+        return () if text == "none" else tuple(text.split(", "))
+    if kind == "weights":
+        return tuple((int(k), float(w)) for k, w in yaml.safe_load(text).items())
+    if kind == "enum":
+        return next(m for m in tp if text.lower() in (m.name.lower(), str(m.value).lower()))
+    if tp is bool:
+        return {"true": True, "false": False}[text]
+    if tp is str:
+        return text
+    if f.metadata.get("parse") is parse_size:
+        return parse_size(text.replace(" ", ""))
+    return number(text)
+
+
+def defaulted_fields():
+    """(message, proto field, dataclass field, kind, type, profile switch) of every scalar,
+    enum and list field of the config."""
+    todo = [(SimConfig, spec_pb2.Spec.DESCRIPTOR)]
+    while todo:
+        cls, desc = todo.pop()
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        for sf in codec.schema(cls):
+            fd = desc.fields_by_name[sf.proto]
+            if sf.kind in ("message", "messages"):
+                todo.append((sf.type, fd.message_type))
+                continue
+            switch = cls is KernelConfig and sf.name in PROFILES[DEFAULT_PROFILE]
+            yield desc.name, sf.proto, fields[sf.name], sf.kind, sf.type, switch
+
+
+DEFAULTED = sorted(defaulted_fields(), key=lambda row: row[:2])
+
+
+@pytest.mark.parametrize("message,field,f,kind,tp,switch", DEFAULTED,
+                         ids=[f"{m}.{p}" for m, p, *_ in DEFAULTED])
+def test_stated_default_is_the_configs_default(message, field, f, kind, tp, switch):
+    fields, messages = proto_comments()
+    comment = fields[(message, field)]
+    stated = stated_default(comment)
+    if switch:        # a mechanism switch: the profile decides (KernelSpec's comment says so)
+        assert stated is None, f"{message}.{field}: states {stated!r}, the profile decides"
+        assert "profile" in messages[message]
+        return
+    if f.default is None or f.default is dataclasses.MISSING:
+        assert stated is None, f"{message}.{field}: states {stated!r}; the config has none"
+        return
+    default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+    if message == "CostsSpec" and stated is None:        # "x86 default" or the message's
+        pytest.fail(f"{message}.{field}: {comment!r} states no default")
+    assert stated is not None, f"{message}.{field}: {comment!r} states no default ({default!r})"
+    assert stated_value(stated, f, kind, tp) == default, \
+        f"{message}.{field}: {comment!r} states {stated!r}, the config's default is {default!r}"
+
+
+def test_defaults_are_read_from_the_comments():
+    assert stated_default("Seed of every random stream, 0..2^63-1. Default 1.") == "1"
+    assert stated_default("Bytes of RAM per node, 64 MiB..4 TiB. Default 1 GiB.") == "1 GiB"
+    assert stated_default("Resolution, 1e-4..10. Default 0.01.") == "0.01"
+    assert stated_default('Bit layout: "3.x" or "4.4+". Default "4.4+".') == '"4.4+"'
+    assert stated_default("zram disksize, 0..4 TiB; 0 (the default) means no zram.") == "0"
+    assert stated_default("Local flush of one PTE, ns. x86 default 100.") == "100"
+    assert stated_default("ZONES_WIDTH, 0..3. Default 3 (DMA, DMA32).") == "3"
+    assert stated_default("At most 64. Unset: mm_page_alloc_extfrag only.") == \
+        "mm_page_alloc_extfrag"
+    assert stated_default("Order -> weight. Empty: {0: 1}. THP: order 9.") == "{0: 1}"
+    assert stated_default("vm.min_free_kbytes. Unset: the kernel's formula.") is None
