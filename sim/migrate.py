@@ -4,7 +4,7 @@ Follows mm/migrate.c: `migrate_pages` (4.4-6.2: up to 10 passes, `force` from th
 6.3+: batches of up to `NR_MAX_BATCHED_MIGRATION` pages unmapped together with one TLB
 flush, async passes then, for the sync modes, one-by-one passes with 7 retries),
 `__unmap_and_move` / `migrate_folio_unmap` (page lock trylock; ASYNC and PF_MEMALLOC
-callers never sleep on it; writeback waited for only in MIGRATE_SYNC), the reference
+callers never sleep on it; writeback waited for only in MIGRATE_SYNC), the reference-count
 check of `folio_migrate_mapping` (an extra reference is -EAGAIN), non-LRU movable pages
 through their driver (`move_to_new_folio` with movable_ops: zsmalloc's zspage lock makes
 it -EAGAIN, balloon pages always move), and `putback_movable_pages` (a blocking page

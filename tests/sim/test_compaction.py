@@ -4,24 +4,21 @@ Each test builds a 64 MiB machine (one Normal zone, 32 pageblocks, the memmap in
 half of the last one), allocates every page at order 0 and then frees or keeps each pfn
 with an owner kind and page flags, the way Workload.setup_page leaves them (LRU pages on
 their node's list). `compact_zone` then runs inside the machine's SimPy environment.
-Expected values follow the reference (sections 4.2-4.5, 5) and mm/compaction.c:
+Expected values follow mm/compaction.c (4.4 and 6.x):
 scanner geometry and `__compact_finished`, `compact_lock_irqsave` contention (4.4: abort;
 5.1+: mark, finish the block, abort), deferral arithmetic, `compaction_suitable`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
-import simpy
+from rig import Rig, block_is_free, make_rig, populate
 
 from compactsim.sim.buddy import move_to_free_list
 from compactsim.sim.compaction import (
     COMPACT_MAX_DEFER_SHIFT,
     CompactControl,
-    Compaction,
     Trigger,
     compact_gap,
     compact_scanners_met,
@@ -40,21 +37,17 @@ from compactsim.sim.gfp import (
     GFP_HIGHUSER_MOVABLE,
     GFP_KERNEL,
 )
-from compactsim.sim.lru import add_page_to_lru, del_page_from_lru, lru_list_for
-from compactsim.sim.machine import LRU_ANON, LRU_FILE, Machine, build_machine
-from compactsim.sim.migrate import MigrateMode, Migration
+from compactsim.sim.lru import del_page_from_lru, lru_list_for
+from compactsim.sim.machine import LRU_ANON, LRU_FILE, Machine
+from compactsim.sim.migrate import MigrateMode
 from compactsim.sim.page import ALLOC, KIND_CODE, PG_ISOLATED, PG_LRU
 from compactsim.sim.page_alloc import free_pages, get_page_from_freelist
 from compactsim.sim.pageblock import PAGEBLOCK_NR_PAGES, PAGEBLOCK_ORDER, MigrateType
-from compactsim.sim.reclaim import Reclaim
-from compactsim.sim.rng import RngStreams
 from compactsim.sim.run import run
 from compactsim.sim.scenarios import load_scenario
 from compactsim.sim.slowpath import CompactPriority, CompactResult
-from compactsim.sim.task import Task
 from compactsim.sim.tracepoint import TraceBuffer
 from compactsim.sim.zone import WMARK_LOW, WMARK_MIN
-from compactsim.sim.zram import Zram
 
 ANON = KIND_CODE[PageKind.ANON]
 FILE = KIND_CODE[PageKind.FILE]
@@ -62,57 +55,7 @@ SLAB = KIND_CODE[PageKind.SLAB_UNMOVABLE]
 HOLD = 1e-3                      # seconds another task keeps a lock in the contention tests
 
 
-# --- rig ---------------------------------------------------------------------------------
-
-@dataclasses.dataclass
-class Rig:
-    m: Machine
-    env: simpy.Environment
-    reclaim: Reclaim
-    migration: Migration
-    compaction: Compaction
-    task: Task
-
-    @property
-    def zone(self):
-        return self.m.zones[0]
-
-
-def make_rig(profile: str = "v6.10", tunables: dict | None = None, **kernel) -> Rig:
-    cfg = config_from_dict({"machine": {"memory": "64MiB", "cpus": 2},
-                            "kernel": {"profile": profile, "pcp": False, **kernel},
-                            "tunables": tunables or {},
-                            "workload": [{"name": "x"}]})
-    env = simpy.Environment()
-    m = build_machine(cfg, env)
-    reclaim = Reclaim(m, Zram(m))
-    migration = Migration(m, RngStreams(cfg.seed)("migrate.driver"), zspage_busy=lambda: 0.0)
-    return Rig(m, env, reclaim, migration, Compaction(m, migration, reclaim),
-               Task(comm="test", pid=1, cpu=0, node=0))
-
-
-def populate(r: Rig, owner) -> None:
-    """Allocate every free page at order 0 (movable), then for each pfn in order either
-    free it (`owner(pfn)` is None) or give it `owner(pfn)` = (kind code, flags)."""
-    m = r.m
-    pfns = []
-    while True:
-        out = get_page_from_freelist(m, r.task, GFP_HIGHUSER_MOVABLE, 0, ALLOC_NO_WATERMARKS)
-        if out.pfn < 0:
-            break
-        pfns.append(out.pfn)
-    for pfn in sorted(pfns):
-        want = owner(pfn)
-        if want is None:
-            free_pages(m, r.task, pfn, 0)
-            continue
-        kind, flags = want
-        m.mem.kind[pfn] = kind
-        m.mem.flags[pfn] = flags
-        lru = lru_list_for(kind, flags)
-        if lru >= 0:
-            add_page_to_lru(m, pfn, 1, lru)
-
+# --- rig (tests/sim/rig.py) -------------------------------------------------------------
 
 def release(r: Rig, pfn: int) -> None:
     """The owner frees an order-0 page (Workload.release_page)."""
@@ -149,17 +92,6 @@ def pages_of(m: Machine, code: int, first_block: int = 0, last_block: int | None
 def free_pageblocks(z) -> int:
     """Pageblocks wholly inside free buddy blocks."""
     return sum(n << (o - PAGEBLOCK_ORDER) for o, n in enumerate(z.nr_free) if o >= PAGEBLOCK_ORDER)
-
-
-def block_is_free(m: Machine, block: int) -> bool:
-    """The pageblock lies inside one free buddy block."""
-    pfn = block * PAGEBLOCK_NR_PAGES
-    for o in range(PAGEBLOCK_ORDER, len(m.zones[0].nr_free)):
-        head = pfn & ~((1 << o) - 1)
-        s = m.mem.pstate[head]
-        if s < 64 and s & 15 == o:
-            return True
-    return False
 
 
 def assert_settled(m: Machine) -> None:

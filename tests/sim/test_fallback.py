@@ -2,8 +2,8 @@
 
 Each test empties a 64 MiB zone (every page allocated, order 0, unmovable), then frees
 exactly the blocks it needs into pageblocks with chosen labels, and marks chosen in-use
-pages movable (PG_LRU). Expected outcomes follow the reference, section 3, and
-mm/page_alloc.c: `__rmqueue_fallback` (largest first, smallest for a movable request that
+pages movable (PG_LRU). Expected outcomes follow mm/page_alloc.c and its `fallbacks[][]`
+table: `__rmqueue_fallback` (largest first, smallest for a movable request that
 cannot steal) and `steal_suitable_fallback` at 4.4 (FREE_COUNT), 6.1 (IN_USE_COUNT) and
 6.10 (FREELIST_HYGIENE), `boost_watermark` and the boosted-watermark wake in `rmqueue`.
 """
@@ -100,7 +100,7 @@ class Layout:
         return pfn
 
 
-# --- search order (section 3.2) --------------------------------------------------------
+# --- search order (__rmqueue_fallback, find_suitable_fallback) -----------------------
 
 @pytest.mark.parametrize("rule", RULES)
 def test_fallback_takes_the_largest_block_first(rule):
@@ -134,7 +134,7 @@ def test_no_fallback_to_highatomic_and_none_when_empty(rule):
     assert lay.events == [] and lay.z.free_pages == 64
 
 
-# --- claiming a block (section 3.3) ----------------------------------------------------
+# --- claiming a block (steal_suitable_fallback, try_to_claim_block) ------------------
 
 @pytest.mark.parametrize("rule", RULES)
 def test_half_a_block_free_is_claimed_under_every_rule(rule):

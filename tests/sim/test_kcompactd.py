@@ -1,7 +1,7 @@
 """sim/kcompactd.py: wakeups, kcompactd_do_work and proactive compaction over simulated
 time on a 64 MiB machine.
 
-Expected values follow the reference (section 7) and mm/compaction.c: the proactive
+Expected values follow mm/compaction.c (5.9+ for the proactive mode): the proactive
 thresholds (`fragmentation_score_wmark`), the 500 ms `HPAGE_FRAG_CHECK_INTERVAL_MSEC`
 timeout, the back-off to `500 ms << COMPACT_MAX_DEFER_SHIFT` = 32 s when the node score
 did not drop, proactiveness 0 (no timeout), and `wait_event`'s check of

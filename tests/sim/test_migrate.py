@@ -2,9 +2,9 @@
 under compaction, non-LRU movable pages under each movable-ops design, and the memmap
 cost of the designs.
 
-Expected values follow the reference (sections 6.2-6.4, 9) and mm/migrate.c:
+Expected values follow mm/migrate.c (4.4 to 6.x) and struct page's layout:
 `__unmap_and_move` (page-lock trylock; ASYNC and PF_MEMALLOC never sleep; before 6.3
-only a forced pass, the fourth, may), writeback (only MIGRATE_SYNC waits), the reference
+only a forced pass, the fourth, may), writeback (only MIGRATE_SYNC waits), the reference-count
 check (-EAGAIN), `migrate_pages` (10 passes; 6.3+: 3 async batch passes, then every
 failure one by one with 7 retries in the requested mode) and its counters.
 """
@@ -16,8 +16,9 @@ import dataclasses
 import numpy as np
 import pytest
 import simpy
+from rig import Rig, block_is_free, make_rig, place, populate
 
-from compactsim.sim.compaction import CompactControl, Compaction, Trigger
+from compactsim.sim.compaction import CompactControl, Trigger
 from compactsim.sim.config import MovableOps, PageKind, config_from_dict
 from compactsim.sim.gfp import (
     ALLOC_NO_WATERMARKS,
@@ -26,7 +27,6 @@ from compactsim.sim.gfp import (
     gfp_migratetype,
 )
 from compactsim.sim.kcompactd import compact_node
-from compactsim.sim.lru import add_page_to_lru, lru_list_for
 from compactsim.sim.machine import LIST_BALLOON, LIST_ZSPAGES, LRU_ANON, Machine, build_machine
 from compactsim.sim.migrate import (
     EAGAIN,
@@ -34,7 +34,6 @@ from compactsim.sim.migrate import (
     MIGRATEPAGE_SUCCESS,
     RELEASED,
     MigrateMode,
-    Migration,
 )
 from compactsim.sim.page import (
     KIND_CODE,
@@ -45,11 +44,9 @@ from compactsim.sim.page import (
     PG_MOVABLE_OPS,
     PG_WRITEBACK,
 )
-from compactsim.sim.page_alloc import free_pages, get_page_from_freelist
+from compactsim.sim.page_alloc import get_page_from_freelist
 from compactsim.sim.pageblock import PAGEBLOCK_NR_PAGES, PAGEBLOCK_ORDER, MigrateType
 from compactsim.sim.pageflags import page_flags_budget
-from compactsim.sim.reclaim import Reclaim
-from compactsim.sim.rng import RngStreams
 from compactsim.sim.run import memmap_summary
 from compactsim.sim.slowpath import CompactResult
 from compactsim.sim.task import Task
@@ -64,78 +61,11 @@ GIB = 1 << 30
 MIB = 1 << 20
 
 
-@dataclasses.dataclass
-class Rig:
-    m: Machine
-    env: simpy.Environment
-    migration: Migration
-    compaction: Compaction
-    zram: Zram
-    task: Task
-
-    @property
-    def zone(self):
-        return self.m.zones[0]
-
-
-def make_rig(profile: str = "v6.10", zspage_busy: float = 0.0, **kernel) -> Rig:
-    cfg = config_from_dict({"machine": {"memory": "64MiB", "cpus": 2},
-                            "kernel": {"profile": profile, "pcp": False, **kernel},
-                            "workload": [{"name": "x"}]})
-    env = simpy.Environment()
-    m = build_machine(cfg, env)
-    zram = Zram(m)
-    reclaim = Reclaim(m, zram)
-    migration = Migration(m, RngStreams(cfg.seed)("migrate.driver"),
-                          zspage_busy=lambda: zspage_busy)
-    return Rig(m, env, migration, Compaction(m, migration, reclaim), zram,
-               Task(comm="test", pid=1, cpu=0, node=0))
-
-
-def place(m: Machine, pfn: int, kind: int, flags: int) -> None:
-    """Give an allocated order-0 page an owner, on its owner's list (Workload.setup_page)."""
-    m.mem.kind[pfn] = kind
-    m.mem.flags[pfn] = flags
-    lru = lru_list_for(kind, flags)
-    node = m.nodes[0]
-    if lru >= 0:
-        add_page_to_lru(m, pfn, 1, lru)
-    elif kind == ZSMALLOC:
-        m.mem.list_add(node.lists[LIST_ZSPAGES], pfn)
-    elif kind == BALLOON:
-        m.mem.list_add(node.lists[LIST_BALLOON], pfn)
-
-
-def populate(r: Rig, owner) -> None:
-    """Allocate every free page at order 0, then free it (owner None) or place it."""
-    pfns = []
-    while True:
-        out = get_page_from_freelist(r.m, r.task, GFP_HIGHUSER_MOVABLE, 0, ALLOC_NO_WATERMARKS)
-        if out.pfn < 0:
-            break
-        pfns.append(out.pfn)
-    for pfn in sorted(pfns):
-        want = owner(pfn)
-        if want is None:
-            free_pages(r.m, r.task, pfn, 0)
-        else:
-            place(r.m, pfn, *want)
-
-
 def one_page(r: Rig, kind: int = ANON, flags: int = 0) -> int:
     out = get_page_from_freelist(r.m, r.task, GFP_HIGHUSER_MOVABLE, 0, ALLOC_NO_WATERMARKS)
     assert out.pfn >= 0
     place(r.m, out.pfn, kind, flags)
     return out.pfn
-
-
-def block_is_free(m: Machine, block: int) -> bool:
-    pfn = block * PAGEBLOCK_NR_PAGES
-    for o in range(PAGEBLOCK_ORDER, len(m.zones[0].nr_free)):
-        s = m.mem.pstate[pfn & ~((1 << o) - 1)]
-        if s < 64 and s & 15 == o:
-            return True
-    return False
 
 
 def count_kind(m: Machine, code: int) -> int:

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
+from captures import REAL_DATA
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -29,10 +30,8 @@ from compactsim.sim.procfs import (
     render_zoneinfo,
 )
 
-REAL_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "validation" / "real-data"
 needs_real_data = pytest.mark.skipif(
-    not REAL_DATA.is_dir(), reason=f"real kernel captures not found at {REAL_DATA} "
-                                   "(CI checks out shared/ beside the clone)")
+    not REAL_DATA.is_dir(), reason="real kernel captures not available (set COMPACTSIM_REAL_DATA)")
 
 
 def real_files(directory: str, pattern: str) -> list[Path]:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import simpy
+from captures import ARM, X86, real
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -25,16 +26,7 @@ from compactsim.sim.task import Task
 from compactsim.sim.traceparse import TraceParseError, pair_events, parse_trace, parse_trace_file
 from compactsim.sim.tracepoint import fmt_mm_page_alloc, fmt_mm_page_free, format_line, pfn_to_page
 
-TRACES = Path(__file__).resolve().parents[2].parent / "shared/validation/real-data/traces"
-X86 = TRACES / "tracecompass-uneven-streams-x86_64-4.11.0-ubuntu-cpu2-kmem-page-events.txt"
-ARM = TRACES / "tracecompass-bug446190-arm32-renesas-lager-3.10.31-ltsi-kmem-page-events.txt"
 PAGE_EVENTS = ["mm_page_alloc", "mm_page_free"]
-
-
-def _real(path: Path) -> Path:
-    if not path.exists():
-        pytest.skip(f"real trace not available: {path}")
-    return path
 
 
 def _ftrace(path: Path, *events) -> Path:
@@ -131,7 +123,7 @@ def test_self_replay_reproduces_buddyinfo_and_the_trace(tmp_path):
     (ARM, {"gfp_era": "3.x", "struct_page_size": 32}, 6.5),
 ])
 def test_real_capture_replays_to_completion(path, replay, duration, pcp):
-    trace = parse_trace_file(_real(path), **replay)
+    trace = parse_trace_file(real(path), **replay)
     pairing = pair_events(trace)
     memory = memory_needed(pairing.pfn_max, 1, 64)
     assert memory <= (9 << 30)
@@ -155,8 +147,8 @@ def test_real_capture_replays_to_completion(path, replay, duration, pcp):
 def test_real_capture_counts_are_not_trivial():
     """The numbers the replay must match: the x86 capture misses frees (one CPU's
     stream), the ARM one starts with many pages in use."""
-    x86 = pair_events(parse_trace_file(_real(X86)))
-    arm = pair_events(parse_trace_file(_real(ARM), gfp_era="3.x", struct_page_size=32))
+    x86 = pair_events(parse_trace_file(real(X86)))
+    arm = pair_events(parse_trace_file(real(ARM), gfp_era="3.x", struct_page_size=32))
     assert (len(x86.preallocated), len(x86.double_allocs)) == (94, 393)
     assert (len(arm.preallocated), len(arm.double_allocs)) == (157, 0)
 

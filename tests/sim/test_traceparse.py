@@ -1,9 +1,9 @@
 """compactsim.sim.traceparse: real LTTng captures, ftrace round trips, errors, gfp eras, pairing."""
 
 from collections import Counter
-from pathlib import Path
 
 import pytest
+from captures import ARM, X86, real
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -30,23 +30,10 @@ from compactsim.sim.tracepoint import (
     pfn_to_page,
 )
 
-TRACES = (Path(__file__).resolve().parents[2].parent
-          / "shared" / "validation" / "real-data" / "traces")
-X86 = TRACES / "tracecompass-uneven-streams-x86_64-4.11.0-ubuntu-cpu2-kmem-page-events.txt"
-ARM = TRACES / "tracecompass-bug446190-arm32-renesas-lager-3.10.31-ltsi-kmem-page-events.txt"
-
-
-def _real(path: Path) -> Path:
-    if not path.exists():
-        pytest.skip(f"real trace not available: {path} (shared/validation/real-data "
-                    "is laid beside the work tree)")
-    return path
-
-
 # --- real LTTng captures ----------------------------------------------------
 
-def test_x86_capture_parses_with_the_readme_counts():
-    trace = parse_trace_file(_real(X86), gfp_era="4.4+")
+def test_x86_capture_parses_with_its_known_counts():
+    trace = parse_trace_file(real(X86), gfp_era="4.4+")
     assert trace.format == "babeltrace"
     assert trace.event_counts == {
         "kmem_mm_page_alloc": 1128, "kmem_mm_page_free": 193,
@@ -59,24 +46,24 @@ def test_x86_capture_parses_with_the_readme_counts():
 
 
 def test_x86_capture_uses_the_pfn_field():
-    trace = parse_trace_file(_real(X86))
+    trace = parse_trace_file(real(X86))
     assert (trace.pfn_source, trace.pfns_relative) == ("pfn", False)
     assert all(isinstance(ev.pfn, int) and ev.pfn >= 0 for ev in trace.events)
     first = trace.events[0]   # line 33: pfn = 1295344, order = 0, migratetype = 0
     assert (first.line_no, first.pfn, first.order, first.migratetype) == (33, 1295344, 0, 0)
     assert {ev.cpu for ev in trace.events} == {2}
     times = [ev.time_s for ev in trace.events]
-    assert times == sorted(times) and 3.6 < times[-1] < 3.8   # README: 3.7 s
+    assert times == sorted(times) and 3.6 < times[-1] < 3.8   # the capture spans 3.7 s
     assert trace.time_origin == "2017-07-07 18:18:55.358995119"
 
 
 def test_x86_gfp_flags_agree_with_migratetype_only_in_the_4_4_layout():
-    assert parse_trace_file(_real(X86), gfp_era="4.4+").migratetype_mismatches == 0
+    assert parse_trace_file(real(X86), gfp_era="4.4+").migratetype_mismatches == 0
     assert parse_trace_file(X86, gfp_era="3.x").migratetype_mismatches > 0
 
 
-def test_arm_capture_parses_with_the_readme_counts():
-    trace = parse_trace_file(_real(ARM), gfp_era="3.x", struct_page_size=32)
+def test_arm_capture_parses_with_its_known_counts():
+    trace = parse_trace_file(real(ARM), gfp_era="3.x", struct_page_size=32)
     assert trace.event_counts == {
         "mm_page_alloc": 504, "mm_page_free": 351, "mm_page_free_batched": 108,
         "mm_page_alloc_zone_locked": 150, "mm_page_pcpu_drain": 31}
@@ -86,7 +73,7 @@ def test_arm_capture_parses_with_the_readme_counts():
 
 
 def test_arm_pfns_are_derived_from_page_pointers_and_relative():
-    trace = parse_trace_file(_real(ARM), gfp_era="3.x", struct_page_size=32)
+    trace = parse_trace_file(real(ARM), gfp_era="3.x", struct_page_size=32)
     assert (trace.pfn_source, trace.pfns_relative, trace.struct_page_size) == (
         "page", True, 32)
     pfns = [ev.pfn for ev in trace.events]
@@ -97,11 +84,11 @@ def test_arm_pfns_are_derived_from_page_pointers_and_relative():
 
 def test_arm_pages_are_not_64_byte_apart_so_x86_struct_page_size_fails():
     with pytest.raises(TraceParseError, match="not a multiple of 64 bytes"):
-        parse_trace_file(_real(ARM), gfp_era="3.x", struct_page_size=64)
+        parse_trace_file(real(ARM), gfp_era="3.x", struct_page_size=64)
 
 
 def test_arm_migratetypes_are_renumbered_from_3_x():
-    trace = parse_trace_file(_real(ARM), gfp_era="3.x", struct_page_size=32)
+    trace = parse_trace_file(real(ARM), gfp_era="3.x", struct_page_size=32)
     assert trace.migratetype_mismatches == 0
     allocs = Counter(ev.migratetype for ev in trace.events if ev.kind == "alloc")
     # 3.x migratetype=2 (MOVABLE, gfp 0x200da) x255 -> 1; =1 (RECLAIMABLE) x3 -> 2
@@ -113,13 +100,13 @@ def test_arm_migratetypes_are_renumbered_from_3_x():
 @pytest.mark.parametrize("path, kw, batched", [
     (X86, {}, 138), (ARM, {"gfp_era": "3.x", "struct_page_size": 32}, 108)])
 def test_batched_frees_duplicate_mm_page_free(path, kw, batched):
-    kept = parse_trace_file(_real(path), keep_batched=True, **kw)
+    kept = parse_trace_file(real(path), keep_batched=True, **kw)
     assert len(pair_events(kept).double_frees) == batched
     assert pair_events(parse_trace_file(path, **kw)).double_frees == []
 
 
 def test_garbled_line_in_a_real_capture_is_named_by_line_number():
-    lines = _real(X86).read_text().splitlines()
+    lines = real(X86).read_text().splitlines()
     lines[499] = lines[499][:60]                       # truncated mid-line
     with pytest.raises(TraceParseError) as err:
         parse_trace(lines)
@@ -395,7 +382,7 @@ def test_pairing_needs_events():
 
 
 def test_real_x86_capture_misses_other_cpus():
-    pairing = pair_events(parse_trace_file(_real(X86)))
+    pairing = pair_events(parse_trace_file(real(X86)))
     # frees of pages allocated before the capture or on the missing CPUs
     assert len(pairing.preallocated) > 0 and len(pairing.double_allocs) > 0
     assert (pairing.pfn_min, pairing.pfn_max) == (1263890, 2241168)

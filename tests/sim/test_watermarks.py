@@ -403,7 +403,7 @@ def test_managed_pages_lose_the_memmap_per_node(design, struct_page, memory, nod
         assert m.mem.kind[reserved].count(KIND_RESERVED) == node.memmap_pages
         assert m.mem.pstate[reserved].count(ALLOC) == node.memmap_pages
     total_memmap = sum(n.memmap_pages for n in m.nodes)
-    # 1.5625 % of RAM at 64 bytes, 2.34375 % at 96 (section 9).
+    # 1.5625 % of RAM at 64 bytes, 2.34375 % at 96 (sizeof(struct page) / PAGE_SIZE).
     assert total_memmap * 4096 * 10**6 // (16 * GIB) == {64: 15625, 96: 23437}[struct_page]
 
 
