@@ -73,13 +73,16 @@ def test_remote_commands_run_without_extras(tmp_path):
                              "--set", "machine.memory=1MiB"])
         codes["list"] = main(["--server", "127.0.0.1:9", "--timeout", "2", "list"])
         codes["scenarios"] = main(["scenarios"])
+        codes["spec"] = main(["spec"])
         codes["simulate"] = main(["simulate", "--scenario", "churn", "--no-progress"])
         codes["plot"] = main(["plot", str(sys.argv[1]), "-o", "x.png"])
         print(json.dumps(codes))
     """, str(spec))
     assert out.returncode == 0, out.stderr
     codes = json.loads(out.stdout.splitlines()[-1])
-    assert codes == {"run": 5, "bad": 2, "list": 5, "scenarios": 0, "simulate": 2, "plot": 2}
+    assert codes == {"run": 5, "bad": 2, "list": 5, "scenarios": 0, "spec": 0, "simulate": 2,
+                     "plot": 2}
+    assert "# The spec reference" in out.stdout
     assert "spec.machine.memory_bytes" in out.stderr
     assert "`simulate` needs the 'sim' extra" in out.stderr
     assert "pip install 'compactsim[sim]'" in out.stderr
