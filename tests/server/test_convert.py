@@ -134,6 +134,7 @@ def sim_configs(draw) -> SimConfig:
         compact_memory=tuple(draw(st.lists(st.floats(0.0, duration), max_size=3))))
 
 
+@pytest.mark.slow
 @given(sim_configs())
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_config_round_trips_through_proto(cfg):

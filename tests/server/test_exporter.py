@@ -14,6 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import grpc
+import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -170,6 +171,7 @@ def paced_spec() -> spec_pb2.Spec:
     return s
 
 
+@pytest.mark.slow    # a real server and a paced run
 def test_e2e_a_paced_run_is_a_target_while_it_runs(tmp_path):
     proc, port, mport = start_server(tmp_path)
     base = f"http://127.0.0.1:{mport}"

@@ -391,6 +391,7 @@ def _stored(store: RunStore, clock: _Clock, runs: list[dict], deleted: list[bool
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@pytest.mark.slow    # generated stores and filters
 @given(runs=RUNS, trees=st.lists(filters(), min_size=1, max_size=3), data=st.data(),
        order=st.lists(st.tuples(st.sampled_from(["create_time", "display_name", "state"]),
                                 st.booleans()), unique_by=lambda t: t[0], max_size=3),

@@ -9,6 +9,7 @@ and the model must agree (mm/internal.h: buddy `B2 = B1 ^ (1 << O)`, parent
 
 from __future__ import annotations
 
+import pytest
 import simpy
 from buddycheck import assert_lists_match_counters, carve, free_blocks
 from hypothesis import settings
@@ -268,6 +269,8 @@ class BuddyMachine(RuleBasedStateMachine):
 BuddyMachine.TestCase.settings = settings(max_examples=200, stateful_step_count=40,
                                           deadline=None)
 TestBuddyState = BuddyMachine.TestCase
+
+pytestmark = pytest.mark.slow      # generated programs over the allocator: the full suite only
 
 
 # --- merging (__free_one_page, buddy_merge_likely) ---------------------------------------

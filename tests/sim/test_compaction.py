@@ -531,6 +531,7 @@ def compaction_run():
     return run(compaction_spec())
 
 
+@pytest.mark.slow    # two compaction-heavy runs
 def test_compaction_heavy_run_is_deterministic(compaction_run):
     a = compaction_run
     comp = a.summary["compaction"]
@@ -547,6 +548,7 @@ def test_compaction_heavy_run_is_deterministic(compaction_run):
     assert b.files == a.files
 
 
+@pytest.mark.slow    # a third compaction-heavy run
 def test_compaction_heavy_run_depends_on_the_seed(compaction_run):
     other = run(compaction_spec(seed=2))
     assert other.trace != compaction_run.trace

@@ -15,6 +15,7 @@ be left isolated.
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import simpy
 from buddycheck import assert_lists_match_counters, free_blocks
 from hypothesis import event, settings
@@ -410,3 +411,5 @@ class CompactionMachine(RuleBasedStateMachine):
 CompactionMachine.TestCase.settings = settings(max_examples=100, stateful_step_count=20,
                                                deadline=None)
 TestCompactionState = CompactionMachine.TestCase
+
+pytestmark = pytest.mark.slow      # a minute or more of generated programs: the full suite only

@@ -81,6 +81,7 @@ CHURN = [
 ]
 
 
+@pytest.mark.slow    # a run and its replay
 def test_self_replay_reproduces_buddyinfo_and_the_trace(tmp_path):
     base = {"seed": 2, "duration": 3.0, "machine": {"memory": "128MiB", "cpus": 2},
             # Compaction moves pages to targets the free scanner took without an

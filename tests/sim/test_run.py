@@ -51,6 +51,7 @@ def test_series_sampled_each_interval(churn):
     assert times[:5] == [0.0, 1.0, 2.0, 3.0, 4.0]
 
 
+@pytest.mark.slow    # two fill-fragment runs
 def test_fill_fragment_starves_thp_without_compaction_and_compaction_helps():
     off = run(small("fill-fragment", "duration=16s", "kernel.compaction=false"))
     thp = off.summary["allocations"]["thp/order9"]
@@ -80,6 +81,7 @@ def test_every_preset_is_listed_and_valid():
         config_from_dict(load_scenario(name))
 
 
+@pytest.mark.slow    # tests/golden runs every preset in the fast tier
 @pytest.mark.parametrize("name", sorted(list_scenarios()))
 def test_every_preset_runs_and_allocates(name):
     """Each preset, shortened to 2 simulated seconds, runs and does work."""
