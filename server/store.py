@@ -361,8 +361,10 @@ _N_RUN_COLUMNS = len(_RUN_COLUMNS.split(","))
 
 _STATE_RANK = "CASE runs.state " + " ".join(
     f"WHEN '{s}' THEN {i}" for i, s in enumerate(STATES)) + " END"
-_ORDER_SQL = {"create_time": "runs.create_time_ns", "display_name": "runs.display_name",
-              "state": _STATE_RANK}
+# end_time: runs not ended (NULL) after every time, so keyset pages compare no NULL
+_ORDER_SQL = {"create_time": "runs.create_time_ns",
+              "end_time": f"COALESCE(runs.end_time_ns, {2**63 - 1})",
+              "display_name": "runs.display_name", "state": _STATE_RANK}
 
 
 def _run_from_row(r: Sequence) -> RunRecord:
