@@ -6,6 +6,7 @@
                         [--duration 60s] [--out DIR] [--format table|json]
     compactsim compare RUN RUN ... [--diff-only]
     compactsim plot RUN ... -o FILE.png
+    compactsim completion bash|zsh      (eval "$(compactsim completion bash)")
 
   against a server (`--server HOST:PORT` or COMPACTSIM_SERVER; see client/remote.py):
 
@@ -15,7 +16,11 @@
     compactsim samples RUN --format csv|json [--max-points N]
     compactsim report RUN [--out DIR]
     compactsim sweep create --scenario S --grid PATH=V1,V2 ... --seeds N [--watch]
-    compactsim sweep get SWEEP [--group-by PATH]
+    compactsim sweep get SWEEP [--group-by PATH] | list | cancel SWEEP | delete SWEEP
+    compactsim scenario NAME [--format yaml|json]
+    compactsim trace list | get TRACE
+
+  --server, --token, --ca-cert, --server-name and --timeout go before or after the command.
 
 A RUN of compare and plot is a results directory (`simulate --out`, `report --out`) or a
 run on the server (`runs/ID` or `ID`).
@@ -32,6 +37,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -45,7 +52,7 @@ from compactsim.sim.run import RunResult, run
 from compactsim.sim.scenarios import list_scenarios, load_scenario
 from compactsim.sim.schema import ConfigError
 from compactsim.sim.units import format_duration
-from compactsim.client.args import spec_args
+from compactsim.client.args import connection_args, spec_args
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -60,19 +67,8 @@ SUMMARY_COUNTERS = ("pgalloc_normal", "pgfree", "allocstall_normal", "pgscan_ksw
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="compactsim", description=__doc__.split("\n\n")[0])
-    p.add_argument("--server", metavar="HOST:PORT",
-                   help="the compactsim server of the remote commands "
-                        "(default: $COMPACTSIM_SERVER)")
-    p.add_argument("--timeout", type=float, default=30.0,
-                   help="seconds each server call may take (not watching)")
-    p.add_argument("--token", help="bearer token of a server with --token-file "
-                                   "(default: $COMPACTSIM_TOKEN)")
-    p.add_argument("--ca-cert", metavar="PEM",
-                   help="CA certificate of a TLS server; turns TLS on "
-                        "(default: $COMPACTSIM_CA_CERT)")
-    p.add_argument("--server-name", metavar="NAME",
-                   help="the name the server's certificate must carry, if not the host of "
-                        "--server")
+    p.add_argument("--version", action="version", version=f"compactsim {_version()}")
+    connection_args(p, top=True)
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("scenarios", help="list the preset scenarios")
     sub.add_parser("profiles", help="list the kernel profiles and the switches each sets")
@@ -82,17 +78,28 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--format", choices=("table", "json"), default="table")
     s.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     c = sub.add_parser("compare", help="compare runs: results directories or server runs")
-    c.add_argument("--server", default=argparse.SUPPRESS, metavar="HOST:PORT")
+    connection_args(c)
     c.add_argument("runs", nargs="+", metavar="RUN")
     c.add_argument("--diff-only", action="store_true", help="only rows whose values differ")
     c.add_argument("--format", choices=("table", "json"), default="table")
     pl = sub.add_parser("plot", help="plot runs (directories or server runs) to a PNG")
-    pl.add_argument("--server", default=argparse.SUPPRESS, metavar="HOST:PORT")
+    connection_args(pl)
     pl.add_argument("runs", nargs="+", metavar="RUN")
     pl.add_argument("-o", "--output", type=Path, required=True, metavar="FILE.png")
     from compactsim.client.remote import add_parsers
     add_parsers(sub)
+    comp = sub.add_parser("completion", help="print a shell completion script: "
+                                             "eval \"$(compactsim completion bash)\"")
+    comp.add_argument("shell", choices=("bash", "zsh"))
     return p
+
+
+def _version() -> str:
+    import importlib.metadata
+    try:
+        return importlib.metadata.version("compactsim")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def build_config(args: argparse.Namespace):
@@ -214,13 +221,34 @@ def _load_out_dir(path: Path) -> tuple[dict, dict, list[dict]]:
     return spec, summary, rows
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+def _main(argv: list[str] | None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "completion":
+        from compactsim.client.completion import script
+        print(script(parser, args.shell), end="")
+        return EXIT_OK
     local = {"scenarios": cmd_scenarios, "profiles": cmd_profiles, "simulate": cmd_simulate}
     if args.command in local:
         return local[args.command](args)
     from compactsim.client.remote import dispatch
     return dispatch(args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The command; output cut short by its reader (`| head`) ends it quietly, with the
+    status a shell gives a process killed by SIGPIPE."""
+    try:
+        rc = _main(argv)
+        sys.stdout.flush()
+        return rc
+    except BrokenPipeError:
+        # the reader is gone: nothing more can be written, and the interpreter's own flush
+        # at exit must not fail again
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 128 + signal.SIGPIPE
 
 
 if __name__ == "__main__":

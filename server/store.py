@@ -764,12 +764,15 @@ class RunStore:
     # -- listing ----------------------------------------------------------------------------
 
     def list_runs(self, filter: str = "", order_by: str = "", page_size: int = 0,
-                  page_token: str = "", *, show_deleted: bool = False
+                  page_token: str = "", *, show_deleted: bool = False,
+                  weigh: Callable[[RunRecord], int] | None = None, max_weight: int = 0
                   ) -> tuple[list[RunRecord], str]:
         """One page of runs matching `filter` (server/filters.py) in `order_by` order
         (default "create_time desc"; ties broken by id), and the token of the next page
-        ("" after the last). FilterError / OrderByError for bad strings, InvalidPageToken
-        for a token from another query."""
+        ("" after the last). With `weigh`, the page also ends before the run that would
+        take the sum of `weigh(run)` past `max_weight` (it holds one run at least).
+        FilterError / OrderByError for bad strings, InvalidPageToken for a token from
+        another query."""
         size = _page_size(page_size, DEFAULT_RUNS_PAGE, MAX_RUNS_PAGE)
         compiled, where, params = _run_filter(filter, show_deleted)
         order = parse_order_by(order_by or DEFAULT_ORDER)
@@ -794,6 +797,15 @@ class RunStore:
         with self._read() as c:
             rows = c.execute(sql, (*params, size + 1)).fetchall()
         records = [_run_from_row(r) for r in rows[:size]]
+        if weigh is not None:
+            total, n = 0, 0
+            for rec in records:
+                total += weigh(rec)
+                if total > max_weight and n:
+                    break
+                n += 1
+            if n < len(records):
+                records, rows, size = records[:n], rows[:n + 1], n
         token = ""
         if len(rows) > size:
             token = _encode_token(query_hash, {"k": list(rows[size - 1][_N_RUN_COLUMNS:])})
