@@ -19,12 +19,15 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from compactsim.proto.v1 import run_pb2, simulator_pb2, simulator_pb2_grpc, spec_pb2
-from compactsim.server.collector import BUCKETS_S, RunCollector
+from compactsim.server.collector import RunCollector
 from compactsim.server.exporter import make_app
 from compactsim.server.manager import LiveRun
 
 ROOT = Path(__file__).resolve().parents[2]
 R = run_pb2.Run
+# The probe's histogram bounds: powers of two of nanoseconds, 64 ns .. ~69 s (bounds of
+# the model's own log-linear buckets, sim/histogram.py).
+BUCKETS_S = tuple(2.0 ** k * 1e-9 for k in range(6, 37))
 
 SNAP = {
     "time_s": 1.5,
