@@ -616,8 +616,11 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
         if not 0 <= request.page_size <= 10000:
             raise bad_request([("page_size", "must be 0..10000")])
         try:
-            samples, token = self.store.list_samples(rec.id, request.page_size,
-                                                     request.page_token, request.max_points)
+            width = len(request.columns) or None   # values per sample sent
+            samples, token = self.store.list_samples(
+                rec.id, request.page_size, request.page_token, request.max_points,
+                weigh=lambda smp: 9 * (width or len(smp.row)) + 16,   # packed doubles
+                max_weight=MAX_PAGE_BYTES)
         except InvalidArgument as exc:
             field = "page_token" if "token" in str(exc) else "max_points"
             raise bad_request([(field, str(exc))]) from None

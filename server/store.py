@@ -942,12 +942,15 @@ class RunStore:
             return start + len(merged)
 
     def list_samples(self, run_id: str, page_size: int = 0, page_token: str = "",
-                     max_points: int = 0) -> tuple[list[Sample], str]:
+                     max_points: int = 0, *, weigh: Callable[[Sample], int] | None = None,
+                     max_weight: int = 0) -> tuple[list[Sample], str]:
         """One page of the run's series, and the next page's token ("" after the last).
 
         max_points (0: all) keeps at most that many evenly spaced points, always the first
         and the last; which ones is fixed by the series' length at the first page, so rows
-        added while paging do not shift later pages.
+        added while paging do not shift later pages. With `weigh`, the page also ends
+        before the sample that would take the sum of `weigh(sample)` past `max_weight`
+        (it holds one sample at least).
         """
         if max_points < 0 or max_points == 1:
             raise InvalidArgument("max_points must be 0 (all points) or at least 2 (the "
@@ -970,6 +973,14 @@ class RunStore:
             index = downsample_indices(n, max_points)
             wanted = [index(p) for p in range(pos, min(pos + size, kept))]
             samples = self._samples_at(c, run_id, wanted)
+        if weigh is not None:
+            total, k = 0, 0
+            for smp in samples:
+                total += weigh(smp)
+                if total > max_weight and k:
+                    break
+                k += 1
+            samples, wanted = samples[:k], wanted[:k]
         nxt = pos + len(wanted)
         token = _encode_token(query_hash, {"p": nxt, "n": n}) if nxt < kept else ""
         return samples, token

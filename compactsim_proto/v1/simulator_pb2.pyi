@@ -591,7 +591,9 @@ class ListRunSamplesResponse(google.protobuf.message.Message):
 
     @property
     def samples(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[compactsim.proto.v1.run_pb2.Sample]:
-        """The samples of this page, by increasing time."""
+        """The samples of this page, by increasing time: at most page_size, and fewer when more
+        would make the response larger than 3 MiB.
+        """
 
     def __init__(
         self,
