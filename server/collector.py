@@ -82,8 +82,8 @@ def _mt_name(mt: int) -> str:
 
 
 class RunCollector:
-    """The families of run `run_id` of `manager` (anything with `latest_snapshot(run_id)`
-    and `active_runs()`); `info` gives the run's display name, scenario and the like for
+    """The families of run `run_id` of `manager` (anything with `latest_snapshot(run_id)`);
+    `info` gives the run's display name, scenario and the like for
     `node_uname_info` and `compactsim_run_info`."""
 
     def __init__(self, manager: Any, run_id: str, info: dict[str, str] | None = None):

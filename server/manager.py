@@ -365,11 +365,6 @@ class RunManager:
         with self._lock:
             return {r: self.executor.pid(a.handle) for r, a in self._active.items()}
 
-    def active_runs(self) -> dict[str, LiveRun]:
-        """run id -> `LiveRun` of the runs started and not ended (copies)."""
-        with self._lock:
-            return {r: LiveRun(**vars(v)) for r, v in self._live.items()}
-
     def targets(self) -> dict[str, LiveRun]:
         """run id -> `LiveRun` of the runs running and of those ended in the last
         `target_linger_s` seconds (``ended`` set, their final snapshot): what the metrics
