@@ -204,7 +204,7 @@ def test_lab_overlay_needs_the_token_file_and_ships_no_secret(tmp_path):
     with pytest.raises(RuntimeError, match="tokens"):
         render(tmp_path, tokens=None)
     assert not [d for path in K8S.rglob("*.yaml") for d in yaml.safe_load_all(
-        path.read_text()) if d and d.get("kind") == "Secret"]
+        path.read_text()) if isinstance(d, dict) and d.get("kind") == "Secret"]
     assert "deploy/k8s/overlays/lab/tokens" in (ROOT / ".gitignore").read_text()
     # a changed file is a new Secret, and the Deployment follows it
     a = render(tmp_path / "a", tokens=f"{TOKEN} alice\n")
@@ -302,3 +302,22 @@ def test_probes_work_with_tls_on(tmp_path):
                                                      timeout=3)
     finally:
         assert pod.stop() == 0, (tmp_path / "pod" / "server.log").read_text()
+
+
+def test_prometheus_operator_scrapes_over_tls_with_the_tls_component(tmp_path):
+    """The listeners speak TLS with the tls component: the ServiceMonitor and ScrapeConfig
+    then use HTTPS with the same CA and the name the certificate carries."""
+    docs = render(tmp_path, "prometheus-operator", "tls")
+    tls_volume = next(v for v in one(docs, "Deployment")["spec"]["template"]["spec"]["volumes"]
+                      if v["name"] == "tls")
+    ca = {"secret": {"name": tls_volume["secret"]["secretName"], "key": "ca.crt"}}
+    probe = container(docs)["readinessProbe"]["exec"]["command"]
+    name = probe[probe.index("--server-name") + 1]
+    (ep,) = one(docs, "ServiceMonitor")["spec"]["endpoints"]
+    assert ep["scheme"] == "https" and ep["tlsConfig"] == {"ca": ca, "serverName": name}
+    sc = one(docs, "ScrapeConfig")["spec"]
+    assert sc["scheme"] == "HTTPS" and sc["tlsConfig"] == {"ca": ca, "serverName": name}
+    (sd,) = sc["httpSDConfigs"]
+    assert sd["url"].startswith("https://") and sd["tlsConfig"] == sc["tlsConfig"]
+    # without the operator's resources the tls component still renders
+    assert one(render(tmp_path / "alone", "tls"), "Deployment")
