@@ -101,6 +101,8 @@ REASON_STORE_ERROR = "store_error"
 REASON_WORKER_START = "worker_start_failed"
 SHUTDOWN_MESSAGE = "stopped by a server shutdown"
 EVENT_ERROR = "error"
+# Ended runs kept as metrics targets at most (each holds its final snapshot).
+MAX_LINGERING = 256
 # The report holding `server.worker.histograms_message` of the run's latency, as JSON.
 REPORT_HISTOGRAMS = "histograms"
 
@@ -385,11 +387,14 @@ class RunManager:
             return live.snapshot if live is not None else None
 
     def _retire(self, run_id: str) -> None:
-        """The run has ended: its LiveRun stays a target for `target_linger_s`."""
+        """The run has ended: its LiveRun stays a target for `target_linger_s` (the
+        `MAX_LINGERING` newest, so a burst of short runs holds bounded memory)."""
         live = self._live.pop(run_id, None)
         if live is not None and self.target_linger_s > 0:
             live.ended = True
             self._ended[run_id] = (live, self._clock())
+            while len(self._ended) > MAX_LINGERING:
+                del self._ended[next(iter(self._ended))]   # the oldest
         self._expire()
 
     def _expire(self) -> None:
