@@ -44,7 +44,12 @@ def script(parser: argparse.ArgumentParser, shell: str) -> str:
     """The completion script of `parser` for `shell` ("bash" or "zsh")."""
     prog = parser.prog
     fn = f"_{prog.replace('-', '_')}_complete"
-    cases, choice_cases = [], []
+    cases, choice_cases, steps = [], [], []
+    for path, _, _ in _tree(parser):
+        names = " ".join(_sub_names(parser, path))
+        if names:   # a word naming one of these subcommands goes one level down
+            steps.append(f'            "{path}") [[ " {names} " == *" $w "* ]] && '
+                         f'path="${{path:+$path }}$w" ;;')
     for path, words, choices in _tree(parser):
         cases.append(f'        "{path}") words="{words}" ;;')
         for opt, values in choices.items():
@@ -58,7 +63,7 @@ def script(parser: argparse.ArgumentParser, shell: str) -> str:
         w="${{COMP_WORDS[i]}}"
         [[ "$w" == -* ]] && continue
         case "$path" in
-{chr(10).join(f'            "{p}") [[ " {" ".join(_sub_names(parser, p))} " == *" $w "* ]] && path="${{path:+$path }}$w" ;;' for p, _, _ in _tree(parser) if _sub_names(parser, p))}
+{chr(10).join(steps)}
         esac
     done
     case "$path|$prev" in

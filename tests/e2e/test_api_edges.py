@@ -18,7 +18,7 @@ import pytest
 from google.protobuf import json_format, struct_pb2
 from serverproc import R, Server, create, spec, wait_state, write_trace
 
-from compactsim.client.api import Client, ClientError
+from compactsim.client.api import Client
 from compactsim.proto.v1 import run_pb2, simulator_pb2, spec_pb2, sweep_pb2
 from compactsim.server.store import RunState, RunStore
 
