@@ -191,6 +191,10 @@ def check_whole_life(lab: Lab, run) -> None:
             (name, own)
         keys = [tuple(sorted(m.items())) for m in metrics]
         assert len(keys) == len(set(keys))
+    # never a failed scrape: not at the start (no snapshot yet), not at the end (the run
+    # stays a target, serving its final state)
+    assert query(port, f'min_over_time(up{{job="compactsim-runs", {inst}}}{window})')
+    assert not query(port, f'min_over_time(up{{job="compactsim-runs", {inst}}}{window}) == 0')
     # every histogram: the same le values for every label set, and every bucket at every
     # scrape (as many samples as its label set's _count)
     buckets = query(port, f'count_over_time({{__name__=~".+_bucket", {inst}}}{window})')
