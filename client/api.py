@@ -108,6 +108,30 @@ class ClientError(Exception):
         return cls(code, message, violations, details)
 
 
+def join_report(pieces: Iterable[run_pb2.RunReport]) -> run_pb2.RunReport:
+    """StreamRunReport's pieces put together: a procfs file named as the one before
+    continues it, trace and fault log pieces append."""
+    out = run_pb2.RunReport()
+    trace: list[str] = []
+    faults: list[str] = []
+    for piece in pieces:
+        if piece.name:
+            out.name = piece.name
+        if piece.HasField("summary"):
+            out.summary.CopyFrom(piece.summary)
+        out.histograms.extend(piece.histograms)
+        for f in piece.procfs_files:
+            if out.procfs_files and out.procfs_files[-1].name == f.name:
+                out.procfs_files[-1].text += f.text
+            else:
+                out.procfs_files.add(name=f.name, text=f.text)
+        trace.append(piece.trace)
+        faults.append(piece.fault_log)
+    out.trace = "".join(trace)
+    out.fault_log = "".join(faults)
+    return out
+
+
 def _invalid_spec(exc: Exception, prefix: str = "spec") -> ClientError:
     """A local ConfigError as the INVALID_ARGUMENT the server would send."""
     from compactsim.codec.spec import proto_path
@@ -231,13 +255,8 @@ class Client:
 
     def get_scenario(self, name: str) -> simulator_pb2.Scenario:
         """A preset by name; NOT_FOUND ClientError if the server has no such preset."""
-        want = scenario_name(name)
-        for s in self.list_scenarios():
-            if s.name == want:
-                return s
-        raise ClientError(grpc.StatusCode.NOT_FOUND, f"scenario {want} not found",
-                          details={"ResourceInfo": {"resource_type": "compactsim.local/Scenario",
-                                                    "resource_name": want}})
+        return self._call("GetScenario",
+                          simulator_pb2.GetScenarioRequest(name=scenario_name(name)))
 
     def resolve_spec(self, *, scenario: str | None = None, spec: Any = None,
                      overrides: Sequence[str] = ()) -> tuple[str, spec_pb2.Spec | None]:
@@ -368,9 +387,14 @@ class Client:
         return [{"time_s": s.time_seconds, **dict(zip(cols, s.values))} for s in samples]
 
     def get_report(self, run: str, *, full: bool = False) -> run_pb2.RunReport:
+        """The run's report, read as a stream of pieces (StreamRunReport) so that a FULL
+        report of any size arrives, and put together."""
         view = run_pb2.RUN_REPORT_VIEW_FULL if full else run_pb2.RUN_REPORT_VIEW_BASIC
-        return self._call("GetRunReport", simulator_pb2.GetRunReportRequest(
-            name=f"{run_name(run)}/report", view=view))
+        request = simulator_pb2.GetRunReportRequest(name=f"{run_name(run)}/report", view=view)
+        try:
+            return join_report(self._stub.StreamRunReport(request, timeout=self.timeout))
+        except grpc.RpcError as err:
+            raise ClientError.from_rpc_error(err) from None
 
     # ---- sweeps ----------------------------------------------------------------------
 
@@ -397,12 +421,43 @@ class Client:
     def get_sweep(self, sweep: str) -> sweep_pb2.Sweep:
         return self._call("GetSweep", simulator_pb2.GetSweepRequest(name=sweep_name(sweep)))
 
+    def list_sweeps(self, *, show_deleted: bool = False) -> list[sweep_pb2.Sweep]:
+        """Every sweep (all pages), oldest first, without aggregates."""
+        out: list[sweep_pb2.Sweep] = []
+        token = ""
+        while True:
+            resp = self._call("ListSweeps", simulator_pb2.ListSweepsRequest(
+                page_token=token, show_deleted=show_deleted))
+            out.extend(resp.sweeps)
+            token = resp.next_page_token
+            if not token:
+                return out
+
+    def cancel_sweep(self, sweep: str) -> sweep_pb2.Sweep:
+        return self._call("CancelSweep",
+                          simulator_pb2.CancelSweepRequest(name=sweep_name(sweep)))
+
+    def delete_sweep(self, sweep: str, *, force: bool = False) -> sweep_pb2.Sweep:
+        return self._call("DeleteSweep",
+                          simulator_pb2.DeleteSweepRequest(name=sweep_name(sweep), force=force))
+
     # ---- traces ----------------------------------------------------------------------
 
     def get_trace(self, name: str) -> trace_pb2.Trace:
         """An uploaded trace, `traces/{sha256}` (or the bare sha256)."""
         name = name if name.startswith("traces/") else f"traces/{name}"
         return self._call("GetTrace", trace_pb2.GetTraceRequest(name=name))
+
+    def list_traces(self) -> list[trace_pb2.Trace]:
+        """Every uploaded trace (all pages), by name."""
+        out: list[trace_pb2.Trace] = []
+        token = ""
+        while True:
+            resp = self._call("ListTraces", simulator_pb2.ListTracesRequest(page_token=token))
+            out.extend(resp.traces)
+            token = resp.next_page_token
+            if not token:
+                return out
 
     def upload_trace(self, path: str | os.PathLike) -> str:
         """Upload the trace file at `path` for replay; its name on the server,

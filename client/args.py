@@ -23,3 +23,23 @@ def missing_extra(command: str, extra: str, exc: ModuleNotFoundError) -> str:
     has the remote commands and none of the simulator's or the plots' dependencies)."""
     return (f"`{command}` needs the {extra!r} extra ({exc.name} is not installed): "
             f"pip install 'compactsim[{extra}]'")
+def connection_args(p: argparse.ArgumentParser, *, top: bool = False) -> None:
+    """How to reach the server: on the top-level parser (`top`, with the defaults) and on
+    every remote command, so `compactsim list --token T` works as `compactsim --token T
+    list` does (a value given after the command wins)."""
+    def default(value):
+        return value if top else argparse.SUPPRESS
+    p.add_argument("--server", metavar="HOST:PORT", default=default(None),
+                   help="the compactsim server of the remote commands "
+                        "(default: $COMPACTSIM_SERVER)")
+    p.add_argument("--timeout", type=float, default=default(30.0),
+                   help="seconds each server call may take (not watching)")
+    p.add_argument("--token", default=default(None),
+                   help="bearer token of a server with --token-file "
+                        "(default: $COMPACTSIM_TOKEN)")
+    p.add_argument("--ca-cert", metavar="PEM", default=default(None),
+                   help="CA certificate of a TLS server; turns TLS on "
+                        "(default: $COMPACTSIM_CA_CERT)")
+    p.add_argument("--server-name", metavar="NAME", default=default(None),
+                   help="the name the server's certificate must carry, if not the host of "
+                        "--server")

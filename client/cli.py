@@ -7,6 +7,7 @@
                         [--duration 60s] [--out DIR] [--format table|json]
     compactsim compare RUN RUN ... [--diff-only]
     compactsim plot RUN ... -o FILE.png
+    compactsim completion bash|zsh      (eval "$(compactsim completion bash)")
 
   against a server (`--server HOST:PORT` or COMPACTSIM_SERVER; see client/remote.py):
 
@@ -16,7 +17,11 @@
     compactsim samples RUN --format csv|json [--max-points N]
     compactsim report RUN [--out DIR]
     compactsim sweep create --scenario S --grid PATH=V1,V2 ... --seeds N [--watch]
-    compactsim sweep get SWEEP [--group-by PATH]
+    compactsim sweep get SWEEP [--group-by PATH] | list | cancel SWEEP | delete SWEEP
+    compactsim scenario NAME [--format yaml|json]
+    compactsim trace list | get TRACE
+
+  --server, --token, --ca-cert, --server-name and --timeout go before or after the command.
 
 A RUN of compare and plot is a results directory (`simulate --out`, `report --out`) or a
 run on the server (`runs/ID` or `ID`).
@@ -33,6 +38,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -41,7 +48,7 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from compactsim.client.args import missing_extra, spec_args
+from compactsim.client.args import connection_args, missing_extra, spec_args
 from compactsim.client.remote import add_parsers, dispatch
 from compactsim.client.summary import summary_table
 from compactsim.sim.config import apply_overrides, config_from_dict, load_spec
@@ -58,19 +65,8 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="compactsim", description=__doc__.split("\n\n")[0])
-    p.add_argument("--server", metavar="HOST:PORT",
-                   help="the compactsim server of the remote commands "
-                        "(default: $COMPACTSIM_SERVER)")
-    p.add_argument("--timeout", type=float, default=30.0,
-                   help="seconds each server call may take (not watching)")
-    p.add_argument("--token", help="bearer token of a server with --token-file "
-                                   "(default: $COMPACTSIM_TOKEN)")
-    p.add_argument("--ca-cert", metavar="PEM",
-                   help="CA certificate of a TLS server; turns TLS on "
-                        "(default: $COMPACTSIM_CA_CERT)")
-    p.add_argument("--server-name", metavar="NAME",
-                   help="the name the server's certificate must carry, if not the host of "
-                        "--server")
+    p.add_argument("--version", action="version", version=f"compactsim {_version()}")
+    connection_args(p, top=True)
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("scenarios", help="list the preset scenarios")
     sub.add_parser("profiles", help="list the kernel profiles and the switches each sets")
@@ -82,16 +78,27 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--format", choices=("table", "json"), default="table")
     s.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     c = sub.add_parser("compare", help="compare runs: results directories or server runs")
-    c.add_argument("--server", default=argparse.SUPPRESS, metavar="HOST:PORT")
+    connection_args(c)
     c.add_argument("runs", nargs="+", metavar="RUN")
     c.add_argument("--diff-only", action="store_true", help="only rows whose values differ")
     c.add_argument("--format", choices=("table", "json"), default="table")
     pl = sub.add_parser("plot", help="plot runs (directories or server runs) to a PNG")
-    pl.add_argument("--server", default=argparse.SUPPRESS, metavar="HOST:PORT")
+    connection_args(pl)
     pl.add_argument("runs", nargs="+", metavar="RUN")
     pl.add_argument("-o", "--output", type=Path, required=True, metavar="FILE.png")
     add_parsers(sub)
+    comp = sub.add_parser("completion", help="print a shell completion script: "
+                                             "eval \"$(compactsim completion bash)\"")
+    comp.add_argument("shell", choices=("bash", "zsh"))
     return p
+
+
+def _version() -> str:
+    import importlib.metadata
+    try:
+        return importlib.metadata.version("compactsim")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def build_config(args: argparse.Namespace):
@@ -177,13 +184,34 @@ def cmd_simulate(args) -> int:
     return EXIT_OK
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+def _main(argv: list[str] | None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "completion":
+        from compactsim.client.completion import script
+        print(script(parser, args.shell), end="")
+        return EXIT_OK
     local = {"scenarios": cmd_scenarios, "profiles": cmd_profiles, "spec": cmd_spec,
              "simulate": cmd_simulate}
     if args.command in local:
         return local[args.command](args)
     return dispatch(args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The command; output cut short by its reader (`| head`) ends it quietly, with the
+    status a shell gives a process killed by SIGPIPE."""
+    try:
+        rc = _main(argv)
+        sys.stdout.flush()
+        return rc
+    except BrokenPipeError:
+        # the reader is gone: nothing more can be written, and the interpreter's own flush
+        # at exit must not fail again
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 128 + signal.SIGPIPE
 
 
 if __name__ == "__main__":

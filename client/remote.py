@@ -35,7 +35,7 @@ from compactsim.client.api import (
     run_name,
     struct_to_dict,
 )
-from compactsim.client.args import missing_extra, spec_args
+from compactsim.client.args import connection_args, missing_extra, spec_args
 from compactsim.client.channel import env_ca_cert, env_token
 from compactsim.client.output import read_results
 from compactsim.client.summary import summary_table
@@ -642,14 +642,85 @@ def cmd_sweep_get(args) -> int:
     return EXIT_OK
 
 
+def cmd_sweep_list(args) -> int:
+    with connect(args) as c:
+        sweeps = c.list_sweeps(show_deleted=args.show_deleted)
+    if args.format == "json":
+        json.dump([MessageToDict(s) for s in sweeps], sys.stdout, indent=2)
+        print()
+        return EXIT_OK
+    table = Table()
+    for col in ("sweep", "display name", "state", "runs", "creator", "created"):
+        table.add_column(col)
+    for s in sweeps:
+        table.add_row(s.name, s.display_name, sweep_pb2_state(s.state),
+                      ", ".join(f"{k} {v}" for k, v in sorted(s.run_state_counts.items())),
+                      s.creator, _ts(s.create_time))
+    Console(width=max(120, Console().width)).print(table)
+    return EXIT_OK
+
+
+def cmd_sweep_cancel(args) -> int:
+    with connect(args) as c:
+        sweep = c.cancel_sweep(args.sweep)
+    print(f"{sweep.name}: {sweep_pb2_state(sweep.state)}, runs "
+          + ", ".join(f"{k} {v}" for k, v in sorted(sweep.run_state_counts.items())))
+    return EXIT_OK
+
+
+def cmd_sweep_delete(args) -> int:
+    with connect(args) as c:
+        sweep = c.delete_sweep(args.sweep, force=args.force)
+    print(f"{sweep.name}: deleted with its {sum(sweep.run_state_counts.values())} runs")
+    return EXIT_OK
+
+
+def cmd_scenario(args) -> int:
+    with connect(args) as c:
+        sc = c.get_scenario(args.scenario)
+    data = {"name": sc.name, "title": sc.title, "description": sc.description,
+            "spec": MessageToDict(sc.spec)}
+    if args.format == "json":
+        json.dump(data, sys.stdout, indent=2)
+        print()
+    else:
+        import yaml
+        print(yaml.safe_dump(data, sort_keys=False), end="")
+    return EXIT_OK
+
+
+def _print_traces(traces, fmt: str) -> None:
+    if fmt == "json":
+        json.dump([MessageToDict(t) for t in traces], sys.stdout, indent=2)
+        print()
+        return
+    table = Table()
+    for col in ("trace", "bytes", "uploaded"):
+        table.add_column(col)
+    for t in traces:
+        table.add_row(t.name, str(t.size_bytes), _ts(t.create_time))
+    Console(width=max(120, Console().width)).print(table)
+
+
+def cmd_trace_list(args) -> int:
+    with connect(args) as c:
+        _print_traces(c.list_traces(), args.format)
+    return EXIT_OK
+
+
+def cmd_trace_get(args) -> int:
+    with connect(args) as c:
+        _print_traces([c.get_trace(args.trace)], args.format)
+    return EXIT_OK
+
+
 # ---- argument parsing -----------------------------------------------------------------
 
 def add_parsers(sub) -> None:
     """Add the remote commands to the `compactsim` subparsers."""
-    def remote(name: str, help: str):
-        p = sub.add_parser(name, help=help)
-        p.add_argument("--server", default=argparse_suppress(), metavar="HOST:PORT",
-                       help=f"the server (default: ${ENV_SERVER})")
+    def remote(name: str, help: str, parent=sub):
+        p = parent.add_parser(name, help=help)
+        connection_args(p)
         return p
 
     r = remote("run", "create a run on the server (with --watch: follow it, then summarize); "
@@ -713,8 +784,7 @@ def add_parsers(sub) -> None:
 
     sw = remote("sweep", "parameter sweeps")
     ssub = sw.add_subparsers(dest="sweep_command", required=True)
-    sc = ssub.add_parser("create", help="create a sweep (one run per grid point and seed)")
-    sc.add_argument("--server", default=argparse_suppress(), metavar="HOST:PORT")
+    sc = remote("create", "create a sweep (one run per grid point and seed)", ssub)
     spec_args(sc, "a preset on the server")
     sc.add_argument("--grid", action="append", required=True, metavar="PATH=V1,V2,...",
                     help="an axis, e.g. kernel.movable_ops=NONE,MAPPING_OPS")
@@ -728,29 +798,47 @@ def add_parsers(sub) -> None:
     sc.add_argument("--group-by", metavar="PATH")
     sc.add_argument("--format", choices=("table", "json"), default="table")
     sc.add_argument("--no-progress", action="store_true")
-    sg = ssub.add_parser("get", help="a sweep's points and aggregates")
-    sg.add_argument("--server", default=argparse_suppress(), metavar="HOST:PORT")
+    sg = remote("get", "a sweep's points and aggregates", ssub)
     sg.add_argument("sweep", metavar="SWEEP")
     sg.add_argument("--watch", action="store_true", help="wait until every run has ended")
     sg.add_argument("--group-by", metavar="PATH", help="order points by this parameter")
     sg.add_argument("--format", choices=("table", "json"), default="table")
     sg.add_argument("--no-progress", action="store_true")
+    sl = remote("list", "list sweeps: name, state, runs by state", ssub)
+    sl.add_argument("--show-deleted", action="store_true")
+    sl.add_argument("--format", choices=("table", "json"), default="table")
+    scn = remote("cancel", "cancel the sweep's runs that have not ended", ssub)
+    scn.add_argument("sweep", metavar="SWEEP")
+    sd = remote("delete", "delete a sweep and its runs", ssub)
+    sd.add_argument("sweep", metavar="SWEEP")
+    sd.add_argument("--force", action="store_true",
+                    help="cancel its runs first if they have not ended")
 
+    scen = remote("scenario", "show a preset scenario of the server, with its spec")
+    scen.add_argument("scenario", metavar="NAME")
+    scen.add_argument("--format", choices=("yaml", "json"), default="yaml")
 
-def argparse_suppress():
-    import argparse
-    return argparse.SUPPRESS
+    tr = remote("trace", "uploaded traces")
+    tsub = tr.add_subparsers(dest="trace_command", required=True)
+    tl = remote("list", "list the uploaded traces", tsub)
+    tl.add_argument("--format", choices=("table", "json"), default="table")
+    tg = remote("get", "show an uploaded trace", tsub)
+    tg.add_argument("trace", metavar="TRACE")
+    tg.add_argument("--format", choices=("table", "json"), default="table")
 
 
 HANDLERS = {"run": cmd_run, "watch": cmd_watch, "list": cmd_list, "get": cmd_get,
             "cancel": cmd_cancel, "delete": cmd_delete, "samples": cmd_samples,
-            "report": cmd_report}
+            "report": cmd_report, "scenario": cmd_scenario}
 
 
 def dispatch(args) -> int:
     """Run a remote command (or remote-capable compare/plot); errors become exit codes."""
     if args.command == "sweep":
-        handler = {"create": cmd_sweep_create, "get": cmd_sweep_get}[args.sweep_command]
+        handler = {"create": cmd_sweep_create, "get": cmd_sweep_get, "list": cmd_sweep_list,
+                   "cancel": cmd_sweep_cancel, "delete": cmd_sweep_delete}[args.sweep_command]
+    elif args.command == "trace":
+        handler = {"list": cmd_trace_list, "get": cmd_trace_get}[args.trace_command]
     elif args.command == "compare":
         handler = cmd_compare
     elif args.command == "plot":

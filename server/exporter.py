@@ -2,11 +2,15 @@
 
 - `/metrics`: the service's own metrics (prometheus_client's `make_wsgi_app` on the
   service's private registry).
-- `/sd`: Prometheus HTTP service discovery, one target group per running run: the target is
+- `/sd`: Prometheus HTTP service discovery, one target group per run that is running or
+  ended less than the manager's `target_linger_s` ago (`RunManager.targets`): the target is
   this listener (as the client reached it) with ``__param_target=runs/ID`` and
-  ``__meta_compactsim_{run,scenario,design,profile,display_name}``; finished runs leave.
-- `/probe?target=runs/ID`: that run's simulated machine (`server.collector.RunCollector`):
-  400 without a target, 404 for an unknown or finished run.
+  ``__meta_compactsim_{run,scenario,display_name}``, all known when the run is created,
+  so a target's labels never change (its kernel profile and design are in
+  `compactsim_run_info`, to join on).
+- `/probe?target=runs/ID`: that run's simulated machine (`server.collector.RunCollector`),
+  its final state for a run that has ended: 400 without a target, 404 for an unknown run
+  or one no longer a target.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ log = logging.getLogger(__name__)
 TARGET = re.compile(r"runs/([A-Za-z0-9_.-]+)")
 
 
-def _run_info(manager: Any, run_id: str, kernel: dict | None) -> dict[str, str]:
+def _run_info(manager: Any, run_id: str, kernel: dict | None = None) -> dict[str, str]:
     info = {"run": f"runs/{run_id}", "display_name": "", "scenario": "",
             **{k: str(v) for k, v in (kernel or {}).items()}}
     try:
@@ -50,17 +54,15 @@ def _run_info(manager: Any, run_id: str, kernel: dict | None) -> dict[str, str]:
 
 
 def sd_groups(manager: Any, address: str) -> list[dict]:
-    """HTTP-SD target groups: one per running run, all pointing at `address`."""
+    """HTTP-SD target groups: one per target run, all pointing at `address`."""
     groups = []
-    for run_id, live in sorted(manager.active_runs().items()):
-        info = _run_info(manager, run_id, live.kernel)
+    for run_id in sorted(manager.targets()):
+        info = _run_info(manager, run_id)
         groups.append({"targets": [address], "labels": {
             "__param_target": f"runs/{run_id}",
             "__meta_compactsim_run": f"runs/{run_id}",
             "__meta_compactsim_display_name": info["display_name"],
-            "__meta_compactsim_scenario": info["scenario"],
-            "__meta_compactsim_design": info["design"],
-            "__meta_compactsim_profile": info["profile"]}})
+            "__meta_compactsim_scenario": info["scenario"]}})
     return groups
 
 
@@ -86,10 +88,11 @@ def make_app(manager: Any, registry: CollectorRegistry):
             if not target:
                 return reply(start_response, "400 Bad Request", b"missing target=runs/ID\n")
             m = TARGET.fullmatch(target)
-            live = manager.active_runs().get(m.group(1)) if m else None
+            live = manager.targets().get(m.group(1)) if m else None
             if live is None:
                 return reply(start_response, "404 Not Found",
-                             f"no running run {target!r}\n".encode())
+                             f"no run {target!r} to probe (unknown, or ended too long "
+                             f"ago)\n".encode())
             probe = CollectorRegistry()
             probe.register(RunCollector(manager, live.run_id,
                                         _run_info(manager, live.run_id, live.kernel)))

@@ -17,7 +17,7 @@ AND: `a AND b OR c` means `a AND (b OR c)`; parentheses make any intent explicit
     restriction = field comparator value
                 | "labels" "." key ":" "*"             (the run has label `key`)
     field       = "state" | "scenario" | "creator" | "display_name" | "sweep"
-                | "create_time" | "labels" "." key
+                | "create_time" | "end_time" | "labels" "." key
     key         = NAME | STRING
     comparator  = "=" | "!=" | "<" | "<=" | ">" | ">="
     value       = STRING | NAME
@@ -35,18 +35,22 @@ What each field accepts:
                                  "sweeps/*": any run of a sweep)
     labels.KEY                   = != as for strings; a run without the label is != any
                                  value; `labels.KEY:*` tests presence
-    create_time                  = != < <= > >= with an RFC 3339 timestamp in quotes
-                                 ("2024-05-01T12:00:00Z", "2024-05-01T14:00:00.5+02:00")
+    create_time, end_time        = != < <= > >= with an RFC 3339 timestamp in quotes
+                                 ("2024-05-01T12:00:00Z", "2024-05-01T14:00:00.5+02:00");
+                                 a run that has not ended has no end_time: it matches
+                                 only != (and NOT of the others)
 
-No value is NULL in what the clause reads, so NOT always means "the other runs".
+No comparison is NULL (a missing end_time is tested explicitly), so NOT always means "the
+other runs".
 
 Limits: at most MAX_DEPTH levels of parentheses and NOT, at most MAX_RESTRICTIONS
 comparisons, and timestamps within the 64-bit nanosecond range the store keeps
 (1677-09-21 to 2262-04-11); beyond them the error names the column where the limit is
 crossed. Text echoed in an error is cut to a few dozen characters.
 
-`order_by` (AIP-132): comma-separated fields among create_time, display_name and state,
-each optionally followed by `asc` or `desc`. State orders by lifecycle (QUEUED first).
+`order_by` (AIP-132): comma-separated fields among create_time, end_time, display_name and
+state, each optionally followed by `asc` or `desc`. State orders by lifecycle (QUEUED
+first); runs that have not ended order after every end_time (first with `desc`).
 """
 
 from __future__ import annotations
@@ -59,8 +63,9 @@ from dataclasses import dataclass
 STATES = ("QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLING", "CANCELLED")
 
 STRING_FIELDS = ("scenario", "creator", "display_name", "sweep")
-FIELDS = ("state", *STRING_FIELDS, "create_time", "labels")
-ORDER_FIELDS = ("create_time", "display_name", "state")
+TIME_FIELDS = ("create_time", "end_time")
+FIELDS = ("state", *STRING_FIELDS, *TIME_FIELDS, "labels")
+ORDER_FIELDS = ("create_time", "end_time", "display_name", "state")
 
 # Field -> SQL column of the store's `runs` table (server/store.py keeps them in step).
 COLUMNS = {
@@ -70,6 +75,7 @@ COLUMNS = {
     "display_name": "runs.display_name",
     "sweep": "runs.sweep_id",
     "create_time": "runs.create_time_ns",
+    "end_time": "runs.end_time_ns",   # NULL until the run ends
     "labels": "runs.labels_json",
 }
 
@@ -388,7 +394,7 @@ class _Parser:
                                      f"{self.found(op_tok)}")
         self.i += 1
         op = op_tok.text
-        if field != "create_time" and op not in _EQUALITY:
+        if field not in TIME_FIELDS and op not in _EQUALITY:
             raise self.error(op_tok, f"{field} supports only = and != (found {op})")
         return self.value(field, key, op)
 
@@ -410,13 +416,13 @@ class _Parser:
         tok = self.tok
         if tok.kind not in ("STRING", "NAME") or (tok.kind == "NAME" and
                                                   tok.text in ("AND", "OR", "NOT")):
-            what = ("an RFC 3339 timestamp in double quotes" if field == "create_time"
+            what = ("an RFC 3339 timestamp in double quotes" if field in TIME_FIELDS
                     else "a value (a string in double quotes)")
             raise self.error(tok, f"expected {what}, found {self.found(tok)}")
         self.i += 1
         text = tok.value if tok.kind == "STRING" else tok.text
         stars = tok.stars if tok.kind == "STRING" else ()
-        if field == "create_time":
+        if field in TIME_FIELDS:
             if tok.kind != "STRING":
                 raise self.error(tok, "expected an RFC 3339 timestamp in double quotes, "
                                       'e.g. "2024-05-01T12:00:00Z"')
@@ -462,7 +468,7 @@ def render(node: Node | None) -> str:
     if isinstance(node, HasLabel):
         return f"labels.{_quote(node.key)}:*"
     field = node.field if node.key is None else f"labels.{_quote(node.key)}"
-    if node.field == "create_time":
+    if node.field in TIME_FIELDS:
         return f"{field} {node.op} {_ns_rfc3339(node.value)}"
     return f"{field} {node.op} {_quote(node.value)[:-1]}{'*' if node.prefix else ''}\""
 
@@ -497,6 +503,12 @@ def _compile(node: Node, params: list) -> str:
     if node.field == "create_time":
         params.append(node.value)
         return f"({COLUMNS['create_time']} {node.op} ?)"
+    if node.field == "end_time":   # NULL (not ended) is unequal to any time, and no more
+        params.append(node.value)
+        column = COLUMNS["end_time"]
+        if node.op == "!=":
+            return f"({column} IS NULL OR {column} != ?)"
+        return f"({column} IS NOT NULL AND {column} {node.op} ?)"
     if node.field == "labels":
         params.append(node.key)
         match = _match_sql("l.value", node, params)
@@ -549,8 +561,8 @@ def parse_order_by(text: str) -> tuple[OrderField, ...]:
         name, direction, rest = m.group(1), m.group(2), m.group(3)
         col = pos + m.start(1) + 1
         if not name:
-            raise OrderByError(text, col, "expected a field name (create_time, display_name "
-                                          "or state)")
+            raise OrderByError(text, col, "expected a field name (create_time, end_time, "
+                                          "display_name or state)")
         if name not in ORDER_FIELDS:
             raise OrderByError(text, col, f"unknown field {_shown(name)}: expected one of "
                                           f"{', '.join(ORDER_FIELDS)}")

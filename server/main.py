@@ -217,7 +217,7 @@ async def build_server(*, listen: str = "127.0.0.1:50051", data_dir: str | Path 
                        metrics_listen: str | None = "127.0.0.1:9464",
                        token_file: str | None = None, tls_cert: str | None = None,
                        tls_key: str | None = None, insecure_allow_remote: bool = False,
-                       limits: Limits | None = None) -> App:
+                       limits: Limits | None = None, target_linger_s: float = 30.0) -> App:
     """The whole server, bound but not started (call `await app.start()`)."""
     limits = limits or Limits()
     if limits.max_request_bytes < MIN_REQUEST_BYTES:
@@ -240,7 +240,7 @@ async def build_server(*, listen: str = "127.0.0.1:50051", data_dir: str | Path 
                          max_run_wall_time_s=max_run_wall_time or None,
                          max_queued_per_user=limits.max_queued_per_user,
                          max_running_per_user=limits.max_running_per_user,
-                         worker_spec=traces.worker_spec)
+                         worker_spec=traces.worker_spec, target_linger_s=target_linger_s)
     for r in manager.recovered:
         log.warning("run %s was cut off by a restart; marked FAILED (interrupted)", r.id)
     service = Simulator(manager, _Scenarios(), traces, executor_name=executor, auth=auth,
@@ -335,6 +335,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="gRPC address, host:port (port 0: any) [COMPACTSIM_LISTEN]")
     p.add_argument("--metrics-listen", default=_env("METRICS_LISTEN", "127.0.0.1:9464"),
                    help="Prometheus metrics address; empty: off [COMPACTSIM_METRICS_LISTEN]")
+    p.add_argument("--metrics-target-linger", type=_duration,
+                   default=_env("METRICS_TARGET_LINGER", "30s"),
+                   help="how long a finished run stays a target of /sd and /probe, serving "
+                        "its final state (default 30s: a few scrape and discovery "
+                        "intervals) [COMPACTSIM_METRICS_TARGET_LINGER]")
     p.add_argument("--data-dir", default=_env("DATA_DIR", "."),
                    help="directory of the SQLite store [COMPACTSIM_DATA_DIR]")
     p.add_argument("--workers", type=int, default=int(_env("WORKERS", os.cpu_count() or 1)),
@@ -407,7 +412,8 @@ async def serve(args: argparse.Namespace) -> int:
                              token_file=args.token_file, tls_cert=args.tls_cert,
                              tls_key=args.tls_key,
                              insecure_allow_remote=args.insecure_allow_remote,
-                             limits=limits_from_args(args))
+                             limits=limits_from_args(args),
+                             target_linger_s=args.metrics_target_linger)
     await app.start()
     log.info("serving on port %d (metrics: %s; %s; %s)", app.port, app.metrics_port,
              "TLS" if args.tls_cert else "plaintext",

@@ -15,9 +15,10 @@ writer). The manager owns that middle:
   a thread keeps the manager usable from the gRPC aio server and from plain tests alike)
   pumps executor messages: progress -> `update_progress` and its latest series row as a
   sample (so a live run's series grows), and its latest full snapshot kept in memory for
-  `/probe` (`active_runs()`, `latest_snapshot()`; dropped when the run ends); result -> the
-  series rows not stored yet (deduplicated by time), reports (procfs files, trace, latency
-  histograms), final progress, summary and SUCCEEDED in one transaction; error -> an "error" event
+  `/probe` (`targets()`, `latest_snapshot()`; kept `target_linger_s` after the run ends,
+  so its final state is scraped); result -> the series rows not stored yet
+  (deduplicated by time), reports (procfs files, trace, latency histograms), final
+  progress, summary and SUCCEEDED in one transaction; error -> an "error" event
   (type, message, ConfigError fields) and FAILED; a worker that dies -> FAILED
   "worker died: signal 9 (SIGKILL)" (the manager keeps going); a run past
   `max_run_wall_time_s` -> its worker is stopped and it is FAILED "wall time limit".
@@ -113,6 +114,8 @@ REASON_STORE_ERROR = "store_error"
 REASON_WORKER_START = "worker_start_failed"
 SHUTDOWN_MESSAGE = "stopped by a server shutdown"
 EVENT_ERROR = "error"
+# Ended runs kept as metrics targets at most (each holds its final snapshot).
+MAX_LINGERING = 256
 # The report holding `server.worker.histograms_message` of the run's latency, as JSON.
 REPORT_HISTOGRAMS = "histograms"
 
@@ -137,13 +140,15 @@ class ManagerClosed(ManagerError):
 @dataclass
 class LiveRun:
     """What the latest progress message said about a running run (kept in memory only,
-    dropped when the run ends): the full `sim.sampling.snapshot` (None before the first)
-    and the config's kernel ``{"profile", "design"}``."""
+    kept for `target_linger_s` after the run ends, so a scrape can still read its final
+    state): the full `sim.sampling.snapshot` (None before the first) and the config's
+    kernel ``{"profile", "design"}``."""
 
     run_id: str
     snapshot: dict | None = None
     kernel: dict[str, str] | None = None
     sim_time_s: float = 0.0
+    ended: bool = False     # the run has ended: `snapshot` is its final state
 
 
 @dataclass(eq=False)
@@ -168,7 +173,8 @@ class RunManager:
                  clock: Callable[[], float] = time.monotonic, start: bool = True,
                  max_queued_per_user: int | None = None,
                  max_running_per_user: int | None = None,
-                 worker_spec: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None):
+                 worker_spec: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None,
+                 target_linger_s: float = 30.0):
         if max_queue < 0:
             raise ValueError("max_queue must be >= 0")
         for name, value in (("max_queued_per_user", max_queued_per_user),
@@ -191,6 +197,9 @@ class RunManager:
         self._queue: collections.OrderedDict[str, str] = collections.OrderedDict()
         self._active: dict[str, _Active] = {}
         self._live: dict[str, LiveRun] = {}   # runs not ended: latest snapshot (for /probe)
+        # runs ended in the last target_linger_s: (final LiveRun, when it ended)
+        self._ended: dict[str, tuple[LiveRun, float]] = {}
+        self.target_linger_s = target_linger_s
         # run id -> (state, reason, message): ended runs whose terminal write failed (the
         # store's disk is full...); written again on every pump pass until it lands
         self._unsettled: dict[str, tuple[RunState, str, str]] = {}
@@ -371,17 +380,40 @@ class RunManager:
         with self._lock:
             return {r: self.executor.pid(a.handle) for r, a in self._active.items()}
 
-    def active_runs(self) -> dict[str, LiveRun]:
-        """run id -> `LiveRun` of the runs started and not ended (copies)."""
+    def targets(self) -> dict[str, LiveRun]:
+        """run id -> `LiveRun` of the runs running and of those ended in the last
+        `target_linger_s` seconds (``ended`` set, their final snapshot): what the metrics
+        listener serves, so that a scrape after the end reads a run's final state."""
         with self._lock:
-            return {r: LiveRun(**vars(v)) for r, v in self._live.items()}
+            self._expire()
+            out = {r: LiveRun(**vars(v)) for r, (v, _) in self._ended.items()}
+            out.update((r, LiveRun(**vars(v))) for r, v in self._live.items())
+            return out
 
     def latest_snapshot(self, run_id: str) -> dict | None:
-        """The latest snapshot the run's worker sent; None when there is none yet or the run
-        is not active (finished, unknown)."""
+        """The latest snapshot the run's worker sent (its last one for a run among
+        `targets()` that has ended); None when there is none yet or the run is not a
+        target (unknown, or ended longer ago than `target_linger_s`)."""
         with self._lock:
-            live = self._live.get(run_id)
+            self._expire()
+            live = self._live.get(run_id) or self._ended.get(run_id, (None, 0))[0]
             return live.snapshot if live is not None else None
+
+    def _retire(self, run_id: str) -> None:
+        """The run has ended: its LiveRun stays a target for `target_linger_s` (the
+        `MAX_LINGERING` newest, so a burst of short runs holds bounded memory)."""
+        live = self._live.pop(run_id, None)
+        if live is not None and self.target_linger_s > 0:
+            live.ended = True
+            self._ended[run_id] = (live, self._clock())
+            while len(self._ended) > MAX_LINGERING:
+                del self._ended[next(iter(self._ended))]   # the oldest
+        self._expire()
+
+    def _expire(self) -> None:
+        horizon = self._clock() - self.target_linger_s
+        for run_id in [r for r, (_, t) in self._ended.items() if t <= horizon]:
+            del self._ended[run_id]
 
     def add_listener(self, fn: Callable[[str], None]) -> None:
         """Call `fn(run_id)` after each change stored for a run (state, progress, events),
@@ -444,7 +476,7 @@ class RunManager:
                 interrupted: bool = False, summary: Mapping[str, Any] | None = None
                 ) -> RunRecord:
         if state.terminal:
-            self._live.pop(run_id, None)
+            self._retire(run_id)
         return self._write(self.store.update_state, run_id, state, error_reason=reason,
                            error_message=message, interrupted=interrupted, summary=summary)
 
@@ -550,7 +582,7 @@ class RunManager:
                 return
             if isinstance(msg, WorkerExit):
                 del self._active[msg.run_id]
-                self._live.pop(msg.run_id, None)
+                self._retire(msg.run_id)
                 self._on_exit(a, msg)
                 return
             if a.stopping and not a.cancel_requested:
@@ -630,7 +662,7 @@ class RunManager:
         if "histograms" in body:
             reports[REPORT_HISTOGRAMS] = json.dumps(body["histograms"])
         with self._lock:
-            self._live.pop(run_id, None)
+            self._retire(run_id)
         with self._lock, self.store.transaction():
             # rows sent with progress are stored already: add the others, in time order
             self.store.merge_samples(run_id, body["series"])
@@ -648,7 +680,7 @@ class RunManager:
         message = (f"{body['error_type']}: {body['message']}"
                    if reason == REASON_SIMULATION_ERROR else body["message"])
         with self._lock:
-            self._live.pop(run_id, None)
+            self._retire(run_id)
         with self._lock, self.store.transaction():
             self.store.append_event(run_id, EVENT_ERROR, {
                 "error_type": body["error_type"], "message": body["message"],

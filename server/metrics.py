@@ -2,8 +2,10 @@
 
 - `compactsim_run_wall_seconds` (histogram): wall time of each run that ended (end - start),
 - `compactsim_simulated_events_total` (counter): SimPy events processed by all runs,
-- `compactsim_grpc_requests_total{method,code}` (counter): gRPC calls, by full method name
-  and status code (a grpc.aio server interceptor).
+- gRPC server metrics under go-grpc-prometheus's names, which gRPC dashboards query:
+  `grpc_server_started_total`, `grpc_server_handled_total{grpc_code}` and the histogram
+  `grpc_server_handling_seconds`, by grpc_type, grpc_service, grpc_method (a grpc.aio server
+  interceptor; methods the server does not serve are all "unknown").
 
 No run-id labels. The first two are brought up to date at scrape time from the store (the
 manager is not hooked): runs that ended, and event counts that grew, since the last scrape.
@@ -19,6 +21,7 @@ import contextlib
 import inspect
 import logging
 import threading
+import time
 from typing import Any
 
 import grpc
@@ -39,10 +42,21 @@ class ServiceMetrics:
         self.events = Counter("compactsim_simulated_events",
                               "SimPy events processed by all runs",
                               registry=self.registry)
-        self.grpc_requests = Counter("compactsim_grpc_requests",
-                                     "gRPC requests handled, by method and status code",
-                                     ["method", "code"], registry=self.registry)
-        self.interceptor = _Interceptor(self.grpc_requests)
+        labels = ["grpc_type", "grpc_service", "grpc_method"]
+        self.grpc_started = Counter("grpc_server_started",
+                                    "Total number of RPCs started on the server.",
+                                    labels, registry=self.registry)
+        self.grpc_handled = Counter("grpc_server_handled",
+                                    "Total number of RPCs completed on the server, "
+                                    "regardless of success or failure.",
+                                    [*labels, "grpc_code"], registry=self.registry)
+        self.grpc_handling = Histogram("grpc_server_handling_seconds",
+                                       "Histogram of response latency (seconds) of gRPC "
+                                       "that had been application-level handled by the "
+                                       "server.", labels, buckets=HANDLING_BUCKETS,
+                                       registry=self.registry)
+        self.interceptor = _Interceptor(self.grpc_started, self.grpc_handled,
+                                        self.grpc_handling, served_methods())
         self._lock = threading.Lock()
         self._cursor = 0                     # RunStore.runs_changed cursor: runs seen so far
         self._open: dict[str, int] = {}      # runs not ended -> their events counted so far
@@ -80,19 +94,57 @@ class ServiceMetrics:
         return list(self.registry.collect())   # fixed names, without a store scan
 
 
-class _Interceptor(grpc.aio.ServerInterceptor):
-    """Counts every call by method and final status code."""
+# go-grpc-prometheus's handling-time buckets (prometheus.DefBuckets), seconds
+HANDLING_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, float("inf"))
+UNKNOWN = "unknown"
 
-    def __init__(self, counter: Counter):
-        self.counter = counter
+
+def served_methods() -> dict[str, tuple[str, str]]:
+    """'/package.Service/Method' -> (service, method) of every method this server serves:
+    the Simulator, grpc.health.v1 and server reflection."""
+    from grpc_health.v1 import health_pb2
+    from grpc_reflection.v1alpha import reflection_pb2
+
+    from compactsim.proto.v1 import simulator_pb2
+    out = {}
+    for fd in (simulator_pb2.DESCRIPTOR, health_pb2.DESCRIPTOR, reflection_pb2.DESCRIPTOR):
+        for service in fd.services_by_name.values():
+            for m in service.methods:
+                out[f"/{service.full_name}/{m.name}"] = (service.full_name, m.name)
+    return out
+
+
+def _grpc_type(handler) -> str:
+    return {(False, False): "unary", (False, True): "server_stream",
+            (True, False): "client_stream", (True, True): "bidi_stream"}[
+        (bool(handler.request_streaming), bool(handler.response_streaming))]
+
+
+class _Interceptor(grpc.aio.ServerInterceptor):
+    """go-grpc-prometheus's server metrics: `grpc_server_started_total`,
+    `grpc_server_handled_total` (with grpc_code) and `grpc_server_handling_seconds`, by
+    grpc_type, grpc_service and grpc_method. Only the methods in `methods` get their own
+    label values; any other path (unimplemented, perhaps unauthenticated) counts as
+    grpc_service="unknown", grpc_method="unknown", so callers cannot grow the label set."""
+
+    def __init__(self, started: Counter, handled: Counter, handling: Histogram,
+                 methods: dict[str, tuple[str, str]]):
+        self.started = started
+        self.handled = handled
+        self.handling = handling
+        self.methods = methods
 
     async def intercept_service(self, continuation, details):
         handler = await continuation(details)
+        service, method = self.methods.get(details.method, (UNKNOWN, UNKNOWN))
         if handler is None:
-            self.counter.labels(details.method, grpc.StatusCode.UNIMPLEMENTED.name).inc()
+            labels = ("unary", service, method)
+            self.started.labels(*labels).inc()
+            self.handled.labels(*labels, grpc.StatusCode.UNIMPLEMENTED.name).inc()
+            self.handling.labels(*labels).observe(0.0)
             return handler
-        method = details.method
-        count = self.counter
+        labels = (_grpc_type(handler), service, method)
+        started, handled, handling = self.started, self.handled, self.handling
 
         def code_of(ctx, exc: BaseException | None) -> str:
             code = None
@@ -106,26 +158,34 @@ class _Interceptor(grpc.aio.ServerInterceptor):
                         else grpc.StatusCode.UNKNOWN)
             return code.name
 
+        def done(t0: float, ctx, exc: BaseException | None) -> None:
+            handling.labels(*labels).observe(time.perf_counter() - t0)
+            handled.labels(*labels, code_of(ctx, exc)).inc()
+
         def unary(fn):
             async def wrapped(request, ctx):
+                started.labels(*labels).inc()
+                t0 = time.perf_counter()
                 try:
                     result = await fn(request, ctx)
                 except BaseException as exc:
-                    count.labels(method, code_of(ctx, exc)).inc()
+                    done(t0, ctx, exc)
                     raise
-                count.labels(method, code_of(ctx, None)).inc()
+                done(t0, ctx, None)
                 return result
             return wrapped
 
         def streaming(fn):
             async def wrapped(request, ctx):
+                started.labels(*labels).inc()
+                t0 = time.perf_counter()
                 try:
                     async for item in fn(request, ctx):
                         yield item
                 except BaseException as exc:
-                    count.labels(method, code_of(ctx, exc)).inc()
+                    done(t0, ctx, exc)
                     raise
-                count.labels(method, code_of(ctx, None)).inc()
+                done(t0, ctx, None)
             return wrapped
 
         kinds = (("unary_unary", grpc.unary_unary_rpc_method_handler),

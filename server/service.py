@@ -72,6 +72,11 @@ DEFAULT_HEARTBEAT_S = 10.0
 QUEUE_RETRY_S = 5
 # A watch stream with nothing to send looks at its run at least this often, woken or not.
 WATCH_RECHECK_S = 5.0
+# Largest list response: a page holds fewer items than page_size rather than pass gRPC's
+# default 4 MiB receive limit of clients.
+MAX_PAGE_BYTES = 3 << 20
+# Text per StreamRunReport message.
+REPORT_PIECE_BYTES = 1 << 20
 _RESOURCE_ID = re.compile(r"[a-z][a-z0-9-]{3,62}")
 _STATES = {s: getattr(run_pb2.Run, s.value) for s in RunState}
 _TERMINAL = {RunState.SUCCEEDED.value, RunState.FAILED.value, RunState.CANCELLED.value}
@@ -205,6 +210,47 @@ def _request_sweep_id(user: str, request_id: str) -> str:
     if not request_id:
         return ""
     return "r" + hashlib.sha256(f"{user}\0{request_id}".encode()).hexdigest()[:31]
+
+
+def _sweep_id(name: str, field: str = "name") -> str:
+    m = re.fullmatch(r"sweeps/([a-z0-9][a-z0-9-]{0,62})", name or "")
+    if m is None:
+        raise bad_request([(field, f"must be sweeps/{{sweep}}, got {name!r}")])
+    return m.group(1)
+
+
+def _offset_token(token: str) -> int:
+    m = re.fullmatch(r"[0-9]{1,9}", token)   # ASCII digits only
+    if token and m is None:
+        raise bad_request([("page_token", "not a token this server issued")])
+    return int(token) if token else 0
+
+
+def _pieces(text: str, size: int) -> Iterable[str]:
+    """`text` cut into pieces of at most `size` UTF-8 bytes, never inside a character."""
+    data = text.encode()
+    start = 0
+    while start < len(data):
+        end = min(start + size, len(data))
+        while end < len(data) and (data[end] & 0xC0) == 0x80:   # a continuation byte
+            end -= 1
+        yield data[start:end].decode()
+        start = end
+
+
+def report_pieces(report: run_pb2.RunReport, size: int = REPORT_PIECE_BYTES
+                  ) -> Iterable[run_pb2.RunReport]:
+    """StreamRunReport's messages: name, summary and histograms first, then each procfs
+    file, the trace and the fault log in pieces of at most `size` bytes of text."""
+    yield run_pb2.RunReport(name=report.name, summary=report.summary,
+                            histograms=report.histograms)
+    for f in report.procfs_files:
+        for text in _pieces(f.text, size) if f.text else [""]:
+            yield run_pb2.RunReport(procfs_files=[run_pb2.ProcfsFile(name=f.name, text=text)])
+    for text in _pieces(report.trace, size):
+        yield run_pb2.RunReport(trace=text)
+    for text in _pieces(report.fault_log, size):
+        yield run_pb2.RunReport(fault_log=text)
 
 
 def _canonical_sha256(spec: spec_pb2.Spec) -> str:
@@ -421,6 +467,24 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
             out.next_page_token = str(start + size)
         return out
 
+    def _scenario(self, name: str) -> simulator_pb2.Scenario:
+        m = re.fullmatch(r"scenarios/([A-Za-z0-9_.-]+)", name)
+        if m is None:
+            raise bad_request([("name", f"must be scenarios/{{scenario}}, got {name!r}")])
+        titles = self.scenarios.list()
+        if m.group(1) not in titles:
+            raise not_found("Scenario", name)
+        sc = simulator_pb2.Scenario(name=name, title=titles[m.group(1)],
+                                    description=self.scenarios.description(m.group(1)))
+        try:
+            sc.spec.CopyFrom(convert.spec_from_dict(self.scenarios.load(m.group(1))))
+        except convert.ConfigError:
+            log.warning("scenario %s does not validate on its own", m.group(1))
+        return sc
+
+    async def GetScenario(self, request, context):
+        return await self._call(context, self._scenario, request.name)
+
     async def CreateRun(self, request, context):
         return await self._call(context, self._create_run, request, self.auth.caller(context))
 
@@ -509,17 +573,23 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
     def _list_runs(self, request: simulator_pb2.ListRunsRequest):
         if not 0 <= request.page_size <= 1000:
             raise bad_request([("page_size", "must be 0..1000")])
+        runs: dict[str, run_pb2.Run] = {}
+
+        def size(rec: RunRecord) -> int:
+            runs[rec.id] = self.run_to_proto(rec)
+            return runs[rec.id].ByteSize() + 8   # + field tag and length
         try:
             recs, token = self.store.list_runs(request.filter, request.order_by,
                                                request.page_size, request.page_token,
-                                               show_deleted=request.show_deleted)
+                                               show_deleted=request.show_deleted,
+                                               weigh=size, max_weight=MAX_PAGE_BYTES)
             total = self.store.count_runs(request.filter, show_deleted=request.show_deleted)
         except QueryError as exc:
             raise bad_request([(exc.parameter, f"column {exc.column}: {exc.message}")],
                               f"{exc.parameter}: column {exc.column}: {exc.message}") from None
         except InvalidArgument as exc:
             raise bad_request([("page_token", str(exc))]) from None
-        return simulator_pb2.ListRunsResponse(runs=[self.run_to_proto(r) for r in recs],
+        return simulator_pb2.ListRunsResponse(runs=[runs[r.id] for r in recs],
                                               next_page_token=token, total_size=total)
 
     async def CancelRun(self, request, context):
@@ -560,8 +630,11 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
         if not 0 <= request.page_size <= 10000:
             raise bad_request([("page_size", "must be 0..10000")])
         try:
-            samples, token = self.store.list_samples(rec.id, request.page_size,
-                                                     request.page_token, request.max_points)
+            width = len(request.columns) or None   # values per sample sent
+            samples, token = self.store.list_samples(
+                rec.id, request.page_size, request.page_token, request.max_points,
+                weigh=lambda smp: 9 * (width or len(smp.row)) + 16,   # packed doubles
+                max_weight=MAX_PAGE_BYTES)
         except InvalidArgument as exc:
             field = "page_token" if "token" in str(exc) else "max_points"
             raise bad_request([(field, str(exc))]) from None
@@ -600,6 +673,11 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
                 json.loads(reports.get(REPORT_HISTOGRAMS, "{}"))),
             trace=reports.get("trace", "") if full else "",
             fault_log=reports.get("fault_log", "") if full else "")
+
+    async def StreamRunReport(self, request, context):
+        report = await self._call(context, self._get_report, request)
+        for piece in report_pieces(report):
+            yield piece
 
     # -- WatchRun ---------------------------------------------------------------------------
 
@@ -824,18 +902,86 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
         return await self._call(context, self._get_sweep, request)
 
     def _get_sweep(self, request: simulator_pb2.GetSweepRequest):
-        m = re.fullmatch(r"sweeps/([a-z0-9][a-z0-9-]{0,62})", request.name)
-        if m is None:
-            raise bad_request([("name", f"must be sweeps/{{sweep}}, got {request.name!r}")])
-        return self._sweep_to_proto(m.group(1))
+        return self._sweep_to_proto(_sweep_id(request.name))
 
-    def _sweep_to_proto(self, sweep_id: str) -> sweep_pb2.Sweep:
+    async def ListSweeps(self, request, context):
+        return await self._call(context, self._list_sweeps, request)
+
+    def _list_sweeps(self, request: simulator_pb2.ListSweepsRequest):
+        if not 0 <= request.page_size <= 1000:
+            raise bad_request([("page_size", "must be 0..1000")])
+        start = _offset_token(request.page_token)
+        sweeps_ = self.store.list_sweeps(show_deleted=request.show_deleted)
+        out = simulator_pb2.ListSweepsResponse()
+        size, end = 0, start
+        for rec in sweeps_[start:start + (request.page_size or 50)]:
+            sw = self._sweep_to_proto(rec.id, show_deleted=True)
+            for pt in sw.points:
+                pt.ClearField("aggregates")
+            size += sw.ByteSize() + 8
+            if size > MAX_PAGE_BYTES and end > start:
+                break
+            out.sweeps.append(sw)
+            end += 1
+        if end < len(sweeps_):
+            out.next_page_token = str(end)
+        return out
+
+    def _own_sweep(self, name: str, caller: Caller, verb: str):
+        sweep_id = _sweep_id(name)
+        try:
+            rec = self.store.get_sweep(sweep_id)
+        except NotFound:
+            raise not_found("Sweep", name) from None
+        if rec.deleted:
+            raise not_found("Sweep", name, f"{name} was deleted")
+        if rec.creator != caller.user and not caller.admin:
+            raise not_owner(name, rec, caller, verb)
+        return rec
+
+    async def CancelSweep(self, request, context):
+        return await self._call(context, self._cancel_sweep, request,
+                                self.auth.caller(context))
+
+    def _cancel_sweep(self, request: simulator_pb2.CancelSweepRequest, caller: Caller):
+        rec = self._own_sweep(request.name, caller, "cancel")
+        for run in self.store.sweep_runs(rec.id):
+            if not run.state.terminal:
+                try:
+                    self.manager.cancel(run.id)
+                except WrongState:   # it ended meanwhile
+                    pass
+        return self._sweep_to_proto(rec.id)
+
+    async def DeleteSweep(self, request, context):
+        return await self._call(context, self._delete_sweep, request,
+                                self.auth.caller(context))
+
+    def _delete_sweep(self, request: simulator_pb2.DeleteSweepRequest, caller: Caller):
+        rec = self._own_sweep(request.name, caller, "delete")
+        runs = self.store.sweep_runs(rec.id)
+        running = [f"runs/{r.id}" for r in runs if not r.state.terminal]
+        if running and not request.force:
+            raise precondition(request.name, f"{request.name} has {len(running)} runs that "
+                                             f"have not ended ({', '.join(running[:3])}...); "
+                                             f"cancel it first or delete with force")
+        try:
+            for run in runs:
+                self.manager.delete(run.id, force=request.force)
+        except WrongState as exc:
+            raise precondition(request.name, str(exc)) from None
+        except TimeoutError:
+            raise unavailable(f"{request.name} has runs still stopping; try again") from None
+        self.store.soft_delete_sweep(rec.id)
+        return self._sweep_to_proto(rec.id, show_deleted=True)
+
+    def _sweep_to_proto(self, sweep_id: str, show_deleted: bool = False) -> sweep_pb2.Sweep:
         try:
             rec = self.store.get_sweep(sweep_id)
             runs = self.store.sweep_runs(sweep_id)
         except NotFound:
             raise not_found("Sweep", f"sweeps/{sweep_id}") from None
-        if rec.deleted:
+        if rec.deleted and not show_deleted:
             raise not_found("Sweep", f"sweeps/{sweep_id}")
         grid = rec.grid
         out = sweep_pb2.Sweep(
@@ -905,6 +1051,23 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
 
     async def GetTrace(self, request, context):
         return await self._call(context, self._get_trace, request)
+
+    async def ListTraces(self, request, context):
+        return await self._call(context, self._list_traces, request)
+
+    def _list_traces(self, request: simulator_pb2.ListTracesRequest):
+        if not 0 <= request.page_size <= 1000:
+            raise bad_request([("page_size", "must be 0..1000")])
+        after = request.page_token
+        if after and not re.fullmatch(r"traces/[0-9a-f]{64}", after):
+            raise bad_request([("page_token", "not a token this server issued")])
+        size = request.page_size or 100
+        infos = self.traces.list(after=after, limit=size + 1)
+        out = simulator_pb2.ListTracesResponse(
+            traces=[self._trace_to_proto(i) for i in infos[:size]])
+        if len(infos) > size:
+            out.next_page_token = infos[size - 1].name
+        return out
 
     def _get_trace(self, request: trace_pb2.GetTraceRequest) -> trace_pb2.Trace:
         try:

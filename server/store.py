@@ -366,8 +366,10 @@ _N_RUN_COLUMNS = len(_RUN_COLUMNS.split(","))
 
 _STATE_RANK = "CASE runs.state " + " ".join(
     f"WHEN '{s}' THEN {i}" for i, s in enumerate(STATES)) + " END"
-_ORDER_SQL = {"create_time": "runs.create_time_ns", "display_name": "runs.display_name",
-              "state": _STATE_RANK}
+# end_time: runs not ended (NULL) after every time, so keyset pages compare no NULL
+_ORDER_SQL = {"create_time": "runs.create_time_ns",
+              "end_time": f"COALESCE(runs.end_time_ns, {2**63 - 1})",
+              "display_name": "runs.display_name", "state": _STATE_RANK}
 
 
 def _run_from_row(r: Sequence) -> RunRecord:
@@ -767,12 +769,15 @@ class RunStore:
     # -- listing ----------------------------------------------------------------------------
 
     def list_runs(self, filter: str = "", order_by: str = "", page_size: int = 0,
-                  page_token: str = "", *, show_deleted: bool = False
+                  page_token: str = "", *, show_deleted: bool = False,
+                  weigh: Callable[[RunRecord], int] | None = None, max_weight: int = 0
                   ) -> tuple[list[RunRecord], str]:
         """One page of runs matching `filter` (server/filters.py) in `order_by` order
         (default "create_time desc"; ties broken by id), and the token of the next page
-        ("" after the last). FilterError / OrderByError for bad strings, InvalidPageToken
-        for a token from another query."""
+        ("" after the last). With `weigh`, the page also ends before the run that would
+        take the sum of `weigh(run)` past `max_weight` (it holds one run at least).
+        FilterError / OrderByError for bad strings, InvalidPageToken for a token from
+        another query."""
         size = _page_size(page_size, DEFAULT_RUNS_PAGE, MAX_RUNS_PAGE)
         compiled, where, params = _run_filter(filter, show_deleted)
         order = parse_order_by(order_by or DEFAULT_ORDER)
@@ -797,6 +802,15 @@ class RunStore:
         with self._read() as c:
             rows = c.execute(sql, (*params, size + 1)).fetchall()
         records = [_run_from_row(r) for r in rows[:size]]
+        if weigh is not None:
+            total, n = 0, 0
+            for rec in records:
+                total += weigh(rec)
+                if total > max_weight and n:
+                    break
+                n += 1
+            if n < len(records):
+                records, rows, size = records[:n], rows[:n + 1], n
         token = ""
         if len(rows) > size:
             token = _encode_token(query_hash, {"k": list(rows[size - 1][_N_RUN_COLUMNS:])})
@@ -933,12 +947,15 @@ class RunStore:
             return start + len(merged)
 
     def list_samples(self, run_id: str, page_size: int = 0, page_token: str = "",
-                     max_points: int = 0) -> tuple[list[Sample], str]:
+                     max_points: int = 0, *, weigh: Callable[[Sample], int] | None = None,
+                     max_weight: int = 0) -> tuple[list[Sample], str]:
         """One page of the run's series, and the next page's token ("" after the last).
 
         max_points (0: all) keeps at most that many evenly spaced points, always the first
         and the last; which ones is fixed by the series' length at the first page, so rows
-        added while paging do not shift later pages.
+        added while paging do not shift later pages. With `weigh`, the page also ends
+        before the sample that would take the sum of `weigh(sample)` past `max_weight`
+        (it holds one sample at least).
         """
         if max_points < 0 or max_points == 1:
             raise InvalidArgument("max_points must be 0 (all points) or at least 2 (the "
@@ -961,6 +978,14 @@ class RunStore:
             index = downsample_indices(n, max_points)
             wanted = [index(p) for p in range(pos, min(pos + size, kept))]
             samples = self._samples_at(c, run_id, wanted)
+        if weigh is not None:
+            total, k = 0, 0
+            for smp in samples:
+                total += weigh(smp)
+                if total > max_weight and k:
+                    break
+                k += 1
+            samples, wanted = samples[:k], wanted[:k]
         nxt = pos + len(wanted)
         token = _encode_token(query_hash, {"p": nxt, "n": n}) if nxt < kept else ""
         return samples, token

@@ -147,6 +147,24 @@ class TraceStore:
         st = path.stat()
         return TraceInfo(path.name, st.st_size, st.st_mtime_ns)
 
+    def list(self, after: str = "", limit: int = 100) -> list[TraceInfo]:
+        """Up to `limit` traces by name, those after the name `after` ("": from the first);
+        partial uploads and anything not named by a hash are not traces."""
+        names = sorted(e.name for e in os.scandir(self.directory)
+                       if re.fullmatch(r"[0-9a-f]{64}", e.name)
+                       and e.is_file(follow_symlinks=False))
+        out = []
+        for n in names:
+            if after and f"traces/{n}" <= after:
+                continue
+            try:
+                out.append(self.get(f"traces/{n}"))
+            except TraceError:   # removed meanwhile
+                continue
+            if len(out) == limit:
+                break
+        return out
+
     def worker_spec(self, raw: Mapping[str, Any]) -> dict[str, Any]:
         """A copy of raw spec data with each replayed `traces/{sha256}` replaced by its
         file (what the worker opens); TraceError if one is not an uploaded trace."""

@@ -13,8 +13,10 @@ Messages, in order:
   (from `sim.run.run`'s ``on_step``): ``events`` is the SimPy events scheduled so far and
   ``row`` the latest sampled series row (a dict with "time_s"), or None when no row was
   sampled since the last progress message; ``snapshot`` likewise the latest full
-  `sim.sampling.snapshot` (zones, fragmentation score, vmstat: what `/probe` serves), and
-  ``kernel`` ``{"profile", "design"}`` of the run's config.
+  `sim.sampling.snapshot` (zones, fragmentation score, vmstat: what `/probe` serves) with
+  ``histograms`` (alloc_latency, lock_wait, compaction_latency: `histograms_message`) and
+  ``wasted_migrations``, and ``kernel`` ``{"profile", "design"}`` of the run's config. The
+  last progress message carries the snapshot taken at the end (the summary's state).
 - then exactly one of
   ``{"type": "result", "run_id", "summary", "series", "files", "trace", "fault_log",
   "histograms", "events", "sim_time_s", "wall_s"}`` (``histograms``: see
@@ -94,13 +96,17 @@ def execute(run_id: str, spec: Mapping[str, Any], conn: Sender,
             if row is not None:
                 last_row_time[0] = row.get("time_s")
             snap = info.get("snapshot")
-            if snap is not None and snap.get("time_s") == last_snapshot_time[0]:
+            if (snap is not None and snap.get("time_s") == last_snapshot_time[0]
+                    and not info.get("final")):
                 snap = None
             if snap is not None:
                 last_snapshot_time[0] = snap.get("time_s")
-                snap = dict(snap, histograms={
+                snap = dict(snap, wasted_migrations=int(info.get("wasted_migrations", 0)),
+                            histograms={
                     "alloc_latency": histograms_message(info.get("latency", {})),
-                    "lock_wait": histograms_message(info.get("locks", {}))})
+                    "lock_wait": histograms_message(info.get("locks", {})),
+                    "compaction_latency": histograms_message(
+                        info.get("compaction_latency", {}))})
             conn.send({"type": "progress", "run_id": run_id, "sim_time_s": float(sim_now),
                        "fraction": min(1.0, sim_now / duration) if duration > 0 else 1.0,
                        "events": int(info.get("events", 0)), "wall_s": time.monotonic() - start,

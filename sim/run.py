@@ -147,9 +147,12 @@ def compaction_summary(compaction: Compaction | None, kcompactd: Kcompactd | Non
 def run(config: SimConfig, progress: Callable[[float, float], None] | None = None,
         on_step: Callable[[dict], None] | None = None) -> RunResult:
     """Simulate `config`. `progress(sim_now, duration)` and `on_step({"sim_time_s",
-    "events", "row", "snapshot", "latency", "locks"})` (the latest sampled series row, the
-    latest full `sim.sampling.snapshot` (plain data), and the live allocation-latency and
-    lock-wait histograms) are called at fixed steps."""
+    "events", "final", "row", "snapshot", "latency", "locks", "compaction_latency",
+    "wasted_migrations"})` (the latest sampled series row, the latest full
+    `sim.sampling.snapshot` (plain data), the live allocation-latency, lock-wait and
+    compaction-latency-by-trigger histograms, and the wasted migrations so far) are called
+    at fixed steps; `on_step` once more with ``final`` True after the last sample, taken
+    at the end, so its snapshot is the state the summary reports."""
     env = (PacedEnvironment(factor=1.0 / config.pace, strict=False) if config.pace > 0
            else CountingEnvironment())
     rngs = RngStreams(config.seed)
@@ -179,18 +182,27 @@ def run(config: SimConfig, progress: Callable[[float, float], None] | None = Non
         replays = [Replay(m, allocator, workload, g) for g in config.workload
                    if g.replay is not None]
     sampler = Sampler(m, config.sampling.interval)
+
+    def step_info(final: bool) -> dict:
+        return {"sim_time_s": env.now, "events": env.events_scheduled, "final": final,
+                "row": sampler.rows[-1] if sampler.rows else None,
+                "snapshot": sampler.latest, "latency": workload.latency,
+                "locks": {lk.name: lk.wait_hist for lk in
+                          [z.lock for z in m.zones] + [n.lru_lock for n in m.nodes]},
+                "compaction_latency": compaction.latency if compaction is not None else {},
+                "wasted_migrations": (compaction.wasted_migrations
+                                      if compaction is not None else 0)}
+
     step = config.duration / PROGRESS_STEPS
     for i in range(1, PROGRESS_STEPS + 1):
         env.run(until=min(i * step, config.duration))
         if progress is not None:
             progress(env.now, config.duration)
         if on_step is not None:
-            on_step({"sim_time_s": env.now, "events": env.events_scheduled,
-                     "row": sampler.rows[-1] if sampler.rows else None,
-                     "snapshot": sampler.latest, "latency": workload.latency,
-                     "locks": {lk.name: lk.wait_hist for lk in
-                               [z.lock for z in m.zones] + [n.lru_lock for n in m.nodes]}})
+            on_step(step_info(final=False))
     sampler.take()
+    if on_step is not None:   # the state at the end, as the summary has it
+        on_step(step_info(final=True))
     summary = summarize(m, workload, reclaim, zram)
     summary["replay"] = [r.summary() for r in replays]
     summary["compaction"] = compaction_summary(compaction, kcompactd)

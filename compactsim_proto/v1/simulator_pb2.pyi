@@ -27,6 +27,7 @@ import collections.abc
 import compactsim.proto.v1.run_pb2
 import compactsim.proto.v1.spec_pb2
 import compactsim.proto.v1.sweep_pb2
+import compactsim.proto.v1.trace_pb2
 import google.protobuf.descriptor
 import google.protobuf.internal.containers
 import google.protobuf.message
@@ -39,6 +40,160 @@ else:
     import typing_extensions
 
 DESCRIPTOR: google.protobuf.descriptor.FileDescriptor
+
+@typing.final
+class GetScenarioRequest(google.protobuf.message.Message):
+    """Request of GetScenario."""
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: builtins.int
+    name: builtins.str
+    """The scenario, `scenarios/{scenario}`."""
+    def __init__(
+        self,
+        *,
+        name: builtins.str = ...,
+    ) -> None: ...
+    def ClearField(self, field_name: typing.Literal["name", b"name"]) -> None: ...
+
+Global___GetScenarioRequest: typing_extensions.TypeAlias = GetScenarioRequest
+
+@typing.final
+class ListSweepsRequest(google.protobuf.message.Message):
+    """Request of ListSweeps."""
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: builtins.int
+    SHOW_DELETED_FIELD_NUMBER: builtins.int
+    page_size: builtins.int
+    """Most sweeps to return, 0..1000; 0 means the server's default (50)."""
+    page_token: builtins.str
+    """The next_page_token of a previous call, with the same other fields."""
+    show_deleted: builtins.bool
+    """Include soft-deleted sweeps."""
+    def __init__(
+        self,
+        *,
+        page_size: builtins.int = ...,
+        page_token: builtins.str = ...,
+        show_deleted: builtins.bool = ...,
+    ) -> None: ...
+    def ClearField(self, field_name: typing.Literal["page_size", b"page_size", "page_token", b"page_token", "show_deleted", b"show_deleted"]) -> None: ...
+
+Global___ListSweepsRequest: typing_extensions.TypeAlias = ListSweepsRequest
+
+@typing.final
+class ListSweepsResponse(google.protobuf.message.Message):
+    """Response of ListSweeps."""
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    SWEEPS_FIELD_NUMBER: builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: builtins.int
+    next_page_token: builtins.str
+    """Token for the next page; empty on the last page."""
+    @property
+    def sweeps(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[compactsim.proto.v1.sweep_pb2.Sweep]:
+        """The sweeps of this page, oldest first."""
+
+    def __init__(
+        self,
+        *,
+        sweeps: collections.abc.Iterable[compactsim.proto.v1.sweep_pb2.Sweep] | None = ...,
+        next_page_token: builtins.str = ...,
+    ) -> None: ...
+    def ClearField(self, field_name: typing.Literal["next_page_token", b"next_page_token", "sweeps", b"sweeps"]) -> None: ...
+
+Global___ListSweepsResponse: typing_extensions.TypeAlias = ListSweepsResponse
+
+@typing.final
+class CancelSweepRequest(google.protobuf.message.Message):
+    """Request of CancelSweep."""
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: builtins.int
+    name: builtins.str
+    """The sweep, `sweeps/{sweep}`."""
+    def __init__(
+        self,
+        *,
+        name: builtins.str = ...,
+    ) -> None: ...
+    def ClearField(self, field_name: typing.Literal["name", b"name"]) -> None: ...
+
+Global___CancelSweepRequest: typing_extensions.TypeAlias = CancelSweepRequest
+
+@typing.final
+class DeleteSweepRequest(google.protobuf.message.Message):
+    """Request of DeleteSweep."""
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: builtins.int
+    FORCE_FIELD_NUMBER: builtins.int
+    name: builtins.str
+    """The sweep, `sweeps/{sweep}`."""
+    force: builtins.bool
+    """Cancel the sweep's runs that have not ended first (instead of FAILED_PRECONDITION)."""
+    def __init__(
+        self,
+        *,
+        name: builtins.str = ...,
+        force: builtins.bool = ...,
+    ) -> None: ...
+    def ClearField(self, field_name: typing.Literal["force", b"force", "name", b"name"]) -> None: ...
+
+Global___DeleteSweepRequest: typing_extensions.TypeAlias = DeleteSweepRequest
+
+@typing.final
+class ListTracesRequest(google.protobuf.message.Message):
+    """Request of ListTraces."""
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: builtins.int
+    page_size: builtins.int
+    """Most traces to return, 0..1000; 0 means the server's default (100)."""
+    page_token: builtins.str
+    """The next_page_token of a previous call."""
+    def __init__(
+        self,
+        *,
+        page_size: builtins.int = ...,
+        page_token: builtins.str = ...,
+    ) -> None: ...
+    def ClearField(self, field_name: typing.Literal["page_size", b"page_size", "page_token", b"page_token"]) -> None: ...
+
+Global___ListTracesRequest: typing_extensions.TypeAlias = ListTracesRequest
+
+@typing.final
+class ListTracesResponse(google.protobuf.message.Message):
+    """Response of ListTraces."""
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    TRACES_FIELD_NUMBER: builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: builtins.int
+    next_page_token: builtins.str
+    """Token for the next page; empty on the last page."""
+    @property
+    def traces(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[compactsim.proto.v1.trace_pb2.Trace]:
+        """The traces of this page, by name."""
+
+    def __init__(
+        self,
+        *,
+        traces: collections.abc.Iterable[compactsim.proto.v1.trace_pb2.Trace] | None = ...,
+        next_page_token: builtins.str = ...,
+    ) -> None: ...
+    def ClearField(self, field_name: typing.Literal["next_page_token", b"next_page_token", "traces", b"traces"]) -> None: ...
+
+Global___ListTracesResponse: typing_extensions.TypeAlias = ListTracesResponse
 
 @typing.final
 class Scenario(google.protobuf.message.Message):
@@ -233,7 +388,9 @@ class ListRunsResponse(google.protobuf.message.Message):
     """Runs matching the filter, over all pages."""
     @property
     def runs(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[compactsim.proto.v1.run_pb2.Run]:
-        """The runs of this page."""
+        """The runs of this page: at most page_size, and fewer when more would make the
+        response larger than 3 MiB (then next_page_token continues after the last one).
+        """
 
     def __init__(
         self,
@@ -434,7 +591,9 @@ class ListRunSamplesResponse(google.protobuf.message.Message):
 
     @property
     def samples(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[compactsim.proto.v1.run_pb2.Sample]:
-        """The samples of this page, by increasing time."""
+        """The samples of this page, by increasing time: at most page_size, and fewer when more
+        would make the response larger than 3 MiB.
+        """
 
     def __init__(
         self,

@@ -43,6 +43,11 @@ class SimulatorStub:
                 request_serializer=compactsim_dot_v1_dot_simulator__pb2.ListScenariosRequest.SerializeToString,
                 response_deserializer=compactsim_dot_v1_dot_simulator__pb2.ListScenariosResponse.FromString,
                 _registered_method=True)
+        self.GetScenario = channel.unary_unary(
+                '/compactsim.v1.Simulator/GetScenario',
+                request_serializer=compactsim_dot_v1_dot_simulator__pb2.GetScenarioRequest.SerializeToString,
+                response_deserializer=compactsim_dot_v1_dot_simulator__pb2.Scenario.FromString,
+                _registered_method=True)
         self.CreateRun = channel.unary_unary(
                 '/compactsim.v1.Simulator/CreateRun',
                 request_serializer=compactsim_dot_v1_dot_simulator__pb2.CreateRunRequest.SerializeToString,
@@ -83,6 +88,11 @@ class SimulatorStub:
                 request_serializer=compactsim_dot_v1_dot_simulator__pb2.GetRunReportRequest.SerializeToString,
                 response_deserializer=compactsim_dot_v1_dot_run__pb2.RunReport.FromString,
                 _registered_method=True)
+        self.StreamRunReport = channel.unary_stream(
+                '/compactsim.v1.Simulator/StreamRunReport',
+                request_serializer=compactsim_dot_v1_dot_simulator__pb2.GetRunReportRequest.SerializeToString,
+                response_deserializer=compactsim_dot_v1_dot_run__pb2.RunReport.FromString,
+                _registered_method=True)
         self.CreateSweep = channel.unary_unary(
                 '/compactsim.v1.Simulator/CreateSweep',
                 request_serializer=compactsim_dot_v1_dot_simulator__pb2.CreateSweepRequest.SerializeToString,
@@ -91,6 +101,21 @@ class SimulatorStub:
         self.GetSweep = channel.unary_unary(
                 '/compactsim.v1.Simulator/GetSweep',
                 request_serializer=compactsim_dot_v1_dot_simulator__pb2.GetSweepRequest.SerializeToString,
+                response_deserializer=compactsim_dot_v1_dot_sweep__pb2.Sweep.FromString,
+                _registered_method=True)
+        self.ListSweeps = channel.unary_unary(
+                '/compactsim.v1.Simulator/ListSweeps',
+                request_serializer=compactsim_dot_v1_dot_simulator__pb2.ListSweepsRequest.SerializeToString,
+                response_deserializer=compactsim_dot_v1_dot_simulator__pb2.ListSweepsResponse.FromString,
+                _registered_method=True)
+        self.CancelSweep = channel.unary_unary(
+                '/compactsim.v1.Simulator/CancelSweep',
+                request_serializer=compactsim_dot_v1_dot_simulator__pb2.CancelSweepRequest.SerializeToString,
+                response_deserializer=compactsim_dot_v1_dot_sweep__pb2.Sweep.FromString,
+                _registered_method=True)
+        self.DeleteSweep = channel.unary_unary(
+                '/compactsim.v1.Simulator/DeleteSweep',
+                request_serializer=compactsim_dot_v1_dot_simulator__pb2.DeleteSweepRequest.SerializeToString,
                 response_deserializer=compactsim_dot_v1_dot_sweep__pb2.Sweep.FromString,
                 _registered_method=True)
         self.UploadTrace = channel.stream_unary(
@@ -103,6 +128,11 @@ class SimulatorStub:
                 request_serializer=compactsim_dot_v1_dot_trace__pb2.GetTraceRequest.SerializeToString,
                 response_deserializer=compactsim_dot_v1_dot_trace__pb2.Trace.FromString,
                 _registered_method=True)
+        self.ListTraces = channel.unary_unary(
+                '/compactsim.v1.Simulator/ListTraces',
+                request_serializer=compactsim_dot_v1_dot_simulator__pb2.ListTracesRequest.SerializeToString,
+                response_deserializer=compactsim_dot_v1_dot_simulator__pb2.ListTracesResponse.FromString,
+                _registered_method=True)
 
 
 class SimulatorServicer:
@@ -111,6 +141,13 @@ class SimulatorServicer:
 
     def ListScenarios(self, request, context):
         """Lists the preset scenarios, with their specs.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetScenario(self, request, context):
+        """Gets a preset scenario, with its spec. NOT_FOUND for an unknown scenario.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -186,7 +223,20 @@ class SimulatorServicer:
 
     def GetRunReport(self, request, context):
         """Gets the report of a SUCCEEDED run (summary, procfs files, latency histograms and,
-        in the FULL view, the trace). FAILED_PRECONDITION for a run that did not succeed.
+        in the FULL view, the trace). FAILED_PRECONDITION for a run that did not succeed. A
+        FULL report can pass gRPC's default 4 MiB message limit: read those with
+        StreamRunReport.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StreamRunReport(self, request, context):
+        """The report of GetRunReport as a stream of pieces of at most 1 MiB each: the first
+        carries the name, summary and histograms; then each procfs file, the trace and the
+        fault log follow in pieces (a ProcfsFile of the same name as the one before continues
+        it; `trace` and `fault_log` pieces are appended in order). Merging the pieces in order
+        (appending text) gives the RunReport GetRunReport returns. Same errors.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -203,6 +253,31 @@ class SimulatorServicer:
 
     def GetSweep(self, request, context):
         """Gets a sweep with its points' run states and aggregates.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSweeps(self, request, context):
+        """Lists sweeps, oldest first, a page at a time (without their points' aggregates:
+        GetSweep has them).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelSweep(self, request, context):
+        """Cancels every run of the sweep that has not ended (as CancelRun); returns the sweep.
+        PERMISSION_DENIED unless the caller created the sweep or is an admin.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteSweep(self, request, context):
+        """Soft-deletes a sweep and its runs (as DeleteRun); returns the sweep.
+        FAILED_PRECONDITION while a run of it has not ended, unless `force`, which cancels
+        them first; PERMISSION_DENIED unless the caller created the sweep or is an admin.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -225,6 +300,13 @@ class SimulatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListTraces(self, request, context):
+        """Lists the uploaded traces, by name, a page at a time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SimulatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -232,6 +314,11 @@ def add_SimulatorServicer_to_server(servicer, server):
                     servicer.ListScenarios,
                     request_deserializer=compactsim_dot_v1_dot_simulator__pb2.ListScenariosRequest.FromString,
                     response_serializer=compactsim_dot_v1_dot_simulator__pb2.ListScenariosResponse.SerializeToString,
+            ),
+            'GetScenario': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetScenario,
+                    request_deserializer=compactsim_dot_v1_dot_simulator__pb2.GetScenarioRequest.FromString,
+                    response_serializer=compactsim_dot_v1_dot_simulator__pb2.Scenario.SerializeToString,
             ),
             'CreateRun': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateRun,
@@ -273,6 +360,11 @@ def add_SimulatorServicer_to_server(servicer, server):
                     request_deserializer=compactsim_dot_v1_dot_simulator__pb2.GetRunReportRequest.FromString,
                     response_serializer=compactsim_dot_v1_dot_run__pb2.RunReport.SerializeToString,
             ),
+            'StreamRunReport': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamRunReport,
+                    request_deserializer=compactsim_dot_v1_dot_simulator__pb2.GetRunReportRequest.FromString,
+                    response_serializer=compactsim_dot_v1_dot_run__pb2.RunReport.SerializeToString,
+            ),
             'CreateSweep': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateSweep,
                     request_deserializer=compactsim_dot_v1_dot_simulator__pb2.CreateSweepRequest.FromString,
@@ -281,6 +373,21 @@ def add_SimulatorServicer_to_server(servicer, server):
             'GetSweep': grpc.unary_unary_rpc_method_handler(
                     servicer.GetSweep,
                     request_deserializer=compactsim_dot_v1_dot_simulator__pb2.GetSweepRequest.FromString,
+                    response_serializer=compactsim_dot_v1_dot_sweep__pb2.Sweep.SerializeToString,
+            ),
+            'ListSweeps': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSweeps,
+                    request_deserializer=compactsim_dot_v1_dot_simulator__pb2.ListSweepsRequest.FromString,
+                    response_serializer=compactsim_dot_v1_dot_simulator__pb2.ListSweepsResponse.SerializeToString,
+            ),
+            'CancelSweep': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelSweep,
+                    request_deserializer=compactsim_dot_v1_dot_simulator__pb2.CancelSweepRequest.FromString,
+                    response_serializer=compactsim_dot_v1_dot_sweep__pb2.Sweep.SerializeToString,
+            ),
+            'DeleteSweep': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSweep,
+                    request_deserializer=compactsim_dot_v1_dot_simulator__pb2.DeleteSweepRequest.FromString,
                     response_serializer=compactsim_dot_v1_dot_sweep__pb2.Sweep.SerializeToString,
             ),
             'UploadTrace': grpc.stream_unary_rpc_method_handler(
@@ -292,6 +399,11 @@ def add_SimulatorServicer_to_server(servicer, server):
                     servicer.GetTrace,
                     request_deserializer=compactsim_dot_v1_dot_trace__pb2.GetTraceRequest.FromString,
                     response_serializer=compactsim_dot_v1_dot_trace__pb2.Trace.SerializeToString,
+            ),
+            'ListTraces': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTraces,
+                    request_deserializer=compactsim_dot_v1_dot_simulator__pb2.ListTracesRequest.FromString,
+                    response_serializer=compactsim_dot_v1_dot_simulator__pb2.ListTracesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -322,6 +434,33 @@ class Simulator:
             '/compactsim.v1.Simulator/ListScenarios',
             compactsim_dot_v1_dot_simulator__pb2.ListScenariosRequest.SerializeToString,
             compactsim_dot_v1_dot_simulator__pb2.ListScenariosResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetScenario(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/compactsim.v1.Simulator/GetScenario',
+            compactsim_dot_v1_dot_simulator__pb2.GetScenarioRequest.SerializeToString,
+            compactsim_dot_v1_dot_simulator__pb2.Scenario.FromString,
             options,
             channel_credentials,
             insecure,
@@ -549,6 +688,33 @@ class Simulator:
             _registered_method=True)
 
     @staticmethod
+    def StreamRunReport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/compactsim.v1.Simulator/StreamRunReport',
+            compactsim_dot_v1_dot_simulator__pb2.GetRunReportRequest.SerializeToString,
+            compactsim_dot_v1_dot_run__pb2.RunReport.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def CreateSweep(request,
             target,
             options=(),
@@ -591,6 +757,87 @@ class Simulator:
             target,
             '/compactsim.v1.Simulator/GetSweep',
             compactsim_dot_v1_dot_simulator__pb2.GetSweepRequest.SerializeToString,
+            compactsim_dot_v1_dot_sweep__pb2.Sweep.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSweeps(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/compactsim.v1.Simulator/ListSweeps',
+            compactsim_dot_v1_dot_simulator__pb2.ListSweepsRequest.SerializeToString,
+            compactsim_dot_v1_dot_simulator__pb2.ListSweepsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelSweep(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/compactsim.v1.Simulator/CancelSweep',
+            compactsim_dot_v1_dot_simulator__pb2.CancelSweepRequest.SerializeToString,
+            compactsim_dot_v1_dot_sweep__pb2.Sweep.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSweep(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/compactsim.v1.Simulator/DeleteSweep',
+            compactsim_dot_v1_dot_simulator__pb2.DeleteSweepRequest.SerializeToString,
             compactsim_dot_v1_dot_sweep__pb2.Sweep.FromString,
             options,
             channel_credentials,
@@ -646,6 +893,33 @@ class Simulator:
             '/compactsim.v1.Simulator/GetTrace',
             compactsim_dot_v1_dot_trace__pb2.GetTraceRequest.SerializeToString,
             compactsim_dot_v1_dot_trace__pb2.Trace.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTraces(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/compactsim.v1.Simulator/ListTraces',
+            compactsim_dot_v1_dot_simulator__pb2.ListTracesRequest.SerializeToString,
+            compactsim_dot_v1_dot_simulator__pb2.ListTracesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -63,6 +63,22 @@ _SimulatorListScenariosType = typing_extensions.TypeVar(
     ],
 )
 
+_SimulatorGetScenarioType = typing_extensions.TypeVar(
+    '_SimulatorGetScenarioType',
+    grpc.UnaryUnaryMultiCallable[
+        compactsim.proto.v1.simulator_pb2.GetScenarioRequest,
+        compactsim.proto.v1.simulator_pb2.Scenario,
+    ],
+    grpc.aio.UnaryUnaryMultiCallable[
+        compactsim.proto.v1.simulator_pb2.GetScenarioRequest,
+        compactsim.proto.v1.simulator_pb2.Scenario,
+    ],
+    default=grpc.UnaryUnaryMultiCallable[
+        compactsim.proto.v1.simulator_pb2.GetScenarioRequest,
+        compactsim.proto.v1.simulator_pb2.Scenario,
+    ],
+)
+
 _SimulatorCreateRunType = typing_extensions.TypeVar(
     '_SimulatorCreateRunType',
     grpc.UnaryUnaryMultiCallable[
@@ -191,6 +207,22 @@ _SimulatorGetRunReportType = typing_extensions.TypeVar(
     ],
 )
 
+_SimulatorStreamRunReportType = typing_extensions.TypeVar(
+    '_SimulatorStreamRunReportType',
+    grpc.UnaryStreamMultiCallable[
+        compactsim.proto.v1.simulator_pb2.GetRunReportRequest,
+        compactsim.proto.v1.run_pb2.RunReport,
+    ],
+    grpc.aio.UnaryStreamMultiCallable[
+        compactsim.proto.v1.simulator_pb2.GetRunReportRequest,
+        compactsim.proto.v1.run_pb2.RunReport,
+    ],
+    default=grpc.UnaryStreamMultiCallable[
+        compactsim.proto.v1.simulator_pb2.GetRunReportRequest,
+        compactsim.proto.v1.run_pb2.RunReport,
+    ],
+)
+
 _SimulatorCreateSweepType = typing_extensions.TypeVar(
     '_SimulatorCreateSweepType',
     grpc.UnaryUnaryMultiCallable[
@@ -219,6 +251,54 @@ _SimulatorGetSweepType = typing_extensions.TypeVar(
     ],
     default=grpc.UnaryUnaryMultiCallable[
         compactsim.proto.v1.simulator_pb2.GetSweepRequest,
+        compactsim.proto.v1.sweep_pb2.Sweep,
+    ],
+)
+
+_SimulatorListSweepsType = typing_extensions.TypeVar(
+    '_SimulatorListSweepsType',
+    grpc.UnaryUnaryMultiCallable[
+        compactsim.proto.v1.simulator_pb2.ListSweepsRequest,
+        compactsim.proto.v1.simulator_pb2.ListSweepsResponse,
+    ],
+    grpc.aio.UnaryUnaryMultiCallable[
+        compactsim.proto.v1.simulator_pb2.ListSweepsRequest,
+        compactsim.proto.v1.simulator_pb2.ListSweepsResponse,
+    ],
+    default=grpc.UnaryUnaryMultiCallable[
+        compactsim.proto.v1.simulator_pb2.ListSweepsRequest,
+        compactsim.proto.v1.simulator_pb2.ListSweepsResponse,
+    ],
+)
+
+_SimulatorCancelSweepType = typing_extensions.TypeVar(
+    '_SimulatorCancelSweepType',
+    grpc.UnaryUnaryMultiCallable[
+        compactsim.proto.v1.simulator_pb2.CancelSweepRequest,
+        compactsim.proto.v1.sweep_pb2.Sweep,
+    ],
+    grpc.aio.UnaryUnaryMultiCallable[
+        compactsim.proto.v1.simulator_pb2.CancelSweepRequest,
+        compactsim.proto.v1.sweep_pb2.Sweep,
+    ],
+    default=grpc.UnaryUnaryMultiCallable[
+        compactsim.proto.v1.simulator_pb2.CancelSweepRequest,
+        compactsim.proto.v1.sweep_pb2.Sweep,
+    ],
+)
+
+_SimulatorDeleteSweepType = typing_extensions.TypeVar(
+    '_SimulatorDeleteSweepType',
+    grpc.UnaryUnaryMultiCallable[
+        compactsim.proto.v1.simulator_pb2.DeleteSweepRequest,
+        compactsim.proto.v1.sweep_pb2.Sweep,
+    ],
+    grpc.aio.UnaryUnaryMultiCallable[
+        compactsim.proto.v1.simulator_pb2.DeleteSweepRequest,
+        compactsim.proto.v1.sweep_pb2.Sweep,
+    ],
+    default=grpc.UnaryUnaryMultiCallable[
+        compactsim.proto.v1.simulator_pb2.DeleteSweepRequest,
         compactsim.proto.v1.sweep_pb2.Sweep,
     ],
 )
@@ -255,7 +335,23 @@ _SimulatorGetTraceType = typing_extensions.TypeVar(
     ],
 )
 
-class SimulatorStub(typing.Generic[_SimulatorListScenariosType, _SimulatorCreateRunType, _SimulatorGetRunType, _SimulatorListRunsType, _SimulatorWatchRunType, _SimulatorCancelRunType, _SimulatorDeleteRunType, _SimulatorListRunSamplesType, _SimulatorGetRunReportType, _SimulatorCreateSweepType, _SimulatorGetSweepType, _SimulatorUploadTraceType, _SimulatorGetTraceType]):
+_SimulatorListTracesType = typing_extensions.TypeVar(
+    '_SimulatorListTracesType',
+    grpc.UnaryUnaryMultiCallable[
+        compactsim.proto.v1.simulator_pb2.ListTracesRequest,
+        compactsim.proto.v1.simulator_pb2.ListTracesResponse,
+    ],
+    grpc.aio.UnaryUnaryMultiCallable[
+        compactsim.proto.v1.simulator_pb2.ListTracesRequest,
+        compactsim.proto.v1.simulator_pb2.ListTracesResponse,
+    ],
+    default=grpc.UnaryUnaryMultiCallable[
+        compactsim.proto.v1.simulator_pb2.ListTracesRequest,
+        compactsim.proto.v1.simulator_pb2.ListTracesResponse,
+    ],
+)
+
+class SimulatorStub(typing.Generic[_SimulatorListScenariosType, _SimulatorGetScenarioType, _SimulatorCreateRunType, _SimulatorGetRunType, _SimulatorListRunsType, _SimulatorWatchRunType, _SimulatorCancelRunType, _SimulatorDeleteRunType, _SimulatorListRunSamplesType, _SimulatorGetRunReportType, _SimulatorStreamRunReportType, _SimulatorCreateSweepType, _SimulatorGetSweepType, _SimulatorListSweepsType, _SimulatorCancelSweepType, _SimulatorDeleteSweepType, _SimulatorUploadTraceType, _SimulatorGetTraceType, _SimulatorListTracesType]):
     """Runs simulations and serves their progress and results."""
 
     @typing.overload
@@ -263,6 +359,10 @@ class SimulatorStub(typing.Generic[_SimulatorListScenariosType, _SimulatorCreate
         grpc.UnaryUnaryMultiCallable[
             compactsim.proto.v1.simulator_pb2.ListScenariosRequest,
             compactsim.proto.v1.simulator_pb2.ListScenariosResponse,
+        ],
+        grpc.UnaryUnaryMultiCallable[
+            compactsim.proto.v1.simulator_pb2.GetScenarioRequest,
+            compactsim.proto.v1.simulator_pb2.Scenario,
         ],
         grpc.UnaryUnaryMultiCallable[
             compactsim.proto.v1.simulator_pb2.CreateRunRequest,
@@ -296,12 +396,28 @@ class SimulatorStub(typing.Generic[_SimulatorListScenariosType, _SimulatorCreate
             compactsim.proto.v1.simulator_pb2.GetRunReportRequest,
             compactsim.proto.v1.run_pb2.RunReport,
         ],
+        grpc.UnaryStreamMultiCallable[
+            compactsim.proto.v1.simulator_pb2.GetRunReportRequest,
+            compactsim.proto.v1.run_pb2.RunReport,
+        ],
         grpc.UnaryUnaryMultiCallable[
             compactsim.proto.v1.simulator_pb2.CreateSweepRequest,
             compactsim.proto.v1.sweep_pb2.Sweep,
         ],
         grpc.UnaryUnaryMultiCallable[
             compactsim.proto.v1.simulator_pb2.GetSweepRequest,
+            compactsim.proto.v1.sweep_pb2.Sweep,
+        ],
+        grpc.UnaryUnaryMultiCallable[
+            compactsim.proto.v1.simulator_pb2.ListSweepsRequest,
+            compactsim.proto.v1.simulator_pb2.ListSweepsResponse,
+        ],
+        grpc.UnaryUnaryMultiCallable[
+            compactsim.proto.v1.simulator_pb2.CancelSweepRequest,
+            compactsim.proto.v1.sweep_pb2.Sweep,
+        ],
+        grpc.UnaryUnaryMultiCallable[
+            compactsim.proto.v1.simulator_pb2.DeleteSweepRequest,
             compactsim.proto.v1.sweep_pb2.Sweep,
         ],
         grpc.StreamUnaryMultiCallable[
@@ -312,6 +428,10 @@ class SimulatorStub(typing.Generic[_SimulatorListScenariosType, _SimulatorCreate
             compactsim.proto.v1.trace_pb2.GetTraceRequest,
             compactsim.proto.v1.trace_pb2.Trace,
         ],
+        grpc.UnaryUnaryMultiCallable[
+            compactsim.proto.v1.simulator_pb2.ListTracesRequest,
+            compactsim.proto.v1.simulator_pb2.ListTracesResponse,
+        ],
     ], channel: grpc.Channel) -> None: ...
 
     @typing.overload
@@ -319,6 +439,10 @@ class SimulatorStub(typing.Generic[_SimulatorListScenariosType, _SimulatorCreate
         grpc.aio.UnaryUnaryMultiCallable[
             compactsim.proto.v1.simulator_pb2.ListScenariosRequest,
             compactsim.proto.v1.simulator_pb2.ListScenariosResponse,
+        ],
+        grpc.aio.UnaryUnaryMultiCallable[
+            compactsim.proto.v1.simulator_pb2.GetScenarioRequest,
+            compactsim.proto.v1.simulator_pb2.Scenario,
         ],
         grpc.aio.UnaryUnaryMultiCallable[
             compactsim.proto.v1.simulator_pb2.CreateRunRequest,
@@ -352,12 +476,28 @@ class SimulatorStub(typing.Generic[_SimulatorListScenariosType, _SimulatorCreate
             compactsim.proto.v1.simulator_pb2.GetRunReportRequest,
             compactsim.proto.v1.run_pb2.RunReport,
         ],
+        grpc.aio.UnaryStreamMultiCallable[
+            compactsim.proto.v1.simulator_pb2.GetRunReportRequest,
+            compactsim.proto.v1.run_pb2.RunReport,
+        ],
         grpc.aio.UnaryUnaryMultiCallable[
             compactsim.proto.v1.simulator_pb2.CreateSweepRequest,
             compactsim.proto.v1.sweep_pb2.Sweep,
         ],
         grpc.aio.UnaryUnaryMultiCallable[
             compactsim.proto.v1.simulator_pb2.GetSweepRequest,
+            compactsim.proto.v1.sweep_pb2.Sweep,
+        ],
+        grpc.aio.UnaryUnaryMultiCallable[
+            compactsim.proto.v1.simulator_pb2.ListSweepsRequest,
+            compactsim.proto.v1.simulator_pb2.ListSweepsResponse,
+        ],
+        grpc.aio.UnaryUnaryMultiCallable[
+            compactsim.proto.v1.simulator_pb2.CancelSweepRequest,
+            compactsim.proto.v1.sweep_pb2.Sweep,
+        ],
+        grpc.aio.UnaryUnaryMultiCallable[
+            compactsim.proto.v1.simulator_pb2.DeleteSweepRequest,
             compactsim.proto.v1.sweep_pb2.Sweep,
         ],
         grpc.aio.StreamUnaryMultiCallable[
@@ -368,10 +508,17 @@ class SimulatorStub(typing.Generic[_SimulatorListScenariosType, _SimulatorCreate
             compactsim.proto.v1.trace_pb2.GetTraceRequest,
             compactsim.proto.v1.trace_pb2.Trace,
         ],
+        grpc.aio.UnaryUnaryMultiCallable[
+            compactsim.proto.v1.simulator_pb2.ListTracesRequest,
+            compactsim.proto.v1.simulator_pb2.ListTracesResponse,
+        ],
     ], channel: grpc.aio.Channel) -> None: ...
 
     ListScenarios: _SimulatorListScenariosType
     """Lists the preset scenarios, with their specs."""
+
+    GetScenario: _SimulatorGetScenarioType
+    """Gets a preset scenario, with its spec. NOT_FOUND for an unknown scenario."""
 
     CreateRun: _SimulatorCreateRunType
     """Validates a run and queues it; returns the Run at once, in QUEUED, with the caller as
@@ -420,7 +567,17 @@ class SimulatorStub(typing.Generic[_SimulatorListScenariosType, _SimulatorCreate
 
     GetRunReport: _SimulatorGetRunReportType
     """Gets the report of a SUCCEEDED run (summary, procfs files, latency histograms and,
-    in the FULL view, the trace). FAILED_PRECONDITION for a run that did not succeed.
+    in the FULL view, the trace). FAILED_PRECONDITION for a run that did not succeed. A
+    FULL report can pass gRPC's default 4 MiB message limit: read those with
+    StreamRunReport.
+    """
+
+    StreamRunReport: _SimulatorStreamRunReportType
+    """The report of GetRunReport as a stream of pieces of at most 1 MiB each: the first
+    carries the name, summary and histograms; then each procfs file, the trace and the
+    fault log follow in pieces (a ProcfsFile of the same name as the one before continues
+    it; `trace` and `fault_log` pieces are appended in order). Merging the pieces in order
+    (appending text) gives the RunReport GetRunReport returns. Same errors.
     """
 
     CreateSweep: _SimulatorCreateSweepType
@@ -432,6 +589,22 @@ class SimulatorStub(typing.Generic[_SimulatorListScenariosType, _SimulatorCreate
     GetSweep: _SimulatorGetSweepType
     """Gets a sweep with its points' run states and aggregates."""
 
+    ListSweeps: _SimulatorListSweepsType
+    """Lists sweeps, oldest first, a page at a time (without their points' aggregates:
+    GetSweep has them).
+    """
+
+    CancelSweep: _SimulatorCancelSweepType
+    """Cancels every run of the sweep that has not ended (as CancelRun); returns the sweep.
+    PERMISSION_DENIED unless the caller created the sweep or is an admin.
+    """
+
+    DeleteSweep: _SimulatorDeleteSweepType
+    """Soft-deletes a sweep and its runs (as DeleteRun); returns the sweep.
+    FAILED_PRECONDITION while a run of it has not ended, unless `force`, which cancels
+    them first; PERMISSION_DENIED unless the caller created the sweep or is an admin.
+    """
+
     UploadTrace: _SimulatorUploadTraceType
     """Uploads a trace for replay: the client streams the file's bytes in chunks, the
     server stores them under their SHA-256 and returns the Trace (the same one again for
@@ -442,10 +615,17 @@ class SimulatorStub(typing.Generic[_SimulatorListScenariosType, _SimulatorCreate
     GetTrace: _SimulatorGetTraceType
     """Gets an uploaded trace. NOT_FOUND if the server has no trace of that name."""
 
+    ListTraces: _SimulatorListTracesType
+    """Lists the uploaded traces, by name, a page at a time."""
+
 SimulatorAsyncStub: typing_extensions.TypeAlias = SimulatorStub[
     grpc.aio.UnaryUnaryMultiCallable[
         compactsim.proto.v1.simulator_pb2.ListScenariosRequest,
         compactsim.proto.v1.simulator_pb2.ListScenariosResponse,
+    ],
+    grpc.aio.UnaryUnaryMultiCallable[
+        compactsim.proto.v1.simulator_pb2.GetScenarioRequest,
+        compactsim.proto.v1.simulator_pb2.Scenario,
     ],
     grpc.aio.UnaryUnaryMultiCallable[
         compactsim.proto.v1.simulator_pb2.CreateRunRequest,
@@ -479,12 +659,28 @@ SimulatorAsyncStub: typing_extensions.TypeAlias = SimulatorStub[
         compactsim.proto.v1.simulator_pb2.GetRunReportRequest,
         compactsim.proto.v1.run_pb2.RunReport,
     ],
+    grpc.aio.UnaryStreamMultiCallable[
+        compactsim.proto.v1.simulator_pb2.GetRunReportRequest,
+        compactsim.proto.v1.run_pb2.RunReport,
+    ],
     grpc.aio.UnaryUnaryMultiCallable[
         compactsim.proto.v1.simulator_pb2.CreateSweepRequest,
         compactsim.proto.v1.sweep_pb2.Sweep,
     ],
     grpc.aio.UnaryUnaryMultiCallable[
         compactsim.proto.v1.simulator_pb2.GetSweepRequest,
+        compactsim.proto.v1.sweep_pb2.Sweep,
+    ],
+    grpc.aio.UnaryUnaryMultiCallable[
+        compactsim.proto.v1.simulator_pb2.ListSweepsRequest,
+        compactsim.proto.v1.simulator_pb2.ListSweepsResponse,
+    ],
+    grpc.aio.UnaryUnaryMultiCallable[
+        compactsim.proto.v1.simulator_pb2.CancelSweepRequest,
+        compactsim.proto.v1.sweep_pb2.Sweep,
+    ],
+    grpc.aio.UnaryUnaryMultiCallable[
+        compactsim.proto.v1.simulator_pb2.DeleteSweepRequest,
         compactsim.proto.v1.sweep_pb2.Sweep,
     ],
     grpc.aio.StreamUnaryMultiCallable[
@@ -494,6 +690,10 @@ SimulatorAsyncStub: typing_extensions.TypeAlias = SimulatorStub[
     grpc.aio.UnaryUnaryMultiCallable[
         compactsim.proto.v1.trace_pb2.GetTraceRequest,
         compactsim.proto.v1.trace_pb2.Trace,
+    ],
+    grpc.aio.UnaryUnaryMultiCallable[
+        compactsim.proto.v1.simulator_pb2.ListTracesRequest,
+        compactsim.proto.v1.simulator_pb2.ListTracesResponse,
     ],
 ]
 
@@ -507,6 +707,14 @@ class SimulatorServicer(metaclass=abc.ABCMeta):
         context: _ServicerContext,
     ) -> typing.Union[compactsim.proto.v1.simulator_pb2.ListScenariosResponse, collections.abc.Awaitable[compactsim.proto.v1.simulator_pb2.ListScenariosResponse]]:
         """Lists the preset scenarios, with their specs."""
+
+    @abc.abstractmethod
+    def GetScenario(
+        self,
+        request: compactsim.proto.v1.simulator_pb2.GetScenarioRequest,
+        context: _ServicerContext,
+    ) -> typing.Union[compactsim.proto.v1.simulator_pb2.Scenario, collections.abc.Awaitable[compactsim.proto.v1.simulator_pb2.Scenario]]:
+        """Gets a preset scenario, with its spec. NOT_FOUND for an unknown scenario."""
 
     @abc.abstractmethod
     def CreateRun(
@@ -595,7 +803,22 @@ class SimulatorServicer(metaclass=abc.ABCMeta):
         context: _ServicerContext,
     ) -> typing.Union[compactsim.proto.v1.run_pb2.RunReport, collections.abc.Awaitable[compactsim.proto.v1.run_pb2.RunReport]]:
         """Gets the report of a SUCCEEDED run (summary, procfs files, latency histograms and,
-        in the FULL view, the trace). FAILED_PRECONDITION for a run that did not succeed.
+        in the FULL view, the trace). FAILED_PRECONDITION for a run that did not succeed. A
+        FULL report can pass gRPC's default 4 MiB message limit: read those with
+        StreamRunReport.
+        """
+
+    @abc.abstractmethod
+    def StreamRunReport(
+        self,
+        request: compactsim.proto.v1.simulator_pb2.GetRunReportRequest,
+        context: _ServicerContext,
+    ) -> typing.Union[collections.abc.Iterator[compactsim.proto.v1.run_pb2.RunReport], collections.abc.AsyncIterator[compactsim.proto.v1.run_pb2.RunReport]]:
+        """The report of GetRunReport as a stream of pieces of at most 1 MiB each: the first
+        carries the name, summary and histograms; then each procfs file, the trace and the
+        fault log follow in pieces (a ProcfsFile of the same name as the one before continues
+        it; `trace` and `fault_log` pieces are appended in order). Merging the pieces in order
+        (appending text) gives the RunReport GetRunReport returns. Same errors.
         """
 
     @abc.abstractmethod
@@ -618,6 +841,37 @@ class SimulatorServicer(metaclass=abc.ABCMeta):
         """Gets a sweep with its points' run states and aggregates."""
 
     @abc.abstractmethod
+    def ListSweeps(
+        self,
+        request: compactsim.proto.v1.simulator_pb2.ListSweepsRequest,
+        context: _ServicerContext,
+    ) -> typing.Union[compactsim.proto.v1.simulator_pb2.ListSweepsResponse, collections.abc.Awaitable[compactsim.proto.v1.simulator_pb2.ListSweepsResponse]]:
+        """Lists sweeps, oldest first, a page at a time (without their points' aggregates:
+        GetSweep has them).
+        """
+
+    @abc.abstractmethod
+    def CancelSweep(
+        self,
+        request: compactsim.proto.v1.simulator_pb2.CancelSweepRequest,
+        context: _ServicerContext,
+    ) -> typing.Union[compactsim.proto.v1.sweep_pb2.Sweep, collections.abc.Awaitable[compactsim.proto.v1.sweep_pb2.Sweep]]:
+        """Cancels every run of the sweep that has not ended (as CancelRun); returns the sweep.
+        PERMISSION_DENIED unless the caller created the sweep or is an admin.
+        """
+
+    @abc.abstractmethod
+    def DeleteSweep(
+        self,
+        request: compactsim.proto.v1.simulator_pb2.DeleteSweepRequest,
+        context: _ServicerContext,
+    ) -> typing.Union[compactsim.proto.v1.sweep_pb2.Sweep, collections.abc.Awaitable[compactsim.proto.v1.sweep_pb2.Sweep]]:
+        """Soft-deletes a sweep and its runs (as DeleteRun); returns the sweep.
+        FAILED_PRECONDITION while a run of it has not ended, unless `force`, which cancels
+        them first; PERMISSION_DENIED unless the caller created the sweep or is an admin.
+        """
+
+    @abc.abstractmethod
     def UploadTrace(
         self,
         request_iterator: _MaybeAsyncIterator[compactsim.proto.v1.trace_pb2.UploadTraceRequest],
@@ -636,5 +890,13 @@ class SimulatorServicer(metaclass=abc.ABCMeta):
         context: _ServicerContext,
     ) -> typing.Union[compactsim.proto.v1.trace_pb2.Trace, collections.abc.Awaitable[compactsim.proto.v1.trace_pb2.Trace]]:
         """Gets an uploaded trace. NOT_FOUND if the server has no trace of that name."""
+
+    @abc.abstractmethod
+    def ListTraces(
+        self,
+        request: compactsim.proto.v1.simulator_pb2.ListTracesRequest,
+        context: _ServicerContext,
+    ) -> typing.Union[compactsim.proto.v1.simulator_pb2.ListTracesResponse, collections.abc.Awaitable[compactsim.proto.v1.simulator_pb2.ListTracesResponse]]:
+        """Lists the uploaded traces, by name, a page at a time."""
 
 def add_SimulatorServicer_to_server(servicer: SimulatorServicer, server: typing.Union[grpc.Server, grpc.aio.Server]) -> None: ...

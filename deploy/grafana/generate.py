@@ -8,6 +8,17 @@ Node-facing panels query only node_exporter names (`node_vmstat_*`, `node_buddyi
 `node_zoneinfo_*`, `node_uname_info`), so they work on a real host running node_exporter with
 the buddyinfo and zoneinfo collectors and a wider vmstat field regex (see README.md here).
 Panels that need compactsim's own families say "(compactsim)" in their title.
+
+Rates are per simulated second: a counter's rate is divided by the rate of
+`compactsim_simulated_seconds_total` (simulated time, `SIM_SECONDS`), or by 1 where that
+series is missing (a real host: per second). A paced run's wall second is `pace` simulated
+seconds and an unpaced run's far more, so per wall second would mean nothing.
+
+Importable as labs import Node Exporter Full: an `__inputs` datasource (DS_PROMETHEUS) is
+the default of the datasource variable `ds_prometheus` that every panel and variable query
+uses; variables follow Node Exporter Full's names (`job`, `nodename` (Host), `node`
+(Instance)). Provisioned (deploy/grafana/provisioning), the variable takes the default
+datasource.
 """
 
 from __future__ import annotations
@@ -16,10 +27,11 @@ import json
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-DS_UID = "compactsim-prometheus"  # provisioning/datasources/prometheus.yaml
-DS = {"type": "prometheus", "uid": DS_UID}
-SEL = 'job="$job", instance="$instance"'            # one machine (compaction.json)
-MSEL = 'job="$job", instance=~"$instance"'          # the chosen runs (compare.json)
+DS_INPUT = "DS_PROMETHEUS"       # the import input (Node Exporter Full's name)
+DS_VAR = "ds_prometheus"         # the datasource variable (Node Exporter Full's name)
+DS = {"type": "prometheus", "uid": f"${{{DS_VAR}}}"}
+SEL = 'job="$job", instance="$node"'            # one machine (compaction.json)
+MSEL = 'job="$job", instance=~"$node"'          # the chosen runs (compare.json)
 RI = "$__rate_interval"
 # order >= 9 (pageblock order with 4 KiB pages: 2 MiB and larger); MAX_ORDER is 10 on x86_64
 HIGH_ORDER = 'size=~"9|1[0-9]"'
@@ -29,6 +41,23 @@ BY_NODENAME = ' * on (job, instance) group_left (nodename) node_uname_info{job="
 
 def rate(field: str, sel: str) -> str:
     return f"rate(node_vmstat_{field}{{{sel}}}[{RI}])"
+
+
+def sim_seconds(sel: str) -> str:
+    """Simulated seconds per wall second of each instance; 1 where the instance has no
+    simulated time (a real host)."""
+    return (f"(rate(compactsim_simulated_seconds_total{{{sel}}}[{RI}]) or on (job, instance) "
+            f"(0 * node_uname_info{{{sel}}} + 1))")
+
+
+def per_sim_s(expr: str, sel: str) -> str:
+    """`expr`, a rate per wall second of one series per instance, per simulated second."""
+    return f"{expr} / on (job, instance) {sim_seconds(sel)}"
+
+
+def srate(field: str, sel: str) -> str:
+    """A vmstat counter's rate per simulated second."""
+    return per_sim_s(rate(field, sel), sel)
 
 
 def target(expr: str, legend: str, ref: str) -> dict:
@@ -95,72 +124,125 @@ def query_var(name: str, label: str, query: str, *, multi: bool = False,
     }
 
 
+DS_VARIABLE = {
+    "name": DS_VAR, "label": "Datasource", "type": "datasource", "query": "prometheus",
+    "current": {"selected": False, "text": f"${{{DS_INPUT}}}", "value": f"${{{DS_INPUT}}}"},
+    "hide": 0, "includeAll": False, "multi": False, "options": [], "refresh": 1, "regex": "",
+}
 JOB_VAR = query_var("job", "Job", "label_values(node_uname_info, job)")
 
 
 def dashboard(uid: str, title: str, description: str, panels: list[dict],
               variables: list[dict]) -> dict:
     return {
+        "__inputs": [{"name": DS_INPUT, "label": "Prometheus", "description": "Prometheus "
+                      "scraping compactsim (deploy/prometheus) or node_exporter",
+                      "type": "datasource", "pluginId": "prometheus",
+                      "pluginName": "Prometheus"}],
+        "__requires": [{"type": "grafana", "id": "grafana", "name": "Grafana",
+                        "version": "10.0.0"},
+                       {"type": "datasource", "id": "prometheus", "name": "Prometheus",
+                        "version": "1.0.0"},
+                       *({"type": "panel", "id": t, "name": t.capitalize(), "version": ""}
+                         for t in sorted({p["type"] for p in panels} - {"row"}))],
         "uid": uid, "title": title, "description": description,
         "tags": ["compactsim", "linux", "memory", "node_exporter"],
         "editable": True, "graphTooltip": 1, "refresh": "10s", "schemaVersion": 39,
         "version": 1, "timezone": "", "time": {"from": "now-30m", "to": "now"},
         "timepicker": {}, "annotations": {"list": []}, "links": [],
-        "templating": {"list": variables}, "panels": panels,
+        "templating": {"list": [DS_VARIABLE, *variables]}, "panels": panels,
     }
+
+
+def heatmap(title: str, expr: str, legend: str, *, description: str = "") -> dict:
+    """A heatmap of one series per row (e.g. per order), colour the value."""
+    return {
+        "type": "heatmap", "title": title, "description": description, "datasource": DS,
+        "fieldConfig": {"defaults": {}, "overrides": []},
+        "options": {"calculate": False, "cellGap": 1, "yAxis": {"axisPlacement": "left"},
+                    "rowsFrame": {"layout": "auto"},
+                    "color": {"mode": "scheme", "scheme": "Oranges", "scale": "exponential",
+                              "exponent": 0.5, "steps": 64, "fill": "dark"},
+                    "tooltip": {"mode": "single", "yHistogram": False},
+                    "legend": {"show": True}},
+        "targets": [{**target(expr, legend, "A"), "format": "time_series"}],
+    }
+
+
+def quantile(metric: str, by: str, sel: str, q: float = 0.99) -> str:
+    return (f"histogram_quantile({q}, sum by ({by}, le) (rate({metric}_bucket{{{sel}}}"
+            f"[{RI}])))")
 
 
 def compaction() -> dict:
     s = SEL
     zs = f'{s}, zone=~"$zone"'
-    per_wall_s = (" Rates are per wall-clock second of the scrape; a paced run "
-                  "(spec option pace) sets how many simulated seconds that is.")
+    per_sim = (" Per simulated second: divided by the rate of compactsim's simulated time "
+               "(on a real host, per second).")
     p = [
         (row("Compaction (node_exporter: vmstat)"), 24, 1),
         (timeseries("Compaction stalls, successes and failures", [
-            (rate("compact_stall", s), "stall (direct compaction entered)"),
-            (rate("compact_success", s), "success"),
-            (rate("compact_fail", s), "fail"),
+            (srate("compact_stall", s), "stall (direct compaction entered)"),
+            (srate("compact_success", s), "success"),
+            (srate("compact_fail", s), "fail"),
         ], unit="cps", description="Direct compaction: compact_stall counts entries, "
-           "compact_success/compact_fail their outcomes." + per_wall_s), 12, 8),
+           "compact_success/compact_fail their outcomes." + per_sim), 12, 8),
         (timeseries("Compaction success ratio", [
             (f"{rate('compact_success', s)} / ({rate('compact_success', s)} + "
              f"{rate('compact_fail', s)})", "success / (success + fail)"),
         ], unit="percentunit", min_=0, max_=1, description="Share of direct compactions "
            "that made the allocation possible; a gap (0/0) while there are none."), 12, 8),
         (timeseries("Scanner rates: direct compaction vs kcompactd", [
-            (f"{rate('compact_migrate_scanned', s)} - "
-             f"{rate('compact_daemon_migrate_scanned', s)}", "direct: migrate scanner"),
-            (rate("compact_daemon_migrate_scanned", s), "kcompactd: migrate scanner"),
-            (f"{rate('compact_free_scanned', s)} - {rate('compact_daemon_free_scanned', s)}",
+            (per_sim_s(f"({rate('compact_migrate_scanned', s)} - "
+                       f"{rate('compact_daemon_migrate_scanned', s)})", s),
+             "direct: migrate scanner"),
+            (srate("compact_daemon_migrate_scanned", s), "kcompactd: migrate scanner"),
+            (per_sim_s(f"({rate('compact_free_scanned', s)} - "
+                       f"{rate('compact_daemon_free_scanned', s)})", s),
              "direct: free scanner"),
-            (rate("compact_daemon_free_scanned", s), "kcompactd: free scanner"),
-        ], unit="cps", description="Pages scanned per second. compact_*_scanned counts all "
-           "compaction, compact_daemon_*_scanned kcompactd's share; direct = the difference."),
-         12, 8),
+            (srate("compact_daemon_free_scanned", s), "kcompactd: free scanner"),
+        ], unit="cps", description="Pages scanned. compact_*_scanned counts all "
+           "compaction, compact_daemon_*_scanned kcompactd's share; direct = the "
+           "difference." + per_sim), 12, 8),
+        (timeseries("Scan efficiency: pages migrated per page scanned", [
+            (f"{rate('pgmigrate_success', s)} / {rate('compact_migrate_scanned', s)}",
+             "pgmigrate_success / compact_migrate_scanned"),
+        ], unit="percentunit", min_=0, description="How much of what the migrate scanner "
+           "looks at it moves: low means it walks pageblocks of unmovable or pinned pages "
+           "(pgmigrate_success also counts migration outside compaction)."), 12, 8),
         (timeseries("kcompactd wakes", [
-            (rate("compact_daemon_wake", s), "kcompactd wakes"),
+            (srate("compact_daemon_wake", s), "kcompactd wakes"),
         ], unit="cps", description="compact_daemon_wake: kcompactd woken (by kswapd or "
-           "proactive compaction)."), 6, 8),
+           "proactive compaction)." + per_sim), 6, 8),
         (timeseries("Page migration", [
-            (rate("pgmigrate_success", s), "migrated"),
-            (rate("pgmigrate_fail", s), "failed"),
+            (srate("pgmigrate_success", s), "migrated"),
+            (srate("pgmigrate_fail", s), "failed"),
         ], unit="cps", description="pgmigrate_success / pgmigrate_fail: pages migrated "
-           "(compaction and other migration)."), 6, 8),
+           "(compaction and other migration)." + per_sim), 6, 8),
+        (timeseries("THP fault allocations and fallbacks", [
+            (srate("thp_fault_alloc", s), "thp_fault_alloc"),
+            (srate("thp_fault_fallback", s), "thp_fault_fallback"),
+        ], unit="cps", description="Page faults that got a huge page (thp_fault_alloc) and "
+           "those that fell back to base pages (thp_fault_fallback)." + per_sim), 6, 8),
         (timeseries("THP fault fallback ratio", [
             (f"{rate('thp_fault_fallback', s)} / ({rate('thp_fault_alloc', s)} + "
              f"{rate('thp_fault_fallback', s)})", "fallback / (alloc + fallback)"),
         ], unit="percentunit", min_=0, max_=1, description="Share of THP page faults that "
-           "fell back to base pages because no huge page could be allocated."), 12, 8),
+           "fell back to base pages because no huge page could be allocated."), 6, 8),
         (timeseries("Direct reclaim stalls", [
-            (rate("allocstall_normal", s), "allocstall_normal"),
+            (srate("allocstall_normal", s), "allocstall_normal"),
         ], unit="cps", description="allocstall_normal: allocations that entered direct "
-           "reclaim in ZONE_NORMAL."), 12, 8),
+           "reclaim in ZONE_NORMAL." + per_sim), 24, 8),
         (row("Free memory (node_exporter: buddyinfo, zoneinfo)"), 24, 1),
         (timeseries("Free blocks by order", [
             (f"sum by (size) (node_buddyinfo_blocks{{{zs}}})", "order {{size}}"),
         ], log=True, description="/proc/buddyinfo: free blocks of each order (2^order "
            "pages) in the selected zones, all nodes."), 12, 9),
+        (heatmap("Free blocks by order over time (buddyinfo heatmap)",
+                 f"sum by (size) (node_buddyinfo_blocks{{{zs}}})", "{{size}}",
+                 description="/proc/buddyinfo as a heatmap: one row per order, colour the "
+                             "free blocks; fragmentation shows as the high rows fading."),
+         12, 9),
         (timeseries("High-order availability (order >= 9)", [
             (f"sum by (node, zone) (node_buddyinfo_blocks{{{zs}, {HIGH_ORDER}}})",
              "node {{node}} {{zone}}"),
@@ -172,19 +254,35 @@ def compaction() -> dict:
             (f"node_zoneinfo_low_pages{{{zs}}}", "node {{node}} {{zone}} low"),
             (f"node_zoneinfo_high_pages{{{zs}}}", "node {{node}} {{zone}} high"),
         ], description="/proc/zoneinfo: free pages and the min/low/high watermarks "
-           "(boosted watermarks not included; see the compactsim boost panel)."), 24, 9),
+           "(boosted watermarks not included; see the compactsim boost panel)."), 12, 9),
         (row("compactsim only (no node_exporter equivalent; empty on real hosts)"), 24, 1),
         (timeseries("Extfrag index by order (compactsim)", [
-            (f"compactsim_extfrag_index{{{zs}}} / 1000",
-             "node {{node}} {{zone}} order {{order}}"),
+            (f"compactsim_extfrag_index{{{zs}}}", "node {{node}} {{zone}} order {{order}}"),
         ], min_=-1, max_=1, description="Fragmentation index per order (debugfs "
            "extfrag_index): towards 0 a failure would be for lack of memory, towards 1 for "
            "fragmentation; -1 means an allocation of that order would succeed."), 12, 9),
+        (timeseries("Unusable free space index by order (compactsim)", [
+            (f"compactsim_unusable_index{{{zs}}}", "node {{node}} {{zone}} order {{order}}"),
+        ], unit="percentunit", min_=0, max_=1, description="debugfs unusable_index: the "
+           "share of free memory in blocks too small for an allocation of that order (0: "
+           "all usable, 1: none)."), 12, 9),
         (timeseries("Fragmentation score (compactsim)", [
             (f"compactsim_fragmentation_score{{{s}}}", "node {{node}}"),
         ], min_=0, max_=100, description="Proactive compaction's per-node score (0-100); "
            "kcompactd compacts proactively above vm.compaction_proactiveness's "
-           "high threshold."), 12, 9),
+           "high threshold."), 8, 9),
+        (timeseries("Wasted migrations (compactsim)", [
+            (per_sim_s(f"rate(compactsim_compaction_wasted_migrations_total{{{s}}}[{RI}])",
+                       s), "wasted"),
+            (srate("pgmigrate_success", s), "all migrated (pgmigrate_success)"),
+        ], unit="cps", description="Pages compaction migrated out of pageblocks it then "
+           "left without a free block of the order it wanted: work that freed nothing "
+           "usable." + per_sim), 8, 9),
+        (timeseries("Compaction latency by trigger, p99 (compactsim)", [
+            (quantile("compactsim_compaction_latency_seconds", "trigger", s), "{{trigger}}"),
+        ], unit="s", description="99th percentile time of one compact_zone() by who asked: "
+           "direct compaction, kcompactd, proactive, manual (simulated seconds); a gap "
+           "while none ran."), 8, 9),
         (timeseries("Free blocks at order >= 9 by migratetype (compactsim)", [
             (f'sum by (migratetype) (compactsim_free_blocks{{{zs}, order=~"9|1[0-9]"}})',
              "{{migratetype}}"),
@@ -199,37 +297,38 @@ def compaction() -> dict:
         ], description="Zone watermark boost pages (vm.watermark_boost_factor), raised on "
            "fragmenting fallbacks and cleared by kswapd/kcompactd."), 8, 9),
         (timeseries("Lock waits, p99 (compactsim)", [
-            (f"histogram_quantile(0.99, sum by (lock, le) (rate("
-             f"compactsim_lock_wait_seconds_bucket{{{s}}}[$__rate_interval])))", "{{lock}}"),
+            (quantile("compactsim_lock_wait_seconds", "lock, node, zone", s),
+             "{{lock}} {{node}} {{zone}}"),
         ], unit="s", description="99th percentile wait to take zone->lock and the lru_lock "
            "(simulated seconds): contention between allocation, reclaim and the compaction "
            "scanners; a gap while nobody waited."), 12, 9),
         (timeseries("Allocation latency, p99 (compactsim)", [
-            (f"histogram_quantile(0.99, sum by (request, le) (rate("
-             f"compactsim_alloc_latency_seconds_bucket{{{s}}}[$__rate_interval])))",
-             "{{request}}"),
+            (quantile("compactsim_alloc_latency_seconds", "kind, order", s),
+             "{{kind}} order {{order}}"),
         ], unit="s", description="99th percentile allocation latency by page kind and order "
            "(simulated seconds), slow path, reclaim and compaction included."), 12, 9),
     ]
     variables = [
         JOB_VAR,
         query_var("nodename", "Host", 'label_values(node_uname_info{job="$job"}, nodename)'),
-        query_var("instance", "Instance", 'label_values(node_uname_info{job="$job", '
+        query_var("node", "Instance", 'label_values(node_uname_info{job="$job", '
                   'nodename="$nodename"}, instance)'),
         query_var("zone", "Zone", 'label_values(node_zoneinfo_nr_free_pages{job="$job", '
-                  'instance="$instance"}, zone)', multi=True, include_all=True),
+                  'instance="$node"}, zone)', multi=True, include_all=True),
     ]
     return dashboard(
         "compactsim-compaction", "Memory compaction & fragmentation",
         "Linux memory compaction, migration and fragmentation from node_exporter's vmstat, "
         "buddyinfo and zoneinfo collectors (compactsim runs or real hosts); panels marked "
-        "(compactsim) need a simulated run.", layout(p), variables)
+        "(compactsim) need a simulated run. Rates are per simulated second.", layout(p),
+        variables)
 
 
 def compare() -> dict:
     s = MSEL
     n = BY_NODENAME
     ratio = lambda a, b: (f"({rate(a, s)} / ({rate(a, s)} + {rate(b, s)})){n}")  # noqa: E731
+    per_run = lambda expr: f"({expr}){n}"  # noqa: E731
     info = {
         "type": "table", "title": "Runs (compactsim)", "datasource": DS,
         "description": "compactsim_run_info of the chosen instances: run, scenario, design "
@@ -240,34 +339,38 @@ def compare() -> dict:
             "excludeByName": {"Time": True, "Value": True, "__name__": True, "job": True}}}],
         "fieldConfig": {"defaults": {}, "overrides": []}, "options": {"showHeader": True},
     }
-    by_order = timeseries("Free blocks by order: $instance", [
-        ('sum by (size) (node_buddyinfo_blocks{job="$job", instance="$instance"})',
+    by_order = timeseries("Free blocks by order: $node", [
+        ('sum by (size) (node_buddyinfo_blocks{job="$job", instance="$node"})',
          "order {{size}}"),
     ], log=True, description="One panel per chosen instance (repeated).")
-    by_order.update({"repeat": "instance", "repeatDirection": "h", "maxPerRow": 4})
+    by_order.update({"repeat": "node", "repeatDirection": "h", "maxPerRow": 4})
+    per_sim = "Per simulated second."
     p = [
         (info, 24, 6),
         (row("One series per run (node_exporter names)"), 24, 1),
-        (timeseries("Compaction stalls", [(f"{rate('compact_stall', s)}{n}", "{{nodename}}")],
-                    unit="cps"), 8, 8),
+        (timeseries("Compaction stalls", [(per_run(srate("compact_stall", s)), "{{nodename}}")],
+                    unit="cps", description=per_sim), 8, 8),
         (timeseries("Compaction success ratio",
                     [(ratio("compact_success", "compact_fail"), "{{nodename}}")],
                     unit="percentunit", min_=0, max_=1), 8, 8),
-        (timeseries("Compaction failures", [(f"{rate('compact_fail', s)}{n}", "{{nodename}}")],
-                    unit="cps"), 8, 8),
+        (timeseries("Compaction failures", [(per_run(srate("compact_fail", s)), "{{nodename}}")],
+                    unit="cps", description=per_sim), 8, 8),
         (timeseries("Direct compaction migrate scanner", [
-            (f"({rate('compact_migrate_scanned', s)} - "
-             f"{rate('compact_daemon_migrate_scanned', s)}){n}", "{{nodename}}")],
-                    unit="cps"), 8, 8),
+            (per_run(per_sim_s(f"({rate('compact_migrate_scanned', s)} - "
+                               f"{rate('compact_daemon_migrate_scanned', s)})", s)),
+             "{{nodename}}")], unit="cps", description=per_sim), 8, 8),
         (timeseries("kcompactd migrate scanner", [
-            (f"{rate('compact_daemon_migrate_scanned', s)}{n}", "{{nodename}}")],
-                    unit="cps"), 8, 8),
+            (per_run(srate("compact_daemon_migrate_scanned", s)), "{{nodename}}")],
+                    unit="cps", description=per_sim), 8, 8),
         (timeseries("kcompactd wakes", [
-            (f"{rate('compact_daemon_wake', s)}{n}", "{{nodename}}")], unit="cps"), 8, 8),
+            (per_run(srate("compact_daemon_wake", s)), "{{nodename}}")], unit="cps",
+                    description=per_sim), 8, 8),
         (timeseries("Pages migrated", [
-            (f"{rate('pgmigrate_success', s)}{n}", "{{nodename}}")], unit="cps"), 8, 8),
+            (per_run(srate("pgmigrate_success", s)), "{{nodename}}")], unit="cps",
+                    description=per_sim), 8, 8),
         (timeseries("Migration failures", [
-            (f"{rate('pgmigrate_fail', s)}{n}", "{{nodename}}")], unit="cps"), 8, 8),
+            (per_run(srate("pgmigrate_fail", s)), "{{nodename}}")], unit="cps",
+                    description=per_sim), 8, 8),
         (timeseries("THP fault fallback ratio",
                     [(ratio("thp_fault_fallback", "thp_fault_alloc"), "{{nodename}}")],
                     unit="percentunit", min_=0, max_=1), 8, 8),
@@ -282,23 +385,24 @@ def compare() -> dict:
             (f"max by (job, instance) (compactsim_fragmentation_score{{{s}}}){n}",
              "{{nodename}}")], min_=0, max_=100), 8, 8),
         (timeseries("Extfrag index, order 9 (compactsim)", [
-            (f'max by (job, instance) (compactsim_extfrag_index{{{s}, order="9"}}) / 1000{n}',
+            (f'max by (job, instance) (compactsim_extfrag_index{{{s}, order="9"}}){n}',
              "{{nodename}}")], min_=-1, max_=1), 8, 8),
         (timeseries("Simulated time (compactsim)", [
-            (f"compactsim_simulated_time_seconds{{{s}}}{n}", "{{nodename}}")], unit="s"),
+            (f"compactsim_simulated_seconds_total{{{s}}}{n}", "{{nodename}}")], unit="s"),
          8, 8),
         (row("Side by side: one panel per run"), 24, 1),
         (by_order, 6, 9),
     ]
     variables = [
         JOB_VAR,
-        query_var("instance", "Runs", 'label_values(node_uname_info{job="$job"}, instance)',
+        query_var("node", "Runs", 'label_values(node_uname_info{job="$job"}, instance)',
                   multi=True, include_all=True),
     ]
     return dashboard(
         "compactsim-compare", "Memory compaction: compare runs",
         "compactsim runs (or hosts) side by side: one series per instance, named by "
-        "node_uname_info's nodename (the run's display name).", layout(p), variables)
+        "node_uname_info's nodename (the run's display name); rates per simulated second.",
+        layout(p), variables)
 
 
 def render() -> dict[str, str]:

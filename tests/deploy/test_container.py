@@ -202,6 +202,23 @@ def test_compose_services(compose):
     assert svc["compactsim"]["healthcheck"]["test"][1] == "compactsim-healthcheck"
 
 
+def test_compose_loopback_only_no_lifecycle_no_default_password(compose):
+    """What the README promises: every port on the host's loopback, no Prometheus
+    lifecycle API (anyone could shut it down), no Grafana admin/admin or anonymous access."""
+    svc = compose["services"]
+    for name, s in svc.items():
+        for port in s.get("ports", []):
+            assert str(port).startswith("127.0.0.1:"), (name, port)
+    assert not [a for a in svc["prometheus"]["command"] if "lifecycle" in a or "admin-api" in a]
+    env = svc["grafana"]["environment"]
+    assert env.get("GF_AUTH_ANONYMOUS_ENABLED", "false") == "false"
+    password = env["GF_SECURITY_ADMIN_PASSWORD"]
+    assert re.fullmatch(r"\$\{(\w+):\?[^}]+\}", password), password   # required, no default
+    assert "admin/admin" not in COMPOSE.read_text()
+    readme = (ROOT / "README.md").read_text()
+    assert "anonymous viewer" not in readme
+
+
 def test_compose_mounts_and_volumes(compose):
     svc, named = compose["services"], set(compose["volumes"])
 
@@ -235,11 +252,19 @@ def render(path: Path) -> list[dict]:
     return [d for d in yaml.safe_load_all(p.stdout) if d]
 
 
+def lab_copy(tmp: Path) -> Path:
+    """deploy/k8s copied, with the lab overlay's token file written as an operator would."""
+    shutil.copytree(K8S, tmp / "k8s")
+    (tmp / "k8s" / "overlays" / "lab" / "tokens").write_text(
+        "0123456789abcdef0123456789abcdef alice\n")
+    return tmp / "k8s"
+
+
 @pytest.fixture(scope="module", params=["base", "overlays/lab"])
-def rendered(request) -> list[dict]:
+def rendered(request, tmp_path_factory) -> list[dict]:
     if KUBECTL is None:
         pytest.skip("kubectl not installed: cannot render kustomize (`kubectl kustomize`)")
-    return render(K8S / request.param)
+    return render(lab_copy(tmp_path_factory.mktemp("k8s")) / request.param)
 
 
 def by_kind(docs, kind):
@@ -266,7 +291,9 @@ def test_k8s_schema_validation_rejects_mistakes():
 
 def test_k8s_kinds(rendered):
     kinds = {d["kind"] for d in rendered}
-    assert {"Deployment", "Service", "PersistentVolumeClaim", "ConfigMap", "Secret"} <= kinds
+    assert {"Deployment", "Service", "PersistentVolumeClaim", "ConfigMap"} <= kinds
+    # the tokens Secret is the overlay's, generated from the operator's file
+    assert ("Secret" in kinds) == any(d["kind"] == "Namespace" for d in rendered)
 
 
 def test_k8s_deployment_single_replica_recreate(rendered):
@@ -305,12 +332,14 @@ def test_k8s_wiring(rendered):
     data = vols[mounts[cm["data"]["COMPACTSIM_DATA_DIR"]]]
     assert data["persistentVolumeClaim"]["claimName"] == by_kind(
         rendered, "PersistentVolumeClaim")["metadata"]["name"]
-    secret = by_kind(rendered, "Secret")
     token_dir, _, token_key = cm["data"]["COMPACTSIM_TOKEN_FILE"].rpartition("/")
-    assert vols[mounts[token_dir]]["secret"]["secretName"] == secret["metadata"]["name"]
-    assert token_key in secret.get("stringData", secret.get("data"))
-    # placeholder-free: the token key exists and is empty
-    assert secret.get("stringData", secret.get("data")) == {"tokens": ""}
+    secrets = [d for d in rendered if d["kind"] == "Secret"]
+    if secrets:   # the overlay: the generated Secret, the operator's file under the key
+        (secret,) = secrets
+        assert vols[mounts[token_dir]]["secret"]["secretName"] == secret["metadata"]["name"]
+        assert set(secret["data"]) == {token_key} and secret["data"][token_key]
+    else:         # the base: the name the overlay's secretGenerator gives
+        assert vols[mounts[token_dir]]["secret"]["secretName"] == "compactsim-tokens"
     svc = by_kind(rendered, "Service")
     labels = dep["spec"]["template"]["metadata"]["labels"]
     assert svc["spec"]["selector"].items() <= labels.items() and svc["spec"]["selector"]
@@ -321,8 +350,8 @@ def test_k8s_wiring(rendered):
 
 
 @needs_kubectl
-def test_k8s_lab_overlay():
-    docs = render(K8S / "overlays/lab")
+def test_k8s_lab_overlay(tmp_path):
+    docs = render(lab_copy(tmp_path) / "overlays/lab")
     ns = by_kind(docs, "Namespace")["metadata"]["name"]
     assert all(d["metadata"].get("namespace") == ns for d in docs if d["kind"] != "Namespace")
     (c,) = by_kind(docs, "Deployment")["spec"]["template"]["spec"]["containers"]

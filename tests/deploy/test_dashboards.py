@@ -1,9 +1,11 @@
 """The shipped Grafana dashboards (deploy/grafana): structure, datasource, queries.
 
 Offline checks: valid JSON, unique panel ids, every panel, query and variable on the
-provisioned datasource uid, no overlapping panels, the node_exporter variable scheme, every
-query parses as PromQL (`promtool check rules`, skipped without /usr/bin/promtool), and every
-query names only metrics the probe exports (server/collector.py) or node_exporter's names.
+datasource variable, an import as Grafana does it (`__inputs` substituted, every reference
+resolved), no overlapping panels, Node Exporter Full's variable scheme, rates per simulated
+second, every query parses as PromQL (`promtool check rules`, skipped without
+/usr/bin/promtool), and every query names only metrics the probe exports
+(server/collector.py) or node_exporter's names.
 Whether each query returns data against a live run is the end-to-end test's job.
 """
 
@@ -30,7 +32,7 @@ COLLECTOR = ROOT / "server" / "collector.py"
 PROMTOOL = Path("/usr/bin/promtool")
 
 # Sample values for template variables when a query is checked as PromQL.
-SAMPLES = {"job": "compactsim-runs", "instance": "runs/abc123", "nodename": "churn-1",
+SAMPLES = {"job": "compactsim-runs", "node": "runs/abc123", "nodename": "churn-1",
            "zone": "Normal|DMA32", "__rate_interval": "1m", "__interval": "15s",
            "__range": "1h"}
 # /proc/vmstat fields the dashboards may use: what the simulator exports (sim/vmstat.py,
@@ -110,6 +112,9 @@ def exported_names() -> set[str]:
     for the simulator's vmstat fields, and node_exporter's vmstat names used for compaction."""
     source = COLLECTOR.read_text()
     names = set(re.findall(r'"((?:node|compactsim)_[a-z0-9_]+)"', source))
+    # counter families (CounterMetricFamily("name", ...)) are served as name_total
+    names |= {c + "_total" for c in re.findall(
+        r'CounterMetricFamily\(\s*"(compactsim_[a-z0-9_]+)"', source)}
     assert 'f"node_vmstat_{field}"' in source
     # histogram families (built in RunCollector._histograms) expose _bucket/_count/_sum
     histograms = re.findall(r'"(compactsim_[a-z0-9_]+)"',
@@ -143,7 +148,6 @@ def test_dashboards_shipped_and_fresh():
     spec = importlib.util.spec_from_file_location("grafana_generate", GRAFANA / "generate.py")
     gen = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(gen)
-    assert gen.DS_UID == provisioned_uid()
     for name, text in gen.render().items():
         assert (GRAFANA / "dashboards" / name).read_text() == text, (
             f"{name} is stale: run python deploy/grafana/generate.py")
@@ -169,8 +173,8 @@ def test_panel_ids_unique(dash):
     assert len(ids) == len(set(ids)), ids
 
 
-def test_every_panel_uses_provisioned_datasource(dash):
-    uid = provisioned_uid()
+def test_every_panel_uses_the_datasource_variable(dash):
+    uid = "${ds_prometheus}"
     for p in all_panels(dash):
         if p["type"] == "row":
             assert "targets" not in p
@@ -197,32 +201,136 @@ def test_no_overlapping_panels(dash):
 
 
 def test_compaction_variables_follow_node_exporter_scheme():
+    """Node Exporter Full's names: ds_prometheus, job, nodename (Host), node (Instance)."""
     d = load(GRAFANA / "dashboards" / "compaction.json")
     v = {x["name"]: x for x in d["templating"]["list"]}
     names = [x["name"] for x in d["templating"]["list"]]
-    assert names[:3] == ["job", "nodename", "instance"]
+    assert names[:4] == ["ds_prometheus", "job", "nodename", "node"]
+    assert v["nodename"]["label"] == "Host" and v["node"]["label"] == "Instance"
     assert v["nodename"]["query"]["query"] == \
         'label_values(node_uname_info{job="$job"}, nodename)'
-    assert v["instance"]["query"]["query"] == \
+    assert v["node"]["query"]["query"] == \
         'label_values(node_uname_info{job="$job", nodename="$nodename"}, instance)'
     for where, expr in queries(d):
-        assert 'instance="$instance"' in expr and 'job="$job"' in expr, where
+        assert 'instance="$node"' in expr and 'job="$job"' in expr, where
+
+
+# --------------------------------------------------------------------------- import
+
+def references(obj, path=""):
+    """(path, value) of every "datasource" object and every string under `obj`."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from references(v, f"{path}.{k}")
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from references(v, f"{path}[{i}]")
+    elif isinstance(obj, str):
+        yield path, obj
+
+
+def grafana_import(text: str, inputs: dict[str, str]) -> dict:
+    """What Grafana's dashboard import does with the JSON: each `${INPUT}` of `__inputs`
+    replaced by the value picked for it."""
+    dash = json.loads(text)
+    for inp in dash.get("__inputs", []):
+        text = text.replace("${%s}" % inp["name"], inputs[inp["name"]])
+    return json.loads(text)
+
+
+def test_dashboard_json_imports(dash):
+    """Importable as labs import Node Exporter Full: an `__inputs` datasource used, a
+    datasource variable that every panel, query and variable query refers to, and every
+    `$variable` defined."""
+    inputs = dash["__inputs"]
+    assert [(i["name"], i["type"], i["pluginId"]) for i in inputs] == [
+        ("DS_PROMETHEUS", "datasource", "prometheus")]
+    assert {"type": "datasource", "id": "prometheus", "name": "Prometheus",
+            "version": "1.0.0"} in dash["__requires"]
+    panel_types = {p["type"] for p in all_panels(dash)} - {"row"}
+    assert panel_types <= {r["id"] for r in dash["__requires"] if r["type"] == "panel"}
+    text = json.dumps(dash)
+    assert "${DS_PROMETHEUS}" in text   # the input is used, or the import ignores it
+    imported = grafana_import(text, {"DS_PROMETHEUS": "lab-prometheus-uid"})
+    assert "${DS_" not in json.dumps(imported)
+    variables = {v["name"]: v for v in imported["templating"]["list"]}
+    ds_vars = {n for n, v in variables.items() if v["type"] == "datasource"}
+    assert ds_vars == {"ds_prometheus"}
+    assert variables["ds_prometheus"]["query"] == "prometheus"
+    assert variables["ds_prometheus"]["current"]["value"] == "lab-prometheus-uid"
+    # every datasource reference names the datasource variable; no fixed uid left
+    refs = [(p, v) for p, v in references(imported) if re.search(r"\.datasource\.uid$", p)]
+    assert refs and all(v == "${ds_prometheus}" for _, v in refs), refs
+    assert provisioned_uid() not in json.dumps(imported)
+    # every $variable of a query or variable definition is a variable of the dashboard
+    builtin = {"__rate_interval", "__interval", "__range"}
+    for where, expr in queries(imported) + [(f"variable {n}", v.get("definition", ""))
+                                             for n, v in variables.items()]:
+        used = {a or b for a, b in re.findall(r"\$\{(\w+)|\$(\w+)", expr)}
+        assert used <= set(variables) | builtin, (where, used - set(variables))
+    for p in all_panels(imported):
+        if "repeat" in p:
+            assert p["repeat"] in variables, p["title"]
+
+
+def test_import_check_catches_a_fixed_uid(dash):
+    broken = json.loads(json.dumps(dash))
+    next(p for p in broken["panels"] if p["type"] != "row")["datasource"]["uid"] = \
+        provisioned_uid()
+    with pytest.raises(AssertionError):
+        test_dashboard_json_imports(broken)
+
+
+RATE = re.compile(r"\brate\((node_vmstat_\w+|compactsim_\w+_total)\{")
+
+
+def test_rates_are_per_simulated_second(dash):
+    """A panel of counter rates (unit cps) divides each by simulated time's rate, with 1
+    for instances without it (real hosts)."""
+    checked = 0
+    for p in all_panels(dash):
+        if p.get("fieldConfig", {}).get("defaults", {}).get("unit") != "cps":
+            continue
+        for t in p["targets"]:
+            assert RATE.search(t["expr"]), (p["title"], t["expr"])
+            assert "/ on (job, instance) (rate(compactsim_simulated_seconds_total{" in \
+                t["expr"], (p["title"], t["expr"])
+            assert "or on (job, instance) (0 * node_uname_info{" in t["expr"]
+            checked += 1
+    assert checked >= 5
+
+
+def test_mission_panels():
+    """Wasted migrations, the unusable index, a buddyinfo heatmap, compaction latency by
+    trigger, THP fault alloc and fallback rates and scan efficiency are charted."""
+    d = load(GRAFANA / "dashboards" / "compaction.json")
+    text = " ".join(e for _, e in queries(d))
+    for needle in ("compactsim_compaction_wasted_migrations_total",
+                   "compactsim_unusable_index",
+                   "compactsim_compaction_latency_seconds_bucket",
+                   "sum by (trigger, le)",
+                   "rate(node_vmstat_thp_fault_alloc{",
+                   "rate(node_vmstat_pgmigrate_success{job=\"$job\", instance=\"$node\"}"
+                   "[$__rate_interval]) / rate(node_vmstat_compact_migrate_scanned{"):
+        assert needle in text, needle
+    heat = [p for p in all_panels(d) if p["type"] == "heatmap"]
+    assert heat and "node_buddyinfo_blocks" in heat[0]["targets"][0]["expr"]
 
 
 def test_compare_variables_multi_instance():
     d = load(GRAFANA / "dashboards" / "compare.json")
     v = {x["name"]: x for x in d["templating"]["list"]}
-    assert {"job", "instance"} <= set(v)
-    assert v["instance"]["multi"] and v["instance"]["includeAll"]
+    assert {"ds_prometheus", "job", "node"} <= set(v)
+    assert v["node"]["multi"] and v["node"]["includeAll"]
     for where, expr in queries(d):
-        assert re.search(r'instance=~?"\$instance"', expr), where
+        assert re.search(r'instance=~?"\$node"', expr), where
     # one series per run, or a panel repeated per run
     for p in all_panels(d):
         if p["type"] == "timeseries":
-            assert (p.get("repeat") == "instance"
+            assert (p.get("repeat") == "node"
                     or all("{{nodename}}" in t["legendFormat"] for t in p["targets"])), \
                 p["title"]
-    assert any(p.get("repeat") == "instance" for p in all_panels(d))
+    assert any(p.get("repeat") == "node" for p in all_panels(d))
 
 
 def test_compaction_dashboard_covers_the_brief():
@@ -251,10 +359,12 @@ def test_queries_use_exported_metric_names(dash):
 
 
 def test_node_facing_panels_use_node_exporter_names_only(dash):
-    """Panels that must work on a real host query node_* only; the others say so."""
+    """Panels that must work on a real host query node_* only; the others say so. The time
+    base of rates, compactsim_simulated_seconds_total, falls back to 1 on a real host."""
     for p in all_panels(dash):
         for t in p.get("targets", []):
-            sim_only = {n for n in metric_names(t["expr"]) if not n.startswith("node_")}
+            sim_only = {n for n in metric_names(t["expr"]) if not n.startswith("node_")
+                        and n != "compactsim_simulated_seconds_total"}
             if sim_only:
                 assert "compactsim" in p["title"], \
                     f"{p['title']!r} uses {sorted(sim_only)} but is not labelled compactsim"

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import time
@@ -54,8 +55,14 @@ def test_config_has_service_and_sd_jobs():
     runs = jobs["compactsim-runs"]
     assert runs["metrics_path"] == "/probe"
     assert runs["http_sd_configs"][0]["url"].endswith("/sd")
-    assert {"source_labels": ["__param_target"], "target_label": "instance"} in \
-        runs["relabel_configs"]
+    # instance is the only target label: anything else from /sd that changes over a run's
+    # life (its design arrives with the first snapshot) would split its series
+    assert runs["relabel_configs"] == [
+        {"source_labels": ["__param_target"], "target_label": "instance"}]
+
+
+def served_methods_names() -> list[str]:
+    return [m.name for m in simulator_pb2.DESCRIPTOR.services_by_name["Simulator"].methods]
 
 
 def get(url: str) -> bytes:
@@ -85,11 +92,17 @@ def test_check_metrics_on_real_probe_and_service_metrics(tmp_path):
                    for line in complaints), complaints
         assert any(line.startswith("node_memory_MemTotal_bytes") for line in complaints)
         wait_state(server.stub, run.name)
+        list(server.stub.WatchRun(simulator_pb2.WatchRunRequest(name=run.name), timeout=10))
         with pytest.raises(grpc.RpcError):
             server.stub.GetRun(simulator_pb2.GetRunRequest(name="runs/nosuchrun"))
+        for path in ("/compactsim.v1.Simulator/NoSuchMethod", "/evil.Service/Grow"):
+            with pytest.raises(grpc.RpcError) as err:
+                server.channel.unary_unary(path)(b"", timeout=5)
+            assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
         # The interceptor counts a call once its handler returns, which can be just after
         # the client has its answer: wait for the count rather than race it.
-        not_found = 'code="NOT_FOUND",method="/compactsim.v1.Simulator/GetRun"} 1.0'
+        not_found = ('grpc_server_handled_total{grpc_code="NOT_FOUND",grpc_method="GetRun",'
+                     'grpc_service="compactsim.v1.Simulator",grpc_type="unary"} 1.0')
         deadline = time.monotonic() + 10
         while True:
             metrics = get(f"http://127.0.0.1:{mport}/metrics")
@@ -101,10 +114,22 @@ def test_check_metrics_on_real_probe_and_service_metrics(tmp_path):
         for name in ("compactsim_runs{", "compactsim_queue_depth",
                      "compactsim_run_wall_seconds_count 1.0",
                      "compactsim_simulated_events_total",
-                     'compactsim_grpc_requests_total{code="OK",'
-                     'method="/compactsim.v1.Simulator/CreateRun"} 1.0'):
+                     'grpc_server_handled_total{grpc_code="OK",grpc_method="CreateRun",'
+                     'grpc_service="compactsim.v1.Simulator",grpc_type="unary"} 1.0',
+                     'grpc_server_started_total{grpc_method="CreateRun",'
+                     'grpc_service="compactsim.v1.Simulator",grpc_type="unary"} 1.0',
+                     'grpc_server_handling_seconds_bucket{grpc_method="CreateRun",'
+                     'grpc_service="compactsim.v1.Simulator",grpc_type="unary",le="+Inf"} 1.0',
+                     'grpc_server_handled_total{grpc_code="OK",grpc_method="WatchRun",'
+                     'grpc_service="compactsim.v1.Simulator",grpc_type="server_stream"} 1.0'):
             assert name in text, name
-        assert 'code="NOT_FOUND",method="/compactsim.v1.Simulator/GetRun"} 1.0' in text
+        assert not_found in text
+        # calls to methods the server does not serve share one label value
+        assert "NoSuchMethod" not in text and "evil" not in text
+        assert ('grpc_server_handled_total{grpc_code="UNIMPLEMENTED",grpc_method="unknown",'
+                'grpc_service="unknown",grpc_type="unary"} 2.0') in text
+        methods = set(re.findall(r'grpc_method="(\w+)"', text))
+        assert methods <= set(served_methods_names()) | {"unknown"}, methods
         events = [ln for ln in text.splitlines()
                   if ln.startswith("compactsim_simulated_events_total ")]
         assert float(events[0].split()[1]) > 0

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from google.protobuf import json_format
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -25,6 +26,9 @@ from compactsim.server.manager import LiveRun
 
 ROOT = Path(__file__).resolve().parents[2]
 R = run_pb2.Run
+# The probe's histogram bounds: powers of two of nanoseconds, 64 ns .. ~69 s (bounds of
+# the model's own log-linear buckets, sim/histogram.py).
+BUCKETS_S = tuple(2.0 ** k * 1e-9 for k in range(6, 37))
 
 SNAP = {
     "time_s": 1.5,
@@ -46,8 +50,8 @@ class FakeManager:
         self.live = live
         self.store = None   # _run_info falls back to the kernel info alone
 
-    def active_runs(self):
-        return {r: LiveRun(r, s, {"design": "PAGE_TYPE", "profile": "v6.17"})
+    def targets(self):
+        return {r: LiveRun(r, s, {"design": "PAGE_TYPE", "profile": "v6.17"} if s else None)
                 for r, s in self.live.items()}
 
     def latest_snapshot(self, run_id):
@@ -91,19 +95,27 @@ def test_collector_names_types_and_labels():
         "node": "0", "zone": "Normal", "migratetype": "Movable", "order": "1"}) == 4
     assert reg.get_sample_value("compactsim_pageblocks", {
         "node": "0", "zone": "Normal", "migratetype": "Reclaimable"}) == 1
+    # the kernel's ratios (debugfs prints index/1000 with 3 decimals), not x1000
     assert reg.get_sample_value("compactsim_extfrag_index",
-                                {"node": "0", "zone": "Normal", "order": "2"}) == 120
+                                {"node": "0", "zone": "Normal", "order": "2"}) == 0.12
+    assert reg.get_sample_value("compactsim_extfrag_index",
+                                {"node": "0", "zone": "Normal", "order": "0"}) == -1
     assert reg.get_sample_value("compactsim_unusable_index",
-                                {"node": "0", "zone": "Normal", "order": "1"}) == 200
+                                {"node": "0", "zone": "Normal", "order": "1"}) == 0.2
     assert reg.get_sample_value("compactsim_fragmentation_score", {"node": "0"}) == 42
-    assert reg.get_sample_value("compactsim_simulated_time_seconds") == 1.5
+    # simulated time as a counter, for rates per simulated second
+    assert fams["compactsim_simulated_seconds"].type == "counter"
+    assert reg.get_sample_value("compactsim_simulated_seconds_total") == 1.5
     assert "simulated" in fams["node_buddyinfo_blocks"].documentation
     assert all(n.startswith(("node_", "compactsim_")) for n in fams)
 
 
-def test_collector_before_the_first_snapshot_has_only_the_info():
+def test_collector_before_the_first_snapshot_has_nothing():
+    """The kernel profile and design come with the first snapshot: info series served
+    before it would carry empty labels and split when they arrive."""
     _, text = scrape(FakeManager({"r1": None}), info={})
-    assert sorted(families(text)) == ["compactsim_run_info", "node_uname_info"]
+    assert families(text) == {}
+    _, text = scrape(FakeManager({"r1": SNAP}), info={})
     assert 'nodename="r1"' in text   # no display name: the run id
 
 
@@ -123,8 +135,7 @@ def test_routes_on_a_fake_manager():
     assert code == 200
     assert json.loads(body) == [{"targets": ["h:9"], "labels": {
         "__param_target": "runs/r1", "__meta_compactsim_run": "runs/r1",
-        "__meta_compactsim_display_name": "", "__meta_compactsim_scenario": "",
-        "__meta_compactsim_design": "PAGE_TYPE", "__meta_compactsim_profile": "v6.17"}}]
+        "__meta_compactsim_display_name": "", "__meta_compactsim_scenario": ""}}]
     assert call(app, "/probe")[0] == 400
     assert call(app, "/probe", "target=runs/nope")[0] == 404
     assert call(app, "/probe", "target=bogus")[0] == 404
@@ -143,15 +154,16 @@ def get(url: str) -> tuple[int, str]:
         return e.code, e.read().decode()
 
 
-def start_server(data_dir: Path) -> tuple[subprocess.Popen, int, int]:
+def start_server(data_dir: Path, *extra: str) -> tuple[subprocess.Popen, int, int]:
     """The real `compactsim-server` on loopback (as tests/e2e/test_service.py starts it):
     (process, gRPC port, metrics port)."""
     port_file = data_dir / "port"
     with open(data_dir / "server.log", "ab") as log:   # the child keeps its own descriptor
         proc = subprocess.Popen(
-            [sys.executable, "-m", "compactsim.server.main", "--listen", "127.0.0.1:0",
-             "--port-file", str(port_file), "--data-dir", str(data_dir), "--workers", "2",
-             "--metrics-listen", "127.0.0.1:0"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+            [sys.executable, "-m", "compactsim.server.main", "--listen", "127.0.0.1:0", "--port-file",
+             str(port_file), "--data-dir", str(data_dir), "--workers", "2",
+             "--metrics-listen", "127.0.0.1:0", *extra], cwd=ROOT, stdout=log,
+            stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 20
     while not port_file.exists():
         assert proc.poll() is None, (data_dir / "server.log").read_text()
@@ -172,8 +184,8 @@ def paced_spec() -> spec_pb2.Spec:
 
 
 @pytest.mark.slow    # a real server and a paced run
-def test_e2e_a_paced_run_is_a_target_while_it_runs(tmp_path):
-    proc, port, mport = start_server(tmp_path)
+def test_e2e_a_paced_run_is_a_target_while_it_runs_and_a_while_after(tmp_path):
+    proc, port, mport = start_server(tmp_path, "--metrics-target-linger", "2s")
     base = f"http://127.0.0.1:{mport}"
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     stub = simulator_pb2_grpc.SimulatorStub(channel)
@@ -201,8 +213,8 @@ def test_e2e_a_paced_run_is_a_target_while_it_runs(tmp_path):
         assert groups[0]["targets"] == [f"127.0.0.1:{mport}"]
         assert labels["__meta_compactsim_run"] == f"runs/{rid}"
         assert labels["__meta_compactsim_display_name"] == "probe-me"
-        assert labels["__meta_compactsim_design"] and labels["__meta_compactsim_profile"]
         assert "__meta_compactsim_scenario" in labels
+        assert 'design="' in text and 'profile="v' in text   # in compactsim_run_info
         assert get(f"{base}/probe")[0] == 400
         assert get(f"{base}/metrics")[0] == 200
         deadline = time.monotonic() + 30
@@ -210,7 +222,22 @@ def test_e2e_a_paced_run_is_a_target_while_it_runs(tmp_path):
                 R.QUEUED, R.RUNNING):
             assert time.monotonic() < deadline, "the run did not end"
             time.sleep(0.1)
-        assert stub.GetRun(simulator_pb2.GetRunRequest(name=run.name)).state == R.SUCCEEDED
+        done = stub.GetRun(simulator_pb2.GetRunRequest(name=run.name))
+        assert done.state == R.SUCCEEDED
+        summary = json_format.MessageToDict(done.summary)
+        # it stays a target, serving its final state: the summary's counters
+        code, body = get(f"{base}/sd")
+        assert code == 200 and [g["labels"] for g in json.loads(body)] == [labels]
+        code, text = get(f"{base}/probe?target=runs/{rid}")
+        assert code == 200
+        reg_values = {s.name: s.value for f in families(text).values() for s in f.samples}
+        for field in ("pgalloc_normal", "compact_stall", "pgfree", "thp_fault_alloc"):
+            assert reg_values[f"node_vmstat_{field}"] == summary["vmstat"][field], field
+        assert reg_values["compactsim_simulated_seconds_total"] == 5.0
+        assert reg_values["compactsim_compaction_wasted_migrations_total"] == \
+            summary["compaction"].get("wasted_migrations", 0)
+        # ...until --metrics-target-linger (2 s here) has passed
+        time.sleep(2.2)
         code, body = get(f"{base}/sd")
         assert code == 200 and json.loads(body) == []
         assert get(f"{base}/probe?target=runs/{rid}")[0] == 404
@@ -220,23 +247,49 @@ def test_e2e_a_paced_run_is_a_target_while_it_runs(tmp_path):
         assert proc.wait(20) == 0
 
 
+def hist(buckets, n=None):
+    n = sum(c for _, c in buckets) if n is None else n
+    return {"n": n, "sum_s": 0.006, "mean_s": 0.002, "max_s": 0.003, "buckets": buckets}
+
+
 def test_collector_meminfo_and_histograms():
     snap = dict(SNAP, histograms={
-        "alloc_latency": {"thp/order9": {"n": 3, "sum_s": 0.006, "mean_s": 0.002,
-                                         "max_s": 0.003,
-                                         "buckets": [[0.001, 1], [0.004, 2]]}},
-        "lock_wait": {"zone_lock/0/Normal": {"n": 2, "sum_s": 1e-6, "mean_s": 5e-7,
-                                             "max_s": 8e-7, "buckets": [[1e-6, 2]]}}})
+        "alloc_latency": {"thp/order9": hist([[2 ** (80 / 8) * 1e-9, 1], [0.004, 2]])},
+        "lock_wait": {"zone_lock/0/Normal": hist([[1e-6, 2]]), "lru_lock/0": hist([])},
+        "compaction_latency": {"direct": hist([[3e-5, 1]])}})
     _, text = scrape(FakeManager({"r1": snap}))
     fams = families(text)
     assert fams["node_memory_MemTotal_bytes"].samples[0].value == 4000 * 4096
     assert fams["node_memory_MemFree_bytes"].samples[0].value == 25 * 4096
     alloc = fams["compactsim_alloc_latency_seconds"]
     assert alloc.type == "histogram"
-    buckets = {s.labels["le"]: s.value for s in alloc.samples if s.name.endswith("_bucket")}
-    assert buckets == {"0.001": 1, "0.004": 3, "+Inf": 3}          # cumulative
-    assert {s.labels["request"] for s in alloc.samples} == {"thp/order9"}
+    buckets = {float(s.labels["le"]): s.value for s in alloc.samples
+               if s.name.endswith("_bucket")}
+    assert buckets[BUCKETS_S[4]] == 1 == buckets[2 ** 10 * 1e-9]   # 1024 ns: its own bound
+    assert buckets[2 ** 21 * 1e-9] == 1 and buckets[2 ** 22 * 1e-9] == 3   # 4 ms <= 4.19 ms
+    assert buckets[float("inf")] == 3
+    # one label per value: a request is a page kind and an order
+    assert {(s.labels["kind"], s.labels["order"]) for s in alloc.samples} == {("thp", "9")}
+    assert "request" not in alloc.samples[0].labels
     count = [s.value for s in alloc.samples if s.name.endswith("_count")]
     assert count == [3]
     lock = fams["compactsim_lock_wait_seconds"]
-    assert {s.labels["lock"] for s in lock.samples} == {"zone_lock/0/Normal"}
+    assert {(s.labels["lock"], s.labels["node"], s.labels["zone"]) for s in lock.samples} == {
+        ("zone_lock", "0", "Normal"), ("lru_lock", "0", "")}
+    comp = fams["compactsim_compaction_latency_seconds"]
+    assert {s.labels["trigger"] for s in comp.samples} == {"direct"}
+
+
+def test_histogram_buckets_are_the_same_at_every_scrape():
+    """histogram_quantile(rate(...)) needs one bucket set over a series' life: the same
+    `le` values whichever model buckets are filled (only the non-empty ones were served)."""
+    def les(buckets):
+        snap = dict(SNAP, histograms={"alloc_latency": {"anon/order0": hist(buckets)},
+                                      "lock_wait": {}, "compaction_latency": {}})
+        _, text = scrape(FakeManager({"r1": snap}))
+        return [s.labels["le"] for s in families(text)["compactsim_alloc_latency_seconds"]
+                .samples if s.name.endswith("_bucket")]
+    early, late, empty = les([[1e-6, 2]]), les([[1e-6, 2], [0.5, 1], [3e-8, 4]]), les([])
+    assert early == late == empty
+    assert len(early) == len(BUCKETS_S) + 1 and early[-1] == "+Inf"
+    assert [float(x) for x in early[:-1]] == sorted(BUCKETS_S)

@@ -29,6 +29,7 @@ from compactsim.server.filters import (
 from compactsim.server.store import RunState, RunStore
 
 T0 = 1_714_564_800_000_000_000   # 2024-05-01T12:00:00Z
+S = 1_000_000_000
 
 
 # -- trees ----------------------------------------------------------------------------------
@@ -194,7 +195,8 @@ def test_order_by(text, fields):
 
 
 @pytest.mark.parametrize("text, column, message", [
-    ("size", 1, "unknown field 'size': expected one of create_time, display_name, state"),
+    ("size", 1, "unknown field 'size': expected one of create_time, end_time, display_name, "
+                "state"),
     ("create_time, name", 14, "unknown field 'name'"),
     ("state, state desc", 8, "state appears more than once"),
     ("state upward", 7, "expected 'asc', 'desc' or ','"),
@@ -478,3 +480,39 @@ def test_scenario_matches_by_name_or_resource_name(tmp_path):
             assert [r.id for r in runs] == [a.id], text
         runs, _ = store.list_runs('scenario = "scenarios/*"', None, 10, None)
         assert len(runs) == 2
+
+
+def test_end_time_filters_and_orders(tmp_path):
+    """end_time, documented as a filter and order_by field: runs that have not ended have
+    none (they match only !=, and order after every end time), pages join up."""
+    clock = _Clock()
+    with RunStore(tmp_path / "runs.db", clock=clock) as store:
+        ended = {}
+        for i, (name, end_s) in enumerate([("a", 30), ("b", 10), ("c", None), ("d", 20)]):
+            clock.now = T0 + i * S
+            rid = store.create_run({}, display_name=name)[0].id
+            if end_s is not None:
+                store.update_state(rid, RunState.RUNNING)
+                clock.now = T0 + end_s * S
+                store.update_state(rid, RunState.SUCCEEDED)
+            ended[name] = rid
+
+        def names(filter_="", order_by="", page_size=0):
+            got, token = [], ""
+            while True:
+                page, token = store.list_runs(filter_, order_by, page_size, token)
+                got += [r.display_name for r in page]
+                if not token:
+                    return got
+
+        t15 = '"2024-05-01T12:00:15Z"'
+        assert sorted(names(f"end_time > {t15}")) == ["a", "d"]
+        assert sorted(names(f"end_time <= {t15}")) == ["b"]
+        assert sorted(names(f"end_time != {t15}")) == ["a", "b", "c", "d"]
+        assert sorted(names(f"NOT end_time > {t15}")) == ["b", "c"]
+        assert store.count_runs(f"end_time >= {t15}") == 2
+        for size in (0, 1, 3):
+            assert names(order_by="end_time", page_size=size) == ["b", "d", "a", "c"]
+            assert names(order_by="end_time desc", page_size=size) == ["c", "a", "d", "b"]
+        assert names(f"end_time < {t15} OR state = QUEUED", "end_time desc") == ["c", "b"]
+        assert "end_time" in compile_filter(f"end_time < {t15}").canonical

@@ -146,6 +146,43 @@ def test_a_running_run_has_live_samples_and_an_event_count(make_manager, store):
     assert times == pytest.approx([i / 10 for i in range(21)])
 
 
+class Clock:
+    """time.monotonic, plus what a test adds."""
+
+    def __init__(self):
+        self.extra = 0.0
+
+    def __call__(self):
+        return time.monotonic() + self.extra
+
+
+def test_an_ended_run_stays_a_target_with_its_final_state_for_a_while(make_manager, store,
+                                                                       monkeypatch):
+    clock = Clock()
+    m = make_manager(clock=clock, target_linger_s=30.0)
+    run = m.submit(TINY)
+    done = m.wait_for_state(run.id, timeout_s=20)
+    assert done.state is RunState.SUCCEEDED
+    (live,) = m.targets().values()
+    assert live.run_id == run.id and live.ended
+    snap = m.latest_snapshot(run.id)
+    # the state at the end: the summary's
+    assert snap["time_s"] == done.summary["sim_time_s"] == 0.5
+    assert {k: snap["vmstat"][k] for k in done.summary["vmstat"] if k in snap["vmstat"]} \
+        == {k: v for k, v in done.summary["vmstat"].items() if k in snap["vmstat"]}
+    assert snap["wasted_migrations"] == done.summary["compaction"]["wasted_migrations"]
+    clock.extra += 29.0
+    assert run.id in m.targets()
+    clock.extra += 1.5
+    assert m.targets() == {} and m.latest_snapshot(run.id) is None
+    # a burst of short runs keeps the newest MAX_LINGERING
+    monkeypatch.setattr("compactsim.server.manager.MAX_LINGERING", 2)
+    ids = [m.submit(TINY).id for _ in range(3)]
+    for rid in ids:
+        m.wait_for_state(rid, timeout_s=20)
+    assert sorted(m.targets()) == sorted(ids[1:])
+
+
 def test_delete_finished_running_and_unknown(make_manager, store):
     m = make_manager(workers=1)
     done = m.submit(TINY)

@@ -668,6 +668,35 @@ def test_samples_page_and_keep_rows(store):
 
 
 
+def test_pages_are_bounded_by_weight_as_well_as_count(store):
+    """A page ends before the item that would pass max_weight (one item at least) and the
+    next page starts with it: how ListRuns and ListRunSamples keep under 4 MiB."""
+    rid = store.create_run({})[0].id
+    store.add_samples(rid, [{"time_s": float(i), "free": i} for i in range(10)])
+    got, token, sizes = [], "", []
+    while True:
+        page, token = store.list_samples(rid, page_size=10, page_token=token,
+                                         weigh=lambda smp: 100, max_weight=250)
+        got += [s.index for s in page]
+        sizes.append(len(page))
+        if not token:
+            break
+    assert got == list(range(10)) and sizes == [2, 2, 2, 2, 2]
+    page, token = store.list_samples(rid, weigh=lambda smp: 10**9, max_weight=1)
+    assert len(page) == 1 and token   # never an empty page
+    for i in range(7):
+        store.create_run({}, display_name=f"w{i}")
+    names, token = [], ""
+    while True:
+        page, token = store.list_runs('display_name = "w*"', "display_name", 5, token,
+                                      weigh=lambda r: 300, max_weight=1000)
+        assert len(page) <= 3
+        names += [r.display_name for r in page]
+        if not token:
+            break
+    assert names == [f"w{i}" for i in range(7)]
+
+
 def test_merge_samples_dedupes_by_time_and_keeps_time_order(store):
     rid = store.create_run({})[0].id
     # live rows, as progress snapshots bring them (one repeated)
