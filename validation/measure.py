@@ -82,13 +82,16 @@ def extfrag_figures(trace: str, duration: float) -> dict[str, float]:
 
 
 def buddy_figures(free_by_order: list[list[int]], zone_names: list[str]) -> dict[str, float]:
-    """Buddyinfo shape of the zones that are not DMA, summed (the zones under load)."""
+    """Buddyinfo shape of the zones that are not DMA, summed (the zones under load): the
+    unusable free index at pageblock order, its complement (the share of free memory in
+    blocks of pageblock order and above) and the share in orders 0-3."""
     rows = [r for r, name in zip(free_by_order, zone_names) if not name.endswith("/DMA")]
     nr_free = np.sum(np.array(rows, dtype=np.int64), axis=0)
     pages = nr_free * (1 << np.arange(len(nr_free)))
     total = float(pages.sum())
     return {"free_pages_end": total,
             "unusable_index_order9": ratio(float(pages[:PAGEBLOCK_ORDER].sum()), total),
+            "free_share_order9_up": ratio(float(pages[PAGEBLOCK_ORDER:].sum()), total),
             "free_share_order0_3": ratio(float(pages[:4].sum()), total)}
 
 
