@@ -108,6 +108,7 @@ class Finding:
     sd: float
     verdict: str                  # PASS or DEPART
     note: str = ""                # why it could not be measured, when it could not
+    p_value: float | None = None  # Welch's t-test between the arms a paired value compares
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,8 +142,10 @@ def evaluate_expect(expect: Expect, results: Results) -> Finding:
                        "not measurable: a run gave no value (a count it divides by is 0)")
     mean = float(finite.mean())
     sd = float(finite.std(ddof=1)) if len(finite) > 1 else 0.0
+    p_value = getattr(expect.values, "p_value", None)
     return Finding(expect, band, tuple(values.tolist()), mean, sd,
-                   PASS if band.holds(mean) else DEPART)
+                   PASS if band.holds(mean) else DEPART,
+                   p_value=p_value(results) if p_value is not None else None)
 
 
 def evaluate(check: Check, results: Results) -> Outcome:

@@ -55,11 +55,19 @@ def _band(f: Finding) -> str:
     return f"[{_plain_pct(lo, unit)}, {hi_text}]"
 
 
+def _p_text(f: Finding) -> str:
+    """Welch's p between the two arms a paired finding compares."""
+    if f.p_value is None or not math.isfinite(f.p_value):
+        return ""
+    return f"; arms differ at p = {f.p_value:.2g} (Welch)"
+
+
 def _finding_row(f: Finding) -> str:
     unit = f.expect.unit
     seeds = ", ".join(_plain_pct(v, unit) for v in f.values) or "none"
     got = (f"{_plain_pct(f.mean, unit)} (sd {_plain_pct(f.sd, unit).lstrip('+')}; "
-           f"seeds {seeds})" if math.isfinite(f.mean) else f"{f.note} (seeds {seeds})")
+           f"seeds {seeds}{_p_text(f)})" if math.isfinite(f.mean)
+           else f"{f.note} (seeds {seeds})")
     verdict = "**pass**" if f.verdict == PASS else "**depart**"
     return (f"| {f.expect.what} | {f.expect.published} | {got} | {_band(f)}: "
             f"{f.band.why} | {verdict} |")

@@ -8,6 +8,7 @@ than noise.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 
@@ -27,27 +28,43 @@ def level(arm: str, key: str, scale: float = 1.0) -> Callable[[Results], np.ndar
     return lambda results: figures(results, arm, key) * scale
 
 
-def change(base: str, new: str, key: str) -> Callable[[Results], np.ndarray]:
-    """Relative change from arm `base` to arm `new`, in percent, seed by seed."""
-    def values(results: Results) -> np.ndarray:
-        a, b = figures(results, base, key), figures(results, new, key)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(a != 0, 100.0 * (b - a) / a, math.nan)
-    return values
+@dataclasses.dataclass(frozen=True)
+class Paired:
+    """Arm `new` against arm `base` on figure `key`, seed by seed: the relative change in
+    percent (`kind` "change") or the quotient (`kind` "ratio")."""
 
+    base: str
+    new: str
+    key: str
+    kind: str
 
-def ratio(base: str, new: str, key: str) -> Callable[[Results], np.ndarray]:
-    """`new` over `base`, seed by seed."""
-    def values(results: Results) -> np.ndarray:
-        a, b = figures(results, base, key), figures(results, new, key)
+    def __call__(self, results: Results) -> np.ndarray:
+        a, b = figures(results, self.base, self.key), figures(results, self.new, self.key)
         with np.errstate(divide="ignore", invalid="ignore"):
+            if self.kind == "change":
+                return np.where(a != 0, 100.0 * (b - a) / a, math.nan)
             return np.where(a != 0, b / a, math.nan)
-    return values
+
+    def p_value(self, results: Results) -> float:
+        return welch_p(results, self.base, self.new, self.key)
+
+
+def change(base: str, new: str, key: str) -> Paired:
+    """Relative change from arm `base` to arm `new`, in percent, seed by seed."""
+    return Paired(base, new, key, "change")
+
+
+def ratio(base: str, new: str, key: str) -> Paired:
+    """`new` over `base`, seed by seed."""
+    return Paired(base, new, key, "ratio")
 
 
 def welch_p(results: Results, base: str, new: str, key: str) -> float:
     """Two-sided p-value that arms `base` and `new` have the same mean of `key`."""
     a, b = figures(results, base, key), figures(results, new, key)
+    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+    if len(a) < 2 or len(b) < 2:
+        return math.nan
     if np.all(a == a[0]) and np.all(b == b[0]):
         return 0.0 if a[0] != b[0] else 1.0
     return float(sps.ttest_ind(a, b, equal_var=False).pvalue)

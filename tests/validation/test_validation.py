@@ -94,6 +94,7 @@ def test_figures_outside_the_band_depart():
     inside = evaluate(check, runs([1.4, 1.5, 1.6], [2.1, 2.25, 2.4]))
     assert [f.verdict for f in inside.findings] == [PASS, PASS] and inside.verdict == PASS
     assert inside.findings[1].values == pytest.approx((50.0, 50.0, 50.0))
+    assert inside.findings[1].p_value < 0.05 and inside.findings[0].p_value is None
     outside = evaluate(check, runs([2.4, 2.5, 2.6], [2.4, 2.5, 2.6]))
     assert [f.verdict for f in outside.findings] == [DEPART, DEPART]
     assert outside.verdict == DEPART
