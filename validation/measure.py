@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 
 import numpy as np
 
@@ -156,14 +157,27 @@ def census(m) -> dict[str, float]:
     }
 
 
+def guarded(group: str, make, *args) -> dict[str, float]:
+    """One group of figures; if the model no longer offers what it reads, the group's
+    figures are left out (the findings using them say "not measurable") and the
+    reason goes to stderr, so the other groups and checks still run."""
+    try:
+        return make(*args)
+    except (AttributeError, KeyError, TypeError, ValueError, IndexError) as exc:
+        print(f"validation: {group} figures unavailable: {type(exc).__name__}: {exc}",
+              file=sys.stderr)
+        return {}
+
+
 def figures(result, machine) -> dict[str, float]:
     """Every figure of one run (`result` from `compactsim.sim.run.run`, the machine it
     built)."""
     s = result.summary
     out = vmstat_figures(s["vmstat"])
-    out.update(allocation_figures(s["allocations"]))
-    out.update(extfrag_figures(result.trace, s["sim_time_s"]))
-    out.update(buddy_figures(s["free_pages_by_order"], s["machine"]["zones"]))
+    out.update(guarded("allocation", allocation_figures, s["allocations"]))
+    out.update(guarded("extfrag", extfrag_figures, result.trace, s["sim_time_s"]))
+    out.update(guarded("buddyinfo", buddy_figures, s["free_pages_by_order"],
+                       s["machine"]["zones"]))
     comp = s.get("compaction", {})
     out["wasted_migrations"] = float(comp.get("wasted_migrations", 0))
     out["proactive_runs"] = float(comp.get("proactive_runs", 0))
@@ -175,5 +189,5 @@ def figures(result, machine) -> dict[str, float]:
     out["trace_lines_lost"] = float(trace.entries_written - trace.capacity_lines
                                     if trace is not None
                                     and trace.entries_written > trace.capacity_lines else 0)
-    out.update(census(machine))
+    out.update(guarded("pageblock census", census, machine))
     return out

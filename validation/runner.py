@@ -67,22 +67,23 @@ def run_job(job: Job) -> tuple[Job, dict[str, float] | str, float]:
 
 def run_all(jobs: Iterable[Job], workers: int = 2, log=sys.stderr
             ) -> dict[Job, dict[str, float] | str]:
-    """Figures of every distinct job, `workers` runs at a time."""
+    """Figures of every distinct job (or its error), `workers` runs at a time."""
     todo = sorted(set(jobs), key=repr)
     done: dict[Job, dict[str, float] | str] = {}
+
+    def record(i: int, job: Job, out: dict[str, float] | str, wall: float) -> None:
+        done[job] = out
+        status = "error: " + out if isinstance(out, str) else "ok"
+        print(f"[{i}/{len(todo)}] {job[0]} {' '.join(job[1])} seed={job[2]}: "
+              f"{wall:.1f} s {status}", file=log, flush=True)
+
     if workers <= 1:
-        outcomes = map(run_job, todo)
-        pool = contextlib.nullcontext()
-    else:
-        pool = concurrent.futures.ProcessPoolExecutor(
-            max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
-    with pool:
-        if workers > 1:
-            outcomes = (f.result() for f in concurrent.futures.as_completed(
-                [pool.submit(run_job, job) for job in todo]))
-        for i, (job, out, wall) in enumerate(outcomes, 1):
-            done[job] = out
-            status = "error: " + out if isinstance(out, str) else "ok"
-            print(f"[{i}/{len(todo)}] {job[0]} {' '.join(job[1])} seed={job[2]}: "
-                  f"{wall:.1f} s {status}", file=log, flush=True)
+        for i, outcome in enumerate(map(run_job, todo), 1):
+            record(i, *outcome)
+        return done
+    with concurrent.futures.ProcessPoolExecutor(
+            max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(run_job, job) for job in todo]
+        for i, future in enumerate(concurrent.futures.as_completed(futures), 1):
+            record(i, *future.result())
     return done

@@ -170,3 +170,9 @@ def test_paired_change_and_spread():
     r = runs([1.0, 2.0, 4.0], [2.0, 2.0, 2.0])
     assert stats.change("a", "b", "k")(r) == pytest.approx([100.0, 0.0, -50.0])
     assert stats.spread(np.array([1.0, math.nan, 3.0])) == (2.0, 1.0, 3.0)
+
+
+def test_a_figure_group_the_model_no_longer_offers_is_left_out(capsys):
+    from validation.measure import census, guarded
+    assert guarded("pageblock census", census, object()) == {}
+    assert "pageblock census figures unavailable" in capsys.readouterr().err
