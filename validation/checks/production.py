@@ -101,6 +101,13 @@ def _explain_scattered(results: Results) -> list[str]:
         out.append(f"the scattered unmovable pages raise the pages migrated per huge page "
                    f"only {ratio_:.2f}x: compaction in the model rarely wastes work on blocks "
                    "it cannot free, or the pages do not land in the blocks it scans.")
+    pages = mean(results, "with kmalloc", "nonmovable_pages")
+    blocks = mean(results, "with kmalloc", "blocks_holding_nonmovable")
+    if pages and blocks and pages / blocks > 64:
+        out.append(f"the {pages:.0f} non-movable pages sit in {blocks:.0f} pageblocks "
+                   f"({pages / blocks:.0f} per block): grouped by the fallback rules rather "
+                   "than scattered a few per block as the paper found on loaded machines, "
+                   "so few blocks are left that compaction cannot free.")
     return out
 
 

@@ -182,7 +182,7 @@ def _explain_proactive(results: Results) -> list[str]:
     runs = mean(results, "proactiveness 20", "proactive_runs")
     if runs < 5:
         out.append(f"with proactiveness 20 kcompactd ran proactive compaction {runs:.3g} "
-                   "times in the 3 s between frag and khugehog, although the fragmentation "
+                   "time(s) in the 3 s between frag and khugehog, although the fragmentation "
                    "score reached the value above (the high threshold is 90 = 100 - 20 + "
                    "10): proactive compaction did too little to change what khugehog met.")
     p50 = mean(results, "proactiveness 0", "kernel_high_order/order9.p50_us")
