@@ -8,7 +8,7 @@ from validation.checks.bands import FACTOR
 from validation.checks.explain import fmt
 from validation.model import DEPART, PASS, Finding, Outcome
 from validation.runner import RUN_OVERRIDES
-from validation.stats import figures, spread
+from validation.stats import Paired, figures, spread
 
 HEADER = f"""\
 # Validation against real kernels
@@ -27,7 +27,8 @@ what the model's own figures show and which mechanisms decide them. No check is 
 to pass: a departure is a finding about the model.
 
 Every run uses the preset's spec with the arm's overrides, the seed, and
-`{' '.join(RUN_OVERRIDES)}` (so no fallback line is lost to the trace ring buffer).
+`{' '.join(RUN_OVERRIDES)}`, a trace ring buffer large enough for every fallback line of
+these presets (a check says so if lines were lost).
 """
 
 
@@ -48,11 +49,16 @@ def _plain_pct(v: float, unit: str) -> str:
     return _value(v, unit).lstrip("+")
 
 
+def _of(f: Finding, v: float) -> str:
+    """A value of finding `f`: signed when it is a change between arms."""
+    signed = isinstance(f.expect.values, Paired) and f.expect.values.kind == "change"
+    return _value(v, f.expect.unit) if signed else _plain_pct(v, f.expect.unit)
+
+
 def _band(f: Finding) -> str:
-    unit = f.expect.unit
     lo, hi = f.band.lo, f.band.hi
-    hi_text = "inf" if math.isinf(hi) else _plain_pct(hi, unit)
-    return f"[{_plain_pct(lo, unit)}, {hi_text}]"
+    hi_text = "inf" if math.isinf(hi) else _of(f, hi)
+    return f"[{_of(f, lo)}, {hi_text}]"
 
 
 def _p_text(f: Finding) -> str:
@@ -64,8 +70,8 @@ def _p_text(f: Finding) -> str:
 
 def _finding_row(f: Finding) -> str:
     unit = f.expect.unit
-    seeds = ", ".join(_plain_pct(v, unit) for v in f.values) or "none"
-    got = (f"{_plain_pct(f.mean, unit)} (sd {_plain_pct(f.sd, unit).lstrip('+')}; "
+    seeds = ", ".join(_of(f, v) for v in f.values) or "none"
+    got = (f"{_of(f, f.mean)} (sd {_plain_pct(f.sd, unit)}; "
            f"seeds {seeds}{_p_text(f)})" if math.isfinite(f.mean)
            else f"{f.note} (seeds {seeds})")
     verdict = "**pass**" if f.verdict == PASS else "**depart**"
@@ -106,6 +112,10 @@ def render_check(o: Outcome) -> str:
                 "|---|---|---|---|---|", *map(_finding_row, o.findings), "",
                 "Figures of the runs (mean, min .. max over seeds):", "",
                 *_context_table(o), ""]
+    lost = sum(figures(o.results, arm, "trace_lines_lost").sum() for arm in o.results)
+    if lost > 0:
+        out += [f"*{lost:.0f} trace lines were lost to the ring buffer: the fallback "
+                "counts of this check are too low.*", ""]
     if o.verdict == DEPART:
         out += ["**Departure: what the model shows.**", ""]
         out += [f"- {line}" for line in o.observations]
@@ -122,7 +132,7 @@ def render_summary(outcomes: list[Outcome]) -> str:
                          f"{o.error} | **depart** |")
             continue
         for f in o.findings:
-            got = _plain_pct(f.mean, f.expect.unit) if math.isfinite(f.mean) else "n/a"
+            got = _of(f, f.mean) if math.isfinite(f.mean) else "n/a"
             lines.append(f"| [`{o.check.name}`](#{_anchor(o.check.title)}) | {f.expect.what} "
                          f"| {f.expect.published} | {got} in {_band(f)} | {f.verdict} |")
     passed = sum(o.verdict == PASS for o in outcomes)
