@@ -176,3 +176,17 @@ def test_a_figure_group_the_model_no_longer_offers_is_left_out(capsys):
     from validation.measure import census, guarded
     assert guarded("pageblock census", census, object()) == {}
     assert "pageblock census figures unavailable" in capsys.readouterr().err
+
+
+def test_a_subset_writes_its_own_document(monkeypatch, tmp_path):
+    import validation.__main__ as cli
+    monkeypatch.setattr(cli, "DEFAULT_OUT", tmp_path / "docs.md")
+    monkeypatch.setattr(cli, "SUBSET_OUT", tmp_path / "subset.md")
+    monkeypatch.setattr(cli, "run_all",
+                        lambda jobs, workers: {job: Figures(1.0) for job in jobs})
+    assert cli.main(["boost-5.0", "--workers", "1"]) == 0
+    assert not (tmp_path / "docs.md").exists()
+    text = (tmp_path / "subset.md").read_text()
+    assert "`boost-5.0`" in text and "`hygiene-6.10`" not in text
+    assert cli.main([]) == 0
+    assert all(f"`{c.name}`" in (tmp_path / "docs.md").read_text() for c in checks.CHECKS)
