@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo serve test test-fast lint golden spec bench loadtest clean proto
+.PHONY: demo serve test test-fast lint golden spec bench loadtest validate clean proto
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,11 @@ spec: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+# Checks against published kernel measurements and real captures (minutes; not part of
+# `test`): writes docs/validation.md, prints the summary; exit status 1 only when a run fails.
+validate: $(STAMP)
+	$(BIN)/python -m validation
 
 # A bounded load test of a real server on loopback (a few minutes; not part of `test`):
 # 200 watch streams, 1,000 CreateRun calls and a GetRun loop while simulations run.

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
-from captures import REAL_DATA
+from captures import REAL_DATA, SERIES, SNAPSHOTS
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -30,12 +30,6 @@ from compactsim.sim.procfs import (
     render_zoneinfo,
 )
 
-needs_real_data = pytest.mark.skipif(
-    not REAL_DATA.is_dir(), reason="real kernel captures not available (set COMPACTSIM_REAL_DATA)")
-
-
-def real_files(directory: str, pattern: str) -> list[Path]:
-    return sorted((REAL_DATA / directory).glob(pattern)) if REAL_DATA.is_dir() else []
 
 
 def file_ids(paths):
@@ -52,8 +46,6 @@ ROUND_TRIPS = {
     "vmstat": (parse_vmstat, render_vmstat),
     "pagetypeinfo": (parse_pagetypeinfo, render_pagetypeinfo),
 }
-SNAPSHOTS = real_files("proc-snapshots", "*.txt")
-SERIES = real_files("time-series", "*-buddyinfo.txt")
 
 
 def round_trip(path: Path) -> tuple[str, str]:
@@ -67,7 +59,6 @@ def rstrip_lines(text: str) -> str:
     return "".join(line.rstrip(" ") + "\n" for line in text.splitlines())
 
 
-@needs_real_data
 class TestRealCaptures:
     def test_all_snapshots_found(self):
         kinds = [next(k for k in ROUND_TRIPS if k in p.name) for p in SNAPSHOTS]
@@ -82,7 +73,7 @@ class TestRealCaptures:
 
     @pytest.mark.parametrize("name", sorted(TRIMMED))
     def test_trimmed_snapshot_differs_only_by_trailing_spaces(self, name):
-        text, rendered = round_trip(REAL_DATA / "proc-snapshots" / name)
+        text, rendered = round_trip(REAL_DATA / name)
         assert rendered != text
         assert rstrip_lines(rendered) == text
         # The kernel's "%6lu " leaves a space at the end of every row.
@@ -101,13 +92,13 @@ class TestRealCaptures:
             assert render_buddyinfo(zones) == body
 
     def test_buddyinfo_values(self):
-        zones = parse_buddyinfo((REAL_DATA / "proc-snapshots" /
+        zones = parse_buddyinfo((REAL_DATA /
                                  "pcp-qa-meminfo-root-001-buddyinfo.txt").read_text())
         assert [(z.node, z.zone) for z in zones] == [(0, "DMA"), (0, "DMA32"), (0, "Normal")]
         assert zones[1].nr_free == (470, 524, 98, 154, 86, 30, 23, 10, 26, 12, 681)
 
     def test_pagetypeinfo_values(self):
-        info = parse_pagetypeinfo((REAL_DATA / "proc-snapshots" /
+        info = parse_pagetypeinfo((REAL_DATA /
                                    "linux-doc-proc-rst-pagetypeinfo-example.txt").read_text())
         assert (info.pageblock_order, info.pages_per_block) == (9, 512)
         assert info.type_names == ("Unmovable", "Reclaimable", "Movable", "Reserve", "Isolate")
@@ -116,7 +107,7 @@ class TestRealCaptures:
         assert movable.nr_free[10] == 452
 
     def test_vmstat_values(self):
-        path = REAL_DATA / "proc-snapshots" / "pcp-qa-meminfo-root-007-vmstat.txt"
+        path = REAL_DATA / "pcp-qa-meminfo-root-007-vmstat.txt"
         counters = parse_vmstat(path.read_text())
         assert len(counters) == len(path.read_text().splitlines())
         assert list(counters)[0] == "nr_free_pages"
@@ -124,7 +115,7 @@ class TestRealCaptures:
 
     def test_zoneinfo_layouts_by_era(self):
         def zones(n):
-            return parse_zoneinfo((REAL_DATA / "proc-snapshots" /
+            return parse_zoneinfo((REAL_DATA /
                                    f"pcp-qa-meminfo-root-{n}-zoneinfo.txt").read_text())
         old, mid, new = zones("001")[0], zones("004")[0], zones("007")
         # Pre-4.8: 4-space counters below protection, "all_unreclaimable:" tail.
@@ -143,7 +134,7 @@ class TestRealCaptures:
         assert len(node1.pagesets) == 8 and node1.pagesets[0].stat_threshold is not None
 
     def test_nameless_node_stat_is_kept(self):
-        zones = parse_zoneinfo((REAL_DATA / "proc-snapshots" /
+        zones = parse_zoneinfo((REAL_DATA /
                                 "pcp-qa-meminfo-root-006-zoneinfo.txt").read_text())
         assert ("", 176096) in zones[0].node_stats
 
