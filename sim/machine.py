@@ -71,6 +71,7 @@ class Machine:
     events: dict[str, int]              # /proc/vmstat event counters
     trace: TraceBuffer | None           # tracepoints, when any are enabled
     zonelists: list[list[Zone]] = dataclasses.field(default_factory=list)  # per node
+    migrated: dict[str, int] = dataclasses.field(default_factory=dict)  # pages moved, by kind
 
     def __post_init__(self) -> None:
         # Fallback order per node: the local node's zones, highest first, then the rest.

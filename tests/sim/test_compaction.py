@@ -86,7 +86,7 @@ def make_rig(profile: str = "v6.10", tunables: dict | None = None, **kernel) -> 
     env = simpy.Environment()
     m = build_machine(cfg, env)
     reclaim = Reclaim(m, Zram(m))
-    migration = Migration(m, RngStreams(cfg.seed)("migrate.driver"), zspage_busy=lambda: 0.0)
+    migration = Migration(m, RngStreams(cfg.seed)("migrate.driver"))
     return Rig(m, env, reclaim, migration, Compaction(m, migration, reclaim),
                Task(comm="test", pid=1, cpu=0, node=0))
 
