@@ -6,7 +6,8 @@ Follows mm/zsmalloc.c. Size classes: ZS_SIZE_CLASSES (255) sizes ZS_SIZE_CLASS_D
 `get_pages_per_zspage` (least tail waste, at most ZS_MAX_PAGES_PER_ZSPAGE: 4, or
 CONFIG_ZSMALLOC_CHAIN_SIZE 8 from 6.3), and, as `zs_create_pool` does, a class with the
 same pages and objects per zspage as the next larger one merged into it. zram stores an
-object of `huge_class_size` or more uncompressed, in the PAGE_SIZE class.
+object of `huge_class_size` or more uncompressed, in the PAGE_SIZE class; an object's
+chunk is its size plus ZS_HANDLE_SIZE.
 
 Fullness groups (`get_fullness_group`): before 6.3 ZS_EMPTY, ZS_ALMOST_EMPTY (in use
 <= 3/4), ZS_ALMOST_FULL, ZS_FULL; from 6.3 ZS_INUSE_RATIO_0, _10 .. _90 in 10 % steps,
@@ -57,6 +58,7 @@ from compactsim.sim.task import Task
 ZS_MIN_ALLOC_SIZE = 32
 ZS_SIZE_CLASS_DELTA = PAGE_SIZE >> 8
 ZS_SIZE_CLASSES = -(-(PAGE_SIZE - ZS_MIN_ALLOC_SIZE) // ZS_SIZE_CLASS_DELTA) + 1
+ZS_HANDLE_SIZE = 8              # zs_malloc keeps the handle in the object's chunk
 SHRINK_BATCH = 128
 DEFAULT_SEEKS = 2
 ZSMALLOC = KIND_CODE[PageKind.ZSMALLOC]
@@ -174,7 +176,8 @@ class ZsPool:
             pages = get_pages_per_zspage(size, self.chain)
             objs = pages * PAGE_SIZE // size
             if pages == 1 and objs == 1:
-                self.huge_class_size = size
+                # zs_malloc adds the handle before the class lookup
+                self.huge_class_size = size - (ZS_HANDLE_SIZE - 1)
             if prev is not None and prev.pages_per_zspage == pages \
                     and prev.objs_per_zspage == objs:
                 self.size_class[i] = prev
@@ -283,7 +286,7 @@ class ZsPool:
         huge = size >= self.huge_class_size
         if huge:
             size = PAGE_SIZE
-        cls = self.size_class[get_size_class_index(size)]
+        cls = self.size_class[get_size_class_index(size + ZS_HANDLE_SIZE)]
         # zs_malloc under the class lock (the pool lock in 6.2-6.14), then the copy
         # (zs_obj_write / zs_map_object) under the zspage's read lock.
         owner = task.pid
