@@ -420,7 +420,6 @@ class ZsPool:
             self.migrate_busy += 1
             return EINVAL, start - t
         self._book(locks, times, start + self.migrate_s, MIGRATION)
-        self.migrated += 1
         return MIGRATEPAGE_SUCCESS, start - t
 
     def page_moved(self, old: int, new: int) -> None:
@@ -431,6 +430,7 @@ class ZsPool:
         pfns = zspage.pfns
         pfns[pfns.index(old)] = new
         self.by_pfn[new] = zspage
+        self.migrated += 1
 
     # --- compaction ----------------------------------------------------------------------
 
