@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client.core import (GaugeMetricFamily, HistogramMetricFamily, Metric,
-                                    UntypedMetricFamily)
+from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily,
+                                    HistogramMetricFamily, Metric, UntypedMetricFamily)
 
 from compactsim.sim.pageblock import MIGRATETYPE_NAMES
 
@@ -71,6 +71,12 @@ class RunCollector:
                                 "Simulated time of the latest snapshot, seconds",
                                 value=float(snap["time_s"]))
         yield from self._vmstat(snap.get("vmstat", {}))
+        migrated = CounterMetricFamily(
+            "compactsim_migrated_pages", "Pages migration moved, by kind (LRU anon, LRU "
+            "file, zsmalloc, balloon)" + SIM, labels=["kind"])
+        for kind, n in sorted(snap.get("migrated_by_kind", {}).items()):
+            migrated.add_metric([kind], n)
+        yield migrated
         yield from self._zones(snap.get("zones", []))
         yield from self._meminfo(snap.get("zones", []))
         yield from self._histograms(snap.get("histograms", {}))

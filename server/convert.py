@@ -32,7 +32,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from compactsim.proto.v1 import run_pb2, spec_pb2
 from compactsim.sim.config import (Arrival, ClaimRule, ContendedAbort, Lifetime, MovableOps, PageKind,
                         SimConfig, ThpDefrag, ThpEnabled, TraceFormat, ZramAlgorithm,
-                        config_from_dict)
+                        ZsmallocLocking, config_from_dict)
 from compactsim.sim.costs import CostPreset
 from compactsim.sim.histogram import Histogram
 from compactsim.sim.run import RunResult
@@ -52,6 +52,12 @@ ENUMS: dict[type[enum.Enum], dict[Any, int]] = {
         ClaimRule.FREE_COUNT: spec_pb2.CLAIM_RULE_FREE_COUNT,
         ClaimRule.IN_USE_COUNT: spec_pb2.CLAIM_RULE_IN_USE_COUNT,
         ClaimRule.FREELIST_HYGIENE: spec_pb2.CLAIM_RULE_FREELIST_HYGIENE,
+    },
+    ZsmallocLocking: {
+        ZsmallocLocking.CLASS_LOCK: spec_pb2.ZSMALLOC_LOCKING_CLASS_LOCK,
+        ZsmallocLocking.MIGRATE_LOCK: spec_pb2.ZSMALLOC_LOCKING_MIGRATE_LOCK,
+        ZsmallocLocking.POOL_LOCK: spec_pb2.ZSMALLOC_LOCKING_POOL_LOCK,
+        ZsmallocLocking.ZSPAGE_TRYLOCK: spec_pb2.ZSMALLOC_LOCKING_ZSPAGE_TRYLOCK,
     },
     ContendedAbort: {
         ContendedAbort.IMMEDIATE: spec_pb2.CONTENDED_ABORT_IMMEDIATE,

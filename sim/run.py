@@ -34,6 +34,9 @@ from compactsim.sim.migrate import MIGRATED_KINDS, Migration
 from compactsim.sim.task import Task
 
 PROGRESS_STEPS = 100
+# The step costs a struct page's size changes (pageflags.memmap_costs).
+PER_PFN_COSTS = ("free_scan_page_ns", "migrate_scan_page_ns", "isolate_page_ns", "pcp_alloc_ns",
+                 "pcp_free_ns", "buddy_page_ns", "buddy_alloc_ns", "migrate_overhead_us")
 
 
 class CountingEnvironment(simpy.Environment):
@@ -89,6 +92,7 @@ def memmap_summary(m: Machine) -> dict:
         "managed_pages": m.managed_pages,
         "struct_page_bytes_by_design": designs,
         "memmap_bytes_by_design": {k: v * total for k, v in designs.items()},
+        "per_pfn_costs": {k: round(getattr(m.config.costs, k), 6) for k in PER_PFN_COSTS},
     }
 
 
