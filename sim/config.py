@@ -198,7 +198,7 @@ _V4_4 = dict(claim_rule="FREE_COUNT", watermark_boost=False, scaled_watermarks=F
              kcompactd=False, compact_priorities=False, compaction_capture=False,
              fast_search=False, proactive_compaction=False, migrate_batching=False,
              contended_abort="IMMEDIATE", sync_light_isolates_writeback=True,
-             zsmalloc_locking="CLASS_LOCK")
+             zsmalloc_locking="CLASS_LOCK", vmap_stack=False)
 PROFILES: dict[str, dict[str, Any]] = {
     "v4.4": _V4_4,
     "v4.8": {**_V4_4, "scaled_watermarks": True, "movable_ops": "MAPPING_OPS",
@@ -206,7 +206,7 @@ PROFILES: dict[str, dict[str, Any]] = {
              "sync_light_isolates_writeback": False},
     "v4.12": {**_V4_4, "scaled_watermarks": True, "movable_ops": "MAPPING_OPS",
               "kcompactd": True, "compact_priorities": True, "claim_rule": "IN_USE_COUNT",
-              "sync_light_isolates_writeback": False},
+              "sync_light_isolates_writeback": False, "vmap_stack": True},
 }
 PROFILES["v5.0"] = {**PROFILES["v4.12"], "watermark_boost": True, "alloc_nofragment": True}
 PROFILES["v5.9"] = {**PROFILES["v5.0"], "compaction_capture": True, "fast_search": True,
@@ -246,6 +246,8 @@ class KernelConfig:
                                            doc="async compaction on a contended lock")
     sync_light_isolates_writeback: bool = spec(False, doc="SYNC_LIGHT isolates pages under "
                                                "writeback (4.4); later only SYNC does")
+    vmap_stack: bool = spec(True, doc="CONFIG_VMAP_STACK (x86-64 4.9+): kernel stacks are "
+                            "order-0 vmalloc pages, not one order-2 block")
     zsmalloc_locking: ZsmallocLocking = spec(ZsmallocLocking.POOL_LOCK,
                                              doc="zsmalloc's locks against page migration; "
                                              "POOL_LOCK and later also have 10 % fullness "
@@ -335,6 +337,10 @@ class WorkloadGroup:
     extra_ref: float = spec(0.0, lo=0.0, hi=1.0, doc="share holding an extra reference")
     mlocked: float = spec(0.0, lo=0.0, hi=1.0, doc="share mlocked (unevictable)")
     madvise: bool = spec(False, doc="THP: region has MADV_HUGEPAGE")
+    forks: float = spec(0.0, lo=0.0, hi=1e6, doc="forks per request: each allocates a kernel "
+                        "stack, task_struct slab and page tables")
+    implicit_kernel: bool = spec(True, doc="allocate the kernel memory the group's activity "
+                                 "implies: page tables, slab, sk_buff heads, fork's stacks")
     start: float = _duration(default=0.0, lo=0.0, hi=365 * 86400.0)
     stop: float | None = _duration(default=None, lo=0.0, hi=365 * 86400.0)
     replay: ReplayConfig | None = spec(None, doc="kind replay: the trace")

@@ -128,6 +128,7 @@ def summarize(m: Machine, workload: Workload, reclaim: Reclaim, zram: Zram) -> d
         "zram": zram.summary(),
         "migrated_by_kind": migrated_by_kind(m),
         "kswapd_failures": list(reclaim.kswapd_failures),
+        "kernel_memory": workload.kernel.summary(),
     }
 
 

@@ -685,6 +685,7 @@ class KernelSpec(google.protobuf.message.Message):
     CONTENDED_ABORT_FIELD_NUMBER: builtins.int
     SYNC_LIGHT_ISOLATES_WRITEBACK_FIELD_NUMBER: builtins.int
     ZSMALLOC_LOCKING_FIELD_NUMBER: builtins.int
+    VMAP_STACK_FIELD_NUMBER: builtins.int
     profile: builtins.str
     """Named release preset: v4.4, v4.8, v4.12, v5.0, v5.9, v6.1, v6.10, v6.17.
     Default v6.10.
@@ -725,6 +726,10 @@ class KernelSpec(google.protobuf.message.Message):
     """zsmalloc's locks against page migration (and, from POOL_LOCK, 10 % fullness groups
     and 8-page zspage chains).
     """
+    vmap_stack: builtins.bool
+    """CONFIG_VMAP_STACK (x86-64 4.9+): kernel stacks are order-0 vmalloc pages, not one
+    order-2 block.
+    """
     def __init__(
         self,
         *,
@@ -745,9 +750,10 @@ class KernelSpec(google.protobuf.message.Message):
         contended_abort: Global___ContendedAbort.ValueType = ...,
         sync_light_isolates_writeback: builtins.bool | None = ...,
         zsmalloc_locking: Global___ZsmallocLocking.ValueType = ...,
+        vmap_stack: builtins.bool | None = ...,
     ) -> None: ...
-    def HasField(self, field_name: typing.Literal["_alloc_nofragment", b"_alloc_nofragment", "_compact_priorities", b"_compact_priorities", "_compaction", b"_compaction", "_compaction_capture", b"_compaction_capture", "_fast_search", b"_fast_search", "_kcompactd", b"_kcompactd", "_migrate_batching", b"_migrate_batching", "_pcp", b"_pcp", "_proactive_compaction", b"_proactive_compaction", "_profile", b"_profile", "_scaled_watermarks", b"_scaled_watermarks", "_sync_light_isolates_writeback", b"_sync_light_isolates_writeback", "_watermark_boost", b"_watermark_boost", "alloc_nofragment", b"alloc_nofragment", "compact_priorities", b"compact_priorities", "compaction", b"compaction", "compaction_capture", b"compaction_capture", "fast_search", b"fast_search", "kcompactd", b"kcompactd", "migrate_batching", b"migrate_batching", "pcp", b"pcp", "proactive_compaction", b"proactive_compaction", "profile", b"profile", "scaled_watermarks", b"scaled_watermarks", "sync_light_isolates_writeback", b"sync_light_isolates_writeback", "watermark_boost", b"watermark_boost"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["_alloc_nofragment", b"_alloc_nofragment", "_compact_priorities", b"_compact_priorities", "_compaction", b"_compaction", "_compaction_capture", b"_compaction_capture", "_fast_search", b"_fast_search", "_kcompactd", b"_kcompactd", "_migrate_batching", b"_migrate_batching", "_pcp", b"_pcp", "_proactive_compaction", b"_proactive_compaction", "_profile", b"_profile", "_scaled_watermarks", b"_scaled_watermarks", "_sync_light_isolates_writeback", b"_sync_light_isolates_writeback", "_watermark_boost", b"_watermark_boost", "alloc_nofragment", b"alloc_nofragment", "claim_rule", b"claim_rule", "compact_priorities", b"compact_priorities", "compaction", b"compaction", "compaction_capture", b"compaction_capture", "contended_abort", b"contended_abort", "fast_search", b"fast_search", "kcompactd", b"kcompactd", "migrate_batching", b"migrate_batching", "movable_ops", b"movable_ops", "pcp", b"pcp", "proactive_compaction", b"proactive_compaction", "profile", b"profile", "scaled_watermarks", b"scaled_watermarks", "sync_light_isolates_writeback", b"sync_light_isolates_writeback", "watermark_boost", b"watermark_boost", "zsmalloc_locking", b"zsmalloc_locking"]) -> None: ...
+    def HasField(self, field_name: typing.Literal["_alloc_nofragment", b"_alloc_nofragment", "_compact_priorities", b"_compact_priorities", "_compaction", b"_compaction", "_compaction_capture", b"_compaction_capture", "_fast_search", b"_fast_search", "_kcompactd", b"_kcompactd", "_migrate_batching", b"_migrate_batching", "_pcp", b"_pcp", "_proactive_compaction", b"_proactive_compaction", "_profile", b"_profile", "_scaled_watermarks", b"_scaled_watermarks", "_sync_light_isolates_writeback", b"_sync_light_isolates_writeback", "_vmap_stack", b"_vmap_stack", "_watermark_boost", b"_watermark_boost", "alloc_nofragment", b"alloc_nofragment", "compact_priorities", b"compact_priorities", "compaction", b"compaction", "compaction_capture", b"compaction_capture", "fast_search", b"fast_search", "kcompactd", b"kcompactd", "migrate_batching", b"migrate_batching", "pcp", b"pcp", "proactive_compaction", b"proactive_compaction", "profile", b"profile", "scaled_watermarks", b"scaled_watermarks", "sync_light_isolates_writeback", b"sync_light_isolates_writeback", "vmap_stack", b"vmap_stack", "watermark_boost", b"watermark_boost"]) -> builtins.bool: ...
+    def ClearField(self, field_name: typing.Literal["_alloc_nofragment", b"_alloc_nofragment", "_compact_priorities", b"_compact_priorities", "_compaction", b"_compaction", "_compaction_capture", b"_compaction_capture", "_fast_search", b"_fast_search", "_kcompactd", b"_kcompactd", "_migrate_batching", b"_migrate_batching", "_pcp", b"_pcp", "_proactive_compaction", b"_proactive_compaction", "_profile", b"_profile", "_scaled_watermarks", b"_scaled_watermarks", "_sync_light_isolates_writeback", b"_sync_light_isolates_writeback", "_vmap_stack", b"_vmap_stack", "_watermark_boost", b"_watermark_boost", "alloc_nofragment", b"alloc_nofragment", "claim_rule", b"claim_rule", "compact_priorities", b"compact_priorities", "compaction", b"compaction", "compaction_capture", b"compaction_capture", "contended_abort", b"contended_abort", "fast_search", b"fast_search", "kcompactd", b"kcompactd", "migrate_batching", b"migrate_batching", "movable_ops", b"movable_ops", "pcp", b"pcp", "proactive_compaction", b"proactive_compaction", "profile", b"profile", "scaled_watermarks", b"scaled_watermarks", "sync_light_isolates_writeback", b"sync_light_isolates_writeback", "vmap_stack", b"vmap_stack", "watermark_boost", b"watermark_boost", "zsmalloc_locking", b"zsmalloc_locking"]) -> None: ...
     @typing.overload
     def WhichOneof(self, oneof_group: typing.Literal["_alloc_nofragment", b"_alloc_nofragment"]) -> typing.Literal["alloc_nofragment"] | None: ...
     @typing.overload
@@ -772,6 +778,8 @@ class KernelSpec(google.protobuf.message.Message):
     def WhichOneof(self, oneof_group: typing.Literal["_scaled_watermarks", b"_scaled_watermarks"]) -> typing.Literal["scaled_watermarks"] | None: ...
     @typing.overload
     def WhichOneof(self, oneof_group: typing.Literal["_sync_light_isolates_writeback", b"_sync_light_isolates_writeback"]) -> typing.Literal["sync_light_isolates_writeback"] | None: ...
+    @typing.overload
+    def WhichOneof(self, oneof_group: typing.Literal["_vmap_stack", b"_vmap_stack"]) -> typing.Literal["vmap_stack"] | None: ...
     @typing.overload
     def WhichOneof(self, oneof_group: typing.Literal["_watermark_boost", b"_watermark_boost"]) -> typing.Literal["watermark_boost"] | None: ...
 
@@ -975,6 +983,8 @@ class WorkloadGroupSpec(google.protobuf.message.Message):
     START_SECONDS_FIELD_NUMBER: builtins.int
     STOP_SECONDS_FIELD_NUMBER: builtins.int
     REPLAY_FIELD_NUMBER: builtins.int
+    FORKS_FIELD_NUMBER: builtins.int
+    IMPLICIT_KERNEL_FIELD_NUMBER: builtins.int
     name: builtins.str
     """Name of the group, unique within the spec, 1..64 printable characters (no control
     characters). Required.
@@ -1015,6 +1025,14 @@ class WorkloadGroupSpec(google.protobuf.message.Message):
     """Simulated time the group stops, in seconds, 0..31536000 and after `start_seconds`.
     Unset: runs to the end.
     """
+    forks: builtins.float
+    """Forks per request, 0..1e6: each allocates a kernel stack, a share of a task_struct
+    slab and the child's page tables. Default 0.
+    """
+    implicit_kernel: builtins.bool
+    """Allocate the kernel memory the group's activity implies (page tables on faults, slab
+    with file I/O, sk_buff heads with network buffers, stacks on fork). Default true.
+    """
     @property
     def order_mix(self) -> google.protobuf.internal.containers.ScalarMap[builtins.int, builtins.float]:
         """Allocation order (0..10) -> relative weight (0..1e9, not all 0). Empty: {0: 1}.
@@ -1052,9 +1070,11 @@ class WorkloadGroupSpec(google.protobuf.message.Message):
         start_seconds: builtins.float | None = ...,
         stop_seconds: builtins.float | None = ...,
         replay: Global___ReplaySpec | None = ...,
+        forks: builtins.float | None = ...,
+        implicit_kernel: builtins.bool | None = ...,
     ) -> None: ...
-    def HasField(self, field_name: typing.Literal["_batch", b"_batch", "_burst", b"_burst", "_burst_interval_seconds", b"_burst_interval_seconds", "_dirty", b"_dirty", "_extra_ref", b"_extra_ref", "_fill_fraction", b"_fill_fraction", "_locked", b"_locked", "_madvise", b"_madvise", "_mlocked", b"_mlocked", "_name", b"_name", "_rate", b"_rate", "_start_seconds", b"_start_seconds", "_stop_seconds", b"_stop_seconds", "_tasks", b"_tasks", "_writeback", b"_writeback", "batch", b"batch", "burst", b"burst", "burst_interval_seconds", b"burst_interval_seconds", "dirty", b"dirty", "extra_ref", b"extra_ref", "fill_fraction", b"fill_fraction", "lifetime", b"lifetime", "locked", b"locked", "madvise", b"madvise", "mlocked", b"mlocked", "name", b"name", "rate", b"rate", "replay", b"replay", "start_seconds", b"start_seconds", "stop_seconds", b"stop_seconds", "tasks", b"tasks", "writeback", b"writeback"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["_batch", b"_batch", "_burst", b"_burst", "_burst_interval_seconds", b"_burst_interval_seconds", "_dirty", b"_dirty", "_extra_ref", b"_extra_ref", "_fill_fraction", b"_fill_fraction", "_locked", b"_locked", "_madvise", b"_madvise", "_mlocked", b"_mlocked", "_name", b"_name", "_rate", b"_rate", "_start_seconds", b"_start_seconds", "_stop_seconds", b"_stop_seconds", "_tasks", b"_tasks", "_writeback", b"_writeback", "batch", b"batch", "burst", b"burst", "burst_interval_seconds", b"burst_interval_seconds", "dirty", b"dirty", "extra_ref", b"extra_ref", "fill_fraction", b"fill_fraction", "kind", b"kind", "lifetime", b"lifetime", "locked", b"locked", "madvise", b"madvise", "mlocked", b"mlocked", "name", b"name", "order_mix", b"order_mix", "pattern", b"pattern", "rate", b"rate", "replay", b"replay", "start_seconds", b"start_seconds", "stop_seconds", b"stop_seconds", "tasks", b"tasks", "writeback", b"writeback"]) -> None: ...
+    def HasField(self, field_name: typing.Literal["_batch", b"_batch", "_burst", b"_burst", "_burst_interval_seconds", b"_burst_interval_seconds", "_dirty", b"_dirty", "_extra_ref", b"_extra_ref", "_fill_fraction", b"_fill_fraction", "_forks", b"_forks", "_implicit_kernel", b"_implicit_kernel", "_locked", b"_locked", "_madvise", b"_madvise", "_mlocked", b"_mlocked", "_name", b"_name", "_rate", b"_rate", "_start_seconds", b"_start_seconds", "_stop_seconds", b"_stop_seconds", "_tasks", b"_tasks", "_writeback", b"_writeback", "batch", b"batch", "burst", b"burst", "burst_interval_seconds", b"burst_interval_seconds", "dirty", b"dirty", "extra_ref", b"extra_ref", "fill_fraction", b"fill_fraction", "forks", b"forks", "implicit_kernel", b"implicit_kernel", "lifetime", b"lifetime", "locked", b"locked", "madvise", b"madvise", "mlocked", b"mlocked", "name", b"name", "rate", b"rate", "replay", b"replay", "start_seconds", b"start_seconds", "stop_seconds", b"stop_seconds", "tasks", b"tasks", "writeback", b"writeback"]) -> builtins.bool: ...
+    def ClearField(self, field_name: typing.Literal["_batch", b"_batch", "_burst", b"_burst", "_burst_interval_seconds", b"_burst_interval_seconds", "_dirty", b"_dirty", "_extra_ref", b"_extra_ref", "_fill_fraction", b"_fill_fraction", "_forks", b"_forks", "_implicit_kernel", b"_implicit_kernel", "_locked", b"_locked", "_madvise", b"_madvise", "_mlocked", b"_mlocked", "_name", b"_name", "_rate", b"_rate", "_start_seconds", b"_start_seconds", "_stop_seconds", b"_stop_seconds", "_tasks", b"_tasks", "_writeback", b"_writeback", "batch", b"batch", "burst", b"burst", "burst_interval_seconds", b"burst_interval_seconds", "dirty", b"dirty", "extra_ref", b"extra_ref", "fill_fraction", b"fill_fraction", "forks", b"forks", "implicit_kernel", b"implicit_kernel", "kind", b"kind", "lifetime", b"lifetime", "locked", b"locked", "madvise", b"madvise", "mlocked", b"mlocked", "name", b"name", "order_mix", b"order_mix", "pattern", b"pattern", "rate", b"rate", "replay", b"replay", "start_seconds", b"start_seconds", "stop_seconds", b"stop_seconds", "tasks", b"tasks", "writeback", b"writeback"]) -> None: ...
     @typing.overload
     def WhichOneof(self, oneof_group: typing.Literal["_batch", b"_batch"]) -> typing.Literal["batch"] | None: ...
     @typing.overload
@@ -1067,6 +1087,10 @@ class WorkloadGroupSpec(google.protobuf.message.Message):
     def WhichOneof(self, oneof_group: typing.Literal["_extra_ref", b"_extra_ref"]) -> typing.Literal["extra_ref"] | None: ...
     @typing.overload
     def WhichOneof(self, oneof_group: typing.Literal["_fill_fraction", b"_fill_fraction"]) -> typing.Literal["fill_fraction"] | None: ...
+    @typing.overload
+    def WhichOneof(self, oneof_group: typing.Literal["_forks", b"_forks"]) -> typing.Literal["forks"] | None: ...
+    @typing.overload
+    def WhichOneof(self, oneof_group: typing.Literal["_implicit_kernel", b"_implicit_kernel"]) -> typing.Literal["implicit_kernel"] | None: ...
     @typing.overload
     def WhichOneof(self, oneof_group: typing.Literal["_locked", b"_locked"]) -> typing.Literal["locked"] | None: ...
     @typing.overload
