@@ -94,3 +94,27 @@ def test_high_order_slab_falls_back_to_order_0_without_reclaim():
     assert m.events["compact_stall"] == 0 and m.events["allocstall_normal"] == 0
     got = [p for p in pfns[::2] if m.mem.kind[p] == KIND_CODE[PageKind.SLAB_RECLAIMABLE]]
     assert len(got) == 1
+
+
+def loaded(implicit: bool) -> dict:
+    """Page cache filling 85 % of memory, anonymous churn and madvised THP faults."""
+    life = {"distribution": "exponential", "mean": "1s"}
+    groups = [{"name": "cache", "kind": "file", "pattern": "fill", "fill_fraction": 0.85,
+               "rate": 300, "batch": 32, "lifetime": {**life, "mean": "3s"}},
+              {"name": "apps", "kind": "anon", "tasks": 2, "rate": 200, "batch": 16,
+               "lifetime": life},
+              {"name": "thp", "kind": "thp", "rate": 20, "order_mix": {9: 1}, "madvise": True,
+               "lifetime": life}]
+    res = run(config_from_dict({**spec(*[{**g, "implicit_kernel": implicit} for g in groups]),
+                                "seed": 4, "duration": "4s"}))
+    return {"fallbacks": res.trace.count("mm_page_alloc_extfrag"),
+            "thp": res.summary["allocations"]["thp/order9"]["success_ratio"],
+            "stall": res.summary["vmstat"]["compact_stall"]}
+
+
+def test_implicit_kernel_memory_mixes_pageblocks_a_user_only_workload_never_did():
+    without, with_kernel = loaded(False), loaded(True)
+    assert without["fallbacks"] == 0
+    assert with_kernel["fallbacks"] > 0                 # unmovable/reclaimable into movable
+    assert with_kernel["thp"] < without["thp"]
+    assert with_kernel["stall"] > without["stall"]
