@@ -128,10 +128,11 @@ class KernelMemory:
 
     def note(self, group: WorkloadGroup, kind: PageKind, pages: int, deadline: int) -> None:
         """A group allocated `pages` pages of `kind` living until `deadline`."""
-        self.deadline[group.name] = deadline
-        sources = BY_KIND.get(kind)
-        if sources and group.implicit_kernel:
-            self._owe(group.name, sources, pages, deadline)
+        if group.implicit_kernel:
+            self.deadline[group.name] = deadline
+            sources = BY_KIND.get(kind)
+            if sources:
+                self._owe(group.name, sources, pages, deadline)
 
     def after_request(self, group: WorkloadGroup, task: Task):
         """Generator: the request's forks, then everything the group owes."""

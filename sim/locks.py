@@ -84,7 +84,7 @@ class LockStats:
     """The accounting of one lock, or of a family of locks (every zspage's lock)."""
 
     __slots__ = ("name", "acquisitions", "contended", "trylock_failed", "hold_s", "wait_s",
-                 "wait_hist")
+                 "_wait_hist")
 
     def __init__(self, name: str):
         self.name = name
@@ -93,7 +93,15 @@ class LockStats:
         self.trylock_failed = 0
         self.hold_s = 0.0
         self.wait_s = 0.0
-        self.wait_hist = Histogram()
+        self._wait_hist = Histogram()          # contended waits only
+
+    @property
+    def wait_hist(self) -> Histogram:
+        """Waits of every acquisition (the uncontended ones as zero)."""
+        h = Histogram()
+        h.merge(self._wait_hist)
+        h.record(0.0, self.acquisitions - self.contended)
+        return h
 
     def stats(self) -> dict[str, float]:
         return {"acquisitions": self.acquisitions, "contended": self.contended,
@@ -136,7 +144,7 @@ class BookedLock:
         if waited > 0:
             s.contended += 1
             s.wait_s += waited
-        s.wait_hist.record(max(waited, 0.0))
+            s._wait_hist.record(waited)
         s.hold_s += end - start
         if write:
             if end >= self.write_until:

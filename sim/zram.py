@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from compactsim.sim.config import MovableOps
 from compactsim.sim.gfp import __GFP_HIGHMEM, __GFP_MOVABLE, __GFP_NOWARN, GFP_NOIO
 from compactsim.sim.machine import Machine
@@ -24,7 +26,7 @@ from compactsim.sim.zsmalloc import PAGE_SIZE, ZsPool
 
 ZSPAGE_GFP_MOVABLE = GFP_NOIO | __GFP_HIGHMEM | __GFP_MOVABLE | __GFP_NOWARN
 ZSPAGE_GFP_UNMOVABLE = GFP_NOIO | __GFP_HIGHMEM | __GFP_NOWARN
-TWO_PI = 2.0 * math.pi
+SIZE_BLOCK = 4096
 
 
 class Zram:
@@ -42,6 +44,7 @@ class Zram:
         sigma = cfg.zram_size_sigma
         self._sigma = sigma
         self._mu = math.log(PAGE_SIZE / cfg.zram_compression_ratio) - sigma * sigma / 2
+        self._sizes: list[int] = []
         self.expiring: dict[int, list[int]] = {}     # lifetime tick -> handles dying then
         self.failed_writes = 0
 
@@ -61,12 +64,13 @@ class Zram:
         return self.enabled and self.stored + nr <= self.capacity
 
     def comp_len(self) -> int:
-        """The compressed size of the next page written (lognormal, Box-Muller)."""
-        if self.rng is None or not self._sigma:
-            return max(1, min(PAGE_SIZE, round(math.exp(self._mu))))
-        u1, u2 = self.rng.random(), self.rng.random()
-        z = math.sqrt(-2.0 * math.log1p(-u1)) * math.cos(TWO_PI * u2)
-        return max(1, min(PAGE_SIZE, round(math.exp(self._mu + self._sigma * z))))
+        """The compressed size of the next page written (lognormal, drawn in blocks)."""
+        if not self._sizes:
+            if self.rng is None or not self._sigma:
+                return max(1, min(PAGE_SIZE, round(math.exp(self._mu))))
+            sizes = np.rint(self.rng.gen.lognormal(self._mu, self._sigma, SIZE_BLOCK))
+            self._sizes = np.clip(sizes, 1, PAGE_SIZE).astype(np.int64).tolist()[::-1]
+        return self._sizes.pop()
 
     def store(self, task: Task, nr: int, expire_tick: int) -> tuple[bool, list[Outcome]]:
         """zram_write_page for `nr` pages; False if zs_malloc failed (-ENOMEM)."""

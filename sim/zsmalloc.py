@@ -114,7 +114,7 @@ class SizeClass:
     """struct size_class: its zspages by fullness group, object counts, its lock."""
 
     __slots__ = ("index", "size", "pages_per_zspage", "objs_per_zspage", "lists",
-                 "objs_allocated", "objs_used", "lock", "can_compact")
+                 "objs_allocated", "objs_used", "lock", "can_compact", "io_locks")
 
     def __init__(self, index: int, size: int, pages: int, nr_groups: int, lock):
         self.index = index
@@ -126,6 +126,7 @@ class SizeClass:
         self.objs_used = 0
         self.lock: BookedLock | None = lock
         self.can_compact = 0
+        self.io_locks: list[tuple[BookedLock, bool]] = []   # what zs_malloc/zs_free take
 
 
 class Zspage:
@@ -187,6 +188,7 @@ class ZsPool:
                              else None)
             self.size_class[i] = prev
             self.classes.append(prev)
+            prev.io_locks = self._locks(prev, False)
         self.by_pfn: dict[int, Zspage] = {}
         self.handle_zspage: list[Zspage | None] = []
         self.handle_size = array("H")
@@ -290,15 +292,13 @@ class ZsPool:
         # zs_malloc under the class lock (the pool lock in 6.2-6.14), then the copy
         # (zs_obj_write / zs_map_object) under the zspage's read lock.
         owner = task.pid
-        start = self._take_all(self._locks(cls, False), t0, self.malloc_s, owner)
+        start = self._take_all(cls.io_locks, t0, self.malloc_s, owner)
         zspage = self._first(cls, self.alloc_order)
         if zspage is None:
             zspage = self._alloc_zspage(task, cls, outcomes)
             if zspage is None:
                 task.debt += start - t0
                 return -1
-        else:
-            self._remove(zspage)
         if self.free_handles:
             handle = self.free_handles.pop()
             self.handle_zspage[handle] = zspage
@@ -308,7 +308,7 @@ class ZsPool:
             self.handle_zspage.append(zspage)
             self.handle_size.append(size)
         zspage.objs[handle] = None
-        self._insert(zspage)
+        self._fix_fullness(zspage)
         cls.objs_used += 1
         self._account(cls)
         self.objects += 1
@@ -377,9 +377,9 @@ class ZsPool:
         zspage = self.handle_zspage[handle]
         cls = zspage.cls
         t0 = self.env.now + task.debt
-        locks = self._locks(cls, False)
+        locks = cls.io_locks
         if self.locking is ZsmallocLocking.CLASS_LOCK:
-            locks.insert(0, (zspage.lock, False))          # 4.8: migrate_read_lock first
+            locks = [(zspage.lock, False)] + locks          # 4.8: migrate_read_lock first
         start = self._take_all(locks, t0, self.malloc_s, task.pid)
         task.debt += start - t0
         del zspage.objs[handle]
