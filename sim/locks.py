@@ -1,6 +1,7 @@
 """Simulated spinlocks and sleeping locks with accounting.
 
-Stands for `zone->lock`, the lruvec `lru_lock`, page locks and the zspage lock. A holder
+Stands for `zone->lock`, the lruvec `lru_lock` and page locks; `BookedLock` for zsmalloc's
+pool, class and zspage locks, taken inside other steps (sim/zsmalloc.py). A holder
 keeps the lock across the simulated time its critical section costs; others either
 `trylock()` (as async compaction's `compact_lock_irqsave` does, and the fast paths when
 uncontended) or queue FIFO on `lock()`, as a qspinlock's waiters do. Each lock counts
