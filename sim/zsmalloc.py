@@ -44,14 +44,13 @@ from __future__ import annotations
 
 from array import array
 
-from compactsim.sim.config import PAGE_SIZE, ZsmallocLocking
+from compactsim.sim.config import PAGE_SIZE, PageKind, ZsmallocLocking
 from compactsim.sim.gfp import ALLOC_NO_WATERMARKS
 from compactsim.sim.locks import BookedLock, LockStats
 from compactsim.sim.lru import node_of
 from compactsim.sim.machine import LIST_ZSPAGES, Machine
 from compactsim.sim.migrate import EINVAL, MIGRATEPAGE_SUCCESS
 from compactsim.sim.page import KIND_CODE, PG_ISOLATED, PG_MOVABLE_OPS
-from compactsim.sim.config import PageKind
 from compactsim.sim.page_alloc import Outcome, free_pages, get_page_from_freelist, trace_alloc
 from compactsim.sim.task import Task
 
