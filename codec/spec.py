@@ -41,6 +41,7 @@ from compactsim.sim.config import (
     ThpEnabled,
     TraceFormat,
     ZramAlgorithm,
+    ZsmallocLocking,
     config_from_dict,
 )
 from compactsim.sim.costs import CostPreset
@@ -60,6 +61,12 @@ ENUMS: dict[type[enum.Enum], dict[Any, int]] = {
         ClaimRule.FREE_COUNT: spec_pb2.CLAIM_RULE_FREE_COUNT,
         ClaimRule.IN_USE_COUNT: spec_pb2.CLAIM_RULE_IN_USE_COUNT,
         ClaimRule.FREELIST_HYGIENE: spec_pb2.CLAIM_RULE_FREELIST_HYGIENE,
+    },
+    ZsmallocLocking: {
+        ZsmallocLocking.CLASS_LOCK: spec_pb2.ZSMALLOC_LOCKING_CLASS_LOCK,
+        ZsmallocLocking.MIGRATE_LOCK: spec_pb2.ZSMALLOC_LOCKING_MIGRATE_LOCK,
+        ZsmallocLocking.POOL_LOCK: spec_pb2.ZSMALLOC_LOCKING_POOL_LOCK,
+        ZsmallocLocking.ZSPAGE_TRYLOCK: spec_pb2.ZSMALLOC_LOCKING_ZSPAGE_TRYLOCK,
     },
     ContendedAbort: {
         ContendedAbort.IMMEDIATE: spec_pb2.CONTENDED_ABORT_IMMEDIATE,

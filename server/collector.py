@@ -121,6 +121,12 @@ class RunCollector:
             "counter's rate by this one's for a rate per simulated second", value=float(
                 snap["time_s"]))
         yield from self._vmstat(snap.get("vmstat", {}))
+        migrated = CounterMetricFamily(
+            "compactsim_migrated_pages", "Pages migration moved, by kind (LRU anon, LRU "
+            "file, zsmalloc, balloon)" + SIM, labels=["kind"])
+        for kind, n in sorted(snap.get("migrated_by_kind", {}).items()):
+            migrated.add_metric([kind], n)
+        yield migrated
         yield from self._zones(snap.get("zones", []))
         yield from self._meminfo(snap.get("zones", []))
         yield from self._histograms(snap.get("histograms", {}))

@@ -32,7 +32,7 @@ MAX_ORDER = 10                # MAX_PAGE_ORDER (6.8+): largest buddy block is 2^
 PAGEBLOCK_ORDER = 9
 MAX_GROUPS = 256              # workload groups in one spec
 MAX_NAME = 64                 # characters of a workload group's name
-MAX_COMPACT_MEMORY = 1000     # compact_memory times in one spec
+MAX_COMPACT_MEMORY = 1000     # compact_memory (and zram_compact) times in one spec
 MAX_TRACE_EVENTS = 64         # names in sampling.trace_events
 MAX_ORDER_BYTES = PAGE_SIZE << MAX_ORDER
 
@@ -44,6 +44,15 @@ class MovableOps(enum.Enum):
     PAGE_FLAG_CALLBACKS = "PAGE_FLAG_CALLBACKS"  # the 2015 proposal: PG_movable + 3 pointers
     MAPPING_OPS = "MAPPING_OPS"                  # 4.8-6.16: page->mapping | PAGE_MAPPING_MOVABLE
     PAGE_TYPE = "PAGE_TYPE"                      # 6.17: PG_movable_ops + page type
+
+
+class ZsmallocLocking(enum.Enum):
+    """The locks zsmalloc's page migration takes, by era (mm/zsmalloc.c `zs_page_migrate`)."""
+
+    CLASS_LOCK = "CLASS_LOCK"          # 4.8-5.16: zspage rwlock, then size_class->lock
+    MIGRATE_LOCK = "MIGRATE_LOCK"      # 5.17-6.1: pool->migrate_lock, class lock, zspage rwlock
+    POOL_LOCK = "POOL_LOCK"            # 6.2-6.14: one pool->lock spinlock, zspage rwlock
+    ZSPAGE_TRYLOCK = "ZSPAGE_TRYLOCK"  # 6.15+: pool rwlock, class lock, zspage write trylock
 
 
 class ClaimRule(enum.Enum):
@@ -162,6 +171,9 @@ class MachineConfig:
     zram_algorithm: ZramAlgorithm = spec(ZramAlgorithm.LZ4)
     zram_compression_ratio: float = spec(3.0, lo=1.0, hi=16.0,
                                          doc="uncompressed / compressed size of anon pages")
+    zram_size_sigma: float = spec(0.5, lo=0.0, hi=3.0,
+                                  doc="spread (lognormal sigma) of compressed sizes around "
+                                  "4096 / zram_compression_ratio")
     struct_page_size: int = spec(64, lo=32, hi=256,
                                  doc="sizeof(struct page) before the movable-ops design adds")
     page_flags: PageFlagsConfig = spec(default_factory=lambda: PageFlagsConfig())
@@ -186,7 +198,8 @@ _V4_4 = dict(claim_rule="FREE_COUNT", watermark_boost=False, scaled_watermarks=F
              alloc_nofragment=False, movable_ops="NONE", pcp=True, compaction=True,
              kcompactd=False, compact_priorities=False, compaction_capture=False,
              fast_search=False, proactive_compaction=False, migrate_batching=False,
-             contended_abort="IMMEDIATE", sync_light_isolates_writeback=True)
+             contended_abort="IMMEDIATE", sync_light_isolates_writeback=True,
+             zsmalloc_locking="CLASS_LOCK", vmap_stack=False)
 PROFILES: dict[str, dict[str, Any]] = {
     "v4.4": _V4_4,
     "v4.8": {**_V4_4, "scaled_watermarks": True, "movable_ops": "MAPPING_OPS",
@@ -194,15 +207,16 @@ PROFILES: dict[str, dict[str, Any]] = {
              "sync_light_isolates_writeback": False},
     "v4.12": {**_V4_4, "scaled_watermarks": True, "movable_ops": "MAPPING_OPS",
               "kcompactd": True, "compact_priorities": True, "claim_rule": "IN_USE_COUNT",
-              "sync_light_isolates_writeback": False},
+              "sync_light_isolates_writeback": False, "vmap_stack": True},
 }
 PROFILES["v5.0"] = {**PROFILES["v4.12"], "watermark_boost": True, "alloc_nofragment": True}
 PROFILES["v5.9"] = {**PROFILES["v5.0"], "compaction_capture": True, "fast_search": True,
                     "proactive_compaction": True, "contended_abort": "FINISH_BLOCK"}
-PROFILES["v6.1"] = dict(PROFILES["v5.9"])
+PROFILES["v6.1"] = {**PROFILES["v5.9"], "zsmalloc_locking": "MIGRATE_LOCK"}
 PROFILES["v6.10"] = {**PROFILES["v6.1"], "migrate_batching": True,
-                     "claim_rule": "FREELIST_HYGIENE"}
-PROFILES["v6.17"] = {**PROFILES["v6.10"], "movable_ops": "PAGE_TYPE"}
+                     "claim_rule": "FREELIST_HYGIENE", "zsmalloc_locking": "POOL_LOCK"}
+PROFILES["v6.17"] = {**PROFILES["v6.10"], "movable_ops": "PAGE_TYPE",
+                     "zsmalloc_locking": "ZSPAGE_TRYLOCK"}
 DEFAULT_PROFILE = "v6.10"
 
 
@@ -233,6 +247,12 @@ class KernelConfig:
                                            doc="async compaction on a contended lock")
     sync_light_isolates_writeback: bool = spec(False, doc="SYNC_LIGHT isolates pages under "
                                                "writeback (4.4); later only SYNC does")
+    vmap_stack: bool = spec(True, doc="CONFIG_VMAP_STACK (x86-64 4.9+): kernel stacks are "
+                            "order-0 vmalloc pages, not one order-2 block")
+    zsmalloc_locking: ZsmallocLocking = spec(ZsmallocLocking.POOL_LOCK,
+                                             doc="zsmalloc's locks against page migration; "
+                                             "POOL_LOCK and later also have 10 % fullness "
+                                             "groups and 8-page zspage chains (6.3+)")
 
     @staticmethod
     def defaults(raw: dict[str, Any], path: str, errors: list[FieldError]) -> dict[str, Any]:
@@ -318,6 +338,10 @@ class WorkloadGroup:
     extra_ref: float = spec(0.0, lo=0.0, hi=1.0, doc="share holding an extra reference")
     mlocked: float = spec(0.0, lo=0.0, hi=1.0, doc="share mlocked (unevictable)")
     madvise: bool = spec(False, doc="THP: region has MADV_HUGEPAGE")
+    forks: float = spec(0.0, lo=0.0, hi=1e6, doc="forks per request: each allocates a kernel "
+                        "stack, task_struct slab and page tables")
+    implicit_kernel: bool = spec(True, doc="allocate the kernel memory the group's activity "
+                                 "implies: page tables, slab, sk_buff heads, fork's stacks")
     start: float = _duration(default=0.0, lo=0.0, hi=365 * 86400.0)
     stop: float | None = _duration(default=None, lo=0.0, hi=365 * 86400.0)
     replay: ReplayConfig | None = spec(None, doc="kind replay: the trace")
@@ -384,12 +408,18 @@ class SimConfig:
     compact_memory: tuple[float, ...] = spec((), item_parse=parse_duration, lo=0.0,
                                              max_items=MAX_COMPACT_MEMORY,
                                              doc="times of `echo 1 > /proc/sys/vm/compact_memory`")
+    zram_compact: tuple[float, ...] = spec((), item_parse=parse_duration, lo=0.0,
+                                           max_items=MAX_COMPACT_MEMORY,
+                                           doc="times of `echo 1 > /sys/block/zram0/compact`")
 
     def check(self, path: str) -> list[FieldError]:
         errs = []
         for i, t in enumerate(self.compact_memory):
             if not 0 <= t <= self.duration:
                 errs.append(FieldError(f"compact_memory[{i}]", "must be within the run's duration"))
+        for i, t in enumerate(self.zram_compact):
+            if not 0 <= t <= self.duration:
+                errs.append(FieldError(f"zram_compact[{i}]", "must be within the run's duration"))
         seen = set()
         for i, group in enumerate(self.workload):
             if group.name in seen:

@@ -64,6 +64,9 @@ class Costs:
     anon_fault_us: float = _c(1.0, "[P] first touch of an anonymous page")
     file_fault_us: float = _c(0.5, "derived: anon_fault_us less allocation and zeroing")
     page_lock_hold_ms: float = _c(1.0, "derived: a read I/O holding the page lock")
+    memmap_line_ns: float = _c(6, "derived: one more 64-byte line of the memmap per struct "
+                               "page touched, at ~10 GB/s; the per-pfn costs above are for "
+                               "a 64-byte struct page")
 
     @staticmethod
     def defaults(raw: dict[str, Any], path: str, errors: list[FieldError]) -> dict[str, Any]:
@@ -95,7 +98,7 @@ ARM_PHONE: dict[str, float] = {
               "free_scan_page_ns", "migrate_scan_page_ns", "isolate_page_ns",
               "isolate_batch_us", "lru_lock_batch_hold_us", "reclaim_clean_page_us",
               "reclaim_scan_keep_us", "zs_malloc_us", "zs_map_copy_us", "anon_fault_us",
-              "file_fault_us"),
+              "file_fault_us", "memmap_line_ns"),
     "zram_lz4_compress_us": 15.0, "zram_zstd_compress_us": 22.0,
     "zram_lz4_decompress_us": 5.0, "zram_zstd_decompress_us": 9.0,
     "writeback_page_ms": 1.0,

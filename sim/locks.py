@@ -1,6 +1,7 @@
 """Simulated spinlocks and sleeping locks with accounting.
 
-Stands for `zone->lock`, the lruvec `lru_lock`, page locks and the zspage lock. A holder
+Stands for `zone->lock`, the lruvec `lru_lock` and page locks; `BookedLock` for zsmalloc's
+pool, class and zspage locks, taken inside other steps (sim/zsmalloc.py). A holder
 keeps the lock across the simulated time its critical section costs; others either
 `trylock()` (as async compaction's `compact_lock_irqsave` does, and the fast paths when
 uncontended) or queue FIFO on `lock()`, as a qspinlock's waiters do. Each lock counts
@@ -78,3 +79,92 @@ class SimLock:
         return {"acquisitions": self.acquisitions, "contended": self.contended,
                 "hold_s": self.hold_s, "wait_s": self.wait_s,
                 "wait_p99_us": self.wait_hist.percentile(0.99) * 1e6}
+
+
+class LockStats:
+    """The accounting of one lock, or of a family of locks (every zspage's lock)."""
+
+    __slots__ = ("name", "acquisitions", "contended", "trylock_failed", "hold_s", "wait_s",
+                 "_wait_hist")
+
+    def __init__(self, name: str):
+        self.name = name
+        self.acquisitions = 0
+        self.contended = 0
+        self.trylock_failed = 0
+        self.hold_s = 0.0
+        self.wait_s = 0.0
+        self._wait_hist = Histogram()          # contended waits only
+
+    @property
+    def wait_hist(self) -> Histogram:
+        """Waits of every acquisition (the uncontended ones as zero)."""
+        h = Histogram()
+        h.merge(self._wait_hist)
+        h.record(0.0, self.acquisitions - self.contended)
+        return h
+
+    def stats(self) -> dict[str, float]:
+        return {"acquisitions": self.acquisitions, "contended": self.contended,
+                "trylock_failed": self.trylock_failed, "hold_s": self.hold_s,
+                "wait_s": self.wait_s, "wait_p99_us": self.wait_hist.percentile(0.99) * 1e6}
+
+
+class BookedLock:
+    """A reader-writer lock taken by code that runs inside another process's step (zram's
+    maps, zsmalloc's own compaction, a driver's migrate callback): each holder books the
+    simulated interval its critical section lasts, and a later taker waits until the
+    bookings it conflicts with end (writers conflict with everyone, readers only with
+    writers). A spinlock is one that is only ever taken for writing. A taker does not
+    wait for the latest booking of its own `owner` (its steps run one after the other,
+    and their time is charged as CPU).
+    Simplified: a holder never waits behind a booking made after it."""
+
+    __slots__ = ("stats", "write_until", "read_until", "writer", "reader")
+
+    def __init__(self, stats: LockStats):
+        self.stats = stats
+        self.write_until = 0.0
+        self.read_until = 0.0
+        self.writer = None
+        self.reader = None
+
+    def free_at(self, write: bool, owner=None) -> float:
+        """When `owner` would get the lock for writing (or reading)."""
+        w = self.write_until if self.writer != owner or owner is None else 0.0
+        if not write:
+            return w
+        r = self.read_until if self.reader != owner or owner is None else 0.0
+        return max(w, r)
+
+    def book(self, asked: float, start: float, end: float, write: bool, owner=None) -> None:
+        """Hold the lock over [start, end), asked for at `asked` (start - asked waited)."""
+        s = self.stats
+        s.acquisitions += 1
+        waited = start - asked
+        if waited > 0:
+            s.contended += 1
+            s.wait_s += waited
+            s._wait_hist.record(waited)
+        s.hold_s += end - start
+        if write:
+            if end >= self.write_until:
+                self.write_until = end
+                self.writer = owner
+        elif end >= self.read_until:
+            self.read_until = end
+            self.reader = owner
+
+    def take(self, t: float, hold: float, write: bool, owner=None) -> float:
+        """Take the lock at `t` for `hold` seconds; returns the wait."""
+        start = max(t, self.free_at(write, owner))
+        self.book(t, start, start + hold, write, owner)
+        return start - t
+
+    def trylock(self, t: float, hold: float, owner=None) -> bool:
+        """write_trylock at `t`: False (and nothing booked) if anybody holds it."""
+        if self.free_at(True, owner) > t:
+            self.stats.trylock_failed += 1
+            return False
+        self.book(t, t, t + hold, True, owner)
+        return True

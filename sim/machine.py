@@ -4,7 +4,9 @@ Follows mm/mm_init.c / page_alloc.c boot-time setup in outline: zones are laid o
 node (DMA32 below Normal on node 0 when configured), the memmap (`struct page` array) is
 reserved from the top of each node as memblock allocates it, everything else is freed to
 the buddy lists as maximal blocks, watermarks, lowmem reserves and pcp sizes are
-computed. `struct_page_bytes` gives the memmap cost of each movable-ops design.
+computed. `struct_page_bytes` gives the memmap cost of each movable-ops design, and the
+machine's config carries the per-pfn step costs of its struct page
+(`pageflags.memmap_costs`), so every mechanism pays them.
 Simplified: no holes, no DMA zone, no kernel image or other boot reservations.
 """
 
@@ -17,7 +19,7 @@ import simpy
 from compactsim.sim.buddy import BuddyPolicy, free_one_page
 from compactsim.sim.config import (MAX_ORDER, PAGE_SIZE, MovableOps, PageFlagsConfig, SimConfig,
                         ThpEnabled)
-from compactsim.sim.pageflags import page_flags_budget
+from compactsim.sim.pageflags import memmap_costs, page_flags_budget
 from compactsim.sim.locks import SimLock
 from compactsim.sim.page import ALLOC, KIND_RESERVED, MemMap
 from compactsim.sim.pageblock import PAGEBLOCK_ORDER, Pageblocks
@@ -71,6 +73,7 @@ class Machine:
     events: dict[str, int]              # /proc/vmstat event counters
     trace: TraceBuffer | None           # tracepoints, when any are enabled
     zonelists: list[list[Zone]] = dataclasses.field(default_factory=list)  # per node
+    migrated: dict[str, int] = dataclasses.field(default_factory=dict)  # pages moved, by kind
 
     def __post_init__(self) -> None:
         # Fallback order per node: the local node's zones, highest first, then the rest.
@@ -111,7 +114,9 @@ def build_machine(cfg: SimConfig, env: simpy.Environment) -> Machine:
     heads = mc.nodes * (NR_NODE_LISTS + 2 * (MAX_ORDER + 1) * 4)
     mem = MemMap(nr_pages, heads)
     pageblocks = Pageblocks(nr_pages >> PAGEBLOCK_ORDER)
-    sps = struct_page_bytes(mc.struct_page_size, cfg.kernel.movable_ops, mc.page_flags)
+    budget = page_flags_budget(mc.page_flags, cfg.kernel.movable_ops, mc.struct_page_size)
+    sps = budget.struct_page_bytes
+    cfg = dataclasses.replace(cfg, costs=memmap_costs(cfg.costs, budget))
     cpus_per_node = mc.cpus // mc.nodes
     cpu_node = [min(c // cpus_per_node, mc.nodes - 1) for c in range(mc.cpus)]
     nodes: list[Node] = []

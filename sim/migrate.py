@@ -6,8 +6,9 @@ flush, async passes then, for the sync modes, one-by-one passes with 7 retries),
 `__unmap_and_move` / `migrate_folio_unmap` (page lock trylock; ASYNC and PF_MEMALLOC
 callers never sleep on it; writeback waited for only in MIGRATE_SYNC), the reference-count
 check of `folio_migrate_mapping` (an extra reference is -EAGAIN), non-LRU movable pages
-through their driver (`move_to_new_folio` with movable_ops: zsmalloc's zspage lock makes
-it -EAGAIN, balloon pages always move), and `putback_movable_pages` (a blocking page
+through their driver (`move_to_new_folio` with movable_ops: zsmalloc's `zs_page_migrate`
+takes the pool, class and zspage locks of its era, sim/zsmalloc.py; balloon pages
+always move), and `putback_movable_pages` (a blocking page
 lock for movable_ops pages). Targets come from the caller (`get_target`), -ENOMEM when
 there are none. Costs: unmap, TLB flush or shootdown, copy, remap and overhead from
 the cost model. Simplified: every page of a multi-CPU machine is taken as mapped on
@@ -38,6 +39,7 @@ class MigrateMode(enum.IntEnum):
 MIGRATEPAGE_SUCCESS = 0
 EAGAIN = -11
 EBUSY = -16
+EINVAL = -22
 ENOMEM = -12
 RELEASED = 1                   # the owner freed the page while it was isolated
 
@@ -48,12 +50,18 @@ NR_MAX_BATCHED_MIGRATION = 512
 
 ZSMALLOC = KIND_CODE[PageKind.ZSMALLOC]
 BALLOON = KIND_CODE[PageKind.BALLOON]
+# Migrated pages by what they were: LRU anonymous (THP fallbacks and pinned included),
+# LRU file, zsmalloc and balloon pages.
+MIGRATED_KIND = {KIND_CODE[PageKind.ANON]: "anon", KIND_CODE[PageKind.THP]: "anon",
+                 KIND_CODE[PageKind.PINNED]: "anon", KIND_CODE[PageKind.FILE]: "file",
+                 ZSMALLOC: "zsmalloc", BALLOON: "balloon"}
+MIGRATED_KINDS = ("anon", "file", "zsmalloc", "balloon")
 
 
 class Migration:
     """migrate_pages for one machine: rules, costs and bookkeeping of moved pages."""
 
-    def __init__(self, m: Machine, rng, on_moved=None, zspage_busy=None):
+    def __init__(self, m: Machine, rng, on_moved=None, zsmalloc=None):
         self.m = m
         self.env = m.env
         self.costs = m.config.costs
@@ -61,7 +69,7 @@ class Migration:
         self.multi_cpu = m.config.machine.cpus > 1
         self.rng = rng
         self.on_moved = on_moved            # callable(old_pfn, new_pfn): deadlines follow
-        self.zspage_busy = zspage_busy      # callable() -> probability a zspage lock is held
+        self.zsmalloc = zsmalloc            # the zram pool (ZsPool), whose locks zspages take
 
     # --- one page ----------------------------------------------------------------------
 
@@ -85,9 +93,9 @@ class Migration:
                 return EAGAIN, wait
             wait += self.costs.writeback_page_ms * 0.5e-3
         if flags & PG_MOVABLE_OPS:
-            if mem.kind[pfn] == ZSMALLOC and self.zspage_busy is not None \
-                    and self.rng.random() < self.zspage_busy():
-                return EAGAIN, wait
+            if mem.kind[pfn] == ZSMALLOC and self.zsmalloc is not None:
+                rc, waited = self.zsmalloc.zs_page_migrate(pfn, self.env.now + wait)
+                return rc, wait + waited
             return MIGRATEPAGE_SUCCESS, wait
         if flags & PG_EXTRA_REF:
             return EAGAIN, wait
@@ -111,6 +119,8 @@ class Migration:
         mem.kind[new] = kind
         mem.flags[new] = flags & ~PG_LRU
         mem.expire[new] = 0
+        label = MIGRATED_KIND.get(kind, "other")
+        m.migrated[label] = m.migrated.get(label, 0) + 1
         if flags & PG_MOVABLE_OPS:
             # Driver pages stay on their driver's list while isolated: swap places.
             prev = mem.prv[old]
@@ -118,6 +128,8 @@ class Migration:
             mem.list_add(prev, new)
             if kind == BALLOON:
                 m.events["balloon_migrate"] += 1
+            elif kind == ZSMALLOC and self.zsmalloc is not None:
+                self.zsmalloc.page_moved(old, new)
         else:
             lru = lru_list_for(kind, flags)
             if lru >= 0:

@@ -10,8 +10,9 @@ pages leave from the cold end of the node's anon and file LRU lists (the anon sh
 by `swappiness`); clean unlocked file pages are dropped; dirty ones are put under
 writeback and rotated; pages under writeback, locked, pinned or isolated are rotated;
 anonymous pages are compressed into zram when there is one (otherwise anon is not
-scanned). Writeback completes `writeback_page_ms` later. Simplified: no active list, no
-referenced bit, no slab shrinkers, no memcg.
+scanned). Writeback completes `writeback_page_ms` later. `shrink_slab` runs the
+registered shrinkers (zsmalloc's pool) after each node pass. Simplified: no active list,
+no referenced bit, no slab shrinkers but zsmalloc's, no memcg.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ class Reclaim:
         self.env: simpy.Environment = m.env
         self.zram = zram
         self.costs = m.config.costs
+        self.shrinkers: list = []           # objects with shrink(task, priority) -> outcomes
         # Set by the run once compaction exists: kcompactd's waker, kswapd's own
         # compaction where there is no kcompactd (4.4), and the sleep-time skip reset.
         self.kcompactd_wake = None               # callable(node_id, order, highest_zoneidx)
@@ -197,6 +199,8 @@ class Reclaim:
                     break
             if reclaimed >= nr_to_reclaim:
                 break
+        for shrinker in self.shrinkers:                   # shrink_slab
+            outcomes.extend(shrinker.shrink(task, priority))
         return scanned, reclaimed, cpu, outcomes, batches
 
     def _pay(self, task: Task, node: Node, cpu: float, outcomes: list[Outcome], batches: int):

@@ -16,6 +16,7 @@ import simpy
 import simpy.rt
 
 from compactsim.sim.config import MovableOps, SimConfig, PAGE_SIZE
+from compactsim.sim.charge import charge_frees, settle
 from compactsim.sim.histogram import Histogram
 from compactsim.sim.machine import Machine, build_machine, struct_page_bytes
 from compactsim.sim.pageflags import page_flags_budget
@@ -29,10 +30,13 @@ from compactsim.sim.workload import Workload
 from compactsim.sim.zram import Zram
 from compactsim.sim.compaction import Compaction
 from compactsim.sim.kcompactd import Kcompactd, compact_node
-from compactsim.sim.migrate import Migration
+from compactsim.sim.migrate import MIGRATED_KINDS, Migration
 from compactsim.sim.task import Task
 
 PROGRESS_STEPS = 100
+# The step costs a struct page's size changes (pageflags.memmap_costs).
+PER_PFN_COSTS = ("free_scan_page_ns", "migrate_scan_page_ns", "isolate_page_ns", "pcp_alloc_ns",
+                 "pcp_free_ns", "buddy_page_ns", "buddy_alloc_ns", "migrate_overhead_us")
 
 
 class CountingEnvironment(simpy.Environment):
@@ -88,6 +92,7 @@ def memmap_summary(m: Machine) -> dict:
         "managed_pages": m.managed_pages,
         "struct_page_bytes_by_design": designs,
         "memmap_bytes_by_design": {k: v * total for k, v in designs.items()},
+        "per_pfn_costs": {k: round(getattr(m.config.costs, k), 6) for k in PER_PFN_COSTS},
     }
 
 
@@ -102,6 +107,9 @@ def summarize(m: Machine, workload: Workload, reclaim: Reclaim, zram: Zram) -> d
     locks = {lock.name: {k: round(v, 9) if isinstance(v, float) else v
                          for k, v in lock.stats().items()}
              for lock in [z.lock for z in m.zones] + [n.lru_lock for n in m.nodes]}
+    locks.update({name: {k: round(v, 9) if isinstance(v, float) else v
+                         for k, v in stats.items()}
+                  for name, stats in zram.pool.locks().items()})
     return {
         "seed": m.config.seed,
         "duration_s": m.config.duration,
@@ -117,10 +125,25 @@ def summarize(m: Machine, workload: Workload, reclaim: Reclaim, zram: Zram) -> d
         "free_pages_by_order": [list(z.nr_free) for z in m.zones],
         "allocations": allocations,
         "locks": locks,
-        "zram": {"stored_pages": zram.stored, "zspages": zram.pages,
-                 "failed_writes": zram.failed_writes},
+        "zram": zram.summary(),
+        "migrated_by_kind": migrated_by_kind(m),
         "kswapd_failures": list(reclaim.kswapd_failures),
+        "kernel_memory": workload.kernel.summary(),
     }
+
+
+def migrated_by_kind(m: Machine) -> dict[str, int]:
+    """Pages migration moved, by what they were (LRU anon, LRU file, zsmalloc, balloon)."""
+    return {**dict.fromkeys(MIGRATED_KINDS, 0), **m.migrated}
+
+
+def _zram_compact_at(m: Machine, zram: Zram, at: float):
+    """`echo 1 > /sys/block/zram0/compact` at simulated time `at`."""
+    yield m.env.timeout(at)
+    task = Task(comm="sh", pid=1, cpu=0, node=0)
+    outcomes = zram.compact(task)
+    yield from charge_frees(m.env, task, m.config.costs, outcomes)
+    yield from settle(m.env, task)
 
 
 def _compact_memory_at(m: Machine, compaction: Compaction, at: float):
@@ -158,14 +181,18 @@ def run(config: SimConfig, progress: Callable[[float, float], None] | None = Non
     rngs = RngStreams(config.seed)
     m = build_machine(config, env)
     m.policy.on_extfrag = trace_extfrag(m)
-    zram = Zram(m)
+    zram = Zram(m, rngs("zram.comp_len"))
     reclaim = Reclaim(m, zram)
+    if zram.enabled:
+        reclaim.shrinkers.append(zram.pool)
+        for at in config.zram_compact:
+            env.process(_zram_compact_at(m, zram, at))
     allocator = Allocator(m, reclaim)
     workload = Workload(m, allocator, zram, rngs)
     compaction = kcompactd = None
     if config.kernel.compaction:
         migration = Migration(m, rngs("migrate.driver"), on_moved=workload.rescheduled,
-                              zspage_busy=zram.zspage_busy)
+                              zsmalloc=zram.pool)
         compaction = Compaction(m, migration, reclaim)
         kcompactd = Kcompactd(m, compaction, reclaim)
         allocator.compaction = compaction
@@ -207,7 +234,9 @@ def run(config: SimConfig, progress: Callable[[float, float], None] | None = Non
     summary["replay"] = [r.summary() for r in replays]
     summary["compaction"] = compaction_summary(compaction, kcompactd)
     return RunResult(config=config, summary=summary, series=sampler.rows,
-                     files=procfs_files(m, summary["vmstat"]),
+                     files={**procfs_files(m, summary["vmstat"]),
+                            **({"mm_stat": zram.mm_stat()} if zram.enabled
+                               else {})},
                      trace=m.trace.render() if m.trace is not None else "",
                      latency=workload.latency, events_scheduled=env.events_scheduled,
                      fault_log="".join(line + "\n" for line in workload.fault_log))

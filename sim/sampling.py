@@ -5,7 +5,8 @@ type and order, pageblocks per type, free pages against the watermarks and the b
 the unusable and extfrag indices at every order (mm/vmstat.c), and per node the
 proactive-compaction fragmentation score (`fragmentation_score_node`, mm/compaction.c:
 the zones' `extfrag_for_order(zone, HPAGE_PMD_ORDER)` weighted by present pages over
-node present + 1); plus the /proc/vmstat event counters. A snapshot is plain data.
+node present + 1); plus the /proc/vmstat event counters and the pages migration moved
+by kind. A snapshot is plain data.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ def snapshot(m: Machine) -> dict:
         "zones": [zone_snapshot(m, z) for z in m.zones],
         "fragmentation_score": [fragmentation_score_node(m, n.node_id) for n in m.nodes],
         "vmstat": dict(m.events),
+        "migrated_by_kind": dict(m.migrated),
     }
 
 

@@ -25,6 +25,7 @@ from compactsim.sim.gfp import (__GFP_COMP, __GFP_KSWAPD_RECLAIM, __GFP_NOMEMALL
                      __GFP_NOWARN, __GFP_RECLAIMABLE, GFP_ATOMIC, GFP_HIGHUSER_MOVABLE,
                      GFP_KERNEL, GFP_TRANSHUGE, GFP_TRANSHUGE_LIGHT)
 from compactsim.sim.histogram import Histogram
+from compactsim.sim.kernelmem import KernelMemory
 from compactsim.sim.lru import del_page_from_lru, del_pages_from_lru, lru_list_for, node_of
 from compactsim.sim.machine import LIST_BALLOON, LIST_ZSPAGES, Machine
 from compactsim.sim.page import (ALLOC, KIND_CODE, PG_DIRTY, PG_EXTRA_REF, PG_ISOLATED, PG_LOCKED,
@@ -130,6 +131,7 @@ class Workload:
         self.cfg = m.config
         self.costs = m.config.costs
         self.lifetimes = Lifetimes(m, m.config.sampling.lifetime_tick)
+        self.kernel = KernelMemory(m, allocator, self.lifetimes)   # implicit allocations
         self.latency: dict[str, Histogram] = {}
         self.requests: dict[str, list[int]] = {}     # "kind/orderN" -> [attempts, successes]
         self._as_anon: dict[str, WorkloadGroup] = {}  # THP groups' base-page fallback
@@ -239,6 +241,7 @@ class Workload:
                 if plan.balloon:
                     m.events["balloon_inflate"] += 1
             flags_arr[pfn] = flags
+        self.kernel.note(plan.group, plan.group.kind, len(pfns) << order, expire[pfns[-1]])
 
     def _draw_flags(self, group: WorkloadGroup, pfn: int, rng) -> int:
         """Page states drawn from the group's shares; I/O states end on their own."""
@@ -397,6 +400,7 @@ class Workload:
             for _ in range(left):
                 order = orders[rng.pick(cdf)] if len(orders) > 1 else orders[0]
                 yield from self._one(plan, task, order, rng)
+            yield from self.kernel.after_request(group, task)
             yield from settle(env, task)
 
     def _bulk(self, plan: GroupPlan, task: Task, rng, n: int) -> int:

@@ -99,6 +99,38 @@ CLAIM_RULE_FREELIST_HYGIENE: ClaimRule.ValueType  # 3
 """6.10+: claim the whole block or steal one page; remainders stay."""
 Global___ClaimRule: typing_extensions.TypeAlias = ClaimRule
 
+class _ZsmallocLocking:
+    ValueType = typing.NewType("ValueType", builtins.int)
+    V: typing_extensions.TypeAlias = ValueType
+
+class _ZsmallocLockingEnumTypeWrapper(google.protobuf.internal.enum_type_wrapper._EnumTypeWrapper[_ZsmallocLocking.ValueType], builtins.type):
+    DESCRIPTOR: google.protobuf.descriptor.EnumDescriptor
+    ZSMALLOC_LOCKING_UNSPECIFIED: _ZsmallocLocking.ValueType  # 0
+    """Unset: the value of the kernel profile."""
+    ZSMALLOC_LOCKING_CLASS_LOCK: _ZsmallocLocking.ValueType  # 1
+    """4.8-5.16: migrate_write_lock(zspage), waiting for zram's maps, then class->lock."""
+    ZSMALLOC_LOCKING_MIGRATE_LOCK: _ZsmallocLocking.ValueType  # 2
+    """5.17-6.1: pool->migrate_lock, class->lock, migrate_write_lock(zspage)."""
+    ZSMALLOC_LOCKING_POOL_LOCK: _ZsmallocLocking.ValueType  # 3
+    """6.2-6.14: one pool->lock spinlock, migrate_write_lock(zspage)."""
+    ZSMALLOC_LOCKING_ZSPAGE_TRYLOCK: _ZsmallocLocking.ValueType  # 4
+    """6.15+: pool rwlock, class->lock, zspage_write_trylock (-EINVAL when zram holds it)."""
+
+class ZsmallocLocking(_ZsmallocLocking, metaclass=_ZsmallocLockingEnumTypeWrapper):
+    """The locks zsmalloc's zs_page_migrate takes, by era."""
+
+ZSMALLOC_LOCKING_UNSPECIFIED: ZsmallocLocking.ValueType  # 0
+"""Unset: the value of the kernel profile."""
+ZSMALLOC_LOCKING_CLASS_LOCK: ZsmallocLocking.ValueType  # 1
+"""4.8-5.16: migrate_write_lock(zspage), waiting for zram's maps, then class->lock."""
+ZSMALLOC_LOCKING_MIGRATE_LOCK: ZsmallocLocking.ValueType  # 2
+"""5.17-6.1: pool->migrate_lock, class->lock, migrate_write_lock(zspage)."""
+ZSMALLOC_LOCKING_POOL_LOCK: ZsmallocLocking.ValueType  # 3
+"""6.2-6.14: one pool->lock spinlock, migrate_write_lock(zspage)."""
+ZSMALLOC_LOCKING_ZSPAGE_TRYLOCK: ZsmallocLocking.ValueType  # 4
+"""6.15+: pool rwlock, class->lock, zspage_write_trylock (-EINVAL when zram holds it)."""
+Global___ZsmallocLocking: typing_extensions.TypeAlias = ZsmallocLocking
+
 class _ContendedAbort:
     ValueType = typing.NewType("ValueType", builtins.int)
     V: typing_extensions.TypeAlias = ValueType
@@ -411,6 +443,7 @@ class Spec(google.protobuf.message.Message):
     SAMPLING_FIELD_NUMBER: builtins.int
     PACE_FIELD_NUMBER: builtins.int
     COMPACT_MEMORY_SECONDS_FIELD_NUMBER: builtins.int
+    ZRAM_COMPACT_SECONDS_FIELD_NUMBER: builtins.int
     seed: builtins.int
     """Seed of every random stream of the run, 0..2^63-1. Default 1."""
     duration_seconds: builtins.float
@@ -449,6 +482,12 @@ class Spec(google.protobuf.message.Message):
         each within [0, duration_seconds], at most 1000 of them. Default: none.
         """
 
+    @property
+    def zram_compact_seconds(self) -> google.protobuf.internal.containers.RepeatedScalarFieldContainer[builtins.float]:
+        """Simulated times, in seconds, at which `echo 1 > /sys/block/zram0/compact` runs
+        zs_compact; each within [0, duration_seconds], at most 1000 of them. Default: none.
+        """
+
     def __init__(
         self,
         *,
@@ -462,9 +501,10 @@ class Spec(google.protobuf.message.Message):
         sampling: Global___SamplingSpec | None = ...,
         pace: builtins.float | None = ...,
         compact_memory_seconds: collections.abc.Iterable[builtins.float] | None = ...,
+        zram_compact_seconds: collections.abc.Iterable[builtins.float] | None = ...,
     ) -> None: ...
     def HasField(self, field_name: typing.Literal["_duration_seconds", b"_duration_seconds", "_pace", b"_pace", "_seed", b"_seed", "costs", b"costs", "duration_seconds", b"duration_seconds", "kernel", b"kernel", "machine", b"machine", "pace", b"pace", "sampling", b"sampling", "seed", b"seed", "tunables", b"tunables"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["_duration_seconds", b"_duration_seconds", "_pace", b"_pace", "_seed", b"_seed", "compact_memory_seconds", b"compact_memory_seconds", "costs", b"costs", "duration_seconds", b"duration_seconds", "kernel", b"kernel", "machine", b"machine", "pace", b"pace", "sampling", b"sampling", "seed", b"seed", "tunables", b"tunables", "workload", b"workload"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["_duration_seconds", b"_duration_seconds", "_pace", b"_pace", "_seed", b"_seed", "compact_memory_seconds", b"compact_memory_seconds", "costs", b"costs", "duration_seconds", b"duration_seconds", "kernel", b"kernel", "machine", b"machine", "pace", b"pace", "sampling", b"sampling", "seed", b"seed", "tunables", b"tunables", "workload", b"workload", "zram_compact_seconds", b"zram_compact_seconds"]) -> None: ...
     @typing.overload
     def WhichOneof(self, oneof_group: typing.Literal["_duration_seconds", b"_duration_seconds"]) -> typing.Literal["duration_seconds"] | None: ...
     @typing.overload
@@ -558,6 +598,7 @@ class MachineSpec(google.protobuf.message.Message):
     ZRAM_COMPRESSION_RATIO_FIELD_NUMBER: builtins.int
     STRUCT_PAGE_SIZE_FIELD_NUMBER: builtins.int
     PAGE_FLAGS_FIELD_NUMBER: builtins.int
+    ZRAM_SIZE_SIGMA_FIELD_NUMBER: builtins.int
     nodes: builtins.int
     """NUMA nodes, each with `memory_bytes` of RAM, 1..64. Default 1."""
     memory_bytes: builtins.int
@@ -576,6 +617,10 @@ class MachineSpec(google.protobuf.message.Message):
     """Uncompressed over compressed size of anonymous pages, 1..16. Default 3."""
     struct_page_size: builtins.int
     """sizeof(struct page) in bytes before the movable-ops design adds, 32..256. Default 64."""
+    zram_size_sigma: builtins.float
+    """Spread (lognormal sigma) of zram's compressed sizes around 4096 / ratio, 0..3.
+    Default 0.5.
+    """
     @property
     def page_flags(self) -> Global___PageFlagsSpec:
         """page->flags layout, for the page-flags budget of each design."""
@@ -592,9 +637,10 @@ class MachineSpec(google.protobuf.message.Message):
         zram_compression_ratio: builtins.float | None = ...,
         struct_page_size: builtins.int | None = ...,
         page_flags: Global___PageFlagsSpec | None = ...,
+        zram_size_sigma: builtins.float | None = ...,
     ) -> None: ...
-    def HasField(self, field_name: typing.Literal["_cpus", b"_cpus", "_dma32_bytes", b"_dma32_bytes", "_memory_bytes", b"_memory_bytes", "_nodes", b"_nodes", "_struct_page_size", b"_struct_page_size", "_zram_bytes", b"_zram_bytes", "_zram_compression_ratio", b"_zram_compression_ratio", "cpus", b"cpus", "dma32_bytes", b"dma32_bytes", "memory_bytes", b"memory_bytes", "nodes", b"nodes", "page_flags", b"page_flags", "struct_page_size", b"struct_page_size", "zram_bytes", b"zram_bytes", "zram_compression_ratio", b"zram_compression_ratio"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["_cpus", b"_cpus", "_dma32_bytes", b"_dma32_bytes", "_memory_bytes", b"_memory_bytes", "_nodes", b"_nodes", "_struct_page_size", b"_struct_page_size", "_zram_bytes", b"_zram_bytes", "_zram_compression_ratio", b"_zram_compression_ratio", "cpus", b"cpus", "dma32_bytes", b"dma32_bytes", "memory_bytes", b"memory_bytes", "nodes", b"nodes", "page_flags", b"page_flags", "struct_page_size", b"struct_page_size", "zram_algorithm", b"zram_algorithm", "zram_bytes", b"zram_bytes", "zram_compression_ratio", b"zram_compression_ratio"]) -> None: ...
+    def HasField(self, field_name: typing.Literal["_cpus", b"_cpus", "_dma32_bytes", b"_dma32_bytes", "_memory_bytes", b"_memory_bytes", "_nodes", b"_nodes", "_struct_page_size", b"_struct_page_size", "_zram_bytes", b"_zram_bytes", "_zram_compression_ratio", b"_zram_compression_ratio", "_zram_size_sigma", b"_zram_size_sigma", "cpus", b"cpus", "dma32_bytes", b"dma32_bytes", "memory_bytes", b"memory_bytes", "nodes", b"nodes", "page_flags", b"page_flags", "struct_page_size", b"struct_page_size", "zram_bytes", b"zram_bytes", "zram_compression_ratio", b"zram_compression_ratio", "zram_size_sigma", b"zram_size_sigma"]) -> builtins.bool: ...
+    def ClearField(self, field_name: typing.Literal["_cpus", b"_cpus", "_dma32_bytes", b"_dma32_bytes", "_memory_bytes", b"_memory_bytes", "_nodes", b"_nodes", "_struct_page_size", b"_struct_page_size", "_zram_bytes", b"_zram_bytes", "_zram_compression_ratio", b"_zram_compression_ratio", "_zram_size_sigma", b"_zram_size_sigma", "cpus", b"cpus", "dma32_bytes", b"dma32_bytes", "memory_bytes", b"memory_bytes", "nodes", b"nodes", "page_flags", b"page_flags", "struct_page_size", b"struct_page_size", "zram_algorithm", b"zram_algorithm", "zram_bytes", b"zram_bytes", "zram_compression_ratio", b"zram_compression_ratio", "zram_size_sigma", b"zram_size_sigma"]) -> None: ...
     @typing.overload
     def WhichOneof(self, oneof_group: typing.Literal["_cpus", b"_cpus"]) -> typing.Literal["cpus"] | None: ...
     @typing.overload
@@ -609,6 +655,8 @@ class MachineSpec(google.protobuf.message.Message):
     def WhichOneof(self, oneof_group: typing.Literal["_zram_bytes", b"_zram_bytes"]) -> typing.Literal["zram_bytes"] | None: ...
     @typing.overload
     def WhichOneof(self, oneof_group: typing.Literal["_zram_compression_ratio", b"_zram_compression_ratio"]) -> typing.Literal["zram_compression_ratio"] | None: ...
+    @typing.overload
+    def WhichOneof(self, oneof_group: typing.Literal["_zram_size_sigma", b"_zram_size_sigma"]) -> typing.Literal["zram_size_sigma"] | None: ...
 
 Global___MachineSpec: typing_extensions.TypeAlias = MachineSpec
 
@@ -636,6 +684,8 @@ class KernelSpec(google.protobuf.message.Message):
     MIGRATE_BATCHING_FIELD_NUMBER: builtins.int
     CONTENDED_ABORT_FIELD_NUMBER: builtins.int
     SYNC_LIGHT_ISOLATES_WRITEBACK_FIELD_NUMBER: builtins.int
+    ZSMALLOC_LOCKING_FIELD_NUMBER: builtins.int
+    VMAP_STACK_FIELD_NUMBER: builtins.int
     profile: builtins.str
     """Named release preset: v4.4, v4.8, v4.12, v5.0, v5.9, v6.1, v6.10, v6.17.
     Default v6.10.
@@ -672,6 +722,14 @@ class KernelSpec(google.protobuf.message.Message):
     """What async compaction does on a contended lock."""
     sync_light_isolates_writeback: builtins.bool
     """SYNC_LIGHT isolates pages under writeback (4.4); later only SYNC does."""
+    zsmalloc_locking: Global___ZsmallocLocking.ValueType
+    """zsmalloc's locks against page migration (and, from POOL_LOCK, 10 % fullness groups
+    and 8-page zspage chains).
+    """
+    vmap_stack: builtins.bool
+    """CONFIG_VMAP_STACK (x86-64 4.9+): kernel stacks are order-0 vmalloc pages, not one
+    order-2 block.
+    """
     def __init__(
         self,
         *,
@@ -691,9 +749,11 @@ class KernelSpec(google.protobuf.message.Message):
         migrate_batching: builtins.bool | None = ...,
         contended_abort: Global___ContendedAbort.ValueType = ...,
         sync_light_isolates_writeback: builtins.bool | None = ...,
+        zsmalloc_locking: Global___ZsmallocLocking.ValueType = ...,
+        vmap_stack: builtins.bool | None = ...,
     ) -> None: ...
-    def HasField(self, field_name: typing.Literal["_alloc_nofragment", b"_alloc_nofragment", "_compact_priorities", b"_compact_priorities", "_compaction", b"_compaction", "_compaction_capture", b"_compaction_capture", "_fast_search", b"_fast_search", "_kcompactd", b"_kcompactd", "_migrate_batching", b"_migrate_batching", "_pcp", b"_pcp", "_proactive_compaction", b"_proactive_compaction", "_profile", b"_profile", "_scaled_watermarks", b"_scaled_watermarks", "_sync_light_isolates_writeback", b"_sync_light_isolates_writeback", "_watermark_boost", b"_watermark_boost", "alloc_nofragment", b"alloc_nofragment", "compact_priorities", b"compact_priorities", "compaction", b"compaction", "compaction_capture", b"compaction_capture", "fast_search", b"fast_search", "kcompactd", b"kcompactd", "migrate_batching", b"migrate_batching", "pcp", b"pcp", "proactive_compaction", b"proactive_compaction", "profile", b"profile", "scaled_watermarks", b"scaled_watermarks", "sync_light_isolates_writeback", b"sync_light_isolates_writeback", "watermark_boost", b"watermark_boost"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["_alloc_nofragment", b"_alloc_nofragment", "_compact_priorities", b"_compact_priorities", "_compaction", b"_compaction", "_compaction_capture", b"_compaction_capture", "_fast_search", b"_fast_search", "_kcompactd", b"_kcompactd", "_migrate_batching", b"_migrate_batching", "_pcp", b"_pcp", "_proactive_compaction", b"_proactive_compaction", "_profile", b"_profile", "_scaled_watermarks", b"_scaled_watermarks", "_sync_light_isolates_writeback", b"_sync_light_isolates_writeback", "_watermark_boost", b"_watermark_boost", "alloc_nofragment", b"alloc_nofragment", "claim_rule", b"claim_rule", "compact_priorities", b"compact_priorities", "compaction", b"compaction", "compaction_capture", b"compaction_capture", "contended_abort", b"contended_abort", "fast_search", b"fast_search", "kcompactd", b"kcompactd", "migrate_batching", b"migrate_batching", "movable_ops", b"movable_ops", "pcp", b"pcp", "proactive_compaction", b"proactive_compaction", "profile", b"profile", "scaled_watermarks", b"scaled_watermarks", "sync_light_isolates_writeback", b"sync_light_isolates_writeback", "watermark_boost", b"watermark_boost"]) -> None: ...
+    def HasField(self, field_name: typing.Literal["_alloc_nofragment", b"_alloc_nofragment", "_compact_priorities", b"_compact_priorities", "_compaction", b"_compaction", "_compaction_capture", b"_compaction_capture", "_fast_search", b"_fast_search", "_kcompactd", b"_kcompactd", "_migrate_batching", b"_migrate_batching", "_pcp", b"_pcp", "_proactive_compaction", b"_proactive_compaction", "_profile", b"_profile", "_scaled_watermarks", b"_scaled_watermarks", "_sync_light_isolates_writeback", b"_sync_light_isolates_writeback", "_vmap_stack", b"_vmap_stack", "_watermark_boost", b"_watermark_boost", "alloc_nofragment", b"alloc_nofragment", "compact_priorities", b"compact_priorities", "compaction", b"compaction", "compaction_capture", b"compaction_capture", "fast_search", b"fast_search", "kcompactd", b"kcompactd", "migrate_batching", b"migrate_batching", "pcp", b"pcp", "proactive_compaction", b"proactive_compaction", "profile", b"profile", "scaled_watermarks", b"scaled_watermarks", "sync_light_isolates_writeback", b"sync_light_isolates_writeback", "vmap_stack", b"vmap_stack", "watermark_boost", b"watermark_boost"]) -> builtins.bool: ...
+    def ClearField(self, field_name: typing.Literal["_alloc_nofragment", b"_alloc_nofragment", "_compact_priorities", b"_compact_priorities", "_compaction", b"_compaction", "_compaction_capture", b"_compaction_capture", "_fast_search", b"_fast_search", "_kcompactd", b"_kcompactd", "_migrate_batching", b"_migrate_batching", "_pcp", b"_pcp", "_proactive_compaction", b"_proactive_compaction", "_profile", b"_profile", "_scaled_watermarks", b"_scaled_watermarks", "_sync_light_isolates_writeback", b"_sync_light_isolates_writeback", "_vmap_stack", b"_vmap_stack", "_watermark_boost", b"_watermark_boost", "alloc_nofragment", b"alloc_nofragment", "claim_rule", b"claim_rule", "compact_priorities", b"compact_priorities", "compaction", b"compaction", "compaction_capture", b"compaction_capture", "contended_abort", b"contended_abort", "fast_search", b"fast_search", "kcompactd", b"kcompactd", "migrate_batching", b"migrate_batching", "movable_ops", b"movable_ops", "pcp", b"pcp", "proactive_compaction", b"proactive_compaction", "profile", b"profile", "scaled_watermarks", b"scaled_watermarks", "sync_light_isolates_writeback", b"sync_light_isolates_writeback", "vmap_stack", b"vmap_stack", "watermark_boost", b"watermark_boost", "zsmalloc_locking", b"zsmalloc_locking"]) -> None: ...
     @typing.overload
     def WhichOneof(self, oneof_group: typing.Literal["_alloc_nofragment", b"_alloc_nofragment"]) -> typing.Literal["alloc_nofragment"] | None: ...
     @typing.overload
@@ -718,6 +778,8 @@ class KernelSpec(google.protobuf.message.Message):
     def WhichOneof(self, oneof_group: typing.Literal["_scaled_watermarks", b"_scaled_watermarks"]) -> typing.Literal["scaled_watermarks"] | None: ...
     @typing.overload
     def WhichOneof(self, oneof_group: typing.Literal["_sync_light_isolates_writeback", b"_sync_light_isolates_writeback"]) -> typing.Literal["sync_light_isolates_writeback"] | None: ...
+    @typing.overload
+    def WhichOneof(self, oneof_group: typing.Literal["_vmap_stack", b"_vmap_stack"]) -> typing.Literal["vmap_stack"] | None: ...
     @typing.overload
     def WhichOneof(self, oneof_group: typing.Literal["_watermark_boost", b"_watermark_boost"]) -> typing.Literal["watermark_boost"] | None: ...
 
@@ -921,6 +983,8 @@ class WorkloadGroupSpec(google.protobuf.message.Message):
     START_SECONDS_FIELD_NUMBER: builtins.int
     STOP_SECONDS_FIELD_NUMBER: builtins.int
     REPLAY_FIELD_NUMBER: builtins.int
+    FORKS_FIELD_NUMBER: builtins.int
+    IMPLICIT_KERNEL_FIELD_NUMBER: builtins.int
     name: builtins.str
     """Name of the group, unique within the spec, 1..64 printable characters (no control
     characters). Required.
@@ -961,6 +1025,14 @@ class WorkloadGroupSpec(google.protobuf.message.Message):
     """Simulated time the group stops, in seconds, 0..31536000 and after `start_seconds`.
     Unset: runs to the end.
     """
+    forks: builtins.float
+    """Forks per request, 0..1e6: each allocates a kernel stack, a share of a task_struct
+    slab and the child's page tables. Default 0.
+    """
+    implicit_kernel: builtins.bool
+    """Allocate the kernel memory the group's activity implies (page tables on faults, slab
+    with file I/O, sk_buff heads with network buffers, stacks on fork). Default true.
+    """
     @property
     def order_mix(self) -> google.protobuf.internal.containers.ScalarMap[builtins.int, builtins.float]:
         """Allocation order (0..10) -> relative weight (0..1e9, not all 0). Empty: {0: 1}.
@@ -998,9 +1070,11 @@ class WorkloadGroupSpec(google.protobuf.message.Message):
         start_seconds: builtins.float | None = ...,
         stop_seconds: builtins.float | None = ...,
         replay: Global___ReplaySpec | None = ...,
+        forks: builtins.float | None = ...,
+        implicit_kernel: builtins.bool | None = ...,
     ) -> None: ...
-    def HasField(self, field_name: typing.Literal["_batch", b"_batch", "_burst", b"_burst", "_burst_interval_seconds", b"_burst_interval_seconds", "_dirty", b"_dirty", "_extra_ref", b"_extra_ref", "_fill_fraction", b"_fill_fraction", "_locked", b"_locked", "_madvise", b"_madvise", "_mlocked", b"_mlocked", "_name", b"_name", "_rate", b"_rate", "_start_seconds", b"_start_seconds", "_stop_seconds", b"_stop_seconds", "_tasks", b"_tasks", "_writeback", b"_writeback", "batch", b"batch", "burst", b"burst", "burst_interval_seconds", b"burst_interval_seconds", "dirty", b"dirty", "extra_ref", b"extra_ref", "fill_fraction", b"fill_fraction", "lifetime", b"lifetime", "locked", b"locked", "madvise", b"madvise", "mlocked", b"mlocked", "name", b"name", "rate", b"rate", "replay", b"replay", "start_seconds", b"start_seconds", "stop_seconds", b"stop_seconds", "tasks", b"tasks", "writeback", b"writeback"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["_batch", b"_batch", "_burst", b"_burst", "_burst_interval_seconds", b"_burst_interval_seconds", "_dirty", b"_dirty", "_extra_ref", b"_extra_ref", "_fill_fraction", b"_fill_fraction", "_locked", b"_locked", "_madvise", b"_madvise", "_mlocked", b"_mlocked", "_name", b"_name", "_rate", b"_rate", "_start_seconds", b"_start_seconds", "_stop_seconds", b"_stop_seconds", "_tasks", b"_tasks", "_writeback", b"_writeback", "batch", b"batch", "burst", b"burst", "burst_interval_seconds", b"burst_interval_seconds", "dirty", b"dirty", "extra_ref", b"extra_ref", "fill_fraction", b"fill_fraction", "kind", b"kind", "lifetime", b"lifetime", "locked", b"locked", "madvise", b"madvise", "mlocked", b"mlocked", "name", b"name", "order_mix", b"order_mix", "pattern", b"pattern", "rate", b"rate", "replay", b"replay", "start_seconds", b"start_seconds", "stop_seconds", b"stop_seconds", "tasks", b"tasks", "writeback", b"writeback"]) -> None: ...
+    def HasField(self, field_name: typing.Literal["_batch", b"_batch", "_burst", b"_burst", "_burst_interval_seconds", b"_burst_interval_seconds", "_dirty", b"_dirty", "_extra_ref", b"_extra_ref", "_fill_fraction", b"_fill_fraction", "_forks", b"_forks", "_implicit_kernel", b"_implicit_kernel", "_locked", b"_locked", "_madvise", b"_madvise", "_mlocked", b"_mlocked", "_name", b"_name", "_rate", b"_rate", "_start_seconds", b"_start_seconds", "_stop_seconds", b"_stop_seconds", "_tasks", b"_tasks", "_writeback", b"_writeback", "batch", b"batch", "burst", b"burst", "burst_interval_seconds", b"burst_interval_seconds", "dirty", b"dirty", "extra_ref", b"extra_ref", "fill_fraction", b"fill_fraction", "forks", b"forks", "implicit_kernel", b"implicit_kernel", "lifetime", b"lifetime", "locked", b"locked", "madvise", b"madvise", "mlocked", b"mlocked", "name", b"name", "rate", b"rate", "replay", b"replay", "start_seconds", b"start_seconds", "stop_seconds", b"stop_seconds", "tasks", b"tasks", "writeback", b"writeback"]) -> builtins.bool: ...
+    def ClearField(self, field_name: typing.Literal["_batch", b"_batch", "_burst", b"_burst", "_burst_interval_seconds", b"_burst_interval_seconds", "_dirty", b"_dirty", "_extra_ref", b"_extra_ref", "_fill_fraction", b"_fill_fraction", "_forks", b"_forks", "_implicit_kernel", b"_implicit_kernel", "_locked", b"_locked", "_madvise", b"_madvise", "_mlocked", b"_mlocked", "_name", b"_name", "_rate", b"_rate", "_start_seconds", b"_start_seconds", "_stop_seconds", b"_stop_seconds", "_tasks", b"_tasks", "_writeback", b"_writeback", "batch", b"batch", "burst", b"burst", "burst_interval_seconds", b"burst_interval_seconds", "dirty", b"dirty", "extra_ref", b"extra_ref", "fill_fraction", b"fill_fraction", "forks", b"forks", "implicit_kernel", b"implicit_kernel", "kind", b"kind", "lifetime", b"lifetime", "locked", b"locked", "madvise", b"madvise", "mlocked", b"mlocked", "name", b"name", "order_mix", b"order_mix", "pattern", b"pattern", "rate", b"rate", "replay", b"replay", "start_seconds", b"start_seconds", "stop_seconds", b"stop_seconds", "tasks", b"tasks", "writeback", b"writeback"]) -> None: ...
     @typing.overload
     def WhichOneof(self, oneof_group: typing.Literal["_batch", b"_batch"]) -> typing.Literal["batch"] | None: ...
     @typing.overload
@@ -1013,6 +1087,10 @@ class WorkloadGroupSpec(google.protobuf.message.Message):
     def WhichOneof(self, oneof_group: typing.Literal["_extra_ref", b"_extra_ref"]) -> typing.Literal["extra_ref"] | None: ...
     @typing.overload
     def WhichOneof(self, oneof_group: typing.Literal["_fill_fraction", b"_fill_fraction"]) -> typing.Literal["fill_fraction"] | None: ...
+    @typing.overload
+    def WhichOneof(self, oneof_group: typing.Literal["_forks", b"_forks"]) -> typing.Literal["forks"] | None: ...
+    @typing.overload
+    def WhichOneof(self, oneof_group: typing.Literal["_implicit_kernel", b"_implicit_kernel"]) -> typing.Literal["implicit_kernel"] | None: ...
     @typing.overload
     def WhichOneof(self, oneof_group: typing.Literal["_locked", b"_locked"]) -> typing.Literal["locked"] | None: ...
     @typing.overload
@@ -1139,6 +1217,7 @@ class CostsSpec(google.protobuf.message.Message):
     ANON_FAULT_US_FIELD_NUMBER: builtins.int
     FILE_FAULT_US_FIELD_NUMBER: builtins.int
     PAGE_LOCK_HOLD_MS_FIELD_NUMBER: builtins.int
+    MEMMAP_LINE_NS_FIELD_NUMBER: builtins.int
     preset: Global___CostPreset.ValueType
     """The preset the unset costs come from. Default x86_server."""
     pcp_alloc_ns: builtins.float
@@ -1215,6 +1294,10 @@ class CostsSpec(google.protobuf.message.Message):
     """
     page_lock_hold_ms: builtins.float
     """Page lock hold by a read I/O, ms. x86 default 1."""
+    memmap_line_ns: builtins.float
+    """One more 64-byte memmap line per struct page touched, ns; the per-pfn costs are for
+    a 64-byte struct page. x86 default 6.
+    """
     def __init__(
         self,
         *,
@@ -1253,9 +1336,10 @@ class CostsSpec(google.protobuf.message.Message):
         anon_fault_us: builtins.float | None = ...,
         file_fault_us: builtins.float | None = ...,
         page_lock_hold_ms: builtins.float | None = ...,
+        memmap_line_ns: builtins.float | None = ...,
     ) -> None: ...
-    def HasField(self, field_name: typing.Literal["_anon_fault_us", b"_anon_fault_us", "_buddy_alloc_ns", b"_buddy_alloc_ns", "_buddy_alloc_order9_us", b"_buddy_alloc_order9_us", "_buddy_page_ns", b"_buddy_page_ns", "_clear_huge_page_us", b"_clear_huge_page_us", "_clear_page_us", b"_clear_page_us", "_copy_page_us", b"_copy_page_us", "_file_fault_us", b"_file_fault_us", "_free_scan_page_ns", b"_free_scan_page_ns", "_isolate_batch_us", b"_isolate_batch_us", "_isolate_page_ns", b"_isolate_page_ns", "_lru_lock_batch_hold_us", b"_lru_lock_batch_hold_us", "_migrate_overhead_us", b"_migrate_overhead_us", "_migrate_scan_page_ns", b"_migrate_scan_page_ns", "_page_lock_hold_ms", b"_page_lock_hold_ms", "_pcp_alloc_ns", b"_pcp_alloc_ns", "_pcp_free_ns", b"_pcp_free_ns", "_reclaim_clean_page_us", b"_reclaim_clean_page_us", "_reclaim_scan_keep_us", b"_reclaim_scan_keep_us", "_remap_page_us", b"_remap_page_us", "_thp_fault_nocompact_us", b"_thp_fault_nocompact_us", "_tlb_flush_local_ns", b"_tlb_flush_local_ns", "_tlb_shootdown_us", b"_tlb_shootdown_us", "_unmap_page_us", b"_unmap_page_us", "_writeback_page_ms", b"_writeback_page_ms", "_zone_lock_batch_hold_us", b"_zone_lock_batch_hold_us", "_zram_lz4_compress_us", b"_zram_lz4_compress_us", "_zram_lz4_decompress_us", b"_zram_lz4_decompress_us", "_zram_lzo_compress_us", b"_zram_lzo_compress_us", "_zram_lzo_decompress_us", b"_zram_lzo_decompress_us", "_zram_zstd_compress_us", b"_zram_zstd_compress_us", "_zram_zstd_decompress_us", b"_zram_zstd_decompress_us", "_zs_malloc_us", b"_zs_malloc_us", "_zs_map_copy_us", b"_zs_map_copy_us", "anon_fault_us", b"anon_fault_us", "buddy_alloc_ns", b"buddy_alloc_ns", "buddy_alloc_order9_us", b"buddy_alloc_order9_us", "buddy_page_ns", b"buddy_page_ns", "clear_huge_page_us", b"clear_huge_page_us", "clear_page_us", b"clear_page_us", "copy_page_us", b"copy_page_us", "file_fault_us", b"file_fault_us", "free_scan_page_ns", b"free_scan_page_ns", "isolate_batch_us", b"isolate_batch_us", "isolate_page_ns", b"isolate_page_ns", "lru_lock_batch_hold_us", b"lru_lock_batch_hold_us", "migrate_overhead_us", b"migrate_overhead_us", "migrate_scan_page_ns", b"migrate_scan_page_ns", "page_lock_hold_ms", b"page_lock_hold_ms", "pcp_alloc_ns", b"pcp_alloc_ns", "pcp_free_ns", b"pcp_free_ns", "reclaim_clean_page_us", b"reclaim_clean_page_us", "reclaim_scan_keep_us", b"reclaim_scan_keep_us", "remap_page_us", b"remap_page_us", "thp_fault_nocompact_us", b"thp_fault_nocompact_us", "tlb_flush_local_ns", b"tlb_flush_local_ns", "tlb_shootdown_us", b"tlb_shootdown_us", "unmap_page_us", b"unmap_page_us", "writeback_page_ms", b"writeback_page_ms", "zone_lock_batch_hold_us", b"zone_lock_batch_hold_us", "zram_lz4_compress_us", b"zram_lz4_compress_us", "zram_lz4_decompress_us", b"zram_lz4_decompress_us", "zram_lzo_compress_us", b"zram_lzo_compress_us", "zram_lzo_decompress_us", b"zram_lzo_decompress_us", "zram_zstd_compress_us", b"zram_zstd_compress_us", "zram_zstd_decompress_us", b"zram_zstd_decompress_us", "zs_malloc_us", b"zs_malloc_us", "zs_map_copy_us", b"zs_map_copy_us"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["_anon_fault_us", b"_anon_fault_us", "_buddy_alloc_ns", b"_buddy_alloc_ns", "_buddy_alloc_order9_us", b"_buddy_alloc_order9_us", "_buddy_page_ns", b"_buddy_page_ns", "_clear_huge_page_us", b"_clear_huge_page_us", "_clear_page_us", b"_clear_page_us", "_copy_page_us", b"_copy_page_us", "_file_fault_us", b"_file_fault_us", "_free_scan_page_ns", b"_free_scan_page_ns", "_isolate_batch_us", b"_isolate_batch_us", "_isolate_page_ns", b"_isolate_page_ns", "_lru_lock_batch_hold_us", b"_lru_lock_batch_hold_us", "_migrate_overhead_us", b"_migrate_overhead_us", "_migrate_scan_page_ns", b"_migrate_scan_page_ns", "_page_lock_hold_ms", b"_page_lock_hold_ms", "_pcp_alloc_ns", b"_pcp_alloc_ns", "_pcp_free_ns", b"_pcp_free_ns", "_reclaim_clean_page_us", b"_reclaim_clean_page_us", "_reclaim_scan_keep_us", b"_reclaim_scan_keep_us", "_remap_page_us", b"_remap_page_us", "_thp_fault_nocompact_us", b"_thp_fault_nocompact_us", "_tlb_flush_local_ns", b"_tlb_flush_local_ns", "_tlb_shootdown_us", b"_tlb_shootdown_us", "_unmap_page_us", b"_unmap_page_us", "_writeback_page_ms", b"_writeback_page_ms", "_zone_lock_batch_hold_us", b"_zone_lock_batch_hold_us", "_zram_lz4_compress_us", b"_zram_lz4_compress_us", "_zram_lz4_decompress_us", b"_zram_lz4_decompress_us", "_zram_lzo_compress_us", b"_zram_lzo_compress_us", "_zram_lzo_decompress_us", b"_zram_lzo_decompress_us", "_zram_zstd_compress_us", b"_zram_zstd_compress_us", "_zram_zstd_decompress_us", b"_zram_zstd_decompress_us", "_zs_malloc_us", b"_zs_malloc_us", "_zs_map_copy_us", b"_zs_map_copy_us", "anon_fault_us", b"anon_fault_us", "buddy_alloc_ns", b"buddy_alloc_ns", "buddy_alloc_order9_us", b"buddy_alloc_order9_us", "buddy_page_ns", b"buddy_page_ns", "clear_huge_page_us", b"clear_huge_page_us", "clear_page_us", b"clear_page_us", "copy_page_us", b"copy_page_us", "file_fault_us", b"file_fault_us", "free_scan_page_ns", b"free_scan_page_ns", "isolate_batch_us", b"isolate_batch_us", "isolate_page_ns", b"isolate_page_ns", "lru_lock_batch_hold_us", b"lru_lock_batch_hold_us", "migrate_overhead_us", b"migrate_overhead_us", "migrate_scan_page_ns", b"migrate_scan_page_ns", "page_lock_hold_ms", b"page_lock_hold_ms", "pcp_alloc_ns", b"pcp_alloc_ns", "pcp_free_ns", b"pcp_free_ns", "preset", b"preset", "reclaim_clean_page_us", b"reclaim_clean_page_us", "reclaim_scan_keep_us", b"reclaim_scan_keep_us", "remap_page_us", b"remap_page_us", "thp_fault_nocompact_us", b"thp_fault_nocompact_us", "tlb_flush_local_ns", b"tlb_flush_local_ns", "tlb_shootdown_us", b"tlb_shootdown_us", "unmap_page_us", b"unmap_page_us", "writeback_page_ms", b"writeback_page_ms", "zone_lock_batch_hold_us", b"zone_lock_batch_hold_us", "zram_lz4_compress_us", b"zram_lz4_compress_us", "zram_lz4_decompress_us", b"zram_lz4_decompress_us", "zram_lzo_compress_us", b"zram_lzo_compress_us", "zram_lzo_decompress_us", b"zram_lzo_decompress_us", "zram_zstd_compress_us", b"zram_zstd_compress_us", "zram_zstd_decompress_us", b"zram_zstd_decompress_us", "zs_malloc_us", b"zs_malloc_us", "zs_map_copy_us", b"zs_map_copy_us"]) -> None: ...
+    def HasField(self, field_name: typing.Literal["_anon_fault_us", b"_anon_fault_us", "_buddy_alloc_ns", b"_buddy_alloc_ns", "_buddy_alloc_order9_us", b"_buddy_alloc_order9_us", "_buddy_page_ns", b"_buddy_page_ns", "_clear_huge_page_us", b"_clear_huge_page_us", "_clear_page_us", b"_clear_page_us", "_copy_page_us", b"_copy_page_us", "_file_fault_us", b"_file_fault_us", "_free_scan_page_ns", b"_free_scan_page_ns", "_isolate_batch_us", b"_isolate_batch_us", "_isolate_page_ns", b"_isolate_page_ns", "_lru_lock_batch_hold_us", b"_lru_lock_batch_hold_us", "_memmap_line_ns", b"_memmap_line_ns", "_migrate_overhead_us", b"_migrate_overhead_us", "_migrate_scan_page_ns", b"_migrate_scan_page_ns", "_page_lock_hold_ms", b"_page_lock_hold_ms", "_pcp_alloc_ns", b"_pcp_alloc_ns", "_pcp_free_ns", b"_pcp_free_ns", "_reclaim_clean_page_us", b"_reclaim_clean_page_us", "_reclaim_scan_keep_us", b"_reclaim_scan_keep_us", "_remap_page_us", b"_remap_page_us", "_thp_fault_nocompact_us", b"_thp_fault_nocompact_us", "_tlb_flush_local_ns", b"_tlb_flush_local_ns", "_tlb_shootdown_us", b"_tlb_shootdown_us", "_unmap_page_us", b"_unmap_page_us", "_writeback_page_ms", b"_writeback_page_ms", "_zone_lock_batch_hold_us", b"_zone_lock_batch_hold_us", "_zram_lz4_compress_us", b"_zram_lz4_compress_us", "_zram_lz4_decompress_us", b"_zram_lz4_decompress_us", "_zram_lzo_compress_us", b"_zram_lzo_compress_us", "_zram_lzo_decompress_us", b"_zram_lzo_decompress_us", "_zram_zstd_compress_us", b"_zram_zstd_compress_us", "_zram_zstd_decompress_us", b"_zram_zstd_decompress_us", "_zs_malloc_us", b"_zs_malloc_us", "_zs_map_copy_us", b"_zs_map_copy_us", "anon_fault_us", b"anon_fault_us", "buddy_alloc_ns", b"buddy_alloc_ns", "buddy_alloc_order9_us", b"buddy_alloc_order9_us", "buddy_page_ns", b"buddy_page_ns", "clear_huge_page_us", b"clear_huge_page_us", "clear_page_us", b"clear_page_us", "copy_page_us", b"copy_page_us", "file_fault_us", b"file_fault_us", "free_scan_page_ns", b"free_scan_page_ns", "isolate_batch_us", b"isolate_batch_us", "isolate_page_ns", b"isolate_page_ns", "lru_lock_batch_hold_us", b"lru_lock_batch_hold_us", "memmap_line_ns", b"memmap_line_ns", "migrate_overhead_us", b"migrate_overhead_us", "migrate_scan_page_ns", b"migrate_scan_page_ns", "page_lock_hold_ms", b"page_lock_hold_ms", "pcp_alloc_ns", b"pcp_alloc_ns", "pcp_free_ns", b"pcp_free_ns", "reclaim_clean_page_us", b"reclaim_clean_page_us", "reclaim_scan_keep_us", b"reclaim_scan_keep_us", "remap_page_us", b"remap_page_us", "thp_fault_nocompact_us", b"thp_fault_nocompact_us", "tlb_flush_local_ns", b"tlb_flush_local_ns", "tlb_shootdown_us", b"tlb_shootdown_us", "unmap_page_us", b"unmap_page_us", "writeback_page_ms", b"writeback_page_ms", "zone_lock_batch_hold_us", b"zone_lock_batch_hold_us", "zram_lz4_compress_us", b"zram_lz4_compress_us", "zram_lz4_decompress_us", b"zram_lz4_decompress_us", "zram_lzo_compress_us", b"zram_lzo_compress_us", "zram_lzo_decompress_us", b"zram_lzo_decompress_us", "zram_zstd_compress_us", b"zram_zstd_compress_us", "zram_zstd_decompress_us", b"zram_zstd_decompress_us", "zs_malloc_us", b"zs_malloc_us", "zs_map_copy_us", b"zs_map_copy_us"]) -> builtins.bool: ...
+    def ClearField(self, field_name: typing.Literal["_anon_fault_us", b"_anon_fault_us", "_buddy_alloc_ns", b"_buddy_alloc_ns", "_buddy_alloc_order9_us", b"_buddy_alloc_order9_us", "_buddy_page_ns", b"_buddy_page_ns", "_clear_huge_page_us", b"_clear_huge_page_us", "_clear_page_us", b"_clear_page_us", "_copy_page_us", b"_copy_page_us", "_file_fault_us", b"_file_fault_us", "_free_scan_page_ns", b"_free_scan_page_ns", "_isolate_batch_us", b"_isolate_batch_us", "_isolate_page_ns", b"_isolate_page_ns", "_lru_lock_batch_hold_us", b"_lru_lock_batch_hold_us", "_memmap_line_ns", b"_memmap_line_ns", "_migrate_overhead_us", b"_migrate_overhead_us", "_migrate_scan_page_ns", b"_migrate_scan_page_ns", "_page_lock_hold_ms", b"_page_lock_hold_ms", "_pcp_alloc_ns", b"_pcp_alloc_ns", "_pcp_free_ns", b"_pcp_free_ns", "_reclaim_clean_page_us", b"_reclaim_clean_page_us", "_reclaim_scan_keep_us", b"_reclaim_scan_keep_us", "_remap_page_us", b"_remap_page_us", "_thp_fault_nocompact_us", b"_thp_fault_nocompact_us", "_tlb_flush_local_ns", b"_tlb_flush_local_ns", "_tlb_shootdown_us", b"_tlb_shootdown_us", "_unmap_page_us", b"_unmap_page_us", "_writeback_page_ms", b"_writeback_page_ms", "_zone_lock_batch_hold_us", b"_zone_lock_batch_hold_us", "_zram_lz4_compress_us", b"_zram_lz4_compress_us", "_zram_lz4_decompress_us", b"_zram_lz4_decompress_us", "_zram_lzo_compress_us", b"_zram_lzo_compress_us", "_zram_lzo_decompress_us", b"_zram_lzo_decompress_us", "_zram_zstd_compress_us", b"_zram_zstd_compress_us", "_zram_zstd_decompress_us", b"_zram_zstd_decompress_us", "_zs_malloc_us", b"_zs_malloc_us", "_zs_map_copy_us", b"_zs_map_copy_us", "anon_fault_us", b"anon_fault_us", "buddy_alloc_ns", b"buddy_alloc_ns", "buddy_alloc_order9_us", b"buddy_alloc_order9_us", "buddy_page_ns", b"buddy_page_ns", "clear_huge_page_us", b"clear_huge_page_us", "clear_page_us", b"clear_page_us", "copy_page_us", b"copy_page_us", "file_fault_us", b"file_fault_us", "free_scan_page_ns", b"free_scan_page_ns", "isolate_batch_us", b"isolate_batch_us", "isolate_page_ns", b"isolate_page_ns", "lru_lock_batch_hold_us", b"lru_lock_batch_hold_us", "memmap_line_ns", b"memmap_line_ns", "migrate_overhead_us", b"migrate_overhead_us", "migrate_scan_page_ns", b"migrate_scan_page_ns", "page_lock_hold_ms", b"page_lock_hold_ms", "pcp_alloc_ns", b"pcp_alloc_ns", "pcp_free_ns", b"pcp_free_ns", "preset", b"preset", "reclaim_clean_page_us", b"reclaim_clean_page_us", "reclaim_scan_keep_us", b"reclaim_scan_keep_us", "remap_page_us", b"remap_page_us", "thp_fault_nocompact_us", b"thp_fault_nocompact_us", "tlb_flush_local_ns", b"tlb_flush_local_ns", "tlb_shootdown_us", b"tlb_shootdown_us", "unmap_page_us", b"unmap_page_us", "writeback_page_ms", b"writeback_page_ms", "zone_lock_batch_hold_us", b"zone_lock_batch_hold_us", "zram_lz4_compress_us", b"zram_lz4_compress_us", "zram_lz4_decompress_us", b"zram_lz4_decompress_us", "zram_lzo_compress_us", b"zram_lzo_compress_us", "zram_lzo_decompress_us", b"zram_lzo_decompress_us", "zram_zstd_compress_us", b"zram_zstd_compress_us", "zram_zstd_decompress_us", b"zram_zstd_decompress_us", "zs_malloc_us", b"zs_malloc_us", "zs_map_copy_us", b"zs_map_copy_us"]) -> None: ...
     @typing.overload
     def WhichOneof(self, oneof_group: typing.Literal["_anon_fault_us", b"_anon_fault_us"]) -> typing.Literal["anon_fault_us"] | None: ...
     @typing.overload
@@ -1280,6 +1364,8 @@ class CostsSpec(google.protobuf.message.Message):
     def WhichOneof(self, oneof_group: typing.Literal["_isolate_page_ns", b"_isolate_page_ns"]) -> typing.Literal["isolate_page_ns"] | None: ...
     @typing.overload
     def WhichOneof(self, oneof_group: typing.Literal["_lru_lock_batch_hold_us", b"_lru_lock_batch_hold_us"]) -> typing.Literal["lru_lock_batch_hold_us"] | None: ...
+    @typing.overload
+    def WhichOneof(self, oneof_group: typing.Literal["_memmap_line_ns", b"_memmap_line_ns"]) -> typing.Literal["memmap_line_ns"] | None: ...
     @typing.overload
     def WhichOneof(self, oneof_group: typing.Literal["_migrate_overhead_us", b"_migrate_overhead_us"]) -> typing.Literal["migrate_overhead_us"] | None: ...
     @typing.overload

@@ -89,7 +89,8 @@ def field_strategy(f: dataclasses.Field, tp: typing.Any) -> st.SearchStrategy:
 def configs(cls: type, **fixed: st.SearchStrategy) -> st.SearchStrategy:
     hints = typing.get_type_hints(cls)
     fields = {f.name: fixed[f.name] if f.name in fixed else field_strategy(f, hints[f.name])
-              for f in dataclasses.fields(cls) if f.name not in ("workload", "compact_memory")}
+              for f in dataclasses.fields(cls)
+              if f.name not in ("workload", "compact_memory", "zram_compact")}
     return st.builds(cls, **fields)
 
 
@@ -131,7 +132,8 @@ def sim_configs(draw) -> SimConfig:
                        tunables=tunables()))
     return dataclasses.replace(
         cfg, workload=tuple(draw(groups(n)) for n in names),
-        compact_memory=tuple(draw(st.lists(st.floats(0.0, duration), max_size=3))))
+        compact_memory=tuple(draw(st.lists(st.floats(0.0, duration), max_size=3))),
+        zram_compact=tuple(draw(st.lists(st.floats(0.0, duration), max_size=3))))
 
 
 @pytest.mark.slow

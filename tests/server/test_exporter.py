@@ -110,6 +110,14 @@ def test_collector_names_types_and_labels():
     assert all(n.startswith(("node_", "compactsim_")) for n in fams)
 
 
+def test_collector_counts_migrated_pages_by_kind():
+    snap = {**SNAP, "migrated_by_kind": {"anon": 7, "file": 2, "zsmalloc": 5, "balloon": 0}}
+    reg, text = scrape(FakeManager({"r1": snap}))
+    assert families(text)["compactsim_migrated_pages"].type == "counter"
+    for kind, n in snap["migrated_by_kind"].items():
+        assert reg.get_sample_value("compactsim_migrated_pages_total", {"kind": kind}) == n
+
+
 def test_collector_before_the_first_snapshot_has_nothing():
     """The kernel profile and design come with the first snapshot: info series served
     before it would carry empty labels and split when they arrive."""

@@ -47,11 +47,10 @@ class Rig:
         return self.m.zones[0]
 
 
-def make_rig(profile: str = "v6.10", tunables: dict | None = None, zspage_busy: float = 0.0,
-             **kernel) -> Rig:
-    """The machine of kernel `profile` with `kernel` switches and `tunables` set; a
-    zspage is busy (its lock held) for `zspage_busy` of the time."""
-    cfg = config_from_dict({"machine": {"memory": "64MiB", "cpus": 2},
+def make_rig(profile: str = "v6.10", tunables: dict | None = None, **kernel) -> Rig:
+    """The machine of kernel `profile` with `kernel` switches and `tunables` set, and a
+    16 MiB zram device whose zsmalloc pool migration consults."""
+    cfg = config_from_dict({"machine": {"memory": "64MiB", "cpus": 2, "zram": "16MiB"},
                             "kernel": {"profile": profile, "pcp": False, **kernel},
                             "tunables": tunables or {},
                             "workload": [{"name": "x"}]})
@@ -59,8 +58,7 @@ def make_rig(profile: str = "v6.10", tunables: dict | None = None, zspage_busy: 
     m = build_machine(cfg, env)
     zram = Zram(m)
     reclaim = Reclaim(m, zram)
-    migration = Migration(m, RngStreams(cfg.seed)("migrate.driver"),
-                          zspage_busy=lambda: zspage_busy)
+    migration = Migration(m, RngStreams(cfg.seed)("migrate.driver"), zsmalloc=zram.pool)
     return Rig(m, env, reclaim, migration, Compaction(m, migration, reclaim), zram,
                Task(comm="test", pid=1, cpu=0, node=0))
 

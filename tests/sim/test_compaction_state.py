@@ -89,7 +89,7 @@ class CompactionMachine(RuleBasedStateMachine):
         self.zone = m.zones[0]
         reclaim = Reclaim(m, Zram(m))
         self.migration = Migration(m, RngStreams(cfg.seed)("migrate.driver"),
-                                   on_moved=self._moved, zspage_busy=lambda: 0.25)
+                                   on_moved=self._moved)
         self.compaction = Compaction(m, self.migration, reclaim)
         self.tasks = [Task(comm="t", pid=100 + c, cpu=c, node=0) for c in range(NR_CPUS)]
         self.allocated: dict[int, tuple[int, int, int]] = {}

@@ -80,7 +80,7 @@ def make_rig(owner, profile: str = "v6.10", proactiveness: int = 20) -> Rig:
             if lru_list_for(want, 0) >= 0:
                 add_page_to_lru(m, pfn, 1, lru_list_for(want, 0))
     reclaim = Reclaim(m, Zram(m))
-    migration = Migration(m, RngStreams(cfg.seed)("migrate.driver"), zspage_busy=lambda: 0.0)
+    migration = Migration(m, RngStreams(cfg.seed)("migrate.driver"))
     compaction = Compaction(m, migration, reclaim)
     kc = Kcompactd(m, compaction, reclaim)
     r = Rig(m, env, reclaim, compaction, kc, [], [])

@@ -31,6 +31,7 @@ from compactsim.sim.machine import LIST_BALLOON, LIST_ZSPAGES, LRU_ANON, Machine
 from compactsim.sim.migrate import (
     EAGAIN,
     EBUSY,
+    EINVAL,
     MIGRATEPAGE_SUCCESS,
     RELEASED,
     MigrateMode,
@@ -51,7 +52,9 @@ from compactsim.sim.run import memmap_summary
 from compactsim.sim.slowpath import CompactResult
 from compactsim.sim.task import Task
 from compactsim.sim.workload import kind_gfp
+from compactsim.sim.locks import BookedLock
 from compactsim.sim.zram import Zram
+from compactsim.sim.zsmalloc import Zspage
 
 ANON = KIND_CODE[PageKind.ANON]
 SLAB = KIND_CODE[PageKind.SLAB_UNMOVABLE]
@@ -149,9 +152,20 @@ def test_unmap_and_move_rc_of_released_and_driver_pages():
     for mode in MigrateMode:
         assert r.migration.unmap_and_move_rc(balloon, mode, False, True)[0] == MIGRATEPAGE_SUCCESS
         assert r.migration.unmap_and_move_rc(zspage, mode, False, True)[0] == MIGRATEPAGE_SUCCESS
-    busy = make_rig(zspage_busy=1.0)
+    busy = make_rig("v6.17")
     zspage = one_page(busy, ZSMALLOC, PG_MOVABLE_OPS)
-    assert busy.migration.unmap_and_move_rc(zspage, S, True, False)[0] == EAGAIN
+    mapped_by_zram(busy, zspage)
+    assert busy.migration.unmap_and_move_rc(zspage, S, True, False)[0] == EINVAL
+
+
+def mapped_by_zram(r: Rig, pfn: int) -> None:
+    """Make `pfn` a one-page zspage of zram's pool that zram holds mapped (the zspage
+    read lock) for the whole test."""
+    pool = r.zram.pool
+    cls = pool.size_class[-1]
+    zspage = Zspage(cls, [pfn], BookedLock(pool.lock_stats["zspage_lock"]))
+    pool.by_pfn[pfn] = zspage
+    zspage.lock.book(0.0, 0.0, 1e9, False, owner=100)
 
 
 # --- the pass loop --------------------------------------------------------------------------
@@ -352,10 +366,13 @@ def driver_layout(kind: int, flags: int):
     return owner
 
 
-def compact_with_driver_page(design: MovableOps, kind: int, zspage_busy: float = 0.0):
-    r = make_rig(movable_ops=design.value, zspage_busy=zspage_busy)
+def compact_with_driver_page(design: MovableOps, kind: int, busy: bool = False,
+                             profile: str = "v6.10"):
+    r = make_rig(profile, movable_ops=design.value)
     movable = kind == BALLOON or design is not MovableOps.NONE
     populate(r, driver_layout(kind, PG_MOVABLE_OPS if movable else 0))
+    if busy:
+        mapped_by_zram(r, DRIVER_PFN)
     mt = gfp_migratetype(kind_gfp(r.m.config, PageKind.BALLOON if kind == BALLOON
                                   else PageKind.ZSMALLOC, 0))
     r.m.pageblocks.set_pageblock_migratetype(DRIVER_PFN, mt)   # where its allocation lands
@@ -393,12 +410,16 @@ def test_zspage_with_movable_ops_is_migrated_and_frees_its_block(design):
     assert r.m.events["balloon_migrate"] == 0
 
 
-def test_busy_zspage_fails_every_pass_and_keeps_its_block():
-    r, where = compact_with_driver_page(MovableOps.MAPPING_OPS, ZSMALLOC, zspage_busy=1.0)
+def test_zspage_zram_holds_mapped_fails_once_per_pass_in_6_15_and_keeps_its_block():
+    """zspage_write_trylock fails: zs_page_migrate returns -EINVAL, a final failure of
+    the async batch, retried once by the sync one-by-one pass (migrate_pages_sync)."""
+    r, where = compact_with_driver_page(MovableOps.PAGE_TYPE, ZSMALLOC, busy=True,
+                                        profile="v6.17")
     assert where == DRIVER_PFN
     assert not block_is_free(r.m, 0)
-    assert r.driver_calls == [EAGAIN] * 10     # 3 async batch passes + 7 sync ones
+    assert r.driver_calls == [EINVAL, EINVAL]
     assert r.m.events["pgmigrate_fail"] >= 1
+    assert r.zram.pool.migrate_busy == 2
 
 
 @pytest.mark.parametrize("design", [MovableOps.NONE, MovableOps.MAPPING_OPS])
