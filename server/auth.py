@@ -155,12 +155,15 @@ class Authenticator:
 
 def _refusal(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandler:
     """A handler of the same kind as `handler` that answers UNAUTHENTICATED."""
-    async def unary(request, context):
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+    async def unary(request, context):   # set, not raised: see server.refusal
+        context.set_code(grpc.StatusCode.UNAUTHENTICATED)
+        context.set_details(message)
 
     async def stream(request, context):
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
-        yield  # pragma: no cover - abort raises
+        context.set_code(grpc.StatusCode.UNAUTHENTICATED)
+        context.set_details(message)
+        return
+        yield  # pragma: no cover - an async generator that yields nothing
 
     kinds = (("unary_unary", grpc.unary_unary_rpc_method_handler, unary),
              ("unary_stream", grpc.unary_stream_rpc_method_handler, stream),

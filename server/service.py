@@ -2,8 +2,8 @@
 and the store.
 
 Every handler's body is a plain function run in a thread (`asyncio.to_thread`): the store
-and the manager block. Refusals are `RpcFailure(google.rpc.Status)`, sent with
-`grpc_status.rpc_status.to_status` so clients get the canonical code and its details
+and the manager block. Refusals are `RpcFailure(google.rpc.Status)`, set on the call by
+`server.refusal.refuse` (never raised into grpc) so clients get the canonical code and its details
 (BadRequest field violations, ResourceInfo, PreconditionFailure, QuotaFailure + RetryInfo).
 Specs are validated and turned into configs by `server.convert` only; preset scenarios come
 in through the injected `scenarios` object (server/main.py wires `sim.scenarios`), so this
@@ -35,7 +35,6 @@ from typing import Any, Protocol
 import grpc
 from google.protobuf import duration_pb2, json_format, struct_pb2, timestamp_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
-from grpc_status import rpc_status
 
 from compactsim.proto.v1 import (run_pb2, simulator_pb2, simulator_pb2_grpc, spec_pb2,
                                  sweep_pb2, trace_pb2)
@@ -45,7 +44,7 @@ from compactsim.server.changes import RunChanges
 from compactsim.server.filters import QueryError
 from compactsim.server.limits import Exceeded, Limits
 from compactsim.server.manager import REPORT_HISTOGRAMS, ManagerClosed, QueueLimit, RunManager
-from compactsim.server.status_limits import bounded
+from compactsim.server.refusal import refuse
 from compactsim.server.store import (InvalidArgument, NewRun, NotFound, RequestIdConflict, RunRecord,
                           RunState, StoreError, WrongState)
 from compactsim.server.traces import TraceError, TraceInfo, TraceNotFound, TraceStore, TraceTooLarge
@@ -256,21 +255,18 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
         self._changes.close()
 
     async def _call(self, context: grpc.aio.ServicerContext, fn: Callable, *args: Any) -> Any:
+        """`fn(*args)` in a thread; a refusal is set on `context` (server.refusal) and None
+        returned, so the handler returns None."""
         try:
             return await asyncio.to_thread(fn, *args)
         except RpcFailure as exc:
-            await self._abort(context, exc.status)
+            refuse(context, exc.status)
         except ManagerClosed:
-            await self._abort(context, unavailable().status)
+            refuse(context, unavailable().status)
         except StoreError as exc:
             log.exception("store")
-            await self._abort(context, _status(code_pb2.UNAVAILABLE, f"store error: {exc}"))
-
-    @staticmethod
-    async def _abort(context: grpc.aio.ServicerContext, st: status_pb2.Status) -> None:
-        status = rpc_status.to_status(bounded(st))
-        await context.abort(status.code, status.details,
-                            trailing_metadata=status.trailing_metadata)
+            refuse(context, _status(code_pb2.UNAVAILABLE, f"store error: {exc}"))
+        return None
 
     def _get(self, name: str, field: str = "name") -> RunRecord:
         run_id = _run_id(name, field)
@@ -598,13 +594,17 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
         watcher never makes the server queue events: a stalled stream holds at most the
         batch it was sending (up to 200 events)."""
         rec = await self._call(context, self._get, request.name)
+        if rec is None:
+            return
         heartbeat = (request.heartbeat_interval_seconds
                      if request.HasField("heartbeat_interval_seconds") else DEFAULT_HEARTBEAT_S)
         if not 1 <= heartbeat <= 300:
-            await self._abort(context, bad_request([("heartbeat_interval_seconds",
-                                                     "must be 1..300")]).status)
+            refuse(context, bad_request([("heartbeat_interval_seconds",
+                                          "must be 1..300")]).status)
+            return
         if request.HasField("after_sequence") and request.after_sequence < 0:
-            await self._abort(context, bad_request([("after_sequence", "must be >= 0")]).status)
+            refuse(context, bad_request([("after_sequence", "must be >= 0")]).status)
+            return
         snapshot = await asyncio.to_thread(self.run_to_proto, rec)
         yield simulator_pb2.WatchRunResponse(snapshot=snapshot, sequence=rec.last_sequence)
         if request.HasField("after_sequence"):
@@ -624,7 +624,8 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
                 version = self._changes.version(rec.id)
                 events, now_rec = await asyncio.to_thread(self._events_or_run, rec.id, seq)
                 if closed and not events:
-                    await self._abort(context, unavailable().status)
+                    refuse(context, unavailable().status)
+                    return
                 for ev in events:
                     msg, state = self._event_to_proto(rec, ev, state)
                     seq = ev.sequence
@@ -875,19 +876,19 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
             upload = self.traces.upload()
             async for request in request_iterator:
                 upload.write(request.chunk)
-            info = await asyncio.to_thread(upload.commit)
+            return self._trace_to_proto(await asyncio.to_thread(upload.commit))
         except TraceTooLarge:
-            await self._abort(context, quota(self.limits.trace_exceeded(upload.size)).status)
+            refuse(context, quota(self.limits.trace_exceeded(upload.size)).status)
         except TraceError as exc:
-            await self._abort(context, bad_request([("chunk", str(exc))]).status)
+            refuse(context, bad_request([("chunk", str(exc))]).status)
         except OSError as exc:
             log.exception("storing an uploaded trace")
-            await self._abort(context, _status(code_pb2.UNAVAILABLE, f"cannot store the trace: "
-                                                                     f"{exc.strerror or exc}"))
+            refuse(context, _status(code_pb2.UNAVAILABLE, f"cannot store the trace: "
+                                                          f"{exc.strerror or exc}"))
         finally:
             if upload is not None:
                 upload.discard()
-        return self._trace_to_proto(info)
+        return None
 
     async def GetTrace(self, request, context):
         return await self._call(context, self._get_trace, request)
