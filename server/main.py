@@ -21,9 +21,14 @@ flushed and closed, exit 0.
 
 from __future__ import annotations
 
+# ruff: noqa: E402 - the stop signals are handled before the slow imports
+from compactsim.server.signals import StopSignal
+
+# SIGTERM/SIGINT from the first moment (server.signals), before the slow imports below.
+_EARLY_STOP = StopSignal.install() if __name__ == "__main__" else None
+
 import argparse
 import asyncio
-import contextlib
 import logging
 import os
 import signal
@@ -398,44 +403,61 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-async def serve(args: argparse.Namespace) -> int:
-    app = await build_server(listen=args.listen, data_dir=args.data_dir, workers=args.workers,
-                             max_queue=args.max_queue,
-                             max_run_wall_time=args.max_run_wall_time,
-                             executor=args.executor, dask_scheduler=args.dask_scheduler,
-                             metrics_listen=args.metrics_listen or None,
-                             token_file=args.token_file, tls_cert=args.tls_cert,
-                             tls_key=args.tls_key,
-                             insecure_allow_remote=args.insecure_allow_remote,
-                             limits=limits_from_args(args))
-    await app.start()
-    log.info("serving on port %d (metrics: %s; %s; %s)", app.port, app.metrics_port,
-             "TLS" if args.tls_cert else "plaintext",
-             f"tokens from {args.token_file}" if args.token_file else "no authentication")
-    if args.port_file:
-        if app.metrics_port is not None:
-            Path(args.port_file + ".metrics").write_text(str(app.metrics_port))
-        tmp = Path(args.port_file + ".tmp")
-        tmp.write_text(str(app.port))
-        tmp.replace(args.port_file)   # atomic: a reader never sees a partial number
-    stop = asyncio.Event()
+async def serve(args: argparse.Namespace, stop_signal: StopSignal | None = None) -> int:
+    """Build and run the server until SIGTERM or SIGINT (from `stop_signal`, installed
+    when the process started; a signal that came early stops it as soon as it is built)."""
+    stop_signal = stop_signal or StopSignal.install()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, app.reload_tokens)
-    await stop.wait()
-    log.info("shutting down")
-    await app.stop()
-    log.info("stopped")
-    return 0
+    stop = asyncio.Event()
+    stop_signal.wake_on(lambda: loop.call_soon_threadsafe(stop.set))
+    try:
+        if stop_signal.received is not None:
+            log.info("stopped before start (signal %d)", stop_signal.received)
+            return 0
+        app = await build_server(listen=args.listen, data_dir=args.data_dir,
+                                 workers=args.workers, max_queue=args.max_queue,
+                                 max_run_wall_time=args.max_run_wall_time,
+                                 executor=args.executor, dask_scheduler=args.dask_scheduler,
+                                 metrics_listen=args.metrics_listen or None,
+                                 token_file=args.token_file, tls_cert=args.tls_cert,
+                                 tls_key=args.tls_key,
+                                 insecure_allow_remote=args.insecure_allow_remote,
+                                 limits=limits_from_args(args))
+        try:
+            await app.start()
+            loop.add_signal_handler(signal.SIGHUP, app.reload_tokens)
+            if not stop.is_set():
+                log.info("serving on port %d (metrics: %s; %s; %s)", app.port,
+                         app.metrics_port, "TLS" if args.tls_cert else "plaintext",
+                         f"tokens from {args.token_file}" if args.token_file
+                         else "no authentication")
+                _write_port_file(args.port_file, app)
+                await stop.wait()
+            log.info("shutting down")
+        finally:
+            await app.stop()
+        log.info("stopped")
+        return 0
+    finally:
+        stop_signal.wake_on(None)
 
 
-def main(argv: list[str] | None = None) -> None:
+def _write_port_file(path: str | None, app: App) -> None:
+    if not path:
+        return
+    if app.metrics_port is not None:
+        Path(path + ".metrics").write_text(str(app.metrics_port))
+    tmp = Path(path + ".tmp")
+    tmp.write_text(str(app.port))
+    tmp.replace(path)   # atomic: a reader never sees a partial number
+
+
+def main(argv: list[str] | None = None, stop_signal: StopSignal | None = None) -> None:
+    stop_signal = stop_signal or _EARLY_STOP or StopSignal.install()
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    with contextlib.suppress(KeyboardInterrupt):
-        sys.exit(asyncio.run(serve(args)))
+    sys.exit(asyncio.run(serve(args, stop_signal)))
 
 
 if __name__ == "__main__":
