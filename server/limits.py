@@ -122,6 +122,7 @@ class Limits:
     max_run_resident_bytes: int = 2 << 30
     max_request_bytes: int = 4 << 20
     max_trace_bytes: int = 256 << 20
+    max_run_wall_time_s: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("max_queued_per_user", "max_running_per_user"):
@@ -134,10 +135,16 @@ class Limits:
                 raise ValueError(f"{name} must be above 0, got {getattr(self, name)}")
 
     def run_exceeded(self, prefix: str, nodes: int, memory_bytes_per_node: int,
-                     duration_s: float, trace_bytes: int = 0) -> list[Exceeded]:
+                     duration_s: float, trace_bytes: int = 0, pace: float = 0.0
+                     ) -> list[Exceeded]:
         """What one run of an effective spec exceeds; `prefix` is the spec's field path in
         the request ("run.spec")."""
         out = []
+        if pace > 0 and self.max_run_wall_time_s and duration_s / pace > self.max_run_wall_time_s:
+            out.append(Exceeded(SERVER, (
+                f"{prefix}.pace: {duration_s:g} s at pace {pace:g} takes {duration_s / pace:g} s "
+                f"of wall time > {self.max_run_wall_time_s:g} s, the most per run "
+                f"(--max-run-wall-time); raise the pace or shorten the run")))
         total = nodes * memory_bytes_per_node
         if total > self.max_run_memory_bytes:
             out.append(Exceeded(SERVER, (

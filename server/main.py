@@ -29,6 +29,7 @@ _EARLY_STOP = StopSignal.install() if __name__ == "__main__" else None
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
@@ -61,6 +62,9 @@ log = logging.getLogger("compactsim.server")
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 HEALTH_POLL_S = 1.0
+# A run's wall time unless told: long enough for a day simulated at full detail, short
+# enough that a forgotten or hostile run frees its worker the same day.
+DEFAULT_MAX_RUN_WALL_TIME = "12h"
 # An UploadTrace message carries up to 1 MiB: the request size limit must leave room.
 MIN_REQUEST_BYTES = 2 << 20
 
@@ -224,7 +228,8 @@ async def build_server(*, listen: str = "127.0.0.1:50051", data_dir: str | Path 
                        tls_key: str | None = None, insecure_allow_remote: bool = False,
                        limits: Limits | None = None) -> App:
     """The whole server, bound but not started (call `await app.start()`)."""
-    limits = limits or Limits()
+    limits = dataclasses.replace(limits or Limits(),
+                                 max_run_wall_time_s=max_run_wall_time or None)
     if limits.max_request_bytes < MIN_REQUEST_BYTES:
         raise SystemExit(f"--max-request-bytes must be at least {MIN_REQUEST_BYTES} (an "
                          f"UploadTrace message carries up to 1 MiB)")
@@ -346,9 +351,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="runs at a time [COMPACTSIM_WORKERS]")
     p.add_argument("--max-queue", type=int, default=int(_env("MAX_QUEUE", 1000)),
                    help="runs that may wait [COMPACTSIM_MAX_QUEUE]")
-    p.add_argument("--max-run-wall-time", type=float,
-                   default=float(_env("MAX_RUN_WALL_TIME", 0)) or None,
-                   help="seconds a run may take; 0: no limit [COMPACTSIM_MAX_RUN_WALL_TIME]")
+    p.add_argument("--max-run-wall-time", type=_duration,
+                   default=_env("MAX_RUN_WALL_TIME", DEFAULT_MAX_RUN_WALL_TIME),
+                   help="wall time a run may take, then it is stopped and FAILED; a paced "
+                        "spec that would take longer is refused; 0: no limit (default "
+                        f"{DEFAULT_MAX_RUN_WALL_TIME}) [COMPACTSIM_MAX_RUN_WALL_TIME]")
     p.add_argument("--executor", choices=("process", "dask"),
                    default=_env("EXECUTOR", "process"), help="[COMPACTSIM_EXECUTOR]")
     p.add_argument("--dask-scheduler", default=_env("DASK_SCHEDULER", None),

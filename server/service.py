@@ -368,7 +368,8 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
                       ) -> list[Exceeded]:
         m = effective.machine
         return self.limits.run_exceeded(prefix, m.nodes, m.memory_bytes,
-                                        effective.duration_seconds, trace_bytes)
+                                        effective.duration_seconds, trace_bytes,
+                                        effective.pace)
 
     def _check_queue(self, user: str, adding: int) -> None:
         """The manager's queue check ahead of the work (and for validate_only); it checks
