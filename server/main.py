@@ -8,7 +8,11 @@ Shared use (server.auth): with `--token-file` every call but health needs a bear
 that the file names, and SIGHUP reads the file again. Without one, every caller is
 `anonymous` and the server binds to loopback only, whatever `--listen` says, unless
 `--insecure-allow-remote` is given; it says which at start-up. `--tls-cert`/`--tls-key`
-serve TLS on the gRPC listener and on the metrics listener.
+serve TLS on the gRPC listener and on the metrics listener. The metrics listener follows
+the same policy (server.metrics_listener): with a token file it needs a bearer token of
+it (or a client certificate signed by `--metrics-client-ca`), without one it stays on
+loopback unless allowed. Tokens over plain text on a listener others can reach are
+warned about at start-up.
 
 Quotas and limits (server.limits): per-user queued and running runs, simulated memory and
 duration per run, the server memory a run's worker may need, the size of a request
@@ -53,6 +57,7 @@ from compactsim.server.exporter import start_exporter
 from compactsim.server.limits import Limits
 from compactsim.server.manager import RunManager
 from compactsim.server.metrics import ServiceMetrics
+from compactsim.server.metrics_listener import tls_context
 from compactsim.server.service import SERVICE_NAME, Simulator
 from compactsim.server.store import RunState, RunStore
 from compactsim.server.traces import TraceStore
@@ -131,6 +136,14 @@ def _loopback_only(address: str, allow_remote: bool, what: str) -> str:
                 "--token-file, or --insecure-allow-remote to listen on %s anyway",
                 what, port, address, host)
     return f"127.0.0.1:{port}"
+
+
+def _plaintext_tokens_warning(address: str, what: str) -> None:
+    """Tokens over plain text are readable by anyone on the path: say so for a listener
+    others can reach."""
+    if _split(address)[0] not in LOOPBACK:
+        log.warning("%s on %s takes bearer tokens over plain text: anyone on the network "
+                    "path can read them; give --tls-cert/--tls-key", what, address)
 
 
 def _read(path: str, what: str) -> bytes:
@@ -226,6 +239,7 @@ async def build_server(*, listen: str = "127.0.0.1:50051", data_dir: str | Path 
                        metrics_listen: str | None = "127.0.0.1:9464",
                        token_file: str | None = None, tls_cert: str | None = None,
                        tls_key: str | None = None, insecure_allow_remote: bool = False,
+                       metrics_client_ca: str | None = None,
                        limits: Limits | None = None) -> App:
     """The whole server, bound but not started (call `await app.start()`)."""
     limits = dataclasses.replace(limits or Limits(),
@@ -239,8 +253,17 @@ async def build_server(*, listen: str = "127.0.0.1:50051", data_dir: str | Path 
         auth = Authenticator(Tokens(token_file) if token_file else None)
     except TokenFileError as exc:
         raise SystemExit(f"--token-file: {exc}") from None
+    if metrics_client_ca and tls_cert is None:
+        raise SystemExit("--metrics-client-ca needs --tls-cert and --tls-key (client "
+                         "certificates are a part of TLS)")
     if not auth.required:
         listen = _loopback_only(listen, insecure_allow_remote, "gRPC")
+        if metrics_listen and not metrics_client_ca:
+            metrics_listen = _loopback_only(metrics_listen, insecure_allow_remote, "metrics")
+    elif tls_cert is None:
+        _plaintext_tokens_warning(listen, "gRPC")
+        if metrics_listen:
+            _plaintext_tokens_warning(metrics_listen, "metrics")
     data = Path(data_dir)
     data.mkdir(parents=True, exist_ok=True)
     store = RunStore(data / "compactsim.db")
@@ -280,8 +303,14 @@ async def build_server(*, listen: str = "127.0.0.1:50051", data_dir: str | Path 
         registry.register(_Collector(manager))
         svc_metrics.register(registry)
         host, mport = _split(metrics_listen)
-        app._metrics = start_exporter(manager, registry, host, mport,   # + /sd, /probe
-                                      (tls_cert, tls_key) if tls_cert else None)
+        lookup = None                                    # open: loopback (or allowed)
+        if auth.required:
+            lookup = auth.tokens.lookup                  # the tokens in force (SIGHUP)
+        elif metrics_client_ca:
+            lookup = lambda token: None                  # noqa: E731 - certificates only
+        app._metrics = start_exporter(   # + /sd, /probe
+            manager, registry, host, mport,
+            tls_context(tls_cert, tls_key, metrics_client_ca) if tls_cert else None, lookup)
         app.metrics_port = app._metrics[0].server_port
     return app
 
@@ -375,6 +404,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "[COMPACTSIM_TLS_CERT]")
     p.add_argument("--tls-key", default=_env("TLS_KEY", None),
                    help="PEM private key of --tls-cert [COMPACTSIM_TLS_KEY]")
+    p.add_argument("--metrics-client-ca", default=_env("METRICS_CLIENT_CA", None),
+                   help="PEM CA: the metrics listener also admits TLS client certificates "
+                        "it signed (Prometheus tls_config cert_file/key_file); with a token "
+                        "file, a bearer token of it admits too [COMPACTSIM_METRICS_CLIENT_CA]")
     q = p.add_argument_group(
         "quotas and limits", "refusals are RESOURCE_EXHAUSTED with a QuotaFailure (and a "
         "RetryInfo for the queue limits); sizes take binary units (512MiB), durations units "
@@ -429,6 +462,7 @@ async def serve(args: argparse.Namespace, stop_signal: StopSignal | None = None)
                                  token_file=args.token_file, tls_cert=args.tls_cert,
                                  tls_key=args.tls_key,
                                  insecure_allow_remote=args.insecure_allow_remote,
+                                 metrics_client_ca=args.metrics_client_ca,
                                  limits=limits_from_args(args))
         try:
             await app.start()
