@@ -96,10 +96,16 @@ class Tokens:
     def reload(self) -> int:
         """Read the file again; on any error keep the tokens in force and raise."""
         try:
-            text = self.path.read_text()
+            data = self.path.read_bytes()
             mode = self.path.stat().st_mode
         except OSError as exc:
             raise TokenFileError(f"{self.path}: {exc.strerror}") from None
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = data.count(b"\n", 0, exc.start) + 1
+            raise TokenFileError(f"{self.path}:{line}: not UTF-8 text (byte "
+                                 f"0x{data[exc.start]:02x} at offset {exc.start})") from None
         by_digest = parse_token_file(text, str(self.path))
         if mode & stat.S_IRWXO:
             log.warning("token file %s is readable by others (mode %o); chmod 600 it",
@@ -141,13 +147,6 @@ class Authenticator:
             return ANONYMOUS
         token = bearer(metadata)
         return self.tokens.lookup(token) if token else None
-
-    def caller(self, context: grpc.aio.ServicerContext) -> Caller:
-        """The caller of a call the interceptor let through."""
-        caller = self.caller_of(context.invocation_metadata())
-        if caller is None:   # the interceptor refuses these; a reload may race it
-            raise PermissionError("token no longer valid")
-        return caller
 
     def interceptor(self) -> grpc.aio.ServerInterceptor:
         return _AuthInterceptor(self)

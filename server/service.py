@@ -45,8 +45,9 @@ from compactsim.server.filters import QueryError
 from compactsim.server.limits import Exceeded, Limits
 from compactsim.server.manager import REPORT_HISTOGRAMS, ManagerClosed, QueueLimit, RunManager
 from compactsim.server.refusal import refuse
-from compactsim.server.store import (InvalidArgument, NewRun, NotFound, RequestIdConflict, RunRecord,
-                          RunState, StoreError, WrongState)
+from compactsim.server.store import (IdTaken, InvalidArgument, NewRun, NotFound,
+                                     RequestIdConflict, RunRecord, RunState, StoreError,
+                                     WrongState, check_same_request)
 from compactsim.server.traces import TraceError, TraceInfo, TraceNotFound, TraceStore, TraceTooLarge
 
 log = logging.getLogger(__name__)
@@ -129,6 +130,13 @@ def quota(exceeded: list[Exceeded], message: str = "") -> RpcFailure:
             retry_delay=duration_pb2.Duration(seconds=QUEUE_RETRY_S)))
     return RpcFailure(_status(code_pb2.RESOURCE_EXHAUSTED,
                               message or "; ".join(e.description for e in exceeded), *details))
+
+
+def _already_exists(name: str, message: str = "") -> RpcFailure:
+    return RpcFailure(_status(code_pb2.ALREADY_EXISTS, message or f"{name} already exists",
+                              error_details_pb2.ResourceInfo(
+                                  resource_type=f"{DOMAIN}/{name.split('/')[0][:-1].title()}",
+                                  resource_name=name)))
 
 
 def not_owner(name: str, rec: RunRecord, caller: Caller, verb: str) -> RpcFailure:
@@ -268,6 +276,21 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
             refuse(context, _status(code_pb2.UNAVAILABLE, f"store error: {exc}"))
         return None
 
+    def _caller(self, context: grpc.aio.ServicerContext) -> Caller | None:
+        """The caller, or None with UNAUTHENTICATED set when the token that the interceptor
+        let through was revoked since (SIGHUP)."""
+        caller = self.auth.caller_of(context.invocation_metadata())
+        if caller is None:
+            refuse(context, _status(code_pb2.UNAUTHENTICATED,
+                                    "unknown or revoked token (revoked during the call)"))
+        return caller
+
+    async def _call_as(self, context: grpc.aio.ServicerContext, fn: Callable, *args: Any
+                       ) -> Any:
+        """`_call(fn, *args, caller)` for an authenticated caller."""
+        caller = self._caller(context)
+        return None if caller is None else await self._call(context, fn, *args, caller)
+
     def _get(self, name: str, field: str = "name") -> RunRecord:
         run_id = _run_id(name, field)
         try:
@@ -405,17 +428,13 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
         return out
 
     async def CreateRun(self, request, context):
-        return await self._call(context, self._create_run, request, self.auth.caller(context))
+        return await self._call_as(context, self._create_run, request)
 
     def _create_run(self, request: simulator_pb2.CreateRunRequest, caller: Caller
                     ) -> run_pb2.Run:
         if self.closing:
             raise unavailable("the server is shutting down; no new runs")
         run = request.run
-        if request.request_id:
-            old = self.store.find_by_request_id(caller.user, request.request_id)
-            if old is not None:
-                return self.run_to_proto(old)
         exceeded = limits.repeated_exceeded([
             ("run.labels", len(run.labels), limits.MAX_LABELS, "labels")])
         if exceeded:
@@ -441,6 +460,17 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
         if violations:
             raise bad_request(violations)
         effective = convert.spec_to_proto(cfg)
+        if request.request_id:   # a retry gets its run, whatever the limits say now
+            old = self.store.find_by_request_id(caller.user, request.request_id)
+            if old is not None:
+                try:
+                    check_same_request(old, NewRun(
+                        spec=convert.raw_from_proto(effective), display_name=run.display_name,
+                        scenario=scenario, labels=dict(run.labels), creator=caller.user,
+                        request_id=request.request_id))
+                except RequestIdConflict as exc:
+                    raise _already_exists(f"runs/{old.id}", str(exc)) from None
+                return self.run_to_proto(old)
         trace_violations, trace_bytes = self._replayed(effective, "run.spec")
         if trace_violations:
             raise bad_request(trace_violations)
@@ -462,11 +492,7 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
         if request.run_id:
             try:
                 self.store.get_run(request.run_id)
-                raise RpcFailure(_status(code_pb2.ALREADY_EXISTS,
-                                         f"runs/{request.run_id} already exists",
-                                         error_details_pb2.ResourceInfo(
-                                             resource_type=f"{DOMAIN}/Run",
-                                             resource_name=f"runs/{request.run_id}")))
+                raise _already_exists(f"runs/{request.run_id}")
             except NotFound:
                 pass
         try:
@@ -479,6 +505,8 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
             raise quota(exc.exceeded, str(exc)) from None
         except RequestIdConflict as exc:
             raise RpcFailure(_status(code_pb2.ALREADY_EXISTS, str(exc))) from None
+        except IdTaken:   # another CreateRun with this run_id got there first
+            raise _already_exists(f"runs/{request.run_id}") from None
         except InvalidArgument as exc:
             raise bad_request([("run", str(exc))]) from None
         return self.run_to_proto(rec)
@@ -506,7 +534,7 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
                                               next_page_token=token, total_size=total)
 
     async def CancelRun(self, request, context):
-        return await self._call(context, self._cancel_run, request, self.auth.caller(context))
+        return await self._call_as(context, self._cancel_run, request)
 
     def _own(self, name: str, caller: Caller, verb: str) -> RunRecord:
         """The run, if `caller` may change it: its creator or an admin."""
@@ -523,7 +551,7 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
             raise precondition(request.name, str(exc)) from None
 
     async def DeleteRun(self, request, context):
-        return await self._call(context, self._delete_run, request, self.auth.caller(context))
+        return await self._call_as(context, self._delete_run, request)
 
     def _delete_run(self, request: simulator_pb2.DeleteRunRequest, caller: Caller):
         rec = self._own(request.name, caller, "delete")
@@ -686,8 +714,7 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
     # -- sweeps -----------------------------------------------------------------------------
 
     async def CreateSweep(self, request, context):
-        return await self._call(context, self._create_sweep, request,
-                                self.auth.caller(context))
+        return await self._call_as(context, self._create_sweep, request)
 
     def _sweep_of_request(self, request: simulator_pb2.CreateSweepRequest, caller: Caller
                           ) -> str | None:

@@ -100,6 +100,10 @@ class InvalidArgument(StoreError, ValueError):
     """A bad argument (page size, label, JSON that is not JSON...): nothing was written."""
 
 
+class IdTaken(InvalidArgument):
+    """A run or sweep id given by the caller that another run or sweep already has."""
+
+
 class InvalidPageToken(InvalidArgument):
     """A page token this store did not issue, or issued for another query."""
 
@@ -478,6 +482,17 @@ def downsample_indices(n: int, max_points: int) -> Callable[[int], int]:
 
 # -- the store ------------------------------------------------------------------------------
 
+def check_same_request(old: RunRecord, new: NewRun, sweep_id: str = "") -> None:
+    """RequestIdConflict unless `new` asks for what `old`, the run made the first time its
+    request_id was used, was made of (spec, display name, labels, scenario, sweep)."""
+    if (json.loads(old.spec_json) != json.loads(_json("spec", dict(new.spec)))
+            or old.display_name != new.display_name or old.labels != dict(new.labels)
+            or old.scenario != new.scenario or old.sweep_id != sweep_id):
+        raise RequestIdConflict(
+            f"request_id {new.request_id!r} was already used by {new.creator!r} for "
+            f"runs/{old.id} with a different request; use a new request_id for a new run")
+
+
 class RunStore:
     """Runs and everything they produce, in the SQLite file at `path`.
 
@@ -635,19 +650,14 @@ class RunStore:
                             f"request_id = ?", (new.creator, new.request_id)).fetchone()
             if row is not None:
                 old = _run_from_row(row)
-                if (json.loads(old.spec_json) != json.loads(spec_json)
-                        or old.display_name != new.display_name or old.labels != labels
-                        or old.scenario != new.scenario or old.sweep_id != sweep_id):
-                    raise RequestIdConflict(
-                        f"request_id {new.request_id!r} was already used by {new.creator!r} "
-                        f"for run {old.id} with a different request")
+                check_same_request(old, new, sweep_id)
                 return old, False
         run_id = _check_id("run id", new.run_id) if new.run_id else uuid.uuid4().hex
         if sweep_id and c.execute("SELECT 1 FROM sweeps WHERE id = ?",
                                   (sweep_id,)).fetchone() is None:
             raise NotFound(f"sweep {sweep_id} not found")
         if c.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone() is not None:
-            raise InvalidArgument(f"run id {run_id} is taken")
+            raise IdTaken(f"run id {run_id} is taken")
         now = self._now()
         c.execute("INSERT INTO runs (id, display_name, scenario, spec_json, state, labels_json, "
                   "provenance_json, creator, request_id, sweep_id, create_time_ns, "
@@ -671,6 +681,8 @@ class RunStore:
         return _run_from_row(row)
 
     def find_by_request_id(self, creator: str, request_id: str) -> RunRecord | None:
+        """The run `creator` made with `request_id`, if any (check_same_request tells
+        whether a retry asks for the same)."""
         with self._read() as c:
             row = c.execute(f"SELECT {_RUN_SELECT} FROM runs WHERE creator = ? AND "
                             f"request_id = ?", (creator, request_id)).fetchone()
