@@ -363,7 +363,8 @@ def limits_from_args(args: argparse.Namespace) -> Limits:
             max_run_memory_bytes=args.max_run_memory,
             max_run_duration_s=args.max_run_duration,
             max_run_resident_bytes=args.max_run_resident,
-            max_request_bytes=args.max_request_bytes, max_trace_bytes=args.max_trace_bytes)
+            max_request_bytes=args.max_request_bytes, max_trace_bytes=args.max_trace_bytes,
+            max_run_samples=args.max_run_samples, max_run_trace_lines=args.max_run_trace_lines)
     except ValueError as exc:
         raise SystemExit(str(exc)) from None
 
@@ -432,7 +433,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     q.add_argument("--max-run-resident", type=_size, default=_env("MAX_RUN_RESIDENT", "2GiB"),
                    help="server memory a run's worker may need, estimated from the spec "
                         "(80 MiB + 17 B per simulated 4 KiB page + 5 B per replayed trace "
-                        "byte; default 2GiB) [COMPACTSIM_MAX_RUN_RESIDENT]")
+                        "byte + 4800 B per series row + 600 B per trace line kept; default "
+                        "2GiB) [COMPACTSIM_MAX_RUN_RESIDENT]")
+    q.add_argument("--max-run-samples", type=_count,
+                   default=int(_env("MAX_RUN_SAMPLES", 200_000)),
+                   help="series rows per run, duration / sampling interval (default 200000) "
+                        "[COMPACTSIM_MAX_RUN_SAMPLES]")
+    q.add_argument("--max-run-trace-lines", type=_count,
+                   default=int(_env("MAX_RUN_TRACE_LINES", 1_000_000)),
+                   help="trace lines a run may keep, its sampling.trace_buffer (default "
+                        "1000000) [COMPACTSIM_MAX_RUN_TRACE_LINES]")
     q.add_argument("--max-request-bytes", type=_size,
                    default=_env("MAX_REQUEST_BYTES", "4MiB"),
                    help="largest request message, at least 2MiB (default 4MiB) "

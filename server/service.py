@@ -390,9 +390,11 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
     def _run_exceeded(self, effective: spec_pb2.Spec, prefix: str, trace_bytes: int
                       ) -> list[Exceeded]:
         m = effective.machine
-        return self.limits.run_exceeded(prefix, m.nodes, m.memory_bytes,
-                                        effective.duration_seconds, trace_bytes,
-                                        effective.pace)
+        sampling = effective.sampling
+        return self.limits.run_exceeded(
+            prefix, m.nodes, m.memory_bytes, effective.duration_seconds, trace_bytes,
+            effective.pace, sampling.interval_seconds,
+            sampling.trace_buffer if sampling.trace_events.names else 0)
 
     def _check_queue(self, user: str, adding: int) -> None:
         """The manager's queue check ahead of the work (and for validate_only); it checks
