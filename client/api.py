@@ -397,6 +397,12 @@ class Client:
         name = name if name.startswith("traces/") else f"traces/{name}"
         return self._call("GetTrace", trace_pb2.GetTraceRequest(name=name))
 
+    def delete_trace(self, name: str) -> None:
+        """Delete your upload of a trace, `traces/{sha256}` (or the bare sha256); an
+        admin's deletes everyone's. The server removes the file once nobody keeps it."""
+        name = name if name.startswith("traces/") else f"traces/{name}"
+        self._call("DeleteTrace", trace_pb2.DeleteTraceRequest(name=name))
+
     def upload_trace(self, path: str | os.PathLike) -> str:
         """Upload the trace file at `path` for replay; its name on the server,
         `traces/{sha256}`, for `workload[i].replay.path`. A file the server already has

@@ -352,6 +352,13 @@ def cmd_delete(args) -> int:
     return EXIT_OK
 
 
+def cmd_trace_delete(args) -> int:
+    with connect(args) as c:
+        c.delete_trace(args.trace)
+    print(f"{args.trace} deleted")
+    return EXIT_OK
+
+
 def _clean(v: float) -> float | None:
     return None if math.isnan(v) else v
 
@@ -702,6 +709,12 @@ def add_parsers(sub) -> None:
     rp.add_argument("--file", action="append", metavar="NAME",
                     help="print only this procfs file (e.g. buddyinfo)")
 
+    tr = remote("trace", "uploaded traces")
+    tsub = tr.add_subparsers(dest="trace_command", required=True)
+    td = tsub.add_parser("delete", help="delete your upload of a trace (admins: anyone's)")
+    td.add_argument("--server", default=argparse_suppress(), metavar="HOST:PORT")
+    td.add_argument("trace", metavar="TRACE", help="traces/{sha256}, or the sha256")
+
     sw = remote("sweep", "parameter sweeps")
     ssub = sw.add_subparsers(dest="sweep_command", required=True)
     sc = ssub.add_parser("create", help="create a sweep (one run per grid point and seed)")
@@ -742,6 +755,8 @@ def dispatch(args) -> int:
     """Run a remote command (or remote-capable compare/plot); errors become exit codes."""
     if args.command == "sweep":
         handler = {"create": cmd_sweep_create, "get": cmd_sweep_get}[args.sweep_command]
+    elif args.command == "trace":
+        handler = {"delete": cmd_trace_delete}[args.trace_command]
     elif args.command == "compare":
         handler = cmd_compare
     elif args.command == "plot":

@@ -144,6 +144,8 @@ class Limits:
     max_trace_bytes: int = 256 << 20
     max_run_wall_time_s: float | None = None
     max_run_samples: int = 200_000
+    trace_idle_timeout_s: float = 60.0
+    max_trace_bytes_per_user: int = 1 << 30
     max_run_trace_lines: int = 1_000_000
 
     def __post_init__(self) -> None:
@@ -153,7 +155,8 @@ class Limits:
                 raise ValueError(f"{name} must be >= 1 (None: no limit), got {value}")
         for name in ("max_run_memory_bytes", "max_run_duration_s", "max_run_resident_bytes",
                      "max_request_bytes", "max_trace_bytes", "max_run_samples",
-                     "max_run_trace_lines"):
+                     "max_run_trace_lines", "trace_idle_timeout_s",
+                     "max_trace_bytes_per_user"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be above 0, got {getattr(self, name)}")
 

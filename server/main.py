@@ -267,7 +267,7 @@ async def build_server(*, listen: str = "127.0.0.1:50051", data_dir: str | Path 
     data = Path(data_dir)
     data.mkdir(parents=True, exist_ok=True)
     store = RunStore(data / "compactsim.db")
-    traces = TraceStore(data, limits.max_trace_bytes)
+    traces = TraceStore(data, limits.max_trace_bytes, limits.max_trace_bytes_per_user)
     ex = _executor(executor, workers or os.cpu_count() or 1, dask_scheduler)
     manager = RunManager(store, ex, max_queue=max_queue,
                          max_run_wall_time_s=max_run_wall_time or None,
@@ -364,7 +364,9 @@ def limits_from_args(args: argparse.Namespace) -> Limits:
             max_run_duration_s=args.max_run_duration,
             max_run_resident_bytes=args.max_run_resident,
             max_request_bytes=args.max_request_bytes, max_trace_bytes=args.max_trace_bytes,
-            max_run_samples=args.max_run_samples, max_run_trace_lines=args.max_run_trace_lines)
+            max_run_samples=args.max_run_samples, max_run_trace_lines=args.max_run_trace_lines,
+            trace_idle_timeout_s=args.trace_idle_timeout,
+            max_trace_bytes_per_user=args.max_trace_bytes_per_user)
     except ValueError as exc:
         raise SystemExit(str(exc)) from None
 
@@ -449,6 +451,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "[COMPACTSIM_MAX_REQUEST_BYTES]")
     q.add_argument("--max-trace-bytes", type=_size, default=_env("MAX_TRACE_BYTES", "256MiB"),
                    help="largest uploaded trace (default 256MiB) [COMPACTSIM_MAX_TRACE_BYTES]")
+    q.add_argument("--max-trace-bytes-per-user", type=_size,
+                   default=_env("MAX_TRACE_BYTES_PER_USER", "1GiB"),
+                   help="uploaded traces one user may keep, each counted once (default "
+                        "1GiB; DeleteTrace frees) [COMPACTSIM_MAX_TRACE_BYTES_PER_USER]")
+    q.add_argument("--trace-idle-timeout", type=_duration,
+                   default=_env("TRACE_IDLE_TIMEOUT", "60s"),
+                   help="an upload that sends no chunk for this long is dropped (default "
+                        "60s) [COMPACTSIM_TRACE_IDLE_TIMEOUT]")
     p.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"))
     return p.parse_args(argv)
 

@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 import grpc
-from google.protobuf import duration_pb2, json_format, struct_pb2, timestamp_pb2
+from google.protobuf import duration_pb2, empty_pb2, json_format, struct_pb2, timestamp_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from compactsim.proto.v1 import (run_pb2, simulator_pb2, simulator_pb2_grpc, spec_pb2,
@@ -48,7 +48,8 @@ from compactsim.server.refusal import refuse
 from compactsim.server.store import (IdTaken, InvalidArgument, NewRun, NotFound,
                                      RequestIdConflict, RunRecord, RunState, StoreError,
                                      WrongState, check_same_request)
-from compactsim.server.traces import TraceError, TraceInfo, TraceNotFound, TraceStore, TraceTooLarge
+from compactsim.server.traces import (TraceError, TraceInfo, TraceNotFound, TraceQuotaExceeded,
+                                      TraceStore, TraceTooLarge)
 
 log = logging.getLogger(__name__)
 
@@ -900,15 +901,32 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
     async def UploadTrace(self, request_iterator, context):
         """Chunks are written as they come (a write of at most one message's bytes) and the
         partial file is removed on every way out but success, including a client that goes
-        away."""
+        away and one that sends nothing for `limits.trace_idle_timeout_s`. The upload
+        counts against its user's quota; a token revoked meanwhile stores nothing."""
+        caller = self._caller(context)
+        if caller is None:
+            return None
         upload = None
+        idle = self.limits.trace_idle_timeout_s
         try:
-            upload = self.traces.upload()
-            async for request in request_iterator:
-                upload.write(request.chunk)
+            upload = self.traces.upload(caller.user)
+            loop = asyncio.get_running_loop()
+            async with asyncio.timeout(idle) as deadline:   # re-armed by each chunk
+                async for request in request_iterator:
+                    upload.write(request.chunk)
+                    deadline.reschedule(loop.time() + idle)
+            if self._caller(context) is None:   # revoked during the upload
+                return None
             return self._trace_to_proto(await asyncio.to_thread(upload.commit))
+        except TimeoutError:
+            refuse(context, _status(code_pb2.DEADLINE_EXCEEDED, (
+                f"no chunk for {idle:g} s: the upload was dropped and nothing kept "
+                f"(--trace-idle-timeout)")))
         except TraceTooLarge:
             refuse(context, quota(self.limits.trace_exceeded(upload.size)).status)
+        except TraceQuotaExceeded as exc:
+            refuse(context, quota([Exceeded(limits.user_subject(exc.user), str(exc),
+                                            exc.retry)]).status)
         except TraceError as exc:
             refuse(context, bad_request([("chunk", str(exc))]).status)
         except OSError as exc:
@@ -919,6 +937,18 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
             if upload is not None:
                 upload.discard()
         return None
+
+    async def DeleteTrace(self, request, context):
+        return await self._call_as(context, self._delete_trace, request)
+
+    def _delete_trace(self, request: trace_pb2.DeleteTraceRequest, caller: Caller):
+        try:
+            self.traces.delete(request.name, caller.user, caller.admin)
+        except TraceNotFound as exc:
+            raise not_found("Trace", request.name, str(exc)) from None
+        except TraceError as exc:
+            raise bad_request([("name", str(exc))]) from None
+        return empty_pb2.Empty()
 
     async def GetTrace(self, request, context):
         return await self._call(context, self._get_trace, request)

@@ -28,6 +28,7 @@ import compactsim.proto.v1.run_pb2
 import compactsim.proto.v1.simulator_pb2
 import compactsim.proto.v1.sweep_pb2
 import compactsim.proto.v1.trace_pb2
+import google.protobuf.empty_pb2
 import grpc
 import grpc.aio
 import sys
@@ -255,7 +256,23 @@ _SimulatorGetTraceType = typing_extensions.TypeVar(
     ],
 )
 
-class SimulatorStub(typing.Generic[_SimulatorListScenariosType, _SimulatorCreateRunType, _SimulatorGetRunType, _SimulatorListRunsType, _SimulatorWatchRunType, _SimulatorCancelRunType, _SimulatorDeleteRunType, _SimulatorListRunSamplesType, _SimulatorGetRunReportType, _SimulatorCreateSweepType, _SimulatorGetSweepType, _SimulatorUploadTraceType, _SimulatorGetTraceType]):
+_SimulatorDeleteTraceType = typing_extensions.TypeVar(
+    '_SimulatorDeleteTraceType',
+    grpc.UnaryUnaryMultiCallable[
+        compactsim.proto.v1.trace_pb2.DeleteTraceRequest,
+        google.protobuf.empty_pb2.Empty,
+    ],
+    grpc.aio.UnaryUnaryMultiCallable[
+        compactsim.proto.v1.trace_pb2.DeleteTraceRequest,
+        google.protobuf.empty_pb2.Empty,
+    ],
+    default=grpc.UnaryUnaryMultiCallable[
+        compactsim.proto.v1.trace_pb2.DeleteTraceRequest,
+        google.protobuf.empty_pb2.Empty,
+    ],
+)
+
+class SimulatorStub(typing.Generic[_SimulatorListScenariosType, _SimulatorCreateRunType, _SimulatorGetRunType, _SimulatorListRunsType, _SimulatorWatchRunType, _SimulatorCancelRunType, _SimulatorDeleteRunType, _SimulatorListRunSamplesType, _SimulatorGetRunReportType, _SimulatorCreateSweepType, _SimulatorGetSweepType, _SimulatorUploadTraceType, _SimulatorGetTraceType, _SimulatorDeleteTraceType]):
     """Runs simulations and serves their progress and results."""
 
     @typing.overload
@@ -312,6 +329,10 @@ class SimulatorStub(typing.Generic[_SimulatorListScenariosType, _SimulatorCreate
             compactsim.proto.v1.trace_pb2.GetTraceRequest,
             compactsim.proto.v1.trace_pb2.Trace,
         ],
+        grpc.UnaryUnaryMultiCallable[
+            compactsim.proto.v1.trace_pb2.DeleteTraceRequest,
+            google.protobuf.empty_pb2.Empty,
+        ],
     ], channel: grpc.Channel) -> None: ...
 
     @typing.overload
@@ -367,6 +388,10 @@ class SimulatorStub(typing.Generic[_SimulatorListScenariosType, _SimulatorCreate
         grpc.aio.UnaryUnaryMultiCallable[
             compactsim.proto.v1.trace_pb2.GetTraceRequest,
             compactsim.proto.v1.trace_pb2.Trace,
+        ],
+        grpc.aio.UnaryUnaryMultiCallable[
+            compactsim.proto.v1.trace_pb2.DeleteTraceRequest,
+            google.protobuf.empty_pb2.Empty,
         ],
     ], channel: grpc.aio.Channel) -> None: ...
 
@@ -442,6 +467,12 @@ class SimulatorStub(typing.Generic[_SimulatorListScenariosType, _SimulatorCreate
     GetTrace: _SimulatorGetTraceType
     """Gets an uploaded trace. NOT_FOUND if the server has no trace of that name."""
 
+    DeleteTrace: _SimulatorDeleteTraceType
+    """Deletes the caller's upload of a trace (an admin's: everyone's); the file goes once
+    no user who uploaded it keeps it, and runs that replay it and have not started fail.
+    NOT_FOUND if the caller has no upload of that name.
+    """
+
 SimulatorAsyncStub: typing_extensions.TypeAlias = SimulatorStub[
     grpc.aio.UnaryUnaryMultiCallable[
         compactsim.proto.v1.simulator_pb2.ListScenariosRequest,
@@ -494,6 +525,10 @@ SimulatorAsyncStub: typing_extensions.TypeAlias = SimulatorStub[
     grpc.aio.UnaryUnaryMultiCallable[
         compactsim.proto.v1.trace_pb2.GetTraceRequest,
         compactsim.proto.v1.trace_pb2.Trace,
+    ],
+    grpc.aio.UnaryUnaryMultiCallable[
+        compactsim.proto.v1.trace_pb2.DeleteTraceRequest,
+        google.protobuf.empty_pb2.Empty,
     ],
 ]
 
@@ -636,5 +671,16 @@ class SimulatorServicer(metaclass=abc.ABCMeta):
         context: _ServicerContext,
     ) -> typing.Union[compactsim.proto.v1.trace_pb2.Trace, collections.abc.Awaitable[compactsim.proto.v1.trace_pb2.Trace]]:
         """Gets an uploaded trace. NOT_FOUND if the server has no trace of that name."""
+
+    @abc.abstractmethod
+    def DeleteTrace(
+        self,
+        request: compactsim.proto.v1.trace_pb2.DeleteTraceRequest,
+        context: _ServicerContext,
+    ) -> typing.Union[google.protobuf.empty_pb2.Empty, collections.abc.Awaitable[google.protobuf.empty_pb2.Empty]]:
+        """Deletes the caller's upload of a trace (an admin's: everyone's); the file goes once
+        no user who uploaded it keeps it, and runs that replay it and have not started fail.
+        NOT_FOUND if the caller has no upload of that name.
+        """
 
 def add_SimulatorServicer_to_server(servicer: SimulatorServicer, server: typing.Union[grpc.Server, grpc.aio.Server]) -> None: ...
