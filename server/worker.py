@@ -116,9 +116,9 @@ def execute(run_id: str, spec: Mapping[str, Any], conn: Sender,
         conn.send(error_message(run_id, exc))
         return
     series = result.series
-    for start in range(0, len(series), SERIES_PIECE):
-        conn.send({"type": "series", "run_id": run_id, "start": start,
-                   "rows": series[start:start + SERIES_PIECE]})
+    for first in range(0, len(series), SERIES_PIECE):
+        conn.send({"type": "series", "run_id": run_id, "start": first,
+                   "rows": series[first:first + SERIES_PIECE]})
     conn.send({"type": "result", "run_id": run_id, "summary": result.summary,
                "files": result.files, "trace": result.trace,
                "fault_log": result.fault_log, "histograms": histograms_message(result.latency),

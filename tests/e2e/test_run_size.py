@@ -56,6 +56,7 @@ def test_get_run_stays_fast_while_a_large_result_is_stored(server):
     big = spec(duration=60.0, rate=20.0)
     big.sampling.interval_seconds = 0.001           # 60 001 rows of about 1 KB
     big.sampling.trace_buffer = 0
+    t_create = time.monotonic()
     run = create(server.stub, big)
     latencies = []
     deadline = time.monotonic() + 120
@@ -69,6 +70,8 @@ def test_get_run_stays_fast_while_a_large_result_is_stored(server):
         assert time.monotonic() < deadline
         time.sleep(0.01)
     assert state == R.SUCCEEDED
+    done = server.stub.GetRun(simulator_pb2.GetRunRequest(name=run.name), timeout=60)
+    assert 0 < done.progress.wall_time_seconds < time.monotonic() - t_create
     latencies.sort()
     assert latencies[-1] < 1.0, f"GetRun took up to {latencies[-1]:.2f} s"
     samples = server.stub.ListRunSamples(simulator_pb2.ListRunSamplesRequest(
