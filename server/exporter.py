@@ -24,6 +24,7 @@ from prometheus_client import (
     generate_latest,
     make_wsgi_app,
 )
+
 from compactsim.server import metrics_listener
 from compactsim.server.collector import RunCollector
 
