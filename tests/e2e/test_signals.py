@@ -21,6 +21,20 @@ from serverproc import ROOT
 STARTED = "serving on port"
 
 
+@pytest.fixture(autouse=True)
+def _no_server_left():
+    """Whatever a test asserts, no server it started outlives it."""
+    yield
+    for proc in _STARTED:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    _STARTED.clear()
+
+
+_STARTED: list[subprocess.Popen] = []
+
+
 def _start(data_dir):
     port_file = data_dir / f"port-{uuid.uuid4().hex[:6]}"
     log = open(data_dir / f"{port_file.name}.log", "wb")
@@ -29,6 +43,7 @@ def _start(data_dir):
          "--port-file", str(port_file), "--data-dir", str(data_dir), "--workers", "1",
          "--metrics-listen", "127.0.0.1:0"],
         cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    _STARTED.append(proc)
     return proc, port_file, log
 
 
