@@ -458,6 +458,11 @@ class Client:
             token = resp.next_page_token
             if not token:
                 return out
+    def delete_trace(self, name: str) -> None:
+        """Delete your upload of a trace, `traces/{sha256}` (or the bare sha256); an
+        admin's deletes everyone's. The server removes the file once nobody keeps it."""
+        name = name if name.startswith("traces/") else f"traces/{name}"
+        self._call("DeleteTrace", trace_pb2.DeleteTraceRequest(name=name))
 
     def upload_trace(self, path: str | os.PathLike) -> str:
         """Upload the trace file at `path` for replay; its name on the server,

@@ -359,6 +359,13 @@ def cmd_delete(args) -> int:
     return EXIT_OK
 
 
+def cmd_trace_delete(args) -> int:
+    with connect(args) as c:
+        c.delete_trace(args.trace)
+    print(f"{args.trace} deleted")
+    return EXIT_OK
+
+
 def _clean(v: float) -> float | None:
     return None if math.isnan(v) else v
 
@@ -825,6 +832,8 @@ def add_parsers(sub) -> None:
     tg = remote("get", "show an uploaded trace", tsub)
     tg.add_argument("trace", metavar="TRACE")
     tg.add_argument("--format", choices=("table", "json"), default="table")
+    td = remote("delete", "delete your upload of a trace (admins: anyone's)", tsub)
+    td.add_argument("trace", metavar="TRACE", help="traces/{sha256}, or the sha256")
 
 
 HANDLERS = {"run": cmd_run, "watch": cmd_watch, "list": cmd_list, "get": cmd_get,
@@ -838,7 +847,8 @@ def dispatch(args) -> int:
         handler = {"create": cmd_sweep_create, "get": cmd_sweep_get, "list": cmd_sweep_list,
                    "cancel": cmd_sweep_cancel, "delete": cmd_sweep_delete}[args.sweep_command]
     elif args.command == "trace":
-        handler = {"list": cmd_trace_list, "get": cmd_trace_get}[args.trace_command]
+        handler = {"list": cmd_trace_list, "get": cmd_trace_get,
+                   "delete": cmd_trace_delete}[args.trace_command]
     elif args.command == "compare":
         handler = cmd_compare
     elif args.command == "plot":

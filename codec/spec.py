@@ -269,11 +269,51 @@ def merge_raw(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any
     return out
 
 
+def _max_items(cls: type, name: str, kind: str) -> int:
+    meta = next(f for f in dataclasses.fields(cls) if f.name == name).metadata
+    if kind == "weights":                  # one weight per order, lo..hi
+        return int(meta["hi"] - meta["lo"]) + 1
+    return int(meta["max_items"])
+
+
+def oversized(msg: Message, cls: type = SimConfig, path: str = "") -> list[FieldError]:
+    """The repeated fields and maps of `msg` (a Spec, at any depth) holding more items
+    than the config allows, counted on the message itself: a request is refused on these
+    before anything is converted (a 200 KB spec can hold 100 000 empty workload groups).
+    Paths are Spec field paths."""
+    out = []
+    for f in schema(cls):
+        if f.kind == "message":
+            if msg.HasField(f.proto):
+                out += oversized(getattr(msg, f.proto), f.type, _join(path, f.proto))
+            continue
+        if f.kind not in ("messages", "list", "weights"):
+            continue
+        value = getattr(msg, f.proto)
+        items = _wrapped(value)
+        here = _join(path, f.proto + (".names" if isinstance(value, Message) else ""))
+        limit = _max_items(cls, f.name, f.kind)
+        if len(items) > limit:
+            out.append(FieldError(here, f"{len(items)} items; at most {limit}"))
+        elif f.kind == "messages":
+            for i, item in enumerate(items):
+                out += oversized(item, f.type, f"{here}[{i}]")
+    return out
+
+
+def _join(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
 def config_from_proto(spec: spec_pb2.Spec,
                       base: Mapping[str, Any] | None = None) -> SimConfig:
     """The validated config of `spec`; with `base` (raw data, e.g. a scenario), the
     fields `spec` sets override base's (maps merge, lists replace). Raises ConfigError
-    whose paths are Spec field paths (`machine.memory_bytes`, `workload[2].order_mix`)."""
+    whose paths are Spec field paths (`machine.memory_bytes`, `workload[2].order_mix`);
+    a repeated field over its bound is refused before any conversion (`oversized`)."""
+    too_many = oversized(spec)
+    if too_many:
+        raise ConfigError(too_many)
     raw = raw_from_proto(spec)
     try:
         return config_from_dict(merge_raw(base, raw) if base else raw)

@@ -96,10 +96,16 @@ class Tokens:
     def reload(self) -> int:
         """Read the file again; on any error keep the tokens in force and raise."""
         try:
-            text = self.path.read_text()
+            data = self.path.read_bytes()
             mode = self.path.stat().st_mode
         except OSError as exc:
             raise TokenFileError(f"{self.path}: {exc.strerror}") from None
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = data.count(b"\n", 0, exc.start) + 1
+            raise TokenFileError(f"{self.path}:{line}: not UTF-8 text (byte "
+                                 f"0x{data[exc.start]:02x} at offset {exc.start})") from None
         by_digest = parse_token_file(text, str(self.path))
         if mode & stat.S_IRWXO:
             log.warning("token file %s is readable by others (mode %o); chmod 600 it",
@@ -142,25 +148,21 @@ class Authenticator:
         token = bearer(metadata)
         return self.tokens.lookup(token) if token else None
 
-    def caller(self, context: grpc.aio.ServicerContext) -> Caller:
-        """The caller of a call the interceptor let through."""
-        caller = self.caller_of(context.invocation_metadata())
-        if caller is None:   # the interceptor refuses these; a reload may race it
-            raise PermissionError("token no longer valid")
-        return caller
-
     def interceptor(self) -> grpc.aio.ServerInterceptor:
         return _AuthInterceptor(self)
 
 
 def _refusal(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandler:
     """A handler of the same kind as `handler` that answers UNAUTHENTICATED."""
-    async def unary(request, context):
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+    async def unary(request, context):   # set, not raised: see server.refusal
+        context.set_code(grpc.StatusCode.UNAUTHENTICATED)
+        context.set_details(message)
 
     async def stream(request, context):
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
-        yield  # pragma: no cover - abort raises
+        context.set_code(grpc.StatusCode.UNAUTHENTICATED)
+        context.set_details(message)
+        return
+        yield  # pragma: no cover - an async generator that yields nothing
 
     kinds = (("unary_unary", grpc.unary_unary_rpc_method_handler, unary),
              ("unary_stream", grpc.unary_stream_rpc_method_handler, stream),

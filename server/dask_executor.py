@@ -74,7 +74,7 @@ class _TaskSender:
         if self.cancelled or self.event.is_set():
             self.cancelled = True
             raise RunCancelled("the run was cancelled")
-        if obj.get("type") == "progress":
+        if obj.get("type") in ("progress", "series"):
             self.queue.put(obj)
         else:
             self.final = obj

@@ -21,6 +21,8 @@ import grpc
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from compactsim.server.refusal import refuse
+
 
 class Undecodable:
     """What a request decoded to when it did not: the expected type and why."""
@@ -59,7 +61,7 @@ async def _abort(context: grpc.aio.ServicerContext, request: Undecodable) -> Non
 def _unary(fn: Callable) -> Callable:
     async def behaviour(request, context):
         if isinstance(request, Undecodable):
-            await _abort(context, request)
+            return refuse(context, refusal(request))   # set, not raised: server.refusal
         return await fn(request, context)
     return behaviour
 
@@ -67,7 +69,8 @@ def _unary(fn: Callable) -> Callable:
 def _stream(fn: Callable) -> Callable:
     async def behaviour(request, context):
         if isinstance(request, Undecodable):
-            await _abort(context, request)
+            refuse(context, refusal(request))
+            return
         async for item in fn(request, context):
             yield item
     return behaviour

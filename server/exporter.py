@@ -19,10 +19,8 @@ import json
 import logging
 import re
 import ssl
-import threading
 from typing import Any
 from urllib.parse import parse_qs
-from wsgiref.simple_server import make_server
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -30,8 +28,8 @@ from prometheus_client import (
     generate_latest,
     make_wsgi_app,
 )
-from prometheus_client.exposition import ThreadingWSGIServer, _SilentHandler
 
+from compactsim.server import metrics_listener
 from compactsim.server.collector import RunCollector
 
 log = logging.getLogger(__name__)
@@ -104,15 +102,9 @@ def make_app(manager: Any, registry: CollectorRegistry):
 
 
 def start_exporter(manager: Any, registry: CollectorRegistry, host: str, port: int,
-                   tls: tuple[str, str] | None = None):
-    """Serve `make_app` on host:port in a daemon thread (HTTPS with `tls` = (certificate
-    file, key file)); returns (server, thread)."""
-    httpd = make_server(host, port, make_app(manager, registry), ThreadingWSGIServer,
-                        handler_class=_SilentHandler)
-    if tls is not None:
-        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ctx.load_cert_chain(*tls)
-        httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True)
-    t = threading.Thread(target=httpd.serve_forever, name="metrics", daemon=True)
-    t.start()
-    return httpd, t
+                   tls: ssl.SSLContext | None = None, lookup: Any = None):
+    """Serve `make_app` on host:port in a daemon thread (server.metrics_listener: HTTPS
+    with `tls`, a bearer token `lookup` knows or a client certificate when `lookup` is
+    given); returns (server, thread)."""
+    return metrics_listener.serve(make_app(manager, registry), host, port, tls=tls,
+                                  lookup=lookup)

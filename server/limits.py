@@ -29,6 +29,14 @@ is 69 MiB (73 450 / 88 220 / 140 472 KiB at 1 / 4 / 16 GiB); the estimate takes 
 Replaying an ftrace text of 100 000 and 400 000 alloc/free pairs (24.9 MB and 99.5 MB) on
 1 GiB peaked 115 and 441 MiB above the same worker with a 2 KB trace: 4.8 and 4.6 bytes
 per trace byte (the parsed events), rounded up to 5.
+
+What a run records grows with it too. A run of 40 s sampled every 1 ms (40 002 rows of 37
+columns) peaked 180 MiB above the same run sampled every 1 s, with the result message
+pickled: 4.7 KB per sample row (the rows as dicts, then pickled), taken as 4 800 B. A run
+keeping 187 414 trace lines (mm_page_alloc and mm_page_free, 26.6 MB of text) peaked 101
+MiB above one keeping none: 565 B per line, taken as 600 B; the estimate counts the whole
+ring buffer (`sampling.trace_buffer`) when any trace event is enabled. The server holds
+about as much again while it stores the result, in pieces (server.manager).
 """
 
 from __future__ import annotations
@@ -40,6 +48,8 @@ PAGE_SIZE = 4096
 RESIDENT_FIXED_BYTES = 80 << 20
 RESIDENT_BYTES_PER_PAGE = 17
 RESIDENT_BYTES_PER_TRACE_BYTE = 5
+RESIDENT_BYTES_PER_SAMPLE = 4800
+RESIDENT_BYTES_PER_TRACE_LINE = 600
 
 # Bounds on repeated fields of a request that are not spec fields (the spec's own lists
 # are bounded by sim.config: INVALID_ARGUMENT), besides the message size limit.
@@ -74,12 +84,22 @@ def format_bytes(n: float) -> str:
     raise AssertionError("unreachable")
 
 
-def resident_estimate(memory_bytes: int, trace_bytes: int = 0) -> int:
+def resident_estimate(memory_bytes: int, trace_bytes: int = 0, samples: int = 0,
+                      trace_lines: int = 0) -> int:
     """Bytes of server memory a worker needs to simulate `memory_bytes` of RAM (all nodes)
-    replaying `trace_bytes` of traces (module docstring: where the figures come from)."""
+    replaying `trace_bytes` of traces, recording `samples` series rows and keeping
+    `trace_lines` trace lines (module docstring: where the figures come from)."""
     pages = memory_bytes // PAGE_SIZE
     return (RESIDENT_FIXED_BYTES + RESIDENT_BYTES_PER_PAGE * pages
-            + RESIDENT_BYTES_PER_TRACE_BYTE * trace_bytes)
+            + RESIDENT_BYTES_PER_TRACE_BYTE * trace_bytes
+            + RESIDENT_BYTES_PER_SAMPLE * samples
+            + RESIDENT_BYTES_PER_TRACE_LINE * trace_lines)
+
+
+def samples_of(duration_s: float, interval_s: float) -> int:
+    """Series rows a run records: one at 0 and one every interval up to the end (0 when
+    the interval is not known)."""
+    return int(duration_s / interval_s) + 1 if interval_s > 0 else 0
 
 
 def queue_exceeded(user: str, adding: int, queued: int, max_queue: int, queued_by_user: int,
@@ -122,6 +142,11 @@ class Limits:
     max_run_resident_bytes: int = 2 << 30
     max_request_bytes: int = 4 << 20
     max_trace_bytes: int = 256 << 20
+    max_run_wall_time_s: float | None = None
+    max_run_samples: int = 200_000
+    trace_idle_timeout_s: float = 60.0
+    max_trace_bytes_per_user: int = 1 << 30
+    max_run_trace_lines: int = 1_000_000
 
     def __post_init__(self) -> None:
         for name in ("max_queued_per_user", "max_running_per_user"):
@@ -129,15 +154,34 @@ class Limits:
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be >= 1 (None: no limit), got {value}")
         for name in ("max_run_memory_bytes", "max_run_duration_s", "max_run_resident_bytes",
-                     "max_request_bytes", "max_trace_bytes"):
+                     "max_request_bytes", "max_trace_bytes", "max_run_samples",
+                     "max_run_trace_lines", "trace_idle_timeout_s",
+                     "max_trace_bytes_per_user"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be above 0, got {getattr(self, name)}")
 
     def run_exceeded(self, prefix: str, nodes: int, memory_bytes_per_node: int,
-                     duration_s: float, trace_bytes: int = 0) -> list[Exceeded]:
+                     duration_s: float, trace_bytes: int = 0, pace: float = 0.0,
+                     interval_s: float = 0.0, trace_lines: int = 0) -> list[Exceeded]:
         """What one run of an effective spec exceeds; `prefix` is the spec's field path in
-        the request ("run.spec")."""
+        the request ("run.spec"). `interval_s` is its sampling interval, `trace_lines` the
+        trace lines it may keep (its trace buffer, 0 without trace events)."""
         out = []
+        samples = samples_of(duration_s, interval_s)
+        if samples > self.max_run_samples:
+            out.append(Exceeded(SERVER, (
+                f"{prefix}.sampling.interval_seconds: {duration_s:g} s sampled every "
+                f"{interval_s:g} s = {samples} series rows > {self.max_run_samples}, the most "
+                f"per run (--max-run-samples); sample less often or shorten the run")))
+        if trace_lines > self.max_run_trace_lines:
+            out.append(Exceeded(SERVER, (
+                f"{prefix}.sampling.trace_buffer: {trace_lines} trace lines > "
+                f"{self.max_run_trace_lines}, the most per run (--max-run-trace-lines)")))
+        if pace > 0 and self.max_run_wall_time_s and duration_s / pace > self.max_run_wall_time_s:
+            out.append(Exceeded(SERVER, (
+                f"{prefix}.pace: {duration_s:g} s at pace {pace:g} takes {duration_s / pace:g} s "
+                f"of wall time > {self.max_run_wall_time_s:g} s, the most per run "
+                f"(--max-run-wall-time); raise the pace or shorten the run")))
         total = nodes * memory_bytes_per_node
         if total > self.max_run_memory_bytes:
             out.append(Exceeded(SERVER, (
@@ -149,16 +193,19 @@ class Limits:
             out.append(Exceeded(SERVER, (
                 f"{prefix}.duration_seconds: {duration_s:g} s of simulated time > "
                 f"{self.max_run_duration_s:g} s, the most per run (--max-run-duration)")))
-        need = resident_estimate(total, trace_bytes)
+        need = resident_estimate(total, trace_bytes, samples, trace_lines)
         if need > self.max_run_resident_bytes:
             trace = (f" + {RESIDENT_BYTES_PER_TRACE_BYTE} B x {trace_bytes} trace bytes"
                      if trace_bytes else "")
+            if samples:
+                trace += f" + {RESIDENT_BYTES_PER_SAMPLE} B x {samples} samples"
+            if trace_lines:
+                trace += f" + {RESIDENT_BYTES_PER_TRACE_LINE} B x {trace_lines} trace lines"
             out.append(Exceeded(SERVER, (
                 f"{prefix}: its worker would need about {format_bytes(need)} of server "
-                f"memory (estimate: {format_bytes(RESIDENT_FIXED_BYTES)} + "
-                f"{RESIDENT_BYTES_PER_PAGE} B x {total // PAGE_SIZE} pages{trace}) > "
-                f"{format_bytes(self.max_run_resident_bytes)}, the most per run "
-                f"(--max-run-resident)")))
+                f"memory > {format_bytes(self.max_run_resident_bytes)} (--max-run-resident): "
+                f"{format_bytes(RESIDENT_FIXED_BYTES)} + {RESIDENT_BYTES_PER_PAGE} B x "
+                f"{total // PAGE_SIZE} pages{trace}")))
         return out
 
     def trace_exceeded(self, size: int) -> list[Exceeded]:

@@ -8,7 +8,11 @@ Shared use (server.auth): with `--token-file` every call but health needs a bear
 that the file names, and SIGHUP reads the file again. Without one, every caller is
 `anonymous` and the server binds to loopback only, whatever `--listen` says, unless
 `--insecure-allow-remote` is given; it says which at start-up. `--tls-cert`/`--tls-key`
-serve TLS on the gRPC listener and on the metrics listener.
+serve TLS on the gRPC listener and on the metrics listener. The metrics listener follows
+the same policy (server.metrics_listener): with a token file it needs a bearer token of
+it (or a client certificate signed by `--metrics-client-ca`), without one it stays on
+loopback unless allowed. Tokens over plain text on a listener others can reach are
+warned about at start-up.
 
 Quotas and limits (server.limits): per-user queued and running runs, simulated memory and
 duration per run, the server memory a run's worker may need, the size of a request
@@ -21,9 +25,15 @@ flushed and closed, exit 0.
 
 from __future__ import annotations
 
+# ruff: noqa: E402 - the stop signals are handled before the slow imports
+from compactsim.server.signals import StopSignal
+
+# SIGTERM/SIGINT from the first moment (server.signals), before the slow imports below.
+_EARLY_STOP = StopSignal.install() if __name__ == "__main__" else None
+
 import argparse
 import asyncio
-import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -47,6 +57,7 @@ from compactsim.server.exporter import start_exporter
 from compactsim.server.limits import Limits
 from compactsim.server.manager import RunManager
 from compactsim.server.metrics import ServiceMetrics
+from compactsim.server.metrics_listener import tls_context
 from compactsim.server.service import SERVICE_NAME, Simulator
 from compactsim.server.store import RunState, RunStore
 from compactsim.server.traces import TraceStore
@@ -56,6 +67,9 @@ log = logging.getLogger("compactsim.server")
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 HEALTH_POLL_S = 1.0
+# A run's wall time unless told: long enough for a day simulated at full detail, short
+# enough that a forgotten or hostile run frees its worker the same day.
+DEFAULT_MAX_RUN_WALL_TIME = "12h"
 # An UploadTrace message carries up to 1 MiB: the request size limit must leave room.
 MIN_REQUEST_BYTES = 2 << 20
 
@@ -122,6 +136,14 @@ def _loopback_only(address: str, allow_remote: bool, what: str) -> str:
                 "--token-file, or --insecure-allow-remote to listen on %s anyway",
                 what, port, address, host)
     return f"127.0.0.1:{port}"
+
+
+def _plaintext_tokens_warning(address: str, what: str) -> None:
+    """Tokens over plain text are readable by anyone on the path: say so for a listener
+    others can reach."""
+    if _split(address)[0] not in LOOPBACK:
+        log.warning("%s on %s takes bearer tokens over plain text: anyone on the network "
+                    "path can read them; give --tls-cert/--tls-key", what, address)
 
 
 def _read(path: str, what: str) -> bytes:
@@ -217,9 +239,11 @@ async def build_server(*, listen: str = "127.0.0.1:50051", data_dir: str | Path 
                        metrics_listen: str | None = "127.0.0.1:9464",
                        token_file: str | None = None, tls_cert: str | None = None,
                        tls_key: str | None = None, insecure_allow_remote: bool = False,
+                       metrics_client_ca: str | None = None,
                        limits: Limits | None = None, target_linger_s: float = 30.0) -> App:
     """The whole server, bound but not started (call `await app.start()`)."""
-    limits = limits or Limits()
+    limits = dataclasses.replace(limits or Limits(),
+                                 max_run_wall_time_s=max_run_wall_time or None)
     if limits.max_request_bytes < MIN_REQUEST_BYTES:
         raise SystemExit(f"--max-request-bytes must be at least {MIN_REQUEST_BYTES} (an "
                          f"UploadTrace message carries up to 1 MiB)")
@@ -229,12 +253,21 @@ async def build_server(*, listen: str = "127.0.0.1:50051", data_dir: str | Path 
         auth = Authenticator(Tokens(token_file) if token_file else None)
     except TokenFileError as exc:
         raise SystemExit(f"--token-file: {exc}") from None
+    if metrics_client_ca and tls_cert is None:
+        raise SystemExit("--metrics-client-ca needs --tls-cert and --tls-key (client "
+                         "certificates are a part of TLS)")
     if not auth.required:
         listen = _loopback_only(listen, insecure_allow_remote, "gRPC")
+        if metrics_listen and not metrics_client_ca:
+            metrics_listen = _loopback_only(metrics_listen, insecure_allow_remote, "metrics")
+    elif tls_cert is None:
+        _plaintext_tokens_warning(listen, "gRPC")
+        if metrics_listen:
+            _plaintext_tokens_warning(metrics_listen, "metrics")
     data = Path(data_dir)
     data.mkdir(parents=True, exist_ok=True)
     store = RunStore(data / "compactsim.db")
-    traces = TraceStore(data, limits.max_trace_bytes)
+    traces = TraceStore(data, limits.max_trace_bytes, limits.max_trace_bytes_per_user)
     ex = _executor(executor, workers or os.cpu_count() or 1, dask_scheduler)
     manager = RunManager(store, ex, max_queue=max_queue,
                          max_run_wall_time_s=max_run_wall_time or None,
@@ -270,8 +303,14 @@ async def build_server(*, listen: str = "127.0.0.1:50051", data_dir: str | Path 
         registry.register(_Collector(manager))
         svc_metrics.register(registry)
         host, mport = _split(metrics_listen)
-        app._metrics = start_exporter(manager, registry, host, mport,   # + /sd, /probe
-                                      (tls_cert, tls_key) if tls_cert else None)
+        lookup = None                                    # open: loopback (or allowed)
+        if auth.required:
+            lookup = auth.tokens.lookup                  # the tokens in force (SIGHUP)
+        elif metrics_client_ca:
+            lookup = lambda token: None                  # noqa: E731 - certificates only
+        app._metrics = start_exporter(   # + /sd, /probe
+            manager, registry, host, mport,
+            tls_context(tls_cert, tls_key, metrics_client_ca) if tls_cert else None, lookup)
         app.metrics_port = app._metrics[0].server_port
     return app
 
@@ -324,7 +363,10 @@ def limits_from_args(args: argparse.Namespace) -> Limits:
             max_run_memory_bytes=args.max_run_memory,
             max_run_duration_s=args.max_run_duration,
             max_run_resident_bytes=args.max_run_resident,
-            max_request_bytes=args.max_request_bytes, max_trace_bytes=args.max_trace_bytes)
+            max_request_bytes=args.max_request_bytes, max_trace_bytes=args.max_trace_bytes,
+            max_run_samples=args.max_run_samples, max_run_trace_lines=args.max_run_trace_lines,
+            trace_idle_timeout_s=args.trace_idle_timeout,
+            max_trace_bytes_per_user=args.max_trace_bytes_per_user)
     except ValueError as exc:
         raise SystemExit(str(exc)) from None
 
@@ -346,9 +388,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="runs at a time [COMPACTSIM_WORKERS]")
     p.add_argument("--max-queue", type=int, default=int(_env("MAX_QUEUE", 1000)),
                    help="runs that may wait [COMPACTSIM_MAX_QUEUE]")
-    p.add_argument("--max-run-wall-time", type=float,
-                   default=float(_env("MAX_RUN_WALL_TIME", 0)) or None,
-                   help="seconds a run may take; 0: no limit [COMPACTSIM_MAX_RUN_WALL_TIME]")
+    p.add_argument("--max-run-wall-time", type=_duration,
+                   default=_env("MAX_RUN_WALL_TIME", DEFAULT_MAX_RUN_WALL_TIME),
+                   help="wall time a run may take, then it is stopped and FAILED; a paced "
+                        "spec that would take longer is refused; 0: no limit (default "
+                        f"{DEFAULT_MAX_RUN_WALL_TIME}) [COMPACTSIM_MAX_RUN_WALL_TIME]")
     p.add_argument("--executor", choices=("process", "dask"),
                    default=_env("EXECUTOR", "process"), help="[COMPACTSIM_EXECUTOR]")
     p.add_argument("--dask-scheduler", default=_env("DASK_SCHEDULER", None),
@@ -368,6 +412,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "[COMPACTSIM_TLS_CERT]")
     p.add_argument("--tls-key", default=_env("TLS_KEY", None),
                    help="PEM private key of --tls-cert [COMPACTSIM_TLS_KEY]")
+    p.add_argument("--metrics-client-ca", default=_env("METRICS_CLIENT_CA", None),
+                   help="PEM CA: the metrics listener also admits TLS client certificates "
+                        "it signed (Prometheus tls_config cert_file/key_file); with a token "
+                        "file, a bearer token of it admits too [COMPACTSIM_METRICS_CLIENT_CA]")
     q = p.add_argument_group(
         "quotas and limits", "refusals are RESOURCE_EXHAUSTED with a QuotaFailure (and a "
         "RetryInfo for the queue limits); sizes take binary units (512MiB), durations units "
@@ -392,56 +440,91 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     q.add_argument("--max-run-resident", type=_size, default=_env("MAX_RUN_RESIDENT", "2GiB"),
                    help="server memory a run's worker may need, estimated from the spec "
                         "(80 MiB + 17 B per simulated 4 KiB page + 5 B per replayed trace "
-                        "byte; default 2GiB) [COMPACTSIM_MAX_RUN_RESIDENT]")
+                        "byte + 4800 B per series row + 600 B per trace line kept; default "
+                        "2GiB) [COMPACTSIM_MAX_RUN_RESIDENT]")
+    q.add_argument("--max-run-samples", type=_count,
+                   default=int(_env("MAX_RUN_SAMPLES", 200_000)),
+                   help="series rows per run, duration / sampling interval (default 200000) "
+                        "[COMPACTSIM_MAX_RUN_SAMPLES]")
+    q.add_argument("--max-run-trace-lines", type=_count,
+                   default=int(_env("MAX_RUN_TRACE_LINES", 1_000_000)),
+                   help="trace lines a run may keep, its sampling.trace_buffer (default "
+                        "1000000) [COMPACTSIM_MAX_RUN_TRACE_LINES]")
     q.add_argument("--max-request-bytes", type=_size,
                    default=_env("MAX_REQUEST_BYTES", "4MiB"),
                    help="largest request message, at least 2MiB (default 4MiB) "
                         "[COMPACTSIM_MAX_REQUEST_BYTES]")
     q.add_argument("--max-trace-bytes", type=_size, default=_env("MAX_TRACE_BYTES", "256MiB"),
                    help="largest uploaded trace (default 256MiB) [COMPACTSIM_MAX_TRACE_BYTES]")
+    q.add_argument("--max-trace-bytes-per-user", type=_size,
+                   default=_env("MAX_TRACE_BYTES_PER_USER", "1GiB"),
+                   help="uploaded traces one user may keep, each counted once (default "
+                        "1GiB; DeleteTrace frees) [COMPACTSIM_MAX_TRACE_BYTES_PER_USER]")
+    q.add_argument("--trace-idle-timeout", type=_duration,
+                   default=_env("TRACE_IDLE_TIMEOUT", "60s"),
+                   help="an upload that sends no chunk for this long is dropped (default "
+                        "60s) [COMPACTSIM_TRACE_IDLE_TIMEOUT]")
     p.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"))
     return p.parse_args(argv)
 
 
-async def serve(args: argparse.Namespace) -> int:
-    app = await build_server(listen=args.listen, data_dir=args.data_dir, workers=args.workers,
-                             max_queue=args.max_queue,
-                             max_run_wall_time=args.max_run_wall_time,
-                             executor=args.executor, dask_scheduler=args.dask_scheduler,
-                             metrics_listen=args.metrics_listen or None,
-                             token_file=args.token_file, tls_cert=args.tls_cert,
-                             tls_key=args.tls_key,
-                             insecure_allow_remote=args.insecure_allow_remote,
-                             limits=limits_from_args(args),
-                             target_linger_s=args.metrics_target_linger)
-    await app.start()
-    log.info("serving on port %d (metrics: %s; %s; %s)", app.port, app.metrics_port,
-             "TLS" if args.tls_cert else "plaintext",
-             f"tokens from {args.token_file}" if args.token_file else "no authentication")
-    if args.port_file:
-        if app.metrics_port is not None:
-            Path(args.port_file + ".metrics").write_text(str(app.metrics_port))
-        tmp = Path(args.port_file + ".tmp")
-        tmp.write_text(str(app.port))
-        tmp.replace(args.port_file)   # atomic: a reader never sees a partial number
-    stop = asyncio.Event()
+async def serve(args: argparse.Namespace, stop_signal: StopSignal | None = None) -> int:
+    """Build and run the server until SIGTERM or SIGINT (from `stop_signal`, installed
+    when the process started; a signal that came early stops it as soon as it is built)."""
+    stop_signal = stop_signal or StopSignal.install()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, app.reload_tokens)
-    await stop.wait()
-    log.info("shutting down")
-    await app.stop()
-    log.info("stopped")
-    return 0
+    stop = asyncio.Event()
+    stop_signal.wake_on(lambda: loop.call_soon_threadsafe(stop.set))
+    try:
+        if stop_signal.received is not None:
+            log.info("stopped before start (signal %d)", stop_signal.received)
+            return 0
+        app = await build_server(listen=args.listen, data_dir=args.data_dir,
+                                 workers=args.workers, max_queue=args.max_queue,
+                                 max_run_wall_time=args.max_run_wall_time,
+                                 executor=args.executor, dask_scheduler=args.dask_scheduler,
+                                 metrics_listen=args.metrics_listen or None,
+                                 token_file=args.token_file, tls_cert=args.tls_cert,
+                                 tls_key=args.tls_key,
+                                 insecure_allow_remote=args.insecure_allow_remote,
+                                 metrics_client_ca=args.metrics_client_ca,
+                                 limits=limits_from_args(args),
+                                 target_linger_s=args.metrics_target_linger)
+        try:
+            await app.start()
+            loop.add_signal_handler(signal.SIGHUP, app.reload_tokens)
+            if not stop.is_set():
+                log.info("serving on port %d (metrics: %s; %s; %s)", app.port,
+                         app.metrics_port, "TLS" if args.tls_cert else "plaintext",
+                         f"tokens from {args.token_file}" if args.token_file
+                         else "no authentication")
+                _write_port_file(args.port_file, app)
+                await stop.wait()
+            log.info("shutting down")
+        finally:
+            await app.stop()
+        log.info("stopped")
+        return 0
+    finally:
+        stop_signal.wake_on(None)
 
 
-def main(argv: list[str] | None = None) -> None:
+def _write_port_file(path: str | None, app: App) -> None:
+    if not path:
+        return
+    if app.metrics_port is not None:
+        Path(path + ".metrics").write_text(str(app.metrics_port))
+    tmp = Path(path + ".tmp")
+    tmp.write_text(str(app.port))
+    tmp.replace(path)   # atomic: a reader never sees a partial number
+
+
+def main(argv: list[str] | None = None, stop_signal: StopSignal | None = None) -> None:
+    stop_signal = stop_signal or _EARLY_STOP or StopSignal.install()
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    with contextlib.suppress(KeyboardInterrupt):
-        sys.exit(asyncio.run(serve(args)))
+    sys.exit(asyncio.run(serve(args, stop_signal)))
 
 
 if __name__ == "__main__":

@@ -591,6 +591,8 @@ class RunManager:
                 kind = msg.type
                 if kind == "progress":
                     self._on_progress(msg.run_id, msg.body)
+                elif kind == "series":
+                    self._on_series(msg.run_id, msg.body)
                 elif kind == "result":
                     self._on_result(msg.run_id, msg.body)
                 elif kind == "error":
@@ -655,6 +657,13 @@ class RunManager:
             self.store.update_progress(run_id, progress)
             self._notify(run_id)
 
+    def _on_series(self, run_id: str, body: dict) -> None:
+        """A piece of a finished run's series (server.worker: "series" messages come before
+        the result), one transaction each: other writes go between pieces. The rows sent
+        with progress are rows of this series, so the pieces write them again at their
+        final places."""
+        self.store.put_samples(run_id, body["start"], body["rows"])
+
     def _on_result(self, run_id: str, body: dict) -> None:
         reports = {report_name(k): v for k, v in body["files"].items()}
         reports["trace"] = body["trace"]
@@ -664,8 +673,6 @@ class RunManager:
         with self._lock:
             self._retire(run_id)
         with self._lock, self.store.transaction():
-            # rows sent with progress are stored already: add the others, in time order
-            self.store.merge_samples(run_id, body["series"])
             self.store.put_reports(run_id, reports)
             self.store.update_progress(run_id, Progress(
                 sim_time_s=body["sim_time_s"], fraction=1.0, events=body["events"],

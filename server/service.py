@@ -2,8 +2,8 @@
 and the store.
 
 Every handler's body is a plain function run in a thread (`asyncio.to_thread`): the store
-and the manager block. Refusals are `RpcFailure(google.rpc.Status)`, sent with
-`grpc_status.rpc_status.to_status` so clients get the canonical code and its details
+and the manager block. Refusals are `RpcFailure(google.rpc.Status)`, set on the call by
+`server.refusal.refuse` (never raised into grpc) so clients get the canonical code and its details
 (BadRequest field violations, ResourceInfo, PreconditionFailure, QuotaFailure + RetryInfo).
 Specs are validated and turned into configs by `server.convert` only; preset scenarios come
 in through the injected `scenarios` object (server/main.py wires `sim.scenarios`), so this
@@ -33,9 +33,8 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 import grpc
-from google.protobuf import duration_pb2, json_format, struct_pb2, timestamp_pb2
+from google.protobuf import duration_pb2, empty_pb2, json_format, struct_pb2, timestamp_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
-from grpc_status import rpc_status
 
 from compactsim.proto.v1 import (
     run_pb2,
@@ -51,8 +50,10 @@ from compactsim.server.changes import RunChanges
 from compactsim.server.filters import QueryError
 from compactsim.server.limits import Exceeded, Limits
 from compactsim.server.manager import REPORT_HISTOGRAMS, ManagerClosed, QueueLimit, RunManager
+from compactsim.server.refusal import refuse
 from compactsim.server.status_limits import bounded
 from compactsim.server.store import (
+    IdTaken,
     InvalidArgument,
     NewRun,
     NotFound,
@@ -61,8 +62,16 @@ from compactsim.server.store import (
     RunState,
     StoreError,
     WrongState,
+    check_same_request,
 )
-from compactsim.server.traces import TraceError, TraceInfo, TraceNotFound, TraceStore, TraceTooLarge
+from compactsim.server.traces import (
+    TraceError,
+    TraceInfo,
+    TraceNotFound,
+    TraceQuotaExceeded,
+    TraceStore,
+    TraceTooLarge,
+)
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +158,13 @@ def quota(exceeded: list[Exceeded], message: str = "") -> RpcFailure:
             retry_delay=duration_pb2.Duration(seconds=QUEUE_RETRY_S)))
     return RpcFailure(_status(code_pb2.RESOURCE_EXHAUSTED,
                               message or "; ".join(e.description for e in exceeded), *details))
+
+
+def _already_exists(name: str, message: str = "") -> RpcFailure:
+    return RpcFailure(_status(code_pb2.ALREADY_EXISTS, message or f"{name} already exists",
+                              error_details_pb2.ResourceInfo(
+                                  resource_type=f"{DOMAIN}/{name.split('/')[0][:-1].title()}",
+                                  resource_name=name)))
 
 
 def not_owner(name: str, rec: RunRecord, caller: Caller, verb: str) -> RpcFailure:
@@ -316,21 +332,33 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
         self._changes.close()
 
     async def _call(self, context: grpc.aio.ServicerContext, fn: Callable, *args: Any) -> Any:
+        """`fn(*args)` in a thread; a refusal is set on `context` (server.refusal) and None
+        returned, so the handler returns None."""
         try:
             return await asyncio.to_thread(fn, *args)
         except RpcFailure as exc:
-            await self._abort(context, exc.status)
+            refuse(context, exc.status)
         except ManagerClosed:
-            await self._abort(context, unavailable().status)
+            refuse(context, unavailable().status)
         except StoreError as exc:
             log.exception("store")
-            await self._abort(context, _status(code_pb2.UNAVAILABLE, f"store error: {exc}"))
+            refuse(context, _status(code_pb2.UNAVAILABLE, f"store error: {exc}"))
+        return None
 
-    @staticmethod
-    async def _abort(context: grpc.aio.ServicerContext, st: status_pb2.Status) -> None:
-        status = rpc_status.to_status(bounded(st))
-        await context.abort(status.code, status.details,
-                            trailing_metadata=status.trailing_metadata)
+    def _caller(self, context: grpc.aio.ServicerContext) -> Caller | None:
+        """The caller, or None with UNAUTHENTICATED set when the token that the interceptor
+        let through was revoked since (SIGHUP)."""
+        caller = self.auth.caller_of(context.invocation_metadata())
+        if caller is None:
+            refuse(context, _status(code_pb2.UNAUTHENTICATED,
+                                    "unknown or revoked token (revoked during the call)"))
+        return caller
+
+    async def _call_as(self, context: grpc.aio.ServicerContext, fn: Callable, *args: Any
+                       ) -> Any:
+        """`_call(fn, *args, caller)` for an authenticated caller."""
+        caller = self._caller(context)
+        return None if caller is None else await self._call(context, fn, *args, caller)
 
     def _get(self, name: str, field: str = "name") -> RunRecord:
         run_id = _run_id(name, field)
@@ -431,8 +459,11 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
     def _run_exceeded(self, effective: spec_pb2.Spec, prefix: str, trace_bytes: int
                       ) -> list[Exceeded]:
         m = effective.machine
-        return self.limits.run_exceeded(prefix, m.nodes, m.memory_bytes,
-                                        effective.duration_seconds, trace_bytes)
+        sampling = effective.sampling
+        return self.limits.run_exceeded(
+            prefix, m.nodes, m.memory_bytes, effective.duration_seconds, trace_bytes,
+            effective.pace, sampling.interval_seconds,
+            sampling.trace_buffer if sampling.trace_events.names else 0)
 
     def _check_queue(self, user: str, adding: int) -> None:
         """The manager's queue check ahead of the work (and for validate_only); it checks
@@ -486,17 +517,13 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
         return await self._call(context, self._scenario, request.name)
 
     async def CreateRun(self, request, context):
-        return await self._call(context, self._create_run, request, self.auth.caller(context))
+        return await self._call_as(context, self._create_run, request)
 
     def _create_run(self, request: simulator_pb2.CreateRunRequest, caller: Caller
                     ) -> run_pb2.Run:
         if self.closing:
             raise unavailable("the server is shutting down; no new runs")
         run = request.run
-        if request.request_id:
-            old = self.store.find_by_request_id(caller.user, request.request_id)
-            if old is not None:
-                return self.run_to_proto(old)
         exceeded = limits.repeated_exceeded([
             ("run.labels", len(run.labels), limits.MAX_LABELS, "labels")])
         if exceeded:
@@ -522,6 +549,17 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
         if violations:
             raise bad_request(violations)
         effective = convert.spec_to_proto(cfg)
+        if request.request_id:   # a retry gets its run, whatever the limits say now
+            old = self.store.find_by_request_id(caller.user, request.request_id)
+            if old is not None:
+                try:
+                    check_same_request(old, NewRun(
+                        spec=convert.raw_from_proto(effective), display_name=run.display_name,
+                        scenario=scenario, labels=dict(run.labels), creator=caller.user,
+                        request_id=request.request_id))
+                except RequestIdConflict as exc:
+                    raise _already_exists(f"runs/{old.id}", str(exc)) from None
+                return self.run_to_proto(old)
         trace_violations, trace_bytes = self._replayed(effective, "run.spec")
         if trace_violations:
             raise bad_request(trace_violations)
@@ -543,11 +581,7 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
         if request.run_id:
             try:
                 self.store.get_run(request.run_id)
-                raise RpcFailure(_status(code_pb2.ALREADY_EXISTS,
-                                         f"runs/{request.run_id} already exists",
-                                         error_details_pb2.ResourceInfo(
-                                             resource_type=f"{DOMAIN}/Run",
-                                             resource_name=f"runs/{request.run_id}")))
+                raise _already_exists(f"runs/{request.run_id}")
             except NotFound:
                 pass
         try:
@@ -560,6 +594,8 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
             raise quota(exc.exceeded, str(exc)) from None
         except RequestIdConflict as exc:
             raise RpcFailure(_status(code_pb2.ALREADY_EXISTS, str(exc))) from None
+        except IdTaken:   # another CreateRun with this run_id got there first
+            raise _already_exists(f"runs/{request.run_id}") from None
         except InvalidArgument as exc:
             raise bad_request([("run", str(exc))]) from None
         return self.run_to_proto(rec)
@@ -593,7 +629,7 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
                                               next_page_token=token, total_size=total)
 
     async def CancelRun(self, request, context):
-        return await self._call(context, self._cancel_run, request, self.auth.caller(context))
+        return await self._call_as(context, self._cancel_run, request)
 
     def _own(self, name: str, caller: Caller, verb: str) -> RunRecord:
         """The run, if `caller` may change it: its creator or an admin."""
@@ -610,7 +646,7 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
             raise precondition(request.name, str(exc)) from None
 
     async def DeleteRun(self, request, context):
-        return await self._call(context, self._delete_run, request, self.auth.caller(context))
+        return await self._call_as(context, self._delete_run, request)
 
     def _delete_run(self, request: simulator_pb2.DeleteRunRequest, caller: Caller):
         rec = self._own(request.name, caller, "delete")
@@ -690,13 +726,17 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
         watcher never makes the server queue events: a stalled stream holds at most the
         batch it was sending (up to 200 events)."""
         rec = await self._call(context, self._get, request.name)
+        if rec is None:
+            return
         heartbeat = (request.heartbeat_interval_seconds
                      if request.HasField("heartbeat_interval_seconds") else DEFAULT_HEARTBEAT_S)
         if not 1 <= heartbeat <= 300:
-            await self._abort(context, bad_request([("heartbeat_interval_seconds",
-                                                     "must be 1..300")]).status)
+            refuse(context, bad_request([("heartbeat_interval_seconds",
+                                          "must be 1..300")]).status)
+            return
         if request.HasField("after_sequence") and request.after_sequence < 0:
-            await self._abort(context, bad_request([("after_sequence", "must be >= 0")]).status)
+            refuse(context, bad_request([("after_sequence", "must be >= 0")]).status)
+            return
         snapshot = await asyncio.to_thread(self.run_to_proto, rec)
         yield simulator_pb2.WatchRunResponse(snapshot=snapshot, sequence=rec.last_sequence)
         if request.HasField("after_sequence"):
@@ -716,7 +756,8 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
                 version = self._changes.version(rec.id)
                 events, now_rec = await asyncio.to_thread(self._events_or_run, rec.id, seq)
                 if closed and not events:
-                    await self._abort(context, unavailable().status)
+                    refuse(context, unavailable().status)
+                    return
                 for ev in events:
                     msg, state = self._event_to_proto(rec, ev, state)
                     seq = ev.sequence
@@ -776,8 +817,7 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
     # -- sweeps -----------------------------------------------------------------------------
 
     async def CreateSweep(self, request, context):
-        return await self._call(context, self._create_sweep, request,
-                                self.auth.caller(context))
+        return await self._call_as(context, self._create_sweep, request)
 
     def _sweep_of_request(self, request: simulator_pb2.CreateSweepRequest, caller: Caller
                           ) -> str | None:
@@ -1029,25 +1069,54 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
     async def UploadTrace(self, request_iterator, context):
         """Chunks are written as they come (a write of at most one message's bytes) and the
         partial file is removed on every way out but success, including a client that goes
-        away."""
+        away and one that sends nothing for `limits.trace_idle_timeout_s`. The upload
+        counts against its user's quota; a token revoked meanwhile stores nothing."""
+        caller = self._caller(context)
+        if caller is None:
+            return None
         upload = None
+        idle = self.limits.trace_idle_timeout_s
         try:
-            upload = self.traces.upload()
-            async for request in request_iterator:
-                upload.write(request.chunk)
-            info = await asyncio.to_thread(upload.commit)
+            upload = self.traces.upload(caller.user)
+            loop = asyncio.get_running_loop()
+            async with asyncio.timeout(idle) as deadline:   # re-armed by each chunk
+                async for request in request_iterator:
+                    upload.write(request.chunk)
+                    deadline.reschedule(loop.time() + idle)
+            if self._caller(context) is None:   # revoked during the upload
+                return None
+            return self._trace_to_proto(await asyncio.to_thread(upload.commit))
+        except TimeoutError:
+            refuse(context, _status(code_pb2.DEADLINE_EXCEEDED, (
+                f"no chunk for {idle:g} s: the upload was dropped and nothing kept "
+                f"(--trace-idle-timeout)")))
         except TraceTooLarge:
-            await self._abort(context, quota(self.limits.trace_exceeded(upload.size)).status)
+            refuse(context, quota(self.limits.trace_exceeded(upload.size)).status)
+        except TraceQuotaExceeded as exc:
+            refuse(context, quota([Exceeded(limits.user_subject(exc.user), str(exc),
+                                            exc.retry)]).status)
         except TraceError as exc:
-            await self._abort(context, bad_request([("chunk", str(exc))]).status)
+            refuse(context, bad_request([("chunk", str(exc))]).status)
         except OSError as exc:
             log.exception("storing an uploaded trace")
-            await self._abort(context, _status(code_pb2.UNAVAILABLE, f"cannot store the trace: "
-                                                                     f"{exc.strerror or exc}"))
+            refuse(context, _status(code_pb2.UNAVAILABLE, f"cannot store the trace: "
+                                                          f"{exc.strerror or exc}"))
         finally:
             if upload is not None:
                 upload.discard()
-        return self._trace_to_proto(info)
+        return None
+
+    async def DeleteTrace(self, request, context):
+        return await self._call_as(context, self._delete_trace, request)
+
+    def _delete_trace(self, request: trace_pb2.DeleteTraceRequest, caller: Caller):
+        try:
+            self.traces.delete(request.name, caller.user, caller.admin)
+        except TraceNotFound as exc:
+            raise not_found("Trace", request.name, str(exc)) from None
+        except TraceError as exc:
+            raise bad_request([("name", str(exc))]) from None
+        return empty_pb2.Empty()
 
     async def GetTrace(self, request, context):
         return await self._call(context, self._get_trace, request)

@@ -1,10 +1,14 @@
 """RunStore: runs, their events, time series, reports and sweeps in one SQLite file.
 
-The store is the service's only shared state (docs/architecture.md: spec -> worker -> run
-manager -> store -> answers). The run manager is its single writer; RPC handlers, the metrics
-collector and exports read. One connection serves everything under one lock, in WAL mode
-so an outside reader (a backup, `sqlite3` by hand) never blocks the writer, with
-`synchronous=NORMAL`: a crash of the process loses no committed transaction.
+The store is the service's only shared state (docs/architecture.md: spec -> worker -> run manager ->
+store -> answers). The run manager is its single writer; RPC handlers, the metrics
+collector and exports read. One connection writes, under one lock, in WAL mode with
+`synchronous=NORMAL`: a crash of the process loses no committed transaction. Reads take a
+connection of their own from a pool (read-only, each read one read transaction: a
+consistent snapshot of what was committed), so a read never waits for a write, however
+large, nor for the lock; a read inside a thread's own `transaction()` uses the writing
+connection and sees what the transaction wrote so far. An outside reader (a backup,
+`sqlite3` by hand) never blocks the writer either.
 
 Every write is one transaction. A state change and its run event commit together, so a
 watcher resuming with `after_sequence` after a disconnect or a server restart sees each
@@ -29,6 +33,7 @@ import contextlib
 import enum
 import hashlib
 import json
+import queue
 import re
 import sqlite3
 import threading
@@ -103,6 +108,10 @@ class NotFound(StoreError):
 
 class InvalidArgument(StoreError, ValueError):
     """A bad argument (page size, label, JSON that is not JSON...): nothing was written."""
+
+
+class IdTaken(InvalidArgument):
+    """A run or sweep id given by the caller that another run or sweep already has."""
 
 
 class InvalidPageToken(InvalidArgument):
@@ -485,6 +494,17 @@ def downsample_indices(n: int, max_points: int) -> Callable[[int], int]:
 
 # -- the store ------------------------------------------------------------------------------
 
+def check_same_request(old: RunRecord, new: NewRun, sweep_id: str = "") -> None:
+    """RequestIdConflict unless `new` asks for what `old`, the run made the first time its
+    request_id was used, was made of (spec, display name, labels, scenario, sweep)."""
+    if (json.loads(old.spec_json) != json.loads(_json("spec", dict(new.spec)))
+            or old.display_name != new.display_name or old.labels != dict(new.labels)
+            or old.scenario != new.scenario or old.sweep_id != sweep_id):
+        raise RequestIdConflict(
+            f"request_id {new.request_id!r} was already used by {new.creator!r} for "
+            f"runs/{old.id} with a different request; use a new request_id for a new run")
+
+
 class RunStore:
     """Runs and everything they produce, in the SQLite file at `path`.
 
@@ -499,6 +519,10 @@ class RunStore:
         self._lock = threading.RLock()
         self._tx_depth = 0
         self._tx_failed = False
+        self._tx_thread: int | None = None
+        self._busy_timeout_s = busy_timeout_s
+        self._idle_readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
+        self._readers: list[sqlite3.Connection] = []   # all of them, to close
         try:
             self._conn = sqlite3.connect(self.path, isolation_level=None,
                                          check_same_thread=False, timeout=busy_timeout_s)
@@ -552,13 +576,44 @@ class RunStore:
 
     @contextlib.contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            if self._conn is None:
-                raise StoreClosed(f"the store {self.path} is closed")
+        """A connection to read with: a pooled reader in a read transaction, or the
+        writing connection inside this thread's own transaction."""
+        if self._tx_depth and self._tx_thread == threading.get_ident():
+            with self._lock:
+                try:
+                    yield self._conn
+                except sqlite3.Error as e:
+                    raise _storage_error(e, self.path) from e
+            return
+        if self._conn is None:
+            raise StoreClosed(f"the store {self.path} is closed")
+        try:
+            c = self._idle_readers.get_nowait()
+        except queue.Empty:
+            c = self._new_reader()
+        try:
+            c.execute("BEGIN")
             try:
-                yield self._conn
-            except sqlite3.Error as e:
-                raise _storage_error(e, self.path) from e
+                yield c
+            finally:
+                if c.in_transaction:
+                    c.execute("COMMIT")
+        except sqlite3.Error as e:
+            raise _storage_error(e, self.path) from e
+        finally:
+            if self._conn is not None:
+                self._idle_readers.put(c)
+
+    def _new_reader(self) -> sqlite3.Connection:
+        try:
+            c = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                                timeout=self._busy_timeout_s)
+            c.execute("PRAGMA query_only=ON")
+        except sqlite3.Error as e:
+            raise _storage_error(e, self.path) from e
+        with self._lock:
+            self._readers.append(c)
+        return c
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
@@ -586,6 +641,7 @@ class RunStore:
             except sqlite3.Error as e:
                 raise _storage_error(e, self.path) from e
             self._tx_depth, self._tx_failed = 1, False
+            self._tx_thread = threading.get_ident()
             try:
                 yield
                 if self._tx_failed:
@@ -599,7 +655,7 @@ class RunStore:
                     raise _storage_error(e, self.path) from e
                 raise
             finally:
-                self._tx_depth, self._tx_failed = 0, False
+                self._tx_depth, self._tx_failed, self._tx_thread = 0, False, None
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -642,19 +698,14 @@ class RunStore:
                             f"request_id = ?", (new.creator, new.request_id)).fetchone()
             if row is not None:
                 old = _run_from_row(row)
-                if (json.loads(old.spec_json) != json.loads(spec_json)
-                        or old.display_name != new.display_name or old.labels != labels
-                        or old.scenario != new.scenario or old.sweep_id != sweep_id):
-                    raise RequestIdConflict(
-                        f"request_id {new.request_id!r} was already used by {new.creator!r} "
-                        f"for run {old.id} with a different request")
+                check_same_request(old, new, sweep_id)
                 return old, False
         run_id = _check_id("run id", new.run_id) if new.run_id else uuid.uuid4().hex
         if sweep_id and c.execute("SELECT 1 FROM sweeps WHERE id = ?",
                                   (sweep_id,)).fetchone() is None:
             raise NotFound(f"sweep {sweep_id} not found")
         if c.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone() is not None:
-            raise InvalidArgument(f"run id {run_id} is taken")
+            raise IdTaken(f"run id {run_id} is taken")
         now = self._now()
         c.execute("INSERT INTO runs (id, display_name, scenario, spec_json, state, labels_json, "
                   "provenance_json, creator, request_id, sweep_id, create_time_ns, "
@@ -678,6 +729,8 @@ class RunStore:
         return _run_from_row(row)
 
     def find_by_request_id(self, creator: str, request_id: str) -> RunRecord | None:
+        """The run `creator` made with `request_id`, if any (check_same_request tells
+        whether a retry asks for the same)."""
         with self._read() as c:
             row = c.execute(f"SELECT {_RUN_SELECT} FROM runs WHERE creator = ? AND "
                             f"request_id = ?", (creator, request_id)).fetchone()
@@ -908,6 +961,27 @@ class RunStore:
             c.execute("UPDATE runs SET sample_count = ? WHERE id = ?", (n + len(batch), run_id))
             return n + len(batch)
 
+    def put_samples(self, run_id: str, start: int, rows: Sequence[Mapping[str, Any]]) -> int:
+        """Store `rows` as the run's samples `start`, `start` + 1... replacing any stored
+        at those places; all or none. For a run's final series, written a piece at a time
+        over the rows sent live (which it holds at their final places). Returns the run's
+        sample count."""
+        with self._write() as c:
+            row = c.execute("SELECT sample_count FROM runs WHERE id = ?", (run_id,)).fetchone()
+            if row is None:
+                raise NotFound(f"run {run_id} not found")
+            batch = []
+            for i, r in enumerate(rows):
+                t = r.get("time_s")
+                if not isinstance(t, (int, float)) or isinstance(t, bool):
+                    raise InvalidArgument(f"sample {start + i}: needs a numeric 'time_s'")
+                batch.append((run_id, start + i, float(t), _json("sample", dict(r), strict=False)))
+            c.executemany("INSERT OR REPLACE INTO samples (run_id, idx, sim_time_s, row_json) "
+                          "VALUES (?, ?, ?, ?)", batch)
+            n = max(row[0], start + len(batch))
+            c.execute("UPDATE runs SET sample_count = ? WHERE id = ?", (n, run_id))
+            return n
+
     def merge_samples(self, run_id: str, rows: Iterable[Mapping[str, Any]]) -> int:
         """Add the rows whose "time_s" is not stored yet (rows already stored stay as they
         are) and keep the series ordered by simulated time; all or none. For a run's final
@@ -1112,8 +1186,13 @@ class RunStore:
 
     def flush(self) -> None:
         """Checkpoint the WAL into the main file (as on shutdown)."""
-        with self._read() as c:
-            c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        with self._lock:
+            if self._conn is None:
+                raise StoreClosed(f"the store {self.path} is closed")
+            try:
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error as e:
+                raise _storage_error(e, self.path) from e
 
     def backup(self, dest: str | Path) -> None:
         """A consistent copy of the store at `dest`, taken while it stays in use."""
@@ -1134,6 +1213,9 @@ class RunStore:
             finally:
                 self._conn.close()
                 self._conn = None
+                for reader in self._readers:
+                    reader.close()
+                self._readers.clear()
 
     def __enter__(self) -> RunStore:
         return self

@@ -13,6 +13,11 @@ hashed and counted; past the size limit it is removed at once (`TraceTooLarge`),
 when the client goes away, and on success it is renamed to its hash (an upload of bytes
 already stored keeps the first copy). Partial uploads left by a crash are removed when
 the store opens.
+
+Each user's uploads are recorded as empty files DATA_DIR/trace-owners/{user}/{sha256}: a user may keep at most `max_bytes_per_user` of traces (the sizes of the traces
+they uploaded, each counted once, checked as an upload is stored: a partial upload is
+bounded by `max_bytes`) and have at most `MAX_UPLOADS_PER_USER` uploads in progress. `delete()` takes back a user's upload (an admin's: everyone's) and removes the
+file once nobody who uploaded it keeps it.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import hashlib
 import os
 import re
 import stat
+import threading
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -29,6 +35,8 @@ from pathlib import Path
 from typing import Any
 
 TRACE_DIR = "traces"
+OWNERS_DIR = "trace-owners"
+MAX_UPLOADS_PER_USER = 4
 _NAME = re.compile(r"traces/([0-9a-f]{64})")
 _PARTIAL = ".upload-"
 
@@ -39,6 +47,16 @@ class TraceError(Exception):
 
 class TraceNotFound(TraceError):
     """No uploaded trace of that name."""
+
+
+class TraceQuotaExceeded(TraceError):
+    """A user's uploads would pass their quota (or too many are in progress); nothing of
+    this upload is kept. `retry`: finishing other uploads helps."""
+
+    def __init__(self, user: str, message: str, retry: bool = False):
+        self.user = user
+        self.retry = retry
+        super().__init__(message)
 
 
 class TraceTooLarge(TraceError):
@@ -74,13 +92,15 @@ class Upload:
     """One upload in progress: `write()` chunks, then `commit()`; `discard()` (always
     safe, also after commit) removes what was written."""
 
-    def __init__(self, store: TraceStore):
+    def __init__(self, store: TraceStore, user: str):
         self.store = store
+        self.user = user
         self.tmp = store.directory / f"{_PARTIAL}{uuid.uuid4().hex}"
         fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         self.file = os.fdopen(fd, "wb")
         self.hash = hashlib.sha256()
         self.size = 0
+        self.released = False
 
     def write(self, chunk: bytes) -> None:
         """Add a chunk; TraceTooLarge (and the partial file removed) past the limit."""
@@ -99,33 +119,117 @@ class Upload:
         self.file.flush()
         os.fsync(self.file.fileno())
         self.file.close()
-        final = self.store.directory / self.hash.hexdigest()
-        if final.exists():
-            self.discard()            # the same bytes were uploaded before: keep that copy
-        else:
-            os.replace(self.tmp, final)
-        return self.store.get(f"{TRACE_DIR}/{self.hash.hexdigest()}")
+        sha = self.hash.hexdigest()
+        with self.store.lock:
+            owned = self.store.owned_by(self.user)
+            if sha not in owned:
+                used = sum(owned.values())
+                if used + self.size > self.store.max_bytes_per_user:
+                    self.discard()
+                    raise self.store.over_quota(self.user, used, self.size)
+            final = self.store.directory / sha
+            if final.exists():
+                self.discard()        # the same bytes were uploaded before: keep that copy
+            else:
+                os.replace(self.tmp, final)
+            mark = self.store.user_dir(self.user)
+            mark.mkdir(parents=True, exist_ok=True)
+            (mark / sha).touch()
+        return self.store.get(f"{TRACE_DIR}/{sha}")
 
     def discard(self) -> None:
         if not self.file.closed:
             self.file.close()
         self.tmp.unlink(missing_ok=True)
+        if not self.released:
+            self.released = True
+            self.store.finished_upload(self.user)
 
 
 class TraceStore:
     """The trace directory, DATA_DIR/traces, and its size limit per trace."""
 
-    def __init__(self, data_dir: str | Path, max_bytes: int):
+    def __init__(self, data_dir: str | Path, max_bytes: int,
+                 max_bytes_per_user: int | None = None):
         if max_bytes <= 0:
             raise ValueError("max_bytes must be above 0")
         self.directory = Path(data_dir).resolve() / TRACE_DIR
         self.directory.mkdir(parents=True, exist_ok=True)
+        self.owners = Path(data_dir).resolve() / OWNERS_DIR
         self.max_bytes = max_bytes
+        self.max_bytes_per_user = max_bytes_per_user or 4 * max_bytes
+        self.lock = threading.RLock()
+        self._uploading: dict[str, int] = {}
         for partial in self.directory.glob(f"{_PARTIAL}*"):
             partial.unlink(missing_ok=True)
 
-    def upload(self) -> Upload:
-        return Upload(self)
+    def user_dir(self, user: str) -> Path:
+        return self.owners / user
+
+    def owned_by(self, user: str) -> dict[str, int]:
+        """{sha256: size} of the traces `user` uploaded and keeps."""
+        out = {}
+        d = self.user_dir(user)
+        for mark in d.iterdir() if d.is_dir() else ():
+            try:
+                out[mark.name] = (self.directory / mark.name).stat().st_size
+            except OSError:
+                continue
+        return out
+
+    def used_by(self, user: str) -> int:
+        return sum(self.owned_by(user).values())
+
+    def over_quota(self, user: str, used: int, size: int) -> TraceQuotaExceeded:
+        return TraceQuotaExceeded(user, (
+            f"uploaded traces per user: {user!r} keeps {used} bytes + {size} new > "
+            f"{self.max_bytes_per_user} (--max-trace-bytes-per-user); delete traces no "
+            f"longer needed (DeleteTrace)"))
+
+    def upload(self, user: str) -> Upload:
+        """A new upload by `user`; TraceQuotaExceeded when they have
+        MAX_UPLOADS_PER_USER in progress already."""
+        with self.lock:
+            n = self._uploading.get(user, 0)
+            if n >= MAX_UPLOADS_PER_USER:
+                raise TraceQuotaExceeded(user, (
+                    f"uploads in progress per user: {user!r} has {n}, the most at once"),
+                    retry=True)
+            self._uploading[user] = n + 1
+        try:
+            return Upload(self, user)
+        except BaseException:
+            self.finished_upload(user)
+            raise
+
+    def finished_upload(self, user: str) -> None:
+        with self.lock:
+            n = self._uploading.get(user, 0) - 1
+            if n > 0:
+                self._uploading[user] = n
+            else:
+                self._uploading.pop(user, None)
+
+    def delete(self, name: str, user: str, admin: bool = False) -> None:
+        """Take back `user`'s upload of trace `name` (an admin: everyone's), and remove
+        the file when nobody keeps it; TraceNotFound when there is nothing to take back."""
+        sha = trace_id(name)
+        with self.lock:
+            users = [d for d in self.owners.glob("*") if (d / sha).exists()]
+            mine = [d for d in users if d.name == user]
+            if admin:
+                if not users and not (self.directory / sha).exists():
+                    raise TraceNotFound(f"no uploaded trace {name} on this server")
+                taken = users
+            elif mine:
+                taken = mine
+            else:
+                raise TraceNotFound(f"{user!r} has no upload of {name} (only those who "
+                                    f"uploaded a trace, and admins, may delete it)")
+            for d in taken:
+                (d / sha).unlink(missing_ok=True)
+            if len(taken) == len(users):
+                (self.directory / sha).unlink(missing_ok=True)
 
     def path(self, name: str) -> Path:
         """The file of trace `name` (`traces/{sha256}`): TraceError unless the name is

@@ -17,8 +17,11 @@ Messages, in order:
   ``histograms`` (alloc_latency, lock_wait, compaction_latency: `histograms_message`) and
   ``wasted_migrations``, and ``kernel`` ``{"profile", "design"}`` of the run's config. The
   last progress message carries the snapshot taken at the end (the summary's state).
+- after a successful run, its whole series in pieces of at most `SERIES_PIECE` rows,
+  ``{"type": "series", "run_id", "start", "rows"}`` (rows ``start``, ``start`` + 1...): no
+  message, and so no decoding or storing on the server, grows with the run's length;
 - then exactly one of
-  ``{"type": "result", "run_id", "summary", "series", "files", "trace", "fault_log",
+  ``{"type": "result", "run_id", "summary", "files", "trace", "fault_log",
   "histograms", "events", "sim_time_s", "wall_s"}`` (``histograms``: see
   `histograms_message`) or
   ``{"type": "error", "run_id", "error_type", "message", "fields": [{"path", "reason"}],
@@ -36,6 +39,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 DEFAULT_PROGRESS_STEPS = 20
+SERIES_PIECE = 2000   # series rows per message (about 1 KB of JSON each once stored)
 
 
 class Sender(Protocol):
@@ -117,8 +121,12 @@ def execute(run_id: str, spec: Mapping[str, Any], conn: Sender,
     except Exception as exc:  # noqa: BLE001 - every failure is reported as the run's error
         conn.send(error_message(run_id, exc))
         return
+    series = result.series
+    for first in range(0, len(series), SERIES_PIECE):
+        conn.send({"type": "series", "run_id": run_id, "start": first,
+                   "rows": series[first:first + SERIES_PIECE]})
     conn.send({"type": "result", "run_id": run_id, "summary": result.summary,
-               "series": result.series, "files": result.files, "trace": result.trace,
+               "files": result.files, "trace": result.trace,
                "fault_log": result.fault_log, "histograms": histograms_message(result.latency),
                "events": int(result.events_scheduled),
                "sim_time_s": float(result.summary.get("sim_time_s", config.duration)),

@@ -34,6 +34,7 @@ MAX_GROUPS = 256              # workload groups in one spec
 MAX_NAME = 64                 # characters of a workload group's name
 MAX_COMPACT_MEMORY = 1000     # compact_memory (and zram_compact) times in one spec
 MAX_TRACE_EVENTS = 64         # names in sampling.trace_events
+MIN_PACE = 1e-3               # slowest pace above 0: 1 simulated ms per wall second
 MAX_ORDER_BYTES = PAGE_SIZE << MAX_ORDER
 
 
@@ -404,7 +405,8 @@ class SimConfig:
     costs: Costs = spec(default_factory=Costs)
     sampling: SamplingConfig = spec(default_factory=SamplingConfig)
     pace: float = spec(0.0, lo=0.0, hi=1e9,
-                       doc="simulated seconds per wall second (0: as fast as possible)")
+                       doc=f"simulated seconds per wall second (0: as fast as possible, "
+                           f"else at least {MIN_PACE:g})")
     compact_memory: tuple[float, ...] = spec((), item_parse=parse_duration, lo=0.0,
                                              max_items=MAX_COMPACT_MEMORY,
                                              doc="times of `echo 1 > /proc/sys/vm/compact_memory`")
@@ -431,6 +433,10 @@ class SimConfig:
                                        f"{name!r} is not one of {', '.join(TRACE_EVENTS)}"))
         if not self.workload:
             errs.append(FieldError("workload", "needs at least one group"))
+        if 0 < self.pace < MIN_PACE:
+            errs.append(FieldError("pace", f"must be 0 (as fast as possible) or {MIN_PACE:g}.."
+                                           f"1e9 simulated seconds per wall second, got "
+                                           f"{self.pace:g}"))
         return errs
 
 

@@ -28,9 +28,10 @@ from compactsim.proto.v1 import sweep_pb2 as compactsim_dot_v1_dot_sweep__pb2
 from compactsim.proto.v1 import trace_pb2 as compactsim_dot_v1_dot_trace__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.api import resource_pb2 as google_dot_api_dot_resource__pb2
+from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63ompactsim/v1/simulator.proto\x12\rcompactsim.v1\x1a\x17\x63ompactsim/v1/run.proto\x1a\x18\x63ompactsim/v1/spec.proto\x1a\x19\x63ompactsim/v1/sweep.proto\x1a\x19\x63ompactsim/v1/trace.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\"F\n\x12GetScenarioRequest\x12\x30\n\x04name\x18\x01 \x01(\tB\"\xe2\x41\x01\x02\xfa\x41\x1b\n\x19\x63ompactsim.local/Scenario\"b\n\x11ListSweepsRequest\x12\x17\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x1a\n\x0cshow_deleted\x18\x03 \x01(\x08\x42\x04\xe2\x41\x01\x01\"S\n\x12ListSweepsResponse\x12$\n\x06sweeps\x18\x01 \x03(\x0b\x32\x14.compactsim.v1.Sweep\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"C\n\x12\x43\x61ncelSweepRequest\x12-\n\x04name\x18\x01 \x01(\tB\x1f\xe2\x41\x01\x02\xfa\x41\x18\n\x16\x63ompactsim.local/Sweep\"X\n\x12\x44\x65leteSweepRequest\x12-\n\x04name\x18\x01 \x01(\tB\x1f\xe2\x41\x01\x02\xfa\x41\x18\n\x16\x63ompactsim.local/Sweep\x12\x13\n\x05\x66orce\x18\x02 \x01(\x08\x42\x04\xe2\x41\x01\x01\"F\n\x11ListTracesRequest\x12\x17\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\"S\n\x12ListTracesResponse\x12$\n\x06traces\x18\x01 \x03(\x0b\x32\x14.compactsim.v1.Trace\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xc2\x01\n\x08Scenario\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x13\n\x05title\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x19\n\x0b\x64\x65scription\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\'\n\x04spec\x18\x04 \x01(\x0b\x32\x13.compactsim.v1.SpecB\x04\xe2\x41\x01\x03:I\xea\x41\x46\n\x19\x63ompactsim.local/Scenario\x12\x14scenarios/{scenario}*\tscenarios2\x08scenario\"I\n\x14ListScenariosRequest\x12\x17\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\"\\\n\x15ListScenariosResponse\x12*\n\tscenarios\x18\x01 \x03(\x0b\x32\x17.compactsim.v1.Scenario\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x86\x01\n\x10\x43reateRunRequest\x12%\n\x03run\x18\x01 \x01(\x0b\x32\x12.compactsim.v1.RunB\x04\xe2\x41\x01\x02\x12\x14\n\x06run_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x18\n\nrequest_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x1b\n\rvalidate_only\x18\x04 \x01(\x08\x42\x04\xe2\x41\x01\x01\"<\n\rGetRunRequest\x12+\n\x04name\x18\x01 \x01(\tB\x1d\xe2\x41\x01\x02\xfa\x41\x16\n\x14\x63ompactsim.local/Run\"\x8e\x01\n\x0fListRunsRequest\x12\x17\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x14\n\x06\x66ilter\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x16\n\x08order_by\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01\x12\x1a\n\x0cshow_deleted\x18\x05 \x01(\x08\x42\x04\xe2\x41\x01\x01\"a\n\x10ListRunsResponse\x12 \n\x04runs\x18\x01 \x03(\x0b\x32\x12.compactsim.v1.Run\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x05\"\xc2\x01\n\x0fWatchRunRequest\x12+\n\x04name\x18\x01 \x01(\tB\x1d\xe2\x41\x01\x02\xfa\x41\x16\n\x14\x63ompactsim.local/Run\x12!\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x01H\x00\x88\x01\x01\x12-\n\x1aheartbeat_interval_seconds\x18\x03 \x01(\x01\x42\x04\xe2\x41\x01\x01H\x01\x88\x01\x01\x42\x11\n\x0f_after_sequenceB\x1d\n\x1b_heartbeat_interval_seconds\"\xb0\x01\n\x10WatchRunResponse\x12&\n\x08snapshot\x18\x01 \x01(\x0b\x32\x12.compactsim.v1.RunH\x00\x12(\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x17.compactsim.v1.RunEventH\x00\x12-\n\theartbeat\x18\x03 \x01(\x0b\x32\x18.compactsim.v1.HeartbeatH\x00\x12\x10\n\x08sequence\x18\x04 \x01(\x03\x42\t\n\x07message\"\x0b\n\tHeartbeat\"?\n\x10\x43\x61ncelRunRequest\x12+\n\x04name\x18\x01 \x01(\tB\x1d\xe2\x41\x01\x02\xfa\x41\x16\n\x14\x63ompactsim.local/Run\"T\n\x10\x44\x65leteRunRequest\x12+\n\x04name\x18\x01 \x01(\tB\x1d\xe2\x41\x01\x02\xfa\x41\x16\n\x14\x63ompactsim.local/Run\x12\x13\n\x05\x66orce\x18\x02 \x01(\x08\x42\x04\xe2\x41\x01\x01\"\xaa\x01\n\x15ListRunSamplesRequest\x12-\n\x06parent\x18\x01 \x01(\tB\x1d\xe2\x41\x01\x02\xfa\x41\x16\n\x14\x63ompactsim.local/Run\x12\x17\n\tpage_size\x18\x02 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x18\n\nmax_points\x18\x04 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x15\n\x07\x63olumns\x18\x05 \x03(\tB\x04\xe2\x41\x01\x01\"~\n\x16ListRunSamplesResponse\x12\x0f\n\x07\x63olumns\x18\x01 \x03(\t\x12&\n\x07samples\x18\x02 \x03(\x0b\x32\x15.compactsim.v1.Sample\x12\x17\n\x0fnext_page_token\x18\x03 \x01(\t\x12\x12\n\ntotal_size\x18\x04 \x01(\x05\"z\n\x13GetRunReportRequest\x12\x31\n\x04name\x18\x01 \x01(\tB#\xe2\x41\x01\x02\xfa\x41\x1c\n\x1a\x63ompactsim.local/RunReport\x12\x30\n\x04view\x18\x02 \x01(\x0e\x32\x1c.compactsim.v1.RunReportViewB\x04\xe2\x41\x01\x01\"\x8e\x01\n\x12\x43reateSweepRequest\x12)\n\x05sweep\x18\x01 \x01(\x0b\x32\x14.compactsim.v1.SweepB\x04\xe2\x41\x01\x02\x12\x16\n\x08sweep_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x18\n\nrequest_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x1b\n\rvalidate_only\x18\x04 \x01(\x08\x42\x04\xe2\x41\x01\x01\"@\n\x0fGetSweepRequest\x12-\n\x04name\x18\x01 \x01(\tB\x1f\xe2\x41\x01\x02\xfa\x41\x18\n\x16\x63ompactsim.local/Sweep2\x9c\x0b\n\tSimulator\x12Z\n\rListScenarios\x12#.compactsim.v1.ListScenariosRequest\x1a$.compactsim.v1.ListScenariosResponse\x12I\n\x0bGetScenario\x12!.compactsim.v1.GetScenarioRequest\x1a\x17.compactsim.v1.Scenario\x12@\n\tCreateRun\x12\x1f.compactsim.v1.CreateRunRequest\x1a\x12.compactsim.v1.Run\x12:\n\x06GetRun\x12\x1c.compactsim.v1.GetRunRequest\x1a\x12.compactsim.v1.Run\x12K\n\x08ListRuns\x12\x1e.compactsim.v1.ListRunsRequest\x1a\x1f.compactsim.v1.ListRunsResponse\x12M\n\x08WatchRun\x12\x1e.compactsim.v1.WatchRunRequest\x1a\x1f.compactsim.v1.WatchRunResponse0\x01\x12@\n\tCancelRun\x12\x1f.compactsim.v1.CancelRunRequest\x1a\x12.compactsim.v1.Run\x12@\n\tDeleteRun\x12\x1f.compactsim.v1.DeleteRunRequest\x1a\x12.compactsim.v1.Run\x12]\n\x0eListRunSamples\x12$.compactsim.v1.ListRunSamplesRequest\x1a%.compactsim.v1.ListRunSamplesResponse\x12L\n\x0cGetRunReport\x12\".compactsim.v1.GetRunReportRequest\x1a\x18.compactsim.v1.RunReport\x12Q\n\x0fStreamRunReport\x12\".compactsim.v1.GetRunReportRequest\x1a\x18.compactsim.v1.RunReport0\x01\x12\x46\n\x0b\x43reateSweep\x12!.compactsim.v1.CreateSweepRequest\x1a\x14.compactsim.v1.Sweep\x12@\n\x08GetSweep\x12\x1e.compactsim.v1.GetSweepRequest\x1a\x14.compactsim.v1.Sweep\x12Q\n\nListSweeps\x12 .compactsim.v1.ListSweepsRequest\x1a!.compactsim.v1.ListSweepsResponse\x12\x46\n\x0b\x43\x61ncelSweep\x12!.compactsim.v1.CancelSweepRequest\x1a\x14.compactsim.v1.Sweep\x12\x46\n\x0b\x44\x65leteSweep\x12!.compactsim.v1.DeleteSweepRequest\x1a\x14.compactsim.v1.Sweep\x12H\n\x0bUploadTrace\x12!.compactsim.v1.UploadTraceRequest\x1a\x14.compactsim.v1.Trace(\x01\x12@\n\x08GetTrace\x12\x1e.compactsim.v1.GetTraceRequest\x1a\x14.compactsim.v1.Trace\x12Q\n\nListTraces\x12 .compactsim.v1.ListTracesRequest\x1a!.compactsim.v1.ListTracesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63ompactsim/v1/simulator.proto\x12\rcompactsim.v1\x1a\x17\x63ompactsim/v1/run.proto\x1a\x18\x63ompactsim/v1/spec.proto\x1a\x19\x63ompactsim/v1/sweep.proto\x1a\x19\x63ompactsim/v1/trace.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1bgoogle/protobuf/empty.proto\"F\n\x12GetScenarioRequest\x12\x30\n\x04name\x18\x01 \x01(\tB\"\xe2\x41\x01\x02\xfa\x41\x1b\n\x19\x63ompactsim.local/Scenario\"b\n\x11ListSweepsRequest\x12\x17\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x1a\n\x0cshow_deleted\x18\x03 \x01(\x08\x42\x04\xe2\x41\x01\x01\"S\n\x12ListSweepsResponse\x12$\n\x06sweeps\x18\x01 \x03(\x0b\x32\x14.compactsim.v1.Sweep\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"C\n\x12\x43\x61ncelSweepRequest\x12-\n\x04name\x18\x01 \x01(\tB\x1f\xe2\x41\x01\x02\xfa\x41\x18\n\x16\x63ompactsim.local/Sweep\"X\n\x12\x44\x65leteSweepRequest\x12-\n\x04name\x18\x01 \x01(\tB\x1f\xe2\x41\x01\x02\xfa\x41\x18\n\x16\x63ompactsim.local/Sweep\x12\x13\n\x05\x66orce\x18\x02 \x01(\x08\x42\x04\xe2\x41\x01\x01\"F\n\x11ListTracesRequest\x12\x17\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\"S\n\x12ListTracesResponse\x12$\n\x06traces\x18\x01 \x03(\x0b\x32\x14.compactsim.v1.Trace\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xc2\x01\n\x08Scenario\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x13\n\x05title\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x19\n\x0b\x64\x65scription\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\'\n\x04spec\x18\x04 \x01(\x0b\x32\x13.compactsim.v1.SpecB\x04\xe2\x41\x01\x03:I\xea\x41\x46\n\x19\x63ompactsim.local/Scenario\x12\x14scenarios/{scenario}*\tscenarios2\x08scenario\"I\n\x14ListScenariosRequest\x12\x17\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\"\\\n\x15ListScenariosResponse\x12*\n\tscenarios\x18\x01 \x03(\x0b\x32\x17.compactsim.v1.Scenario\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x86\x01\n\x10\x43reateRunRequest\x12%\n\x03run\x18\x01 \x01(\x0b\x32\x12.compactsim.v1.RunB\x04\xe2\x41\x01\x02\x12\x14\n\x06run_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x18\n\nrequest_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x1b\n\rvalidate_only\x18\x04 \x01(\x08\x42\x04\xe2\x41\x01\x01\"<\n\rGetRunRequest\x12+\n\x04name\x18\x01 \x01(\tB\x1d\xe2\x41\x01\x02\xfa\x41\x16\n\x14\x63ompactsim.local/Run\"\x8e\x01\n\x0fListRunsRequest\x12\x17\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x14\n\x06\x66ilter\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x16\n\x08order_by\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01\x12\x1a\n\x0cshow_deleted\x18\x05 \x01(\x08\x42\x04\xe2\x41\x01\x01\"a\n\x10ListRunsResponse\x12 \n\x04runs\x18\x01 \x03(\x0b\x32\x12.compactsim.v1.Run\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x05\"\xc2\x01\n\x0fWatchRunRequest\x12+\n\x04name\x18\x01 \x01(\tB\x1d\xe2\x41\x01\x02\xfa\x41\x16\n\x14\x63ompactsim.local/Run\x12!\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x01H\x00\x88\x01\x01\x12-\n\x1aheartbeat_interval_seconds\x18\x03 \x01(\x01\x42\x04\xe2\x41\x01\x01H\x01\x88\x01\x01\x42\x11\n\x0f_after_sequenceB\x1d\n\x1b_heartbeat_interval_seconds\"\xb0\x01\n\x10WatchRunResponse\x12&\n\x08snapshot\x18\x01 \x01(\x0b\x32\x12.compactsim.v1.RunH\x00\x12(\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x17.compactsim.v1.RunEventH\x00\x12-\n\theartbeat\x18\x03 \x01(\x0b\x32\x18.compactsim.v1.HeartbeatH\x00\x12\x10\n\x08sequence\x18\x04 \x01(\x03\x42\t\n\x07message\"\x0b\n\tHeartbeat\"?\n\x10\x43\x61ncelRunRequest\x12+\n\x04name\x18\x01 \x01(\tB\x1d\xe2\x41\x01\x02\xfa\x41\x16\n\x14\x63ompactsim.local/Run\"T\n\x10\x44\x65leteRunRequest\x12+\n\x04name\x18\x01 \x01(\tB\x1d\xe2\x41\x01\x02\xfa\x41\x16\n\x14\x63ompactsim.local/Run\x12\x13\n\x05\x66orce\x18\x02 \x01(\x08\x42\x04\xe2\x41\x01\x01\"\xaa\x01\n\x15ListRunSamplesRequest\x12-\n\x06parent\x18\x01 \x01(\tB\x1d\xe2\x41\x01\x02\xfa\x41\x16\n\x14\x63ompactsim.local/Run\x12\x17\n\tpage_size\x18\x02 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x18\n\npage_token\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x18\n\nmax_points\x18\x04 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x15\n\x07\x63olumns\x18\x05 \x03(\tB\x04\xe2\x41\x01\x01\"~\n\x16ListRunSamplesResponse\x12\x0f\n\x07\x63olumns\x18\x01 \x03(\t\x12&\n\x07samples\x18\x02 \x03(\x0b\x32\x15.compactsim.v1.Sample\x12\x17\n\x0fnext_page_token\x18\x03 \x01(\t\x12\x12\n\ntotal_size\x18\x04 \x01(\x05\"z\n\x13GetRunReportRequest\x12\x31\n\x04name\x18\x01 \x01(\tB#\xe2\x41\x01\x02\xfa\x41\x1c\n\x1a\x63ompactsim.local/RunReport\x12\x30\n\x04view\x18\x02 \x01(\x0e\x32\x1c.compactsim.v1.RunReportViewB\x04\xe2\x41\x01\x01\"\x8e\x01\n\x12\x43reateSweepRequest\x12)\n\x05sweep\x18\x01 \x01(\x0b\x32\x14.compactsim.v1.SweepB\x04\xe2\x41\x01\x02\x12\x16\n\x08sweep_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x18\n\nrequest_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x1b\n\rvalidate_only\x18\x04 \x01(\x08\x42\x04\xe2\x41\x01\x01\"@\n\x0fGetSweepRequest\x12-\n\x04name\x18\x01 \x01(\tB\x1f\xe2\x41\x01\x02\xfa\x41\x18\n\x16\x63ompactsim.local/Sweep2\xe6\x0b\n\tSimulator\x12Z\n\rListScenarios\x12#.compactsim.v1.ListScenariosRequest\x1a$.compactsim.v1.ListScenariosResponse\x12I\n\x0bGetScenario\x12!.compactsim.v1.GetScenarioRequest\x1a\x17.compactsim.v1.Scenario\x12@\n\tCreateRun\x12\x1f.compactsim.v1.CreateRunRequest\x1a\x12.compactsim.v1.Run\x12:\n\x06GetRun\x12\x1c.compactsim.v1.GetRunRequest\x1a\x12.compactsim.v1.Run\x12K\n\x08ListRuns\x12\x1e.compactsim.v1.ListRunsRequest\x1a\x1f.compactsim.v1.ListRunsResponse\x12M\n\x08WatchRun\x12\x1e.compactsim.v1.WatchRunRequest\x1a\x1f.compactsim.v1.WatchRunResponse0\x01\x12@\n\tCancelRun\x12\x1f.compactsim.v1.CancelRunRequest\x1a\x12.compactsim.v1.Run\x12@\n\tDeleteRun\x12\x1f.compactsim.v1.DeleteRunRequest\x1a\x12.compactsim.v1.Run\x12]\n\x0eListRunSamples\x12$.compactsim.v1.ListRunSamplesRequest\x1a%.compactsim.v1.ListRunSamplesResponse\x12L\n\x0cGetRunReport\x12\".compactsim.v1.GetRunReportRequest\x1a\x18.compactsim.v1.RunReport\x12Q\n\x0fStreamRunReport\x12\".compactsim.v1.GetRunReportRequest\x1a\x18.compactsim.v1.RunReport0\x01\x12\x46\n\x0b\x43reateSweep\x12!.compactsim.v1.CreateSweepRequest\x1a\x14.compactsim.v1.Sweep\x12@\n\x08GetSweep\x12\x1e.compactsim.v1.GetSweepRequest\x1a\x14.compactsim.v1.Sweep\x12Q\n\nListSweeps\x12 .compactsim.v1.ListSweepsRequest\x1a!.compactsim.v1.ListSweepsResponse\x12\x46\n\x0b\x43\x61ncelSweep\x12!.compactsim.v1.CancelSweepRequest\x1a\x14.compactsim.v1.Sweep\x12\x46\n\x0b\x44\x65leteSweep\x12!.compactsim.v1.DeleteSweepRequest\x1a\x14.compactsim.v1.Sweep\x12H\n\x0bUploadTrace\x12!.compactsim.v1.UploadTraceRequest\x1a\x14.compactsim.v1.Trace(\x01\x12@\n\x08GetTrace\x12\x1e.compactsim.v1.GetTraceRequest\x1a\x14.compactsim.v1.Trace\x12H\n\x0b\x44\x65leteTrace\x12!.compactsim.v1.DeleteTraceRequest\x1a\x16.google.protobuf.Empty\x12Q\n\nListTraces\x12 .compactsim.v1.ListTracesRequest\x1a!.compactsim.v1.ListTracesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -125,54 +126,54 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CREATESWEEPREQUEST'].fields_by_name['validate_only']._serialized_options = b'\342A\001\001'
   _globals['_GETSWEEPREQUEST'].fields_by_name['name']._loaded_options = None
   _globals['_GETSWEEPREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002\372A\030\n\026compactsim.local/Sweep'
-  _globals['_GETSCENARIOREQUEST']._serialized_start=213
-  _globals['_GETSCENARIOREQUEST']._serialized_end=283
-  _globals['_LISTSWEEPSREQUEST']._serialized_start=285
-  _globals['_LISTSWEEPSREQUEST']._serialized_end=383
-  _globals['_LISTSWEEPSRESPONSE']._serialized_start=385
-  _globals['_LISTSWEEPSRESPONSE']._serialized_end=468
-  _globals['_CANCELSWEEPREQUEST']._serialized_start=470
-  _globals['_CANCELSWEEPREQUEST']._serialized_end=537
-  _globals['_DELETESWEEPREQUEST']._serialized_start=539
-  _globals['_DELETESWEEPREQUEST']._serialized_end=627
-  _globals['_LISTTRACESREQUEST']._serialized_start=629
-  _globals['_LISTTRACESREQUEST']._serialized_end=699
-  _globals['_LISTTRACESRESPONSE']._serialized_start=701
-  _globals['_LISTTRACESRESPONSE']._serialized_end=784
-  _globals['_SCENARIO']._serialized_start=787
-  _globals['_SCENARIO']._serialized_end=981
-  _globals['_LISTSCENARIOSREQUEST']._serialized_start=983
-  _globals['_LISTSCENARIOSREQUEST']._serialized_end=1056
-  _globals['_LISTSCENARIOSRESPONSE']._serialized_start=1058
-  _globals['_LISTSCENARIOSRESPONSE']._serialized_end=1150
-  _globals['_CREATERUNREQUEST']._serialized_start=1153
-  _globals['_CREATERUNREQUEST']._serialized_end=1287
-  _globals['_GETRUNREQUEST']._serialized_start=1289
-  _globals['_GETRUNREQUEST']._serialized_end=1349
-  _globals['_LISTRUNSREQUEST']._serialized_start=1352
-  _globals['_LISTRUNSREQUEST']._serialized_end=1494
-  _globals['_LISTRUNSRESPONSE']._serialized_start=1496
-  _globals['_LISTRUNSRESPONSE']._serialized_end=1593
-  _globals['_WATCHRUNREQUEST']._serialized_start=1596
-  _globals['_WATCHRUNREQUEST']._serialized_end=1790
-  _globals['_WATCHRUNRESPONSE']._serialized_start=1793
-  _globals['_WATCHRUNRESPONSE']._serialized_end=1969
-  _globals['_HEARTBEAT']._serialized_start=1971
-  _globals['_HEARTBEAT']._serialized_end=1982
-  _globals['_CANCELRUNREQUEST']._serialized_start=1984
-  _globals['_CANCELRUNREQUEST']._serialized_end=2047
-  _globals['_DELETERUNREQUEST']._serialized_start=2049
-  _globals['_DELETERUNREQUEST']._serialized_end=2133
-  _globals['_LISTRUNSAMPLESREQUEST']._serialized_start=2136
-  _globals['_LISTRUNSAMPLESREQUEST']._serialized_end=2306
-  _globals['_LISTRUNSAMPLESRESPONSE']._serialized_start=2308
-  _globals['_LISTRUNSAMPLESRESPONSE']._serialized_end=2434
-  _globals['_GETRUNREPORTREQUEST']._serialized_start=2436
-  _globals['_GETRUNREPORTREQUEST']._serialized_end=2558
-  _globals['_CREATESWEEPREQUEST']._serialized_start=2561
-  _globals['_CREATESWEEPREQUEST']._serialized_end=2703
-  _globals['_GETSWEEPREQUEST']._serialized_start=2705
-  _globals['_GETSWEEPREQUEST']._serialized_end=2769
-  _globals['_SIMULATOR']._serialized_start=2772
-  _globals['_SIMULATOR']._serialized_end=4208
+  _globals['_GETSCENARIOREQUEST']._serialized_start=242
+  _globals['_GETSCENARIOREQUEST']._serialized_end=312
+  _globals['_LISTSWEEPSREQUEST']._serialized_start=314
+  _globals['_LISTSWEEPSREQUEST']._serialized_end=412
+  _globals['_LISTSWEEPSRESPONSE']._serialized_start=414
+  _globals['_LISTSWEEPSRESPONSE']._serialized_end=497
+  _globals['_CANCELSWEEPREQUEST']._serialized_start=499
+  _globals['_CANCELSWEEPREQUEST']._serialized_end=566
+  _globals['_DELETESWEEPREQUEST']._serialized_start=568
+  _globals['_DELETESWEEPREQUEST']._serialized_end=656
+  _globals['_LISTTRACESREQUEST']._serialized_start=658
+  _globals['_LISTTRACESREQUEST']._serialized_end=728
+  _globals['_LISTTRACESRESPONSE']._serialized_start=730
+  _globals['_LISTTRACESRESPONSE']._serialized_end=813
+  _globals['_SCENARIO']._serialized_start=816
+  _globals['_SCENARIO']._serialized_end=1010
+  _globals['_LISTSCENARIOSREQUEST']._serialized_start=1012
+  _globals['_LISTSCENARIOSREQUEST']._serialized_end=1085
+  _globals['_LISTSCENARIOSRESPONSE']._serialized_start=1087
+  _globals['_LISTSCENARIOSRESPONSE']._serialized_end=1179
+  _globals['_CREATERUNREQUEST']._serialized_start=1182
+  _globals['_CREATERUNREQUEST']._serialized_end=1316
+  _globals['_GETRUNREQUEST']._serialized_start=1318
+  _globals['_GETRUNREQUEST']._serialized_end=1378
+  _globals['_LISTRUNSREQUEST']._serialized_start=1381
+  _globals['_LISTRUNSREQUEST']._serialized_end=1523
+  _globals['_LISTRUNSRESPONSE']._serialized_start=1525
+  _globals['_LISTRUNSRESPONSE']._serialized_end=1622
+  _globals['_WATCHRUNREQUEST']._serialized_start=1625
+  _globals['_WATCHRUNREQUEST']._serialized_end=1819
+  _globals['_WATCHRUNRESPONSE']._serialized_start=1822
+  _globals['_WATCHRUNRESPONSE']._serialized_end=1998
+  _globals['_HEARTBEAT']._serialized_start=2000
+  _globals['_HEARTBEAT']._serialized_end=2011
+  _globals['_CANCELRUNREQUEST']._serialized_start=2013
+  _globals['_CANCELRUNREQUEST']._serialized_end=2076
+  _globals['_DELETERUNREQUEST']._serialized_start=2078
+  _globals['_DELETERUNREQUEST']._serialized_end=2162
+  _globals['_LISTRUNSAMPLESREQUEST']._serialized_start=2165
+  _globals['_LISTRUNSAMPLESREQUEST']._serialized_end=2335
+  _globals['_LISTRUNSAMPLESRESPONSE']._serialized_start=2337
+  _globals['_LISTRUNSAMPLESRESPONSE']._serialized_end=2463
+  _globals['_GETRUNREPORTREQUEST']._serialized_start=2465
+  _globals['_GETRUNREPORTREQUEST']._serialized_end=2587
+  _globals['_CREATESWEEPREQUEST']._serialized_start=2590
+  _globals['_CREATESWEEPREQUEST']._serialized_end=2732
+  _globals['_GETSWEEPREQUEST']._serialized_start=2734
+  _globals['_GETSWEEPREQUEST']._serialized_end=2798
+  _globals['_SIMULATOR']._serialized_start=2801
+  _globals['_SIMULATOR']._serialized_end=4311
 # @@protoc_insertion_point(module_scope)

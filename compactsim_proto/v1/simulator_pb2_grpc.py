@@ -7,6 +7,7 @@ from compactsim.proto.v1 import run_pb2 as compactsim_dot_v1_dot_run__pb2
 from compactsim.proto.v1 import simulator_pb2 as compactsim_dot_v1_dot_simulator__pb2
 from compactsim.proto.v1 import sweep_pb2 as compactsim_dot_v1_dot_sweep__pb2
 from compactsim.proto.v1 import trace_pb2 as compactsim_dot_v1_dot_trace__pb2
+from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 
 GRPC_GENERATED_VERSION = '1.81.1'
 GRPC_VERSION = grpc.__version__
@@ -127,6 +128,11 @@ class SimulatorStub:
                 '/compactsim.v1.Simulator/GetTrace',
                 request_serializer=compactsim_dot_v1_dot_trace__pb2.GetTraceRequest.SerializeToString,
                 response_deserializer=compactsim_dot_v1_dot_trace__pb2.Trace.FromString,
+                _registered_method=True)
+        self.DeleteTrace = channel.unary_unary(
+                '/compactsim.v1.Simulator/DeleteTrace',
+                request_serializer=compactsim_dot_v1_dot_trace__pb2.DeleteTraceRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
                 _registered_method=True)
         self.ListTraces = channel.unary_unary(
                 '/compactsim.v1.Simulator/ListTraces',
@@ -300,6 +306,15 @@ class SimulatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteTrace(self, request, context):
+        """Deletes the caller's upload of a trace (an admin's: everyone's); the file goes once
+        no user who uploaded it keeps it, and runs that replay it and have not started fail.
+        NOT_FOUND if the caller has no upload of that name.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListTraces(self, request, context):
         """Lists the uploaded traces, by name, a page at a time.
         """
@@ -399,6 +414,11 @@ def add_SimulatorServicer_to_server(servicer, server):
                     servicer.GetTrace,
                     request_deserializer=compactsim_dot_v1_dot_trace__pb2.GetTraceRequest.FromString,
                     response_serializer=compactsim_dot_v1_dot_trace__pb2.Trace.SerializeToString,
+            ),
+            'DeleteTrace': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteTrace,
+                    request_deserializer=compactsim_dot_v1_dot_trace__pb2.DeleteTraceRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
             ),
             'ListTraces': grpc.unary_unary_rpc_method_handler(
                     servicer.ListTraces,
@@ -893,6 +913,33 @@ class Simulator:
             '/compactsim.v1.Simulator/GetTrace',
             compactsim_dot_v1_dot_trace__pb2.GetTraceRequest.SerializeToString,
             compactsim_dot_v1_dot_trace__pb2.Trace.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteTrace(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/compactsim.v1.Simulator/DeleteTrace',
+            compactsim_dot_v1_dot_trace__pb2.DeleteTraceRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
             options,
             channel_credentials,
             insecure,

@@ -28,6 +28,7 @@ import compactsim.proto.v1.run_pb2
 import compactsim.proto.v1.simulator_pb2
 import compactsim.proto.v1.sweep_pb2
 import compactsim.proto.v1.trace_pb2
+import google.protobuf.empty_pb2
 import grpc
 import grpc.aio
 import sys
@@ -335,6 +336,22 @@ _SimulatorGetTraceType = typing_extensions.TypeVar(
     ],
 )
 
+_SimulatorDeleteTraceType = typing_extensions.TypeVar(
+    '_SimulatorDeleteTraceType',
+    grpc.UnaryUnaryMultiCallable[
+        compactsim.proto.v1.trace_pb2.DeleteTraceRequest,
+        google.protobuf.empty_pb2.Empty,
+    ],
+    grpc.aio.UnaryUnaryMultiCallable[
+        compactsim.proto.v1.trace_pb2.DeleteTraceRequest,
+        google.protobuf.empty_pb2.Empty,
+    ],
+    default=grpc.UnaryUnaryMultiCallable[
+        compactsim.proto.v1.trace_pb2.DeleteTraceRequest,
+        google.protobuf.empty_pb2.Empty,
+    ],
+)
+
 _SimulatorListTracesType = typing_extensions.TypeVar(
     '_SimulatorListTracesType',
     grpc.UnaryUnaryMultiCallable[
@@ -351,7 +368,7 @@ _SimulatorListTracesType = typing_extensions.TypeVar(
     ],
 )
 
-class SimulatorStub(typing.Generic[_SimulatorListScenariosType, _SimulatorGetScenarioType, _SimulatorCreateRunType, _SimulatorGetRunType, _SimulatorListRunsType, _SimulatorWatchRunType, _SimulatorCancelRunType, _SimulatorDeleteRunType, _SimulatorListRunSamplesType, _SimulatorGetRunReportType, _SimulatorStreamRunReportType, _SimulatorCreateSweepType, _SimulatorGetSweepType, _SimulatorListSweepsType, _SimulatorCancelSweepType, _SimulatorDeleteSweepType, _SimulatorUploadTraceType, _SimulatorGetTraceType, _SimulatorListTracesType]):
+class SimulatorStub(typing.Generic[_SimulatorListScenariosType, _SimulatorGetScenarioType, _SimulatorCreateRunType, _SimulatorGetRunType, _SimulatorListRunsType, _SimulatorWatchRunType, _SimulatorCancelRunType, _SimulatorDeleteRunType, _SimulatorListRunSamplesType, _SimulatorGetRunReportType, _SimulatorStreamRunReportType, _SimulatorCreateSweepType, _SimulatorGetSweepType, _SimulatorListSweepsType, _SimulatorCancelSweepType, _SimulatorDeleteSweepType, _SimulatorUploadTraceType, _SimulatorGetTraceType, _SimulatorDeleteTraceType, _SimulatorListTracesType]):
     """Runs simulations and serves their progress and results."""
 
     @typing.overload
@@ -427,6 +444,10 @@ class SimulatorStub(typing.Generic[_SimulatorListScenariosType, _SimulatorGetSce
         grpc.UnaryUnaryMultiCallable[
             compactsim.proto.v1.trace_pb2.GetTraceRequest,
             compactsim.proto.v1.trace_pb2.Trace,
+        ],
+        grpc.UnaryUnaryMultiCallable[
+            compactsim.proto.v1.trace_pb2.DeleteTraceRequest,
+            google.protobuf.empty_pb2.Empty,
         ],
         grpc.UnaryUnaryMultiCallable[
             compactsim.proto.v1.simulator_pb2.ListTracesRequest,
@@ -507,6 +528,10 @@ class SimulatorStub(typing.Generic[_SimulatorListScenariosType, _SimulatorGetSce
         grpc.aio.UnaryUnaryMultiCallable[
             compactsim.proto.v1.trace_pb2.GetTraceRequest,
             compactsim.proto.v1.trace_pb2.Trace,
+        ],
+        grpc.aio.UnaryUnaryMultiCallable[
+            compactsim.proto.v1.trace_pb2.DeleteTraceRequest,
+            google.protobuf.empty_pb2.Empty,
         ],
         grpc.aio.UnaryUnaryMultiCallable[
             compactsim.proto.v1.simulator_pb2.ListTracesRequest,
@@ -615,6 +640,12 @@ class SimulatorStub(typing.Generic[_SimulatorListScenariosType, _SimulatorGetSce
     GetTrace: _SimulatorGetTraceType
     """Gets an uploaded trace. NOT_FOUND if the server has no trace of that name."""
 
+    DeleteTrace: _SimulatorDeleteTraceType
+    """Deletes the caller's upload of a trace (an admin's: everyone's); the file goes once
+    no user who uploaded it keeps it, and runs that replay it and have not started fail.
+    NOT_FOUND if the caller has no upload of that name.
+    """
+
     ListTraces: _SimulatorListTracesType
     """Lists the uploaded traces, by name, a page at a time."""
 
@@ -690,6 +721,10 @@ SimulatorAsyncStub: typing_extensions.TypeAlias = SimulatorStub[
     grpc.aio.UnaryUnaryMultiCallable[
         compactsim.proto.v1.trace_pb2.GetTraceRequest,
         compactsim.proto.v1.trace_pb2.Trace,
+    ],
+    grpc.aio.UnaryUnaryMultiCallable[
+        compactsim.proto.v1.trace_pb2.DeleteTraceRequest,
+        google.protobuf.empty_pb2.Empty,
     ],
     grpc.aio.UnaryUnaryMultiCallable[
         compactsim.proto.v1.simulator_pb2.ListTracesRequest,
@@ -890,6 +925,17 @@ class SimulatorServicer(metaclass=abc.ABCMeta):
         context: _ServicerContext,
     ) -> typing.Union[compactsim.proto.v1.trace_pb2.Trace, collections.abc.Awaitable[compactsim.proto.v1.trace_pb2.Trace]]:
         """Gets an uploaded trace. NOT_FOUND if the server has no trace of that name."""
+
+    @abc.abstractmethod
+    def DeleteTrace(
+        self,
+        request: compactsim.proto.v1.trace_pb2.DeleteTraceRequest,
+        context: _ServicerContext,
+    ) -> typing.Union[google.protobuf.empty_pb2.Empty, collections.abc.Awaitable[google.protobuf.empty_pb2.Empty]]:
+        """Deletes the caller's upload of a trace (an admin's: everyone's); the file goes once
+        no user who uploaded it keeps it, and runs that replay it and have not started fail.
+        NOT_FOUND if the caller has no upload of that name.
+        """
 
     @abc.abstractmethod
     def ListTraces(

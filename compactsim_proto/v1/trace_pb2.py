@@ -27,7 +27,7 @@ from google.api import resource_pb2 as google_dot_api_dot_resource__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63ompactsim/v1/trace.proto\x12\rcompactsim.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa8\x01\n\x05Trace\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x18\n\nsize_bytes\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03::\xea\x41\x37\n\x16\x63ompactsim.local/Trace\x12\x0etraces/{trace}*\x06traces2\x05trace\")\n\x12UploadTraceRequest\x12\x13\n\x05\x63hunk\x18\x01 \x01(\x0c\x42\x04\xe2\x41\x01\x02\"@\n\x0fGetTraceRequest\x12-\n\x04name\x18\x01 \x01(\tB\x1f\xe2\x41\x01\x02\xfa\x41\x18\n\x16\x63ompactsim.local/Traceb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63ompactsim/v1/trace.proto\x12\rcompactsim.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa8\x01\n\x05Trace\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x18\n\nsize_bytes\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03::\xea\x41\x37\n\x16\x63ompactsim.local/Trace\x12\x0etraces/{trace}*\x06traces2\x05trace\")\n\x12UploadTraceRequest\x12\x13\n\x05\x63hunk\x18\x01 \x01(\x0c\x42\x04\xe2\x41\x01\x02\"@\n\x0fGetTraceRequest\x12-\n\x04name\x18\x01 \x01(\tB\x1f\xe2\x41\x01\x02\xfa\x41\x18\n\x16\x63ompactsim.local/Trace\"C\n\x12\x44\x65leteTraceRequest\x12-\n\x04name\x18\x01 \x01(\tB\x1f\xe2\x41\x01\x02\xfa\x41\x18\n\x16\x63ompactsim.local/Traceb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -46,10 +46,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_UPLOADTRACEREQUEST'].fields_by_name['chunk']._serialized_options = b'\342A\001\002'
   _globals['_GETTRACEREQUEST'].fields_by_name['name']._loaded_options = None
   _globals['_GETTRACEREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002\372A\030\n\026compactsim.local/Trace'
+  _globals['_DELETETRACEREQUEST'].fields_by_name['name']._loaded_options = None
+  _globals['_DELETETRACEREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002\372A\030\n\026compactsim.local/Trace'
   _globals['_TRACE']._serialized_start=138
   _globals['_TRACE']._serialized_end=306
   _globals['_UPLOADTRACEREQUEST']._serialized_start=308
   _globals['_UPLOADTRACEREQUEST']._serialized_end=349
   _globals['_GETTRACEREQUEST']._serialized_start=351
   _globals['_GETTRACEREQUEST']._serialized_end=415
+  _globals['_DELETETRACEREQUEST']._serialized_start=417
+  _globals['_DELETETRACEREQUEST']._serialized_end=484
 # @@protoc_insertion_point(module_scope)

@@ -87,3 +87,21 @@ class GetTraceRequest(google.protobuf.message.Message):
     def ClearField(self, field_name: typing.Literal["name", b"name"]) -> None: ...
 
 Global___GetTraceRequest: typing_extensions.TypeAlias = GetTraceRequest
+
+@typing.final
+class DeleteTraceRequest(google.protobuf.message.Message):
+    """Request of DeleteTrace."""
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: builtins.int
+    name: builtins.str
+    """The trace, `traces/{trace}`."""
+    def __init__(
+        self,
+        *,
+        name: builtins.str = ...,
+    ) -> None: ...
+    def ClearField(self, field_name: typing.Literal["name", b"name"]) -> None: ...
+
+Global___DeleteTraceRequest: typing_extensions.TypeAlias = DeleteTraceRequest

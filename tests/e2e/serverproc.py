@@ -96,6 +96,14 @@ def wait_state(stub, name, states=TERMINAL, timeout=20) -> run_pb2.Run:
         time.sleep(0.05)
 
 
+def rss_mib(pid: int) -> float:
+    """The resident memory of process `pid` now (VmRSS), MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
 def _children() -> dict[int, list[int]]:
     """pid -> its child pids, from /proc."""
     kids: dict[int, list[int]] = {}

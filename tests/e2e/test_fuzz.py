@@ -41,7 +41,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from serverproc import TERMINAL, R, Server, details, spec, wait_state
+from serverproc import R, TERMINAL, Server, details, rss_mib, spec, wait_state
 
 from compactsim.proto.v1 import run_pb2, simulator_pb2, simulator_pb2_grpc, spec_pb2, sweep_pb2
 
@@ -49,6 +49,9 @@ SETTINGS = dict(derandomize=True, database=None, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 TIMEOUT = 30
 GRPC_MESSAGE_LIMIT = 4 << 20   # gRPC refuses a larger request itself, without details
+# The server's resident memory after any call of the fuzz: it starts near 90 MiB, and a
+# refused request must leave nothing behind (a kept 4 MiB spec would be about 0.8 GiB).
+MAX_RSS_MIB = 400
 MAX_GENERATED = 6 << 20        # no more mutations once a spec is this large
 C = grpc.StatusCode
 REFUSALS = {C.INVALID_ARGUMENT: error_details_pb2.BadRequest,
@@ -112,9 +115,15 @@ def log_tail(srv) -> str:
     return (srv.data_dir / "server.log").read_text(errors="replace")[-3000:]
 
 
+def check_rss(srv) -> None:
+    rss = rss_mib(srv.proc.pid)
+    assert rss < MAX_RSS_MIB, f"server RSS {rss:.0f} MiB >= {MAX_RSS_MIB} MiB"
+
+
 def check_refusal(srv, err: grpc.RpcError) -> None:
-    """A documented code with its details; the server still up."""
+    """A documented code with its details; the server still up, its memory bounded."""
     assert srv.proc.poll() is None, log_tail(srv)
+    check_rss(srv)
     code = err.code()
     assert code in REFUSALS, f"{code}: {err.details()}\n{log_tail(srv)}"
     assert err.details(), f"{code} without a message"
@@ -154,6 +163,7 @@ def call(srv, fn, request, *, stream: bool = False):
 
 
 def serving(srv) -> bool:
+    check_rss(srv)
     health = health_pb2_grpc.HealthStub(srv.channel)
     answer = health.Check(health_pb2.HealthCheckRequest(), timeout=TIMEOUT)
     return srv.proc.poll() is None and answer.status == health_pb2.HealthCheckResponse.SERVING

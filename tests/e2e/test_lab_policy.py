@@ -267,8 +267,9 @@ def test_sweep_labels_follow_the_rule_of_run_labels_and_a_bad_one_stores_nothing
 # ---- per-run caps ----------------------------------------------------------------------
 
 def test_memory_duration_and_resident_caps(make_server):
+    # the 64 MiB spec() keeps its default 100 000-line trace buffer: about 138 MiB
     srv = make_server("--max-run-memory", "1GiB", "--max-run-duration", "10s",
-                      "--max-run-resident", "82MiB")
+                      "--max-run-resident", "141MiB")
     stub = srv.stub
 
     def refused_spec(s, validate_only=False):
@@ -296,9 +297,12 @@ def test_memory_duration_and_resident_caps(make_server):
 
     one_gib = spec()
     one_gib.machine.memory_bytes = GiB
-    [resident] = refused_spec(one_gib)
-    assert f"about {format_bytes(resident_estimate(GiB))} of server memory" in resident
-    assert "80 MiB + 17 B x 262144 pages" in resident and "> 82 MiB" in resident
+    found = refused_spec(one_gib)
+    [resident] = found
+    assert (f"about {format_bytes(resident_estimate(GiB, 0, 11, 100_000))} of server memory"
+            in resident)
+    assert ("80 MiB + 17 B x 262144 pages + 4800 B x 11 samples + 600 B x 100000 trace "
+            "lines" in resident and "> 141 MiB" in resident), resident
 
     # a sweep is refused when any of its runs is, naming the point
     sweep = sweep_pb2.Sweep(base_spec=spec(), parameters=[sweep_pb2.SweepParameter(

@@ -183,14 +183,16 @@ def test_tls_on_grpc_and_metrics_with_tokens(make_server, tokens, pki):
     assert code_of(lambda: health(wrong_name)) == grpc.StatusCode.UNAVAILABLE
     plaintext = grpc.insecure_channel(f"127.0.0.1:{s.port}")
     assert code_of(lambda: health(plaintext)) == grpc.StatusCode.UNAVAILABLE
-    # The metrics listener speaks HTTPS with the same certificate.
+    # The metrics listener speaks HTTPS with the same certificate, and takes the tokens.
     mport = int(next(s.data_dir.glob("port-*.metrics")).read_text())
     ctx = ssl.create_default_context(cafile=str(pki["cert"]))
-    body = urllib.request.urlopen(f"https://127.0.0.1:{mport}/metrics", context=ctx,
-                                  timeout=10).read().decode()
+    auth = {"Authorization": f"Bearer {ALICE}"}
+    body = urllib.request.urlopen(urllib.request.Request(
+        f"https://127.0.0.1:{mport}/metrics", headers=auth), context=ctx,
+        timeout=10).read().decode()
     assert "compactsim_runs{" in body
-    sd = json.loads(urllib.request.urlopen(f"https://127.0.0.1:{mport}/sd", context=ctx,
-                                           timeout=10).read())
+    sd = json.loads(urllib.request.urlopen(urllib.request.Request(
+        f"https://127.0.0.1:{mport}/sd", headers=auth), context=ctx, timeout=10).read())
     assert isinstance(sd, list)
     with pytest.raises((urllib.error.URLError, ConnectionError)):
         urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=10).read()

@@ -24,6 +24,7 @@ from compactsim.proto.v1 import run_pb2, simulator_pb2, simulator_pb2_grpc, spec
 from compactsim.server import convert
 from compactsim.sim.config import (
     MAX_ORDER,
+    MIN_PACE,
     PAGEBLOCK_ORDER,
     PROFILES,
     TRACE_EVENTS,
@@ -129,7 +130,8 @@ def sim_configs(draw) -> SimConfig:
     names = draw(st.lists(NAMES, min_size=1, max_size=3, unique=True))
     duration = draw(st.floats(1e-3, 30 * 86400.0))
     cfg = draw(configs(SimConfig, duration=st.just(duration), machine=machines(),
-                       tunables=tunables()))
+                       tunables=tunables(),
+                       pace=st.just(0.0) | st.floats(MIN_PACE, 1e9)))   # 0 or MIN_PACE..
     return dataclasses.replace(
         cfg, workload=tuple(draw(groups(n)) for n in names),
         compact_memory=tuple(draw(st.lists(st.floats(0.0, duration), max_size=3))),

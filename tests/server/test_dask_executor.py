@@ -64,8 +64,9 @@ def test_tiny_run_sends_progress_then_result_then_completed_exit(executor):
     *bodies, exit = msgs
     assert all(isinstance(m, WorkerMessage) for m in bodies)
     kinds = [m.type for m in bodies]
-    assert kinds[-1] == "result" and set(kinds[:-1]) == {"progress"}
-    progress = [m.body for m in bodies[:-1]]
+    assert kinds[-1] == "result" and kinds[-2] == "series"
+    assert set(kinds[:-2]) == {"progress"}
+    progress = [m.body for m in bodies[:-2]]
     assert len(progress) >= 5
     fractions = [p["fraction"] for p in progress]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
@@ -84,8 +85,9 @@ def test_tiny_run_sends_progress_then_result_then_completed_exit(executor):
     assert result["summary"]["duration_s"] == pytest.approx(0.3)
     assert result["summary"]["seed"] == 3
     assert result["events"] > 0
-    assert [row["time_s"] for row in result["series"]] == pytest.approx(
-        [0.0, 0.1, 0.2, 0.3])
+    series = bodies[-2].body
+    assert series["start"] == 0 and "series" not in result
+    assert [row["time_s"] for row in series["rows"]] == pytest.approx([0.0, 0.1, 0.2, 0.3])
     assert "buddyinfo" in result["files"]
     assert result["histograms"] and all(h["buckets"] for h in result["histograms"].values())
 

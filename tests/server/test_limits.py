@@ -160,7 +160,7 @@ def test_format_bytes():
 # ---- traces ---------------------------------------------------------------------------
 
 def _upload(store: TraceStore, *chunks: bytes):
-    up = store.upload()
+    up = store.upload("alice")
     try:
         for c in chunks:
             up.write(c)
@@ -196,7 +196,7 @@ def test_upload_over_the_limit_or_empty_leaves_nothing(tmp_path):
 
 def test_partial_uploads_are_removed_on_open(tmp_path):
     store = TraceStore(tmp_path, max_bytes=100)
-    up = store.upload()
+    up = store.upload("alice")
     up.write(b"half")          # a crash here leaves the partial file
     assert len(os.listdir(tmp_path / "traces")) == 1
     TraceStore(tmp_path, max_bytes=100)
