@@ -7,7 +7,7 @@ its loop. `StopSignal.install()` sets plain `signal.signal` handlers as the firs
 the main module does (stdlib only, before grpc, protobuf or the simulator are imported)
 and keeps them until the process exits: a signal that comes early is remembered, one
 that comes while the loop runs wakes it, and any number of them stop the server once.
-The `compactsim-server` command starts at `main` here, which does the same before it
+The `compactsim-server` command starts in `server.entry`, which does the same before it
 imports the server.
 """
 
@@ -50,9 +50,3 @@ class StopSignal:
         if fn is not None and self.received is not None:
             fn()
 
-
-def main() -> None:
-    """The `compactsim-server` command: stop signals handled, then the server."""
-    stop = StopSignal.install()
-    from compactsim.server.main import main as server_main
-    server_main(stop_signal=stop)
