@@ -135,7 +135,7 @@ def _read(m, env) -> Step:
 
 @contextlib.contextmanager
 def _capture_machine(probe: Probe):
-    real = sim.run.build_machine
+    real = compactsim.sim.run.build_machine
 
     def build(cfg, env):
         m = real(cfg, env)
@@ -145,16 +145,16 @@ def _capture_machine(probe: Probe):
         probe.cpu_built = time.process_time()
         return m
 
-    sim.run.build_machine = build
+    compactsim.sim.run.build_machine = build
     try:
         yield
     finally:
-        sim.run.build_machine = real
+        compactsim.sim.run.build_machine = real
 
 
 def instrumented_run(cfg: SimConfig, on_step: Callable[[Probe, Step], None] | None = None
-                     ) -> tuple[sim.run.RunResult, Probe]:
-    """`sim.run.run(cfg)` with a Step recorded at each progress call. The probe keeps the
+                     ) -> tuple[compactsim.sim.run.RunResult, Probe]:
+    """`compactsim.sim.run.run(cfg)` with a Step recorded at each progress call. The probe keeps the
     machine alive (for memory measurements after the run)."""
     probe = Probe(on_step=on_step)
 
@@ -167,6 +167,6 @@ def instrumented_run(cfg: SimConfig, on_step: Callable[[Probe, Step], None] | No
 
     with _capture_machine(probe):
         probe.t_start = time.perf_counter()
-        result = sim.run.run(cfg, progress=progress)
+        result = compactsim.sim.run.run(cfg, progress=progress)
         probe.t_end = time.perf_counter()
     return result, probe
