@@ -4,8 +4,11 @@
     compactsim profiles
     compactsim simulate (--scenario NAME | --spec FILE) [--set path=value ...] [--seed N]
                         [--duration 60s] [--out DIR] [--format table|json]
-    compactsim compare RUN RUN ... [--diff-only]
+    compactsim compare RUN RUN ... [--diff-only] [--baseline ARM] [--format table|json|csv]
     compactsim plot RUN ... -o FILE.png
+    compactsim experiment --scenario S --arm NAME PATH=VALUE ... --arm ... [--seeds N]
+                          [--baseline ARM] [--local | --watch] [--out DIR]
+    compactsim report EXPERIMENT_DIR|sweeps/ID [--out DIR]   (one HTML page)
 
   against a server (`--server HOST:PORT` or COMPACTSIM_SERVER; see client/remote.py):
 
@@ -92,6 +95,8 @@ def _parser() -> argparse.ArgumentParser:
     pl.add_argument("-o", "--output", type=Path, required=True, metavar="FILE.png")
     from compactsim.client.remote import add_parsers
     add_parsers(sub)
+    from compactsim.client import experiment_cmd
+    experiment_cmd.add_parser(sub)
     return p
 
 
@@ -219,6 +224,9 @@ def main(argv: list[str] | None = None) -> int:
     local = {"scenarios": cmd_scenarios, "profiles": cmd_profiles, "simulate": cmd_simulate}
     if args.command in local:
         return local[args.command](args)
+    if args.command == "experiment":
+        from compactsim.client.experiment_cmd import cmd_experiment
+        return cmd_experiment(args)
     from compactsim.client.remote import dispatch
     return dispatch(args)
 
