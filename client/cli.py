@@ -21,7 +21,9 @@
     compactsim sweep get SWEEP [--group-by PATH]
 
 A RUN of compare and plot is a results directory (`simulate --out`, `report --out`) or a
-run on the server (`runs/ID` or `ID`).
+run on the server (`runs/ID` or `ID`). Runs that carry several seeds of one spec are
+grouped into arms (the spec fields that differ name them) and compared with intervals and
+paired differences, as an experiment directory or `sweeps/ID` of `experiment` is.
 
 `simulate` runs the model in-process with a progress bar on stderr (simulated time
 against wall time), prints a summary on stdout and, with `--out`, writes the summary,
@@ -88,7 +90,13 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--server", default=argparse.SUPPRESS, metavar="HOST:PORT")
     c.add_argument("runs", nargs="+", metavar="RUN")
     c.add_argument("--diff-only", action="store_true", help="only rows whose values differ")
-    c.add_argument("--format", choices=("table", "json"), default="table")
+    c.add_argument("--format", choices=("table", "json", "csv"), default="table",
+                   help="csv: one line per metric and arm (runs of several seeds per arm)")
+    c.add_argument("--baseline", metavar="ARM",
+                   help="with runs of several seeds per arm: the arm compared with "
+                        "(default: the first)")
+    c.add_argument("--all", action="store_true",
+                   help="with arms: every metric, not only the headline and significant ones")
     pl = sub.add_parser("plot", help="plot runs (directories or server runs) to a PNG")
     pl.add_argument("--server", default=argparse.SUPPRESS, metavar="HOST:PORT")
     pl.add_argument("runs", nargs="+", metavar="RUN")

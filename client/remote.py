@@ -478,9 +478,56 @@ def load_runs(args, want_series: bool) -> list[tuple[str, dict, dict, list[dict]
     return out
 
 
+def load_experiment_arg(args, arg: str) -> dict | None:
+    """The experiment record of an experiment directory or of `sweeps/ID` (an experiment
+    sweep on the server), else None."""
+    from compactsim.client.experiment import is_experiment_dir, load_experiment
+    if is_experiment_dir(arg):
+        return load_experiment(arg)
+    if not arg.startswith("sweeps/"):
+        return None
+    from compactsim.client.api import experiment_from_proto
+    with connect(args) as c:
+        sweep = c.get_sweep(arg)
+    if not sweep.arms:
+        raise UsageError(f"{arg} is a grid sweep, not an experiment (see `sweep get`)")
+    stats = experiment_from_proto(sweep.experiment)
+    stats["runs"] = {pt.arm: sum(s == RUN_STATE.SUCCEEDED for s in pt.run_states)
+                     for pt in sweep.points}
+    return {"question": {"baseline": sweep.baseline}, "source": sweep.name, "stats": stats}
+
+
+def _print_experiment(stats: dict, args, title: str) -> int:
+    from compactsim.client.compare import stats_table, write_stats
+    if args.format == "table":
+        Console(width=max(160, Console().width)).print(
+            stats_table(stats, args.all, title))
+    else:
+        write_stats(stats, args.format, sys.stdout, everything=args.all or
+                    args.format == "json")
+    return EXIT_OK
+
+
 def cmd_compare(args) -> int:
-    from compactsim.client.compare import comparison
+    from compactsim.client.compare import comparison, group_arms
+    if len(args.runs) == 1:
+        record = load_experiment_arg(args, args.runs[0])
+        if record is not None:
+            return _print_experiment(record["stats"], args,
+                                     f"compactsim compare {record.get('source', '')}")
     runs = load_runs(args, want_series=False)
+    arms = group_arms([r[1] for r in runs])
+    if arms is not None:
+        from compactsim.client.stats import ArmRun, experiment
+        order = list(dict.fromkeys(arms))
+        baseline = args.baseline or order[0]
+        if baseline not in order:
+            raise UsageError(f"--baseline {baseline!r}: not an arm ({'; '.join(order)})")
+        stats = experiment([ArmRun(a, int(r[1].get("seed", 0)), r[2])
+                            for a, r in zip(arms, runs)], order, baseline)
+        return _print_experiment(stats, args, "compactsim compare (runs grouped by arm)")
+    if args.format == "csv":
+        raise UsageError("--format csv needs runs of several seeds per arm (an experiment)")
     rows = comparison([r[1] for r in runs], [r[2] for r in runs], args.diff_only)
     if args.format == "json":
         json.dump([{"name": n, "values": v, "delta": d} for n, v, d in rows], sys.stdout,

@@ -774,20 +774,20 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
         exceeded = []
         for pt in points:
             names = ", ".join(f"{p}={json.dumps(v)}" for p, v in pt.values.items())
-            if pt.arm:
-                names = f"arm {pt.arm}: {names}"
+            where = (f"sweep.arms[{pt.index}].values ({names})" if pt.arm
+                     else f"sweep.parameters ({names})")
             for raw in pt.specs:
                 try:
                     eff = convert.spec_to_proto(convert.config_from_proto(spec_pb2.Spec(),
                                                                           base=raw))
                 except convert.ConfigError as exc:
-                    raise bad_request([(f"sweep.parameters ({names}): {f}", d)
+                    raise bad_request([(f"{where}: {f}", d)
                                        for f, d in _config_violations(exc, "spec")]) from None
                 trace_violations, trace_bytes = self._replayed(eff, "spec")
                 if trace_violations:
-                    raise bad_request([(f"sweep.parameters ({names}): {f}", d)
+                    raise bad_request([(f"{where}: {f}", d)
                                        for f, d in trace_violations])
-                exceeded += [e for e in self._run_exceeded(eff, f"sweep.parameters ({names}): "
+                exceeded += [e for e in self._run_exceeded(eff, f"{where}: "
                                                                f"spec", trace_bytes)
                              if e not in exceeded]
                 runs.append((pt, raw, eff))

@@ -342,12 +342,15 @@ class ArmEstimate(google.protobuf.message.Message):
     CI_HIGH_FIELD_NUMBER: builtins.int
     VALUES_FIELD_NUMBER: builtins.int
     arm: builtins.str
+    """The arm's name."""
     count: builtins.int
     """Runs that had the value."""
     mean: builtins.float
+    """Mean over the arm's runs (NaN without any)."""
     ci_low: builtins.float
-    """Bounds of the interval; NaN with fewer than 2 runs."""
+    """Lower bound of the interval; NaN with fewer than 2 runs."""
     ci_high: builtins.float
+    """Upper bound of the interval; NaN with fewer than 2 runs."""
     @property
     def values(self) -> google.protobuf.internal.containers.RepeatedScalarFieldContainer[builtins.float]:
         """The values, in seed order."""
@@ -383,12 +386,15 @@ class PairedDifference(google.protobuf.message.Message):
     SIGNIFICANT_FIELD_NUMBER: builtins.int
     DIFFERENCES_FIELD_NUMBER: builtins.int
     arm: builtins.str
+    """The arm compared with the baseline."""
     pairs: builtins.int
     """Seeds paired."""
     mean: builtins.float
-    """Mean difference and its interval (NaN with fewer than 2 pairs)."""
+    """Mean difference (NaN without pairs)."""
     ci_low: builtins.float
+    """Lower bound of its interval; NaN with fewer than 2 pairs."""
     ci_high: builtins.float
+    """Upper bound of its interval; NaN with fewer than 2 pairs."""
     relative: builtins.float
     """Mean difference over the baseline's mean (NaN when that is 0)."""
     p_value: builtins.float
