@@ -414,6 +414,9 @@ def write_report(client: Client, name: str, out: Path) -> list[Path]:
 
 
 def cmd_report(args) -> int:
+    from compactsim.client.experiment import is_experiment_dir
+    if is_experiment_dir(args.run) or args.run.startswith("sweeps/"):
+        return _experiment_report(args)
     with connect(args) as c:
         if args.out is not None:
             written = write_report(c, args.run, args.out)
@@ -434,6 +437,26 @@ def cmd_report(args) -> int:
         table.add_row(h.name, str(h.count), *(f"{x * 1e6:.1f}" for x in
                       (h.p50_seconds, h.p90_seconds, h.p99_seconds, h.max_seconds)))
     con.print(table)
+    return EXIT_OK
+
+
+def _experiment_report(args) -> int:
+    """The HTML page of an experiment directory (written beside it, or to --out PAGE), or
+    of an experiment sweep (its runs fetched into --out DIR first)."""
+    from compactsim.client.report import write_report
+    if args.run.startswith("sweeps/"):
+        from compactsim.client.experiment_cmd import fetch
+        out = args.out or Path("out") / args.run.removeprefix("sweeps/")
+        with connect(args) as c:
+            sweep = c.get_sweep(args.run)
+            if not sweep.arms:
+                raise UsageError(f"{args.run} is a grid sweep, not an experiment")
+            fetch(c, sweep, None, out)
+        page = write_report(out)
+    else:
+        page = write_report(Path(args.run), args.out)
+    print(f"compactsim: wrote {page}", file=sys.stderr)
+    print(page)
     return EXIT_OK
 
 
@@ -742,10 +765,13 @@ def add_parsers(sub) -> None:
     sm.add_argument("--max-points", type=int, default=0)
     sm.add_argument("--column", dest="columns", action="append", metavar="NAME")
 
-    rp = remote("report", "a run's procfs files and latency histograms (--out: all files)")
-    rp.add_argument("run", metavar="RUN")
+    rp = remote("report", "a run's procfs files and latency histograms (--out: all files); "
+                          "of an experiment (its directory or sweeps/ID): one HTML page")
+    rp.add_argument("run", metavar="RUN|EXPERIMENT")
     rp.add_argument("--out", type=Path, metavar="DIR",
-                    help="write summary, spec, series, procfs files, histograms and trace")
+                    help="write summary, spec, series, procfs files, histograms and trace; "
+                         "for an experiment directory: the page (default DIR/report.html); "
+                         "for sweeps/ID: the directory its runs are fetched into")
     rp.add_argument("--file", action="append", metavar="NAME",
                     help="print only this procfs file (e.g. buddyinfo)")
 
