@@ -84,16 +84,44 @@ def _question(record: Mapping[str, Any]) -> str:
             f"<table id='arms'><tr><th>arm</th>{head}</tr>{''.join(rows)}</table>")
 
 
+def _size(x: Any) -> str:
+    from compactsim.sim.units import format_size, parse_size
+    try:
+        return format_size(parse_size(x))
+    except (ValueError, TypeError):
+        return str(x)
+
+
+def _seconds(x: Any) -> str:
+    from compactsim.sim.units import format_duration, parse_duration
+    try:
+        return format_duration(parse_duration(x))
+    except (ValueError, TypeError):
+        return str(x)
+
+
+def _group_cells(g: Mapping[str, Any]) -> list[str]:
+    life = g.get("lifetime") or {}
+    mix = g.get("order_mix") or {}
+    orders = ", ".join(f"{o}: {w:g}" for o, w in mix.items()) if isinstance(mix, Mapping) \
+        else str(mix)
+    lifetime = (f"{str(life.get('distribution', '')).lower()}, mean "
+                f"{_seconds(life.get('mean', ''))}" if isinstance(life, Mapping) else str(life))
+    return [g.get("name", ""), str(g.get("kind", "")).lower(), g.get("tasks", ""),
+            str(g.get("pattern", "")).lower(), f"{g.get('rate', '')}/s", g.get("batch", ""),
+            orders, lifetime]
+
+
 def _workload(spec: Mapping[str, Any]) -> str:
     m = spec.get("machine") or {}
     k = spec.get("kernel") or {}
-    lines = [f"<p>Machine: {_e(m.get('memory', '?'))} memory, {_e(m.get('cpus', '?'))} CPUs"
-             + (f", zram {_e(m['zram'])}" if m.get("zram") else "")
-             + f"; kernel profile {_e(k.get('profile', '?'))}; "
-               f"{_e(spec.get('duration', '?'))} simulated per run.</p>"]
-    cols = ("name", "kind", "tasks", "pattern", "rate", "batch", "order_mix", "lifetime")
-    rows = "".join("<tr>" + "".join(f"<td>{_e(json.dumps(g.get(c)) if isinstance(g.get(c), (dict, list)) else g.get(c, ''))}</td>"
-                                    for c in cols) + "</tr>"
+    zram = f", zram {_size(m['zram'])}" if m.get("zram") else ""
+    lines = [f"<p>Machine: {_e(_size(m.get('memory', '?')))} memory, "
+             f"{_e(m.get('cpus', '?'))} CPUs{_e(zram)}; kernel profile "
+             f"{_e(k.get('profile', '?'))}; {_e(_seconds(spec.get('duration', '?')))} "
+             f"simulated per run.</p>"]
+    cols = ("name", "kind", "tasks", "pattern", "rate", "batch", "order: share", "lifetime")
+    rows = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in _group_cells(g)) + "</tr>"
                    for g in spec.get("workload") or [])
     lines.append(f"<table id='workload'><tr>{''.join(f'<th>{c}</th>' for c in cols)}</tr>"
                  f"{rows}</table>")
