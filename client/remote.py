@@ -472,7 +472,8 @@ def _is_local(arg: str) -> bool:
 
 def load_runs(args, want_series: bool) -> list[tuple[str, dict, dict, list[dict]]]:
     """(label, spec, summary, series rows) of each RUN argument: a `simulate --out` /
-    `report --out` directory, or a run on the server (`runs/ID` or `ID`)."""
+    `report --out` directory (labelled by its name), or a run on the server (`runs/ID` or
+    `ID`, labelled by its display name, else its id)."""
     from compactsim.client.cli import _load_out_dir
     out = []
     client = None
@@ -493,8 +494,10 @@ def load_runs(args, want_series: bool) -> list[tuple[str, dict, dict, list[dict]
                 raise ClientError(grpc.StatusCode.FAILED_PRECONDITION,
                                   f"{run.name} is {state_name(run.state)}, not SUCCEEDED")
             rows = client.sample_rows(arg) if want_series else []
-            out.append((run_id(run.name), effective_spec_dict(run),
-                        struct_to_dict(run.summary), rows))
+            label = run.display_name or run_id(run.name)
+            if any(label == o[0] for o in out):       # two runs of one name: add the id
+                label = f"{label} ({run_id(run.name)})"
+            out.append((label, effective_spec_dict(run), struct_to_dict(run.summary), rows))
     finally:
         if client is not None:
             client.close()

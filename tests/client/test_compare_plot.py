@@ -49,3 +49,24 @@ def test_compare_missing_dir_exits_2(tmp_path):
     out = subprocess.run(CLI + ["compare", str(tmp_path / "nope"), str(tmp_path / "nope2")],
                          capture_output=True, text=True)
     assert out.returncode == 2 and "cannot read run results" in out.stderr
+
+
+def test_plot_gives_orders_9_and_10_their_own_axes_and_a_line_per_run(tmp_path):
+    from compactsim.client.cli import _load_out_dir
+    from compactsim.client.plot import runs_figure
+    simulate(tmp_path / "a")
+    simulate(tmp_path / "b", "kernel.compaction=false")
+    series = {"with compaction": _load_out_dir(tmp_path / "a")[2],
+              "without": _load_out_dir(tmp_path / "b")[2]}
+    fig = runs_figure(series)
+    panels = {ax.get_title(): ax for ax in fig.axes}
+    for order in (9, 10):
+        ax = panels[f"free order-{order} blocks"]
+        lines = ax.get_lines()
+        assert [ln.get_label() for ln in lines] == ["with compaction", "without"]
+        top = max(max(ln.get_ydata()) for ln in lines)
+        # the axis is scaled to these blocks, not to the low orders' thousands
+        assert ax.get_ylim()[1] <= max(2 * top, 1.1)
+    # no panel draws more than one line per run (nothing stacked per order or per rate)
+    assert all(len(ax.get_lines()) <= 2 for ax in fig.axes)
+    assert len({ln.get_linestyle() for ln in panels["free order-9 blocks"].get_lines()}) == 2

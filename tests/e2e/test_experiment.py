@@ -86,6 +86,11 @@ def test_experiment_through_the_service_and_in_process(server, tmp_path):
         assert any(line.startswith("memmap.memmap_bytes,CALLBACKS,3,") for line in lines)
     table = ok(cli("--server", addr, "compare", name)).stdout
     assert "NONE (baseline)" in table and "memmap.memmap_bytes" in table
+    # runs are labelled by their display names (the sweep names them by arm and seed)
+    sweep = server.stub_for().GetSweep(simulator_pb2.GetSweepRequest(name=name))
+    first = [pt.runs[0] for pt in sweep.points[:2]]
+    table = ok(cli("--server", addr, "compare", *first, "--diff-only")).stdout
+    assert "NONE seed 1" in table and "CALLBACKS seed 1" in table
     # a client of the API alone gets the aggregate with the Sweep
     sweep = server.stub_for().GetSweep(simulator_pb2.GetSweepRequest(name=name))
     assert [a.name for a in sweep.arms] == ["NONE", "CALLBACKS", "MAPPING"]
