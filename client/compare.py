@@ -138,7 +138,9 @@ def _cell(a: Mapping[str, Any], d: Mapping[str, Any] | None) -> str:
         line = f"Δ {'+' if d['mean'] > 0 else ''}{fmt(d['mean'])}"
         if d["ci_low"] is not None and d["ci_low"] != d["ci_high"]:
             line += f" [{fmt(d['ci_low'])}, {fmt(d['ci_high'])}]"
-        if d["p_value"] is not None:
+        if d["p_value"] is not None and d["ci_low"] == d["ci_high"] and d["pairs"] > 1:
+            line += " on every seed"
+        elif d["p_value"] is not None:
             line += f" p={d['p_value']:.2g}"
         text += "\n" + (f"[bold]{line} *[/bold]" if d["significant"] else line)
     return text
@@ -150,10 +152,12 @@ def stats_table(result: Mapping[str, Any], everything: bool = False, title: str 
     significant)."""
     from rich.table import Table
 
-    from compactsim.client.stats import headline
+    from compactsim.client.stats import headline, other_significant
     runs = result.get("runs") or {}
+    more = "" if everything else (f"; {len(other_significant(result))} other metrics differ "
+                                  f"significantly, --all shows all {len(result['metrics'])}")
     table = Table(title=title or "compactsim experiment", show_lines=True,
-                  caption=f"{len(result['seeds'])} seeds; " + result["method"],
+                  caption=f"{len(result['seeds'])} seeds{more}. " + result["method"],
                   caption_justify="left")
     table.add_column("metric", overflow="fold")
     for arm in result["arms"]:

@@ -484,7 +484,10 @@ def load_runs(args, want_series: bool) -> list[tuple[str, dict, dict, list[dict]
                     spec, summary, rows = _load_out_dir(Path(arg))
                 except (OSError, ValueError) as exc:
                     raise UsageError(f"cannot read run results: {exc}") from exc
-                out.append((Path(arg).name, spec, summary, rows))
+                path = Path(arg)
+                label = (f"{path.parent.name} {path.name}" if path.parent.parent.name == "runs"
+                         else path.name)              # runs/{arm}/seed-{n} of an experiment
+                out.append((label, spec, summary, rows))
                 continue
             if client is None:
                 client = connect(args)

@@ -16,7 +16,7 @@ from typing import Any
 
 from compactsim.client import figures
 from compactsim.client.experiment import load_experiment, load_run, run_dir, seeds_of
-from compactsim.client.stats import HEADLINE, fmt, headline
+from compactsim.client.stats import HEADLINE, fmt, headline, other_significant
 
 REPORT_FILE = "report.html"
 
@@ -129,11 +129,24 @@ def _workload(spec: Mapping[str, Any]) -> str:
 
 
 def _stats_table(stats: Mapping[str, Any]) -> str:
+    other = other_significant(stats)
+    return (_table("results", stats, headline(stats))
+            + f"<p class='p'>Each cell: mean over seeds [95 % interval]; Δ: mean paired "
+              f"difference to the baseline [95 % interval], p of the paired test; "
+              f"<span style='background:#fff3c4'>*</span> significant at "
+              f"p &lt; {stats['alpha']}. Method: {_e(stats['method'])}. All "
+              f"{len(stats['metrics'])} metrics are in experiment.json.</p>"
+            + f"<details><summary>{len(other)} other metrics with a significant difference"
+              f"</summary>{_table('results-other', stats, other)}</details>")
+
+
+def _table(table_id: str, stats: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]
+           ) -> str:
     runs = stats.get("runs") or {}
     head = "".join(f"<th>{_e(a)}{' (baseline)' if a == stats['baseline'] else ''}"
                    f"{f'<br>{runs[a]} runs' if a in runs else ''}</th>" for a in stats["arms"])
     body = []
-    for row in headline(stats):
+    for row in rows:
         diffs = {d["arm"]: d for d in row["differences"]}
         cells = []
         for a in row["arms"]:
@@ -147,7 +160,9 @@ def _stats_table(stats: Mapping[str, Any]) -> str:
                 text += f"<br>Δ {sign}{fmt(d['mean'])}"
                 if d["ci_low"] is not None and d["ci_low"] != d["ci_high"]:
                     text += f" <span class='ci'>[{fmt(d['ci_low'])}, {fmt(d['ci_high'])}]</span>"
-                if d["p_value"] is not None:
+                if d["p_value"] is not None and d["ci_low"] == d["ci_high"] and d["pairs"] > 1:
+                    text += " <span class='p'>on every seed</span>"
+                elif d["p_value"] is not None:
                     text += f" <span class='p'>p={d['p_value']:.2g}</span>"
                 if d["significant"]:
                     cls += " sig"
@@ -155,13 +170,7 @@ def _stats_table(stats: Mapping[str, Any]) -> str:
             cells.append(f"<td class='{cls}' data-arm='{_e(a['arm'])}'>{text}</td>")
         body.append(f"<tr data-metric='{_e(row['metric'])}'><td>{_e(row['metric'])}</td>"
                     f"{''.join(cells)}</tr>")
-    return (f"<table id='results'><tr><th>metric</th>{head}</tr>{''.join(body)}</table>"
-            f"<p class='p'>Each cell: mean over seeds [95 % interval]; Δ: mean paired "
-            f"difference to the baseline [95 % interval], p of the paired test; "
-            f"<span style='background:#fff3c4'>*</span> significant at "
-            f"p &lt; {stats['alpha']}. Method: {_e(stats['method'])}. Shown: the headline "
-            f"metrics and every other metric with a significant, non-constant difference; "
-            f"all {len(stats['metrics'])} metrics are in experiment.json.</p>")
+    return f"<table id='{table_id}'><tr><th>metric</th>{head}</tr>{''.join(body)}</table>"
 
 
 def _memory_cost(runs: Mapping[str, Sequence[Mapping[str, Any]]], arms: Sequence[str]) -> str:

@@ -189,17 +189,20 @@ def _q_values(table: list[dict[str, Any]]) -> None:
 
 
 def headline(result: Mapping[str, Any], everything: bool = False) -> list[Mapping[str, Any]]:
-    """The rows a table shows: the HEADLINE metrics, then every other metric with a
-    significant difference that is not a constant (all rows with `everything`)."""
+    """The rows a table shows first: the HEADLINE metrics (every metric with
+    `everything`)."""
     rows = result["metrics"]
     if everything:
         return list(rows)
     by_name = {r["metric"]: r for r in rows}
-    first = [by_name[m] for m in HEADLINE if m in by_name]
-    rest = [r for r in rows if r["metric"] not in HEADLINE
+    return [by_name[m] for m in HEADLINE if m in by_name]
+
+
+def other_significant(result: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The metrics outside HEADLINE with a significant difference that varies over seeds."""
+    return [r for r in result["metrics"] if r["metric"] not in HEADLINE
             and any(d["significant"] for d in r["differences"])
             and any(a["ci_low"] != a["ci_high"] for a in r["arms"])]
-    return first + rest
 
 
 def fmt(value: float | None) -> str:

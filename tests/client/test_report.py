@@ -12,7 +12,7 @@ import pytest
 
 from compactsim.client.experiment import load_experiment, parse_arm, Plan, run_local
 from compactsim.client.report import FIGURES, write_report
-from compactsim.client.stats import fmt, headline
+from compactsim.client.stats import fmt, headline, other_significant
 
 
 class Page(HTMLParser):
@@ -78,7 +78,7 @@ def test_report_page_has_the_figures_and_the_table_of_the_runs(experiment_dir: P
         assert img["src"].startswith("data:image/png;base64,")
         w, h = _png_size(base64.b64decode(img["src"].split(",", 1)[1]))
         assert w > 300 and h > 200
-    # the table: the headline metrics and significant ones, each arm's mean, the marks
+    # the table: the headline metrics, each arm's mean, the marks
     header, *rows = parsed.tables["results"]
     assert [c[1] for c in header[1]] == ["metric", "NONE (baseline)\n3 runs",
                                          "CALLBACKS\n3 runs"]
@@ -91,6 +91,10 @@ def test_report_page_has_the_figures_and_the_table_of_the_runs(experiment_dir: P
         diff = row["differences"][0]
         assert ("sig" in cells[2][0]["class"]) == diff["significant"], row["metric"]
         assert cells[2][1].rstrip().endswith("*") == diff["significant"]
+    other = parsed.tables["results-other"][1:]
+    assert [r[0]["data-metric"] for r in other] == [m["metric"] for m in other_significant(stats)]
+    assert all("sig" in c[0]["class"] for r in other for c in r[1][2:3]
+               if "*" in c[1])
     memmap = next(r for r in rows if r[0]["data-metric"] == "memmap.memmap_bytes")
     assert "sig" in memmap[1][2][0]["class"]        # 32 more bytes per page, every seed
     # the question and the memory cost, by arm name
