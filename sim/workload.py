@@ -10,6 +10,14 @@ to order 0 as `skb_page_frag_refill` does; balloon pages as `balloon_page_alloc`
 allocated block gets page states drawn from the group's probabilities and a deadline
 from its lifetime distribution; a reaper frees due blocks every `lifetime_tick`.
 Simplified: tasks own no address space; a block is freed by its deadline or by reclaim.
+
+Common random numbers (sim/rng.py): a task's k-th request takes its arrival gap, orders,
+lifetimes and page states from record k of the task's stream, one fixed slot per block,
+so what the simulated kernel does (a failed allocation, a THP fallback, a slower fault)
+never changes what later requests ask for; only the arrival times shift with the time
+the task spent allocating. Runs with the same seed under different designs, profiles or
+tunables therefore see the same workload. A new per-task source of randomness takes a
+stream of its own name (`rngs(f"...{group}.{index}")`), never draws from this one.
 """
 
 from __future__ import annotations
