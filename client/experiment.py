@@ -105,6 +105,9 @@ def plan_from_args(arms: Sequence[Sequence[str]] | None, arms_file: Path | None,
             raise PlanError(f"--arms {arms_file}: needs a mapping `arms: {{NAME: {{path: "
                             f"value}}}}`")
         for name, values in doc["arms"].items():
+            if not isinstance(name, str):
+                raise PlanError(f"--arms {arms_file}: arm name {name!r} is not a string "
+                                f"(YAML reads on/off/yes/no unquoted as booleans: quote it)")
             if values is not None and not isinstance(values, Mapping):
                 raise PlanError(f"--arms {arms_file}: arms.{name} must map paths to values")
             parsed.append(parse_arm([str(name), *(f"{p}={json.dumps(v)}"
@@ -145,13 +148,20 @@ def arm_specs(plan: Plan) -> list[tuple[Arm, int, dict[str, Any]]]:
     """(arm, seed, raw spec) of every run, arms in order, seeds in order. ConfigError
     names the path an arm cannot set."""
     from compactsim.sim.config import apply_overrides, config_from_dict
+    from compactsim.sim.schema import ConfigError, FieldError
     base = base_raw(plan)
     first = int(base.get("seed", 1))
-    out = []
+    out, errors = [], []
     for arm in plan.arms:
-        raw = apply_overrides(base, arm.overrides())
-        config_from_dict(raw)                       # every field checked before any run
+        try:
+            raw = apply_overrides(base, arm.overrides())
+            config_from_dict(raw)                   # every field checked before any run
+        except ConfigError as exc:
+            errors += [FieldError(f"arm {arm.name}: {e.path}", e.reason) for e in exc.errors]
+            continue
         out.extend((arm, first + s, {**raw, "seed": first + s}) for s in range(plan.seeds))
+    if errors:
+        raise ConfigError(errors)
     return out
 
 
