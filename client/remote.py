@@ -626,7 +626,8 @@ def sweep_table(sweep, group_by: str | None = None) -> Table:
     table = Table(title=f"{sweep.name} {sweep_pb2_state(sweep.state)} ({counts})")
     table.add_column("point", overflow="fold")
     for pt in points:
-        head = "\n".join(_value(pt.values[p]) if p in pt.values else "-" for p in paths)
+        head = pt.arm or "\n".join(_value(pt.values[p]) if p in pt.values else "-"
+                                    for p in paths)
         table.add_column(f"#{pt.index}\n{head}", justify="right")
     for p in paths:
         table.add_row(p, *(_value(pt.values[p]) if p in pt.values else "-" for pt in points))
