@@ -24,11 +24,13 @@ REPORT_FILE = "report.html"
 FIGURES = (
     ("fig-headline", "Per-arm means of the headline metrics with 95 % intervals",
      lambda stats, runs, arms: figures.headline_bars(stats, HEADLINE)),
-    ("fig-latency-cdf", "Allocation latency CDFs per request order, a line per arm",
+    ("fig-latency-cdf", "Allocation latency CDFs (as 1 - CDF) per request order, a line per "
+                        "arm",
      lambda stats, runs, arms: figures.latency_cdfs(runs, arms)),
     ("fig-free-blocks", "Free blocks by order over time, a heatmap per arm",
      lambda stats, runs, arms: figures.free_blocks_heatmap(runs, arms)),
-    ("fig-pageblocks", "Pageblocks by migratetype over time, a panel per arm",
+    ("fig-pageblocks", "Pageblocks by migratetype over time, a panel per migratetype, a line "
+                       "per arm",
      lambda stats, runs, arms: figures.pageblocks_by_migratetype(runs, arms)),
     ("fig-compaction", "Compaction runs by trigger and result, and wasted migrations, per arm",
      lambda stats, runs, arms: figures.compaction_by_trigger(runs, arms)),
