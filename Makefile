@@ -12,7 +12,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	touch $(STAMP)
 
-# The whole user flow: a server on loopback, the seed experiment, comparison and plot.
+# The whole user flow: a server on loopback, the seed experiment (four designs x seeds),
+# its table with intervals and its HTML report.
 demo: $(STAMP)
 	BIN=$(BIN) bash deploy/demo.sh
 

@@ -24,6 +24,7 @@ the same form the server uses.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import time
 import uuid
@@ -403,15 +404,20 @@ class Client:
                      overrides: Sequence[str] = (), seeds: int = 1,
                      metrics: Sequence[str] = (), labels: Mapping[str, str] | None = None,
                      display_name: str = "", sweep_id: str = "",
-                     request_id: str | None = None,
-                     validate_only: bool = False) -> sweep_pb2.Sweep:
-        """Create a sweep over the grid `parameters` (path -> values, in axis order)."""
+                     request_id: str | None = None, validate_only: bool = False,
+                     arms: Mapping[str, Mapping[str, Any]] | None = None,
+                     baseline: str = "") -> sweep_pb2.Sweep:
+        """Create a sweep over the grid `parameters` (path -> values, in axis order), or
+        an experiment: `arms` (name -> {path: value}, in order; no parameters) with the
+        `baseline` arm (default the first)."""
         scen, msg = self.resolve_spec(scenario=scenario, spec=base_spec, overrides=overrides)
         sweep = sweep_pb2.Sweep(
             scenario=scen, seeds=seeds, metrics=list(metrics), labels=dict(labels or {}),
-            display_name=display_name,
+            display_name=display_name, baseline=baseline,
             parameters=[sweep_pb2.SweepParameter(path=p, values=[to_value(v) for v in vs])
-                        for p, vs in parameters.items()])
+                        for p, vs in parameters.items()],
+            arms=[sweep_pb2.SweepArm(name=name, values={p: to_value(v) for p, v in vs.items()})
+                  for name, vs in (arms or {}).items()])
         if msg is not None:
             sweep.base_spec.CopyFrom(msg)
         return self._call("CreateSweep", simulator_pb2.CreateSweepRequest(
@@ -492,3 +498,26 @@ class Client:
         except grpc.RpcError as err:
             raise ClientError.from_rpc_error(err) from None
         return trace.name
+
+
+def experiment_from_proto(msg: sweep_pb2.Experiment) -> dict[str, Any]:
+    """A Sweep's Experiment message as codec/stats.py's record (NaN as None)."""
+    def num(x: float) -> float | None:
+        return None if math.isnan(x) else x
+
+    return {
+        "method": msg.method, "confidence": msg.confidence, "alpha": msg.alpha,
+        "baseline": msg.baseline, "arms": list(msg.arms), "seeds": list(msg.seeds),
+        "metrics": [{"metric": m.metric,
+                     "arms": [{"arm": a.arm, "count": a.count, "mean": num(a.mean)
+                               if a.count else None, "ci_low": num(a.ci_low),
+                               "ci_high": num(a.ci_high), "values": list(a.values)}
+                              for a in m.arms],
+                     "differences": [{"arm": d.arm, "pairs": d.pairs,
+                                      "mean": num(d.mean) if d.pairs else None,
+                                      "ci_low": num(d.ci_low), "ci_high": num(d.ci_high),
+                                      "relative": num(d.relative), "p_value": num(d.p_value),
+                                      "q_value": num(d.q_value), "significant": d.significant,
+                                      "differences": list(d.differences)}
+                                     for d in m.differences]}
+                    for m in msg.metrics]}

@@ -5,9 +5,12 @@
     compactsim spec
     compactsim simulate (--scenario NAME | --spec FILE) [--set path=value ...] [--seed N]
                         [--duration 60s] [--out DIR] [--format table|json]
-    compactsim compare RUN RUN ... [--diff-only]
+    compactsim compare RUN RUN ... [--diff-only] [--baseline ARM] [--format table|json|csv]
     compactsim plot RUN ... -o FILE.png
     compactsim completion bash|zsh      (eval "$(compactsim completion bash)")
+    compactsim experiment --scenario S --arm NAME PATH=VALUE ... --arm ... [--seeds N]
+                          [--baseline ARM] [--local | --watch] [--out DIR]
+    compactsim report EXPERIMENT_DIR|sweeps/ID [--out DIR]   (one HTML page)
 
   against a server (`--server HOST:PORT` or COMPACTSIM_SERVER; see client/remote.py):
 
@@ -24,7 +27,9 @@
   --server, --token, --ca-cert, --server-name and --timeout go before or after the command.
 
 A RUN of compare and plot is a results directory (`simulate --out`, `report --out`) or a
-run on the server (`runs/ID` or `ID`).
+run on the server (`runs/ID` or `ID`). Runs that carry several seeds of one spec are
+grouped into arms (the spec fields that differ name them) and compared with intervals and
+paired differences, as an experiment directory or `sweeps/ID` of `experiment` is.
 
 `simulate` runs the model in-process with a progress bar on stderr (simulated time
 against wall time), prints a summary on stdout and, with `--out`, writes the summary,
@@ -81,7 +86,13 @@ def _parser() -> argparse.ArgumentParser:
     connection_args(c)
     c.add_argument("runs", nargs="+", metavar="RUN")
     c.add_argument("--diff-only", action="store_true", help="only rows whose values differ")
-    c.add_argument("--format", choices=("table", "json"), default="table")
+    c.add_argument("--format", choices=("table", "json", "csv"), default="table",
+                   help="csv: one line per metric and arm (runs of several seeds per arm)")
+    c.add_argument("--baseline", metavar="ARM",
+                   help="with runs of several seeds per arm: the arm compared with "
+                        "(default: the first)")
+    c.add_argument("--all", action="store_true",
+                   help="with arms: every metric, not only the headline and significant ones")
     pl = sub.add_parser("plot", help="plot runs (directories or server runs) to a PNG")
     connection_args(pl)
     pl.add_argument("runs", nargs="+", metavar="RUN")
@@ -90,6 +101,8 @@ def _parser() -> argparse.ArgumentParser:
     comp = sub.add_parser("completion", help="print a shell completion script: "
                                              "eval \"$(compactsim completion bash)\"")
     comp.add_argument("shell", choices=("bash", "zsh"))
+    from compactsim.client import experiment_cmd
+    experiment_cmd.add_parser(sub)
     return p
 
 
@@ -195,6 +208,9 @@ def _main(argv: list[str] | None) -> int:
              "simulate": cmd_simulate}
     if args.command in local:
         return local[args.command](args)
+    if args.command == "experiment":
+        from compactsim.client.experiment_cmd import cmd_experiment
+        return cmd_experiment(args)
     return dispatch(args)
 
 

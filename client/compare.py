@@ -6,6 +6,7 @@ comparison serves runs fetched from the server and runs made in-process.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -105,3 +106,80 @@ def comparison(specs: Sequence[Mapping[str, Any]], summaries: Sequence[Mapping[s
             continue
         rows.append((name, values, delta(values)))
     return rows
+
+
+# ---- experiments: arms x seeds ---------------------------------------------------------
+
+def group_arms(specs: Sequence[Mapping[str, Any]]) -> list[str] | None:
+    """An arm name per run when the runs carry several seeds of some spec (runs whose specs
+    differ only in `seed` form one arm), else None. An arm is named by the spec fields
+    that tell the arms apart ("kernel.movable_ops=NONE")."""
+    keys = [json.dumps({k: v for k, v in flatten(s).items() if k != "seed"}, sort_keys=True,
+                       default=str) for s in specs]
+    if len(set(keys)) == len(keys):
+        return None
+    firsts = {}
+    for key, spec in zip(keys, specs):
+        firsts.setdefault(key, {k: v for k, v in spec.items() if k != "seed"})
+    differing = [k for k, _ in spec_differences(list(firsts.values()))]
+    names = {}
+    for key, spec in firsts.items():
+        flat = flatten(spec)
+        names[key] = ", ".join(f"{k}={flat.get(k)}" for k in differing) or "all"
+    return [names[k] for k in keys]
+
+
+def _cell(a: Mapping[str, Any], d: Mapping[str, Any] | None) -> str:
+    from compactsim.codec.stats import fmt
+    text = fmt(a["mean"])
+    if a["ci_low"] is not None and a["ci_low"] != a["ci_high"]:
+        text += f"\n[{fmt(a['ci_low'])}, {fmt(a['ci_high'])}]"
+    if d is not None and d["mean"] is not None:
+        line = f"Δ {'+' if d['mean'] > 0 else ''}{fmt(d['mean'])}"
+        if d["ci_low"] is not None and d["ci_low"] != d["ci_high"]:
+            line += f" [{fmt(d['ci_low'])}, {fmt(d['ci_high'])}]"
+        if d["p_value"] is not None and d["ci_low"] == d["ci_high"] and d["pairs"] > 1:
+            line += " on every seed"
+        elif d["p_value"] is not None:
+            line += f" p={d['p_value']:.2g}"
+        text += "\n" + (f"[bold]{line} *[/bold]" if d["significant"] else line)
+    return text
+
+
+def stats_table(result: Mapping[str, Any], everything: bool = False, title: str = ""):
+    """The experiment table: a row per metric, a column per arm with its mean and 95 %
+    interval and, for arms but the baseline, the paired difference (bold and * when
+    significant)."""
+    from rich.table import Table
+
+    from compactsim.codec.stats import headline, other_significant
+    runs = result.get("runs") or {}
+    more = "" if everything else (f"; {len(other_significant(result))} other metrics differ "
+                                  f"significantly, --all shows all {len(result['metrics'])}")
+    table = Table(title=title or "compactsim experiment", show_lines=True,
+                  caption=f"{len(result['seeds'])} seeds{more}. " + result["method"],
+                  caption_justify="left")
+    table.add_column("metric", overflow="fold")
+    for arm in result["arms"]:
+        tag = " (baseline)" if arm == result["baseline"] else ""
+        n = f", {runs[arm]} runs" if arm in runs else ""
+        table.add_column(f"{arm}{tag}{n}", justify="right")
+    for row in headline(result, everything):
+        diffs = {d["arm"]: d for d in row["differences"]}
+        table.add_row(row["metric"], *(_cell(a, diffs.get(a["arm"])) for a in row["arms"]))
+    return table
+
+
+def write_stats(result: Mapping[str, Any], fmt_name: str, stream, everything: bool = True
+                ) -> None:
+    """The experiment as JSON (the whole record) or CSV (a line per metric and arm)."""
+    from compactsim.codec.stats import flat_rows, headline
+    if fmt_name == "json":
+        json.dump(result, stream, indent=2)
+        stream.write("\n")
+        return
+    import csv
+    rows = flat_rows(result, headline(result, everything))
+    w = csv.DictWriter(stream, fieldnames=list(rows[0]) if rows else ["metric"])
+    w.writeheader()
+    w.writerows(rows)

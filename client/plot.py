@@ -1,5 +1,7 @@
-"""Pictures of runs over time (matplotlib, headless): fragmentation score, free blocks by
-order, and compaction and migration rates, one line per run."""
+"""Pictures of runs over time (matplotlib, headless): a panel per quantity, a line per run
+labelled by the run's display name. Free blocks of orders 9 and 10 (the THP and
+MAX_ORDER blocks compaction works for) get panels of their own, so their few blocks are
+not flattened under the thousands of low-order ones."""
 
 from __future__ import annotations
 
@@ -11,8 +13,11 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 
 RATES = ("compact_stall", "compact_success", "pgmigrate_success", "thp_fault_fallback")
+ORDERS = (10, 9, 3)
+STYLES = ("-", "--", "-.", ":")
 
 
 def _column(rows: Sequence[Mapping[str, Any]], suffix: str) -> list[float]:
@@ -26,36 +31,49 @@ def _rate(times: list[float], counts: list[float]) -> tuple[list[float], list[fl
     return [p[0] for p in pts], [p[1] for p in pts]
 
 
-def plot_runs(series: Mapping[str, Sequence[Mapping[str, Any]]], out: Path) -> Path:
-    """One PNG with three panels; `series` maps a run's label to its sample rows."""
-    fig, axes = plt.subplots(3, 1, figsize=(10, 11), sharex=True)
-    score_ax, order_ax, rate_ax = axes
+def runs_figure(series: Mapping[str, Sequence[Mapping[str, Any]]]) -> Figure:
+    """The figure of `plot`: `series` maps a run's display name to its sample rows."""
+    panels = ["score", *(f"order{o}" for o in ORDERS), *RATES]
+    fig, grid = plt.subplots(4, 2, figsize=(13, 13), sharex=True)
+    axes = dict(zip(panels, grid.flat))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    styles = ("-", "--", ":", "-.")
     for i, (label, rows) in enumerate(series.items()):
         if not rows:
             continue
-        color = colors[i % len(colors)]          # one colour per run, a style per line
+        style = {"color": colors[i % len(colors)], "linestyle": STYLES[i % len(STYLES)],
+                 "label": label}
         t = [r["time_s"] for r in rows]
-        score_ax.plot(t, _column(rows, "_fragmentation_score"), color=color, label=label)
-        for order, style in zip((9, 10, 3), styles):
-            order_ax.plot(t, _column(rows, f"_nr_free_order{order}"), style, color=color,
-                          label=f"{label} order {order}")
-        for name, style in zip(RATES, styles):
+        axes["score"].plot(t, _column(rows, "_fragmentation_score"), **style)
+        for order in ORDERS:
+            axes[f"order{order}"].plot(t, _column(rows, f"_nr_free_order{order}"), **style)
+        for name in RATES:
             if name in rows[0]:
                 x, y = _rate(t, [r[name] for r in rows])
-                rate_ax.plot(x, y, style, color=color, label=f"{label} {name}")
-    rate_ax.set_yscale("symlog", linthresh=10)
-    score_ax.set_ylabel("fragmentation score\n(extfrag_for_order 9, %)")
-    score_ax.set_ylim(0, 100)
-    order_ax.set_ylabel("free blocks")
-    rate_ax.set_ylabel("events per simulated s")
-    rate_ax.set_xlabel("simulated time (s)")
-    for ax in axes:
+                axes[name].plot(x, y, **style)
+    axes["score"].set_title("fragmentation score (extfrag_for_order 9, %)", fontsize=10)
+    axes["score"].set_ylim(0, 100)
+    for order in ORDERS:
+        ax = axes[f"order{order}"]
+        ax.set_title(f"free order-{order} blocks", fontsize=10)
+        ax.set_ylim(bottom=0)
+    for name in RATES:
+        axes[name].set_title(f"{name} per simulated s", fontsize=10)
+        axes[name].set_yscale("symlog", linthresh=10)
+        axes[name].set_ylim(bottom=0)
+    for ax in grid[-1]:
+        ax.set_xlabel("simulated time (s)")
+    for ax in axes.values():
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="best")
-    fig.suptitle("compactsim: fragmentation, free blocks by order, compaction rates")
+    fig.suptitle("compactsim: fragmentation, free blocks by order, compaction and migration "
+                 "rates")
     fig.tight_layout()
+    return fig
+
+
+def plot_runs(series: Mapping[str, Sequence[Mapping[str, Any]]], out: Path) -> Path:
+    """Write `runs_figure(series)` as a PNG."""
+    fig = runs_figure(series)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=100)

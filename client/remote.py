@@ -428,6 +428,9 @@ def write_report(client: Client, name: str, out: Path) -> list[Path]:
 
 
 def cmd_report(args) -> int:
+    from compactsim.client.experiment import is_experiment_dir
+    if is_experiment_dir(args.run) or args.run.startswith("sweeps/"):
+        return _experiment_report(args)
     with connect(args) as c:
         if args.out is not None:
             written = write_report(c, args.run, args.out)
@@ -451,6 +454,26 @@ def cmd_report(args) -> int:
     return EXIT_OK
 
 
+def _experiment_report(args) -> int:
+    """The HTML page of an experiment directory (written beside it, or to --out PAGE), or
+    of an experiment sweep (its runs fetched into --out DIR first)."""
+    from compactsim.client.report import write_report
+    if args.run.startswith("sweeps/"):
+        from compactsim.client.experiment import fetch
+        out = args.out or Path("out") / args.run.removeprefix("sweeps/")
+        with connect(args) as c:
+            sweep = c.get_sweep(args.run)
+            if not sweep.arms:
+                raise UsageError(f"{args.run} is a grid sweep, not an experiment")
+            fetch(c, sweep, None, out)
+        page = write_report(out)
+    else:
+        page = write_report(Path(args.run), args.out)
+    print(f"compactsim: wrote {page}", file=sys.stderr)
+    print(page)
+    return EXIT_OK
+
+
 def _is_local(arg: str) -> bool:
     """A results directory rather than a run name: it exists, or it looks like a path
     (has a separator other than the `runs/` of a run name, or starts with `.` or `~`)
@@ -463,7 +486,8 @@ def _is_local(arg: str) -> bool:
 
 def load_runs(args, want_series: bool) -> list[tuple[str, dict, dict, list[dict]]]:
     """(label, spec, summary, series rows) of each RUN argument: a `simulate --out` /
-    `report --out` directory, or a run on the server (`runs/ID` or `ID`)."""
+    `report --out` directory (labelled by its name), or a run on the server (`runs/ID` or
+    `ID`, labelled by its display name, else its id)."""
     out = []
     client = None
     try:
@@ -473,7 +497,10 @@ def load_runs(args, want_series: bool) -> list[tuple[str, dict, dict, list[dict]
                     spec, summary, rows = read_results(Path(arg))
                 except (OSError, ValueError) as exc:
                     raise UsageError(f"cannot read run results: {exc}") from exc
-                out.append((Path(arg).name, spec, summary, rows))
+                path = Path(arg)
+                label = (f"{path.parent.name} {path.name}" if path.parent.parent.name == "runs"
+                         else path.name)              # runs/{arm}/seed-{n} of an experiment
+                out.append((label, spec, summary, rows))
                 continue
             if client is None:
                 client = connect(args)
@@ -483,17 +510,66 @@ def load_runs(args, want_series: bool) -> list[tuple[str, dict, dict, list[dict]
                 raise ClientError(grpc.StatusCode.FAILED_PRECONDITION,
                                   f"{run.name} is {state_name(run.state)}, not SUCCEEDED")
             rows = client.sample_rows(arg) if want_series else []
-            out.append((run_id(run.name), effective_spec_dict(run),
-                        struct_to_dict(run.summary), rows))
+            label = run.display_name or run_id(run.name)
+            if any(label == o[0] for o in out):       # two runs of one name: add the id
+                label = f"{label} ({run_id(run.name)})"
+            out.append((label, effective_spec_dict(run), struct_to_dict(run.summary), rows))
     finally:
         if client is not None:
             client.close()
     return out
 
 
+def load_experiment_arg(args, arg: str) -> dict | None:
+    """The experiment record of an experiment directory or of `sweeps/ID` (an experiment
+    sweep on the server), else None."""
+    from compactsim.client.experiment import is_experiment_dir, load_experiment
+    if is_experiment_dir(arg):
+        return load_experiment(arg)
+    if not arg.startswith("sweeps/"):
+        return None
+    from compactsim.client.api import experiment_from_proto
+    with connect(args) as c:
+        sweep = c.get_sweep(arg)
+    if not sweep.arms:
+        raise UsageError(f"{arg} is a grid sweep, not an experiment (see `sweep get`)")
+    stats = experiment_from_proto(sweep.experiment)
+    stats["runs"] = {pt.arm: sum(s == RUN_STATE.SUCCEEDED for s in pt.run_states)
+                     for pt in sweep.points}
+    return {"question": {"baseline": sweep.baseline}, "source": sweep.name, "stats": stats}
+
+
+def _print_experiment(stats: dict, args, title: str) -> int:
+    from compactsim.client.compare import stats_table, write_stats
+    if args.format == "table":
+        Console(width=max(160, Console().width)).print(
+            stats_table(stats, args.all, title))
+    else:
+        write_stats(stats, args.format, sys.stdout, everything=args.all or
+                    args.format == "json")
+    return EXIT_OK
+
+
 def cmd_compare(args) -> int:
-    from compactsim.client.compare import comparison
+    from compactsim.client.compare import comparison, group_arms
+    if len(args.runs) == 1:
+        record = load_experiment_arg(args, args.runs[0])
+        if record is not None:
+            return _print_experiment(record["stats"], args,
+                                     f"compactsim compare {record.get('source', '')}")
     runs = load_runs(args, want_series=False)
+    arms = group_arms([r[1] for r in runs])
+    if arms is not None:
+        from compactsim.codec.stats import ArmRun, experiment
+        order = list(dict.fromkeys(arms))
+        baseline = args.baseline or order[0]
+        if baseline not in order:
+            raise UsageError(f"--baseline {baseline!r}: not an arm ({'; '.join(order)})")
+        stats = experiment([ArmRun(a, int(r[1].get("seed", 0)), r[2])
+                            for a, r in zip(arms, runs)], order, baseline)
+        return _print_experiment(stats, args, "compactsim compare (runs grouped by arm)")
+    if args.format == "csv":
+        raise UsageError("--format csv needs runs of several seeds per arm (an experiment)")
     rows = comparison([r[1] for r in runs], [r[2] for r in runs], args.diff_only)
     if args.format == "json":
         json.dump([{"name": n, "values": v, "delta": d} for n, v, d in rows], sys.stdout,
@@ -566,7 +642,8 @@ def sweep_table(sweep, group_by: str | None = None) -> Table:
     table = Table(title=f"{sweep.name} {sweep_pb2_state(sweep.state)} ({counts})")
     table.add_column("point", overflow="fold")
     for pt in points:
-        head = "\n".join(_value(pt.values[p]) if p in pt.values else "-" for p in paths)
+        head = pt.arm or "\n".join(_value(pt.values[p]) if p in pt.values else "-"
+                                    for p in paths)
         table.add_column(f"#{pt.index}\n{head}", justify="right")
     for p in paths:
         table.add_row(p, *(_value(pt.values[p]) if p in pt.values else "-" for pt in points))
@@ -782,10 +859,13 @@ def add_parsers(sub) -> None:
     sm.add_argument("--max-points", type=int, default=0)
     sm.add_argument("--column", dest="columns", action="append", metavar="NAME")
 
-    rp = remote("report", "a run's procfs files and latency histograms (--out: all files)")
-    rp.add_argument("run", metavar="RUN")
+    rp = remote("report", "a run's procfs files and latency histograms (--out: all files); "
+                          "of an experiment (its directory or sweeps/ID): one HTML page")
+    rp.add_argument("run", metavar="RUN|EXPERIMENT")
     rp.add_argument("--out", type=Path, metavar="DIR",
-                    help="write summary, spec, series, procfs files, histograms and trace")
+                    help="write summary, spec, series, procfs files, histograms and trace; "
+                         "for an experiment directory: the page (default DIR/report.html); "
+                         "for sweeps/ID: the directory its runs are fetched into")
     rp.add_argument("--file", action="append", metavar="NAME",
                     help="print only this procfs file (e.g. buddyinfo)")
 

@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # `make demo`: the whole user flow on one machine. Starts compactsim-server on loopback
-# with a fresh data directory, runs the seed experiment (zram-movable-ops once per
-# movable-ops design, same seed) through the command line with progress bars, prints the
-# comparison, writes a PNG plot, and stops the server.
+# with a fresh data directory and runs the seed experiment through it: zram-movable-ops
+# under each of the four movable-ops designs, the same seeds for every design (a seed
+# gives every design the same workload), as one sweep with a progress bar per design.
+# Prints the table (means with 95 % intervals, paired differences to NONE and whether
+# they are significant; the memory cost rows beside the benefit rows), writes the HTML
+# report and a plot of seed 1, and stops the server. SEEDS and DURATION size it.
 set -euo pipefail
 BIN=${BIN:-.venv/bin}
 OUT=${OUT:-out/demo}
+SEEDS=${SEEDS:-8}
+DURATION=${DURATION:-60s}
 DATA=$(mktemp -d)
 mkdir -p "$OUT"
 "$BIN/compactsim-server" --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 \
@@ -21,17 +26,20 @@ for _ in $(seq 200); do [ -s "$DATA/port" ] && break; sleep 0.1; done
 export COMPACTSIM_SERVER="127.0.0.1:$(cat "$DATA/port")"
 echo "compactsim-server listening on $COMPACTSIM_SERVER"
 
-runs=()
+EXP="$OUT/seed-experiment"
+rm -rf "$EXP"
+echo "== The seed question: zram-movable-ops under each movable-ops design," \
+     "$SEEDS seeds x $DURATION each, compared with NONE seed by seed"
+arms=()
 for design in NONE PAGE_FLAG_CALLBACKS MAPPING_OPS PAGE_TYPE; do
-    id="seed-$(echo "$design" | tr 'A-Z_' 'a-z-')"
-    echo "== zram-movable-ops with kernel.movable_ops=$design (runs/$id)"
-    "$BIN/compactsim" run --scenario zram-movable-ops --set "kernel.movable_ops=$design" \
-        --run-id "$id" --label experiment=seed --watch >"$OUT/$id-summary.txt"
-    runs+=("runs/$id")
+    arms+=(--arm "$design" "kernel.movable_ops=$design")
 done
+"$BIN/compactsim" experiment --scenario zram-movable-ops --set "duration=$DURATION" \
+    "${arms[@]}" --seeds "$SEEDS" --baseline NONE --watch --out "$EXP" \
+    --display-name seed-experiment --label experiment=seed
+"$BIN/compactsim" compare "$EXP" --format csv >"$EXP/table.csv"
+"$BIN/compactsim" plot "$EXP"/runs/*/seed-1 -o "$EXP/seed-1.png"
+page=$("$BIN/compactsim" report "$EXP")
 echo
-echo "== The seed question: the same workload and seed under each design"
-"$BIN/compactsim" compare "${runs[@]}" --diff-only
-"$BIN/compactsim" plot "${runs[@]}" -o "$OUT/seed-experiment.png"
-echo
-echo "Summaries: $OUT/seed-*-summary.txt; plot: $OUT/seed-experiment.png"
+echo "Table as CSV: $EXP/table.csv; plot of seed 1: $EXP/seed-1.png"
+echo "Report: $page"

@@ -24,7 +24,7 @@ from compactsim.codec.spec import (  # noqa: F401  (the servicer's spec entry po
     spec_sha256,
     spec_to_proto,
 )
-from compactsim.proto.v1 import run_pb2
+from compactsim.proto.v1 import run_pb2, sweep_pb2
 from compactsim.sim.histogram import Histogram
 from compactsim.sim.run import RunResult
 from compactsim.sim.schema import ConfigError
@@ -110,3 +110,25 @@ def report_to_proto(name: str, result: RunResult, full: bool = False) -> run_pb2
         procfs_files=[run_pb2.ProcfsFile(name=k, text=v) for k, v in result.files.items()],
         histograms=histograms_to_proto(result.latency),
         trace=result.trace if full else "", fault_log=result.fault_log if full else "")
+
+
+def experiment_to_proto(result: Mapping[str, Any]) -> sweep_pb2.Experiment:
+    """codec/stats.py's experiment record as the Experiment message (None as NaN)."""
+    def num(x: Any) -> float:
+        return math.nan if x is None else float(x)
+
+    out = sweep_pb2.Experiment(method=result["method"], confidence=result["confidence"],
+                               alpha=result["alpha"], baseline=result["baseline"],
+                               arms=result["arms"], seeds=result["seeds"])
+    for row in result["metrics"]:
+        m = out.metrics.add(metric=row["metric"])
+        for a in row["arms"]:
+            m.arms.add(arm=a["arm"], count=a["count"], mean=num(a["mean"]),
+                       ci_low=num(a["ci_low"]), ci_high=num(a["ci_high"]), values=a["values"])
+        for d in row["differences"]:
+            m.differences.add(arm=d["arm"], pairs=d["pairs"], mean=num(d["mean"]),
+                              ci_low=num(d["ci_low"]), ci_high=num(d["ci_high"]),
+                              relative=num(d["relative"]), p_value=num(d["p_value"]),
+                              q_value=num(d["q_value"]), significant=d["significant"],
+                              differences=d["differences"])
+    return out

@@ -36,6 +36,8 @@ import grpc
 from google.protobuf import duration_pb2, empty_pb2, json_format, struct_pb2, timestamp_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
+from compactsim.codec.stats import ArmRun
+from compactsim.codec.stats import experiment as experiment_stats
 from compactsim.proto.v1 import (
     run_pb2,
     simulator_pb2,
@@ -849,7 +851,10 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
              "parameters"),
             ("sweep.metrics", len(sw.metrics), limits.MAX_SWEEP_METRICS, "metrics"),
             *((f"sweep.parameters[{i}].values", len(p.values), limits.MAX_SWEEP_VALUES,
-               "values") for i, p in enumerate(sw.parameters))])
+               "values") for i, p in enumerate(sw.parameters)),
+            ("sweep.arms", len(sw.arms), sweeps.MAX_ARMS, "arms"),
+            *((f"sweep.arms[{i}].values", len(a.values), limits.MAX_SWEEP_PARAMETERS,
+               "values") for i, a in enumerate(sw.arms))])
         if exceeded:
             raise quota(exceeded)
         violations = []
@@ -876,28 +881,46 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
                     violations.append((f"sweep.parameters[{i}].values[{j}]",
                                        "must not hold NaN or an infinity"))
             params.append((p.path, values))
+        arms = []
+        for i, arm in enumerate(sw.arms):
+            values = {}
+            for path, v in arm.values.items():
+                try:
+                    values[path] = _value_to_py(v)
+                except ValueError:
+                    violations.append((f"sweep.arms[{i}].values[{path!r}]",
+                                       "must not hold NaN or an infinity"))
+            arms.append((arm.name, values))
+        if arms and params:
+            violations.append(("sweep.arms", "an experiment has arms or a grid "
+                                             "(parameters), not both"))
+        if sw.baseline and not arms:
+            violations.append(("sweep.baseline", "only an experiment (arms) has a baseline"))
         if violations:
             raise bad_request(violations)
         try:
-            points = sweeps.expand(base_raw, params, sw.seeds or 1)
+            points = (sweeps.expand_arms(base_raw, arms, sw.seeds or 1, sw.baseline) if arms
+                      else sweeps.expand(base_raw, params, sw.seeds or 1))
         except convert.ConfigError as exc:
             raise bad_request(_config_violations(exc, "sweep")) from None
         runs: list[tuple[sweeps.Point, dict, spec_pb2.Spec]] = []
         exceeded = []
         for pt in points:
             names = ", ".join(f"{p}={json.dumps(v)}" for p, v in pt.values.items())
+            where = (f"sweep.arms[{pt.index}].values ({names})" if pt.arm
+                     else f"sweep.parameters ({names})")
             for raw in pt.specs:
                 try:
                     eff = convert.spec_to_proto(convert.config_from_proto(spec_pb2.Spec(),
                                                                           base=raw))
                 except convert.ConfigError as exc:
-                    raise bad_request([(f"sweep.parameters ({names}): {f}", d)
+                    raise bad_request([(f"{where}: {f}", d)
                                        for f, d in _config_violations(exc, "spec")]) from None
                 trace_violations, trace_bytes = self._replayed(eff, "spec")
                 if trace_violations:
-                    raise bad_request([(f"sweep.parameters ({names}): {f}", d)
+                    raise bad_request([(f"{where}: {f}", d)
                                        for f, d in trace_violations])
-                exceeded += [e for e in self._run_exceeded(eff, f"sweep.parameters ({names}): "
+                exceeded += [e for e in self._run_exceeded(eff, f"{where}: "
                                                                f"spec", trace_bytes)
                              if e not in exceeded]
                 runs.append((pt, raw, eff))
@@ -908,19 +931,25 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
             return sweep_pb2.Sweep(display_name=sw.display_name, scenario=sw.scenario,
                                    base_spec=sw.base_spec, parameters=sw.parameters,
                                    seeds=sw.seeds or 1, metrics=sw.metrics, labels=sw.labels,
+                                   arms=sw.arms, baseline=sw.baseline or (
+                                       arms[0][0] if arms else ""),
                                    state=sweep_pb2.Sweep.RUNNING, creator=caller.user)
         grid = {"scenario": scenario, "parameters": [{"path": p, "values": v} for p, v in params],
                 "seeds": sw.seeds or 1, "metrics": list(sw.metrics), "labels": dict(sw.labels),
                 "base_spec": json_format.MessageToDict(sw.base_spec),
-                "points": [{"index": p.index, "values": p.values} for p in points],
+                "points": [{"index": p.index, "values": p.values, "arm": p.arm}
+                           for p in points],
                 "request_id": request.request_id}
+        if arms:
+            grid["arms"] = [{"name": n, "values": v} for n, v in arms]
+            grid["baseline"] = sw.baseline or arms[0][0]
         # the sweep and all its runs are stored in one transaction, or nothing is: its runs
         # name it, so its id is chosen here (as the store would: a fresh one)
         sweep_id = (request.sweep_id or _request_sweep_id(caller.user, request.request_id)
                     or uuid.uuid4().hex)
         new_runs = [NewRun(spec=convert.raw_from_proto(eff),
-                           display_name=f"{sw.display_name or sweep_id} #{pt.index} "
-                                        f"seed {eff.seed}",
+                           display_name=f"{sw.display_name or sweep_id} "
+                                        f"{pt.arm or f'#{pt.index}'} seed {eff.seed}",
                            scenario=scenario,
                            labels={**sw.labels, "sweep": sweep_id, "sweep_point": str(pt.index)},
                            provenance=self._provenance(eff, None), creator=caller.user)
@@ -1032,6 +1061,11 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
         json_format.ParseDict(grid.get("base_spec", {}), out.base_spec)
         for p in grid["parameters"]:
             out.parameters.add(path=p["path"], values=[_py_to_value(v) for v in p["values"]])
+        for a in grid.get("arms", []):
+            arm = out.arms.add(name=a["name"])
+            for k, v in a["values"].items():
+                arm.values[k].CopyFrom(_py_to_value(v))
+        out.baseline = grid.get("baseline", "")
         by_point: dict[str, list[RunRecord]] = {}
         for r in runs:
             by_point.setdefault(r.labels.get("sweep_point", ""), []).append(r)
@@ -1045,7 +1079,8 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
             prs = sorted(by_point.get(str(p["index"]), []),
                          key=lambda r: int(r.provenance.get("seed", 0)))
             pt = out.points.add(index=p["index"], runs=[f"runs/{r.id}" for r in prs],
-                                run_states=[_STATES[r.state] for r in prs])
+                                run_states=[_STATES[r.state] for r in prs],
+                                arm=p.get("arm", ""))
             for k, v in p["values"].items():
                 pt.values[k].CopyFrom(_py_to_value(v))
             aggs = sweeps.aggregates([r.summary for r in prs if r.state is RunState.SUCCEEDED
@@ -1053,11 +1088,28 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
             for k, a in aggs.items():
                 pt.aggregates[k].CopyFrom(sweep_pb2.Aggregate(
                     count=a.count, mean=a.mean, stddev=a.stddev, min=a.min, max=a.max))
+        if grid.get("arms"):
+            out.experiment.CopyFrom(self._experiment(grid, by_point))
         out.state = getattr(sweep_pb2.Sweep, sweeps.sweep_state([r.state.value for r in runs])
                             if runs else "RUNNING")
         if out.state != sweep_pb2.Sweep.RUNNING and runs:
             out.end_time.CopyFrom(_ts(max(r.end_time_ns or 0 for r in runs)))
         return out
+
+    @staticmethod
+    def _experiment(grid: Mapping[str, Any], by_point: Mapping[str, list[RunRecord]]
+                    ) -> sweep_pb2.Experiment:
+        """The statistics of an experiment's SUCCEEDED runs (codec/stats.py, the numbers
+        every client shows), restricted to the sweep's metrics when it names some."""
+        arm_of = {str(p["index"]): p["arm"] for p in grid["points"]}
+        runs = [ArmRun(arm_of[point], int(r.provenance.get("seed", 0)), r.summary)
+                for point, rs in by_point.items() if point in arm_of
+                for r in rs if r.state is RunState.SUCCEEDED and r.summary]
+        result = experiment_stats(runs, [a["name"] for a in grid["arms"]], grid["baseline"])
+        if grid["metrics"]:
+            keep = set(grid["metrics"])
+            result["metrics"] = [m for m in result["metrics"] if m["metric"] in keep]
+        return convert.experiment_to_proto(result)
 
     # -- traces -----------------------------------------------------------------------------
 

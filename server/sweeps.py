@@ -24,6 +24,8 @@ from compactsim.sim.schema import ConfigError, FieldError
 
 MAX_RUNS = 1000
 MAX_SEEDS = 100
+MAX_ARMS = 20
+_ARM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,62}")
 
 # Summary figures aggregated when a sweep names none (plus every high-order allocation
 # kind's success ratio found in the summaries).
@@ -41,6 +43,7 @@ class Point:
     index: int
     values: dict[str, Any]          # path -> value at this point
     specs: list[dict[str, Any]]     # one raw spec per seed, in seed order
+    arm: str = ""                   # the arm's name, in an experiment
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,49 @@ def expand(base: Mapping[str, Any], parameters: Sequence[tuple[str, Sequence[Any
                                for e in exc.errors]) from None
         specs = [{**raw, "seed": base_seed + s} for s in range(seeds)]
         points.append(Point(index, values, specs))
+    return points
+
+
+def expand_arms(base: Mapping[str, Any], arms: Sequence[tuple[str, Mapping[str, Any]]],
+                seeds: int, baseline: str) -> list[Point]:
+    """The points of an experiment: arm i is point i, each with `seeds` runs. ConfigError
+    names the bad field (`arms[i].name`, `arms[i].values[path]`, `baseline`, `seeds`)."""
+    errors = []
+    if not 2 <= len(arms) <= MAX_ARMS:
+        errors.append(FieldError("arms", f"needs 2..{MAX_ARMS} arms, got {len(arms)}"))
+    if not 1 <= seeds <= MAX_SEEDS:
+        errors.append(FieldError("seeds", f"must be 1..{MAX_SEEDS}"))
+    names = [name for name, _ in arms]
+    for i, (name, values) in enumerate(arms):
+        if not _ARM_NAME.fullmatch(name):
+            errors.append(FieldError(f"arms[{i}].name", "1..63 characters of letters, digits "
+                                                        "and _.+-, starting with a letter or "
+                                                        "digit"))
+        elif names.index(name) != i:
+            errors.append(FieldError(f"arms[{i}].name", f"{name!r} appears twice"))
+        for path in values:
+            if not _PATH.fullmatch(path):
+                errors.append(FieldError(f"arms[{i}].values[{path!r}]", "not a field path"))
+            elif path.split("[")[0].split(".")[0] == "seed":
+                errors.append(FieldError(f"arms[{i}].values[{path!r}]",
+                                         "seed is not an arm setting; use seeds"))
+    if baseline and baseline not in names:
+        errors.append(FieldError("baseline", f"{baseline!r} is not an arm"))
+    if len(arms) * max(seeds, 1) > MAX_RUNS:
+        errors.append(FieldError("arms", f"{len(arms) * seeds} runs; at most {MAX_RUNS}"))
+    if errors:
+        raise ConfigError(errors)
+    base_seed = int(base.get("seed", 1))
+    points = []
+    for index, (name, values) in enumerate(arms):
+        values = {p: _plain(v) for p, v in sorted(values.items())}
+        try:
+            raw = apply_overrides(base, [f"{p}={json.dumps(v)}" for p, v in values.items()])
+        except ConfigError as exc:
+            raise ConfigError([FieldError(f"arms[{index}].values[{e.path!r}]", e.reason)
+                               for e in exc.errors]) from None
+        points.append(Point(index, values, [{**raw, "seed": base_seed + s}
+                                            for s in range(seeds)], arm=name))
     return points
 
 

@@ -1,21 +1,55 @@
-"""Named random streams: one per source, so adding one leaves the others unchanged.
+"""Named random streams, and the per-request draws that give every arm the same workload.
 
 Each stream is a numpy Generator seeded from (run seed, crc32 of its name); crc32 is
 stable across processes where `hash()` is salted. Scalars are served from blocks drawn
 in bulk, because one numpy call per scalar costs more than the work it decides.
+
+Common random numbers: a workload task's stream is read in fixed-width records, one per
+request, so the k-th request's uniforms are positions [k*width, (k+1)*width) of the
+stream keyed by (seed, task) -- a counter-based draw keyed by (seed, task, k). Inside a
+record each block of the request has its own fixed slot (`Draws.seek`), and a block that
+fails to allocate leaves its slot unread rather than shifting the next one. Draws whose
+number depends on what the simulated kernel did (base pages after a THP fallback) come
+from a generator keyed by (seed, name, k) (`RngStreams.keyed`). So two runs with the same
+seed and different designs, profiles or tunables ask for the same requests; they differ
+only where the simulated kernel makes them differ.
 """
 
 from __future__ import annotations
 
 import math
 import zlib
+from statistics import NormalDist
 
 import numpy as np
 
 BLOCK = 4096
+_inv_cdf = NormalDist().inv_cdf
 
 
-class Stream:
+class Uniforms:
+    """The distributions drawn from a subclass's `random()`: one uniform per value, so
+    how many uniforms a value takes never depends on the value."""
+
+    __slots__ = ()
+
+    def exponential(self, mean: float) -> float:
+        return -mean * math.log1p(-self.random())
+
+    def pick(self, cdf: list[float]) -> int:
+        """Index drawn from a cumulative distribution (last entry 1.0)."""
+        u = self.random()
+        for i, c in enumerate(cdf):
+            if u < c:
+                return i
+        return len(cdf) - 1
+
+    def normal(self) -> float:
+        """Standard normal by inversion (one uniform, kept away from 0)."""
+        return _inv_cdf(max(self.random(), 1e-300))
+
+
+class Stream(Uniforms):
     """Buffered uniform draws from one named generator."""
 
     __slots__ = ("gen", "_buf", "_i")
@@ -46,19 +80,39 @@ class Stream:
             out.extend(take)
         return out
 
-    def exponential(self, mean: float) -> float:
-        return -mean * math.log1p(-self.random())
 
-    def pick(self, cdf: list[float]) -> int:
-        """Index drawn from a cumulative distribution (last entry 1.0)."""
-        u = self.random()
-        for i, c in enumerate(cdf):
-            if u < c:
-                return i
-        return len(cdf) - 1
+class Draws(Uniforms):
+    """One request's record of uniforms: `head` leading values (the arrival gap), then one
+    slot of `width` values per block. `seek(j)` moves to block j's slot; reads run on
+    from there (a bulk of blocks reads consecutive slots)."""
 
-    def normal(self) -> float:
-        return float(self.gen.standard_normal())
+    __slots__ = ("key", "head", "width", "_u", "_i")
+
+    def __init__(self, key: tuple, uniforms: list[float], head: int, width: int):
+        self.key = key
+        self.head = head
+        self.width = width
+        self._u = uniforms
+        self._i = 0
+
+    def seek(self, block: int) -> "Draws":
+        self._i = self.head + block * self.width
+        return self
+
+    @property
+    def block(self) -> int:
+        """The block whose slot the next read falls in."""
+        return (self._i - self.head) // self.width if self.width else 0
+
+    def random(self) -> float:
+        i = self._i
+        self._i = i + 1
+        return self._u[i]
+
+    def randoms(self, k: int) -> list[float]:
+        i = self._i
+        self._i = i + k
+        return self._u[i:i + k]
 
 
 class RngStreams:
@@ -71,6 +125,11 @@ class RngStreams:
     def __call__(self, name: str) -> Stream:
         stream = self._streams.get(name)
         if stream is None:
-            key = zlib.crc32(name.encode())
-            stream = self._streams[name] = Stream(np.random.default_rng([self._seed, key]))
+            stream = self._streams[name] = Stream(np.random.default_rng(
+                [self._seed, zlib.crc32(name.encode())]))
         return stream
+
+    def keyed(self, name: str, index: int, n: int) -> list[float]:
+        """`n` uniforms keyed by (seed, name, index), whatever else the run has drawn."""
+        gen = np.random.default_rng([self._seed, zlib.crc32(name.encode()), index])
+        return gen.random(n).tolist()

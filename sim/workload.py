@@ -10,6 +10,14 @@ to order 0 as `skb_page_frag_refill` does; balloon pages as `balloon_page_alloc`
 allocated block gets page states drawn from the group's probabilities and a deadline
 from its lifetime distribution; a reaper frees due blocks every `lifetime_tick`.
 Simplified: tasks own no address space; a block is freed by its deadline or by reclaim.
+
+Common random numbers (sim/rng.py): a task's k-th request takes its arrival gap, orders,
+lifetimes and page states from record k of the task's stream, one fixed slot per block,
+so what the simulated kernel does (a failed allocation, a THP fallback, a slower fault)
+never changes what later requests ask for; only the arrival times shift with the time
+the task spent allocating. Runs with the same seed under different designs, profiles or
+tunables therefore see the same workload. A new per-task source of randomness takes a
+stream of its own name (`rngs(f"...{group}.{index}")`), never draws from this one.
 """
 
 from __future__ import annotations
@@ -32,7 +40,7 @@ from compactsim.sim.page import (ALLOC, KIND_CODE, PG_DIRTY, PG_EXTRA_REF, PG_IS
                       PG_LRU, PG_MLOCKED, PG_MOVABLE_OPS, PG_WRITEBACK)
 from compactsim.sim.page_alloc import free_pages, free_unref_page_list, rmqueue_pcplist_bulk
 from compactsim.sim.pageblock import PAGEBLOCK_ORDER
-from compactsim.sim.rng import RngStreams
+from compactsim.sim.rng import Draws, RngStreams
 from compactsim.sim.slowpath import Allocator
 from compactsim.sim.task import Task
 from compactsim.sim.zram import ZSPAGE_GFP_MOVABLE, ZSPAGE_GFP_UNMOVABLE, Zram
@@ -94,6 +102,7 @@ class GroupPlan:
     fault_cost: dict[int, float]    # order -> seconds of fault work after the allocation
     latency: dict[int, Histogram]   # order -> allocation latency
     stats: dict[int, list[int]]     # order -> [attempts, successes]
+    width: int                      # uniforms per block: order pick, lifetime, page states
 
 
 class Lifetimes:
@@ -138,6 +147,9 @@ class Workload:
         self.plans = {g.name: self._plan(g) for g in self.cfg.workload}
         self._extra_plans: dict[int, GroupPlan] = {}  # groups derived at run time
         self.fault_log: list[str] = []                # thpscale-style per-fault lines
+        # (request key, block, order, lifetime s, page states) of every block set up from
+        # a request's draws, when a list (for checking common random numbers)
+        self.block_log: list[tuple] | None = None
         self.reapers = [Task(comm="reaper", pid=90 + n.node_id, cpu=n.cpus[0], node=n.node_id)
                         for n in m.nodes]
         pid = 1000
@@ -169,7 +181,11 @@ class Workload:
         gfp = {} if kind in (PageKind.THP, PageKind.REPLAY) else \
             {o: kind_gfp(self.cfg, kind, o) for o in orders + ([0] if kind is PageKind.NETBUF
                                                                 else [])}
+        life_draws = group.lifetime.distribution not in (Lifetime.FOREVER, Lifetime.FIXED)
+        states = sum(1 for share in (group.dirty, group.writeback, group.locked,
+                                     group.extra_ref, group.mlocked) if share)
         return GroupPlan(
+            width=(len(orders) > 1) + life_draws + states,
             group=group, code=code, base_flags=base,
             random_states=any((group.dirty, group.writeback, group.locked, group.extra_ref,
                                group.mlocked)),
@@ -207,16 +223,21 @@ class Workload:
         log1p = math.log1p
         # Exponential lifetimes without page states: every uniform of the batch at once
         # (the same values, in the same order, as one draw per page).
+        log = self.block_log if isinstance(rng, Draws) else None
+        block = rng.block if log is not None else 0
         uniforms = iter(rng.randoms(len(pfns))) if exp_mean and not plan.random_states \
             else None
+        seconds = 0.0
         for pfn in pfns:
             kind[pfn] = code
             if life is not None:          # before the page states: I/O timers key on it
                 if exp_mean:
                     u = next(uniforms) if uniforms is not None else rng.random()
-                    due = math.ceil((now - exp_mean * log1p(-u)) / tick) or 1
+                    seconds = -exp_mean * log1p(-u)
+                    due = math.ceil((now + seconds) / tick) or 1
                 else:
-                    due = max(1, math.ceil((now + self._lifetime(life, rng)) / tick))
+                    seconds = self._lifetime(life, rng)
+                    due = max(1, math.ceil((now + seconds) / tick))
                 expire[pfn] = due
                 bucket = buckets.get(due)
                 if bucket is None:
@@ -224,7 +245,12 @@ class Workload:
                 bucket.append(pfn)
             flags = plan.base_flags
             if plan.random_states:
-                flags |= self._draw_flags(plan.group, pfn, rng)
+                states = self._draw_flags(plan.group, pfn, rng)
+                flags |= states
+            if log is not None:
+                log.append((rng.key, block, order, seconds,
+                            states if plan.random_states else 0))
+                block += 1
             lru = plan.lru if not flags & PG_MLOCKED else lru_list_for(code, flags)
             if lru >= 0:
                 node = nodes[pfn // node_pages]
@@ -360,48 +386,48 @@ class Workload:
         free = sum(z.free_pages + z.pcp_count() for z in m.zones)
         return 1.0 - free / m.managed_pages
 
-    def _gaps(self, group: WorkloadGroup, rng):
-        """Seconds to wait before each request."""
+    @staticmethod
+    def _gap(group: WorkloadGroup, k: int, draws: Draws, filling: bool) -> float:
+        """Seconds to wait before request k (its record's head holds the Poisson uniform,
+        unused while a FILL group is still filling)."""
         p = group.pattern
-        while True:
-            if p is Arrival.FILL:
-                if self.in_use_fraction() < group.fill_fraction:
-                    yield 0.0
-                    continue
-                p = Arrival.POISSON
-            if p is Arrival.POISSON:
-                yield rng.exponential(1.0 / group.rate)
-            elif p is Arrival.PERIODIC:
-                yield 1.0 / group.rate
-            else:
-                yield group.burst_interval
-                for _ in range(group.burst - 1):
-                    yield 0.0
+        if p is Arrival.FILL or p is Arrival.POISSON:
+            u = draws.random()
+            return 0.0 if filling else -math.log1p(-u) / group.rate
+        if p is Arrival.PERIODIC:
+            return 1.0 / group.rate
+        return group.burst_interval if k % group.burst == 0 else 0.0
 
     def _task(self, group: WorkloadGroup, task: Task, index: int):
+        """Request after request; request k reads only record k of the task's stream."""
         env = self.env
-        rng = self.rngs(f"workload.{group.name}.{index}")
+        stream = self.rngs(f"workload.{group.name}.{index}")
         plan = self.plans[group.name]
         orders, cdf = plan.orders, plan.cdf
         bulk = orders == [0] and group.kind is not PageKind.THP
+        head = 1 if group.pattern in (Arrival.POISSON, Arrival.FILL) else 0
+        record = head + group.batch * plan.width
         if group.start > env.now:
             yield env.timeout(group.start)
-        gaps = self._gaps(group, rng)
+        filling = group.pattern is Arrival.FILL
         stop = group.stop if group.stop is not None else math.inf
+        k = 0
         while True:
-            gap = next(gaps)
+            draws = Draws((group.name, index, k), stream.randoms(record), head, plan.width)
+            if filling and self.in_use_fraction() >= group.fill_fraction:
+                filling = False
+            gap = self._gap(group, k, draws, filling)
             if gap:
                 yield env.timeout(gap)
             if env.now >= stop:
                 return
-            left = group.batch
-            if bulk:
-                left -= self._bulk(plan, task, rng, left)
-            for _ in range(left):
-                order = orders[rng.pick(cdf)] if len(orders) > 1 else orders[0]
-                yield from self._one(plan, task, order, rng)
-            yield from self.kernel.after_request(group, task)
+            done = self._bulk(plan, task, draws.seek(0), group.batch) if bulk else 0
+            for j in range(done, group.batch):
+                draws.seek(j)
+                order = orders[draws.pick(cdf)] if len(orders) > 1 else orders[0]
+                yield from self._one(plan, task, order, draws)
             yield from settle(env, task)
+            k += 1
 
     def _bulk(self, plan: GroupPlan, task: Task, rng, n: int) -> int:
         """Order-0 pages for a request straight from the per-cpu list; returns how many."""
@@ -476,11 +502,16 @@ class Workload:
         if base is None:
             base = self._as_anon[group.name] = self._plan(
                 dataclasses.replace(group, kind=PageKind.ANON, order_mix=((0, 1.0),)))
+        # The base pages' draws: keyed by the request, read only when the kernel falls back.
+        name, index, k = rng.key
+        draws = Draws((name, index, k, "fallback"),
+                      self.rngs.keyed(f"workload.{name}.{index}.fallback", k,
+                                      HPAGE_PMD_NR * base.width), 0, base.width)
         for i in range(HPAGE_PMD_NR):
             pfn = yield from self._timed(plan, task, GFP_HIGHUSER_MOVABLE, 0)
             if pfn < 0:
                 return
-            self.setup_pages(base, (pfn,), 0, rng)
+            self.setup_pages(base, (pfn,), 0, draws.seek(i))
             task.debt += self.costs.anon_fault_us * 1e-6
             if i == 0:
                 self._log_fault(task, "base", env.now + task.debt - start)

@@ -30,7 +30,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63ompactsim/v1/sweep.proto\x12\rcompactsim.v1\x1a\x17\x63ompactsim/v1/run.proto\x1a\x18\x63ompactsim/v1/spec.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd4\x06\n\x05Sweep\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x1a\n\x0c\x64isplay_name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x35\n\x08scenario\x18\x03 \x01(\tB#\xe2\x41\x02\x01\x05\xfa\x41\x1b\n\x19\x63ompactsim.local/Scenario\x12-\n\tbase_spec\x18\x04 \x01(\x0b\x32\x13.compactsim.v1.SpecB\x05\xe2\x41\x02\x01\x05\x12\x38\n\nparameters\x18\x05 \x03(\x0b\x32\x1d.compactsim.v1.SweepParameterB\x05\xe2\x41\x02\x02\x05\x12\x14\n\x05seeds\x18\x06 \x01(\x05\x42\x05\xe2\x41\x02\x01\x05\x12\x15\n\x07metrics\x18\x07 \x03(\tB\x04\xe2\x41\x01\x01\x12\x36\n\x06labels\x18\x08 \x03(\x0b\x32 .compactsim.v1.Sweep.LabelsEntryB\x04\xe2\x41\x01\x01\x12/\n\x05state\x18\t \x01(\x0e\x32\x1a.compactsim.v1.Sweep.StateB\x04\xe2\x41\x01\x03\x12/\n\x06points\x18\n \x03(\x0b\x32\x19.compactsim.v1.SweepPointB\x04\xe2\x41\x01\x03\x12H\n\x10run_state_counts\x18\x0b \x03(\x0b\x32(.compactsim.v1.Sweep.RunStateCountsEntryB\x04\xe2\x41\x01\x03\x12\x15\n\x07\x63reator\x18\x0c \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x32\n\x08\x65nd_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x35\n\x13RunStateCountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05:\x02\x38\x01\"F\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x0b\n\x07RUNNING\x10\x01\x12\r\n\tSUCCEEDED\x10\x02\x12\n\n\x06\x46\x41ILED\x10\x03::\xea\x41\x37\n\x16\x63ompactsim.local/Sweep\x12\x0esweeps/{sweep}*\x06sweeps2\x05sweep\"R\n\x0eSweepParameter\x12\x12\n\x04path\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12,\n\x06values\x18\x02 \x03(\x0b\x32\x16.google.protobuf.ValueB\x04\xe2\x41\x01\x02\"\xfc\x02\n\nSweepPoint\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x35\n\x06values\x18\x02 \x03(\x0b\x32%.compactsim.v1.SweepPoint.ValuesEntry\x12\'\n\x04runs\x18\x03 \x03(\tB\x19\xfa\x41\x16\n\x14\x63ompactsim.local/Run\x12,\n\nrun_states\x18\x04 \x03(\x0e\x32\x18.compactsim.v1.Run.State\x12=\n\naggregates\x18\x05 \x03(\x0b\x32).compactsim.v1.SweepPoint.AggregatesEntry\x1a\x45\n\x0bValuesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x16.google.protobuf.Value:\x02\x38\x01\x1aK\n\x0f\x41ggregatesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\'\n\x05value\x18\x02 \x01(\x0b\x32\x18.compactsim.v1.Aggregate:\x02\x38\x01\"R\n\tAggregate\x12\r\n\x05\x63ount\x18\x01 \x01(\x05\x12\x0c\n\x04mean\x18\x02 \x01(\x01\x12\x0e\n\x06stddev\x18\x03 \x01(\x01\x12\x0b\n\x03min\x18\x04 \x01(\x01\x12\x0b\n\x03max\x18\x05 \x01(\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63ompactsim/v1/sweep.proto\x12\rcompactsim.v1\x1a\x17\x63ompactsim/v1/run.proto\x1a\x18\x63ompactsim/v1/spec.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd0\x07\n\x05Sweep\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x08\x12\x1a\n\x0c\x64isplay_name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x35\n\x08scenario\x18\x03 \x01(\tB#\xe2\x41\x02\x01\x05\xfa\x41\x1b\n\x19\x63ompactsim.local/Scenario\x12-\n\tbase_spec\x18\x04 \x01(\x0b\x32\x13.compactsim.v1.SpecB\x05\xe2\x41\x02\x01\x05\x12\x38\n\nparameters\x18\x05 \x03(\x0b\x32\x1d.compactsim.v1.SweepParameterB\x05\xe2\x41\x02\x01\x05\x12\x14\n\x05seeds\x18\x06 \x01(\x05\x42\x05\xe2\x41\x02\x01\x05\x12\x15\n\x07metrics\x18\x07 \x03(\tB\x04\xe2\x41\x01\x01\x12\x36\n\x06labels\x18\x08 \x03(\x0b\x32 .compactsim.v1.Sweep.LabelsEntryB\x04\xe2\x41\x01\x01\x12/\n\x05state\x18\t \x01(\x0e\x32\x1a.compactsim.v1.Sweep.StateB\x04\xe2\x41\x01\x03\x12/\n\x06points\x18\n \x03(\x0b\x32\x19.compactsim.v1.SweepPointB\x04\xe2\x41\x01\x03\x12H\n\x10run_state_counts\x18\x0b \x03(\x0b\x32(.compactsim.v1.Sweep.RunStateCountsEntryB\x04\xe2\x41\x01\x03\x12\x15\n\x07\x63reator\x18\x0c \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x32\n\x08\x65nd_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12,\n\x04\x61rms\x18\x0f \x03(\x0b\x32\x17.compactsim.v1.SweepArmB\x05\xe2\x41\x02\x01\x05\x12\x17\n\x08\x62\x61seline\x18\x10 \x01(\tB\x05\xe2\x41\x02\x01\x05\x12\x33\n\nexperiment\x18\x11 \x01(\x0b\x32\x19.compactsim.v1.ExperimentB\x04\xe2\x41\x01\x03\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x35\n\x13RunStateCountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05:\x02\x38\x01\"F\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x0b\n\x07RUNNING\x10\x01\x12\r\n\tSUCCEEDED\x10\x02\x12\n\n\x06\x46\x41ILED\x10\x03::\xea\x41\x37\n\x16\x63ompactsim.local/Sweep\x12\x0esweeps/{sweep}*\x06sweeps2\x05sweep\"\xa0\x01\n\x08SweepArm\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x39\n\x06values\x18\x02 \x03(\x0b\x32#.compactsim.v1.SweepArm.ValuesEntryB\x04\xe2\x41\x01\x01\x1a\x45\n\x0bValuesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x16.google.protobuf.Value:\x02\x38\x01\"\xa0\x01\n\nExperiment\x12\x0e\n\x06method\x18\x01 \x01(\t\x12\x12\n\nconfidence\x18\x02 \x01(\x01\x12\r\n\x05\x61lpha\x18\x03 \x01(\x01\x12\x10\n\x08\x62\x61seline\x18\x04 \x01(\t\x12\x0c\n\x04\x61rms\x18\x05 \x03(\t\x12\r\n\x05seeds\x18\x06 \x03(\x03\x12\x30\n\x07metrics\x18\x07 \x03(\x0b\x32\x1f.compactsim.v1.MetricComparison\"\x82\x01\n\x10MetricComparison\x12\x0e\n\x06metric\x18\x01 \x01(\t\x12(\n\x04\x61rms\x18\x02 \x03(\x0b\x32\x1a.compactsim.v1.ArmEstimate\x12\x34\n\x0b\x64ifferences\x18\x03 \x03(\x0b\x32\x1f.compactsim.v1.PairedDifference\"h\n\x0b\x41rmEstimate\x12\x0b\n\x03\x61rm\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x05\x12\x0c\n\x04mean\x18\x03 \x01(\x01\x12\x0e\n\x06\x63i_low\x18\x04 \x01(\x01\x12\x0f\n\x07\x63i_high\x18\x05 \x01(\x01\x12\x0e\n\x06values\x18\x06 \x03(\x01\"\xbb\x01\n\x10PairedDifference\x12\x0b\n\x03\x61rm\x18\x01 \x01(\t\x12\r\n\x05pairs\x18\x02 \x01(\x05\x12\x0c\n\x04mean\x18\x03 \x01(\x01\x12\x0e\n\x06\x63i_low\x18\x04 \x01(\x01\x12\x0f\n\x07\x63i_high\x18\x05 \x01(\x01\x12\x10\n\x08relative\x18\x06 \x01(\x01\x12\x0f\n\x07p_value\x18\x07 \x01(\x01\x12\x0f\n\x07q_value\x18\x08 \x01(\x01\x12\x13\n\x0bsignificant\x18\t \x01(\x08\x12\x13\n\x0b\x64ifferences\x18\n \x03(\x01\"R\n\x0eSweepParameter\x12\x12\n\x04path\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12,\n\x06values\x18\x02 \x03(\x0b\x32\x16.google.protobuf.ValueB\x04\xe2\x41\x01\x02\"\x89\x03\n\nSweepPoint\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x35\n\x06values\x18\x02 \x03(\x0b\x32%.compactsim.v1.SweepPoint.ValuesEntry\x12\'\n\x04runs\x18\x03 \x03(\tB\x19\xfa\x41\x16\n\x14\x63ompactsim.local/Run\x12,\n\nrun_states\x18\x04 \x03(\x0e\x32\x18.compactsim.v1.Run.State\x12=\n\naggregates\x18\x05 \x03(\x0b\x32).compactsim.v1.SweepPoint.AggregatesEntry\x12\x0b\n\x03\x61rm\x18\x06 \x01(\t\x1a\x45\n\x0bValuesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x16.google.protobuf.Value:\x02\x38\x01\x1aK\n\x0f\x41ggregatesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\'\n\x05value\x18\x02 \x01(\x0b\x32\x18.compactsim.v1.Aggregate:\x02\x38\x01\"R\n\tAggregate\x12\r\n\x05\x63ount\x18\x01 \x01(\x05\x12\x0c\n\x04mean\x18\x02 \x01(\x01\x12\x0e\n\x06stddev\x18\x03 \x01(\x01\x12\x0b\n\x03min\x18\x04 \x01(\x01\x12\x0b\n\x03max\x18\x05 \x01(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -50,7 +50,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SWEEP'].fields_by_name['base_spec']._loaded_options = None
   _globals['_SWEEP'].fields_by_name['base_spec']._serialized_options = b'\342A\002\001\005'
   _globals['_SWEEP'].fields_by_name['parameters']._loaded_options = None
-  _globals['_SWEEP'].fields_by_name['parameters']._serialized_options = b'\342A\002\002\005'
+  _globals['_SWEEP'].fields_by_name['parameters']._serialized_options = b'\342A\002\001\005'
   _globals['_SWEEP'].fields_by_name['seeds']._loaded_options = None
   _globals['_SWEEP'].fields_by_name['seeds']._serialized_options = b'\342A\002\001\005'
   _globals['_SWEEP'].fields_by_name['metrics']._loaded_options = None
@@ -69,8 +69,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SWEEP'].fields_by_name['create_time']._serialized_options = b'\342A\001\003'
   _globals['_SWEEP'].fields_by_name['end_time']._loaded_options = None
   _globals['_SWEEP'].fields_by_name['end_time']._serialized_options = b'\342A\001\003'
+  _globals['_SWEEP'].fields_by_name['arms']._loaded_options = None
+  _globals['_SWEEP'].fields_by_name['arms']._serialized_options = b'\342A\002\001\005'
+  _globals['_SWEEP'].fields_by_name['baseline']._loaded_options = None
+  _globals['_SWEEP'].fields_by_name['baseline']._serialized_options = b'\342A\002\001\005'
+  _globals['_SWEEP'].fields_by_name['experiment']._loaded_options = None
+  _globals['_SWEEP'].fields_by_name['experiment']._serialized_options = b'\342A\001\003'
   _globals['_SWEEP']._loaded_options = None
   _globals['_SWEEP']._serialized_options = b'\352A7\n\026compactsim.local/Sweep\022\016sweeps/{sweep}*\006sweeps2\005sweep'
+  _globals['_SWEEPARM_VALUESENTRY']._loaded_options = None
+  _globals['_SWEEPARM_VALUESENTRY']._serialized_options = b'8\001'
+  _globals['_SWEEPARM'].fields_by_name['name']._loaded_options = None
+  _globals['_SWEEPARM'].fields_by_name['name']._serialized_options = b'\342A\001\002'
+  _globals['_SWEEPARM'].fields_by_name['values']._loaded_options = None
+  _globals['_SWEEPARM'].fields_by_name['values']._serialized_options = b'\342A\001\001'
   _globals['_SWEEPPARAMETER'].fields_by_name['path']._loaded_options = None
   _globals['_SWEEPPARAMETER'].fields_by_name['path']._serialized_options = b'\342A\001\002'
   _globals['_SWEEPPARAMETER'].fields_by_name['values']._loaded_options = None
@@ -82,21 +94,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SWEEPPOINT'].fields_by_name['runs']._loaded_options = None
   _globals['_SWEEPPOINT'].fields_by_name['runs']._serialized_options = b'\372A\026\n\024compactsim.local/Run'
   _globals['_SWEEP']._serialized_start=219
-  _globals['_SWEEP']._serialized_end=1071
-  _globals['_SWEEP_LABELSENTRY']._serialized_start=839
-  _globals['_SWEEP_LABELSENTRY']._serialized_end=884
-  _globals['_SWEEP_RUNSTATECOUNTSENTRY']._serialized_start=886
-  _globals['_SWEEP_RUNSTATECOUNTSENTRY']._serialized_end=939
-  _globals['_SWEEP_STATE']._serialized_start=941
-  _globals['_SWEEP_STATE']._serialized_end=1011
-  _globals['_SWEEPPARAMETER']._serialized_start=1073
-  _globals['_SWEEPPARAMETER']._serialized_end=1155
-  _globals['_SWEEPPOINT']._serialized_start=1158
-  _globals['_SWEEPPOINT']._serialized_end=1538
-  _globals['_SWEEPPOINT_VALUESENTRY']._serialized_start=1392
-  _globals['_SWEEPPOINT_VALUESENTRY']._serialized_end=1461
-  _globals['_SWEEPPOINT_AGGREGATESENTRY']._serialized_start=1463
-  _globals['_SWEEPPOINT_AGGREGATESENTRY']._serialized_end=1538
-  _globals['_AGGREGATE']._serialized_start=1540
-  _globals['_AGGREGATE']._serialized_end=1622
+  _globals['_SWEEP']._serialized_end=1195
+  _globals['_SWEEP_LABELSENTRY']._serialized_start=963
+  _globals['_SWEEP_LABELSENTRY']._serialized_end=1008
+  _globals['_SWEEP_RUNSTATECOUNTSENTRY']._serialized_start=1010
+  _globals['_SWEEP_RUNSTATECOUNTSENTRY']._serialized_end=1063
+  _globals['_SWEEP_STATE']._serialized_start=1065
+  _globals['_SWEEP_STATE']._serialized_end=1135
+  _globals['_SWEEPARM']._serialized_start=1198
+  _globals['_SWEEPARM']._serialized_end=1358
+  _globals['_SWEEPARM_VALUESENTRY']._serialized_start=1289
+  _globals['_SWEEPARM_VALUESENTRY']._serialized_end=1358
+  _globals['_EXPERIMENT']._serialized_start=1361
+  _globals['_EXPERIMENT']._serialized_end=1521
+  _globals['_METRICCOMPARISON']._serialized_start=1524
+  _globals['_METRICCOMPARISON']._serialized_end=1654
+  _globals['_ARMESTIMATE']._serialized_start=1656
+  _globals['_ARMESTIMATE']._serialized_end=1760
+  _globals['_PAIREDDIFFERENCE']._serialized_start=1763
+  _globals['_PAIREDDIFFERENCE']._serialized_end=1950
+  _globals['_SWEEPPARAMETER']._serialized_start=1952
+  _globals['_SWEEPPARAMETER']._serialized_end=2034
+  _globals['_SWEEPPOINT']._serialized_start=2037
+  _globals['_SWEEPPOINT']._serialized_end=2430
+  _globals['_SWEEPPOINT_VALUESENTRY']._serialized_start=1289
+  _globals['_SWEEPPOINT_VALUESENTRY']._serialized_end=1358
+  _globals['_SWEEPPOINT_AGGREGATESENTRY']._serialized_start=2355
+  _globals['_SWEEPPOINT_AGGREGATESENTRY']._serialized_end=2430
+  _globals['_AGGREGATE']._serialized_start=2432
+  _globals['_AGGREGATE']._serialized_end=2514
 # @@protoc_insertion_point(module_scope)

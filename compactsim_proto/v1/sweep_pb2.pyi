@@ -27,8 +27,10 @@ DESCRIPTOR: google.protobuf.descriptor.FileDescriptor
 
 @typing.final
 class Sweep(google.protobuf.message.Message):
-    """A parameter sweep. CreateSweep creates every run at once, each labelled
-    `sweep={sweep id}` and `sweep_point={point index}`.
+    """A parameter sweep, or an experiment. CreateSweep creates every run at once, each
+    labelled `sweep={sweep id}` and `sweep_point={point index}`. A sweep has either a grid
+    (`parameters`) or named arms (`arms`, an experiment): then its points are the arms in
+    order, every arm runs the same seeds, and `experiment` compares them with the baseline.
     """
 
     DESCRIPTOR: google.protobuf.descriptor.Descriptor
@@ -106,6 +108,9 @@ class Sweep(google.protobuf.message.Message):
     CREATOR_FIELD_NUMBER: builtins.int
     CREATE_TIME_FIELD_NUMBER: builtins.int
     END_TIME_FIELD_NUMBER: builtins.int
+    ARMS_FIELD_NUMBER: builtins.int
+    BASELINE_FIELD_NUMBER: builtins.int
+    EXPERIMENT_FIELD_NUMBER: builtins.int
     name: builtins.str
     """Resource name, `sweeps/{sweep}`."""
     display_name: builtins.str
@@ -118,6 +123,8 @@ class Sweep(google.protobuf.message.Message):
     """Where the sweep is."""
     creator: builtins.str
     """Who created the sweep."""
+    baseline: builtins.str
+    """The arm the others are compared with, by name. Default: the first arm."""
     @property
     def base_spec(self) -> compactsim.proto.v1.spec_pb2.Spec:
         """The spec every point starts from (over `scenario`, as Run.spec). Required unless
@@ -127,7 +134,8 @@ class Sweep(google.protobuf.message.Message):
     @property
     def parameters(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[Global___SweepParameter]:
         """The axes of the grid; the points are their cartesian product, in order (the last
-        axis varies fastest). At least one axis; at most 1000 points times seeds.
+        axis varies fastest). At least one axis unless `arms` is set (then none); at most
+        1000 points times seeds.
         """
 
     @property
@@ -157,6 +165,18 @@ class Sweep(google.protobuf.message.Message):
     def end_time(self) -> google.protobuf.timestamp_pb2.Timestamp:
         """When its last run finished; unset while RUNNING."""
 
+    @property
+    def arms(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[Global___SweepArm]:
+        """An experiment's arms, 2..20 with distinct names (instead of `parameters`): each a set
+        of spec fields over the base spec; point i is arm i.
+        """
+
+    @property
+    def experiment(self) -> Global___Experiment:
+        """With `arms`: the statistics over the SUCCEEDED runs so far, for every number of the
+        run summaries (empty `metrics` of the sweep) or the named ones.
+        """
+
     def __init__(
         self,
         *,
@@ -174,11 +194,236 @@ class Sweep(google.protobuf.message.Message):
         creator: builtins.str = ...,
         create_time: google.protobuf.timestamp_pb2.Timestamp | None = ...,
         end_time: google.protobuf.timestamp_pb2.Timestamp | None = ...,
+        arms: collections.abc.Iterable[Global___SweepArm] | None = ...,
+        baseline: builtins.str = ...,
+        experiment: Global___Experiment | None = ...,
     ) -> None: ...
-    def HasField(self, field_name: typing.Literal["base_spec", b"base_spec", "create_time", b"create_time", "end_time", b"end_time"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["base_spec", b"base_spec", "create_time", b"create_time", "creator", b"creator", "display_name", b"display_name", "end_time", b"end_time", "labels", b"labels", "metrics", b"metrics", "name", b"name", "parameters", b"parameters", "points", b"points", "run_state_counts", b"run_state_counts", "scenario", b"scenario", "seeds", b"seeds", "state", b"state"]) -> None: ...
+    def HasField(self, field_name: typing.Literal["base_spec", b"base_spec", "create_time", b"create_time", "end_time", b"end_time", "experiment", b"experiment"]) -> builtins.bool: ...
+    def ClearField(self, field_name: typing.Literal["arms", b"arms", "base_spec", b"base_spec", "baseline", b"baseline", "create_time", b"create_time", "creator", b"creator", "display_name", b"display_name", "end_time", b"end_time", "experiment", b"experiment", "labels", b"labels", "metrics", b"metrics", "name", b"name", "parameters", b"parameters", "points", b"points", "run_state_counts", b"run_state_counts", "scenario", b"scenario", "seeds", b"seeds", "state", b"state"]) -> None: ...
 
 Global___Sweep: typing_extensions.TypeAlias = Sweep
+
+@typing.final
+class SweepArm(google.protobuf.message.Message):
+    """One arm of an experiment."""
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    @typing.final
+    class ValuesEntry(google.protobuf.message.Message):
+        DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: builtins.int
+        VALUE_FIELD_NUMBER: builtins.int
+        key: builtins.str
+        @property
+        def value(self) -> google.protobuf.struct_pb2.Value: ...
+        def __init__(
+            self,
+            *,
+            key: builtins.str = ...,
+            value: google.protobuf.struct_pb2.Value | None = ...,
+        ) -> None: ...
+        def HasField(self, field_name: typing.Literal["value", b"value"]) -> builtins.bool: ...
+        def ClearField(self, field_name: typing.Literal["key", b"key", "value", b"value"]) -> None: ...
+
+    NAME_FIELD_NUMBER: builtins.int
+    VALUES_FIELD_NUMBER: builtins.int
+    name: builtins.str
+    """1..63 characters of letters, digits and _.+-, starting with a letter or digit."""
+    @property
+    def values(self) -> google.protobuf.internal.containers.MessageMap[builtins.str, google.protobuf.struct_pb2.Value]:
+        """Spec fields by path, with values as in SweepParameter ("kernel.movable_ops":
+        "NONE"). May be empty: the base spec. `seed` is not allowed.
+        """
+
+    def __init__(
+        self,
+        *,
+        name: builtins.str = ...,
+        values: collections.abc.Mapping[builtins.str, google.protobuf.struct_pb2.Value] | None = ...,
+    ) -> None: ...
+    def ClearField(self, field_name: typing.Literal["name", b"name", "values", b"values"]) -> None: ...
+
+Global___SweepArm: typing_extensions.TypeAlias = SweepArm
+
+@typing.final
+class Experiment(google.protobuf.message.Message):
+    """The comparison of an experiment's arms, seed by seed (common random numbers: a seed
+    gives every arm the same workload).
+    """
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    METHOD_FIELD_NUMBER: builtins.int
+    CONFIDENCE_FIELD_NUMBER: builtins.int
+    ALPHA_FIELD_NUMBER: builtins.int
+    BASELINE_FIELD_NUMBER: builtins.int
+    ARMS_FIELD_NUMBER: builtins.int
+    SEEDS_FIELD_NUMBER: builtins.int
+    METRICS_FIELD_NUMBER: builtins.int
+    method: builtins.str
+    """The statistics used, in words."""
+    confidence: builtins.float
+    """Level of the intervals (0.95)."""
+    alpha: builtins.float
+    """Significance level of the paired tests (0.05)."""
+    baseline: builtins.str
+    """The baseline arm."""
+    @property
+    def arms(self) -> google.protobuf.internal.containers.RepeatedScalarFieldContainer[builtins.str]:
+        """The arms, in order."""
+
+    @property
+    def seeds(self) -> google.protobuf.internal.containers.RepeatedScalarFieldContainer[builtins.int]:
+        """Seeds that have a SUCCEEDED run in some arm."""
+
+    @property
+    def metrics(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[Global___MetricComparison]:
+        """One entry per metric, by path."""
+
+    def __init__(
+        self,
+        *,
+        method: builtins.str = ...,
+        confidence: builtins.float = ...,
+        alpha: builtins.float = ...,
+        baseline: builtins.str = ...,
+        arms: collections.abc.Iterable[builtins.str] | None = ...,
+        seeds: collections.abc.Iterable[builtins.int] | None = ...,
+        metrics: collections.abc.Iterable[Global___MetricComparison] | None = ...,
+    ) -> None: ...
+    def ClearField(self, field_name: typing.Literal["alpha", b"alpha", "arms", b"arms", "baseline", b"baseline", "confidence", b"confidence", "method", b"method", "metrics", b"metrics", "seeds", b"seeds"]) -> None: ...
+
+Global___Experiment: typing_extensions.TypeAlias = Experiment
+
+@typing.final
+class MetricComparison(google.protobuf.message.Message):
+    """One metric of an experiment: per-arm estimates and paired differences to the baseline."""
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    METRIC_FIELD_NUMBER: builtins.int
+    ARMS_FIELD_NUMBER: builtins.int
+    DIFFERENCES_FIELD_NUMBER: builtins.int
+    metric: builtins.str
+    """Dotted path into Run.summary ("vmstat.compact_stall",
+    "allocations.thp/order9.p99_us"), or "ratio.NAME" for a ratio of vmstat counters.
+    """
+    @property
+    def arms(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[Global___ArmEstimate]:
+        """One per arm, in arm order."""
+
+    @property
+    def differences(self) -> google.protobuf.internal.containers.RepeatedCompositeFieldContainer[Global___PairedDifference]:
+        """One per arm but the baseline, in arm order."""
+
+    def __init__(
+        self,
+        *,
+        metric: builtins.str = ...,
+        arms: collections.abc.Iterable[Global___ArmEstimate] | None = ...,
+        differences: collections.abc.Iterable[Global___PairedDifference] | None = ...,
+    ) -> None: ...
+    def ClearField(self, field_name: typing.Literal["arms", b"arms", "differences", b"differences", "metric", b"metric"]) -> None: ...
+
+Global___MetricComparison: typing_extensions.TypeAlias = MetricComparison
+
+@typing.final
+class ArmEstimate(google.protobuf.message.Message):
+    """Mean of a metric over an arm's seeds and its t interval."""
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    ARM_FIELD_NUMBER: builtins.int
+    COUNT_FIELD_NUMBER: builtins.int
+    MEAN_FIELD_NUMBER: builtins.int
+    CI_LOW_FIELD_NUMBER: builtins.int
+    CI_HIGH_FIELD_NUMBER: builtins.int
+    VALUES_FIELD_NUMBER: builtins.int
+    arm: builtins.str
+    """The arm's name."""
+    count: builtins.int
+    """Runs that had the value."""
+    mean: builtins.float
+    """Mean over the arm's runs (NaN without any)."""
+    ci_low: builtins.float
+    """Lower bound of the interval; NaN with fewer than 2 runs."""
+    ci_high: builtins.float
+    """Upper bound of the interval; NaN with fewer than 2 runs."""
+    @property
+    def values(self) -> google.protobuf.internal.containers.RepeatedScalarFieldContainer[builtins.float]:
+        """The values, in seed order."""
+
+    def __init__(
+        self,
+        *,
+        arm: builtins.str = ...,
+        count: builtins.int = ...,
+        mean: builtins.float = ...,
+        ci_low: builtins.float = ...,
+        ci_high: builtins.float = ...,
+        values: collections.abc.Iterable[builtins.float] | None = ...,
+    ) -> None: ...
+    def ClearField(self, field_name: typing.Literal["arm", b"arm", "ci_high", b"ci_high", "ci_low", b"ci_low", "count", b"count", "mean", b"mean", "values", b"values"]) -> None: ...
+
+Global___ArmEstimate: typing_extensions.TypeAlias = ArmEstimate
+
+@typing.final
+class PairedDifference(google.protobuf.message.Message):
+    """Arm minus baseline over the seeds both have."""
+
+    DESCRIPTOR: google.protobuf.descriptor.Descriptor
+
+    ARM_FIELD_NUMBER: builtins.int
+    PAIRS_FIELD_NUMBER: builtins.int
+    MEAN_FIELD_NUMBER: builtins.int
+    CI_LOW_FIELD_NUMBER: builtins.int
+    CI_HIGH_FIELD_NUMBER: builtins.int
+    RELATIVE_FIELD_NUMBER: builtins.int
+    P_VALUE_FIELD_NUMBER: builtins.int
+    Q_VALUE_FIELD_NUMBER: builtins.int
+    SIGNIFICANT_FIELD_NUMBER: builtins.int
+    DIFFERENCES_FIELD_NUMBER: builtins.int
+    arm: builtins.str
+    """The arm compared with the baseline."""
+    pairs: builtins.int
+    """Seeds paired."""
+    mean: builtins.float
+    """Mean difference (NaN without pairs)."""
+    ci_low: builtins.float
+    """Lower bound of its interval; NaN with fewer than 2 pairs."""
+    ci_high: builtins.float
+    """Upper bound of its interval; NaN with fewer than 2 pairs."""
+    relative: builtins.float
+    """Mean difference over the baseline's mean (NaN when that is 0)."""
+    p_value: builtins.float
+    """Two-sided paired t-test; NaN with fewer than 2 pairs."""
+    q_value: builtins.float
+    """Benjamini-Hochberg over this arm's metrics; NaN with fewer than 2 pairs."""
+    significant: builtins.bool
+    """p_value < alpha."""
+    @property
+    def differences(self) -> google.protobuf.internal.containers.RepeatedScalarFieldContainer[builtins.float]:
+        """The differences, in seed order."""
+
+    def __init__(
+        self,
+        *,
+        arm: builtins.str = ...,
+        pairs: builtins.int = ...,
+        mean: builtins.float = ...,
+        ci_low: builtins.float = ...,
+        ci_high: builtins.float = ...,
+        relative: builtins.float = ...,
+        p_value: builtins.float = ...,
+        q_value: builtins.float = ...,
+        significant: builtins.bool = ...,
+        differences: collections.abc.Iterable[builtins.float] | None = ...,
+    ) -> None: ...
+    def ClearField(self, field_name: typing.Literal["arm", b"arm", "ci_high", b"ci_high", "ci_low", b"ci_low", "differences", b"differences", "mean", b"mean", "p_value", b"p_value", "pairs", b"pairs", "q_value", b"q_value", "relative", b"relative", "significant", b"significant"]) -> None: ...
+
+Global___PairedDifference: typing_extensions.TypeAlias = PairedDifference
 
 @typing.final
 class SweepParameter(google.protobuf.message.Message):
@@ -256,8 +501,11 @@ class SweepPoint(google.protobuf.message.Message):
     RUNS_FIELD_NUMBER: builtins.int
     RUN_STATES_FIELD_NUMBER: builtins.int
     AGGREGATES_FIELD_NUMBER: builtins.int
+    ARM_FIELD_NUMBER: builtins.int
     index: builtins.int
     """Index of the point in grid order, from 0 (the `sweep_point` label of its runs)."""
+    arm: builtins.str
+    """The arm this point is, in an experiment."""
     @property
     def values(self) -> google.protobuf.internal.containers.MessageMap[builtins.str, google.protobuf.struct_pb2.Value]:
         """The value of each parameter at this point, by path."""
@@ -282,8 +530,9 @@ class SweepPoint(google.protobuf.message.Message):
         runs: collections.abc.Iterable[builtins.str] | None = ...,
         run_states: collections.abc.Iterable[compactsim.proto.v1.run_pb2.Run.State.ValueType] | None = ...,
         aggregates: collections.abc.Mapping[builtins.str, Global___Aggregate] | None = ...,
+        arm: builtins.str = ...,
     ) -> None: ...
-    def ClearField(self, field_name: typing.Literal["aggregates", b"aggregates", "index", b"index", "run_states", b"run_states", "runs", b"runs", "values", b"values"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["aggregates", b"aggregates", "arm", b"arm", "index", b"index", "run_states", b"run_states", "runs", b"runs", "values", b"values"]) -> None: ...
 
 Global___SweepPoint: typing_extensions.TypeAlias = SweepPoint
 
