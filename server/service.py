@@ -36,8 +36,6 @@ import grpc
 from google.protobuf import duration_pb2, empty_pb2, json_format, struct_pb2, timestamp_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
-from compactsim.codec.stats import ArmRun
-from compactsim.codec.stats import experiment as experiment_stats
 from compactsim.proto.v1 import (
     run_pb2,
     simulator_pb2,
@@ -1101,6 +1099,10 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
                     ) -> sweep_pb2.Experiment:
         """The statistics of an experiment's SUCCEEDED runs (codec/stats.py, the numbers
         every client shows), restricted to the sweep's metrics when it names some."""
+        # numpy and scipy only here: imported with the server they would weigh on every
+        # worker, which the forkserver starts from the server's main module
+        from compactsim.codec.stats import ArmRun
+        from compactsim.codec.stats import experiment as experiment_stats
         arm_of = {str(p["index"]): p["arm"] for p in grid["points"]}
         runs = [ArmRun(arm_of[point], int(r.provenance.get("seed", 0)), r.summary)
                 for point, rs in by_point.items() if point in arm_of
