@@ -61,6 +61,13 @@ class ContendedAbort(enum.Enum):
     FINISH_BLOCK = "FINISH_BLOCK"  # 5.1+: take the lock anyway, finish the block, then abort
 
 
+class PcpHigh(enum.Enum):
+    """How a zone's per-cpu list `high` is sized."""
+
+    BATCH_X6 = "BATCH_X6"      # up to 5.13: pageset_set_high_and_batch, high = 6 * batch
+    ZONE_LOW = "ZONE_LOW"      # 5.14+: zone_highsize, the LOW watermark over the node's CPUs
+
+
 class ThpDefrag(enum.Enum):
     """/sys/kernel/mm/transparent_hugepage/defrag."""
 
@@ -185,7 +192,8 @@ _V4_4 = dict(claim_rule="FREE_COUNT", watermark_boost=False, scaled_watermarks=F
              alloc_nofragment=False, movable_ops="NONE", pcp=True, compaction=True,
              kcompactd=False, compact_priorities=False, compaction_capture=False,
              fast_search=False, proactive_compaction=False, migrate_batching=False,
-             contended_abort="IMMEDIATE", sync_light_isolates_writeback=True)
+             contended_abort="IMMEDIATE", sync_light_isolates_writeback=True,
+             pcp_batch_max_kb=512, pcp_high="BATCH_X6", steal_smallest=False)
 PROFILES: dict[str, dict[str, Any]] = {
     "v4.4": _V4_4,
     "v4.8": {**_V4_4, "scaled_watermarks": True, "movable_ops": "MAPPING_OPS",
@@ -195,13 +203,14 @@ PROFILES: dict[str, dict[str, Any]] = {
               "kcompactd": True, "compact_priorities": True, "claim_rule": "IN_USE_COUNT",
               "sync_light_isolates_writeback": False},
 }
-PROFILES["v5.0"] = {**PROFILES["v4.12"], "watermark_boost": True, "alloc_nofragment": True}
+PROFILES["v5.0"] = {**PROFILES["v4.12"], "watermark_boost": True, "alloc_nofragment": True,
+                    "pcp_batch_max_kb": 1024}
 PROFILES["v5.9"] = {**PROFILES["v5.0"], "compaction_capture": True, "fast_search": True,
                     "proactive_compaction": True, "contended_abort": "FINISH_BLOCK"}
-PROFILES["v6.1"] = dict(PROFILES["v5.9"])
+PROFILES["v6.1"] = {**PROFILES["v5.9"], "pcp_high": "ZONE_LOW"}
 PROFILES["v6.10"] = {**PROFILES["v6.1"], "migrate_batching": True,
                      "claim_rule": "FREELIST_HYGIENE"}
-PROFILES["v6.17"] = {**PROFILES["v6.10"], "movable_ops": "PAGE_TYPE"}
+PROFILES["v6.17"] = {**PROFILES["v6.10"], "movable_ops": "PAGE_TYPE", "steal_smallest": True}
 DEFAULT_PROFILE = "v6.10"
 
 
@@ -232,6 +241,14 @@ class KernelConfig:
                                            doc="async compaction on a contended lock")
     sync_light_isolates_writeback: bool = spec(False, doc="SYNC_LIGHT isolates pages under "
                                                "writeback (4.4); later only SYNC does")
+    pcp_batch_max_kb: int = spec(1024, lo=64, hi=1 << 20,
+                                 doc="zone_batchsize's cap on a pcp batch: 512 KiB before "
+                                 "4.19, 1 MiB since (batch 31 / 63 for zones >= 512 MiB)")
+    pcp_high: PcpHigh = spec(PcpHigh.ZONE_LOW, doc="pcp high: 6 * batch (to 5.13) or "
+                             "zone_highsize (5.14+; the 6.7+ auto-tuning is not modelled)")
+    steal_smallest: bool = spec(False, doc="6.15+: a fallback that claims no block "
+                                "(__rmqueue_claim) steals one page from the smallest suitable "
+                                "block (__rmqueue_steal) rather than the largest")
 
     @staticmethod
     def defaults(raw: dict[str, Any], path: str, errors: list[FieldError]) -> dict[str, Any]:
