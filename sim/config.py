@@ -193,7 +193,8 @@ _V4_4 = dict(claim_rule="FREE_COUNT", watermark_boost=False, scaled_watermarks=F
              kcompactd=False, compact_priorities=False, compaction_capture=False,
              fast_search=False, proactive_compaction=False, migrate_batching=False,
              contended_abort="IMMEDIATE", sync_light_isolates_writeback=True,
-             pcp_batch_max_kb=512, pcp_high="BATCH_X6", steal_smallest=False)
+             pcp_batch_max_kb=512, pcp_high="BATCH_X6", steal_smallest=False,
+             sync_light_io_nowait=False)
 PROFILES: dict[str, dict[str, Any]] = {
     "v4.4": _V4_4,
     "v4.8": {**_V4_4, "scaled_watermarks": True, "movable_ops": "MAPPING_OPS",
@@ -209,7 +210,7 @@ PROFILES["v5.9"] = {**PROFILES["v5.0"], "compaction_capture": True, "fast_search
                     "proactive_compaction": True, "contended_abort": "FINISH_BLOCK"}
 PROFILES["v6.1"] = {**PROFILES["v5.9"], "pcp_high": "ZONE_LOW"}
 PROFILES["v6.10"] = {**PROFILES["v6.1"], "migrate_batching": True,
-                     "claim_rule": "FREELIST_HYGIENE"}
+                     "claim_rule": "FREELIST_HYGIENE", "sync_light_io_nowait": True}
 PROFILES["v6.17"] = {**PROFILES["v6.10"], "movable_ops": "PAGE_TYPE", "steal_smallest": True}
 DEFAULT_PROFILE = "v6.10"
 
@@ -241,6 +242,8 @@ class KernelConfig:
                                            doc="async compaction on a contended lock")
     sync_light_isolates_writeback: bool = spec(False, doc="SYNC_LIGHT isolates pages under "
                                                "writeback (4.4); later only SYNC does")
+    sync_light_io_nowait: bool = spec(True, doc="6.5+: SYNC_LIGHT migration does not sleep "
+                                      "on the lock of a page under read I/O (!uptodate)")
     pcp_batch_max_kb: int = spec(1024, lo=64, hi=1 << 20,
                                  doc="zone_batchsize's cap on a pcp batch: 512 KiB before "
                                  "4.19, 1 MiB since (batch 31 / 63 for zones >= 512 MiB)")

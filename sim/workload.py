@@ -8,8 +8,12 @@ falling back to base pages; slab GFP_KERNEL with or without __GFP_RECLAIMABLE; f
 stacks GFP_KERNEL; network buffers GFP_ATOMIC at order 3 with __GFP_NORETRY, falling back
 to order 0 as `skb_page_frag_refill` does; balloon pages as `balloon_page_alloc`). Each
 allocated block gets page states drawn from the group's probabilities and a deadline
-from its lifetime distribution; a reaper frees due blocks every `lifetime_tick`.
-Simplified: tasks own no address space; a block is freed by its deadline or by reclaim.
+from its lifetime distribution; a reaper frees due blocks every `lifetime_tick`. Pages
+reach and leave the LRU lists through per-cpu batches (`folio_batch_move_lru`,
+`release_pages`) that take the node's lruvec lock, so compaction and reclaim contend
+with the workload for it. Simplified: tasks own no address space; a block is freed by
+its deadline or by reclaim; a request's (or a reaper tick's) LRU batches take the lock
+once, for all their pages.
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ from compactsim.sim.task import Task
 from compactsim.sim.zram import ZSPAGE_GFP_MOVABLE, ZSPAGE_GFP_UNMOVABLE, Zram
 
 HPAGE_PMD_NR = 1 << PAGEBLOCK_ORDER
+LRU_BATCH = 15          # PAGEVEC_SIZE / FOLIO_BATCH_SIZE: pages per per-cpu LRU batch
+COMPACT_CLUSTER = 32    # folios the lru_lock_batch_hold_us cost is measured for
 FAULT_LOG_LINES = 200_000
 
 
@@ -129,6 +135,7 @@ class Workload:
         self.rngs = rngs
         self.cfg = m.config
         self.costs = m.config.costs
+        self.lru_page_hold = self.costs.lru_lock_batch_hold_us * 1e-6 / COMPACT_CLUSTER
         self.lifetimes = Lifetimes(m, m.config.sampling.lifetime_tick)
         self.latency: dict[str, Histogram] = {}
         self.requests: dict[str, list[int]] = {}     # "kind/orderN" -> [attempts, successes]
@@ -186,9 +193,9 @@ class Workload:
                 plan = self._extra_plans[id(group)] = self._plan(group)
         self.setup_pages(plan, (pfn,), order, rng)
 
-    def setup_pages(self, plan: "GroupPlan", pfns, order: int, rng) -> None:
+    def setup_pages(self, plan: "GroupPlan", pfns, order: int, rng) -> int:
         """setup_page for several blocks of one group and order (the hot path: list and
-        wheel operations are inlined)."""
+        wheel operations are inlined). Returns the pages put on an LRU list."""
         m = self.m
         mem = m.mem
         kind, flags_arr, expire, nxt, prv = mem.kind, mem.flags, mem.expire, mem.nxt, mem.prv
@@ -207,6 +214,7 @@ class Workload:
         # (the same values, in the same order, as one draw per page).
         uniforms = iter(rng.randoms(len(pfns))) if exp_mean and not plan.random_states \
             else None
+        added = 0
         for pfn in pfns:
             kind[pfn] = code
             if life is not None:          # before the page states: I/O timers key on it
@@ -233,12 +241,14 @@ class Workload:
                 prv[first] = pfn
                 nxt[head] = pfn
                 node.lru_size[lru] += nr
+                added += nr
                 flags |= PG_LRU
             elif plan.driver_list >= 0:
                 mem.list_add(nodes[pfn // node_pages].lists[plan.driver_list], pfn)
                 if plan.balloon:
                     m.events["balloon_inflate"] += 1
             flags_arr[pfn] = flags
+        return added
 
     def _draw_flags(self, group: WorkloadGroup, pfn: int, rng) -> int:
         """Page states drawn from the group's shares; I/O states end on their own."""
@@ -298,6 +308,18 @@ class Workload:
         """A migrated block keeps its owner's deadline under its new pfn."""
         self.lifetimes.schedule(pfn, tick)
 
+    def lru_batch_drain(self, task: Task, nid: int):
+        """The task's per-cpu LRU batch reaches the lists: `folio_batch_move_lru` (adds) or
+        `release_pages` (frees) under the node's lruvec lock, held for the pages moved.
+        The task's CPU time so far passes first."""
+        yield from settle(self.env, task)
+        lock = self.m.nodes[nid].lru_lock
+        if not lock.trylock():
+            yield lock.lock()
+        yield self.env.timeout(task.lru_pending * self.lru_page_hold)
+        task.lru_pending = 0
+        lock.unlock()
+
     # --- the reaper ----------------------------------------------------------------------
 
     def _reaper(self):
@@ -342,10 +364,14 @@ class Workload:
                     task = self.reapers[nid]
                     task.cpu = cpu
                     del_pages_from_lru(m, pfns)
+                    task.lru_pending += len(pfns)
                     outcomes.extend(free_unref_page_list(m, task, pfns))
                     task.debt += len(pfns) * self.costs.pcp_free_ns * 1e-9
             if self.zram is not None and self.zram.enabled:
                 outcomes.extend(self.zram.expire(self.reapers[0], tick))
+            for reaper in self.reapers:
+                if reaper.lru_pending:
+                    yield from self.lru_batch_drain(reaper, reaper.node)
             if outcomes:
                 yield from charge_frees(self.env, task, self.costs, outcomes)
                 yield from settle(self.env, task)
@@ -397,6 +423,8 @@ class Workload:
             for _ in range(left):
                 order = orders[rng.pick(cdf)] if len(orders) > 1 else orders[0]
                 yield from self._one(plan, task, order, rng)
+            if task.lru_pending >= LRU_BATCH:
+                yield from self.lru_batch_drain(task, task.node)
             yield from settle(env, task)
 
     def _bulk(self, plan: GroupPlan, task: Task, rng, n: int) -> int:
@@ -407,7 +435,7 @@ class Workload:
             cost = self.costs.pcp_alloc_ns * 1e-9
             task.debt += k * (cost + plan.fault_cost[0])
             self._record(plan, 0, cost, k, k)
-            self.setup_pages(plan, pfns, 0, rng)
+            task.lru_pending += self.setup_pages(plan, pfns, 0, rng)
         return k
 
     def _record(self, plan: GroupPlan, order: int, latency: float, attempts: int, ok: int):
@@ -432,7 +460,7 @@ class Workload:
             order = 0
             pfn = yield from self._timed(plan, task, plan.gfp[0], 0)
         if pfn >= 0:
-            self.setup_pages(plan, (pfn,), order, rng)
+            task.lru_pending += self.setup_pages(plan, (pfn,), order, rng)
             task.debt += plan.fault_cost[order]
 
     def _fault_cost(self, kind: PageKind, order: int) -> float:
@@ -463,7 +491,7 @@ class Workload:
             pfn = yield from self._timed(plan, task, gfp, PAGEBLOCK_ORDER)
             if pfn >= 0:
                 m.events["thp_fault_alloc"] += 1
-                self.setup_pages(plan, (pfn,), PAGEBLOCK_ORDER, rng)
+                task.lru_pending += self.setup_pages(plan, (pfn,), PAGEBLOCK_ORDER, rng)
                 task.debt += self.costs.thp_fault_nocompact_us * 1e-6
                 self._log_fault(task, "huge", env.now + task.debt - start)
                 return
@@ -476,7 +504,7 @@ class Workload:
             pfn = yield from self._timed(plan, task, GFP_HIGHUSER_MOVABLE, 0)
             if pfn < 0:
                 return
-            self.setup_pages(base, (pfn,), 0, rng)
+            task.lru_pending += self.setup_pages(base, (pfn,), 0, rng)
             task.debt += self.costs.anon_fault_us * 1e-6
             if i == 0:
                 self._log_fault(task, "base", env.now + task.debt - start)
