@@ -39,7 +39,7 @@ import numpy as np
 from compactsim.sim import compaction_trace as ct
 from compactsim.sim import tracepoint as tp
 from compactsim.sim.buddy import del_page_from_free_list, find_suitable_fallback, free_one_page
-from compactsim.sim.config import ContendedAbort, MAX_ORDER
+from compactsim.sim.config import ContendedAbort, MAX_ORDER, TraceEra
 from compactsim.sim.fragmentation import extfrag_for_order, fragmentation_index
 from compactsim.sim.gfp import ALLOC_CMA, gfp_migratetype
 from compactsim.sim.lru import del_page_from_lru, lru_list_for
@@ -249,8 +249,10 @@ class Compaction:
         self.kind = np.frombuffer(m.mem.kind, dtype=np.uint8)
         self.latency = {t.value: Histogram() for t in Trigger}
         self.results: dict[str, int] = {}       # "trigger/result" -> runs
-        self.wasted_migrations = 0              # pages moved out of blocks left unfree
-        self.migrated_blocks: dict[int, int] = {}  # pageblock -> pages migrated out of it
+        self.wasted_migrations = 0              # blocks migrated out of and left unfree
+        # Trace formats and compact_result names as 4.4 printed them (before 4.8's
+        # compaction priorities) or as 4.8+ does.
+        self.era44 = m.config.kernel.trace_format is TraceEra.V4_4
 
     # --- tracing -------------------------------------------------------------------
 
@@ -781,7 +783,7 @@ class Compaction:
         NO_SUITABLE_PAGE as CONTINUE."""
         ret = self._compact_finished(cc)
         self._trace(cc.task, "mm_compaction_finished",
-                    ct.fmt_suitable(cc.zone.node_id, cc.zone.name, cc.order, ret))
+                    ct.fmt_suitable(cc.zone.node_id, cc.zone.name, cc.order, ret, self.era44))
         return CompactResult.CONTINUE if ret == CompactResult.NO_SUITABLE_PAGE else ret
 
     def _compact_finished(self, cc: CompactControl) -> CompactResult:
@@ -836,7 +838,7 @@ class Compaction:
                                       self.tun.extfrag_threshold,
                                       not self.k.compact_priorities)
             self._trace(task, "mm_compaction_suitable",
-                        ct.fmt_suitable(z.node_id, z.name, cc.order, ret))
+                        ct.fmt_suitable(z.node_id, z.name, cc.order, ret, self.era44))
             if ret != CompactResult.CONTINUE:
                 return CompactResult.SKIPPED
         if compaction_restarting(z, max(cc.order, 0)):
@@ -905,7 +907,8 @@ class Compaction:
         m.events["compact_migrate_scanned"] += cc.total_migrate_scanned
         m.events["compact_free_scanned"] += cc.total_free_scanned
         self._trace(task, "mm_compaction_end",
-                    ct.fmt_end(start_pfn, cc.migrate_pfn, cc.free_pfn, end_pfn, cc.sync, ret))
+                    ct.fmt_end(start_pfn, cc.migrate_pfn, cc.free_pfn, end_pfn, cc.sync, ret,
+                               self.era44))
         return ret
 
     def _drain_local(self, cc: CompactControl) -> None:
@@ -972,16 +975,25 @@ class Compaction:
 
     # --- entry points ----------------------------------------------------------------------
 
+    def block_free(self, block: int) -> bool:
+        """The pageblock lies in a free buddy block of pageblock order or more (its own,
+        or a larger one it merged into with a neighbour)."""
+        pstate = self.m.mem.pstate
+        start = block << PAGEBLOCK_ORDER
+        for order in range(PAGEBLOCK_ORDER, MAX_ORDER + 1):
+            s = pstate[start & ~((1 << order) - 1)]
+            if s < 64 and (s & 15) >= order:
+                return True
+        return False
+
     def count_wasted(self, cc: CompactControl) -> int:
-        """Pages this run moved out of pageblocks that did not end up wholly free."""
-        wasted = 0
-        for block, pages in cc.migrated_from.items():
-            s = self.m.mem.pstate[block << PAGEBLOCK_ORDER]
-            captured = cc.capture is not None and cc.capture.pfn >= 0 and \
-                cc.capture.pfn >> PAGEBLOCK_ORDER == block
-            if not (s < 64 and (s & 15) >= PAGEBLOCK_ORDER) and not captured:
-                wasted += pages
-        return wasted
+        """Pageblocks this run migrated pages out of that are not free at pageblock order
+        once it ends (its sources went straight to the buddy lists and the pcp lists of
+        its CPU were drained), not counting the block whose page it captured."""
+        captured = cc.capture.pfn >> PAGEBLOCK_ORDER if cc.capture is not None \
+            and cc.capture.pfn >= 0 else -1
+        return sum(1 for block in cc.migrated_from
+                   if block != captured and not self.block_free(block))
 
     def kswapd_sleep_reset(self, nid: int) -> None:
         """kswapd_try_to_sleep: clear skip hints a direct compactor asked to flush."""
@@ -995,7 +1007,7 @@ class Compaction:
         ret = yield from self.compact_zone(cc)
         self.latency[cc.trigger.value].record(self.env.now + cc.task.debt - start)
         self.wasted_migrations += self.count_wasted(cc)
-        key = f"{cc.trigger.value}/{ct.status_name(ret)}"
+        key = f"{cc.trigger.value}/{ct.status_name(ret, self.era44)}"
         self.results[key] = self.results.get(key, 0) + 1
         return ret
 
@@ -1018,8 +1030,15 @@ class Compaction:
                              priority: CompactPriority):
         """Generator: (best CompactResult, captured pfn or -1) over the zonelist."""
         from compactsim.sim.page_alloc import zonelist
-        self._trace(task, "mm_compaction_try_to_compact_pages",
-                    ct.fmt_try_to_compact_pages(order, tp.gfp_flags_to_str(gfp), int(priority)))
+        if self.era44:
+            mode = MigrateMode.ASYNC if priority == CompactPriority.ASYNC \
+                else MigrateMode.SYNC_LIGHT
+            self._trace(task, "mm_compaction_try_to_compact_pages",
+                        ct.fmt_try_to_compact_pages_4_4(order, gfp, int(mode)))
+        else:
+            self._trace(task, "mm_compaction_try_to_compact_pages",
+                        ct.fmt_try_to_compact_pages(order, tp.gfp_flags_to_str(gfp),
+                                                    int(priority)))
         if not gfp_io(gfp):
             return CompactResult.SKIPPED, -1
         rc = CompactResult.SKIPPED

@@ -68,6 +68,13 @@ class PcpHigh(enum.Enum):
     ZONE_LOW = "ZONE_LOW"      # 5.14+: zone_highsize, the LOW watermark over the node's CPUs
 
 
+class TraceEra(enum.Enum):
+    """Which kernel's tracepoint formats and compact_result names the trace uses."""
+
+    V4_4 = "V4_4"        # include/trace/events/compaction.h before 4.6-4.8's changes
+    V4_8 = "V4_8"        # 4.8+ (the 6.x formats)
+
+
 class ThpDefrag(enum.Enum):
     """/sys/kernel/mm/transparent_hugepage/defrag."""
 
@@ -194,13 +201,15 @@ _V4_4 = dict(claim_rule="FREE_COUNT", watermark_boost=False, scaled_watermarks=F
              fast_search=False, proactive_compaction=False, migrate_batching=False,
              contended_abort="IMMEDIATE", sync_light_isolates_writeback=True,
              pcp_batch_max_kb=512, pcp_high="BATCH_X6", steal_smallest=False,
-             sync_light_io_nowait=False)
+             sync_light_io_nowait=False, trace_format="V4_4")
 PROFILES: dict[str, dict[str, Any]] = {
     "v4.4": _V4_4,
     "v4.8": {**_V4_4, "scaled_watermarks": True, "movable_ops": "MAPPING_OPS",
+             "trace_format": "V4_8",
              "kcompactd": True, "compact_priorities": True,
              "sync_light_isolates_writeback": False},
     "v4.12": {**_V4_4, "scaled_watermarks": True, "movable_ops": "MAPPING_OPS",
+              "trace_format": "V4_8",
               "kcompactd": True, "compact_priorities": True, "claim_rule": "IN_USE_COUNT",
               "sync_light_isolates_writeback": False},
 }
@@ -242,6 +251,9 @@ class KernelConfig:
                                            doc="async compaction on a contended lock")
     sync_light_isolates_writeback: bool = spec(False, doc="SYNC_LIGHT isolates pages under "
                                                "writeback (4.4); later only SYNC does")
+    trace_format: TraceEra = spec(TraceEra.V4_8, doc="tracepoint formats and compact_result "
+                                  "names: V4_4 (try_to_compact_pages mode=, 'partial') or "
+                                  "V4_8 (priority=, 'success', 'partial_skipped')")
     sync_light_io_nowait: bool = spec(True, doc="6.5+: SYNC_LIGHT migration does not sleep "
                                       "on the lock of a page under read I/O (!uptodate)")
     pcp_batch_max_kb: int = spec(1024, lo=64, hi=1 << 20,
