@@ -31,6 +31,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from compactsim.proto.v1 import run_pb2, spec_pb2
 from compactsim.sim.config import (Arrival, ClaimRule, ContendedAbort, Lifetime, MovableOps, PageKind,
+                        PcpHigh, TraceEra,
                         SimConfig, ThpDefrag, ThpEnabled, TraceFormat, ZramAlgorithm,
                         config_from_dict)
 from compactsim.sim.costs import CostPreset
@@ -56,6 +57,14 @@ ENUMS: dict[type[enum.Enum], dict[Any, int]] = {
     ContendedAbort: {
         ContendedAbort.IMMEDIATE: spec_pb2.CONTENDED_ABORT_IMMEDIATE,
         ContendedAbort.FINISH_BLOCK: spec_pb2.CONTENDED_ABORT_FINISH_BLOCK,
+    },
+    TraceEra: {
+        TraceEra.V4_4: spec_pb2.TRACE_ERA_V4_4,
+        TraceEra.V4_8: spec_pb2.TRACE_ERA_V4_8,
+    },
+    PcpHigh: {
+        PcpHigh.BATCH_X6: spec_pb2.PCP_HIGH_BATCH_X6,
+        PcpHigh.ZONE_LOW: spec_pb2.PCP_HIGH_ZONE_LOW,
     },
     ThpDefrag: {
         ThpDefrag.ALWAYS: spec_pb2.THP_DEFRAG_ALWAYS,
