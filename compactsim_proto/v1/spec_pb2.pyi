@@ -113,7 +113,7 @@ class _TraceEraEnumTypeWrapper(google.protobuf.internal.enum_type_wrapper._EnumT
     """4.8+: gfp_mask=%s priority=%d; statuses success, partial_skipped."""
 
 class TraceEra(_TraceEra, metaclass=_TraceEraEnumTypeWrapper):
-    """What async compaction does when a trylock fails."""
+    """Which kernel's tracepoint formats and compact_result names traces use."""
 
 TRACE_ERA_UNSPECIFIED: TraceEra.ValueType  # 0
 """Unset: the value of the kernel profile."""
@@ -136,7 +136,8 @@ class _PcpHighEnumTypeWrapper(google.protobuf.internal.enum_type_wrapper._EnumTy
     PCP_HIGH_ZONE_LOW: _PcpHigh.ValueType  # 2
     """5.14+: zone_highsize, the LOW watermark over the node's CPUs."""
 
-class PcpHigh(_PcpHigh, metaclass=_PcpHighEnumTypeWrapper): ...
+class PcpHigh(_PcpHigh, metaclass=_PcpHighEnumTypeWrapper):
+    """How a zone's per-cpu list high mark is sized."""
 
 PCP_HIGH_UNSPECIFIED: PcpHigh.ValueType  # 0
 """Unset: the value of the kernel profile."""
@@ -159,7 +160,8 @@ class _ContendedAbortEnumTypeWrapper(google.protobuf.internal.enum_type_wrapper.
     CONTENDED_ABORT_FINISH_BLOCK: _ContendedAbort.ValueType  # 2
     """5.1+: take the lock anyway, finish the pageblock, then abort."""
 
-class ContendedAbort(_ContendedAbort, metaclass=_ContendedAbortEnumTypeWrapper): ...
+class ContendedAbort(_ContendedAbort, metaclass=_ContendedAbortEnumTypeWrapper):
+    """What async compaction does when a trylock fails."""
 
 CONTENDED_ABORT_UNSPECIFIED: ContendedAbort.ValueType  # 0
 """Unset: the value of the kernel profile."""
