@@ -310,14 +310,19 @@ class Workload:
 
     def lru_batch_drain(self, task: Task, nid: int):
         """The task's per-cpu LRU batch reaches the lists: `folio_batch_move_lru` (adds) or
-        `release_pages` (frees) under the node's lruvec lock, held for the pages moved.
-        The task's CPU time so far passes first."""
-        yield from settle(self.env, task)
+        `release_pages` (frees) under the node's lruvec lock, held for the pages moved
+        (a task's earlier CPU time is paid before it calls this). The hold, after any
+        earlier reserved sections, becomes the task's time; behind an ordinary holder
+        (compaction, reclaim) the task queues for the lock."""
         lock = self.m.nodes[nid].lru_lock
-        if not lock.trylock():
-            yield lock.lock()
-        yield self.env.timeout(task.lru_pending * self.lru_page_hold)
+        hold = task.lru_pending * self.lru_page_hold
         task.lru_pending = 0
+        waited = lock.reserve(hold)
+        if waited is not None:
+            task.debt += waited + hold
+            return
+        yield lock.lock()
+        yield self.env.timeout(hold)
         lock.unlock()
 
     # --- the reaper ----------------------------------------------------------------------
@@ -369,6 +374,7 @@ class Workload:
                     task.debt += len(pfns) * self.costs.pcp_free_ns * 1e-9
             if self.zram is not None and self.zram.enabled:
                 outcomes.extend(self.zram.expire(self.reapers[0], tick))
+            # release_pages takes the lruvec lock before it frees the pages.
             for reaper in self.reapers:
                 if reaper.lru_pending:
                     yield from self.lru_batch_drain(reaper, reaper.node)
@@ -423,9 +429,9 @@ class Workload:
             for _ in range(left):
                 order = orders[rng.pick(cdf)] if len(orders) > 1 else orders[0]
                 yield from self._one(plan, task, order, rng)
+            yield from settle(env, task)
             if task.lru_pending >= LRU_BATCH:
                 yield from self.lru_batch_drain(task, task.node)
-            yield from settle(env, task)
 
     def _bulk(self, plan: GroupPlan, task: Task, rng, n: int) -> int:
         """Order-0 pages for a request straight from the per-cpu list; returns how many."""
