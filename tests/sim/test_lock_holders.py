@@ -8,6 +8,8 @@ the same lock, so compaction contends with them.
 
 from __future__ import annotations
 
+import pytest
+
 from compactsim.sim.compaction import CompactControl, Trigger
 from compactsim.sim.config import PageKind, config_from_dict
 from compactsim.sim.gfp import GFP_KERNEL
@@ -47,3 +49,25 @@ def test_workload_lru_adds_and_frees_take_the_lru_lock():
     # ~800 requests of 32 pages each way, one hold per request (and per reaper tick).
     assert lru["acquisitions"] >= 800
     assert lru["hold_s"] > 0
+
+
+def test_reserved_sections_queue_and_exclude_ordinary_lockers():
+    import simpy
+    from compactsim.sim.locks import SimLock
+    env = simpy.Environment()
+    lock = SimLock(env, "lru_lock/0")
+    assert lock.reserve(2e-6) == 0.0
+    assert lock.reserve(3e-6) == pytest.approx(2e-6)   # queued behind the first
+    assert not lock.trylock()
+    got = []
+
+    def locker():
+        yield lock.lock()
+        got.append(env.now)
+        yield env.timeout(1e-6)
+        lock.unlock()
+    env.process(locker())
+    env.run()
+    assert got == [pytest.approx(5e-6)]         # after both reserved sections
+    assert lock.reserve(1e-6) == 0.0            # free again
+    assert lock.acquisitions == 4 and lock.contended == 2
