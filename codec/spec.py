@@ -36,9 +36,11 @@ from compactsim.sim.config import (
     Lifetime,
     MovableOps,
     PageKind,
+    PcpHigh,
     SimConfig,
     ThpDefrag,
     ThpEnabled,
+    TraceEra,
     TraceFormat,
     ZramAlgorithm,
     ZsmallocLocking,
@@ -61,6 +63,14 @@ ENUMS: dict[type[enum.Enum], dict[Any, int]] = {
         ClaimRule.FREE_COUNT: spec_pb2.CLAIM_RULE_FREE_COUNT,
         ClaimRule.IN_USE_COUNT: spec_pb2.CLAIM_RULE_IN_USE_COUNT,
         ClaimRule.FREELIST_HYGIENE: spec_pb2.CLAIM_RULE_FREELIST_HYGIENE,
+    },
+    TraceEra: {
+        TraceEra.V4_4: spec_pb2.TRACE_ERA_V4_4,
+        TraceEra.V4_8: spec_pb2.TRACE_ERA_V4_8,
+    },
+    PcpHigh: {
+        PcpHigh.BATCH_X6: spec_pb2.PCP_HIGH_BATCH_X6,
+        PcpHigh.ZONE_LOW: spec_pb2.PCP_HIGH_ZONE_LOW,
     },
     ZsmallocLocking: {
         ZsmallocLocking.CLASS_LOCK: spec_pb2.ZSMALLOC_LOCKING_CLASS_LOCK,

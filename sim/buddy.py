@@ -2,7 +2,9 @@
 
 Follows mm/page_alloc.c: `__rmqueue_smallest`, `expand`, `__rmqueue_fallback`,
 `find_suitable_fallback`, `steal_suitable_fallback` (4.4 and 6.1 forms),
-`try_to_claim_block`/`page_del_and_expand` (6.10 "freelist hygiene"), `boost_watermark`,
+`try_to_claim_block`/`page_del_and_expand` (6.10 "freelist hygiene"), `__rmqueue_claim` /
+`__rmqueue_steal` (6.15+: a page that claims no block is stolen from the smallest
+suitable fallback block), `boost_watermark`,
 `move_freepages_block` and `__free_one_page` with `buddy_merge_likely`. Functions here
 change state and never wait: the callers turn the work into simulated time and hold
 `zone->lock` around it. Simplified: no CMA, ISOLATE, HIGHATOMIC reserve or page shuffling,
@@ -30,6 +32,7 @@ class BuddyPolicy:
     claim_rule: ClaimRule = ClaimRule.FREELIST_HYGIENE
     watermark_boost_factor: int = 15000     # 0 disables boosting
     pageblocks: Pageblocks | None = None
+    steal_smallest: bool = False            # 6.15+: __rmqueue_claim, then __rmqueue_steal
     on_extfrag: object = None               # callable(zone, pfn, order, fallback_order, start_mt, fallback_mt, change_ownership)
 
 
@@ -226,9 +229,64 @@ def steal_suitable_fallback(z: Zone, pfn: int, fallback_order: int, order: int, 
     return pfn
 
 
+def try_to_claim_block(z: Zone, pfn: int, current_order: int, order: int, start_mt: int,
+                       fallback_mt: int, alloc_flags: int, policy: BuddyPolicy) -> int:
+    """try_to_claim_block (6.10+): take a whole block (>= pageblock order), or boost and
+    move + relabel the pageblock when the half-block rule holds; -1 if it does not."""
+    pb = policy.pageblocks
+    if current_order >= PAGEBLOCK_ORDER:
+        pb.change_pageblock_range(pfn, current_order, start_mt)
+        page_del_and_expand(z, pfn, order, current_order, fallback_mt, start_mt)
+        return pfn
+    _boost(z, policy, alloc_flags)
+    block_mt = pb.get_pageblock_migratetype(pfn)
+    free, movable = count_block(z, pfn)
+    if free + _alike_pages(start_mt, block_mt, free, movable) >= PAGEBLOCK_NR_PAGES // 2:
+        move_freepages_block(z, pfn, start_mt)
+        pb.set_pageblock_migratetype(pfn, start_mt)
+        return rmqueue_smallest(z, order, start_mt)
+    return -1
+
+
+def rmqueue_claim_steal(z: Zone, order: int, start_mt: int, alloc_flags: int,
+                        policy: BuddyPolicy) -> int:
+    """6.15+: `__rmqueue_claim` (largest block first, only orders that may claim, stop at
+    the first claimed block), then, unless ALLOC_NOFRAGMENT, `__rmqueue_steal`: one page
+    from the smallest suitable fallback block, the remainder left on its own type."""
+    min_order = PAGEBLOCK_ORDER if alloc_flags & ALLOC_NOFRAGMENT and order < PAGEBLOCK_ORDER \
+        else order
+    nxt = z.mem.nxt
+    for current in range(MAX_ORDER, min_order - 1, -1):
+        if current < PAGEBLOCK_ORDER and not can_steal_fallback(current, start_mt):
+            break                                  # orders too low to claim
+        found, _ = find_suitable_fallback(z, current, start_mt, False)
+        if found == -1:
+            continue
+        pfn = nxt[z.free_head[current][found]]
+        got = try_to_claim_block(z, pfn, current, order, start_mt, found, alloc_flags, policy)
+        if got >= 0:
+            if policy.on_extfrag is not None:
+                policy.on_extfrag(z, pfn, order, current, start_mt, found, True)
+            return got
+    if alloc_flags & ALLOC_NOFRAGMENT:
+        return -1
+    for current in range(order, NR_ORDERS):
+        found, _ = find_suitable_fallback(z, current, start_mt, False)
+        if found == -1:
+            continue
+        pfn = nxt[z.free_head[current][found]]
+        page_del_and_expand(z, pfn, order, current, found, found)
+        if policy.on_extfrag is not None:
+            policy.on_extfrag(z, pfn, order, current, start_mt, found, False)
+        return pfn
+    return -1
+
+
 def rmqueue_fallback(z: Zone, order: int, start_mt: int, alloc_flags: int,
                      policy: BuddyPolicy) -> int:
     """__rmqueue_fallback: largest block of a fallback type, or the smallest for movable."""
+    if policy.steal_smallest:
+        return rmqueue_claim_steal(z, order, start_mt, alloc_flags, policy)
     min_order = PAGEBLOCK_ORDER if alloc_flags & ALLOC_NOFRAGMENT and order < PAGEBLOCK_ORDER \
         else order
     found = -1

@@ -8,18 +8,25 @@ Follows mm/compaction.c (6.x, with the 4.4 differences as switches): deferral
 async direct compaction only in blocks of the request's type with skip-on-failure per
 order-aligned chunk) and the free scanner (`isolate_freepages[_block]`: downward from
 the zone end, MOVABLE blocks only unless SYNC_FULL, async stride, `__isolate_free_page`'s
-watermark check), `compact_lock_irqsave` contention (4.4 aborts at once; 5.1+ marks
-contended, finishes the block, then aborts), `__compact_finished` with its
-`compact_result` values, capture of the freed page for a direct compactor (5.1+), the
-pcp drain when the migrate scanner leaves an order-aligned block, and
-`try_to_compact_pages` / `should_compact_retry` for the slow path. The fast search
-heuristics (`fast_find_migrateblock`, `fast_isolate_freepages`, 5.1+) are a switch.
+watermark check), the 5.1+ fast searches of the free lists (switch `fast_search`):
+`fast_find_migrateblock` on every `isolate_migratepages` call that starts a pageblock
+(`freelist_scan_limit`, the first half / eighth of the range, `reinit_migrate_pfn`) and
+`fast_isolate_freepages` before the linear free scanner (round-robin `search_order`,
+top quarter / top half, `move_freelist_head`/`_tail`, `fast_isolate_around`),
+`compact_lock_irqsave` contention (4.4 aborts at once; 5.1+ marks contended, finishes
+the block, then aborts), `__compact_finished` with its `compact_result` values, capture
+of the freed page for a direct compactor (5.1+), the pcp drain when the migrate scanner
+leaves an order-aligned block, and `try_to_compact_pages` / `should_compact_retry` for
+the slow path. `compact_migrate_scanned` and `compact_free_scanned` count pfns as the
+kernel does (a free, compound or isolated block counts all its pages; the free-list
+entries a fast search reads count one each).
 
 Each pageblock is scanned with numpy over the page arrays, so a block costs a handful of
 array operations whatever its contents; the simulated time charged is the kernel's
-per-pfn cost. Simplified: compound pages (THP, high-order slab) are never migrated,
-CMA/ISOLATE/HIGHATOMIC do not exist, the fast search takes the first candidates from the
-free lists rather than sampling ranges, and skip-bit resets clear the whole zone.
+per-step cost, with the lock held only for the critical section. Simplified: compound
+pages (THP, high-order slab) are never migrated, CMA/ISOLATE/HIGHATOMIC do not exist,
+the skip bit `test_and_set_skip` sets on a block's first isolation is set when the fast
+search picks the block, and skip-bit resets clear the whole zone.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ import numpy as np
 from compactsim.sim import compaction_trace as ct
 from compactsim.sim import tracepoint as tp
 from compactsim.sim.buddy import del_page_from_free_list, find_suitable_fallback, free_one_page
-from compactsim.sim.config import ContendedAbort, MAX_ORDER
+from compactsim.sim.config import ContendedAbort, MAX_ORDER, TraceEra
 from compactsim.sim.fragmentation import extfrag_for_order, fragmentation_index
 from compactsim.sim.gfp import ALLOC_CMA, gfp_migratetype
 from compactsim.sim.lru import del_page_from_lru, lru_list_for
@@ -47,6 +54,7 @@ from compactsim.sim.pcp import free_pcppages_bulk
 from compactsim.sim.page_alloc import free_to_buddy
 from compactsim.sim.slowpath import CompactPriority, CompactResult
 from compactsim.sim.task import Task
+from compactsim.sim.charge import settle
 from compactsim.sim.histogram import Histogram
 from compactsim.sim.gfp import gfp_io
 from compactsim.sim.zone import WMARK_LOW, WMARK_MIN, Zone, zone_watermark_ok
@@ -118,6 +126,8 @@ class CompactControl:
     contended: bool = False             # a lock was contended in async mode
     finish_pageblock: bool = False      # scan the rest of the block after a failure
     fast_search_fail: int = 0
+    search_order: int = MAX_ORDER       # fast_isolate_freepages: order to search first
+    fast_start_pfn: int | None = None   # lowest block fast_find_migrateblock found (-1: used)
     capture: CaptureControl | None = None
     nr_migrated: int = 0
     nr_migrate_failed: int = 0
@@ -209,6 +219,10 @@ def reset_isolation_suitable(m: Machine, z: Zone) -> None:
     reset_cached_positions(z)
 
 
+def freelist_scan_limit(cc: CompactControl) -> int:
+    return (COMPACT_CLUSTER_MAX >> min(63, cc.fast_search_fail)) + 1
+
+
 def fragmentation_score_zone(z: Zone) -> int:
     return extfrag_for_order(z.nr_free, PAGEBLOCK_ORDER)
 
@@ -235,8 +249,10 @@ class Compaction:
         self.kind = np.frombuffer(m.mem.kind, dtype=np.uint8)
         self.latency = {t.value: Histogram() for t in Trigger}
         self.results: dict[str, int] = {}       # "trigger/result" -> runs
-        self.wasted_migrations = 0              # pages moved out of blocks left unfree
-        self.migrated_blocks: dict[int, int] = {}  # pageblock -> pages migrated out of it
+        self.wasted_migrations = 0              # blocks migrated out of and left unfree
+        # Trace formats and compact_result names as 4.4 printed them (before 4.8's
+        # compaction priorities) or as 4.8+ does.
+        self.era44 = m.config.kernel.trace_format is TraceEra.V4_4
 
     # --- tracing -------------------------------------------------------------------
 
@@ -248,7 +264,9 @@ class Compaction:
     # --- locks ---------------------------------------------------------------------
 
     def compact_lock(self, cc: CompactControl, lock):
-        """compact_lock_irqsave: generator returning False if the run must abort now."""
+        """compact_lock_irqsave: generator returning False if the run must abort now. The
+        task's CPU time so far passes before it reaches the lock, not inside the hold."""
+        yield from settle(self.env, cc.task)
         if cc.mode == MigrateMode.ASYNC and not cc.contended:
             if lock.trylock():
                 return True
@@ -260,9 +278,9 @@ class Compaction:
         yield lock.lock()
         return True
 
-    def _hold(self, task: Task, lock, seconds: float):
-        yield self.env.timeout(task.debt + seconds)
-        task.debt = 0.0
+    def _hold(self, lock, seconds: float):
+        """Keep `lock` for the critical section's `seconds`, then release it."""
+        yield self.env.timeout(seconds)
         lock.unlock()
 
     # --- the migrate scanner ----------------------------------------------------------
@@ -313,31 +331,42 @@ class Compaction:
             lru &= (fl & PG_MLOCKED) == 0
         ops = base & ((fl & PG_MOVABLE_OPS) != 0) & ((fl & (PG_ISOLATED | PG_LOCKED)) == 0)
         cand = lru | ops
+        bad = None
         if cc.mode == MigrateMode.ASYNC and cc.direct_compaction and cc.order > 0:
-            # skip_on_failure: a chunk of cc.order with any failure yields nothing.
+            # skip_on_failure: a chunk of cc.order with any failure yields nothing, and
+            # the scan jumps from the first failure to the chunk's end.
             fail = ~free & ~cand
             if fail.any():
                 shift = min(cc.order, PAGEBLOCK_ORDER)
                 chunks = (pos + low) >> shift
-                bad = np.unique(chunks[fail])
-                cand &= ~np.isin(chunks, bad)
-        return pos, free, cand
+                bad_chunks, first = np.unique(chunks[fail], return_index=True)
+                cand &= ~np.isin(chunks, bad_chunks)
+                bad = (pos[fail][first] + low, (bad_chunks + 1) << shift)
+        return pos, free, cand, bad
 
     def isolate_migratepages_block(self, cc: CompactControl, low: int, end: int
-                                   ) -> tuple[int, int]:
+                                   ) -> tuple[int, int, int]:
         """Isolate up to COMPACT_CLUSTER_MAX pages from [low, end); returns (next pfn,
-        pfns scanned). Plain: changes the pages, the LRU and cc; never waits."""
-        pos, _free, cand = self._candidates(cc, low, end)
+        pfns scanned as `compact_migrate_scanned` counts them, page heads visited). Plain:
+        changes the pages, the LRU and cc; never waits."""
+        pos, _free, cand, bad = self._candidates(cc, low, end)
         idx = np.flatnonzero(cand)
         want = COMPACT_CLUSTER_MAX - len(cc.migratepages)
-        if len(idx) > want and not cc.finish_pageblock:
+        if len(idx) > want and not cc.finish_pageblock and not cc.contended:
             take = idx[:want]
             stop = low + int(pos[take[-1]]) + 1
-            scanned = int(take[-1]) + 1
+            visited = int(take[-1]) + 1
         else:
             take = idx
             stop = end
-            scanned = len(pos)
+            visited = len(pos)
+        # The kernel counts every pfn it steps over (a free or compound page counts all
+        # its pages), except the rest of an order-aligned chunk skip_on_failure jumps.
+        scanned = stop - low
+        if bad is not None:
+            first_fail, chunk_end = bad
+            skipped = np.minimum(chunk_end, stop) - (first_fail + 1)
+            scanned -= int(skipped[first_fail < stop].sum())
         m = self.m
         mem = m.mem
         for i in take.tolist():
@@ -348,23 +377,22 @@ class Compaction:
             mem.flags[pfn] |= PG_ISOLATED
             cc.migratepages.append(pfn)
         m.events["compact_isolated"] += len(take)
-        return stop, scanned
+        return stop, scanned, visited
 
     def isolate_migratepages(self, cc: CompactControl):
-        """Generator: pick the next source block and isolate from it; returns
-        IsolateResult. Takes the lruvec lock as compact_lock_irqsave does."""
+        """Generator: pick the next source block (asking fast_find_migrateblock first,
+        5.1+) and isolate from it; returns IsolateResult. Takes the lruvec lock as
+        compact_lock_irqsave does."""
         z = cc.zone
-        low = max(cc.migrate_pfn, z.zone_start_pfn)
+        if self.k.fast_search:
+            low = yield from self.fast_find_migrateblock(cc)
+        else:
+            low = cc.migrate_pfn
+        low = max(low, z.zone_start_pfn)
+        # The fast search marked the block skipped: don't let that skip it.
+        fast_find_block = low != cc.migrate_pfn and not cc.fast_search_fail
         block_end = (low & ~(PAGEBLOCK_NR_PAGES - 1)) + PAGEBLOCK_NR_PAGES
         skipped_blocks = 0
-        fast_find_block = False
-        if self.k.fast_search and low & (PAGEBLOCK_NR_PAGES - 1) == 0:
-            found = self.fast_find_migrateblock(cc, low)
-            if found != low:
-                low = found
-                block_end = low + PAGEBLOCK_NR_PAGES
-                # The fast search marked the block skipped: don't let that skip it.
-                fast_find_block = True
         while block_end <= cc.free_pfn:
             aligned = low & (PAGEBLOCK_NR_PAGES - 1) == 0 or low == z.zone_start_pfn
             if aligned and not fast_find_block and not self.isolation_suitable(cc, low):
@@ -386,11 +414,11 @@ class Compaction:
         if not ok:
             return IsolateResult.ABORT
         start = low
-        stop, scanned = self.isolate_migratepages_block(cc, low, block_end)
+        stop, scanned, visited = self.isolate_migratepages_block(cc, low, block_end)
         cc.total_migrate_scanned += scanned
-        hold = (scanned * self.costs.migrate_scan_page_ns * 1e-9
+        hold = (visited * self.costs.migrate_scan_page_ns * 1e-9
                 + len(cc.migratepages) * self.costs.isolate_page_ns * 1e-9)
-        yield from self._hold(cc.task, node.lru_lock, hold)
+        yield from self._hold(node.lru_lock, hold)
         self._trace(cc.task, "mm_compaction_isolate_migratepages",
                     ct.fmt_isolate(start, stop, scanned, len(cc.migratepages)))
         if stop >= block_end and (not cc.migratepages or cc.finish_pageblock):
@@ -403,31 +431,81 @@ class Compaction:
             return IsolateResult.ABORT if not cc.migratepages else IsolateResult.SUCCESS
         return IsolateResult.SUCCESS if cc.migratepages else IsolateResult.NONE
 
-    def fast_find_migrateblock(self, cc: CompactControl, pfn: int) -> int:
-        """fast_find_migrateblock (5.1+): a block holding a free page of a suitable order in
-        the first half of the range, or `pfn` if none is quickly found."""
-        if (cc.ignore_skip_hint or cc.order <= PAGE_ALLOC_COSTLY_ORDER
-                or (cc.direct_compaction and cc.migratetype != MigrateType.MOVABLE)
-                or pfn != cc.zone.zone_start_pfn and pfn != cc.zone.compact_init_migrate_pfn):
-            return pfn
-        z = cc.zone
+    # --- the 5.1+ fast searches of the free lists ----------------------------------------
+
+    def _rotate(self, head: int, pfn: int, first: bool) -> None:
+        """move_freelist_head (`pfn` becomes the first entry) / move_freelist_tail (`pfn`
+        becomes the last): move the list head, which rotates the circular list."""
         mem = self.m.mem
-        distance = (cc.free_pfn - pfn) >> 1
-        limit = (COMPACT_CLUSTER_MAX >> cc.fast_search_fail) + 1
-        for order in range(cc.order - 1, PAGE_ALLOC_COSTLY_ORDER - 1, -1):
-            head = z.free_head[order][MigrateType.MOVABLE]
-            p = mem.nxt[head]
-            seen = 0
-            while p != head and seen < limit:
-                seen += 1
-                if pfn <= p < pfn + distance and not self.m.pageblocks.skip[p >> PAGEBLOCK_ORDER]:
-                    block = p & ~(PAGEBLOCK_NR_PAGES - 1)
-                    if not cc.ignore_skip_hint:
-                        self.m.pageblocks.skip[block >> PAGEBLOCK_ORDER] = 1
-                    cc.fast_search_fail = 0
-                    return max(block, z.zone_start_pfn)
-                p = mem.nxt[p]
-        cc.fast_search_fail += 1
+        mem.list_del(head)
+        if first:
+            mem.list_add_tail(pfn, head)
+        else:
+            mem.list_add(pfn, head)
+
+    def _zone_locked(self, cc: CompactControl, seconds: float):
+        """spin_lock_irqsave(&zone->lock) for `seconds` (the fast searches wait for it)."""
+        lock = cc.zone.lock
+        yield from settle(self.env, cc.task)
+        if not lock.trylock():
+            yield lock.lock()
+        yield from self._hold(lock, seconds)
+
+    def fast_find_migrateblock(self, cc: CompactControl):
+        """fast_find_migrateblock (5.1+), generator returning the pfn to scan from: a
+        block holding a free page of order PAGE_ALLOC_COSTLY_ORDER..order-1 in the first
+        half of the range (the first eighth once the scanner moved), taken from the
+        MOVABLE free lists within freelist_scan_limit entries; else cc.migrate_pfn, or
+        after a failure the lowest block an earlier search found (reinit_migrate_pfn)."""
+        pfn = cc.migrate_pfn
+        z = cc.zone
+        if (cc.ignore_skip_hint or cc.finish_pageblock
+                or (pfn != z.zone_start_pfn and pfn & (PAGEBLOCK_NR_PAGES - 1))
+                or cc.order <= PAGE_ALLOC_COSTLY_ORDER
+                or (cc.direct_compaction and cc.migratetype != MigrateType.MOVABLE)):
+            return pfn
+        mem = self.m.mem
+        nxt = mem.nxt
+        skip = self.m.pageblocks.skip
+        distance = (cc.free_pfn - cc.migrate_pfn) >> 1
+        if cc.migrate_pfn != z.zone_start_pfn:
+            distance >>= 2
+        high_pfn = (cc.migrate_pfn + distance) & ~(PAGEBLOCK_NR_PAGES - 1)
+        limit = freelist_scan_limit(cc)
+        nr_scanned = 0
+        found = False
+        order = cc.order - 1
+        while order >= PAGE_ALLOC_COSTLY_ORDER and not found and nr_scanned < limit:
+            if z.nr_free[order]:
+                head = z.free_head[order][MigrateType.MOVABLE]
+                p = nxt[head]
+                while p != head:
+                    nr_scanned += 1
+                    if nr_scanned > limit:
+                        self._rotate(head, p, first=False)
+                        break
+                    if p < high_pfn and not skip[p >> PAGEBLOCK_ORDER]:
+                        self._rotate(head, p, first=False)
+                        if cc.fast_start_pfn != -1:
+                            cc.fast_start_pfn = p if cc.fast_start_pfn is None \
+                                else min(cc.fast_start_pfn, p)
+                        pfn = max(p & ~(PAGEBLOCK_NR_PAGES - 1), z.zone_start_pfn)
+                        # test_and_set_skip: other compactors leave the block alone.
+                        skip[pfn >> PAGEBLOCK_ORDER] = 1
+                        cc.fast_search_fail = 0
+                        found = True
+                        break
+                    p = nxt[p]
+            order -= 1
+        cc.total_migrate_scanned += nr_scanned
+        if nr_scanned:
+            yield from self._zone_locked(cc, nr_scanned * self.costs.free_scan_page_ns * 1e-9)
+        if not found:
+            cc.fast_search_fail += 1
+            # reinit_migrate_pfn: once, restart the linear scan where free pages were seen.
+            if cc.fast_start_pfn is not None and cc.fast_start_pfn != -1:
+                cc.migrate_pfn = pfn = cc.fast_start_pfn
+                cc.fast_start_pfn = -1
         return pfn
 
     # --- the free scanner ---------------------------------------------------------------
@@ -452,17 +530,30 @@ class Compaction:
                                                      MigrateType.MOVABLE)
         return True
 
+    def _take_free_block(self, cc: CompactControl, pfn: int, order: int) -> int:
+        """split_map_pages for one isolated free block: its pages become order-0 targets."""
+        n = 1 << order
+        pstate = self.m.mem.pstate
+        for p in range(pfn, pfn + n):
+            pstate[p] = ALLOC
+        cc.freepages.extend(range(pfn, pfn + n))
+        return n
+
     def isolate_freepages_block(self, cc: CompactControl, start: int, end: int, stride: int
                                 ) -> tuple[int, int, int, bool]:
-        """Take free blocks from [start, end) as order-0 targets.
+        """Take free blocks from [start, end) as order-0 targets, stepping `stride` pfns
+        between free pages.
 
-        Returns (next pfn, pfns scanned, pages isolated, stopped early)."""
+        Returns (next pfn, pfns scanned as `compact_free_scanned` counts them: one per
+        step plus the rest of each isolated block, pages isolated, stopped early).
+        Simplified: a compound page does not shift the stride's grid."""
         z = cc.zone
         mem = self.m.mem
         ps = self.pstate[start:end]
         heads = np.flatnonzero(ps < 64).tolist()
         cursor = start
         isolated = 0
+        scanned = 0
         scanned_to = end
         early = False
         for off in heads:
@@ -471,26 +562,149 @@ class Compaction:
                 continue
             s = mem.pstate[h]
             order = s & 15
+            scanned += (h - cursor) // stride + 1
             if not self.isolate_free_page(z, h, order, s >> 4):
                 scanned_to = h
                 early = True
                 break
-            n = 1 << order
-            pstate = mem.pstate
-            for p in range(h, h + n):
-                pstate[p] = ALLOC
-            cc.freepages.extend(range(h, h + n))
+            n = self._take_free_block(cc, h, order)
+            scanned += n - 1
             isolated += n
             cursor = h + n - 1 + stride
             if len(cc.freepages) >= cc.nr_migratepages:
                 scanned_to = h + n
                 early = scanned_to < end
                 break
-        scanned = max(1, (scanned_to - start + stride - 1) // stride)
-        return scanned_to, scanned, isolated, early
+        else:
+            if cursor < end:
+                scanned += (end - 1 - cursor) // stride + 1
+        return scanned_to, max(scanned, 1), isolated, early
+
+    def fast_isolate_around(self, cc: CompactControl, pfn: int):
+        """fast_isolate_around (5.1+): sweep the block of the page the fast search took."""
+        if len(cc.freepages) >= cc.nr_migratepages:
+            return
+        if cc.direct_compaction and cc.mode == MigrateMode.ASYNC:
+            return
+        z = cc.zone
+        start = max(pfn & ~(PAGEBLOCK_NR_PAGES - 1), z.zone_start_pfn)
+        end = min(start + PAGEBLOCK_NR_PAGES, z.zone_end_pfn)
+        nxt, scanned, isolated, _ = self.isolate_freepages_block(cc, start, end, 1)
+        cc.total_free_scanned += scanned
+        self.m.events["compact_isolated"] += isolated
+        yield from self._zone_locked(cc, max(scanned - isolated, 1)
+                                     * self.costs.free_scan_page_ns * 1e-9
+                                     + isolated * self.costs.isolate_page_ns * 1e-9)
+        self._trace(cc.task, "mm_compaction_isolate_freepages",
+                    ct.fmt_isolate(start, nxt, scanned, isolated))
+        if nxt == end and not cc.ignore_skip_hint:
+            self.m.pageblocks.skip[start >> PAGEBLOCK_ORDER] = 1
+
+    def next_search_order(self, cc: CompactControl, order: int) -> int:
+        """Orders round-robin down from cc.search_order; -1 once the search wrapped."""
+        order -= 1
+        if order < 0:
+            order = cc.order - 1
+        if order == cc.search_order:
+            cc.search_order -= 1
+            if cc.search_order < 0:
+                cc.search_order = cc.order - 1
+            return -1
+        return order
+
+    def fast_isolate_freepages(self, cc: CompactControl):
+        """fast_isolate_freepages (5.1+), a generator: walk the MOVABLE free lists below
+        cc.order from their tails for a page in the top quarter between the scanners (the
+        highest in the top half if none), within half of freelist_scan_limit entries
+        (256 when the free scanner starts); isolate it whole and sweep its block. On a
+        starting scan that found nothing, move the free scanner to the highest block seen
+        (direct compaction: the top half's bottom)."""
+        if cc.order <= 0:
+            return
+        z = cc.zone
+        mem = self.m.mem
+        prv = mem.prv
+        limit = max(1, freelist_scan_limit(cc) >> 1)
+        scan_start = cc.free_pfn >= z.compact_init_free_pfn
+        if scan_start:
+            limit = PAGEBLOCK_NR_PAGES >> 1
+        distance = cc.free_pfn - cc.migrate_pfn
+        low_pfn = (cc.free_pfn - (distance >> 2)) & ~(PAGEBLOCK_NR_PAGES - 1)
+        min_pfn = (cc.free_pfn - (distance >> 1)) & ~(PAGEBLOCK_NR_PAGES - 1)
+        low_pfn = max(low_pfn, min_pfn)
+        cc.search_order = min(cc.order - 1, cc.search_order)
+        page = -1
+        highest = -1
+        nr_scanned = total_isolated = 0
+        order = cc.search_order
+        while page < 0 and order >= 0:
+            if z.nr_free[order]:
+                head = z.free_head[order][MigrateType.MOVABLE]
+                order_scanned = 0
+                high_pfn = -1
+                last = head
+                p = prv[head]
+                while p != head:
+                    order_scanned += 1
+                    nr_scanned += 1
+                    last = p
+                    if p >= highest:
+                        highest = max(p & ~(PAGEBLOCK_NR_PAGES - 1), z.zone_start_pfn)
+                    if p >= low_pfn:
+                        cc.fast_search_fail = 0
+                        cc.search_order = order
+                        page = p
+                        break
+                    if p >= min_pfn and p > high_pfn:
+                        high_pfn = p
+                        limit >>= 1          # shorten the scan once there is a candidate
+                    if order_scanned >= limit:
+                        break
+                    p = prv[p]
+                if page < 0 and high_pfn >= 0:
+                    page = last = high_pfn
+                if last != head:
+                    self._rotate(head, last, first=True)
+                if page >= 0:
+                    if self.isolate_free_page(z, page, order, MigrateType.MOVABLE):
+                        n = self._take_free_block(cc, page, order)
+                        nr_scanned += n - 1
+                        total_isolated += n
+                        self.m.events["compact_isolated"] += n
+                    else:
+                        order = cc.search_order + 1     # abort the search
+                        page = -1
+                if len(cc.freepages) >= cc.nr_migratepages:
+                    break
+                if order_scanned >= limit:
+                    limit = max(1, limit >> 1)
+            order = self.next_search_order(cc, order)
+        if nr_scanned:
+            yield from self._zone_locked(cc, (nr_scanned - total_isolated)
+                                         * self.costs.free_scan_page_ns * 1e-9
+                                         + total_isolated * self.costs.isolate_page_ns * 1e-9)
+        self._trace(cc.task, "mm_compaction_fast_isolate_freepages",
+                    ct.fmt_isolate(min_pfn, cc.free_pfn, nr_scanned, total_isolated))
+        if page < 0:
+            cc.fast_search_fail += 1
+            if scan_start:
+                if highest >= min_pfn:
+                    page = cc.free_pfn = highest
+                elif cc.direct_compaction:
+                    page = cc.free_pfn = min_pfn
+        if highest >= 0 and highest >= z.compact_cached_free_pfn:
+            z.compact_cached_free_pfn = highest - PAGEBLOCK_NR_PAGES
+        cc.total_free_scanned += nr_scanned
+        if page >= 0:
+            yield from self.fast_isolate_around(cc, page)
 
     def isolate_freepages(self, cc: CompactControl):
-        """Generator: walk blocks down from cc.free_pfn until there are enough targets."""
+        """Generator: the fast search first (5.1+), else walk blocks down from
+        cc.free_pfn until there are enough targets."""
+        if self.k.fast_search:
+            yield from self.fast_isolate_freepages(cc)
+            if cc.freepages:
+                return
         z = cc.zone
         block_start = cc.free_pfn & ~(PAGEBLOCK_NR_PAGES - 1)
         isolate_start = cc.free_pfn
@@ -505,6 +719,8 @@ class Compaction:
                 block_start -= PAGEBLOCK_NR_PAGES
                 isolate_start = block_start
                 continue
+            cc.task.debt += skipped * 5e-9
+            skipped = 0
             ok = yield from self.compact_lock(cc, z.lock)
             if not ok:
                 cc.free_pfn = isolate_start
@@ -513,10 +729,10 @@ class Compaction:
             nxt, scanned, isolated, early = self.isolate_freepages_block(cc, begin, block_end,
                                                                          stride)
             cc.total_free_scanned += scanned
-            hold = (scanned * self.costs.free_scan_page_ns * 1e-9
+            # Cost per pfn stepped on; an isolated block's pages cost their isolation.
+            hold = (max(scanned - isolated, 1) * self.costs.free_scan_page_ns * 1e-9
                     + isolated * self.costs.isolate_page_ns * 1e-9)
-            yield from self._hold(cc.task, z.lock, hold + skipped * 5e-9)
-            skipped = 0
+            yield from self._hold(z.lock, hold)
             self.m.events["compact_isolated"] += isolated
             self._trace(cc.task, "mm_compaction_isolate_freepages",
                         ct.fmt_isolate(begin, nxt, scanned, isolated))
@@ -567,7 +783,7 @@ class Compaction:
         NO_SUITABLE_PAGE as CONTINUE."""
         ret = self._compact_finished(cc)
         self._trace(cc.task, "mm_compaction_finished",
-                    ct.fmt_suitable(cc.zone.node_id, cc.zone.name, cc.order, ret))
+                    ct.fmt_suitable(cc.zone.node_id, cc.zone.name, cc.order, ret, self.era44))
         return CompactResult.CONTINUE if ret == CompactResult.NO_SUITABLE_PAGE else ret
 
     def _compact_finished(self, cc: CompactControl) -> CompactResult:
@@ -622,7 +838,7 @@ class Compaction:
                                       self.tun.extfrag_threshold,
                                       not self.k.compact_priorities)
             self._trace(task, "mm_compaction_suitable",
-                        ct.fmt_suitable(z.node_id, z.name, cc.order, ret))
+                        ct.fmt_suitable(z.node_id, z.name, cc.order, ret, self.era44))
             if ret != CompactResult.CONTINUE:
                 return CompactResult.SKIPPED
         if compaction_restarting(z, max(cc.order, 0)):
@@ -691,7 +907,8 @@ class Compaction:
         m.events["compact_migrate_scanned"] += cc.total_migrate_scanned
         m.events["compact_free_scanned"] += cc.total_free_scanned
         self._trace(task, "mm_compaction_end",
-                    ct.fmt_end(start_pfn, cc.migrate_pfn, cc.free_pfn, end_pfn, cc.sync, ret))
+                    ct.fmt_end(start_pfn, cc.migrate_pfn, cc.free_pfn, end_pfn, cc.sync, ret,
+                               self.era44))
         return ret
 
     def _drain_local(self, cc: CompactControl) -> None:
@@ -758,16 +975,25 @@ class Compaction:
 
     # --- entry points ----------------------------------------------------------------------
 
+    def block_free(self, block: int) -> bool:
+        """The pageblock lies in a free buddy block of pageblock order or more (its own,
+        or a larger one it merged into with a neighbour)."""
+        pstate = self.m.mem.pstate
+        start = block << PAGEBLOCK_ORDER
+        for order in range(PAGEBLOCK_ORDER, MAX_ORDER + 1):
+            s = pstate[start & ~((1 << order) - 1)]
+            if s < 64 and (s & 15) >= order:
+                return True
+        return False
+
     def count_wasted(self, cc: CompactControl) -> int:
-        """Pages this run moved out of pageblocks that did not end up wholly free."""
-        wasted = 0
-        for block, pages in cc.migrated_from.items():
-            s = self.m.mem.pstate[block << PAGEBLOCK_ORDER]
-            captured = cc.capture is not None and cc.capture.pfn >= 0 and \
-                cc.capture.pfn >> PAGEBLOCK_ORDER == block
-            if not (s < 64 and (s & 15) >= PAGEBLOCK_ORDER) and not captured:
-                wasted += pages
-        return wasted
+        """Pageblocks this run migrated pages out of that are not free at pageblock order
+        once it ends (its sources went straight to the buddy lists and the pcp lists of
+        its CPU were drained), not counting the block whose page it captured."""
+        captured = cc.capture.pfn >> PAGEBLOCK_ORDER if cc.capture is not None \
+            and cc.capture.pfn >= 0 else -1
+        return sum(1 for block in cc.migrated_from
+                   if block != captured and not self.block_free(block))
 
     def kswapd_sleep_reset(self, nid: int) -> None:
         """kswapd_try_to_sleep: clear skip hints a direct compactor asked to flush."""
@@ -781,7 +1007,7 @@ class Compaction:
         ret = yield from self.compact_zone(cc)
         self.latency[cc.trigger.value].record(self.env.now + cc.task.debt - start)
         self.wasted_migrations += self.count_wasted(cc)
-        key = f"{cc.trigger.value}/{ct.status_name(ret)}"
+        key = f"{cc.trigger.value}/{ct.status_name(ret, self.era44)}"
         self.results[key] = self.results.get(key, 0) + 1
         return ret
 
@@ -804,8 +1030,15 @@ class Compaction:
                              priority: CompactPriority):
         """Generator: (best CompactResult, captured pfn or -1) over the zonelist."""
         from compactsim.sim.page_alloc import zonelist
-        self._trace(task, "mm_compaction_try_to_compact_pages",
-                    ct.fmt_try_to_compact_pages(order, tp.gfp_flags_to_str(gfp), int(priority)))
+        if self.era44:
+            mode = MigrateMode.ASYNC if priority == CompactPriority.ASYNC \
+                else MigrateMode.SYNC_LIGHT
+            self._trace(task, "mm_compaction_try_to_compact_pages",
+                        ct.fmt_try_to_compact_pages_4_4(order, gfp, int(mode)))
+        else:
+            self._trace(task, "mm_compaction_try_to_compact_pages",
+                        ct.fmt_try_to_compact_pages(order, tp.gfp_flags_to_str(gfp),
+                                                    int(priority)))
         if not gfp_io(gfp):
             return CompactResult.SKIPPED, -1
         rc = CompactResult.SKIPPED

@@ -72,6 +72,20 @@ class ContendedAbort(enum.Enum):
     FINISH_BLOCK = "FINISH_BLOCK"  # 5.1+: take the lock anyway, finish the block, then abort
 
 
+class PcpHigh(enum.Enum):
+    """How a zone's per-cpu list `high` is sized."""
+
+    BATCH_X6 = "BATCH_X6"      # up to 5.13: pageset_set_high_and_batch, high = 6 * batch
+    ZONE_LOW = "ZONE_LOW"      # 5.14+: zone_highsize, the LOW watermark over the node's CPUs
+
+
+class TraceEra(enum.Enum):
+    """Which kernel's tracepoint formats and compact_result names the trace uses."""
+
+    V4_4 = "V4_4"        # include/trace/events/compaction.h before 4.6-4.8's changes
+    V4_8 = "V4_8"        # 4.8+ (the 6.x formats)
+
+
 class ThpDefrag(enum.Enum):
     """/sys/kernel/mm/transparent_hugepage/defrag."""
 
@@ -200,24 +214,31 @@ _V4_4 = dict(claim_rule="FREE_COUNT", watermark_boost=False, scaled_watermarks=F
              kcompactd=False, compact_priorities=False, compaction_capture=False,
              fast_search=False, proactive_compaction=False, migrate_batching=False,
              contended_abort="IMMEDIATE", sync_light_isolates_writeback=True,
-             zsmalloc_locking="CLASS_LOCK", vmap_stack=False)
+             zsmalloc_locking="CLASS_LOCK", vmap_stack=False,
+             pcp_batch_max_kb=512, pcp_high="BATCH_X6", steal_smallest=False,
+             sync_light_io_nowait=False, trace_format="V4_4")
 PROFILES: dict[str, dict[str, Any]] = {
     "v4.4": _V4_4,
     "v4.8": {**_V4_4, "scaled_watermarks": True, "movable_ops": "MAPPING_OPS",
+             "trace_format": "V4_8",
              "kcompactd": True, "compact_priorities": True,
              "sync_light_isolates_writeback": False},
     "v4.12": {**_V4_4, "scaled_watermarks": True, "movable_ops": "MAPPING_OPS",
+              "trace_format": "V4_8",
               "kcompactd": True, "compact_priorities": True, "claim_rule": "IN_USE_COUNT",
               "sync_light_isolates_writeback": False, "vmap_stack": True},
 }
-PROFILES["v5.0"] = {**PROFILES["v4.12"], "watermark_boost": True, "alloc_nofragment": True}
+PROFILES["v5.0"] = {**PROFILES["v4.12"], "watermark_boost": True, "alloc_nofragment": True,
+                    "pcp_batch_max_kb": 1024}
 PROFILES["v5.9"] = {**PROFILES["v5.0"], "compaction_capture": True, "fast_search": True,
                     "proactive_compaction": True, "contended_abort": "FINISH_BLOCK"}
-PROFILES["v6.1"] = {**PROFILES["v5.9"], "zsmalloc_locking": "MIGRATE_LOCK"}
+PROFILES["v6.1"] = {**PROFILES["v5.9"], "zsmalloc_locking": "MIGRATE_LOCK",
+                    "pcp_high": "ZONE_LOW"}
 PROFILES["v6.10"] = {**PROFILES["v6.1"], "migrate_batching": True,
-                     "claim_rule": "FREELIST_HYGIENE", "zsmalloc_locking": "POOL_LOCK"}
+                     "claim_rule": "FREELIST_HYGIENE", "zsmalloc_locking": "POOL_LOCK",
+                     "sync_light_io_nowait": True}
 PROFILES["v6.17"] = {**PROFILES["v6.10"], "movable_ops": "PAGE_TYPE",
-                     "zsmalloc_locking": "ZSPAGE_TRYLOCK"}
+                     "zsmalloc_locking": "ZSPAGE_TRYLOCK", "steal_smallest": True}
 DEFAULT_PROFILE = "v6.10"
 
 
@@ -254,6 +275,19 @@ class KernelConfig:
                                              doc="zsmalloc's locks against page migration; "
                                              "POOL_LOCK and later also have 10 % fullness "
                                              "groups and 8-page zspage chains (6.3+)")
+    trace_format: TraceEra = spec(TraceEra.V4_8, doc="tracepoint formats and compact_result "
+                                  "names: V4_4 (try_to_compact_pages mode=, 'partial') or "
+                                  "V4_8 (priority=, 'success', 'partial_skipped')")
+    sync_light_io_nowait: bool = spec(True, doc="6.5+: SYNC_LIGHT migration does not sleep "
+                                      "on the lock of a page under read I/O (!uptodate)")
+    pcp_batch_max_kb: int = spec(1024, lo=64, hi=1 << 20,
+                                 doc="zone_batchsize's cap on a pcp batch: 512 KiB before "
+                                 "4.19, 1 MiB since (batch 31 / 63 for zones >= 512 MiB)")
+    pcp_high: PcpHigh = spec(PcpHigh.ZONE_LOW, doc="pcp high: 6 * batch (to 5.13) or "
+                             "zone_highsize (5.14+; the 6.7+ auto-tuning is not modelled)")
+    steal_smallest: bool = spec(False, doc="6.15+: a fallback that claims no block "
+                                "(__rmqueue_claim) steals one page from the smallest suitable "
+                                "block (__rmqueue_steal) rather than the largest")
 
     @staticmethod
     def defaults(raw: dict[str, Any], path: str, errors: list[FieldError]) -> dict[str, Any]:
@@ -383,7 +417,8 @@ class SamplingConfig:
 TRACE_EVENTS = ("mm_page_alloc", "mm_page_free", "mm_page_free_batched",
                 "mm_page_alloc_zone_locked", "mm_page_pcpu_drain", "mm_page_alloc_extfrag",
                 "mm_compaction_begin", "mm_compaction_end", "mm_compaction_isolate_migratepages",
-                "mm_compaction_isolate_freepages", "mm_compaction_migratepages",
+                "mm_compaction_isolate_freepages",
+                "mm_compaction_fast_isolate_freepages", "mm_compaction_migratepages",
                 "mm_compaction_try_to_compact_pages", "mm_compaction_suitable",
                 "mm_compaction_finished", "mm_compaction_deferred",
                 "mm_compaction_defer_compaction", "mm_compaction_defer_reset",

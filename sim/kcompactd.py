@@ -2,8 +2,9 @@
 
 Follows mm/compaction.c (6.x): `wakeup_kcompactd` (ignores order 0, raises the pending
 order, wakes only a sleeping thread whose node is `kcompactd_node_suitable`),
-`kcompactd_do_work` (SYNC_LIGHT, skip hints honoured, deferral, drain and defer on
-COMPLETE/PARTIAL_SKIPPED, `compact_daemon_*` counters), and the proactive mode (5.9+):
+`kcompactd_do_work` (SYNC_LIGHT without PF_MEMALLOC, skip hints honoured, deferral,
+drain and defer on COMPLETE/PARTIAL_SKIPPED, `compact_daemon_*` counters), and the
+proactive mode (5.9+):
 every `HPAGE_FRAG_CHECK_INTERVAL_MSEC` = 500 ms, when proactiveness > 0, kswapd is not
 running and the node's fragmentation score is above the high threshold, compact every
 zone (order -1, whole zone, skip hints ignored) down to the low threshold; back off to
@@ -44,8 +45,10 @@ class Kcompactd:
         self.highest_zoneidx = [1] * n
         self.sleeping = [True] * n
         self._wake = [m.env.event() for _ in range(n)]
+        # kcompactd() runs without PF_MEMALLOC (unlike kswapd and direct compactors), so
+        # its MIGRATE_SYNC_LIGHT migration may sleep on page locks where the version lets it.
         self.tasks = [Task(comm=f"kcompactd{nid}", pid=200 + nid, cpu=m.nodes[nid].cpus[-1],
-                           node=nid, memalloc=True) for nid in range(n)]
+                           node=nid) for nid in range(n)]
         self.proactive_runs = 0
         if self.k.kcompactd:
             for nid in range(n):

@@ -4,7 +4,10 @@ Stands for `zone->lock`, the lruvec `lru_lock` and page locks; `BookedLock` for 
 pool, class and zspage locks, taken inside other steps (sim/zsmalloc.py). A holder
 keeps the lock across the simulated time its critical section costs; others either
 `trylock()` (as async compaction's `compact_lock_irqsave` does, and the fast paths when
-uncontended) or queue FIFO on `lock()`, as a qspinlock's waiters do. Each lock counts
+uncontended) or queue FIFO on `lock()`, as a qspinlock's waiters do. A holder whose
+critical section never waits may `reserve()` the lock for its length instead, queued
+behind earlier reserved sections, which costs no simulated event unless an ordinary
+locker comes for the lock meanwhile. Each lock counts
 acquisitions, contended acquisitions, and hold and wait time, with a wait histogram.
 Simplified: a waiter's spinning costs simulated time but no CPU is modelled as busy.
 """
@@ -22,7 +25,7 @@ class SimLock:
     """A FIFO lock in simulated time."""
 
     __slots__ = ("env", "name", "held", "_since", "_waiters", "acquisitions", "contended",
-                 "hold_s", "wait_s", "wait_hist")
+                 "hold_s", "wait_s", "wait_hist", "busy_until")
 
     def __init__(self, env: simpy.Environment, name: str):
         self.env = env
@@ -35,10 +38,40 @@ class SimLock:
         self.hold_s = 0.0
         self.wait_s = 0.0
         self.wait_hist = Histogram()
+        self.busy_until = 0.0       # end of a reserved critical section (see reserve)
+
+    def reserve(self, seconds: float) -> float | None:
+        """Take the lock for a critical section of `seconds` its holder runs without
+        waiting on anything: at once if it is free, or queued behind earlier reserved
+        sections. Returns the wait before the section starts (the holder turns wait and
+        section into its own time), or None if an ordinary holder or waiter has the lock
+        (then use `lock()`). No event is scheduled unless an ordinary locker comes for
+        the lock meanwhile."""
+        if self.held:
+            return None
+        now = self.env.now
+        start = max(now, self.busy_until)
+        waited = start - now
+        self.busy_until = start + seconds
+        self.acquisitions += 1
+        if waited > 0:
+            self.contended += 1
+            self.wait_s += waited
+        self.hold_s += seconds
+        self.wait_hist.record(waited)
+        return waited
+
+    def _claim_reservation(self) -> None:
+        """Someone comes for a reserved lock: the reservation becomes an ordinary hold
+        that ends (and hands over to the waiters) when the section does."""
+        until = self.busy_until
+        self.held = True
+        self._since = until                     # its hold time is already counted
+        self.env.timeout(until - self.env.now).callbacks.append(lambda _ev: self.unlock())
 
     def trylock(self) -> bool:
         """Take the lock if it is free; never waits."""
-        if self.held:
+        if self.held or self.busy_until > self.env.now:
             return False
         self.held = True
         self._since = self.env.now
@@ -48,6 +81,8 @@ class SimLock:
     def lock(self) -> simpy.Event:
         """An event that fires once the lock is ours (at once if it is free)."""
         ev = self.env.event()
+        if not self.held and self.busy_until > self.env.now:
+            self._claim_reservation()
         if not self.held:
             self.trylock()
             self.wait_hist.record(0.0)

@@ -17,8 +17,8 @@ import dataclasses
 import simpy
 
 from compactsim.sim.buddy import BuddyPolicy, free_one_page
-from compactsim.sim.config import (MAX_ORDER, PAGE_SIZE, MovableOps, PageFlagsConfig, SimConfig,
-                        ThpEnabled)
+from compactsim.sim.config import (MAX_ORDER, PAGE_SIZE, MovableOps, PageFlagsConfig, PcpHigh,
+                        SimConfig, ThpEnabled)
 from compactsim.sim.pageflags import memmap_costs, page_flags_budget
 from compactsim.sim.locks import SimLock
 from compactsim.sim.page import ALLOC, KIND_RESERVED, MemMap
@@ -27,8 +27,8 @@ from compactsim.sim.pcp import PerCpuPages
 from compactsim.sim.tracepoint import TraceBuffer
 from compactsim.sim.vmstat import new_events
 from compactsim.sim.zone import (WMARK_HIGH, Zone, calculate_min_free_kbytes, recommended_min_free_kbytes,
-                      setup_per_zone_lowmem_reserve, setup_per_zone_wmarks, zone_batchsize,
-                      zone_highsize)
+                      pageset_high, setup_per_zone_lowmem_reserve, setup_per_zone_wmarks,
+                      zone_batchsize, zone_highsize)
 
 # Per-node list heads: LRU lists (node-wide lruvec) and driver page lists.
 LRU_ANON, LRU_FILE, LRU_UNEVICTABLE, LIST_ZSPAGES, LIST_BALLOON = range(5)
@@ -145,7 +145,7 @@ def build_machine(cfg: SimConfig, env: simpy.Environment) -> Machine:
     policy = BuddyPolicy(claim_rule=cfg.kernel.claim_rule,
                          watermark_boost_factor=(cfg.tunables.watermark_boost_factor
                                                  if cfg.kernel.watermark_boost else 0),
-                         pageblocks=pageblocks)
+                         pageblocks=pageblocks, steal_smallest=cfg.kernel.steal_smallest)
     for z in zones:
         end = z.zone_end_pfn
         if z is z_top(nodes, z):
@@ -168,9 +168,13 @@ def build_machine(cfg: SimConfig, env: simpy.Environment) -> Machine:
         setup_per_zone_lowmem_reserve(node.zones, cfg.tunables.lowmem_reserve_ratio)
     if cfg.kernel.pcp:
         for z in zones:
-            batch = zone_batchsize(z.managed_pages)
-            high = zone_highsize(z, batch, len(nodes[z.node_id].cpus),
-                                 cfg.tunables.percpu_pagelist_high_fraction)
+            batch = zone_batchsize(z.managed_pages, cfg.kernel.pcp_batch_max_kb)
+            if cfg.kernel.pcp_high is PcpHigh.BATCH_X6:
+                high = pageset_high(batch, cfg.tunables.percpu_pagelist_high_fraction,
+                                    z.managed_pages)
+            else:
+                high = zone_highsize(z, batch, len(nodes[z.node_id].cpus),
+                                     cfg.tunables.percpu_pagelist_high_fraction)
             z.pcp = PerCpuPages(mc.cpus, batch, high)
     return Machine(env=env, config=cfg, mem=mem, pageblocks=pageblocks, nodes=nodes,
                    zones=zones, policy=policy, min_free_kbytes=min_free_kbytes,

@@ -4,7 +4,10 @@ Follows mm/migrate.c: `migrate_pages` (4.4-6.2: up to 10 passes, `force` from th
 6.3+: batches of up to `NR_MAX_BATCHED_MIGRATION` pages unmapped together with one TLB
 flush, async passes then, for the sync modes, one-by-one passes with 7 retries),
 `__unmap_and_move` / `migrate_folio_unmap` (page lock trylock; ASYNC and PF_MEMALLOC
-callers never sleep on it; writeback waited for only in MIGRATE_SYNC), the reference-count
+callers, i.e. direct compaction and kswapd but not kcompactd, never sleep on it; before
+6.3 the others sleep only from the third pass; 6.5+ SYNC_LIGHT does not sleep on a page
+under read I/O, which is what a locked page is here; writeback waited for only in
+MIGRATE_SYNC), the reference
 check of `folio_migrate_mapping` (an extra reference is -EAGAIN), non-LRU movable pages
 through their driver (`move_to_new_folio` with movable_ops: zsmalloc's `zs_page_migrate`
 takes the pool, class and zspage locks of its era, sim/zsmalloc.py; balloon pages
@@ -66,6 +69,7 @@ class Migration:
         self.env = m.env
         self.costs = m.config.costs
         self.batching = m.config.kernel.migrate_batching
+        self.sync_light_io_nowait = m.config.kernel.sync_light_io_nowait
         self.multi_cpu = m.config.machine.cpus > 1
         self.rng = rng
         self.on_moved = on_moved            # callable(old_pfn, new_pfn): deadlines follow
@@ -82,7 +86,9 @@ class Migration:
         flags = mem.flags[pfn]
         wait = 0.0
         if flags & PG_LOCKED:
-            may_sleep = mode != MigrateMode.ASYNC and not memalloc and (force or self.batching)
+            # A locked page here is one under read I/O (not uptodate).
+            may_sleep = (mode != MigrateMode.ASYNC and not memalloc and (force or self.batching)
+                         and not (mode == MigrateMode.SYNC_LIGHT and self.sync_light_io_nowait))
             if not may_sleep:
                 return EAGAIN, 0.0
             wait += self.costs.page_lock_hold_ms * 0.5e-3

@@ -1,11 +1,13 @@
 """Per-cpu page lists (order 0).
 
 Follows mm/page_alloc.c `rmqueue_pcplist`, `rmqueue_bulk`, `free_unref_page_commit` and
-`free_pcppages_bulk` in their 4.4 shape, which is enough for fragmentation: one list per
-CPU and pcp migratetype, refilled with `batch` pages under one `zone->lock` hold, and
-drained from the cold end once `count >= high`. Pages on these lists are neither free in
-the buddy sense (not in NR_FREE_PAGES, cannot merge) nor allocated to anyone. Simplified:
-no `free_factor` scaling, no high-order pcp lists (5.13+), no auto-tuning (6.7+).
+`free_pcppages_bulk`: one list per CPU and pcp migratetype, refilled with `batch` pages
+under one `zone->lock` hold, and drained from the cold end once `count >= high`. Pages on
+these lists are neither free in the buddy sense (not in NR_FREE_PAGES, cannot merge) nor
+allocated to anyone. `batch` and `high` are sized per era when the machine is built
+(sim/zone.py: `zone_batchsize` with its 512 KiB / 1 MiB cap, 4.x's 6 * batch or 5.14+'s
+`zone_highsize`). Simplified: no `free_factor` scaling, no high-order pcp lists (5.13+),
+no auto-tuning of `high` (6.7+).
 """
 
 from __future__ import annotations

@@ -1,18 +1,24 @@
 """Page reclaim: kswapd per node and direct reclaim, simplified.
 
-Follows mm/vmscan.c at 6.1 in outline: `wakeup_kswapd` (with the hopeless and
+Follows mm/vmscan.c (4.12-6.x) in outline: `wakeup_kswapd` (with the hopeless and
 balanced-node rules that wake kcompactd instead), `balance_pgdat` reclaiming until a
-zone meets its HIGH watermark (+boost) for the order, switching a high-order request to
-order 0 after `compact_gap` pages, then a boosted pass, `kswapd_try_to_sleep` waking
-kcompactd with the requested order, and `try_to_free_pages` for direct reclaim with
-`allocstall_<zone>`. `shrink_page_list` is reduced to what matters for fragmentation:
-pages leave from the cold end of the node's anon and file LRU lists (the anon share set
-by `swappiness`); clean unlocked file pages are dropped; dirty ones are put under
-writeback and rotated; pages under writeback, locked, pinned or isolated are rotated;
-anonymous pages are compressed into zram when there is one (otherwise anon is not
-scanned). Writeback completes `writeback_page_ms` later. `shrink_slab` runs the
+zone meets its HIGH watermark (+boost) for the order, each `kswapd_shrink_node` pass
+aiming at the zones' high watermarks and raising the priority when it scanned less,
+dropping a high-order request to order 0 once `compact_gap(order)` pages were reclaimed
+and returning that reclaim order, then a boosted pass; `kswapd()` going back to
+`kswapd_try_to_sleep(alloc_order, reclaim_order)` when the reclaim order dropped, which
+(`prepare_kswapd_sleep` at the reclaim order) resets the skip hints, wakes kcompactd for
+the original order, naps HZ/10 and then sleeps if still balanced (counting
+`kswapd_{low,high}_wmark_hit_quickly` otherwise); and `try_to_free_pages` for direct
+reclaim with `allocstall_<zone>`. `shrink_page_list` is reduced to what matters for
+fragmentation: pages leave from the cold end of the node's anon and file LRU lists (the
+anon share set by `swappiness`); clean unlocked file pages are dropped; dirty ones are
+put under writeback and rotated; pages under writeback, locked, pinned or isolated are
+rotated; anonymous pages are compressed into zram when there is one (otherwise anon is
+not scanned). Writeback completes `writeback_page_ms` later. `shrink_slab` runs the
 registered shrinkers (zsmalloc's pool) after each node pass. Simplified: no active list,
-no referenced bit, no slab shrinkers but zsmalloc's, no memcg.
+no referenced bit, no slab shrinkers but zsmalloc's, no memcg; kswapd's scan of one pass stops once it
+reclaimed what the pass aims at.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from compactsim.sim.zone import WMARK_HIGH, zone_watermark_ok
 SWAP_CLUSTER_MAX = 32
 DEF_PRIORITY = 12
 MAX_RECLAIM_RETRIES = 16
+KSWAPD_NAP = 0.1                  # HZ/10: kswapd's short sleep before sleeping for good
 BUSY = PG_WRITEBACK | PG_LOCKED | PG_EXTRA_REF | PG_ISOLATED
 
 
@@ -232,6 +239,8 @@ class Reclaim:
                 m.events["pgscan_direct"] += scanned
                 m.events["pgsteal_direct"] += reclaimed
                 total += reclaimed
+                if reclaimed:
+                    self.kswapd_failures[node.node_id] = 0     # the node is not hopeless
                 if cpu or outcomes or batches:
                     yield from self._pay(task, node, cpu, outcomes, batches)
                 if total >= SWAP_CLUSTER_MAX:
@@ -258,55 +267,94 @@ class Reclaim:
         self.kswapd_sleeping[nid] = False
         self._wake[nid].succeed()
 
+    def prepare_kswapd_sleep(self, node: Node, order: int, highest_zoneidx: int) -> bool:
+        """A hopeless node, or one balanced at `order`, lets kswapd sleep."""
+        return (self.kswapd_failures[node.node_id] >= MAX_RECLAIM_RETRIES
+                or pgdat_balanced(node, order, highest_zoneidx))
+
     def _kswapd(self, nid: int):
-        m = self.m
-        node = m.nodes[nid]
+        """kswapd(): sleep, read the order asked for, balance; when balancing stopped at a
+        lower order than asked (compaction can take over), go back to sleep the short
+        way with the original order still to hand to kcompactd."""
+        node = self.m.nodes[nid]
         task = self.tasks[nid]
+        alloc_order = reclaim_order = 0
+        zoneidx = 1
         while True:
-            self.kswapd_sleeping[nid] = True
-            yield self._wake[nid]
-            self._wake[nid] = self.env.event()
-            order = self.kswapd_order[nid]
+            yield from self._kswapd_try_to_sleep(nid, alloc_order, reclaim_order, zoneidx)
+            alloc_order = self.kswapd_order[nid]
             zoneidx = self.kswapd_highest_zoneidx[nid]
             self.kswapd_order[nid] = 0
             self.kswapd_highest_zoneidx[nid] = 1
-            yield from self._balance_pgdat(task, node, order, zoneidx)
-            if self.kswapd_compact is not None and order > 0:
-                yield from self.kswapd_compact(nid, order, zoneidx)
-            # kswapd_try_to_sleep: once balanced, reset skip hints if a direct compactor
-            # asked for it and hand the high-order work to kcompactd.
-            if pgdat_balanced(node, order, zoneidx):
-                if self.on_kswapd_sleep is not None:
-                    self.on_kswapd_sleep(nid)
-                if self.kcompactd_wake is not None:
-                    self.kcompactd_wake(nid, order, zoneidx)
+            reclaim_order = yield from self._balance_pgdat(task, node, alloc_order, zoneidx)
+            if self.kswapd_compact is not None and alloc_order > 0:
+                yield from self.kswapd_compact(nid, alloc_order, zoneidx)
+            if reclaim_order >= alloc_order:
+                # Balanced at the order asked for: start over from what was asked since.
+                alloc_order = reclaim_order = self.kswapd_order[nid]
+
+    def _kswapd_try_to_sleep(self, nid: int, alloc_order: int, reclaim_order: int,
+                             zoneidx: int):
+        """kswapd_try_to_sleep: once the node is balanced at the order reclaim stopped at,
+        reset the skip hints (if a direct compactor asked), wake kcompactd for the order
+        that was asked for, nap HZ/10, and sleep for good if still balanced."""
+        node = self.m.nodes[nid]
+        events = self.m.events
+        remaining = False
+        if self.prepare_kswapd_sleep(node, reclaim_order, zoneidx):
+            if self.on_kswapd_sleep is not None:
+                self.on_kswapd_sleep(nid)
+            if self.kcompactd_wake is not None:
+                self.kcompactd_wake(nid, alloc_order, zoneidx)
+            self.kswapd_sleeping[nid] = True
+            wake = self._wake[nid]
+            yield wake | self.env.timeout(KSWAPD_NAP)
+            if wake.triggered:
+                # Woken before the nap ended: keep at least the order reclaimed for.
+                remaining = True
+                self._wake[nid] = self.env.event()
+                self.kswapd_order[nid] = max(self.kswapd_order[nid], reclaim_order)
+        if not remaining and self.prepare_kswapd_sleep(node, reclaim_order, zoneidx):
+            self.kswapd_sleeping[nid] = True
+            yield self._wake[nid]
+            self._wake[nid] = self.env.event()
+        else:
+            events["kswapd_low_wmark_hit_quickly" if remaining
+                   else "kswapd_high_wmark_hit_quickly"] += 1
+        self.kswapd_sleeping[nid] = False
 
     def _balance_pgdat(self, task: Task, node: Node, order: int, zoneidx: int):
+        """balance_pgdat: generator returning the order reclaim stopped at (sc.order),
+        0 once `compact_gap(order)` pages were reclaimed for a high order."""
         m = self.m
         m.events["pageoutrun"] += 1
         nid = node.node_id
         boosted = pgdat_watermark_boosted(node)
+        sc_order = order
         if pgdat_balanced(node, order, zoneidx) and not boosted:
-            m.events["kswapd_high_wmark_hit_quickly"] += 1
-            return
+            return sc_order
         reclaimed_total = 0
         priority = DEF_PRIORITY
-        while priority >= 0:
-            sc_order = order if reclaimed_total < compact_gap(order) else 0
+        while priority >= 1:
             if pgdat_balanced(node, sc_order, zoneidx):
                 break
+            # kswapd_shrink_node: each pass aims at the high watermarks of the zones.
+            nr_to_reclaim = sum(max(z.wmark_pages(WMARK_HIGH), SWAP_CLUSTER_MAX)
+                                for z in node.zones if z.zone_idx <= zoneidx)
             scanned, reclaimed, cpu, outcomes, batches = self.shrink_node(
-                task, node, SWAP_CLUSTER_MAX, priority)
+                task, node, nr_to_reclaim, priority)
             m.events["pgscan_kswapd"] += scanned
             m.events["pgsteal_kswapd"] += reclaimed
             reclaimed_total += reclaimed
+            if sc_order and reclaimed_total >= compact_gap(sc_order):
+                sc_order = 0
             yield from self._pay(task, node, cpu or SWAP_CLUSTER_MAX
                                  * self.costs.reclaim_scan_keep_us * 1e-6, outcomes, batches)
-            if reclaimed < SWAP_CLUSTER_MAX:
+            if scanned < nr_to_reclaim or not reclaimed:
                 priority -= 1
-        if priority < 0:
+        if not reclaimed_total and priority < 1:
             self.kswapd_failures[nid] += 1
-        else:
+        elif reclaimed_total:
             self.kswapd_failures[nid] = 0
         if boosted:
             # The boost is reclaimed and then dropped; kcompactd finishes the job.
@@ -314,6 +362,7 @@ class Reclaim:
                 z.watermark_boost = 0
             if self.kcompactd_wake is not None:
                 self.kcompactd_wake(nid, PAGEBLOCK_ORDER, zoneidx)
+        return sc_order
 
 
 def reclaimable_pages(m: Machine, nid: int, zram_room: bool) -> int:

@@ -15,3 +15,4 @@ class Task:
     node: int
     memalloc: bool = False   # PF_MEMALLOC: reclaim or compaction context, no recursion
     debt: float = 0.0        # CPU time used but not yet turned into a simulated wait
+    lru_pending: int = 0     # pages put on or taken off an LRU, awaiting the lruvec lock

@@ -8,8 +8,12 @@ falling back to base pages; slab GFP_KERNEL with or without __GFP_RECLAIMABLE; f
 stacks GFP_KERNEL; network buffers GFP_ATOMIC at order 3 with __GFP_NORETRY, falling back
 to order 0 as `skb_page_frag_refill` does; balloon pages as `balloon_page_alloc`). Each
 allocated block gets page states drawn from the group's probabilities and a deadline
-from its lifetime distribution; a reaper frees due blocks every `lifetime_tick`.
-Simplified: tasks own no address space; a block is freed by its deadline or by reclaim.
+from its lifetime distribution; a reaper frees due blocks every `lifetime_tick`. Pages
+reach and leave the LRU lists through per-cpu batches (`folio_batch_move_lru`,
+`release_pages`) that take the node's lruvec lock, so compaction and reclaim contend
+with the workload for it. Simplified: tasks own no address space; a block is freed by
+its deadline or by reclaim; a request's (or a reaper tick's) LRU batches take the lock
+once, for all their pages.
 
 Common random numbers (sim/rng.py): a task's k-th request takes its arrival gap, orders,
 lifetimes and page states from record k of the task's stream, one fixed slot per block,
@@ -46,6 +50,8 @@ from compactsim.sim.task import Task
 from compactsim.sim.zram import ZSPAGE_GFP_MOVABLE, ZSPAGE_GFP_UNMOVABLE, Zram
 
 HPAGE_PMD_NR = 1 << PAGEBLOCK_ORDER
+LRU_BATCH = 15          # PAGEVEC_SIZE / FOLIO_BATCH_SIZE: pages per per-cpu LRU batch
+COMPACT_CLUSTER = 32    # folios the lru_lock_batch_hold_us cost is measured for
 FAULT_LOG_LINES = 200_000
 
 
@@ -139,6 +145,7 @@ class Workload:
         self.rngs = rngs
         self.cfg = m.config
         self.costs = m.config.costs
+        self.lru_page_hold = self.costs.lru_lock_batch_hold_us * 1e-6 / COMPACT_CLUSTER
         self.lifetimes = Lifetimes(m, m.config.sampling.lifetime_tick)
         self.kernel = KernelMemory(m, allocator, self.lifetimes)   # implicit allocations
         self.latency: dict[str, Histogram] = {}
@@ -204,9 +211,9 @@ class Workload:
                 plan = self._extra_plans[id(group)] = self._plan(group)
         self.setup_pages(plan, (pfn,), order, rng)
 
-    def setup_pages(self, plan: "GroupPlan", pfns, order: int, rng) -> None:
+    def setup_pages(self, plan: "GroupPlan", pfns, order: int, rng) -> int:
         """setup_page for several blocks of one group and order (the hot path: list and
-        wheel operations are inlined)."""
+        wheel operations are inlined). Returns the pages put on an LRU list."""
         m = self.m
         mem = m.mem
         kind, flags_arr, expire, nxt, prv = mem.kind, mem.flags, mem.expire, mem.nxt, mem.prv
@@ -228,6 +235,7 @@ class Workload:
         uniforms = iter(rng.randoms(len(pfns))) if exp_mean and not plan.random_states \
             else None
         seconds = 0.0
+        added = 0
         for pfn in pfns:
             kind[pfn] = code
             if life is not None:          # before the page states: I/O timers key on it
@@ -261,6 +269,7 @@ class Workload:
                 prv[first] = pfn
                 nxt[head] = pfn
                 node.lru_size[lru] += nr
+                added += nr
                 flags |= PG_LRU
             elif plan.driver_list >= 0:
                 mem.list_add(nodes[pfn // node_pages].lists[plan.driver_list], pfn)
@@ -268,6 +277,7 @@ class Workload:
                     m.events["balloon_inflate"] += 1
             flags_arr[pfn] = flags
         self.kernel.note(plan.group, plan.group.kind, len(pfns) << order, expire[pfns[-1]])
+        return added
 
     def _draw_flags(self, group: WorkloadGroup, pfn: int, rng) -> int:
         """Page states drawn from the group's shares; I/O states end on their own."""
@@ -327,6 +337,23 @@ class Workload:
         """A migrated block keeps its owner's deadline under its new pfn."""
         self.lifetimes.schedule(pfn, tick)
 
+    def lru_batch_drain(self, task: Task, nid: int):
+        """The task's per-cpu LRU batch reaches the lists: `folio_batch_move_lru` (adds) or
+        `release_pages` (frees) under the node's lruvec lock, held for the pages moved
+        (a task's earlier CPU time is paid before it calls this). The hold, after any
+        earlier reserved sections, becomes the task's time; behind an ordinary holder
+        (compaction, reclaim) the task queues for the lock."""
+        lock = self.m.nodes[nid].lru_lock
+        hold = task.lru_pending * self.lru_page_hold
+        task.lru_pending = 0
+        waited = lock.reserve(hold)
+        if waited is not None:
+            task.debt += waited + hold
+            return
+        yield lock.lock()
+        yield self.env.timeout(hold)
+        lock.unlock()
+
     # --- the reaper ----------------------------------------------------------------------
 
     def _reaper(self):
@@ -371,10 +398,15 @@ class Workload:
                     task = self.reapers[nid]
                     task.cpu = cpu
                     del_pages_from_lru(m, pfns)
+                    task.lru_pending += len(pfns)
                     outcomes.extend(free_unref_page_list(m, task, pfns))
                     task.debt += len(pfns) * self.costs.pcp_free_ns * 1e-9
             if self.zram is not None and self.zram.enabled:
                 outcomes.extend(self.zram.expire(self.reapers[0], tick))
+            # release_pages takes the lruvec lock before it frees the pages.
+            for reaper in self.reapers:
+                if reaper.lru_pending:
+                    yield from self.lru_batch_drain(reaper, reaper.node)
             if outcomes:
                 yield from charge_frees(self.env, task, self.costs, outcomes)
                 yield from settle(self.env, task)
@@ -426,7 +458,10 @@ class Workload:
                 draws.seek(j)
                 order = orders[draws.pick(cdf)] if len(orders) > 1 else orders[0]
                 yield from self._one(plan, task, order, draws)
+            yield from self.kernel.after_request(group, task)
             yield from settle(env, task)
+            if task.lru_pending >= LRU_BATCH:
+                yield from self.lru_batch_drain(task, task.node)
             k += 1
 
     def _bulk(self, plan: GroupPlan, task: Task, rng, n: int) -> int:
@@ -437,7 +472,7 @@ class Workload:
             cost = self.costs.pcp_alloc_ns * 1e-9
             task.debt += k * (cost + plan.fault_cost[0])
             self._record(plan, 0, cost, k, k)
-            self.setup_pages(plan, pfns, 0, rng)
+            task.lru_pending += self.setup_pages(plan, pfns, 0, rng)
         return k
 
     def _record(self, plan: GroupPlan, order: int, latency: float, attempts: int, ok: int):
@@ -462,7 +497,7 @@ class Workload:
             order = 0
             pfn = yield from self._timed(plan, task, plan.gfp[0], 0)
         if pfn >= 0:
-            self.setup_pages(plan, (pfn,), order, rng)
+            task.lru_pending += self.setup_pages(plan, (pfn,), order, rng)
             task.debt += plan.fault_cost[order]
 
     def _fault_cost(self, kind: PageKind, order: int) -> float:
@@ -493,7 +528,7 @@ class Workload:
             pfn = yield from self._timed(plan, task, gfp, PAGEBLOCK_ORDER)
             if pfn >= 0:
                 m.events["thp_fault_alloc"] += 1
-                self.setup_pages(plan, (pfn,), PAGEBLOCK_ORDER, rng)
+                task.lru_pending += self.setup_pages(plan, (pfn,), PAGEBLOCK_ORDER, rng)
                 task.debt += self.costs.thp_fault_nocompact_us * 1e-6
                 self._log_fault(task, "huge", env.now + task.debt - start)
                 return
@@ -511,7 +546,7 @@ class Workload:
             pfn = yield from self._timed(plan, task, GFP_HIGHUSER_MOVABLE, 0)
             if pfn < 0:
                 return
-            self.setup_pages(base, (pfn,), 0, draws.seek(i))
+            task.lru_pending += self.setup_pages(base, (pfn,), 0, draws.seek(i))
             task.debt += self.costs.anon_fault_us * 1e-6
             if i == 0:
                 self._log_fault(task, "base", env.now + task.debt - start)

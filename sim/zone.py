@@ -2,7 +2,8 @@
 
 Follows include/linux/mmzone.h (`struct zone`, `struct free_area`) and mm/page_alloc.c
 (`__setup_per_zone_wmarks`, `calculate_min_free_kbytes`, `setup_per_zone_lowmem_reserve`,
-`__zone_watermark_ok`, `zone_batchsize`, `zone_highsize`) at 6.1, with the 4.4 watermark
+`__zone_watermark_ok`, `zone_batchsize`, `zone_highsize`, 4.x's
+`pageset_set_high_and_batch`) at 6.1, with the 4.4 watermark
 gaps as a switch. Free lists are circular lists through the memmap's links (sim/page.py),
 one per order and migratetype, with `nr_free` per order and per (order, type) so that
 emptiness checks are O(1). Simplified: no CMA or highatomic reserve accounting.
@@ -156,19 +157,29 @@ def setup_per_zone_lowmem_reserve(node_zones: list[Zone], ratio_dma32: int) -> N
             lower.lowmem_reserve[upper.zone_idx] = managed // ratios[lower.name]
 
 
-def zone_batchsize(managed_pages: int) -> int:
-    """pcp batch: ~zone/1024 capped at 1 MiB, /4, rounded to 2^n - 1 (63 for >= 1 GiB).
+def zone_batchsize(managed_pages: int, batch_max_kb: int = 1024) -> int:
+    """pcp batch: ~zone/1024 capped at `batch_max_kb` (1 MiB since 4.19, 512 KiB
+    before), /4, rounded down to 2^n - 1: 63 (4.4: 31) for zones of 1 GiB and more.
 
     The kernel's zone_batchsize() gives 0 for zones under 32 MiB; its only user,
     zone_set_pageset_high_and_batch() (4.4: pageset_set_batch), raises that to 1, and
     so do we: a batch of 0 would never refill a pcp list nor drain one over `high`.
     """
-    batch = min(managed_pages >> 10, (1 << 20) // 4096) // 4
+    batch = min(managed_pages >> 10, batch_max_kb * 1024 // 4096) // 4
     batch = max(batch, 1)
     return max(1, (1 << ((batch + batch // 2).bit_length() - 1)) - 1)
 
 
+def pageset_high(batch: int, high_fraction: int, managed_pages: int) -> int:
+    """pcp high up to 5.13 (pageset_set_high_and_batch): 6 * batch, or
+    managed/percpu_pagelist_fraction per CPU when that sysctl is set."""
+    if high_fraction:
+        return max(managed_pages // high_fraction, 4 * batch)
+    return 6 * batch
+
+
 def zone_highsize(z: Zone, batch: int, cpus_on_node: int, high_fraction: int) -> int:
-    """pcp high: LOW watermark (or managed/fraction) split over the node's CPUs, >= 4*batch."""
+    """pcp high (5.14+): LOW watermark (or managed/fraction) split over the node's CPUs,
+    >= 4*batch."""
     total = z.managed_pages // high_fraction if high_fraction else z.watermark[WMARK_LOW]
     return max(total // max(cpus_on_node, 1), batch << 2)

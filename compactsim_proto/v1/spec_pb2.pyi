@@ -131,6 +131,54 @@ ZSMALLOC_LOCKING_ZSPAGE_TRYLOCK: ZsmallocLocking.ValueType  # 4
 """6.15+: pool rwlock, class->lock, zspage_write_trylock (-EINVAL when zram holds it)."""
 Global___ZsmallocLocking: typing_extensions.TypeAlias = ZsmallocLocking
 
+class _TraceEra:
+    ValueType = typing.NewType("ValueType", builtins.int)
+    V: typing_extensions.TypeAlias = ValueType
+
+class _TraceEraEnumTypeWrapper(google.protobuf.internal.enum_type_wrapper._EnumTypeWrapper[_TraceEra.ValueType], builtins.type):
+    DESCRIPTOR: google.protobuf.descriptor.EnumDescriptor
+    TRACE_ERA_UNSPECIFIED: _TraceEra.ValueType  # 0
+    """Unset: the value of the kernel profile."""
+    TRACE_ERA_V4_4: _TraceEra.ValueType  # 1
+    """4.4: try_to_compact_pages prints gfp_mask=0x%x mode=%d; statuses partial, complete."""
+    TRACE_ERA_V4_8: _TraceEra.ValueType  # 2
+    """4.8+: gfp_mask=%s priority=%d; statuses success, partial_skipped."""
+
+class TraceEra(_TraceEra, metaclass=_TraceEraEnumTypeWrapper):
+    """Which kernel's tracepoint formats and compact_result names traces use."""
+
+TRACE_ERA_UNSPECIFIED: TraceEra.ValueType  # 0
+"""Unset: the value of the kernel profile."""
+TRACE_ERA_V4_4: TraceEra.ValueType  # 1
+"""4.4: try_to_compact_pages prints gfp_mask=0x%x mode=%d; statuses partial, complete."""
+TRACE_ERA_V4_8: TraceEra.ValueType  # 2
+"""4.8+: gfp_mask=%s priority=%d; statuses success, partial_skipped."""
+Global___TraceEra: typing_extensions.TypeAlias = TraceEra
+
+class _PcpHigh:
+    ValueType = typing.NewType("ValueType", builtins.int)
+    V: typing_extensions.TypeAlias = ValueType
+
+class _PcpHighEnumTypeWrapper(google.protobuf.internal.enum_type_wrapper._EnumTypeWrapper[_PcpHigh.ValueType], builtins.type):
+    DESCRIPTOR: google.protobuf.descriptor.EnumDescriptor
+    PCP_HIGH_UNSPECIFIED: _PcpHigh.ValueType  # 0
+    """Unset: the value of the kernel profile."""
+    PCP_HIGH_BATCH_X6: _PcpHigh.ValueType  # 1
+    """Up to 5.13: high = 6 * batch."""
+    PCP_HIGH_ZONE_LOW: _PcpHigh.ValueType  # 2
+    """5.14+: zone_highsize, the LOW watermark over the node's CPUs."""
+
+class PcpHigh(_PcpHigh, metaclass=_PcpHighEnumTypeWrapper):
+    """How a zone's per-cpu list high mark is sized."""
+
+PCP_HIGH_UNSPECIFIED: PcpHigh.ValueType  # 0
+"""Unset: the value of the kernel profile."""
+PCP_HIGH_BATCH_X6: PcpHigh.ValueType  # 1
+"""Up to 5.13: high = 6 * batch."""
+PCP_HIGH_ZONE_LOW: PcpHigh.ValueType  # 2
+"""5.14+: zone_highsize, the LOW watermark over the node's CPUs."""
+Global___PcpHigh: typing_extensions.TypeAlias = PcpHigh
+
 class _ContendedAbort:
     ValueType = typing.NewType("ValueType", builtins.int)
     V: typing_extensions.TypeAlias = ValueType
@@ -686,6 +734,11 @@ class KernelSpec(google.protobuf.message.Message):
     SYNC_LIGHT_ISOLATES_WRITEBACK_FIELD_NUMBER: builtins.int
     ZSMALLOC_LOCKING_FIELD_NUMBER: builtins.int
     VMAP_STACK_FIELD_NUMBER: builtins.int
+    TRACE_FORMAT_FIELD_NUMBER: builtins.int
+    SYNC_LIGHT_IO_NOWAIT_FIELD_NUMBER: builtins.int
+    PCP_BATCH_MAX_KB_FIELD_NUMBER: builtins.int
+    PCP_HIGH_FIELD_NUMBER: builtins.int
+    STEAL_SMALLEST_FIELD_NUMBER: builtins.int
     profile: builtins.str
     """Named release preset: v4.4, v4.8, v4.12, v5.0, v5.9, v6.1, v6.10, v6.17.
     Default v6.10.
@@ -730,6 +783,16 @@ class KernelSpec(google.protobuf.message.Message):
     """CONFIG_VMAP_STACK (x86-64 4.9+): kernel stacks are order-0 vmalloc pages, not one
     order-2 block.
     """
+    trace_format: Global___TraceEra.ValueType
+    """Tracepoint formats and compact_result names of 4.4 or of 4.8+."""
+    sync_light_io_nowait: builtins.bool
+    """6.5+: SYNC_LIGHT migration does not sleep on the lock of a page under read I/O."""
+    pcp_batch_max_kb: builtins.int
+    """zone_batchsize's cap on a pcp batch in KiB: 512 before 4.19, 1024 since. 64..2^20."""
+    pcp_high: Global___PcpHigh.ValueType
+    """How pcp high is sized."""
+    steal_smallest: builtins.bool
+    """6.15+: a fallback that claims no block steals from the smallest suitable block."""
     def __init__(
         self,
         *,
@@ -751,9 +814,14 @@ class KernelSpec(google.protobuf.message.Message):
         sync_light_isolates_writeback: builtins.bool | None = ...,
         zsmalloc_locking: Global___ZsmallocLocking.ValueType = ...,
         vmap_stack: builtins.bool | None = ...,
+        trace_format: Global___TraceEra.ValueType = ...,
+        sync_light_io_nowait: builtins.bool | None = ...,
+        pcp_batch_max_kb: builtins.int | None = ...,
+        pcp_high: Global___PcpHigh.ValueType = ...,
+        steal_smallest: builtins.bool | None = ...,
     ) -> None: ...
-    def HasField(self, field_name: typing.Literal["_alloc_nofragment", b"_alloc_nofragment", "_compact_priorities", b"_compact_priorities", "_compaction", b"_compaction", "_compaction_capture", b"_compaction_capture", "_fast_search", b"_fast_search", "_kcompactd", b"_kcompactd", "_migrate_batching", b"_migrate_batching", "_pcp", b"_pcp", "_proactive_compaction", b"_proactive_compaction", "_profile", b"_profile", "_scaled_watermarks", b"_scaled_watermarks", "_sync_light_isolates_writeback", b"_sync_light_isolates_writeback", "_vmap_stack", b"_vmap_stack", "_watermark_boost", b"_watermark_boost", "alloc_nofragment", b"alloc_nofragment", "compact_priorities", b"compact_priorities", "compaction", b"compaction", "compaction_capture", b"compaction_capture", "fast_search", b"fast_search", "kcompactd", b"kcompactd", "migrate_batching", b"migrate_batching", "pcp", b"pcp", "proactive_compaction", b"proactive_compaction", "profile", b"profile", "scaled_watermarks", b"scaled_watermarks", "sync_light_isolates_writeback", b"sync_light_isolates_writeback", "vmap_stack", b"vmap_stack", "watermark_boost", b"watermark_boost"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["_alloc_nofragment", b"_alloc_nofragment", "_compact_priorities", b"_compact_priorities", "_compaction", b"_compaction", "_compaction_capture", b"_compaction_capture", "_fast_search", b"_fast_search", "_kcompactd", b"_kcompactd", "_migrate_batching", b"_migrate_batching", "_pcp", b"_pcp", "_proactive_compaction", b"_proactive_compaction", "_profile", b"_profile", "_scaled_watermarks", b"_scaled_watermarks", "_sync_light_isolates_writeback", b"_sync_light_isolates_writeback", "_vmap_stack", b"_vmap_stack", "_watermark_boost", b"_watermark_boost", "alloc_nofragment", b"alloc_nofragment", "claim_rule", b"claim_rule", "compact_priorities", b"compact_priorities", "compaction", b"compaction", "compaction_capture", b"compaction_capture", "contended_abort", b"contended_abort", "fast_search", b"fast_search", "kcompactd", b"kcompactd", "migrate_batching", b"migrate_batching", "movable_ops", b"movable_ops", "pcp", b"pcp", "proactive_compaction", b"proactive_compaction", "profile", b"profile", "scaled_watermarks", b"scaled_watermarks", "sync_light_isolates_writeback", b"sync_light_isolates_writeback", "vmap_stack", b"vmap_stack", "watermark_boost", b"watermark_boost", "zsmalloc_locking", b"zsmalloc_locking"]) -> None: ...
+    def HasField(self, field_name: typing.Literal["_alloc_nofragment", b"_alloc_nofragment", "_compact_priorities", b"_compact_priorities", "_compaction", b"_compaction", "_compaction_capture", b"_compaction_capture", "_fast_search", b"_fast_search", "_kcompactd", b"_kcompactd", "_migrate_batching", b"_migrate_batching", "_pcp", b"_pcp", "_pcp_batch_max_kb", b"_pcp_batch_max_kb", "_proactive_compaction", b"_proactive_compaction", "_profile", b"_profile", "_scaled_watermarks", b"_scaled_watermarks", "_steal_smallest", b"_steal_smallest", "_sync_light_io_nowait", b"_sync_light_io_nowait", "_sync_light_isolates_writeback", b"_sync_light_isolates_writeback", "_vmap_stack", b"_vmap_stack", "_watermark_boost", b"_watermark_boost", "alloc_nofragment", b"alloc_nofragment", "compact_priorities", b"compact_priorities", "compaction", b"compaction", "compaction_capture", b"compaction_capture", "fast_search", b"fast_search", "kcompactd", b"kcompactd", "migrate_batching", b"migrate_batching", "pcp", b"pcp", "pcp_batch_max_kb", b"pcp_batch_max_kb", "proactive_compaction", b"proactive_compaction", "profile", b"profile", "scaled_watermarks", b"scaled_watermarks", "steal_smallest", b"steal_smallest", "sync_light_io_nowait", b"sync_light_io_nowait", "sync_light_isolates_writeback", b"sync_light_isolates_writeback", "vmap_stack", b"vmap_stack", "watermark_boost", b"watermark_boost"]) -> builtins.bool: ...
+    def ClearField(self, field_name: typing.Literal["_alloc_nofragment", b"_alloc_nofragment", "_compact_priorities", b"_compact_priorities", "_compaction", b"_compaction", "_compaction_capture", b"_compaction_capture", "_fast_search", b"_fast_search", "_kcompactd", b"_kcompactd", "_migrate_batching", b"_migrate_batching", "_pcp", b"_pcp", "_pcp_batch_max_kb", b"_pcp_batch_max_kb", "_proactive_compaction", b"_proactive_compaction", "_profile", b"_profile", "_scaled_watermarks", b"_scaled_watermarks", "_steal_smallest", b"_steal_smallest", "_sync_light_io_nowait", b"_sync_light_io_nowait", "_sync_light_isolates_writeback", b"_sync_light_isolates_writeback", "_vmap_stack", b"_vmap_stack", "_watermark_boost", b"_watermark_boost", "alloc_nofragment", b"alloc_nofragment", "claim_rule", b"claim_rule", "compact_priorities", b"compact_priorities", "compaction", b"compaction", "compaction_capture", b"compaction_capture", "contended_abort", b"contended_abort", "fast_search", b"fast_search", "kcompactd", b"kcompactd", "migrate_batching", b"migrate_batching", "movable_ops", b"movable_ops", "pcp", b"pcp", "pcp_batch_max_kb", b"pcp_batch_max_kb", "pcp_high", b"pcp_high", "proactive_compaction", b"proactive_compaction", "profile", b"profile", "scaled_watermarks", b"scaled_watermarks", "steal_smallest", b"steal_smallest", "sync_light_io_nowait", b"sync_light_io_nowait", "sync_light_isolates_writeback", b"sync_light_isolates_writeback", "trace_format", b"trace_format", "vmap_stack", b"vmap_stack", "watermark_boost", b"watermark_boost", "zsmalloc_locking", b"zsmalloc_locking"]) -> None: ...
     @typing.overload
     def WhichOneof(self, oneof_group: typing.Literal["_alloc_nofragment", b"_alloc_nofragment"]) -> typing.Literal["alloc_nofragment"] | None: ...
     @typing.overload
@@ -771,11 +839,17 @@ class KernelSpec(google.protobuf.message.Message):
     @typing.overload
     def WhichOneof(self, oneof_group: typing.Literal["_pcp", b"_pcp"]) -> typing.Literal["pcp"] | None: ...
     @typing.overload
+    def WhichOneof(self, oneof_group: typing.Literal["_pcp_batch_max_kb", b"_pcp_batch_max_kb"]) -> typing.Literal["pcp_batch_max_kb"] | None: ...
+    @typing.overload
     def WhichOneof(self, oneof_group: typing.Literal["_proactive_compaction", b"_proactive_compaction"]) -> typing.Literal["proactive_compaction"] | None: ...
     @typing.overload
     def WhichOneof(self, oneof_group: typing.Literal["_profile", b"_profile"]) -> typing.Literal["profile"] | None: ...
     @typing.overload
     def WhichOneof(self, oneof_group: typing.Literal["_scaled_watermarks", b"_scaled_watermarks"]) -> typing.Literal["scaled_watermarks"] | None: ...
+    @typing.overload
+    def WhichOneof(self, oneof_group: typing.Literal["_steal_smallest", b"_steal_smallest"]) -> typing.Literal["steal_smallest"] | None: ...
+    @typing.overload
+    def WhichOneof(self, oneof_group: typing.Literal["_sync_light_io_nowait", b"_sync_light_io_nowait"]) -> typing.Literal["sync_light_io_nowait"] | None: ...
     @typing.overload
     def WhichOneof(self, oneof_group: typing.Literal["_sync_light_isolates_writeback", b"_sync_light_isolates_writeback"]) -> typing.Literal["sync_light_isolates_writeback"] | None: ...
     @typing.overload

@@ -17,6 +17,7 @@ from rig import Rig, block_is_free, make_rig, populate
 
 from compactsim.sim.buddy import move_to_free_list
 from compactsim.sim.compaction import (
+    COMPACT_CLUSTER_MAX,
     COMPACT_MAX_DEFER_SHIFT,
     CompactControl,
     Trigger,
@@ -375,7 +376,8 @@ def test_restarting_zone_has_its_skip_bits_cleared_by_compact_zone():
     cc = CompactControl(zone=z, order=9, mode=MigrateMode.SYNC_LIGHT,
                         trigger=Trigger.KCOMPACTD, task=r.task, gfp=GFP_KERNEL)
     assert run_compaction(r, cc) is CompactResult.COMPLETE
-    assert cc.nr_migrated == 0 and cc.total_migrate_scanned == 0   # every block skipped
+    # Every block skipped: only the free-list entries fast_find_migrateblock read count.
+    assert cc.nr_migrated == 0 and cc.total_migrate_scanned <= COMPACT_CLUSTER_MAX + 2
     m.pageblocks.skip[0:32] = b"\1" * 32
     z.compact_defer_shift, z.compact_considered = COMPACT_MAX_DEFER_SHIFT, 64
     cc = CompactControl(zone=z, order=9, mode=MigrateMode.SYNC_LIGHT,

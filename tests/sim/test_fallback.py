@@ -456,3 +456,39 @@ def test_only_a_kswapd_waking_allocation_clears_the_boost_bit():
     assert out.pfn >= 0 and not out.boosted_wake and z.boosted
     out = get_page_from_freelist(m, task, GFP_KERNEL, 0, ALLOC_NO_WATERMARKS | ALLOC_KSWAPD)
     assert out.pfn >= 0 and out.boosted_wake and not z.boosted
+
+
+# --- 6.15+: __rmqueue_claim then __rmqueue_steal (profile v6.17) -------------------------
+
+def test_v6_17_steals_one_page_from_the_smallest_block_when_it_claims_none():
+    """Two movable blocks, both mostly in use by movable pages (no claim possible): the
+    unmovable page comes from the order-2 fragment, not the order-7 block (6.10 took the
+    largest); the remainder stays on the block's own type."""
+    lay = Layout(ClaimRule.FREELIST_HYGIENE)
+    assert lay.m.policy.steal_smallest is False
+    lay.m.policy.steal_smallest = True
+    lay.block(pb(4), M, free=[(0, 2)], movable=range(4, PAGEBLOCK_NR_PAGES))
+    lay.block(pb(8), M, free=[(128, 7)], movable=range(0, 128))
+    lay.block(pb(8), M, movable=range(256, PAGEBLOCK_NR_PAGES))
+    pfn = lay.alloc(0, U)
+    assert pfn == pb(4)
+    assert lay.label(pb(4)) == M and lay.label(pb(8)) == M
+    assert lay.free_in(pb(4)) == {M: 3}
+    assert lay.free_in(pb(8)) == {M: 128}
+    (_z, found, order, fallback_order, start_mt, fallback_mt, change), = lay.events
+    assert (found, fallback_order, start_mt, fallback_mt, change) == (pb(4), 2, U, M, False)
+
+
+def test_v6_17_still_claims_a_block_largest_first():
+    lay = Layout(ClaimRule.FREELIST_HYGIENE)
+    lay.m.policy.steal_smallest = True
+    lay.block(pb(4), M, free=[(0, 2)], movable=range(4, PAGEBLOCK_NR_PAGES))
+    lay.block(pb(8), M, free=[(0, 8)])                  # half the block free: claimable
+    pfn = lay.alloc(0, U)
+    assert pfn >> PAGEBLOCK_ORDER == 8
+    assert lay.label(pb(8)) == U
+
+
+def test_steal_smallest_is_the_v6_17_profile_only():
+    from compactsim.sim.config import PROFILES
+    assert [p for p, sw in PROFILES.items() if sw["steal_smallest"]] == ["v6.17"]

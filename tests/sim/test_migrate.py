@@ -120,10 +120,12 @@ PRE_6_3 = [
     (PG_EXTRA_REF, L, True, False, EAGAIN, 0.0),
     (PG_EXTRA_REF, S, True, False, EAGAIN, 0.0),
 ]
-# 6.3+: no force; the sync modes may sleep on a page lock from the first try.
+# 6.3+: no force; the sync modes may sleep on a page lock from the first try, but 6.5+
+# SYNC_LIGHT not on a page locked for read I/O (!uptodate), the only locked pages here.
 BATCHED = [
     (PG_LOCKED, A, False, False, EAGAIN, 0.0),
-    (PG_LOCKED, L, False, False, MIGRATEPAGE_SUCCESS, LOCK_WAIT),
+    (PG_LOCKED, L, False, False, EAGAIN, 0.0),
+    (PG_LOCKED, S, False, False, MIGRATEPAGE_SUCCESS, LOCK_WAIT),
     (PG_LOCKED, L, False, True, EAGAIN, 0.0),
     (PG_WRITEBACK, L, False, False, EBUSY, 0.0),
     (PG_WRITEBACK, S, False, False, MIGRATEPAGE_SUCCESS, WB_WAIT),
@@ -140,6 +142,28 @@ def test_unmap_and_move_rc_per_mode(profile, case):
     got_rc, got_wait = r.migration.unmap_and_move_rc(pfn, mode, force, memalloc)
     assert got_rc == rc
     assert got_wait == pytest.approx(wait)
+
+
+def test_sync_light_sleeps_on_an_io_locked_page_between_6_3_and_6_4_only():
+    r = make_rig("v6.10", sync_light_io_nowait=False)
+    pfn = one_page(r, ANON, PG_LOCKED)
+    assert r.migration.unmap_and_move_rc(pfn, L, False, False) == (MIGRATEPAGE_SUCCESS,
+                                                                   pytest.approx(LOCK_WAIT))
+
+
+@pytest.mark.parametrize("profile,waits", [("v4.8", True), ("v6.1", True), ("v6.10", False)])
+def test_kcompactd_is_not_pf_memalloc_and_waits_where_its_version_lets_it(profile, waits):
+    """kcompactd() does not set PF_MEMALLOC: its SYNC_LIGHT migration sleeps on a locked
+    page in a forced pass (4.6-6.2), but not on one under read I/O in 6.5+."""
+    from compactsim.sim.kcompactd import Kcompactd
+    r = make_rig(profile)
+    kc = Kcompactd(r.m, r.compaction, None)
+    task = kc.tasks[0]
+    assert task.memalloc is False
+    pfn = one_page(r, ANON, PG_LOCKED)
+    rc, wait = r.migration.unmap_and_move_rc(pfn, L, True, task.memalloc)
+    assert (rc == MIGRATEPAGE_SUCCESS) is waits
+    assert (wait > 0) is waits
 
 
 def test_unmap_and_move_rc_of_released_and_driver_pages():
