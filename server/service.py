@@ -51,7 +51,6 @@ from compactsim.server.filters import QueryError
 from compactsim.server.limits import Exceeded, Limits
 from compactsim.server.manager import REPORT_HISTOGRAMS, ManagerClosed, QueueLimit, RunManager
 from compactsim.server.refusal import refuse
-from compactsim.server.status_limits import bounded
 from compactsim.server.store import (
     IdTaken,
     InvalidArgument,

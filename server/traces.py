@@ -14,10 +14,12 @@ when the client goes away, and on success it is renamed to its hash (an upload o
 already stored keeps the first copy). Partial uploads left by a crash are removed when
 the store opens.
 
-Each user's uploads are recorded as empty files DATA_DIR/trace-owners/{user}/{sha256}: a user may keep at most `max_bytes_per_user` of traces (the sizes of the traces
-they uploaded, each counted once, checked as an upload is stored: a partial upload is
-bounded by `max_bytes`) and have at most `MAX_UPLOADS_PER_USER` uploads in progress. `delete()` takes back a user's upload (an admin's: everyone's) and removes the
-file once nobody who uploaded it keeps it.
+Each user's uploads are recorded as empty files DATA_DIR/trace-owners/{user}/{sha256}: a
+user may keep at most `max_bytes_per_user` of traces (the sizes of the traces they
+uploaded, each counted once, checked as an upload is stored: a partial upload is bounded
+by `max_bytes`) and have at most `MAX_UPLOADS_PER_USER` uploads in progress. `delete()`
+takes back a user's upload (an admin's: everyone's) and removes the file once nobody who
+uploaded it keeps it.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from compactsim.client.experiment import load_experiment, parse_arm, Plan, run_local
+from compactsim.client.experiment import Plan, load_experiment, parse_arm, run_local
 from compactsim.client.report import FIGURES, write_report
 from compactsim.codec.stats import fmt, headline, other_significant
 

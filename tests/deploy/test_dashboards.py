@@ -234,7 +234,7 @@ def grafana_import(text: str, inputs: dict[str, str]) -> dict:
     replaced by the value picked for it."""
     dash = json.loads(text)
     for inp in dash.get("__inputs", []):
-        text = text.replace("${%s}" % inp["name"], inputs[inp["name"]])
+        text = text.replace("${" + inp["name"] + "}", inputs[inp["name"]])
     return json.loads(text)
 
 

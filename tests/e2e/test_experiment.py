@@ -10,8 +10,8 @@ import subprocess
 import sys
 
 import grpc
-from google.rpc import error_details_pb2
 import pytest
+from google.rpc import error_details_pb2
 from serverproc import ROOT, details
 
 from compactsim.client.experiment import load_experiment, load_run, run_dir
@@ -130,5 +130,6 @@ def test_arms_and_grid_together_or_a_stray_baseline_are_refused(server):
     for sweep, field in ((both, "sweep.arms"), (stray, "sweep.baseline")):
         with pytest.raises(grpc.RpcError) as err:
             stub.CreateSweep(simulator_pb2.CreateSweepRequest(sweep=sweep))
-        fields = [v.field for v in details(err.value, error_details_pb2.BadRequest)[0].field_violations]
+        bad = details(err.value, error_details_pb2.BadRequest)[0]
+        fields = [v.field for v in bad.field_violations]
         assert field in fields, fields

@@ -41,7 +41,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from serverproc import R, TERMINAL, Server, details, rss_mib, spec, wait_state
+from serverproc import TERMINAL, R, Server, details, rss_mib, spec, wait_state
 
 from compactsim.proto.v1 import run_pb2, simulator_pb2, simulator_pb2_grpc, spec_pb2, sweep_pb2
 

@@ -36,9 +36,9 @@ def test_concurrent_creates_of_one_run_id_are_already_exists(make_server):
         codes: list = []
         stubs = [server.stub_for() for _ in range(threads_per_round)]
 
-        def race(stub):
+        def race(stub, barrier=barrier, codes=codes, run_id=f"race-{i}"):
             barrier.wait()
-            codes.append(_create(stub, run=R(spec=spec(duration=0.01)), run_id=f"race-{i}"))
+            codes.append(_create(stub, run=R(spec=spec(duration=0.01)), run_id=run_id))
         threads = [threading.Thread(target=race, args=(s,)) for s in stubs]
         for t in threads:
             t.start()

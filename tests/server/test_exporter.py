@@ -168,8 +168,8 @@ def start_server(data_dir: Path, *extra: str) -> tuple[subprocess.Popen, int, in
     port_file = data_dir / "port"
     with open(data_dir / "server.log", "ab") as log:   # the child keeps its own descriptor
         proc = subprocess.Popen(
-            [sys.executable, "-m", "compactsim.server.main", "--listen", "127.0.0.1:0", "--port-file",
-             str(port_file), "--data-dir", str(data_dir), "--workers", "2",
+            [sys.executable, "-m", "compactsim.server.main", "--listen", "127.0.0.1:0",
+             "--port-file", str(port_file), "--data-dir", str(data_dir), "--workers", "2",
              "--metrics-listen", "127.0.0.1:0", *extra], cwd=ROOT, stdout=log,
             stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 20

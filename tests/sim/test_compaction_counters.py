@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import re
 
+from test_compaction import make_rig, populate
+
 from compactsim.sim.compaction import CompactControl, Trigger
 from compactsim.sim.config import PageKind
 from compactsim.sim.gfp import GFP_HIGHUSER_MOVABLE, GFP_KERNEL
@@ -19,7 +21,6 @@ from compactsim.sim.page import KIND_CODE
 from compactsim.sim.pageblock import PAGEBLOCK_NR_PAGES, PAGEBLOCK_ORDER
 from compactsim.sim.slowpath import CompactPriority
 from compactsim.sim.tracepoint import TraceBuffer
-from test_compaction import make_rig, populate
 
 ANON = KIND_CODE[PageKind.ANON]
 SLAB = KIND_CODE[PageKind.SLAB_UNMOVABLE]

@@ -11,14 +11,15 @@ isolated block of order k counts 2^k.
 
 from __future__ import annotations
 
+from test_compaction import make_rig, populate, run_compaction
+
 from compactsim.sim.compaction import CompactControl, Trigger
-from compactsim.sim.gfp import GFP_HIGHUSER_MOVABLE, GFP_KERNEL
+from compactsim.sim.config import PageKind
+from compactsim.sim.gfp import GFP_KERNEL
 from compactsim.sim.migrate import MigrateMode
 from compactsim.sim.page import KIND_CODE
-from compactsim.sim.config import PageKind
 from compactsim.sim.pageblock import PAGEBLOCK_NR_PAGES, PAGEBLOCK_ORDER
 from compactsim.sim.tracepoint import TraceBuffer
-from test_compaction import make_rig, populate, run_compaction
 
 ANON = KIND_CODE[PageKind.ANON]
 SLAB = KIND_CODE[PageKind.SLAB_UNMOVABLE]

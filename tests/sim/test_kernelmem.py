@@ -8,10 +8,15 @@ import pytest
 import simpy
 
 from compactsim.sim.config import PageKind, config_from_dict
-from compactsim.sim.gfp import (__GFP_DIRECT_RECLAIM, __GFP_KSWAPD_RECLAIM, __GFP_NORETRY,
-                                ALLOC_NO_WATERMARKS, GFP_KERNEL, gfp_migratetype)
-from compactsim.sim.kernelmem import (ANON_PAGES_PER_PTE, FILE_SLABS, PTE, KernelMemory,
-                                      slab_gfp)
+from compactsim.sim.gfp import (
+    __GFP_DIRECT_RECLAIM,
+    __GFP_KSWAPD_RECLAIM,
+    __GFP_NORETRY,
+    ALLOC_NO_WATERMARKS,
+    GFP_KERNEL,
+    gfp_migratetype,
+)
+from compactsim.sim.kernelmem import ANON_PAGES_PER_PTE, FILE_SLABS, PTE, KernelMemory, slab_gfp
 from compactsim.sim.machine import build_machine
 from compactsim.sim.page import KIND_CODE
 from compactsim.sim.page_alloc import free_pages, get_page_from_freelist

@@ -9,6 +9,7 @@ the same lock, so compaction contends with them.
 from __future__ import annotations
 
 import pytest
+from test_compaction import make_rig, populate
 
 from compactsim.sim.compaction import CompactControl, Trigger
 from compactsim.sim.config import PageKind, config_from_dict
@@ -16,7 +17,6 @@ from compactsim.sim.gfp import GFP_KERNEL
 from compactsim.sim.migrate import MigrateMode
 from compactsim.sim.page import KIND_CODE
 from compactsim.sim.run import run
-from test_compaction import make_rig, populate
 
 ANON = KIND_CODE[PageKind.ANON]
 
@@ -53,6 +53,7 @@ def test_workload_lru_adds_and_frees_take_the_lru_lock():
 
 def test_reserved_sections_queue_and_exclude_ordinary_lockers():
     import simpy
+
     from compactsim.sim.locks import SimLock
     env = simpy.Environment()
     lock = SimLock(env, "lru_lock/0")

@@ -7,17 +7,16 @@ from __future__ import annotations
 import pytest
 import simpy
 
-from compactsim.sim.config import MovableOps, PageFlagsConfig, config_from_dict
-from compactsim.sim.costs import Costs
-from compactsim.sim.machine import build_machine
-from compactsim.sim.pageflags import lines_touched, memmap_costs, page_flags_budget
 from compactsim.sim.compaction import Compaction
-from compactsim.sim.config import PageKind
+from compactsim.sim.config import MovableOps, PageFlagsConfig, PageKind, config_from_dict
+from compactsim.sim.costs import Costs
 from compactsim.sim.gfp import ALLOC_NO_WATERMARKS, GFP_KERNEL
 from compactsim.sim.kcompactd import compact_node
+from compactsim.sim.machine import build_machine
 from compactsim.sim.migrate import Migration
 from compactsim.sim.page import KIND_CODE
 from compactsim.sim.page_alloc import free_pages, get_page_from_freelist
+from compactsim.sim.pageflags import lines_touched, memmap_costs, page_flags_budget
 from compactsim.sim.reclaim import Reclaim
 from compactsim.sim.rng import RngStreams
 from compactsim.sim.task import Task

@@ -27,6 +27,7 @@ from compactsim.sim.gfp import (
     gfp_migratetype,
 )
 from compactsim.sim.kcompactd import compact_node
+from compactsim.sim.locks import BookedLock
 from compactsim.sim.machine import LIST_BALLOON, LIST_ZSPAGES, LRU_ANON, Machine, build_machine
 from compactsim.sim.migrate import (
     EAGAIN,
@@ -52,7 +53,6 @@ from compactsim.sim.run import memmap_summary
 from compactsim.sim.slowpath import CompactResult
 from compactsim.sim.task import Task
 from compactsim.sim.workload import kind_gfp
-from compactsim.sim.locks import BookedLock
 from compactsim.sim.zram import Zram
 from compactsim.sim.zsmalloc import Zspage
 

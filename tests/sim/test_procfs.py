@@ -31,7 +31,6 @@ from compactsim.sim.procfs import (
 )
 
 
-
 def file_ids(paths):
     return [p.name for p in paths]
 

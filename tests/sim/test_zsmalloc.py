@@ -17,11 +17,22 @@ from compactsim.sim.rng import RngStreams
 from compactsim.sim.run import run
 from compactsim.sim.task import Task
 from compactsim.sim.zram import Zram
-from compactsim.sim.zsmalloc import (ZS_ALMOST_EMPTY, ZS_ALMOST_FULL, ZS_EMPTY, ZS_FULL,
-                                     ZS_HANDLE_SIZE, ZS_INUSE_RATIO_0, ZS_INUSE_RATIO_10,
-                                     ZS_INUSE_RATIO_99, ZS_INUSE_RATIO_100, ZS_SIZE_CLASSES,
-                                     fullness_4_8, fullness_6_3, get_pages_per_zspage,
-                                     get_size_class_index)
+from compactsim.sim.zsmalloc import (
+    ZS_ALMOST_EMPTY,
+    ZS_ALMOST_FULL,
+    ZS_EMPTY,
+    ZS_FULL,
+    ZS_HANDLE_SIZE,
+    ZS_INUSE_RATIO_0,
+    ZS_INUSE_RATIO_10,
+    ZS_INUSE_RATIO_99,
+    ZS_INUSE_RATIO_100,
+    ZS_SIZE_CLASSES,
+    fullness_4_8,
+    fullness_6_3,
+    get_pages_per_zspage,
+    get_size_class_index,
+)
 
 
 def kswapd() -> Task:

@@ -13,8 +13,17 @@ import pytest
 from validation import captures, checks, stats
 from validation.__main__ import outcomes_of
 from validation.measure import buddy_figures, extfrag_figures
-from validation.model import (DEPART, PASS, Arm, Band, Check, Expect, Source, evaluate,
-                              evaluate_expect)
+from validation.model import (
+    DEPART,
+    PASS,
+    Arm,
+    Band,
+    Check,
+    Expect,
+    Source,
+    evaluate,
+    evaluate_expect,
+)
 from validation.report import render
 from validation.runner import config_of
 
