@@ -40,6 +40,7 @@ KUBECTL = shutil.which("kubectl")
 pytestmark = pytest.mark.skipif(KUBECTL is None, reason="kubectl not installed: cannot "
                                                         "render kustomize")
 TOKEN = "3f6c2a9d0e1b4c7a8f5e6d2c1b0a9f8e"
+SCRAPE_TOKEN = "9b1e7d3c5a2f4e6d8c0b1a3f5e7d9c2b"     # the operator's scrape-token file
 SERVER_BASELINE = 512 << 20   # what the server itself needs besides its workers
 
 
@@ -52,6 +53,7 @@ def render(tmp: Path, *components: str, tokens: str | None = f"{TOKEN} alice\n")
     lab = copy / "overlays" / "lab"
     if tokens is not None:
         (lab / "tokens").write_text(tokens)
+    (copy / "components" / "prometheus-operator" / "scrape-token").write_text(SCRAPE_TOKEN)
     if components:
         k = yaml.safe_load((lab / "kustomization.yaml").read_text())
         k["components"] = [f"../../components/{c}" for c in components]
@@ -250,6 +252,27 @@ def test_prometheus_operator_resources_match_the_plain_config(tmp_path):
     assert [{"source_labels": r["sourceLabels"], "target_label": r["targetLabel"]}
             for r in sc["spec"]["relabelings"]] == runs["relabel_configs"]
 
+
+
+def test_prometheus_operator_authenticates_to_the_metrics_listener(tmp_path):
+    """The lab's server has a token file, so its metrics listener answers 401 to a scrape
+    without a bearer token: both jobs (and the /sd discovery) send the scrape token from a
+    Secret the component generates, under the name they give it; the pod carries no
+    prometheus.io annotations, whose scrapes could not authenticate."""
+    docs = render(tmp_path, "prometheus-operator",
+                  tokens=f"{TOKEN} alice\n{SCRAPE_TOKEN} prometheus\n")
+    cred = {"name": "compactsim-scrape-token", "key": "token"}
+    bearer = {"type": "Bearer", "credentials": cred}
+    (secret,) = [d for d in docs if d["kind"] == "Secret"
+                 and d["metadata"]["name"] == cred["name"]]
+    assert base64.b64decode(secret["data"][cred["key"]]).decode() == SCRAPE_TOKEN
+    (ep,) = one(docs, "ServiceMonitor")["spec"]["endpoints"]
+    assert ep["authorization"] == bearer
+    sc = one(docs, "ScrapeConfig")["spec"]
+    assert sc["authorization"] == bearer
+    assert [sd["authorization"] for sd in sc["httpSDConfigs"]] == [bearer]
+    annotations = one(docs, "Deployment")["spec"]["template"]["metadata"].get("annotations", {})
+    assert not [k for k in annotations if k.startswith("prometheus.io/")]
 
 def pki(d: Path) -> Path:
     """tls.crt, tls.key, ca.crt (self-signed) for the Service name `compactsim`, as
