@@ -131,8 +131,8 @@ class RunCollector:
         yield from self._meminfo(snap.get("zones", []))
         yield from self._histograms(snap.get("histograms", {}))
         yield CounterMetricFamily(
-            "compactsim_compaction_wasted_migrations", "Pages compaction migrated out of "
-            "pageblocks it then left without a free page of the requested order" + SIM,
+            "compactsim_compaction_wasted_migrations", "Pageblocks compaction migrated pages "
+            "out of that did not become free at pageblock order after the pcp drain" + SIM,
             value=snap.get("wasted_migrations", 0))
         score = GaugeMetricFamily(
             "compactsim_fragmentation_score", "Proactive-compaction fragmentation score of "

@@ -24,13 +24,13 @@ from compactsim.sim.page_alloc import trace_extfrag
 from compactsim.sim.reclaim import Reclaim
 from compactsim.sim.report import procfs_files, vmstat
 from compactsim.sim.rng import RngStreams
-from compactsim.sim.sampling import Sampler, fragmentation_score_node
+from compactsim.sim.sampling import Sampler, fragmentation_score_node, migrated_by_kind
 from compactsim.sim.slowpath import Allocator
 from compactsim.sim.workload import Workload
 from compactsim.sim.zram import Zram
 from compactsim.sim.compaction import Compaction
 from compactsim.sim.kcompactd import Kcompactd, compact_node
-from compactsim.sim.migrate import MIGRATED_KINDS, Migration
+from compactsim.sim.migrate import Migration
 from compactsim.sim.task import Task
 
 PROGRESS_STEPS = 100
@@ -130,11 +130,6 @@ def summarize(m: Machine, workload: Workload, reclaim: Reclaim, zram: Zram) -> d
         "kswapd_failures": list(reclaim.kswapd_failures),
         "kernel_memory": workload.kernel.summary(),
     }
-
-
-def migrated_by_kind(m: Machine) -> dict[str, int]:
-    """Pages migration moved, by what they were (LRU anon, LRU file, zsmalloc, balloon)."""
-    return {**dict.fromkeys(MIGRATED_KINDS, 0), **m.migrated}
 
 
 def _zram_compact_at(m: Machine, zram: Zram, at: float):

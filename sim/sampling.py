@@ -14,6 +14,7 @@ from __future__ import annotations
 from compactsim.sim.fragmentation import (extfrag_for_order, fragmentation_index_all_orders,
                                unusable_free_index_all_orders)
 from compactsim.sim.machine import Machine
+from compactsim.sim.migrate import MIGRATED_KINDS
 from compactsim.sim.pageblock import PAGEBLOCK_ORDER
 from compactsim.sim.zone import WMARK_HIGH, WMARK_LOW, WMARK_MIN
 
@@ -48,8 +49,14 @@ def snapshot(m: Machine) -> dict:
         "zones": [zone_snapshot(m, z) for z in m.zones],
         "fragmentation_score": [fragmentation_score_node(m, n.node_id) for n in m.nodes],
         "vmstat": dict(m.events),
-        "migrated_by_kind": dict(m.migrated),
+        "migrated_by_kind": migrated_by_kind(m),
     }
+
+
+def migrated_by_kind(m: Machine) -> dict[str, int]:
+    """Pages migration moved, by what they were (LRU anon, LRU file, zsmalloc, balloon);
+    every kind, moved or not, so a series exists from the first sample."""
+    return {**dict.fromkeys(MIGRATED_KINDS, 0), **m.migrated}
 
 
 def series_row(snap: dict) -> dict:

@@ -273,11 +273,17 @@ def compaction() -> dict:
            "high threshold."), 8, 9),
         (timeseries("Wasted migrations (compactsim)", [
             (per_sim_s(f"rate(compactsim_compaction_wasted_migrations_total{{{s}}}[{RI}])",
-                       s), "wasted"),
-            (srate("pgmigrate_success", s), "all migrated (pgmigrate_success)"),
-        ], unit="cps", description="Pages compaction migrated out of pageblocks it then "
-           "left without a free block of the order it wanted: work that freed nothing "
-           "usable." + per_sim), 8, 9),
+                       s), "pageblocks"),
+        ], unit="cps", description="Pageblocks compaction migrated pages out of that did "
+           "not become free at pageblock order after the pcp drain (a block merged into a "
+           "larger free neighbour counts as free): work that freed nothing usable."
+           + per_sim), 8, 9),
+        (timeseries("Pages migrated by kind (compactsim)", [
+            (f"sum by (job, instance, kind) (rate(compactsim_migrated_pages_total{{{s}}}"
+             f"[{RI}])) / on (job, instance) group_left() {sim_seconds(s)}", "{{kind}}"),
+        ], unit="cps", stack=True, description="Pages migrated, by what they were: LRU "
+           "anon, LRU file, zsmalloc (zram's pool, movable only with a movable-ops design) "
+           "and balloon pages." + per_sim), 8, 9),
         (timeseries("Compaction latency by trigger, p99 (compactsim)", [
             (quantile("compactsim_compaction_latency_seconds", "trigger", s), "{{trigger}}"),
         ], unit="s", description="99th percentile time of one compact_zone() by who asked: "

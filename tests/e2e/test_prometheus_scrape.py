@@ -160,6 +160,9 @@ def check_final_state(lab: Lab, run, deadline: float) -> None:
         summary["sim_time_s"]
     assert value(query(port, f"compactsim_compaction_wasted_migrations_total{{{inst}}}")[0]) \
         == summary["compaction"].get("wasted_migrations", 0)
+    by_kind = {s["metric"]["kind"]: value(s) for s in query(
+        port, f"compactsim_migrated_pages_total{{{inst}}}")}
+    assert by_kind == summary["migrated_by_kind"]
     by_order = {int(s["metric"]["size"]): value(s) for s in query(
         port, f"sum by (size) (node_buddyinfo_blocks{{{inst}}})")}
     assert [by_order[o] for o in sorted(by_order)] == [
