@@ -1006,8 +1006,7 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
         return rec
 
     async def CancelSweep(self, request, context):
-        return await self._call(context, self._cancel_sweep, request,
-                                self.auth.caller(context))
+        return await self._call_as(context, self._cancel_sweep, request)
 
     def _cancel_sweep(self, request: simulator_pb2.CancelSweepRequest, caller: Caller):
         rec = self._own_sweep(request.name, caller, "cancel")
@@ -1020,8 +1019,7 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
         return self._sweep_to_proto(rec.id)
 
     async def DeleteSweep(self, request, context):
-        return await self._call(context, self._delete_sweep, request,
-                                self.auth.caller(context))
+        return await self._call_as(context, self._delete_sweep, request)
 
     def _delete_sweep(self, request: simulator_pb2.DeleteSweepRequest, caller: Caller):
         rec = self._own_sweep(request.name, caller, "delete")
