@@ -44,16 +44,26 @@ def add_to_free_list(z: Zone, pfn: int, order: int, mt: int, tail: bool = False)
     head = z.free_head[order][mt]
     if tail:
         mem.list_add_tail(head, pfn)
-    else:
-        mem.list_add(head, pfn)
+    else:                               # mem.list_add, inlined: the hottest list operation
+        nxt, prv = mem.nxt, mem.prv
+        first = nxt[head]
+        nxt[pfn] = first
+        prv[pfn] = head
+        prv[first] = pfn
+        nxt[head] = pfn
     z.nr_free[order] += 1
     z.nr_free_mt[order][mt] += 1
     z.free_pages += 1 << order
 
 
 def del_page_from_free_list(z: Zone, pfn: int, order: int, mt: int) -> None:
-    z.mem.list_del(pfn)
-    z.mem.pstate[pfn] = TAIL
+    mem = z.mem
+    nxt, prv = mem.nxt, mem.prv         # mem.list_del, inlined
+    n = nxt[pfn]
+    p = prv[pfn]
+    nxt[p] = n
+    prv[n] = p
+    mem.pstate[pfn] = TAIL
     z.nr_free[order] -= 1
     z.nr_free_mt[order][mt] -= 1
     z.free_pages -= 1 << order
@@ -86,7 +96,11 @@ def page_del_and_expand(z: Zone, pfn: int, low: int, high: int, list_mt: int, to
 def rmqueue_smallest(z: Zone, order: int, mt: int) -> int:
     """__rmqueue_smallest: the smallest free block >= order on `mt`'s lists, split."""
     nr_free_mt = z.nr_free_mt
-    for o in range(order, NR_ORDERS):
+    if nr_free_mt[order][mt]:           # the common case: no split
+        pfn = z.mem.nxt[z.free_head[order][mt]]
+        del_page_from_free_list(z, pfn, order, mt)
+        return pfn
+    for o in range(order + 1, NR_ORDERS):
         if nr_free_mt[o][mt]:
             pfn = z.mem.nxt[z.free_head[o][mt]]
             page_del_and_expand(z, pfn, order, o, mt, mt)
