@@ -12,7 +12,7 @@ no auto-tuning of `high` (6.7+).
 
 from __future__ import annotations
 
-from compactsim.sim.config import ClaimRule
+from compactsim.sim.config import PAGEBLOCK_ORDER, ClaimRule
 from compactsim.sim.page import ALLOC, PCP
 from compactsim.sim.pageblock import MIGRATE_PCPTYPES
 
@@ -81,21 +81,32 @@ def free_pcppages_bulk(z, cpu: int, count: int, free_one_page, pageblocks, polic
     pcp = z.pcp
     lists = pcp.lists[cpu]
     hygiene = policy.claim_rule is ClaimRule.FREELIST_HYGIENE
+    block_mt = pageblocks.mt
     freed = []
+    # Each list is walked from its cold end and the pages taken are cut off once at the
+    # end (free_one_page never looks at the pcp lists).
+    taken = [0] * MIGRATE_PCPTYPES
+    left = pcp.counts[cpu]
     mt = 0
-    while count > 0 and pcp.counts[cpu] > 0:
+    while count > 0 and left > 0:
         lst = lists[mt]
-        if lst:
-            pfn = lst.pop(0)
-            pcp.counts[cpu] -= 1
+        i = taken[mt]
+        if i < len(lst):
+            pfn = lst[i]
+            taken[mt] = i + 1
+            left -= 1
             count -= 1
             if hygiene:
-                free_one_page(z, pfn, 0, pageblocks.get_pageblock_migratetype(pfn),
+                free_one_page(z, pfn, 0, block_mt[pfn >> PAGEBLOCK_ORDER],
                               pageblocks=pageblocks)
             else:
                 free_one_page(z, pfn, 0, mt)
             freed.append((pfn, mt))
         mt = (mt + 1) % MIGRATE_PCPTYPES
+    for lst, k in zip(lists, taken):
+        if k:
+            del lst[:k]
+    pcp.counts[cpu] = left
     return freed
 
 
