@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 
 from compactsim.sim import tracepoint as tp
-from compactsim.sim.buddy import free_one_page, rmqueue
+from compactsim.sim.buddy import free_one_page, rmqueue, rmqueue_smallest_pages
 from compactsim.sim.config import ClaimRule
 from compactsim.sim.gfp import ALLOC_KSWAPD, ALLOC_NOFRAGMENT, ALLOC_WMARK_LOW, gfp_migratetype
 from compactsim.sim.machine import Machine
@@ -77,7 +77,8 @@ def rmqueue_zone(m: Machine, z: Zone, task: Task, order: int, mt: int, alloc_fla
         pfn = pcp_pop(z, task.cpu, mt)
         if pfn < 0:
             out.work = WORK_REFILL
-            out.batch = rmqueue_bulk(z, task.cpu, mt, alloc_flags, m.policy, rmqueue)
+            out.batch = rmqueue_bulk(z, task.cpu, mt, alloc_flags, m.policy, rmqueue,
+                                     rmqueue_smallest_pages)
             pfn = pcp_pop(z, task.cpu, mt)
         return pfn
     out.work = WORK_BUDDY

@@ -33,19 +33,28 @@ class PerCpuPages:
         return sum(self.counts)
 
 
-def rmqueue_bulk(z, cpu: int, mt: int, alloc_flags: int, policy, rmqueue) -> int:
-    """Refill `cpu`'s list of `mt` with up to `batch` pages; returns how many were taken."""
+def rmqueue_bulk(z, cpu: int, mt: int, alloc_flags: int, policy, rmqueue,
+                 rmqueue_smallest_pages) -> int:
+    """Refill `cpu`'s list of `mt` with up to `batch` pages; returns how many were taken.
+    The kernel calls __rmqueue once per page; pages from `mt`'s own lists are taken as
+    many at a time (`rmqueue_smallest_pages`, the same pages in the same order), and
+    `rmqueue` (with its fallback) is called once whenever they run out."""
     pcp = z.pcp
     lst = pcp.lists[cpu][mt]
     pstate = z.mem.pstate
+    mark = PCP + mt
     taken = 0
-    for _ in range(pcp.batch):
-        pfn = rmqueue(z, 0, mt, alloc_flags, policy)
-        if pfn < 0:
-            break
-        pstate[pfn] = PCP + mt
-        lst.append(pfn)
-        taken += 1
+    while taken < pcp.batch:
+        pfns = rmqueue_smallest_pages(z, mt, pcp.batch - taken)
+        if not pfns:
+            pfn = rmqueue(z, 0, mt, alloc_flags, policy)
+            if pfn < 0:
+                break
+            pfns = [pfn]
+        for pfn in pfns:
+            pstate[pfn] = mark
+        lst.extend(pfns)
+        taken += len(pfns)
     # Pages came off the lists in list order; the kernel queues them so the first taken is
     # handed out first.
     lst[len(lst) - taken:] = lst[len(lst) - taken:][::-1]
