@@ -14,10 +14,11 @@ import platform
 import sys
 import time
 
-from bench import churn, compaction, floor, memory, render_table, scaling
+from bench import churn, compaction, floor, memory, presets, render_table, scaling
 
 BENCHMARKS = {"floor": floor.main, "churn": churn.main, "memory": memory.main,
-              "scaling": scaling.main, "compaction": compaction.main}
+              "scaling": scaling.main, "compaction": compaction.main,
+              "presets": presets.main}
 
 
 def main(argv: list[str] | None = None) -> int:

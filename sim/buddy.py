@@ -44,16 +44,26 @@ def add_to_free_list(z: Zone, pfn: int, order: int, mt: int, tail: bool = False)
     head = z.free_head[order][mt]
     if tail:
         mem.list_add_tail(head, pfn)
-    else:
-        mem.list_add(head, pfn)
+    else:                               # mem.list_add, inlined: the hottest list operation
+        nxt, prv = mem.nxt, mem.prv
+        first = nxt[head]
+        nxt[pfn] = first
+        prv[pfn] = head
+        prv[first] = pfn
+        nxt[head] = pfn
     z.nr_free[order] += 1
     z.nr_free_mt[order][mt] += 1
     z.free_pages += 1 << order
 
 
 def del_page_from_free_list(z: Zone, pfn: int, order: int, mt: int) -> None:
-    z.mem.list_del(pfn)
-    z.mem.pstate[pfn] = TAIL
+    mem = z.mem
+    nxt, prv = mem.nxt, mem.prv         # mem.list_del, inlined
+    n = nxt[pfn]
+    p = prv[pfn]
+    nxt[p] = n
+    prv[n] = p
+    mem.pstate[pfn] = TAIL
     z.nr_free[order] -= 1
     z.nr_free_mt[order][mt] -= 1
     z.free_pages -= 1 << order
@@ -86,12 +96,56 @@ def page_del_and_expand(z: Zone, pfn: int, low: int, high: int, list_mt: int, to
 def rmqueue_smallest(z: Zone, order: int, mt: int) -> int:
     """__rmqueue_smallest: the smallest free block >= order on `mt`'s lists, split."""
     nr_free_mt = z.nr_free_mt
-    for o in range(order, NR_ORDERS):
+    if nr_free_mt[order][mt]:           # the common case: no split
+        pfn = z.mem.nxt[z.free_head[order][mt]]
+        del_page_from_free_list(z, pfn, order, mt)
+        return pfn
+    for o in range(order + 1, NR_ORDERS):
         if nr_free_mt[o][mt]:
             pfn = z.mem.nxt[z.free_head[o][mt]]
             page_del_and_expand(z, pfn, order, o, mt, mt)
             return pfn
     return -1
+
+
+def rmqueue_smallest_pages(z: Zone, mt: int, n: int) -> list[int]:
+    """Up to `n` order-0 pages as successive `rmqueue_smallest(z, 0, mt)` calls hand them
+    out, stopping when the smallest block would have to be found elsewhere ([] when `mt`'s
+    lists are empty). The smallest block of order o > 0 has every lower list of `mt`
+    empty, so each split puts the upper halves on empty lists and the next calls take
+    them back lowest first: the block's pages go in address order, and what is left of
+    it is the aligned blocks that cover its tail, one on each list. The pages taken keep
+    the stale links the per-page splits leave (the head of the list each passed through),
+    so the memmap ends as it would. Callers mark the pages (mark_allocated or pcp)."""
+    nr_free_mt = z.nr_free_mt
+    for o in range(NR_ORDERS):
+        if nr_free_mt[o][mt]:
+            break
+    else:
+        return []
+    mem = z.mem
+    head = z.free_head[o][mt]
+    if o == 0:
+        pfns = []
+        while len(pfns) < n and nr_free_mt[0][mt]:
+            pfn = mem.nxt[head]
+            del_page_from_free_list(z, pfn, 0, mt)
+            pfns.append(pfn)
+        return pfns
+    pfn = mem.nxt[head]
+    del_page_from_free_list(z, pfn, o, mt)
+    k = min(1 << o, n)
+    nxt, prv, heads = mem.nxt, mem.prv, z.free_head
+    for i in range(1, k):              # page pfn + i went through list ctz(i)
+        h = heads[(i & -i).bit_length() - 1][mt]
+        nxt[pfn + i] = h
+        prv[pfn + i] = h
+    pos = k
+    for j in range(o):                 # the rest: expand's halves below the last split
+        if pos & (1 << j):
+            add_to_free_list(z, pfn + pos, j, mt)
+            pos += 1 << j
+    return list(range(pfn, pfn + k))
 
 
 def find_suitable_fallback(z: Zone, order: int, start_mt: int, only_stealable: bool

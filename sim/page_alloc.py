@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 
 from compactsim.sim import tracepoint as tp
-from compactsim.sim.buddy import free_one_page, rmqueue
+from compactsim.sim.buddy import free_one_page, rmqueue, rmqueue_smallest_pages
 from compactsim.sim.config import ClaimRule
 from compactsim.sim.gfp import ALLOC_KSWAPD, ALLOC_NOFRAGMENT, ALLOC_WMARK_LOW, gfp_migratetype
 from compactsim.sim.machine import Machine
@@ -77,7 +77,8 @@ def rmqueue_zone(m: Machine, z: Zone, task: Task, order: int, mt: int, alloc_fla
         pfn = pcp_pop(z, task.cpu, mt)
         if pfn < 0:
             out.work = WORK_REFILL
-            out.batch = rmqueue_bulk(z, task.cpu, mt, alloc_flags, m.policy, rmqueue)
+            out.batch = rmqueue_bulk(z, task.cpu, mt, alloc_flags, m.policy, rmqueue,
+                                     rmqueue_smallest_pages)
             pfn = pcp_pop(z, task.cpu, mt)
         return pfn
     out.work = WORK_BUDDY
@@ -155,23 +156,31 @@ def trace_alloc(m: Machine, task: Task, pfn: int, order: int, gfp: int) -> None:
 def free_unref_page(m: Machine, task: Task, z: Zone, pfn: int) -> Outcome:
     """free_unref_page_commit: one order-0 page onto this CPU's pcp list (draining a batch
     from the cold end once the list is over `high`), or to the buddy lists without pcp."""
-    pcp = z.pcp
-    mt = m.pageblocks.mt[pfn >> PAGEBLOCK_ORDER]
-    if pcp is None:
-        free_to_buddy(m, z, pfn, 0, mt)
+    if z.pcp is None:
+        free_to_buddy(m, z, pfn, 0, m.pageblocks.mt[pfn >> PAGEBLOCK_ORDER])
         return Outcome(zone=z, work=WORK_BUDDY)
+    drained = _free_unref_page_commit(m, task, z, pfn)
+    if drained < 0:
+        return Outcome(zone=z)
+    return Outcome(zone=z, work=WORK_REFILL, batch=drained)
+
+
+def _free_unref_page_commit(m: Machine, task: Task, z: Zone, pfn: int) -> int:
+    """The pcp part of free_unref_page (`z` has pcp lists): -1, or the pages drained."""
+    mt = m.pageblocks.mt[pfn >> PAGEBLOCK_ORDER]
     mem = m.mem
     mem.kind[pfn] = 0
     mem.flags[pfn] = 0
     mem.expire[pfn] = 0
     if not pcp_push(z, task.cpu, pfn, mt if mt < MIGRATE_PCPTYPES else MigrateType.MOVABLE):
-        return Outcome(zone=z)
-    freed = free_pcppages_bulk(z, task.cpu, pcp.batch, free_one_page, m.pageblocks, m.policy)
+        return -1
+    freed = free_pcppages_bulk(z, task.cpu, z.pcp.batch, free_one_page, m.pageblocks,
+                               m.policy)
     if m.trace is not None and m.trace.is_enabled("mm_page_pcpu_drain"):
         for p, pmt in freed:
             _trace(m, task, "mm_page_pcpu_drain",
                    tp.fmt_mm_page_pcpu_drain(tp.pfn_to_page(p), p, 0, pmt))
-    return Outcome(zone=z, work=WORK_REFILL, batch=len(freed))
+    return len(freed)
 
 
 def free_pages(m: Machine, task: Task, pfn: int, order: int) -> Outcome:
@@ -202,9 +211,13 @@ def free_unref_page_list(m: Machine, task: Task, pfns: list[int]) -> list[Outcom
                    tp.fmt_mm_page_free_batched(tp.pfn_to_page(pfn), pfn))
         if traced:
             _trace(m, task, "mm_page_free", tp.fmt_mm_page_free(tp.pfn_to_page(pfn), pfn, 0))
-        out = free_unref_page(m, task, m.zone_of(pfn), pfn)
-        if out.work != WORK_PCP:
-            locked.append(out)
+        z = m.zone_of(pfn)
+        if z.pcp is None:
+            locked.append(free_unref_page(m, task, z, pfn))
+            continue
+        drained = _free_unref_page_commit(m, task, z, pfn)
+        if drained >= 0:
+            locked.append(Outcome(zone=z, work=WORK_REFILL, batch=drained))
     return locked
 
 

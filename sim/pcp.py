@@ -12,7 +12,7 @@ no auto-tuning of `high` (6.7+).
 
 from __future__ import annotations
 
-from compactsim.sim.config import ClaimRule
+from compactsim.sim.config import PAGEBLOCK_ORDER, ClaimRule
 from compactsim.sim.page import ALLOC, PCP
 from compactsim.sim.pageblock import MIGRATE_PCPTYPES
 
@@ -33,19 +33,28 @@ class PerCpuPages:
         return sum(self.counts)
 
 
-def rmqueue_bulk(z, cpu: int, mt: int, alloc_flags: int, policy, rmqueue) -> int:
-    """Refill `cpu`'s list of `mt` with up to `batch` pages; returns how many were taken."""
+def rmqueue_bulk(z, cpu: int, mt: int, alloc_flags: int, policy, rmqueue,
+                 rmqueue_smallest_pages) -> int:
+    """Refill `cpu`'s list of `mt` with up to `batch` pages; returns how many were taken.
+    The kernel calls __rmqueue once per page; pages from `mt`'s own lists are taken as
+    many at a time (`rmqueue_smallest_pages`, the same pages in the same order), and
+    `rmqueue` (with its fallback) is called once whenever they run out."""
     pcp = z.pcp
     lst = pcp.lists[cpu][mt]
     pstate = z.mem.pstate
+    mark = PCP + mt
     taken = 0
-    for _ in range(pcp.batch):
-        pfn = rmqueue(z, 0, mt, alloc_flags, policy)
-        if pfn < 0:
-            break
-        pstate[pfn] = PCP + mt
-        lst.append(pfn)
-        taken += 1
+    while taken < pcp.batch:
+        pfns = rmqueue_smallest_pages(z, mt, pcp.batch - taken)
+        if not pfns:
+            pfn = rmqueue(z, 0, mt, alloc_flags, policy)
+            if pfn < 0:
+                break
+            pfns = [pfn]
+        for pfn in pfns:
+            pstate[pfn] = mark
+        lst.extend(pfns)
+        taken += len(pfns)
     # Pages came off the lists in list order; the kernel queues them so the first taken is
     # handed out first.
     lst[len(lst) - taken:] = lst[len(lst) - taken:][::-1]
@@ -81,21 +90,32 @@ def free_pcppages_bulk(z, cpu: int, count: int, free_one_page, pageblocks, polic
     pcp = z.pcp
     lists = pcp.lists[cpu]
     hygiene = policy.claim_rule is ClaimRule.FREELIST_HYGIENE
+    block_mt = pageblocks.mt
     freed = []
+    # Each list is walked from its cold end and the pages taken are cut off once at the
+    # end (free_one_page never looks at the pcp lists).
+    taken = [0] * MIGRATE_PCPTYPES
+    left = pcp.counts[cpu]
     mt = 0
-    while count > 0 and pcp.counts[cpu] > 0:
+    while count > 0 and left > 0:
         lst = lists[mt]
-        if lst:
-            pfn = lst.pop(0)
-            pcp.counts[cpu] -= 1
+        i = taken[mt]
+        if i < len(lst):
+            pfn = lst[i]
+            taken[mt] = i + 1
+            left -= 1
             count -= 1
             if hygiene:
-                free_one_page(z, pfn, 0, pageblocks.get_pageblock_migratetype(pfn),
+                free_one_page(z, pfn, 0, block_mt[pfn >> PAGEBLOCK_ORDER],
                               pageblocks=pageblocks)
             else:
                 free_one_page(z, pfn, 0, mt)
             freed.append((pfn, mt))
         mt = (mt + 1) % MIGRATE_PCPTYPES
+    for lst, k in zip(lists, taken):
+        if k:
+            del lst[:k]
+    pcp.counts[cpu] = left
     return freed
 
 
