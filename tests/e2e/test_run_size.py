@@ -8,6 +8,7 @@ stored."""
 
 from __future__ import annotations
 
+import hashlib
 import time
 
 import grpc
@@ -15,7 +16,7 @@ import pytest
 from google.rpc import error_details_pb2
 from serverproc import R, create, details, spec, wait_state
 
-from compactsim.proto.v1 import simulator_pb2
+from compactsim.proto.v1 import run_pb2, simulator_pb2
 
 C = grpc.StatusCode
 
@@ -79,3 +80,51 @@ def test_get_run_stays_fast_while_a_large_result_is_stored(server):
     assert [s.time_seconds for s in samples.samples] == pytest.approx([0.0, 30.0, 60.0], abs=0.002)
     assert server.stub.ListRunSamples(simulator_pb2.ListRunSamplesRequest(
         parent=run.name, page_size=1), timeout=60).next_page_token
+
+
+def test_other_writes_go_on_while_a_large_trace_is_stored(make_server):
+    """A finished run's trace (here about 200 000 lines) is stored a piece at a time, each
+    piece in its own short transaction, so another client's CreateRun (a write) waits at
+    most for one piece, not for the whole trace; the report reads back byte for byte."""
+    server = make_server("--workers", "1")   # the small runs below wait: only the big one runs
+    big = spec(duration=30.0, rate=5000.0)
+    big.sampling.interval_seconds = 0.5
+    big.sampling.trace_buffer = 300_000
+    big.sampling.trace_events.names[:] = ["mm_page_alloc", "mm_page_free",
+                                          "mm_page_alloc_zone_locked", "mm_page_pcpu_drain"]
+    run = create(server.stub, big)
+    small = spec(duration=0.01)
+    small.sampling.trace_buffer = 0
+    latencies = []
+    t_stored = None
+    deadline = time.monotonic() + 240
+    while True:
+        t0 = time.monotonic()
+        create(server.stub, small)
+        latencies.append((time.monotonic() - t0, t0))
+        got = server.stub.GetRun(simulator_pb2.GetRunRequest(name=run.name), timeout=60)
+        state = got.state
+        if got.progress.fraction == 1.0 and t_stored is None:
+            t_stored = t0
+        if state in (R.SUCCEEDED, R.FAILED):
+            break
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert state == R.SUCCEEDED
+    end = time.monotonic()
+    print("storing from", round(t_stored - end, 2) if t_stored else None)
+    print("slowest", [(round(d, 3), round(t - end, 2)) for d, t in sorted(latencies)[-6:]])
+    latencies = sorted(d for d, _ in latencies)
+    print(f"CreateRun while storing: n={len(latencies)} max={latencies[-1]:.3f} s "
+          f"p50={latencies[len(latencies) // 2]:.3f} s")
+    assert latencies[-1] < 0.5, f"CreateRun took up to {latencies[-1]:.2f} s"
+    whole = simulator_pb2.GetRunReportRequest(name=f"{run.name}/report",
+                                              view=run_pb2.RUN_REPORT_VIEW_FULL)
+    pieces = list(server.stub.StreamRunReport(whole, timeout=120))
+    trace = "".join(p.trace for p in pieces)
+    lines = trace.splitlines()
+    print("lines", len(lines))
+    assert len(lines) == 300_000, len(lines)   # the buffer kept its last 300 000 lines
+    names = {x.split(": ", 2)[1] for x in lines[:: 997]}
+    assert names <= set(big.sampling.trace_events.names), names
+    print("trace sha256", hashlib.sha256(trace.encode()).hexdigest(), len(trace))
