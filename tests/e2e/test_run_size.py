@@ -4,11 +4,10 @@ A spec's series rows (duration / sampling interval) and kept trace lines (its tr
 buffer) are in the resident estimate and have limits of their own, named in the refusal.
 A finished run's series comes from the worker and goes into the store in pieces, and
 reads use their own connections: GetRun of another run stays fast while 60 000 rows are
-stored."""
+stored. Its trace is stored in parts too: other writes go on between them."""
 
 from __future__ import annotations
 
-import hashlib
 import time
 
 import grpc
@@ -83,48 +82,40 @@ def test_get_run_stays_fast_while_a_large_result_is_stored(server):
 
 
 def test_other_writes_go_on_while_a_large_trace_is_stored(make_server):
-    """A finished run's trace (here about 200 000 lines) is stored a piece at a time, each
-    piece in its own short transaction, so another client's CreateRun (a write) waits at
-    most for one piece, not for the whole trace; the report reads back byte for byte."""
+    """A finished run's trace (600 000 lines, 87 MB) is stored a part at a time, each part
+    in its own short transaction, so another client's CreateRun (a write) waits at most for
+    one part, not for the whole trace (in one transaction: 0.36 s here, seconds on a slower
+    disk; in parts: 0.05 s at most); the report then reads back whole and in order."""
     server = make_server("--workers", "1")   # the small runs below wait: only the big one runs
-    big = spec(duration=30.0, rate=5000.0)
+    big = spec(duration=65.0, rate=5000.0)
     big.sampling.interval_seconds = 0.5
-    big.sampling.trace_buffer = 300_000
+    big.sampling.trace_buffer = 600_000
     big.sampling.trace_events.names[:] = ["mm_page_alloc", "mm_page_free",
                                           "mm_page_alloc_zone_locked", "mm_page_pcpu_drain"]
     run = create(server.stub, big)
     small = spec(duration=0.01)
     small.sampling.trace_buffer = 0
-    latencies = []
-    t_stored = None
+    latencies, running = [], False
     deadline = time.monotonic() + 240
     while True:
         t0 = time.monotonic()
         create(server.stub, small)
-        latencies.append((time.monotonic() - t0, t0))
+        if running:   # not while its worker starts: only what storing costs other writes
+            latencies.append(time.monotonic() - t0)
         got = server.stub.GetRun(simulator_pb2.GetRunRequest(name=run.name), timeout=60)
-        state = got.state
-        if got.progress.fraction == 1.0 and t_stored is None:
-            t_stored = t0
-        if state in (R.SUCCEEDED, R.FAILED):
+        running = got.progress.fraction > 0
+        if got.state in (R.SUCCEEDED, R.FAILED):
             break
         assert time.monotonic() < deadline
         time.sleep(0.1)
-    assert state == R.SUCCEEDED
-    end = time.monotonic()
-    print("storing from", round(t_stored - end, 2) if t_stored else None)
-    print("slowest", [(round(d, 3), round(t - end, 2)) for d, t in sorted(latencies)[-6:]])
-    latencies = sorted(d for d, _ in latencies)
-    print(f"CreateRun while storing: n={len(latencies)} max={latencies[-1]:.3f} s "
-          f"p50={latencies[len(latencies) // 2]:.3f} s")
-    assert latencies[-1] < 0.5, f"CreateRun took up to {latencies[-1]:.2f} s"
+    assert got.state == R.SUCCEEDED
+    assert max(latencies) < 0.15, f"CreateRun took up to {max(latencies):.2f} s"
     whole = simulator_pb2.GetRunReportRequest(name=f"{run.name}/report",
                                               view=run_pb2.RUN_REPORT_VIEW_FULL)
-    pieces = list(server.stub.StreamRunReport(whole, timeout=120))
-    trace = "".join(p.trace for p in pieces)
+    trace = "".join(p.trace for p in server.stub.StreamRunReport(whole, timeout=120))
     lines = trace.splitlines()
-    print("lines", len(lines))
-    assert len(lines) == 300_000, len(lines)   # the buffer kept its last 300 000 lines
-    names = {x.split(": ", 2)[1] for x in lines[:: 997]}
+    assert trace.endswith("\n") and len(lines) == 600_000   # the buffer's last 600 000 lines
+    names = {x.split(": ", 2)[1] for x in lines}
     assert names <= set(big.sampling.trace_events.names), names
-    print("trace sha256", hashlib.sha256(trace.encode()).hexdigest(), len(trace))
+    times = [float(x.split(": ", 1)[0].split()[-1]) for x in lines]
+    assert times == sorted(times)                             # no part lost, doubled or moved
