@@ -74,7 +74,7 @@ class _TaskSender:
         if self.cancelled or self.event.is_set():
             self.cancelled = True
             raise RunCancelled("the run was cancelled")
-        if obj.get("type") in ("progress", "series"):
+        if obj.get("type") in ("progress", "series", "report"):
             self.queue.put(obj)
         else:
             self.final = obj

@@ -16,9 +16,11 @@ writer). The manager owns that middle:
   pumps executor messages: progress -> `update_progress` and its latest series row as a
   sample (so a live run's series grows), and its latest full snapshot kept in memory for
   `/probe` (`targets()`, `latest_snapshot()`; kept `target_linger_s` after the run ends,
-  so its final state is scraped); result -> the series rows not stored yet
-  (deduplicated by time), reports (procfs files, trace, latency histograms), final
-  progress, summary and SUCCEEDED in one transaction; error -> an "error" event
+  so its final state is scraped); the finished run's series and its trace and fault log
+  come in pieces (server.worker), each stored in a transaction of its own so other writes
+  go between them; result -> the small reports (procfs files, latency histograms), final
+  progress, summary and SUCCEEDED in one short transaction (a run one piece of which
+  could not be stored is not SUCCEEDED but FAILED "store_error"); error -> an "error" event
   (type, message, ConfigError fields) and FAILED; a worker that dies -> FAILED
   "worker died: signal 9 (SIGKILL)" (the manager keeps going); a run past
   `max_run_wall_time_s` -> its worker is stopped and it is FAILED "wall time limit".
@@ -593,6 +595,10 @@ class RunManager:
                     self._on_progress(msg.run_id, msg.body)
                 elif kind == "series":
                     self._on_series(msg.run_id, msg.body)
+                elif kind == "report":
+                    self._on_report(msg.run_id, msg.body)
+                elif kind == "result" and a.store_error:
+                    return   # a piece is missing: never SUCCEEDED; _on_exit ends it FAILED
                 elif kind == "result":
                     self._on_result(msg.run_id, msg.body)
                 elif kind == "error":
@@ -664,10 +670,19 @@ class RunManager:
         final places."""
         self.store.put_samples(run_id, body["start"], body["rows"])
 
+    def _on_report(self, run_id: str, body: dict) -> None:
+        """A part of a finished run's trace or fault log (server.worker: "report" messages
+        come before the result), one transaction each like the series pieces: a trace of
+        10^6 lines (~150 MB) never holds other writes for more than one part. Parts are
+        invisible until the result's transaction makes the run SUCCEEDED (only a SUCCEEDED
+        run has a report), so a run that fails between them shows no half result."""
+        self.store.put_report_part(run_id, body["name"], body["part"], body["text"])
+
     def _on_result(self, run_id: str, body: dict) -> None:
         reports = {report_name(k): v for k, v in body["files"].items()}
-        reports["trace"] = body["trace"]
-        reports["fault_log"] = body["fault_log"]
+        for name in ("trace", "fault_log"):   # sent whole by callers that send no parts
+            if name in body:
+                reports[name] = body[name]
         if "histograms" in body:
             reports[REPORT_HISTOGRAMS] = json.dumps(body["histograms"])
         with self._lock:

@@ -358,8 +358,25 @@ def _migrate_to_1(conn: sqlite3.Connection) -> None:
     _run_script(conn, _SCHEMA_V1)
 
 
+# A report too large for one short transaction (a run's trace: up to 10^6 lines) is stored
+# as parts, each written on its own; its text is the parts joined in order.
+_SCHEMA_V2 = """
+CREATE TABLE report_parts (
+    run_id          TEXT NOT NULL REFERENCES runs (id),
+    name            TEXT NOT NULL,
+    part            INTEGER NOT NULL,
+    text            TEXT NOT NULL,
+    PRIMARY KEY (run_id, name, part)
+);
+"""
+
+
+def _migrate_to_2(conn: sqlite3.Connection) -> None:
+    _run_script(conn, _SCHEMA_V2)
+
+
 # MIGRATIONS[v - 1] takes a file from schema v - 1 to v. Append, never edit.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migrate_to_1]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migrate_to_1, _migrate_to_2]
 
 
 # -- helpers --------------------------------------------------------------------------------
@@ -1087,28 +1104,56 @@ class RunStore:
         """Store (or replace) a named text: "proc/buddyinfo", "trace", "histograms"..."""
         self.put_reports(run_id, {name: text})
 
+    @staticmethod
+    def _check_report(name: Any, text: Any) -> None:
+        if not isinstance(name, str) or not name or len(name) > 256:
+            raise InvalidArgument(f"report name {name!r}: 1 to 256 characters")
+        if not isinstance(text, str):
+            raise InvalidArgument(f"report {name}: the text must be a string")
+
     def put_reports(self, run_id: str, reports: Mapping[str, str]) -> None:
         with self._write() as c:
             self._get(c, run_id)
             now = self._now()
             for name, text in reports.items():
-                if not isinstance(name, str) or not name or len(name) > 256:
-                    raise InvalidArgument(f"report name {name!r}: 1 to 256 characters")
-                if not isinstance(text, str):
-                    raise InvalidArgument(f"report {name}: the text must be a string")
+                self._check_report(name, text)
+                c.execute("DELETE FROM report_parts WHERE run_id = ? AND name = ?",
+                          (run_id, name))
                 c.execute("INSERT INTO reports (run_id, name, text, update_time_ns) "
                           "VALUES (?, ?, ?, ?) ON CONFLICT (run_id, name) DO UPDATE SET "
                           "text = excluded.text, update_time_ns = excluded.update_time_ns",
                           (run_id, name, text, now))
 
+    def put_report_part(self, run_id: str, name: str, part: int, text: str) -> None:
+        """Store part `part` (0, 1...) of the report `name`, in a transaction of its own so
+        that other writes go between the parts of a large report. Part 0 starts the report
+        again (its earlier text and parts go). The report reads as its parts joined in
+        order."""
+        if not isinstance(part, int) or isinstance(part, bool) or part < 0:
+            raise InvalidArgument(f"report {name}: part {part!r} must be an integer >= 0")
+        with self._write() as c:
+            self._get(c, run_id)
+            self._check_report(name, text)
+            if part == 0:
+                c.execute("DELETE FROM reports WHERE run_id = ? AND name = ?", (run_id, name))
+                c.execute("DELETE FROM report_parts WHERE run_id = ? AND name = ?",
+                          (run_id, name))
+            c.execute("INSERT OR REPLACE INTO report_parts (run_id, name, part, text) "
+                      "VALUES (?, ?, ?, ?)", (run_id, name, part, text))
+
     def get_reports(self, run_id: str, names: Iterable[str] | None = None) -> dict[str, str]:
         """Name -> text of the run's reports (all, or those of `names` that exist)."""
         with self._read() as c:
             self._get(c, run_id)
-            rows = c.execute("SELECT name, text FROM reports WHERE run_id = ? ORDER BY name",
+            rows = c.execute("SELECT name, text FROM reports WHERE run_id = ?",
                              (run_id,)).fetchall()
+            parts: dict[str, list[str]] = {}
+            for name, text in c.execute("SELECT name, text FROM report_parts WHERE "
+                                        "run_id = ? ORDER BY name, part", (run_id,)):
+                parts.setdefault(name, []).append(text)
         wanted = None if names is None else set(names)
-        return {n: t for n, t in rows if wanted is None or n in wanted}
+        texts = dict(rows) | {n: "".join(p) for n, p in parts.items()}
+        return {n: texts[n] for n in sorted(texts) if wanted is None or n in wanted}
 
     def get_report(self, run_id: str, name: str) -> str:
         reports = self.get_reports(run_id, [name])
@@ -1120,7 +1165,9 @@ class RunStore:
         with self._read() as c:
             self._get(c, run_id)
             return [r[0] for r in c.execute(
-                "SELECT name FROM reports WHERE run_id = ? ORDER BY name", (run_id,))]
+                "SELECT name FROM reports WHERE run_id = ? UNION "
+                "SELECT name FROM report_parts WHERE run_id = ? ORDER BY name",
+                (run_id, run_id))]
 
     # -- sweeps -----------------------------------------------------------------------------
 

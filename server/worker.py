@@ -20,9 +20,13 @@ Messages, in order:
 - after a successful run, its whole series in pieces of at most `SERIES_PIECE` rows,
   ``{"type": "series", "run_id", "start", "rows"}`` (rows ``start``, ``start`` + 1...): no
   message, and so no decoding or storing on the server, grows with the run's length;
+- then its trace and its fault log, each in parts of at most `REPORT_PIECE` characters
+  (one part at least, "" for an empty text), ``{"type": "report", "run_id", "name",
+  "part", "text"}`` with ``name`` "trace" or "fault_log" and ``part`` 0, 1...: the text
+  is the parts joined in order;
 - then exactly one of
-  ``{"type": "result", "run_id", "summary", "files", "trace", "fault_log",
-  "histograms", "events", "sim_time_s", "wall_s"}`` (``histograms``: see
+  ``{"type": "result", "run_id", "summary", "files", "histograms", "events",
+  "sim_time_s", "wall_s"}`` (``files``: the procfs files, small; ``histograms``: see
   `histograms_message`) or
   ``{"type": "error", "run_id", "error_type", "message", "fields": [{"path", "reason"}],
   "traceback"}`` (``fields`` is non-empty only for a `ConfigError`).
@@ -40,6 +44,7 @@ from typing import Any, Protocol
 
 DEFAULT_PROGRESS_STEPS = 20
 SERIES_PIECE = 2000   # series rows per message (about 1 KB of JSON each once stored)
+REPORT_PIECE = 1 << 20   # characters of a trace or fault log per message (~7 000 trace lines)
 
 
 class Sender(Protocol):
@@ -125,9 +130,12 @@ def execute(run_id: str, spec: Mapping[str, Any], conn: Sender,
     for first in range(0, len(series), SERIES_PIECE):
         conn.send({"type": "series", "run_id": run_id, "start": first,
                    "rows": series[first:first + SERIES_PIECE]})
+    for name, text in (("trace", result.trace), ("fault_log", result.fault_log)):
+        for part, first in enumerate(range(0, max(1, len(text)), REPORT_PIECE)):
+            conn.send({"type": "report", "run_id": run_id, "name": name, "part": part,
+                       "text": text[first:first + REPORT_PIECE]})
     conn.send({"type": "result", "run_id": run_id, "summary": result.summary,
-               "files": result.files, "trace": result.trace,
-               "fault_log": result.fault_log, "histograms": histograms_message(result.latency),
+               "files": result.files, "histograms": histograms_message(result.latency),
                "events": int(result.events_scheduled),
                "sim_time_s": float(result.summary.get("sim_time_s", config.duration)),
                "wall_s": time.monotonic() - start})

@@ -64,9 +64,9 @@ def test_tiny_run_sends_progress_then_result_then_completed_exit(executor):
     *bodies, exit = msgs
     assert all(isinstance(m, WorkerMessage) for m in bodies)
     kinds = [m.type for m in bodies]
-    assert kinds[-1] == "result" and kinds[-2] == "series"
-    assert set(kinds[:-2]) == {"progress"}
-    progress = [m.body for m in bodies[:-2]]
+    assert kinds[-4:] == ["series", "report", "report", "result"]
+    assert set(kinds[:-4]) == {"progress"}
+    progress = [m.body for m in bodies[:-4]]
     assert len(progress) >= 5
     fractions = [p["fraction"] for p in progress]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
@@ -85,8 +85,11 @@ def test_tiny_run_sends_progress_then_result_then_completed_exit(executor):
     assert result["summary"]["duration_s"] == pytest.approx(0.3)
     assert result["summary"]["seed"] == 3
     assert result["events"] > 0
-    series = bodies[-2].body
+    series = bodies[-4].body
     assert series["start"] == 0 and "series" not in result
+    assert [(m.body["name"], m.body["part"]) for m in bodies[-3:-1]] == [("trace", 0),
+                                                                       ("fault_log", 0)]
+    assert "trace" not in result and "fault_log" not in result
     assert [row["time_s"] for row in series["rows"]] == pytest.approx([0.0, 0.1, 0.2, 0.3])
     assert "buddyinfo" in result["files"]
     assert result["histograms"] and all(h["buckets"] for h in result["histograms"].values())

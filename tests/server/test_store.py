@@ -74,7 +74,7 @@ def test_file_is_wal_versioned_and_marked(tmp_path):
     path = tmp_path / "runs.db"
     with RunStore(path) as s:
         s.create_run({"seed": 1})
-        assert s.schema_version == len(store_mod.MIGRATIONS) == 1
+        assert s.schema_version == len(store_mod.MIGRATIONS) == 2
         assert Path(str(path) + "-wal").exists()      # WAL mode writes beside the file
     raw = sqlite3.connect(path)
     assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -117,12 +117,13 @@ def test_migration_step_runs_once_and_keeps_data(tmp_path, monkeypatch):
         calls.append(1)
         conn.execute("ALTER TABLE runs ADD COLUMN notes TEXT NOT NULL DEFAULT 'migrated'")
 
+    n = len(store_mod.MIGRATIONS)
     monkeypatch.setattr(store_mod, "MIGRATIONS", [*store_mod.MIGRATIONS, add_notes])
     with RunStore(path) as s:
-        assert s.schema_version == 2
+        assert s.schema_version == n + 1
         assert s.get_run(rid).display_name == "old"
-    with RunStore(path) as s:                      # already at 2: the step does not rerun
-        assert s.schema_version == 2
+    with RunStore(path) as s:                      # already there: the step does not rerun
+        assert s.schema_version == n + 1
     assert calls == [1]
     raw = sqlite3.connect(path)
     assert raw.execute("SELECT notes FROM runs").fetchone()[0] == "migrated"
@@ -143,7 +144,7 @@ def test_failed_migration_leaves_old_version(tmp_path, monkeypatch):
         RunStore(path)
     monkeypatch.undo()
     with RunStore(path) as s:
-        assert s.schema_version == 1
+        assert s.schema_version == len(store_mod.MIGRATIONS)
         assert s.get_run(rid).id == rid
     raw = sqlite3.connect(path)
     cols = [r[1] for r in raw.execute("PRAGMA table_info(runs)")]
@@ -777,6 +778,28 @@ def test_reports(store):
     with pytest.raises(InvalidArgument):
         store.put_reports(rid, {"ok": "x", "": "y"})
     assert "ok" not in store.report_names(rid)            # all or nothing
+
+
+def test_report_in_parts_reads_whole_and_each_part_commits_on_its_own(store):
+    rid = store.create_run({})[0].id
+    store.put_report(rid, "trace", "old whole\n")
+    text = "".join(f"line {i} \u00e9\n" for i in range(1000))
+    parts = [text[i:i + 777] for i in range(0, len(text), 777)]
+    for k, part in enumerate(parts):
+        store.put_report_part(rid, "trace", k, part)
+        assert not store._tx_depth                        # committed, nothing held open
+    store.put_report_part(rid, "fault_log", 0, "")
+    assert store.get_report(rid, "trace") == text       # part 0 replaced the old text
+    assert store.get_reports(rid) == {"fault_log": "", "trace": text}
+    assert store.report_names(rid) == ["fault_log", "trace"]
+    store.put_report_part(rid, "trace", 0, "again\n")   # part 0 starts it over
+    assert store.get_report(rid, "trace") == "again\n"
+    store.put_report(rid, "trace", "whole\n")           # a whole text replaces the parts
+    assert store.get_reports(rid) == {"fault_log": "", "trace": "whole\n"}
+    with pytest.raises(InvalidArgument, match="part"):
+        store.put_report_part(rid, "trace", -1, "x")
+    with pytest.raises(NotFound):
+        store.put_report_part("nope", "trace", 0, "x")
 
 
 def test_sweep_with_runs_is_atomic(store):
