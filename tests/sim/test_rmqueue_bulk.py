@@ -14,8 +14,8 @@ import pytest
 from rig import make_rig, populate
 
 from compactsim.sim.buddy import rmqueue_smallest, rmqueue_smallest_pages
-from compactsim.sim.page import KIND_CODE
 from compactsim.sim.config import PageKind
+from compactsim.sim.page import KIND_CODE
 from compactsim.sim.pageblock import MigrateType
 
 ANON = KIND_CODE[PageKind.ANON]
