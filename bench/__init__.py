@@ -9,7 +9,8 @@ wall second) measured in the same process run, so the figures compare across mac
     python -m bench churn --profile also cProfile the churn run (fill and steady phases)
 
 Modules: `floor`, `churn`, `memory`, `scaling`, `compaction`, `presets`, one per benchmark;
-`harness` runs a config through `sim.run.run` and records wall time and counters at its progress steps;
+`harness` runs a config through `sim.run.run` and records wall time and counters at its
+progress steps;
 `workloads` holds the specs they share. `results/` keeps `--json` tables of this machine
 (2 cpus) by date: the figures before and after a piece of speed work, each with the
 floor of its own run.
