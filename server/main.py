@@ -26,7 +26,7 @@ flushed and closed, exit 0.
 from __future__ import annotations
 
 # ruff: noqa: E402 - the stop signals are handled before the slow imports
-from compactsim.server.signals import StopSignal
+from compactsim.server.signals import SIGNALS, StopSignal
 
 # SIGTERM/SIGINT from the first moment (server.signals), before the slow imports below.
 _EARLY_STOP = StopSignal.install() if __name__ == "__main__" else None
@@ -524,7 +524,14 @@ def main(argv: list[str] | None = None, stop_signal: StopSignal | None = None) -
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    sys.exit(asyncio.run(serve(args, stop_signal)))
+    rc = asyncio.run(serve(args, stop_signal))
+    # The server has stopped. The interpreter's finalization puts the default action back
+    # on every signal with a Python handler, so a second SIGTERM during the shutdown
+    # (grpc's teardown takes a while) would kill the process by the signal; ignored
+    # signals are left alone.
+    for sig in SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+    sys.exit(rc)
 
 
 if __name__ == "__main__":
