@@ -11,7 +11,6 @@ difference of two steps.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import time
@@ -133,23 +132,13 @@ def _read(m, env) -> Step:
                 getattr(env, "events_scheduled", 0), 1.0 - free / m.managed_pages, headroom)
 
 
-@contextlib.contextmanager
-def _capture_machine(probe: Probe):
-    real = sim_run.build_machine
-
-    def build(cfg, env):
-        m = real(cfg, env)
+def _machine_built(probe: Probe):
+    def built(m) -> None:
         probe.machine = m
         probe.rss_built = rss_bytes()
         probe.t_built = time.perf_counter()
         probe.cpu_built = time.process_time()
-        return m
-
-    sim_run.build_machine = build
-    try:
-        yield
-    finally:
-        sim_run.build_machine = real
+    return built
 
 
 def instrumented_run(cfg: SimConfig, on_step: Callable[[Probe, Step], None] | None = None
@@ -165,8 +154,7 @@ def instrumented_run(cfg: SimConfig, on_step: Callable[[Probe, Step], None] | No
         if probe.on_step is not None:
             probe.on_step(probe, step)
 
-    with _capture_machine(probe):
-        probe.t_start = time.perf_counter()
-        result = sim_run.run(cfg, progress=progress)
-        probe.t_end = time.perf_counter()
+    probe.t_start = time.perf_counter()
+    result = sim_run.run(cfg, progress=progress, on_machine=_machine_built(probe))
+    probe.t_end = time.perf_counter()
     return result, probe

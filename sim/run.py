@@ -163,18 +163,23 @@ def compaction_summary(compaction: Compaction | None, kcompactd: Kcompactd | Non
 
 
 def run(config: SimConfig, progress: Callable[[float, float], None] | None = None,
-        on_step: Callable[[dict], None] | None = None) -> RunResult:
+        on_step: Callable[[dict], None] | None = None,
+        on_machine: Callable[[Machine], None] | None = None) -> RunResult:
     """Simulate `config`. `progress(sim_now, duration)` and `on_step({"sim_time_s",
     "events", "final", "row", "snapshot", "latency", "locks", "compaction_latency",
     "wasted_migrations"})` (the latest sampled series row, the latest full
     `sim.sampling.snapshot` (plain data), the live allocation-latency, lock-wait and
     compaction-latency-by-trigger histograms, and the wasted migrations so far) are called
     at fixed steps; `on_step` once more with ``final`` True after the last sample, taken
-    at the end, so its snapshot is the state the summary reports."""
+    at the end, so its snapshot is the state the summary reports. `on_machine(m)` is
+    called once the machine is built, before anything runs on it (the benchmarks and the
+    validation suite keep it to measure or read it after the run)."""
     env = (PacedEnvironment(factor=1.0 / config.pace, strict=False) if config.pace > 0
            else CountingEnvironment())
     rngs = RngStreams(config.seed)
     m = build_machine(config, env)
+    if on_machine is not None:
+        on_machine(m)
     m.policy.on_extfrag = trace_extfrag(m)
     zram = Zram(m, rngs("zram.comp_len"))
     reclaim = Reclaim(m, zram)

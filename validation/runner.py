@@ -1,8 +1,8 @@
 """Run the checks' experiments: every (scenario, overrides, seed) once, in worker processes.
 
 A run goes through the real entry point, `compactsim.sim.run.run`, on the preset spec
-with the arm's overrides and the seed. The machine it builds is kept (by wrapping the
-`build_machine` that `run` calls) so the pageblock census can read it after the run;
+with the arm's overrides and the seed. The machine it builds is kept (`run`'s
+`on_machine`) so the pageblock census can read it after the run;
 only the figures (`measure.figures`) travel back. Runs are independent and each is a
 pure function of its spec and seed, so the figures do not depend on the number of
 workers or on the order in which runs finish.
@@ -11,7 +11,6 @@ workers or on the order in which runs finish.
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import multiprocessing
 import sys
 import time
@@ -36,29 +35,12 @@ def config_of(job: Job):
     return config_from_dict(raw)
 
 
-@contextlib.contextmanager
-def _keep_machine(kept: list):
-    real = sim_run.build_machine
-
-    def build(cfg, env):
-        m = real(cfg, env)
-        kept.append(m)
-        return m
-
-    sim_run.build_machine = build
-    try:
-        yield
-    finally:
-        sim_run.build_machine = real
-
-
 def run_job(job: Job) -> tuple[Job, dict[str, float] | str, float]:
     """One run's figures, or the error it raised; with its wall time."""
     t0 = time.perf_counter()
     try:
         kept: list = []
-        with _keep_machine(kept):
-            result = sim_run.run(config_of(job))
+        result = sim_run.run(config_of(job), on_machine=kept.append)
         out: dict[str, float] | str = figures(result, kept[-1])
     except Exception as exc:           # reported per check, the suite goes on
         out = f"{type(exc).__name__}: {exc}"
