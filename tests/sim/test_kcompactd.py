@@ -15,26 +15,21 @@ from itertools import pairwise
 
 import pytest
 import simpy
+from rig import make_rig as machine_rig
+from rig import populate
 
 from compactsim.sim.compaction import (
     Compaction,
     fragmentation_score_wmark,
     fragmentation_score_zone,
 )
-from compactsim.sim.config import PageKind, config_from_dict
-from compactsim.sim.gfp import ALLOC_NO_WATERMARKS, GFP_HIGHUSER_MOVABLE
+from compactsim.sim.config import PageKind
 from compactsim.sim.kcompactd import HPAGE_FRAG_CHECK_INTERVAL, Kcompactd
-from compactsim.sim.lru import add_page_to_lru, lru_list_for
-from compactsim.sim.machine import Machine, build_machine
-from compactsim.sim.migrate import Migration
+from compactsim.sim.machine import Machine
 from compactsim.sim.page import KIND_CODE
-from compactsim.sim.page_alloc import free_pages, get_page_from_freelist
 from compactsim.sim.pageblock import PAGEBLOCK_NR_PAGES
 from compactsim.sim.reclaim import Reclaim
-from compactsim.sim.rng import RngStreams
 from compactsim.sim.sampling import fragmentation_score_node
-from compactsim.sim.task import Task
-from compactsim.sim.zram import Zram
 
 ANON = KIND_CODE[PageKind.ANON]
 SLAB = KIND_CODE[PageKind.SLAB_UNMOVABLE]
@@ -60,28 +55,9 @@ class Rig:
 
 
 def make_rig(owner, profile: str = "v6.10", proactiveness: int = 20) -> Rig:
-    cfg = config_from_dict({"machine": {"memory": "64MiB", "cpus": 2},
-                            "kernel": {"profile": profile, "pcp": False},
-                            "tunables": {"compaction_proactiveness": proactiveness},
-                            "workload": [{"name": "x"}]})
-    env = simpy.Environment()
-    m = build_machine(cfg, env)
-    task = Task(comm="test", pid=1, cpu=0, node=0)
-    pfns = []
-    while (pfn := get_page_from_freelist(m, task, GFP_HIGHUSER_MOVABLE, 0,
-                                         ALLOC_NO_WATERMARKS).pfn) >= 0:
-        pfns.append(pfn)
-    for pfn in sorted(pfns):
-        want = owner(pfn)
-        if want is None:
-            free_pages(m, task, pfn, 0)
-        else:
-            m.mem.kind[pfn] = want
-            if lru_list_for(want, 0) >= 0:
-                add_page_to_lru(m, pfn, 1, lru_list_for(want, 0))
-    reclaim = Reclaim(m, Zram(m))
-    migration = Migration(m, RngStreams(cfg.seed)("migrate.driver"))
-    compaction = Compaction(m, migration, reclaim)
+    base = machine_rig(profile, {"compaction_proactiveness": proactiveness})
+    populate(base, lambda pfn: None if (kind := owner(pfn)) is None else (kind, 0))
+    m, env, reclaim, compaction = base.m, base.env, base.reclaim, base.compaction
     kc = Kcompactd(m, compaction, reclaim)
     r = Rig(m, env, reclaim, compaction, kc, [], [])
     check, proactive = kc.should_proactive_compact_node, kc.proactive_compact_node

@@ -9,23 +9,14 @@ wakeup; `kswapd()` then goes to `kswapd_try_to_sleep(alloc_order, reclaim_order)
 
 from __future__ import annotations
 
-import simpy
+from rig import make_rig, populate
 
-from compactsim.sim.compaction import Compaction
-from compactsim.sim.config import PageKind, config_from_dict
-from compactsim.sim.gfp import ALLOC_NO_WATERMARKS, GFP_HIGHUSER_MOVABLE, GFP_KERNEL
+from compactsim.sim.config import PageKind
+from compactsim.sim.gfp import GFP_KERNEL
 from compactsim.sim.kcompactd import Kcompactd
-from compactsim.sim.lru import add_page_to_lru, lru_list_for
-from compactsim.sim.machine import build_machine
-from compactsim.sim.migrate import Migration
 from compactsim.sim.page import KIND_CODE
-from compactsim.sim.page_alloc import free_pages, get_page_from_freelist
 from compactsim.sim.pageblock import PAGEBLOCK_NR_PAGES
-from compactsim.sim.reclaim import Reclaim
-from compactsim.sim.rng import RngStreams
-from compactsim.sim.task import Task
 from compactsim.sim.zone import WMARK_HIGH, WMARK_LOW
-from compactsim.sim.zram import Zram
 
 FILE = KIND_CODE[PageKind.FILE]
 SLAB = KIND_CODE[PageKind.SLAB_UNMOVABLE]
@@ -42,29 +33,9 @@ def owner(pfn: int):
 
 
 def make(profile: str = "v6.10"):
-    cfg = config_from_dict({"machine": {"memory": "64MiB", "cpus": 2},
-                            "kernel": {"profile": profile, "pcp": False},
-                            "tunables": {"compaction_proactiveness": 0},
-                            "workload": [{"name": "x"}]})
-    env = simpy.Environment()
-    m = build_machine(cfg, env)
-    task = Task(comm="test", pid=1, cpu=0, node=0)
-    pfns = []
-    while (pfn := get_page_from_freelist(m, task, GFP_HIGHUSER_MOVABLE, 0,
-                                         ALLOC_NO_WATERMARKS).pfn) >= 0:
-        pfns.append(pfn)
-    for pfn in sorted(pfns):
-        want = owner(pfn)
-        if want is None:
-            free_pages(m, task, pfn, 0)
-        else:
-            m.mem.kind[pfn] = want
-            if lru_list_for(want, 0) >= 0:
-                add_page_to_lru(m, pfn, 1, lru_list_for(want, 0))
-    zram = Zram(m)
-    reclaim = Reclaim(m, zram)
-    migration = Migration(m, RngStreams(cfg.seed)("migrate.driver"), zsmalloc=zram.pool)
-    compaction = Compaction(m, migration, reclaim)
+    r = make_rig(profile, {"compaction_proactiveness": 0})
+    populate(r, lambda pfn: None if (kind := owner(pfn)) is None else (kind, 0))
+    m, env, reclaim, compaction = r.m, r.env, r.reclaim, r.compaction
     kc = Kcompactd(m, compaction, reclaim)
     reclaim.on_kswapd_sleep = compaction.kswapd_sleep_reset
     wakes = []
