@@ -52,12 +52,47 @@ from compactsim.sim.pageblock import (PAGE_ALLOC_COSTLY_ORDER, PAGEBLOCK_NR_PAGE
                            MigrateType)
 from compactsim.sim.pcp import free_pcppages_bulk
 from compactsim.sim.page_alloc import free_to_buddy
-from compactsim.sim.slowpath import CompactPriority, CompactResult
 from compactsim.sim.task import Task
 from compactsim.sim.charge import settle
 from compactsim.sim.histogram import Histogram
 from compactsim.sim.gfp import gfp_io
 from compactsim.sim.zone import WMARK_LOW, WMARK_MIN, Zone, zone_watermark_ok
+
+
+class CompactPriority(enum.IntEnum):
+    """enum compact_priority, include/linux/compaction.h (4.8+): lower is more aggressive."""
+
+    SYNC_FULL = 0
+    SYNC_LIGHT = 1
+    ASYNC = 2
+
+
+INIT_COMPACT_PRIORITY = CompactPriority.ASYNC
+DEF_COMPACT_PRIORITY = CompactPriority.SYNC_LIGHT
+
+
+class CompactResult(enum.IntEnum):
+    """enum compact_result, include/linux/compaction.h (6.x order)."""
+
+    NOT_SUITABLE_ZONE = 0
+    SKIPPED = 1
+    DEFERRED = 2
+    NO_SUITABLE_PAGE = 3
+    CONTINUE = 4
+    COMPLETE = 5
+    PARTIAL_SKIPPED = 6
+    CONTENDED = 7
+    SUCCESS = 8
+
+
+class MigrateError(enum.IntEnum):
+    """What migrate_pages() told compact_zone: 0, some pages not migrated, or -ENOMEM
+    (compaction_alloc found no free page)."""
+
+    NONE = 0
+    FAILED = 1
+    ENOMEM = -12
+
 
 COMPACT_CLUSTER_MAX = 32
 COMPACT_MAX_DEFER_SHIFT = 6
@@ -263,8 +298,8 @@ class Compaction:
 
     # --- locks ---------------------------------------------------------------------
 
-    def compact_lock(self, cc: CompactControl, lock):
-        """compact_lock_irqsave: generator returning False if the run must abort now. The
+    def compact_lock_irqsave(self, cc: CompactControl, lock):
+        """Generator returning False if the run must abort now. The
         task's CPU time so far passes before it reaches the lock, not inside the hold."""
         yield from settle(self.env, cc.task)
         if cc.mode == MigrateMode.ASYNC and not cc.contended:
@@ -410,7 +445,7 @@ class Compaction:
         if block_end > cc.free_pfn:
             return IsolateResult.NONE
         node = self.m.nodes[z.node_id]
-        ok = yield from self.compact_lock(cc, node.lru_lock)
+        ok = yield from self.compact_lock_irqsave(cc, node.lru_lock)
         if not ok:
             return IsolateResult.ABORT
         start = low
@@ -721,7 +756,7 @@ class Compaction:
                 continue
             cc.task.debt += skipped * 5e-9
             skipped = 0
-            ok = yield from self.compact_lock(cc, z.lock)
+            ok = yield from self.compact_lock_irqsave(cc, z.lock)
             if not ok:
                 cc.free_pfn = isolate_start
                 return
@@ -875,7 +910,7 @@ class Compaction:
                 last_migrated = max(start_of_batch, cc.migratepages[0]) if cc.migratepages \
                     else last_migrated
                 err = yield from self._migrate(cc)
-                if err == "enomem" and not compact_scanners_met(cc):
+                if err is MigrateError.ENOMEM and not compact_scanners_met(cc):
                     ret = CompactResult.CONTENDED
                     break
                 if err and cc.migrate_pfn & (PAGEBLOCK_NR_PAGES - 1) and not cc.ignore_skip_hint \
@@ -944,7 +979,7 @@ class Compaction:
         return free_source
 
     def _migrate(self, cc: CompactControl):
-        """Generator: migrate cc.migratepages; returns '', 'failed' or 'enomem'."""
+        """Generator: migrate cc.migratepages; returns the MigrateError."""
         pages = list(cc.migratepages)
         cc.migratepages.clear()
         cc.nr_migratepages = len(pages)
@@ -958,8 +993,8 @@ class Compaction:
         if leftover:
             self._putback_pages(cc, leftover)
         if enomem:
-            return "enomem"
-        return "failed" if failed else ""
+            return MigrateError.ENOMEM
+        return MigrateError.FAILED if failed else MigrateError.NONE
 
     def _putback(self, cc: CompactControl) -> None:
         pages = list(cc.migratepages)

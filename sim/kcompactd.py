@@ -15,7 +15,8 @@ itself after balancing (`compact_pgdat`, async).
 from __future__ import annotations
 
 from compactsim.sim import compaction_trace as ct
-from compactsim.sim.compaction import (COMPACT_MAX_DEFER_SHIFT, CompactControl, Compaction, Trigger,
+from compactsim.sim.compaction import (COMPACT_MAX_DEFER_SHIFT, CompactControl, Compaction,
+                            CompactResult, Trigger,
                             compaction_defer_reset, compaction_deferred, compaction_suitable,
                             defer_compaction, fragmentation_score_wmark)
 from compactsim.sim.gfp import GFP_KERNEL
@@ -23,7 +24,6 @@ from compactsim.sim.machine import Machine
 from compactsim.sim.migrate import MigrateMode
 from compactsim.sim.page_alloc import drain_all_pages
 from compactsim.sim.sampling import fragmentation_score_node
-from compactsim.sim.slowpath import CompactResult
 from compactsim.sim.task import Task
 from compactsim.sim.zone import WMARK_MIN, zone_watermark_ok
 
@@ -66,7 +66,7 @@ class Kcompactd:
         return compaction_suitable(z, order, zoneidx, self.tun.extfrag_threshold,
                                    not self.k.compact_priorities)
 
-    def node_suitable(self, nid: int) -> bool:
+    def kcompactd_node_suitable(self, nid: int) -> bool:
         order = self.max_order[nid]
         return any(self._suit_order(z, order, self.highest_zoneidx[nid]) == CompactResult.CONTINUE
                    for z in self.m.nodes[nid].zones if z.zone_idx <= self.highest_zoneidx[nid])
@@ -76,7 +76,7 @@ class Kcompactd:
             return
         self.max_order[nid] = max(self.max_order[nid], order)
         self.highest_zoneidx[nid] = min(self.highest_zoneidx[nid], highest_zoneidx)
-        if not self.sleeping[nid] or not self.node_suitable(nid):
+        if not self.sleeping[nid] or not self.kcompactd_node_suitable(nid):
             return
         self._trace(self.tasks[nid], "mm_compaction_wakeup_kcompactd",
                     ct.fmt_kcompactd_wake(nid, order, "Normal"))
@@ -103,7 +103,7 @@ class Kcompactd:
             if wake.triggered:
                 self._wake[nid] = env.event()
             if wake.triggered or self.max_order[nid]:
-                yield from self.do_work(nid)
+                yield from self.kcompactd_do_work(nid)
                 timeout = HPAGE_FRAG_CHECK_INTERVAL
                 continue
             timeout = HPAGE_FRAG_CHECK_INTERVAL
@@ -113,8 +113,8 @@ class Kcompactd:
                 if fragmentation_score_node(self.m, nid) >= prev:
                     timeout = HPAGE_FRAG_CHECK_INTERVAL * (1 << COMPACT_MAX_DEFER_SHIFT)
 
-    def do_work(self, nid: int, mode: MigrateMode = MigrateMode.SYNC_LIGHT):
-        """kcompactd_do_work (also kswapd's compact_pgdat when `mode` is async)."""
+    def kcompactd_do_work(self, nid: int, mode: MigrateMode = MigrateMode.SYNC_LIGHT):
+        """The kcompactd thread's work (also kswapd's compact_pgdat when `mode` is async)."""
         m = self.m
         task = self.tasks[nid] if mode != MigrateMode.ASYNC else self.reclaim.tasks[nid]
         order = self.max_order[nid]
@@ -168,7 +168,7 @@ class Kcompactd:
         """4.4-4.5: kswapd compacts the node itself after reclaiming for a high order."""
         self.max_order[nid] = order
         self.highest_zoneidx[nid] = zoneidx
-        yield from self.do_work(nid, MigrateMode.ASYNC)
+        yield from self.kcompactd_do_work(nid, MigrateMode.ASYNC)
 
 
 def compact_node(m: Machine, compaction: Compaction, nid: int, task: Task):

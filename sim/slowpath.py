@@ -14,10 +14,11 @@ unreserve, no cpuset races, no memory policies.
 
 from __future__ import annotations
 
-import enum
 from typing import Protocol
 
 from compactsim.sim.charge import alloc_cost, charge, settle
+from compactsim.sim.compaction import (DEF_COMPACT_PRIORITY, INIT_COMPACT_PRIORITY,
+                                        CompactPriority, CompactResult)
 from compactsim.sim.gfp import (ALLOC_NO_WATERMARKS, ALLOC_WMARK_LOW, gfp_kswapd_reclaim,
                      gfp_migratetype, gfp_noretry, gfp_retry_mayfail, gfp_to_alloc_flags,
                      gfpflags_allow_blocking, gfp_thp)
@@ -28,32 +29,6 @@ from compactsim.sim.pageblock import PAGE_ALLOC_COSTLY_ORDER, MigrateType
 from compactsim.sim.reclaim import MAX_RECLAIM_RETRIES, Reclaim, reclaimable_pages
 from compactsim.sim.task import Task
 from compactsim.sim.zone import WMARK_MIN, zone_watermark_ok
-
-
-class CompactPriority(enum.IntEnum):
-    """include/linux/compaction.h (4.8+): lower is more aggressive."""
-
-    SYNC_FULL = 0
-    SYNC_LIGHT = 1
-    ASYNC = 2
-
-
-INIT_COMPACT_PRIORITY = CompactPriority.ASYNC
-DEF_COMPACT_PRIORITY = CompactPriority.SYNC_LIGHT
-
-
-class CompactResult(enum.IntEnum):
-    """enum compact_result (6.x order)."""
-
-    NOT_SUITABLE_ZONE = 0
-    SKIPPED = 1
-    DEFERRED = 2
-    NO_SUITABLE_PAGE = 3
-    CONTINUE = 4
-    COMPLETE = 5
-    PARTIAL_SKIPPED = 6
-    CONTENDED = 7
-    SUCCESS = 8
 
 
 class DirectCompaction(Protocol):
@@ -103,7 +78,7 @@ class Allocator:
         """Generator returning the allocated pfn, or -1 on failure."""
         out = yield from self._try(task, gfp, order, ALLOC_WMARK_LOW)
         if out.pfn < 0:
-            pfn = yield from self._slowpath(task, gfp, order)
+            pfn = yield from self.alloc_pages_slowpath(task, gfp, order)
         else:
             pfn = out.pfn
         trace_alloc(self.m, task, pfn, order, gfp)
@@ -123,7 +98,8 @@ class Allocator:
         return (yield from self.compaction.direct_compact(task, gfp, order, alloc_flags,
                                                           priority))
 
-    def _slowpath(self, task: Task, gfp: int, order: int):
+    def alloc_pages_slowpath(self, task: Task, gfp: int, order: int):
+        """__alloc_pages_slowpath: generator returning the allocated pfn, or -1."""
         m = self.m
         costly = order > PAGE_ALLOC_COSTLY_ORDER
         can_direct_reclaim = gfpflags_allow_blocking(gfp) and not task.memalloc

@@ -20,6 +20,8 @@ from compactsim.sim.compaction import (
     COMPACT_CLUSTER_MAX,
     COMPACT_MAX_DEFER_SHIFT,
     CompactControl,
+    CompactPriority,
+    CompactResult,
     Trigger,
     compact_gap,
     compact_scanners_met,
@@ -46,7 +48,6 @@ from compactsim.sim.page_alloc import free_pages, get_page_from_freelist
 from compactsim.sim.pageblock import PAGEBLOCK_NR_PAGES, PAGEBLOCK_ORDER, MigrateType
 from compactsim.sim.run import run
 from compactsim.sim.scenarios import load_scenario
-from compactsim.sim.slowpath import CompactPriority, CompactResult
 from compactsim.sim.tracepoint import TraceBuffer
 from compactsim.sim.zone import WMARK_LOW, WMARK_MIN
 

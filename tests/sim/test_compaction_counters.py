@@ -13,13 +13,12 @@ import re
 
 from test_compaction import make_rig, populate
 
-from compactsim.sim.compaction import CompactControl, Trigger
+from compactsim.sim.compaction import CompactControl, CompactPriority, Trigger
 from compactsim.sim.config import PageKind
 from compactsim.sim.gfp import GFP_HIGHUSER_MOVABLE, GFP_KERNEL
 from compactsim.sim.migrate import MigrateMode
 from compactsim.sim.page import KIND_CODE
 from compactsim.sim.pageblock import PAGEBLOCK_NR_PAGES, PAGEBLOCK_ORDER
-from compactsim.sim.slowpath import CompactPriority
 from compactsim.sim.tracepoint import TraceBuffer
 
 ANON = KIND_CODE[PageKind.ANON]

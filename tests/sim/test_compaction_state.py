@@ -28,7 +28,13 @@ from hypothesis.stateful import (
     rule,
 )
 
-from compactsim.sim.compaction import CompactControl, Compaction, Trigger
+from compactsim.sim.compaction import (
+    CompactControl,
+    Compaction,
+    CompactPriority,
+    CompactResult,
+    Trigger,
+)
 from compactsim.sim.config import MAX_ORDER, ClaimRule, MovableOps, PageKind, config_from_dict
 from compactsim.sim.gfp import ALLOC_NO_WATERMARKS, ALLOC_WMARK_LOW, ALLOC_WMARK_MIN, GFP_KERNEL
 from compactsim.sim.lru import add_page_to_lru, del_page_from_lru, lru_list_for
@@ -60,7 +66,6 @@ from compactsim.sim.page_alloc import drain_all_pages, free_pages, get_page_from
 from compactsim.sim.pageblock import PAGEBLOCK_ORDER
 from compactsim.sim.reclaim import Reclaim
 from compactsim.sim.rng import RngStreams
-from compactsim.sim.slowpath import CompactPriority, CompactResult
 from compactsim.sim.task import Task
 from compactsim.sim.workload import kind_gfp
 from compactsim.sim.zram import Zram

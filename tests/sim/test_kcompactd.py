@@ -210,7 +210,7 @@ def test_wakeup_runs_do_work_at_once():
 def test_do_work_defers_a_zone_where_compaction_fails():
     r = make_rig(pinned, proactiveness=0)
     kc, z = r.kcompactd, r.zone
-    assert kc.node_suitable(0) is False          # max_order 0 yet
+    assert kc.kcompactd_node_suitable(0) is False          # max_order 0 yet
     kc.wakeup_kcompactd(0, 9, 1)
     r.env.run(until=0.1)
     assert r.compaction.results == {"kcompactd/complete": 1}

@@ -18,7 +18,7 @@ import pytest
 import simpy
 from rig import Rig, block_is_free, make_rig, place, populate
 
-from compactsim.sim.compaction import CompactControl, Trigger
+from compactsim.sim.compaction import CompactControl, CompactResult, Trigger
 from compactsim.sim.config import MovableOps, PageKind, config_from_dict
 from compactsim.sim.gfp import (
     ALLOC_NO_WATERMARKS,
@@ -50,7 +50,6 @@ from compactsim.sim.page_alloc import get_page_from_freelist
 from compactsim.sim.pageblock import PAGEBLOCK_NR_PAGES, PAGEBLOCK_ORDER, MigrateType
 from compactsim.sim.pageflags import page_flags_budget
 from compactsim.sim.run import memmap_summary
-from compactsim.sim.slowpath import CompactResult
 from compactsim.sim.task import Task
 from compactsim.sim.workload import kind_gfp
 from compactsim.sim.zram import Zram
