@@ -11,6 +11,7 @@ $(STAMP): pyproject.toml setup.py
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'
 	touch $(STAMP)
+	touch $(VENV)/.compiled    # the editable install has just compiled every module
 
 # The compiled sim/ modules (setup.py) rebuilt in place after their .py files changed: only
 # the changed ones are translated and compiled again. Every target below depends on it;
