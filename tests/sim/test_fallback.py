@@ -31,8 +31,7 @@ from compactsim.sim.gfp import (
 )
 from compactsim.sim.machine import build_machine
 from compactsim.sim.page import ALLOC, PG_LRU, TAIL
-from compactsim.sim.page_alloc import (alloc_flags_nofragment, get_page_from_freelist,
-                                       trace_extfrag)
+from compactsim.sim.page_alloc import alloc_flags_nofragment, get_page_from_freelist, trace_extfrag
 from compactsim.sim.pageblock import PAGEBLOCK_NR_PAGES, PAGEBLOCK_ORDER, MigrateType
 from compactsim.sim.task import Task
 from compactsim.sim.zone import WMARK_HIGH
