@@ -254,7 +254,8 @@ class KernelConfig:
     watermark_boost: bool = spec(True, doc="boost_watermark on fragmenting fallbacks (5.0+)")
     scaled_watermarks: bool = spec(True, doc="watermark_scale_factor gaps (4.6+); "
                                    "off: low=1.25*min, high=1.5*min as in 4.4")
-    alloc_nofragment: bool = spec(True, doc="ALLOC_NOFRAGMENT with a DMA32 zone (5.0+)")
+    alloc_nofragment: bool = spec(True, doc="ALLOC_NOFRAGMENT when the preferred zone is "
+                                  "Normal (5.0+)")
     pcp: bool = spec(True, doc="per-cpu order-0 page lists")
     compaction: bool = spec(True, doc="CONFIG_COMPACTION: direct compaction in the slow path")
     kcompactd: bool = spec(True, doc="a kcompactd thread per node (4.6+)")
