@@ -1,4 +1,5 @@
-"""Fixtures of the end-to-end tests (helpers in serverproc.py).
+"""The end-to-end tests' marking (helpers in serverproc.py; the server fixtures,
+make_server, make_module_server and server, in tests/conftest.py).
 
 Every test here starts real servers and worker processes: all are marked slow, so the
 fast tier (`make test-fast`) leaves them to the full suite.
@@ -9,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from serverproc import Server
 
 HERE = Path(__file__).resolve().parent
 
@@ -20,22 +20,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.slow)
 
 
-@pytest.fixture
-def make_server(tmp_path):
-    servers = []
-
-    def make(*extra, data_dir=None, **kw):
-        s = Server(data_dir or tmp_path, *extra, **kw).start()
-        servers.append(s)
-        return s
-
-    yield make
-    for s in servers:
-        if s.proc.poll() is None:
-            s.proc.kill()
-            s.proc.wait()
-
 
 @pytest.fixture
-def server(make_server):
-    return make_server()
+def token_file(tmp_path: Path):
+    """`token_file(text)`: `text` (str or bytes) written to tmp_path/tokens, mode 0600 as
+    the server wants a token file; returns the path. Called again, it rewrites the file."""
+    path = tmp_path / "tokens"
+
+    def write(text: str | bytes) -> Path:
+        if isinstance(text, bytes):
+            path.write_bytes(text)
+        else:
+            path.write_text(text)
+        path.chmod(0o600)
+        return path
+
+    return write
