@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from serverproc import LAB_TOKENS
 
 HERE = Path(__file__).resolve().parent
 
@@ -36,3 +37,15 @@ def token_file(tmp_path: Path):
         return path
 
     return write
+
+
+@pytest.fixture
+def lab_server(make_server, token_file):
+    """`lab_server(*args, data_dir=)`: a server whose token file (tmp_path/tokens) has
+    serverproc.LAB_TOKENS, alice and bob users and root an admin; its stub is alice's."""
+    def make(*extra: str, **kw):
+        tokens = token_file("".join(f"{t} {u}{' admin' if u == 'root' else ''}\n"
+                                    for u, t in LAB_TOKENS.items()))
+        return make_server("--token-file", str(tokens), *extra, token=LAB_TOKENS["alice"], **kw)
+
+    return make
