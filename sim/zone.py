@@ -12,7 +12,7 @@ emptiness checks are O(1). Simplified: no CMA or highatomic reserve accounting.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from compactsim.sim.gfp import (ALLOC_HARDER, ALLOC_HIGH, ALLOC_NO_WATERMARKS, ALLOC_WMARK_MASK)
 from compactsim.sim.locks import SimLock
@@ -20,8 +20,17 @@ from compactsim.sim.pageblock import MIGRATE_PCPTYPES, MIGRATE_TYPES, NR_ORDERS,
 from compactsim.sim.page import MemMap
 
 if TYPE_CHECKING:
-    from compactsim.sim.compaction import CaptureControl
     from compactsim.sim.pcp import PerCpuPages
+
+
+class Capture(Protocol):
+    """What the free path asks of a direct compactor's capture_control (compaction's
+    CaptureControl): whether it takes a block, and the pfn it took."""
+
+    pfn: int
+
+    def wants(self, order: int, block_mt: int) -> bool: ...
+
 
 WMARK_MIN, WMARK_LOW, WMARK_HIGH, WMARK_PROMO = range(4)
 ZONE_NAMES = ("DMA32", "Normal")
@@ -52,7 +61,7 @@ class Zone:
         self.boosted = False                # ZONE_BOOSTED_WATERMARK
         self.lowmem_reserve = [0, 0]        # per highest_zoneidx
         self.pcp: PerCpuPages | None = None            # when enabled
-        self.capture: CaptureControl | None = None     # while capturing
+        self.capture: Capture | None = None            # while capturing
         # Compaction state that outlives one run (struct zone, CONFIG_COMPACTION).
         end = start_pfn + nr_pages
         self.compact_cached_free_pfn = end - 512
