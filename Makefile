@@ -36,8 +36,8 @@ lint: $(STAMP) typecheck
 	$(BIN)/lint-imports --no-cache
 
 # mypy over the installed names (compactsim.*): the folders are linked under those names in
-# $(VENV)/typecheck, and the messages are shown with the repository's paths. About 15 s
-# from scratch, a second or two with its cache (.mypy_cache).
+# $(VENV)/typecheck, and the messages are shown with the repository's paths. 10-25 s
+# from scratch on two cores, about a second with its cache (.mypy_cache).
 TYPECHECK := $(VENV)/typecheck/compactsim
 typecheck: $(STAMP)
 	mkdir -p $(TYPECHECK)
