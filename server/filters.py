@@ -59,6 +59,7 @@ import calendar
 import re
 import time
 from dataclasses import dataclass
+from typing import cast
 
 STATES = ("QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLING", "CANCELLED")
 
@@ -157,17 +158,17 @@ class HasLabel:
 
 @dataclass(frozen=True, slots=True)
 class And:
-    items: tuple
+    items: tuple[Node, ...]
 
 
 @dataclass(frozen=True, slots=True)
 class Or:
-    items: tuple
+    items: tuple[Node, ...]
 
 
 @dataclass(frozen=True, slots=True)
 class Not:
-    item: object
+    item: Node
 
 
 Node = Compare | HasLabel | And | Or | Not
@@ -469,8 +470,8 @@ def render(node: Node | None) -> str:
         return f"labels.{_quote(node.key)}:*"
     field = node.field if node.key is None else f"labels.{_quote(node.key)}"
     if node.field in TIME_FIELDS:
-        return f"{field} {node.op} {_ns_rfc3339(node.value)}"
-    return f"{field} {node.op} {_quote(node.value)[:-1]}{'*' if node.prefix else ''}\""
+        return f"{field} {node.op} {_ns_rfc3339(cast(int, node.value))}"
+    return f"{field} {node.op} {_quote(cast(str, node.value))[:-1]}{'*' if node.prefix else ''}\""
 
 
 def _ns_rfc3339(ns: int) -> str:
@@ -513,7 +514,8 @@ def _compile(node: Node, params: list) -> str:
         params.append(node.key)
         match = _match_sql("l.value", node, params)
         sql = f"EXISTS (SELECT 1 FROM json_each({labels}) AS l WHERE l.key = ? AND {match})"
-    elif node.field in RESOURCE_NAMES and node.value.startswith(RESOURCE_NAMES[node.field][0]):
+    elif node.field in RESOURCE_NAMES and isinstance(node.value, str) \
+            and node.value.startswith(RESOURCE_NAMES[node.field][0]):
         # the resource name the Run shows ("sweeps/ID", "scenarios/NAME"), else ""
         sql = _match_sql(RESOURCE_NAMES[node.field][1], node, params)
     else:
@@ -523,7 +525,7 @@ def _compile(node: Node, params: list) -> str:
 
 def _match_sql(column: str, node: Compare, params: list) -> str:
     if node.prefix:
-        params.extend((len(node.value), node.value))
+        params.extend((len(cast(str, node.value)), node.value))
         return f"substr({column}, 1, ?) = ?"
     params.append(node.value)
     return f"{column} = ?"
@@ -558,6 +560,7 @@ def parse_order_by(text: str) -> tuple[OrderField, ...]:
     pos = 0
     for part in text.split(","):
         m = _ORDER_ITEM.fullmatch(part)
+        assert m is not None            # every group may be empty: any part matches
         name, direction, rest = m.group(1), m.group(2), m.group(3)
         col = pos + m.start(1) + 1
         if not name:

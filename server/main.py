@@ -289,7 +289,7 @@ async def build_server(*, listen: str = "127.0.0.1:50051", data_dir: str | Path 
     reflection.enable_server_reflection(
         (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
          reflection.SERVICE_NAME), server)
-    if tls_cert is not None:
+    if tls_cert is not None and tls_key is not None:    # both or neither (checked above)
         creds = grpc.ssl_server_credentials([(_read(tls_key, "--tls-key"),
                                               _read(tls_cert, "--tls-cert"))])
         port = server.add_secure_port(listen, creds)
@@ -304,13 +304,14 @@ async def build_server(*, listen: str = "127.0.0.1:50051", data_dir: str | Path 
         svc_metrics.register(registry)
         host, mport = _split(metrics_listen)
         lookup = None                                    # open: loopback (or allowed)
-        if auth.required:
+        if auth.tokens is not None:                      # auth.required
             lookup = auth.tokens.lookup                  # the tokens in force (SIGHUP)
         elif metrics_client_ca:
             lookup = lambda token: None                  # noqa: E731 - certificates only
         app._metrics = start_exporter(   # + /sd, /probe
             manager, registry, host, mport,
-            tls_context(tls_cert, tls_key, metrics_client_ca) if tls_cert else None, lookup)
+            tls_context(tls_cert, tls_key, metrics_client_ca) if tls_cert and tls_key else None,
+            lookup)
         app.metrics_port = app._metrics[0].server_port
     return app
 

@@ -99,15 +99,15 @@ def expand(base: Mapping[str, Any], parameters: Sequence[tuple[str, Sequence[Any
     points = []
     axes = [[_plain(v) for v in values] for _, values in parameters]
     for index, combo in enumerate(itertools.product(*axes)):
-        values = {path: v for (path, _), v in zip(parameters, combo)}
+        point = {path: v for (path, _), v in zip(parameters, combo)}
         try:
-            raw = apply_overrides(base, [f"{p}={json.dumps(v)}" for p, v in values.items()])
+            raw = apply_overrides(base, [f"{p}={json.dumps(v)}" for p, v in point.items()])
         except ConfigError as exc:   # a path the spec cannot have: name the parameter
             where = {path: f"parameters[{i}].path" for i, (path, _) in enumerate(parameters)}
             raise ConfigError([FieldError(where.get(e.path, e.path), f"{e.path}: {e.reason}")
                                for e in exc.errors]) from None
         specs = [{**raw, "seed": base_seed + s} for s in range(seeds)]
-        points.append(Point(index, values, specs))
+        points.append(Point(index, point, specs))
     return points
 
 

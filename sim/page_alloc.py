@@ -62,6 +62,7 @@ def alloc_flags_nofragment(m: Machine, z: Zone) -> int:
 
 
 def _trace(m: Machine, task: Task, event: str, text: str) -> None:
+    assert m.trace is not None          # callers check that the event is enabled
     m.trace.emit(m.env.now, task.cpu, task.comm, task.pid, event, text)
 
 
@@ -180,6 +181,7 @@ def _free_unref_page_commit(m: Machine, task: Task, z: Zone, pfn: int) -> int:
     mem.expire[pfn] = 0
     if not pcp_push(z, task.cpu, pfn, mt if mt < MIGRATE_PCPTYPES else MigrateType.MOVABLE):
         return -1
+    assert z.pcp is not None
     freed = free_pcppages_bulk(z, task.cpu, z.pcp.batch, free_one_page, m.pageblocks,
                                m.policy)
     if m.trace is not None and m.trace.is_enabled("mm_page_pcpu_drain"):

@@ -24,7 +24,8 @@ class PerCpuPages:
 
     def __init__(self, nr_cpus: int, batch: int, high: int):
         # lists[cpu][mt]: a stack; the end of the list is the hot head.
-        self.lists = [[[] for _ in range(MIGRATE_PCPTYPES)] for _ in range(nr_cpus)]
+        self.lists: list[list[list[int]]] = [[[] for _ in range(MIGRATE_PCPTYPES)]
+                                             for _ in range(nr_cpus)]
         self.counts = [0] * nr_cpus
         self.batch = batch
         self.high = high

@@ -31,7 +31,7 @@ import math
 from array import array
 
 from compactsim.sim.charge import charge_frees, settle
-from compactsim.sim.config import (Arrival, Lifetime, MovableOps, PageKind, SimConfig, ThpDefrag,
+from compactsim.sim.config import (Arrival, Lifetime, LifetimeConfig, MovableOps, PageKind, SimConfig, ThpDefrag,
                         ThpEnabled, WorkloadGroup)
 from compactsim.sim.gfp import (__GFP_COMP, __GFP_KSWAPD_RECLAIM, __GFP_NOMEMALLOC, __GFP_NORETRY,
                      __GFP_NOWARN, __GFP_RECLAIMABLE, GFP_ATOMIC, GFP_HIGHUSER_MOVABLE,
@@ -101,7 +101,7 @@ class GroupPlan:
     lru: int                        # LRU list, or -1
     driver_list: int                # zspage or balloon list, or -1
     balloon: bool
-    lifetime: object                # LifetimeConfig, or None for FOREVER
+    lifetime: LifetimeConfig | None  # None for FOREVER
     orders: list[int]
     cdf: list[float]
     gfp: dict[int, int]             # order -> GFP flags
@@ -150,7 +150,7 @@ class Workload:
         self.kernel = KernelMemory(m, allocator, self.lifetimes)   # implicit allocations
         self.latency: dict[str, Histogram] = {}
         self.requests: dict[str, list[int]] = {}     # "kind/orderN" -> [attempts, successes]
-        self._as_anon: dict[str, WorkloadGroup] = {}  # THP groups' base-page fallback
+        self._as_anon: dict[str, GroupPlan] = {}  # THP groups' base-page fallback
         self.plans = {g.name: self._plan(g) for g in self.cfg.workload}
         self._extra_plans: dict[int, GroupPlan] = {}  # groups derived at run time
         self.fault_log: list[str] = []                # thpscale-style per-fault lines
