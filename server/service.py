@@ -36,6 +36,7 @@ import grpc
 from google.protobuf import duration_pb2, empty_pb2, json_format, struct_pb2, timestamp_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
+from compactsim.codec.runstate import RunState
 from compactsim.proto.v1 import (
     run_pb2,
     simulator_pb2,
@@ -58,7 +59,6 @@ from compactsim.server.store import (
     NotFound,
     RequestIdConflict,
     RunRecord,
-    RunState,
     StoreError,
     WrongState,
     check_same_request,
@@ -86,8 +86,6 @@ MAX_PAGE_BYTES = 3 << 20
 # Text per StreamRunReport message.
 REPORT_PIECE_BYTES = 1 << 20
 _RESOURCE_ID = re.compile(r"[a-z][a-z0-9-]{3,62}")
-_STATES = {s: getattr(run_pb2.Run, s.value) for s in RunState}
-_TERMINAL = {RunState.SUCCEEDED.value, RunState.FAILED.value, RunState.CANCELLED.value}
 # Run.error code and ErrorInfo reason by the store's error_reason.
 _ERROR_CODES = {"invalid_spec": code_pb2.INVALID_ARGUMENT,
                 "invalid_trace": code_pb2.INVALID_ARGUMENT,
@@ -198,18 +196,21 @@ def _run_id(name: str, field: str = "name", suffix: str = "") -> str:
     return m.group(1)
 
 
-def _run_error(rec: RunRecord) -> status_pb2.Status | None:
-    if rec.state is RunState.CANCELLED:
-        return _status(code_pb2.CANCELLED, rec.error_message or "cancelled",
-                       error_details_pb2.ErrorInfo(reason=(rec.error_reason or
+def _run_error(state: RunState, error_reason: str, error_message: str, interrupted: bool
+               ) -> status_pb2.Status | None:
+    """Run.error (and a state change's error) of a run in `state`: None but for CANCELLED
+    and FAILED."""
+    if state is RunState.CANCELLED:
+        return _status(code_pb2.CANCELLED, error_message or "cancelled",
+                       error_details_pb2.ErrorInfo(reason=(error_reason or
                                                            "cancelled").upper(),
                                                    domain=DOMAIN))
-    if rec.state is not RunState.FAILED:
+    if state is not RunState.FAILED:
         return None
-    reason = _REASONS.get(rec.error_reason, (rec.error_reason or "failed").upper())
-    return _status(_ERROR_CODES.get(rec.error_reason, code_pb2.UNKNOWN), rec.error_message,
+    reason = _REASONS.get(error_reason, (error_reason or "failed").upper())
+    return _status(_ERROR_CODES.get(error_reason, code_pb2.UNKNOWN), error_message,
                    error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN,
-                                               metadata={"interrupted": str(rec.interrupted)
+                                               metadata={"interrupted": str(interrupted)
                                                          .lower()}))
 
 
@@ -396,7 +397,7 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
         run = run_pb2.Run(
             name=f"runs/{rec.id}", display_name=rec.display_name,
             scenario=f"scenarios/{rec.scenario}" if rec.scenario else "",
-            effective_spec=self._effective_spec(rec), state=_STATES[rec.state],
+            effective_spec=self._effective_spec(rec), state=rec.state.proto,
             progress=self._progress(rec), labels=rec.labels, creator=rec.creator,
             sweep=f"sweeps/{rec.sweep_id}" if rec.sweep_id else "",
             provenance=run_pb2.Provenance(
@@ -410,7 +411,7 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
         json_format.ParseDict(prov.get("request_spec", {}), run.spec)
         if "request_spec" not in prov:
             run.ClearField("spec")
-        err = _run_error(rec)
+        err = _run_error(rec.state, rec.error_reason, rec.error_message, rec.interrupted)
         if err is not None:
             run.error.CopyFrom(err)
         if rec.summary is not None:
@@ -572,7 +573,7 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
             return run_pb2.Run(
                 name=f"runs/{request.run_id}" if request.run_id else "",
                 display_name=run.display_name, scenario=run.scenario, spec=given,
-                effective_spec=effective, state=run_pb2.Run.QUEUED, labels=run.labels,
+                effective_spec=effective, state=RunState.QUEUED.proto, labels=run.labels,
                 creator=caller.user, provenance=run_pb2.Provenance(
                     code_version=prov["code_version"], seed=effective.seed,
                     spec_sha256=prov["spec_sha256"], library_versions=self._versions,
@@ -762,7 +763,7 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
                     seq = ev.sequence
                     yield simulator_pb2.WatchRunResponse(event=msg, sequence=seq)
                     last_sent = time.monotonic()
-                    if ev.type == "state" and ev.payload["state"] in _TERMINAL:
+                    if ev.type == "state" and RunState(ev.payload["state"]).terminal:
                         return
                 if events:
                     continue
@@ -788,7 +789,7 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
                 break
             for ev in events:
                 if ev.type == "state":
-                    state = getattr(run_pb2.Run, ev.payload["state"])
+                    state = RunState(ev.payload["state"]).proto
             after = events[-1].sequence
         return state
 
@@ -796,18 +797,14 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
                         ) -> tuple[run_pb2.RunEvent, int]:
         msg = run_pb2.RunEvent(sequence=ev.sequence, event_time=_ts(ev.time_ns))
         if ev.type == "state":
-            new = getattr(run_pb2.Run, ev.payload["state"])
+            new = RunState(ev.payload["state"]).proto
             msg.state_change.previous_state = previous
             msg.state_change.state = new
-            if ev.payload["state"] in (RunState.FAILED.value, RunState.CANCELLED.value):
-                fake = RunRecord(**{**{f: getattr(rec, f) for f in rec.__slots__},
-                                    "state": RunState(ev.payload["state"]),
-                                    "error_reason": ev.payload.get("error_reason", ""),
-                                    "error_message": ev.payload.get("error_message", ""),
-                                    "interrupted": ev.payload.get("interrupted", False)})
-                err = _run_error(fake)
-                if err is not None:
-                    msg.state_change.error.CopyFrom(err)
+            err = _run_error(RunState(ev.payload["state"]), ev.payload.get("error_reason", ""),
+                             ev.payload.get("error_message", ""),
+                             ev.payload.get("interrupted", False))
+            if err is not None:
+                msg.state_change.error.CopyFrom(err)
             return msg, new
         if ev.type == "progress":
             msg.progress.CopyFrom(self._progress(rec, ev.payload))
@@ -1074,7 +1071,7 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
             prs = sorted(by_point.get(str(p["index"]), []),
                          key=lambda r: int(r.provenance.get("seed", 0)))
             pt = out.points.add(index=p["index"], runs=[f"runs/{r.id}" for r in prs],
-                                run_states=[_STATES[r.state] for r in prs],
+                                run_states=[r.state.proto for r in prs],
                                 arm=p.get("arm", ""))
             for k, v in p["values"].items():
                 pt.values[k].CopyFrom(_py_to_value(v))
@@ -1085,8 +1082,7 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
                     count=a.count, mean=a.mean, stddev=a.stddev, min=a.min, max=a.max))
         if grid.get("arms"):
             out.experiment.CopyFrom(self._experiment(grid, by_point))
-        out.state = getattr(sweep_pb2.Sweep, sweeps.sweep_state([r.state.value for r in runs])
-                            if runs else "RUNNING")
+        out.state = sweep_pb2.Sweep.State.Value(sweeps.sweep_state([r.state for r in runs]))
         if out.state != sweep_pb2.Sweep.RUNNING and runs:
             out.end_time.CopyFrom(_ts(max(r.end_time_ns or 0 for r in runs)))
         return out

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import enum
 import hashlib
 import json
 import queue
@@ -44,44 +43,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from compactsim.codec.runstate import NAMES, TRANSITIONS, RunState
 from compactsim.server.filters import (
-    STATES,
     CompiledFilter,
     compile_filter,
     parse_order_by,
     render_order_by,
 )
-
-
-class RunState(str, enum.Enum):
-    """The lifecycle of a run, in the order `order_by=state` sorts it."""
-
-    QUEUED = "QUEUED"
-    RUNNING = "RUNNING"
-    SUCCEEDED = "SUCCEEDED"
-    FAILED = "FAILED"
-    CANCELLING = "CANCELLING"
-    CANCELLED = "CANCELLED"
-
-    @property
-    def terminal(self) -> bool:
-        return self in (RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED)
-
-
-assert tuple(s.value for s in RunState) == STATES
-
-# Which state may follow which. CANCELLING may still end SUCCEEDED or FAILED: the worker can
-# finish or die before the cancel lands.
-TRANSITIONS: dict[RunState, frozenset[RunState]] = {
-    RunState.QUEUED: frozenset({RunState.RUNNING, RunState.CANCELLING, RunState.CANCELLED,
-                                RunState.FAILED}),
-    RunState.RUNNING: frozenset({RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLING,
-                                 RunState.CANCELLED}),
-    RunState.CANCELLING: frozenset({RunState.CANCELLED, RunState.SUCCEEDED, RunState.FAILED}),
-    RunState.SUCCEEDED: frozenset(),
-    RunState.FAILED: frozenset(),
-    RunState.CANCELLED: frozenset(),
-}
 
 INTERRUPTED_REASON = "interrupted"
 INTERRUPTED_MESSAGE = "interrupted by a server restart"
@@ -278,7 +246,7 @@ class NewRun:
 
 APPLICATION_ID = 0x63736D31  # "csm1": marks the file as a compactsim store
 
-_STATE_CHECK = ", ".join(f"'{s}'" for s in STATES)
+_STATE_CHECK = ", ".join(f"'{s}'" for s in NAMES)
 
 _SCHEMA_V1 = f"""
 CREATE TABLE sweeps (
@@ -391,8 +359,9 @@ _RUN_SELECT = ", ".join(f"runs.{c.strip()}" for c in _RUN_COLUMNS.split(","))
 _N_RUN_COLUMNS = len(_RUN_COLUMNS.split(","))
 
 _STATE_RANK = "CASE runs.state " + " ".join(
-    f"WHEN '{s}' THEN {i}" for i, s in enumerate(STATES)) + " END"
+    f"WHEN '{s}' THEN {i}" for i, s in enumerate(NAMES)) + " END"
 # end_time: runs not ended (NULL) after every time, so keyset pages compare no NULL
+_WORKING = tuple(s.value for s in RunState if s.has_worker)
 _ORDER_SQL = {"create_time": "runs.create_time_ns",
               "end_time": f"COALESCE(runs.end_time_ns, {2**63 - 1})",
               "display_name": "runs.display_name", "state": _STATE_RANK}
@@ -792,7 +761,7 @@ class RunStore:
         """Record progress of a RUNNING or CANCELLING run, with its "progress" event."""
         with self._write() as c:
             run = self._get(c, run_id)
-            if run.state not in (RunState.RUNNING, RunState.CANCELLING):
+            if not run.state.has_worker:
                 raise WrongState(f"run {run_id} is {run.state.value}; progress is recorded "
                                  f"only while it runs")
             now = self._now()
@@ -824,8 +793,8 @@ class RunStore:
         QUEUED runs stay QUEUED for the manager to start again. Returns the changed runs."""
         with self._write() as c:
             ids = [r[0] for r in c.execute(
-                "SELECT id FROM runs WHERE state IN (?, ?) ORDER BY create_time_ns, id",
-                (RunState.RUNNING.value, RunState.CANCELLING.value))]
+                f"SELECT id FROM runs WHERE state IN ({', '.join('?' * len(_WORKING))}) "
+                f"ORDER BY create_time_ns, id", _WORKING)]
             return [self._set_state(c, i, RunState.FAILED, INTERRUPTED_REASON,
                                     INTERRUPTED_MESSAGE, None, True) for i in ids]
 

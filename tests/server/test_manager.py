@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from compactsim.codec.runstate import RunState
 from compactsim.server.executor import ProcessExecutor
 from compactsim.server.manager import (
     EVENT_ERROR,
@@ -27,7 +28,6 @@ from compactsim.server.store import (
     INTERRUPTED_REASON,
     NewRun,
     NotFound,
-    RunState,
     RunStore,
     StoreFull,
     WrongState,
@@ -376,7 +376,8 @@ CRASHING_SERVER = textwrap.dedent("""
     import json, sys
     from compactsim.server.executor import ProcessExecutor
     from compactsim.server.manager import RunManager
-    from compactsim.server.store import RunState, RunStore
+    from compactsim.codec.runstate import RunState
+    from compactsim.server.store import RunStore
     store = RunStore(sys.argv[1])
     m = RunManager(store, ProcessExecutor(1), max_queue=10)
     spec_long, spec_tiny = json.loads(sys.argv[2]), json.loads(sys.argv[3])

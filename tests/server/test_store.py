@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import compactsim.server.store as store_mod
+from compactsim.codec.runstate import RunState
 from compactsim.server.filters import FilterError, OrderByError
 from compactsim.server.store import (
     INTERRUPTED_MESSAGE,
@@ -25,7 +26,6 @@ from compactsim.server.store import (
     NotFound,
     Progress,
     RequestIdConflict,
-    RunState,
     RunStore,
     SchemaTooNew,
     StoreClosed,
