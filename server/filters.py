@@ -67,7 +67,7 @@ TIME_FIELDS = ("create_time", "end_time")
 FIELDS = ("state", *STRING_FIELDS, *TIME_FIELDS, "labels")
 ORDER_FIELDS = ("create_time", "end_time", "display_name", "state")
 
-# Field -> SQL column of the store's `runs` table (server/store.py keeps them in step).
+# Field -> SQL column of the store's `runs` table (server/store/schema.py keeps them in step).
 COLUMNS = {
     "state": "runs.state",
     "scenario": "runs.scenario",

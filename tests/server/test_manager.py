@@ -32,6 +32,7 @@ from compactsim.server.store import (
     StoreFull,
     WrongState,
 )
+from compactsim.server.store import sweeps as store_sweeps
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -332,13 +333,13 @@ def test_sweep_whose_store_write_fails_midway_stores_nothing(tmp_path, monkeypat
     notified = []
     m.add_listener(notified.append)
     inserted = []
-    insert = small._insert_run
+    insert = store_sweeps.insert_run
 
-    def counting_insert(c, new, sweep_id):
+    def counting_insert(c, new, sweep_id, now):
         inserted.append(new.spec["seed"])
-        return insert(c, new, sweep_id)
+        return insert(c, new, sweep_id, now)
 
-    monkeypatch.setattr(small, "_insert_run", counting_insert)
+    monkeypatch.setattr(store_sweeps, "insert_run", counting_insert)
     try:
         with pytest.raises(StoreFull):
             m.submit_sweep(TINY, {}, sweep_runs(10, pad=40_000), sweep_id="huge")
