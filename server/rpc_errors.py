@@ -119,6 +119,11 @@ def not_owner(name: str, creator: str, user: str, verb: str) -> RpcFailure:
                                               "resource": name}))
 
 
+def store_failed(exc: Exception) -> RpcFailure:
+    """UNAVAILABLE for a store that could not answer (a full disk, an I/O error...)."""
+    return failure(code_pb2.UNAVAILABLE, f"store error: {exc}")
+
+
 def revoked() -> status_pb2.Status:
     return status(code_pb2.UNAUTHENTICATED, "unknown or revoked token (revoked during the call)")
 

@@ -25,7 +25,6 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
-from google.rpc import code_pb2
 
 from compactsim.proto.v1 import simulator_pb2_grpc
 from compactsim.server import mapping, requests, uploads
@@ -38,7 +37,7 @@ from compactsim.server.mapping import Scenarios
 from compactsim.server.queries import Queries
 from compactsim.server.refusal import refuse
 from compactsim.server.resources import Resources
-from compactsim.server.rpc_errors import RpcFailure, revoked, status, unavailable
+from compactsim.server.rpc_errors import RpcFailure, revoked, store_failed, unavailable
 from compactsim.server.store import StoreError
 from compactsim.server.traces import TraceStore
 from compactsim.server.watch import DEFAULT_HEARTBEAT_S, Watches
@@ -91,7 +90,7 @@ class Simulator(simulator_pb2_grpc.SimulatorServicer):
             refuse(context, unavailable().status)
         except StoreError as exc:
             log.exception("store")
-            refuse(context, status(code_pb2.UNAVAILABLE, f"store error: {exc}"))
+            refuse(context, store_failed(exc).status)
         return None
 
     def _caller(self, context: grpc.aio.ServicerContext) -> Caller | None:
