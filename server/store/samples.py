@@ -138,10 +138,11 @@ class Samples:
             pos, n = 0, count
             if page_token:
                 body = paging.decode_token(page_token, query)
-                pos, n = body.get("p"), body.get("n")
-                if not (isinstance(pos, int) and isinstance(n, int) and 0 <= pos and
-                        0 <= n <= count):
+                at, length = body.get("p"), body.get("n")   # position, series length
+                if not (isinstance(at, int) and isinstance(length, int) and 0 <= at and
+                        0 <= length <= count):
                     raise InvalidPageToken(paging.NOT_ISSUED)
+                pos, n = at, length
             kept = n if max_points == 0 else min(n, max_points)
             index = paging.downsample_indices(n, max_points)
             wanted = [index(p) for p in range(pos, min(pos + size, kept))]
