@@ -16,7 +16,6 @@ import uuid
 from typing import Any
 
 from google.protobuf import json_format
-from google.rpc import code_pb2
 
 from compactsim.codec.runstate import RunState
 from compactsim.proto.v1 import run_pb2, simulator_pb2, spec_pb2, sweep_pb2
@@ -31,7 +30,7 @@ from compactsim.server.rpc_errors import (
     bad_request,
     check_quota,
     config_violations,
-    failure,
+    conflict,
     not_found,
     quota,
     unavailable,
@@ -191,7 +190,7 @@ class Admission:
         except QueueLimit as exc:
             raise quota(exc.exceeded, str(exc)) from None
         except RequestIdConflict as exc:
-            raise failure(code_pb2.ALREADY_EXISTS, str(exc)) from None
+            raise conflict(str(exc)) from None
         except IdTaken:   # another CreateRun with this run_id got there first
             raise already_exists(f"runs/{request.run_id}") from None
         except InvalidArgument as exc:
@@ -318,5 +317,5 @@ class Admission:
             earlier = self._sweep_of_request(request, caller) if request.request_id else None
             if earlier is not None:   # a retry that raced the first request
                 return self._sweep(earlier)
-            raise failure(code_pb2.ALREADY_EXISTS, str(exc)) from None
+            raise conflict(str(exc)) from None
         return self._sweep(rec.id)

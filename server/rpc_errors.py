@@ -79,6 +79,16 @@ def already_exists(name: str, message: str = "") -> RpcFailure:
                    _resource(name.split("/")[0][:-1].title(), name))
 
 
+def conflict(message: str) -> RpcFailure:
+    """ALREADY_EXISTS for a request that clashes with an earlier one (a request_id reused
+    for something else, a sweep id taken)."""
+    return failure(code_pb2.ALREADY_EXISTS, message)
+
+
+def deadline_exceeded(message: str) -> RpcFailure:
+    return failure(code_pb2.DEADLINE_EXCEEDED, message)
+
+
 def precondition(name: str, message: str, type_: str = "STATE") -> RpcFailure:
     return failure(code_pb2.FAILED_PRECONDITION, message,
                    error_details_pb2.PreconditionFailure(violations=[

@@ -12,13 +12,18 @@ import logging
 from collections.abc import AsyncIterable, Callable
 
 from google.protobuf import empty_pb2
-from google.rpc import code_pb2
 
 from compactsim.proto.v1 import trace_pb2
 from compactsim.server import limits, mapping
 from compactsim.server.auth import Caller
 from compactsim.server.limits import Exceeded, Limits
-from compactsim.server.rpc_errors import bad_request, failure, not_found, quota
+from compactsim.server.rpc_errors import (
+    bad_request,
+    deadline_exceeded,
+    not_found,
+    quota,
+    unavailable,
+)
 from compactsim.server.traces import (
     TraceError,
     TraceNotFound,
@@ -48,9 +53,8 @@ async def upload(traces: TraceStore, limits_: Limits, user: str,
             return None
         return mapping.trace(await asyncio.to_thread(upload.commit))
     except TimeoutError:
-        raise failure(code_pb2.DEADLINE_EXCEEDED, (
-            f"no chunk for {idle:g} s: the upload was dropped and nothing kept "
-            f"(--trace-idle-timeout)")) from None
+        raise deadline_exceeded(f"no chunk for {idle:g} s: the upload was dropped and "
+                                f"nothing kept (--trace-idle-timeout)") from None
     except TraceTooLarge:
         raise quota(limits_.trace_exceeded(upload.size if upload else 0)) from None
     except TraceQuotaExceeded as exc:
@@ -59,8 +63,7 @@ async def upload(traces: TraceStore, limits_: Limits, user: str,
         raise bad_request([("chunk", str(exc))]) from None
     except OSError as exc:
         log.exception("storing an uploaded trace")
-        raise failure(code_pb2.UNAVAILABLE,
-                      f"cannot store the trace: {exc.strerror or exc}") from None
+        raise unavailable(f"cannot store the trace: {exc.strerror or exc}") from None
     finally:
         if upload is not None:
             upload.discard()
