@@ -27,8 +27,8 @@ string value asks for a prefix match (`display_name = "zram-*"`). NAME is a bare
 (`[A-Za-z0-9_][A-Za-z0-9_-]*`); AND, OR and NOT are keywords in upper case.
 
 What each field accepts:
-    state                        = != with QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLING,
-                                 CANCELLED (quoted or bare)
+    state                        = != with a run state name (QUEUED, RUNNING... as
+                                 compactsim.codec.runstate lists them; quoted or bare)
     scenario, creator,           = != with a string (a trailing * matches a prefix)
     display_name, sweep          (sweep and scenario: the bare id or name, or the resource
                                  name the Run shows, "sweeps/ID" or "scenarios/NAME";
@@ -61,14 +61,14 @@ import time
 from dataclasses import dataclass
 from typing import cast
 
-STATES = ("QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLING", "CANCELLED")
+from compactsim.codec.runstate import NAMES
 
 STRING_FIELDS = ("scenario", "creator", "display_name", "sweep")
 TIME_FIELDS = ("create_time", "end_time")
 FIELDS = ("state", *STRING_FIELDS, *TIME_FIELDS, "labels")
 ORDER_FIELDS = ("create_time", "end_time", "display_name", "state")
 
-# Field -> SQL column of the store's `runs` table (server/store.py keeps them in step).
+# Field -> SQL column of the store's `runs` table (server/store/schema.py keeps them in step).
 COLUMNS = {
     "state": "runs.state",
     "scenario": "runs.scenario",
@@ -438,9 +438,9 @@ class _Parser:
                                       "match); write \\* for a literal star")
             prefix, text = True, text[:-1]
         if field == "state":
-            if prefix or text not in STATES:
+            if prefix or text not in NAMES:
                 raise self.error(tok, f"unknown state {_shown(tok.text, False)}: expected one of "
-                                      f"{', '.join(STATES)}")
+                                      f"{', '.join(NAMES)}")
         return Compare(field, op, text, key=key, prefix=prefix)
 
 

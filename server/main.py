@@ -49,6 +49,7 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
 
+from compactsim.codec.runstate import RunState
 from compactsim.proto.v1 import simulator_pb2_grpc
 from compactsim.server.auth import Authenticator, TokenFileError, Tokens
 from compactsim.server.decoding import DecodingInterceptor
@@ -59,7 +60,7 @@ from compactsim.server.manager import RunManager
 from compactsim.server.metrics import ServiceMetrics
 from compactsim.server.metrics_listener import tls_context
 from compactsim.server.service import SERVICE_NAME, Simulator
-from compactsim.server.store import RunState, RunStore
+from compactsim.server.store import RunStore
 from compactsim.server.traces import TraceStore
 
 log = logging.getLogger("compactsim.server")

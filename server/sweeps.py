@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from compactsim.codec.runstate import RunState
 from compactsim.sim.config import apply_overrides
 from compactsim.sim.schema import ConfigError, FieldError
 
@@ -202,8 +203,10 @@ def aggregates(summaries: Sequence[Mapping[str, Any]],
     return out
 
 
-def sweep_state(states: Sequence[str]) -> str:
-    """RUNNING, SUCCEEDED or FAILED from the run states (names)."""
-    if any(s in ("QUEUED", "RUNNING", "CANCELLING") for s in states):
-        return "RUNNING"
-    return "SUCCEEDED" if all(s == "SUCCEEDED" for s in states) else "FAILED"
+def sweep_state(states: Sequence[RunState]) -> RunState:
+    """The state of a sweep from its runs' states: RUNNING while it has none or one of
+    them has not ended, then SUCCEEDED when all of them did, else FAILED."""
+    if not states or not all(s.terminal for s in states):
+        return RunState.RUNNING
+    return (RunState.SUCCEEDED if all(s is RunState.SUCCEEDED for s in states)
+            else RunState.FAILED)

@@ -19,8 +19,9 @@ from google.protobuf import json_format, struct_pb2
 from serverproc import R, create, spec, wait_state, write_trace
 
 from compactsim.client.api import Client
+from compactsim.codec.runstate import RunState
 from compactsim.proto.v1 import run_pb2, simulator_pb2, spec_pb2, sweep_pb2
-from compactsim.server.store import RunState, RunStore
+from compactsim.server.store import RunStore
 
 ROOT = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "compactsim.client.cli"]
