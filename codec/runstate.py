@@ -43,7 +43,7 @@ class RunState(str, enum.Enum):
         return self in (RunState.RUNNING, RunState.CANCELLING)
 
     @property
-    def proto(self) -> int:
+    def proto(self) -> run_pb2.Run.State.ValueType:
         """The `compactsim.v1.Run.State` number."""
         return run_pb2.Run.State.Value(self.value)
 

@@ -151,6 +151,7 @@ class Admission:
                 violations += config_violations(exc, "run.spec")
         if violations:
             raise bad_request(violations)
+        assert cfg is not None      # set unless a violation was raised above
         effective = convert.spec_to_proto(cfg)
         new = NewRun(spec=convert.raw_from_proto(effective), display_name=run.display_name,
                      scenario=scenario, labels=dict(run.labels), creator=caller.user,
@@ -218,7 +219,7 @@ class Admission:
         return self.resources.sweep_message(f"sweeps/{sweep_id}")
 
     def _base(self, request: simulator_pb2.CreateSweepRequest
-              ) -> tuple[str, dict | None, list[tuple[str, list]], list[tuple[str, dict]]]:
+              ) -> tuple[str, dict, list[tuple[str, list]], list[tuple[str, dict]]]:
         """The sweep's preset, its base spec (raw, effective), parameters and arms; every
         violation among them at once."""
         sw = request.sweep
@@ -233,6 +234,7 @@ class Admission:
         params, arms, axes_violations = requests.sweep_axes(request)
         if violations + axes_violations:
             raise bad_request(violations + axes_violations)
+        assert base_raw is not None  # set unless a violation was raised above
         return scenario, base_raw, params, arms
 
     def _sweep_runs(self, points: list[sweeps.Point]

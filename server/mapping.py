@@ -96,8 +96,8 @@ class Runs:
             run.summary.CopyFrom(convert.summary_to_struct(rec.summary))
         return run
 
-    def event(self, rec: RunRecord, ev: RunEvent, previous: int
-              ) -> tuple[run_pb2.RunEvent, int]:
+    def event(self, rec: RunRecord, ev: RunEvent, previous: run_pb2.Run.State.ValueType
+              ) -> tuple[run_pb2.RunEvent, run_pb2.Run.State.ValueType]:
         """The event of run `rec` as a message, and the run's state after it (`previous`,
         the state before, for all but state changes)."""
         msg = run_pb2.RunEvent(sequence=ev.sequence, event_time=ts(ev.time_ns))
@@ -116,8 +116,10 @@ class Runs:
         return msg, previous
 
 
-def _succeeded(runs: Iterable[RunRecord]) -> list[RunRecord]:
-    return [r for r in runs if r.state is RunState.SUCCEEDED and r.summary]
+def _succeeded(runs: Iterable[RunRecord]) -> list[tuple[RunRecord, dict]]:
+    """The SUCCEEDED runs that have a summary, each with it (decoded once)."""
+    return [(r, summary) for r in runs
+            if r.state is RunState.SUCCEEDED and (summary := r.summary)]
 
 
 def sweep(rec: SweepRecord, runs: list[RunRecord]) -> sweep_pb2.Sweep:
@@ -140,7 +142,7 @@ def sweep(rec: SweepRecord, runs: list[RunRecord]) -> sweep_pb2.Sweep:
     by_point: dict[str, list[RunRecord]] = {}
     for r in runs:
         by_point.setdefault(r.labels.get("sweep_point", ""), []).append(r)
-    metrics = grid["metrics"] or sweeps.default_metrics([r.summary for r in _succeeded(runs)])
+    metrics = grid["metrics"] or sweeps.default_metrics([s for _, s in _succeeded(runs)])
     counts: dict[str, int] = {}
     for r in runs:
         counts[r.state.value] = counts.get(r.state.value, 0) + 1
@@ -152,7 +154,7 @@ def sweep(rec: SweepRecord, runs: list[RunRecord]) -> sweep_pb2.Sweep:
                             run_states=[r.state.proto for r in prs], arm=p.get("arm", ""))
         for k, v in p["values"].items():
             pt.values[k].CopyFrom(py_to_value(v))
-        aggs = sweeps.aggregates([r.summary for r in _succeeded(prs)], metrics)
+        aggs = sweeps.aggregates([s for _, s in _succeeded(prs)], metrics)
         for k, a in aggs.items():
             pt.aggregates[k].CopyFrom(sweep_pb2.Aggregate(
                 count=a.count, mean=a.mean, stddev=a.stddev, min=a.min, max=a.max))
@@ -160,7 +162,7 @@ def sweep(rec: SweepRecord, runs: list[RunRecord]) -> sweep_pb2.Sweep:
         out.experiment.CopyFrom(_experiment(grid, by_point))
     out.state = sweep_pb2.Sweep.State.Value(sweeps.sweep_state([r.state for r in runs]))
     if out.state != sweep_pb2.Sweep.RUNNING and runs:
-        out.end_time.CopyFrom(ts(max(r.end_time_ns or 0 for r in runs)))
+        out.end_time.FromNanoseconds(int(max(r.end_time_ns or 0 for r in runs)))
     return out
 
 
@@ -173,8 +175,9 @@ def _experiment(grid: Mapping[str, Any], by_point: Mapping[str, list[RunRecord]]
     from compactsim.codec.stats import ArmRun
     from compactsim.codec.stats import experiment as experiment_stats
     arm_of = {str(p["index"]): p["arm"] for p in grid["points"]}
-    runs = [ArmRun(arm_of[point], int(r.provenance.get("seed", 0)), r.summary)
-            for point, rs in by_point.items() if point in arm_of for r in _succeeded(rs)]
+    runs = [ArmRun(arm_of[point], int(r.provenance.get("seed", 0)), summary)
+            for point, rs in by_point.items() if point in arm_of
+            for r, summary in _succeeded(rs)]
     result = experiment_stats(runs, [a["name"] for a in grid["arms"]], grid["baseline"])
     if grid["metrics"]:
         keep = set(grid["metrics"])

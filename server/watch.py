@@ -50,7 +50,7 @@ class Watches:
         events = self.store.events_after(run_id, seq, _BATCH)
         return events, None if events else self.store.get_run(run_id)
 
-    def _state_at(self, run_id: str, seq: int) -> int:
+    def _state_at(self, run_id: str, seq: int) -> run_pb2.Run.State.ValueType:
         """The run's Run.State after its event `seq`."""
         state, after = run_pb2.Run.STATE_UNSPECIFIED, 0
         while after < seq:
