@@ -101,7 +101,8 @@ def free_pcppages_bulk(z, cpu: int, count: int, free_one_page, pageblocks, polic
       with `pindex`, the list of the page just freed (0 for drain_pages_zone).
 
     The pre-6.10 kernels free a page to the type it was queued under; 6.10+ to its
-    pageblock's current type. Returns (pfn, mt) of the pages freed, for tracing."""
+    pageblock's current type. Returns (pfn, mt) of the pages freed with the type they
+    were freed to, which mm_page_pcpu_drain prints."""
     pcp = z.pcp
     lists = pcp.lists[cpu]
     count = min(count, pcp.counts[cpu])
@@ -144,11 +145,12 @@ def free_pcppages_bulk(z, cpu: int, count: int, free_one_page, pageblocks, polic
         i = pos[mt]
         for pfn in lst[i:i + n]:
             if hygiene:
-                free_one_page(z, pfn, 0, block_mt[pfn >> PAGEBLOCK_ORDER],
-                              pageblocks=pageblocks)
+                bmt = block_mt[pfn >> PAGEBLOCK_ORDER]
+                free_one_page(z, pfn, 0, bmt, pageblocks=pageblocks)
+                freed.append((pfn, bmt))
             else:
                 free_one_page(z, pfn, 0, mt)
-            freed.append((pfn, mt))
+                freed.append((pfn, mt))
         pos[mt] = i + n
     for lst, k in zip(lists, taken):
         if k:

@@ -154,3 +154,17 @@ def test_free_over_high_drains_per_era(profile, left):
         p for lst in pcp.lists[0] for p in lst)
     assert len(gone) == 7
     assert not any(PCP <= r.m.mem.pstate[p] < PCP + len(names) for p in gone)
+
+
+@pytest.mark.parametrize("profile,traced", [("v6.1", M), ("v6.10", U)])
+def test_drain_reports_the_type_freed_to(profile, traced):
+    """mm_page_pcpu_drain prints the migratetype handed to __free_one_page: the type the
+    page was queued under to 6.9 (get_pcppage_migratetype), its pageblock's current type
+    from 6.10 (get_pfnblock_migratetype)."""
+    r = Pcp(profile)
+    names = r.queue({M: 1})
+    pfn = names[M][0]
+    r.m.pageblocks.mt[pfn >> PAGEBLOCK_ORDER] = U
+    got: list[int] = []
+    freed = free_pcppages_bulk(r.z, 0, 1, _recorder(got), r.m.pageblocks, r.m.policy)
+    assert freed == [(pfn, traced)]
