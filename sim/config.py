@@ -79,6 +79,13 @@ class PcpHigh(enum.Enum):
     ZONE_LOW = "ZONE_LOW"      # 5.14+: zone_highsize, the LOW watermark over the node's CPUs
 
 
+class PcpFree(enum.Enum):
+    """Which pages `free_pcppages_bulk` takes, from the tail (coldest end) of each list."""
+
+    BATCH_FREE = "BATCH_FREE"  # to 5.17: round-robin from MOVABLE, batch_free pages a visit
+    WHOLE_LIST = "WHOLE_LIST"  # 5.18+: each list emptied in turn, the freed page's list first
+
+
 class TraceEra(enum.Enum):
     """Which kernel's tracepoint formats and compact_result names the trace uses."""
 
@@ -215,7 +222,8 @@ _V4_4 = dict(claim_rule="FREE_COUNT", watermark_boost=False, scaled_watermarks=F
              fast_search=False, proactive_compaction=False, migrate_batching=False,
              contended_abort="IMMEDIATE", sync_light_isolates_writeback=True,
              zsmalloc_locking="CLASS_LOCK", vmap_stack=False,
-             pcp_batch_max_kb=512, pcp_high="BATCH_X6", steal_smallest=False,
+             pcp_batch_max_kb=512, pcp_high="BATCH_X6", pcp_free="BATCH_FREE",
+             steal_smallest=False,
              sync_light_io_nowait=False, trace_format="V4_4")
 PROFILES: dict[str, dict[str, Any]] = {
     "v4.4": _V4_4,
@@ -233,7 +241,7 @@ PROFILES["v5.0"] = {**PROFILES["v4.12"], "watermark_boost": True, "alloc_nofragm
 PROFILES["v5.9"] = {**PROFILES["v5.0"], "compaction_capture": True, "fast_search": True,
                     "proactive_compaction": True, "contended_abort": "FINISH_BLOCK"}
 PROFILES["v6.1"] = {**PROFILES["v5.9"], "zsmalloc_locking": "MIGRATE_LOCK",
-                    "pcp_high": "ZONE_LOW"}
+                    "pcp_high": "ZONE_LOW", "pcp_free": "WHOLE_LIST"}
 PROFILES["v6.10"] = {**PROFILES["v6.1"], "migrate_batching": True,
                      "claim_rule": "FREELIST_HYGIENE", "zsmalloc_locking": "POOL_LOCK",
                      "sync_light_io_nowait": True}
@@ -286,6 +294,9 @@ class KernelConfig:
                                  "4.19, 1 MiB since (batch 31 / 63 for zones >= 512 MiB)")
     pcp_high: PcpHigh = spec(PcpHigh.ZONE_LOW, doc="pcp high: 6 * batch (to 5.13) or "
                              "zone_highsize (5.14+; the 6.7+ auto-tuning is not modelled)")
+    pcp_free: PcpFree = spec(PcpFree.WHOLE_LIST, doc="free_pcppages_bulk: BATCH_FREE "
+                             "round-robin over the lists (to 5.17) or WHOLE_LIST, each list "
+                             "emptied in turn starting with the freed page's (5.18+)")
     steal_smallest: bool = spec(False, doc="6.15+: a fallback that claims no block "
                                 "(__rmqueue_claim) steals one page from the smallest suitable "
                                 "block (__rmqueue_steal) rather than the largest")

@@ -179,11 +179,12 @@ def _free_unref_page_commit(m: Machine, task: Task, z: Zone, pfn: int) -> int:
     mem.kind[pfn] = 0
     mem.flags[pfn] = 0
     mem.expire[pfn] = 0
-    if not pcp_push(z, task.cpu, pfn, mt if mt < MIGRATE_PCPTYPES else MigrateType.MOVABLE):
+    pindex = mt if mt < MIGRATE_PCPTYPES else MigrateType.MOVABLE
+    if not pcp_push(z, task.cpu, pfn, pindex):
         return -1
     assert z.pcp is not None
     freed = free_pcppages_bulk(z, task.cpu, z.pcp.batch, free_one_page, m.pageblocks,
-                               m.policy)
+                               m.policy, pindex=pindex)
     if m.trace is not None and m.trace.is_enabled("mm_page_pcpu_drain"):
         for p, pmt in freed:
             _trace(m, task, "mm_page_pcpu_drain",

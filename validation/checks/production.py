@@ -38,9 +38,11 @@ def _explain_mix(results: Results) -> list[str]:
         out.append(f"{claims:.0f} of {events:.0f} fallbacks claimed their whole block, so "
                    "the model keeps non-movable pages grouped in blocks of their own type: "
                    "nothing scatters them into movable blocks, whereas in production a third "
-                   "of all blocks held some. Unmovable memory in the model comes only from "
-                   "the explicit slab and fork groups (no page tables, network buffers or "
-                   "other allocations caused by the workload).")
+                   "of all blocks held some. Non-movable memory in the model comes from "
+                   "the explicit slab and fork groups and from the kernel memory the "
+                   "groups' activity implies (sim/kernelmem.py: page tables on anonymous "
+                   "and THP faults, reclaimable slab with page-cache I/O, sk_buff heads "
+                   "with network traffic, stacks and task structures on fork).")
     return out
 
 
@@ -78,7 +80,7 @@ PAGEBLOCK_MIX = Check(
     mechanism=(
         "where non-movable pages land: the fallback and claim rules in sim/buddy.py and "
         "sim/page_alloc.py, per-cpu list refills in sim/pcp.py, and which kernel "
-        "allocations the workload causes (sim/workload.py)."),
+        "allocations the workload causes (sim/workload.py, sim/kernelmem.py)."),
     context=("nonmovable_memory_share", "blocks_holding_nonmovable_share",
              "blocks_per_memory_share", "movable_blocks_mixed_share",
              "blocks_nonmovable_label_share", "extfrag_events"),
