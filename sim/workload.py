@@ -536,7 +536,7 @@ class Workload:
 
     def _thp_fault(self, plan: GroupPlan, task: Task, rng):
         """do_huge_pmd_anonymous_page: an order-9 page, or base pages on fallback; logs
-        one thpscale-style line per fault."""
+        one thpscale-style line per 2 MB unit, with the latency of faulting all of it."""
         m = self.m
         env = self.env
         group = plan.group
@@ -574,12 +574,12 @@ class Workload:
         for i in range(HPAGE_PMD_NR):
             pfn = yield from self._timed(plan, task, GFP_HIGHUSER_MOVABLE, 0)
             if pfn < 0:
-                return
+                break
             task.lru_pending += self.setup_pages(base if i < unmapped else kept, (pfn,), 0,
                                                  draws.seek(i))
             task.debt += self.costs.anon_fault_us * 1e-6
-            if i == 0:
-                self._log_fault(task, "base", env.now + task.debt - start)
+        # thpscale times the touch and memset of the whole 2 MB unit: 512 base faults.
+        self._log_fault(task, "base", env.now + task.debt - start)
 
     def _log_fault(self, task: Task, size: str, latency: float) -> None:
         if len(self.fault_log) < FAULT_LOG_LINES:

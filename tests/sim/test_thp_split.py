@@ -85,3 +85,17 @@ def test_thpscale_punches_one_megabyte_holes():
     nr_free = r.summary["free_pages_by_order"][0]
     in_order8 = nr_free[8] << 8
     assert in_order8 > 0.5 * sum(n << o for o, n in enumerate(nr_free))
+
+
+def test_a_base_fault_line_times_the_whole_2mb_unit():
+    """thpscale.c times the first touch and the memset of a 2 MB unit: on fallback that is
+    512 base-page faults, each at least `anon_fault_us`."""
+    cfg = config_from_dict({
+        "duration": "0.5s", "machine": {"memory": "64MiB", "cpus": 1},
+        "tunables": {"thp_enabled": "never"},
+        "workload": [{"name": "thp", "kind": "thp", "pattern": "burst", "burst": 4,
+                      "burst_interval": "0.1s", "order_mix": {9: 1}, "madvise": True,
+                      "lifetime": {"distribution": "forever"}}]})
+    lines = [line.split() for line in run(cfg).fault_log.splitlines()]
+    assert lines and all(size == "base" for _, _, size, _ in lines)
+    assert min(float(us) for *_, us in lines) >= 512 * cfg.costs.anon_fault_us
