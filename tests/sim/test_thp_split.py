@@ -24,7 +24,6 @@ from compactsim.sim.pageblock import PAGEBLOCK_ORDER
 from compactsim.sim.run import run
 from compactsim.sim.scenarios import load_scenario
 from compactsim.sim.thp import DeferredSplit
-
 from tests.sim.rig import make_rig
 
 THP = KIND_CODE[PageKind.THP]
