@@ -14,6 +14,8 @@ Kernel behaviour checked:
 
 from __future__ import annotations
 
+from rig import make_rig
+
 from compactsim.sim.config import PageKind, apply_overrides, config_from_dict
 from compactsim.sim.gfp import ALLOC_WMARK_LOW, GFP_TRANSHUGE
 from compactsim.sim.lru import add_page_to_lru
@@ -24,7 +26,6 @@ from compactsim.sim.pageblock import PAGEBLOCK_ORDER
 from compactsim.sim.run import run
 from compactsim.sim.scenarios import load_scenario
 from compactsim.sim.thp import DeferredSplit
-from tests.sim.rig import make_rig
 
 THP = KIND_CODE[PageKind.THP]
 ANON = KIND_CODE[PageKind.ANON]
