@@ -198,6 +198,13 @@ def figures(result, machine) -> dict[str, float]:
     comp = s.get("compaction", {})
     out["wasted_migrations"] = float(comp.get("wasted_migrations", 0))
     out["proactive_runs"] = float(comp.get("proactive_runs", 0))
+    results = comp.get("results", {})
+    for key, n in results.items():               # compact_zone runs by trigger/result
+        out[f"compaction/{key}"] = float(n)
+    direct = sum(n for k, n in results.items() if k.startswith("direct/"))
+    out["direct_runs"] = float(direct)
+    out["direct_runs_scanners_met_share"] = ratio(
+        sum(results.get(f"direct/{r}", 0) for r in ("complete", "partial_skipped")), direct)
     scores = [v for row in result.series for k, v in row.items()
               if k.endswith("_fragmentation_score")]
     out["fragmentation_score_max"] = float(max(scores)) if scores else math.nan
