@@ -8,9 +8,10 @@ finds it partly mapped and queues it with `deferred_split_folio`
 `deferred_split_scan`, DEFAULT_SEEKS, run by `shrink_slab` from kswapd and direct
 reclaim) splits it (`split_folio`, `thp_split_page`): the still-mapped subpages become
 order-0 anonymous pages on the LRU, the unmapped ones are freed one by one through the
-per-cpu lists. Simplified: a queued folio is split whole on the first scan that
-reaches it (no split failures, no memcg queues), and the unmapped range is always the
-start of the huge page.
+per-cpu lists. Simplified: one queue for the machine (the kernel keeps one per node,
+and per memcg), a queued folio is split on the first scan that reaches it (no split
+failures, no CPU time charged for the split), and the unmapped range is always the start
+of the huge page.
 """
 
 from __future__ import annotations
