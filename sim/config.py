@@ -385,6 +385,9 @@ class WorkloadGroup:
     extra_ref: float = spec(0.0, lo=0.0, hi=1.0, doc="share holding an extra reference")
     mlocked: float = spec(0.0, lo=0.0, hi=1.0, doc="share mlocked (unevictable)")
     madvise: bool = spec(False, doc="THP: region has MADV_HUGEPAGE")
+    unmap: float = spec(0.0, lo=0.0, hi=1.0, doc="THP: share of each huge page, from its start, "
+                        "that its deadline unmaps (munmap of part of the mapping; the huge "
+                        "page waits on the deferred split queue); the rest stays mapped")
     forks: float = spec(0.0, lo=0.0, hi=1e6, doc="forks per request: each allocates a kernel "
                         "stack, task_struct slab and page tables")
     implicit_kernel: bool = spec(True, doc="allocate the kernel memory the group's activity "
@@ -407,6 +410,8 @@ class WorkloadGroup:
             errs.append(FieldError(f"{path}.replay", "is required with kind replay, and only then"))
         if self.kind is PageKind.THP and any(o != PAGEBLOCK_ORDER for o, _ in self.order_mix):
             errs.append(FieldError(f"{path}.order_mix", "THP faults are order 9"))
+        if self.unmap and self.kind is not PageKind.THP:
+            errs.append(FieldError(f"{path}.unmap", "only THP groups unmap part of a block"))
         if self.pattern is not Arrival.FILL and self.rate == 0:
             errs.append(FieldError(f"{path}.rate", "must be above 0 for this pattern"))
         return errs

@@ -16,9 +16,9 @@ anon share set by `swappiness`); clean unlocked file pages are dropped; dirty on
 put under writeback and rotated; pages under writeback, locked, pinned or isolated are
 rotated; anonymous pages are compressed into zram when there is one (otherwise anon is
 not scanned). Writeback completes `writeback_page_ms` later. `shrink_slab` runs the
-registered shrinkers (zsmalloc's pool) after each node pass. Simplified: no active list,
-no referenced bit, no slab shrinkers but zsmalloc's, no memcg; kswapd's scan of one pass stops once it
-reclaimed what the pass aims at.
+registered shrinkers (zsmalloc's pool, the THP deferred split queue) after each node
+pass. Simplified: no active list, no referenced bit, no other slab shrinkers, no memcg;
+kswapd's scan of one pass stops once it reclaimed what the pass aims at.
 """
 
 from __future__ import annotations

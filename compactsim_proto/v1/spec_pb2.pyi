@@ -1087,6 +1087,7 @@ class WorkloadGroupSpec(google.protobuf.message.Message):
     REPLAY_FIELD_NUMBER: builtins.int
     FORKS_FIELD_NUMBER: builtins.int
     IMPLICIT_KERNEL_FIELD_NUMBER: builtins.int
+    UNMAP_FIELD_NUMBER: builtins.int
     name: builtins.str
     """Name of the group, unique within the spec, 1..64 printable characters (no control
     characters). Required.
@@ -1135,6 +1136,10 @@ class WorkloadGroupSpec(google.protobuf.message.Message):
     """Allocate the kernel memory the group's activity implies (page tables on faults, slab
     with file I/O, sk_buff heads with network buffers, stacks on fork). Default true.
     """
+    unmap: builtins.float
+    """THP: share of each huge page, from its start, that its deadline unmaps (munmap of part
+    of the mapping; the huge page waits on the deferred split queue), 0..1. Default 0.
+    """
     @property
     def order_mix(self) -> google.protobuf.internal.containers.ScalarMap[builtins.int, builtins.float]:
         """Allocation order (0..10) -> relative weight (0..1e9, not all 0). Empty: {0: 1}.
@@ -1174,9 +1179,10 @@ class WorkloadGroupSpec(google.protobuf.message.Message):
         replay: Global___ReplaySpec | None = ...,
         forks: builtins.float | None = ...,
         implicit_kernel: builtins.bool | None = ...,
+        unmap: builtins.float | None = ...,
     ) -> None: ...
-    def HasField(self, field_name: typing.Literal["_batch", b"_batch", "_burst", b"_burst", "_burst_interval_seconds", b"_burst_interval_seconds", "_dirty", b"_dirty", "_extra_ref", b"_extra_ref", "_fill_fraction", b"_fill_fraction", "_forks", b"_forks", "_implicit_kernel", b"_implicit_kernel", "_locked", b"_locked", "_madvise", b"_madvise", "_mlocked", b"_mlocked", "_name", b"_name", "_rate", b"_rate", "_start_seconds", b"_start_seconds", "_stop_seconds", b"_stop_seconds", "_tasks", b"_tasks", "_writeback", b"_writeback", "batch", b"batch", "burst", b"burst", "burst_interval_seconds", b"burst_interval_seconds", "dirty", b"dirty", "extra_ref", b"extra_ref", "fill_fraction", b"fill_fraction", "forks", b"forks", "implicit_kernel", b"implicit_kernel", "lifetime", b"lifetime", "locked", b"locked", "madvise", b"madvise", "mlocked", b"mlocked", "name", b"name", "rate", b"rate", "replay", b"replay", "start_seconds", b"start_seconds", "stop_seconds", b"stop_seconds", "tasks", b"tasks", "writeback", b"writeback"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["_batch", b"_batch", "_burst", b"_burst", "_burst_interval_seconds", b"_burst_interval_seconds", "_dirty", b"_dirty", "_extra_ref", b"_extra_ref", "_fill_fraction", b"_fill_fraction", "_forks", b"_forks", "_implicit_kernel", b"_implicit_kernel", "_locked", b"_locked", "_madvise", b"_madvise", "_mlocked", b"_mlocked", "_name", b"_name", "_rate", b"_rate", "_start_seconds", b"_start_seconds", "_stop_seconds", b"_stop_seconds", "_tasks", b"_tasks", "_writeback", b"_writeback", "batch", b"batch", "burst", b"burst", "burst_interval_seconds", b"burst_interval_seconds", "dirty", b"dirty", "extra_ref", b"extra_ref", "fill_fraction", b"fill_fraction", "forks", b"forks", "implicit_kernel", b"implicit_kernel", "kind", b"kind", "lifetime", b"lifetime", "locked", b"locked", "madvise", b"madvise", "mlocked", b"mlocked", "name", b"name", "order_mix", b"order_mix", "pattern", b"pattern", "rate", b"rate", "replay", b"replay", "start_seconds", b"start_seconds", "stop_seconds", b"stop_seconds", "tasks", b"tasks", "writeback", b"writeback"]) -> None: ...
+    def HasField(self, field_name: typing.Literal["_batch", b"_batch", "_burst", b"_burst", "_burst_interval_seconds", b"_burst_interval_seconds", "_dirty", b"_dirty", "_extra_ref", b"_extra_ref", "_fill_fraction", b"_fill_fraction", "_forks", b"_forks", "_implicit_kernel", b"_implicit_kernel", "_locked", b"_locked", "_madvise", b"_madvise", "_mlocked", b"_mlocked", "_name", b"_name", "_rate", b"_rate", "_start_seconds", b"_start_seconds", "_stop_seconds", b"_stop_seconds", "_tasks", b"_tasks", "_unmap", b"_unmap", "_writeback", b"_writeback", "batch", b"batch", "burst", b"burst", "burst_interval_seconds", b"burst_interval_seconds", "dirty", b"dirty", "extra_ref", b"extra_ref", "fill_fraction", b"fill_fraction", "forks", b"forks", "implicit_kernel", b"implicit_kernel", "lifetime", b"lifetime", "locked", b"locked", "madvise", b"madvise", "mlocked", b"mlocked", "name", b"name", "rate", b"rate", "replay", b"replay", "start_seconds", b"start_seconds", "stop_seconds", b"stop_seconds", "tasks", b"tasks", "unmap", b"unmap", "writeback", b"writeback"]) -> builtins.bool: ...
+    def ClearField(self, field_name: typing.Literal["_batch", b"_batch", "_burst", b"_burst", "_burst_interval_seconds", b"_burst_interval_seconds", "_dirty", b"_dirty", "_extra_ref", b"_extra_ref", "_fill_fraction", b"_fill_fraction", "_forks", b"_forks", "_implicit_kernel", b"_implicit_kernel", "_locked", b"_locked", "_madvise", b"_madvise", "_mlocked", b"_mlocked", "_name", b"_name", "_rate", b"_rate", "_start_seconds", b"_start_seconds", "_stop_seconds", b"_stop_seconds", "_tasks", b"_tasks", "_unmap", b"_unmap", "_writeback", b"_writeback", "batch", b"batch", "burst", b"burst", "burst_interval_seconds", b"burst_interval_seconds", "dirty", b"dirty", "extra_ref", b"extra_ref", "fill_fraction", b"fill_fraction", "forks", b"forks", "implicit_kernel", b"implicit_kernel", "kind", b"kind", "lifetime", b"lifetime", "locked", b"locked", "madvise", b"madvise", "mlocked", b"mlocked", "name", b"name", "order_mix", b"order_mix", "pattern", b"pattern", "rate", b"rate", "replay", b"replay", "start_seconds", b"start_seconds", "stop_seconds", b"stop_seconds", "tasks", b"tasks", "unmap", b"unmap", "writeback", b"writeback"]) -> None: ...
     @typing.overload
     def WhichOneof(self, oneof_group: typing.Literal["_batch", b"_batch"]) -> typing.Literal["batch"] | None: ...
     @typing.overload
@@ -1209,6 +1215,8 @@ class WorkloadGroupSpec(google.protobuf.message.Message):
     def WhichOneof(self, oneof_group: typing.Literal["_stop_seconds", b"_stop_seconds"]) -> typing.Literal["stop_seconds"] | None: ...
     @typing.overload
     def WhichOneof(self, oneof_group: typing.Literal["_tasks", b"_tasks"]) -> typing.Literal["tasks"] | None: ...
+    @typing.overload
+    def WhichOneof(self, oneof_group: typing.Literal["_unmap", b"_unmap"]) -> typing.Literal["unmap"] | None: ...
     @typing.overload
     def WhichOneof(self, oneof_group: typing.Literal["_writeback", b"_writeback"]) -> typing.Literal["writeback"] | None: ...
 

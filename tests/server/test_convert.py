@@ -122,6 +122,8 @@ def groups(draw, name: str) -> WorkloadGroup:
              "replay": configs(ReplayConfig) if kind is PageKind.REPLAY else st.none()}
     if kind is PageKind.THP:
         fixed["order_mix"] = st.floats(1e-3, 1e6).map(lambda w: ((PAGEBLOCK_ORDER, w),))
+    else:
+        fixed["unmap"] = st.just(0.0)         # only THP groups unmap part of a block
     return draw(configs(WorkloadGroup, **fixed))
 
 
