@@ -40,6 +40,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from compactsim.client.channel import open_channel
+from compactsim.codec.runstate import TERMINAL_PROTO
 from compactsim.proto.v1 import (
     run_pb2,
     simulator_pb2,
@@ -54,7 +55,7 @@ RUN_STATE = run_pb2.Run.State
 UPLOAD_CHUNK = 256 << 10
 # Seconds an upload may take per MiB, beyond the client's timeout.
 UPLOAD_S_PER_MIB = 1.0
-TERMINAL_STATES = frozenset({RUN_STATE.SUCCEEDED, RUN_STATE.FAILED, RUN_STATE.CANCELLED})
+TERMINAL_STATES = TERMINAL_PROTO
 
 
 @dataclass

@@ -118,7 +118,7 @@ def group_arms(specs: Sequence[Mapping[str, Any]]) -> list[str] | None:
                        default=str) for s in specs]
     if len(set(keys)) == len(keys):
         return None
-    firsts = {}
+    firsts: dict[str, dict[str, Any]] = {}
     for key, spec in zip(keys, specs):
         firsts.setdefault(key, {k: v for k, v in spec.items() if k != "seed"})
     differing = [k for k, _ in spec_differences(list(firsts.values()))]

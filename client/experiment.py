@@ -138,7 +138,11 @@ def plan_from_args(arms: Sequence[Sequence[str]] | None, arms_file: Path | None,
 def base_raw(plan: Plan) -> dict[str, Any]:
     from compactsim.sim.config import apply_overrides, load_spec
     from compactsim.sim.scenarios import load_scenario
-    raw = load_scenario(plan.scenario) if plan.scenario else load_spec(plan.spec_file)
+    if plan.scenario:
+        raw = load_scenario(plan.scenario)
+    else:
+        assert plan.spec_file is not None   # the plan has a scenario or a spec file
+        raw = load_spec(plan.spec_file)
     return apply_overrides(raw, list(plan.overrides))
 
 
@@ -149,7 +153,8 @@ def arm_specs(plan: Plan) -> list[tuple[Arm, int, dict[str, Any]]]:
     from compactsim.sim.schema import ConfigError, FieldError
     base = base_raw(plan)
     first = int(base.get("seed", 1))
-    out, errors = [], []
+    out: list[tuple[Arm, int, dict[str, Any]]] = []
+    errors: list[FieldError] = []
     for arm in plan.arms:
         try:
             raw = apply_overrides(base, arm.overrides())

@@ -149,8 +149,7 @@ def _spec_dict(path: str) -> dict:
 
 def wait_arms(client, name: str, show: bool, poll_s: float = 0.5):
     """Poll a sweep until its runs have ended, with a bar per arm (point)."""
-    from compactsim.client.api import RUN_STATE
-    done_states = {RUN_STATE.SUCCEEDED, RUN_STATE.FAILED, RUN_STATE.CANCELLED}
+    from compactsim.client.api import TERMINAL_STATES
     sweep = client.get_sweep(name)
     with arm_bars({}, show) as bars:
         tasks = {pt.index: bars.add_task(pt.arm or f"#{pt.index}", total=len(pt.runs))
@@ -158,7 +157,7 @@ def wait_arms(client, name: str, show: bool, poll_s: float = 0.5):
         while True:
             for pt in sweep.points:
                 bars.update(tasks[pt.index],
-                            completed=sum(s in done_states for s in pt.run_states))
+                            completed=sum(s in TERMINAL_STATES for s in pt.run_states))
             if sweep.state != sweep.RUNNING:
                 return sweep
             time.sleep(poll_s)

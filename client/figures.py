@@ -92,8 +92,8 @@ def _merged_cdf(runs: Sequence[Mapping[str, Any]], name: str) -> tuple[np.ndarra
 def latency_names(runs: Runs) -> list[str]:
     """Histogram names of requests above order 0 that some run has, by order then name."""
     names = {h["name"] for rs in runs.values() for r in rs for h in r.get("histograms", [])}
-    high = [n for n in names if (m := _ORDER.search(n)) and int(m.group(1)) > 0]
-    return sorted(high, key=lambda n: (int(_ORDER.search(n).group(1)), n))
+    high = [(int(m.group(1)), n) for n in names if (m := _ORDER.search(n)) and int(m.group(1)) > 0]
+    return [n for _, n in sorted(high)]
 
 
 def latency_cdfs(runs: Runs, arms: Sequence[str]) -> Figure:

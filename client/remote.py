@@ -39,6 +39,7 @@ from compactsim.client.args import connection_args, missing_extra, spec_args
 from compactsim.client.channel import env_ca_cert, env_token
 from compactsim.client.output import read_results
 from compactsim.client.summary import summary_table
+from compactsim.codec.runstate import RunState
 
 (EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_PRECONDITION, EXIT_UNAVAILABLE,
  EXIT_DENIED) = range(7)
@@ -680,8 +681,7 @@ def _wait_sweep(client: Client, name: str, show: bool, poll_s: float = 0.5):
         while True:
             sweep = client.get_sweep(name)
             total = sum(sweep.run_state_counts.values()) or 1
-            done = sum(v for k, v in sweep.run_state_counts.items()
-                       if k in ("SUCCEEDED", "FAILED", "CANCELLED"))
+            done = sum(v for k, v in sweep.run_state_counts.items() if RunState(k).terminal)
             bar.update(task, total=total, completed=done)
             if sweep.state != sweep_pb2.Sweep.RUNNING:
                 return sweep

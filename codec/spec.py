@@ -36,6 +36,7 @@ from compactsim.sim.config import (
     Lifetime,
     MovableOps,
     PageKind,
+    PcpFree,
     PcpHigh,
     SimConfig,
     ThpDefrag,
@@ -71,6 +72,10 @@ ENUMS: dict[type[enum.Enum], dict[Any, int]] = {
     PcpHigh: {
         PcpHigh.BATCH_X6: spec_pb2.PCP_HIGH_BATCH_X6,
         PcpHigh.ZONE_LOW: spec_pb2.PCP_HIGH_ZONE_LOW,
+    },
+    PcpFree: {
+        PcpFree.BATCH_FREE: spec_pb2.PCP_FREE_BATCH_FREE,
+        PcpFree.WHOLE_LIST: spec_pb2.PCP_FREE_WHOLE_LIST,
     },
     ZsmallocLocking: {
         ZsmallocLocking.CLASS_LOCK: spec_pb2.ZSMALLOC_LOCKING_CLASS_LOCK,

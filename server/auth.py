@@ -181,14 +181,14 @@ class _AuthInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(self, continuation, details):
         handler = await continuation(details)
-        if (handler is None or not self.auth.required
-                or details.method.startswith(OPEN_SERVICES)):
+        tokens = self.auth.tokens                   # None: not required
+        if handler is None or tokens is None or details.method.startswith(OPEN_SERVICES):
             return handler
         token = bearer(details.invocation_metadata)
         if token is None:
             return _refusal(handler, "missing bearer token: send 'authorization: Bearer "
                                      "TOKEN' metadata (compactsim --token, COMPACTSIM_TOKEN)")
-        if self.auth.tokens.lookup(token) is None:
+        if tokens.lookup(token) is None:
             return _refusal(handler, "unknown or revoked token")
         return handler
 

@@ -61,7 +61,8 @@ def fixed_buckets(sparse: list, n: int) -> list[tuple[str, float]]:
         ns = float(upper) * 1e9
         k = math.ceil(math.log2(ns) - 1e-9) if ns > 0 else first
         counts[min(max(k - first, 0), len(BUCKETS_S))] += count
-    out, cumulative = [], 0
+    out: list[tuple[str, float]] = []
+    cumulative = 0
     for bound, count in zip(BUCKETS_S, counts):
         cumulative += count
         out.append((repr(bound), cumulative))

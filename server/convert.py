@@ -1,6 +1,6 @@
 """The server's mapping of results to the API's messages (`compactsim.proto.v1`): run
-summaries, latency histograms, time series and reports out, config errors as
-`google.rpc.BadRequest`.
+summaries, latency histograms, time series and reports out (config errors become
+`google.rpc.BadRequest` in `server.rpc_errors`).
 
 Specs in and out go through the spec codec, `compactsim.codec.spec`, which the client
 shares; its entry points are imported here so that the servicer maps every message
@@ -15,7 +15,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from google.protobuf import struct_pb2
-from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from compactsim.codec.spec import (  # noqa: F401  (the servicer's spec entry points)
     config_from_proto,
@@ -27,23 +26,8 @@ from compactsim.codec.spec import (  # noqa: F401  (the servicer's spec entry po
 from compactsim.proto.v1 import run_pb2, sweep_pb2
 from compactsim.sim.histogram import Histogram
 from compactsim.sim.run import RunResult
-from compactsim.sim.schema import ConfigError
+from compactsim.sim.schema import ConfigError  # noqa: F401  (what the spec entry points raise)
 
-
-def bad_request_status(error: ConfigError, field_prefix: str = "spec") -> status_pb2.Status:
-    """INVALID_ARGUMENT with a google.rpc.BadRequest holding one field violation per
-    FieldError (field `<field_prefix>.<path>`); send it with grpc_status.rpc_status."""
-    violations = [error_details_pb2.BadRequest.FieldViolation(
-        field=f"{field_prefix}.{e.path}" if field_prefix else e.path, description=e.reason)
-        for e in error.errors]
-    status = status_pb2.Status(
-        code=code_pb2.INVALID_ARGUMENT,
-        message=f"invalid spec: {', '.join(v.field for v in violations)}")
-    status.details.add().Pack(error_details_pb2.BadRequest(field_violations=violations))
-    return status
-
-
-# ---- results -------------------------------------------------------------------------
 
 def summary_to_struct(summary: Mapping[str, Any]) -> struct_pb2.Struct:
     """A run summary as a Struct (numbers become doubles; keys become strings)."""

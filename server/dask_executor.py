@@ -246,10 +246,10 @@ class DaskExecutor:
         else:   # cancelled by the cluster (scheduler restart, lost connection...)
             try:
                 h.future.result(timeout=0)
-                exc: BaseException | None = None
+                cause: BaseException | None = None
             except BaseException as e:  # noqa: BLE001 - FutureCancelledError carries why
-                exc = e
-            self._end(key, h, _failed(h, f"the task was {status} by the cluster", exc), out)
+                cause = e
+            self._end(key, h, _failed(h, f"the task was {status} by the cluster", cause), out)
 
     def poll(self, timeout: float) -> list[Message]:
         deadline = time.monotonic() + timeout

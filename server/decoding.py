@@ -18,10 +18,11 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
-from google.rpc import code_pb2, error_details_pb2, status_pb2
+from google.rpc import status_pb2
 from grpc_status import rpc_status
 
 from compactsim.server.refusal import refuse
+from compactsim.server.rpc_errors import bad_request
 
 
 class Undecodable:
@@ -47,10 +48,7 @@ def _tolerant(deserializer: Callable[[bytes], Any], type_name: str
 def refusal(request: Undecodable) -> status_pb2.Status:
     """INVALID_ARGUMENT for a request that did not decode."""
     message = f"the request is not a valid {request.type_name}: {request.reason[:200]}"
-    status = status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message=message)
-    status.details.add().Pack(error_details_pb2.BadRequest(field_violations=[
-        error_details_pb2.BadRequest.FieldViolation(field="request", description=message)]))
-    return status
+    return bad_request([("request", message)], message).status
 
 
 async def _abort(context: grpc.aio.ServicerContext, request: Undecodable) -> None:

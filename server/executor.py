@@ -141,7 +141,8 @@ def run_worker(run_id: str, spec: Mapping[str, Any], conn: Any, progress_steps: 
     worker.main(run_id, spec, conn, progress_steps)
 
 
-def _default_context() -> multiprocessing.context.BaseContext:
+def _default_context() -> (multiprocessing.context.ForkServerContext
+                            | multiprocessing.context.SpawnContext):
     if "forkserver" in multiprocessing.get_all_start_methods():
         ctx = multiprocessing.get_context("forkserver")
         ctx.set_forkserver_preload(["compactsim.server.worker", "compactsim.server.executor",
@@ -165,6 +166,8 @@ class ProcessExecutor:
         self._workers: dict[int, _Worker] = {}   # by id(handle)
         self._closed = False
         # Workers get the reading end; the writing end stays here, unused, until shutdown.
+        self._lifeline: multiprocessing.connection.Connection
+        self._lifeline_w: multiprocessing.connection.Connection
         self._lifeline, self._lifeline_w = self._ctx.Pipe(duplex=False)
 
     def submit(self, run_id: str, spec: Mapping[str, Any]) -> _Worker:

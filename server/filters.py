@@ -27,8 +27,8 @@ string value asks for a prefix match (`display_name = "zram-*"`). NAME is a bare
 (`[A-Za-z0-9_][A-Za-z0-9_-]*`); AND, OR and NOT are keywords in upper case.
 
 What each field accepts:
-    state                        = != with QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLING,
-                                 CANCELLED (quoted or bare)
+    state                        = != with a run state name (QUEUED, RUNNING... as
+                                 compactsim.codec.runstate lists them; quoted or bare)
     scenario, creator,           = != with a string (a trailing * matches a prefix)
     display_name, sweep          (sweep and scenario: the bare id or name, or the resource
                                  name the Run shows, "sweeps/ID" or "scenarios/NAME";
@@ -59,15 +59,16 @@ import calendar
 import re
 import time
 from dataclasses import dataclass
+from typing import cast
 
-STATES = ("QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLING", "CANCELLED")
+from compactsim.codec.runstate import NAMES
 
 STRING_FIELDS = ("scenario", "creator", "display_name", "sweep")
 TIME_FIELDS = ("create_time", "end_time")
 FIELDS = ("state", *STRING_FIELDS, *TIME_FIELDS, "labels")
 ORDER_FIELDS = ("create_time", "end_time", "display_name", "state")
 
-# Field -> SQL column of the store's `runs` table (server/store.py keeps them in step).
+# Field -> SQL column of the store's `runs` table (server/store/schema.py keeps them in step).
 COLUMNS = {
     "state": "runs.state",
     "scenario": "runs.scenario",
@@ -157,17 +158,17 @@ class HasLabel:
 
 @dataclass(frozen=True, slots=True)
 class And:
-    items: tuple
+    items: tuple[Node, ...]
 
 
 @dataclass(frozen=True, slots=True)
 class Or:
-    items: tuple
+    items: tuple[Node, ...]
 
 
 @dataclass(frozen=True, slots=True)
 class Not:
-    item: object
+    item: Node
 
 
 Node = Compare | HasLabel | And | Or | Not
@@ -437,9 +438,9 @@ class _Parser:
                                       "match); write \\* for a literal star")
             prefix, text = True, text[:-1]
         if field == "state":
-            if prefix or text not in STATES:
+            if prefix or text not in NAMES:
                 raise self.error(tok, f"unknown state {_shown(tok.text, False)}: expected one of "
-                                      f"{', '.join(STATES)}")
+                                      f"{', '.join(NAMES)}")
         return Compare(field, op, text, key=key, prefix=prefix)
 
 
@@ -469,8 +470,8 @@ def render(node: Node | None) -> str:
         return f"labels.{_quote(node.key)}:*"
     field = node.field if node.key is None else f"labels.{_quote(node.key)}"
     if node.field in TIME_FIELDS:
-        return f"{field} {node.op} {_ns_rfc3339(node.value)}"
-    return f"{field} {node.op} {_quote(node.value)[:-1]}{'*' if node.prefix else ''}\""
+        return f"{field} {node.op} {_ns_rfc3339(cast(int, node.value))}"
+    return f"{field} {node.op} {_quote(cast(str, node.value))[:-1]}{'*' if node.prefix else ''}\""
 
 
 def _ns_rfc3339(ns: int) -> str:
@@ -513,7 +514,8 @@ def _compile(node: Node, params: list) -> str:
         params.append(node.key)
         match = _match_sql("l.value", node, params)
         sql = f"EXISTS (SELECT 1 FROM json_each({labels}) AS l WHERE l.key = ? AND {match})"
-    elif node.field in RESOURCE_NAMES and node.value.startswith(RESOURCE_NAMES[node.field][0]):
+    elif node.field in RESOURCE_NAMES and isinstance(node.value, str) \
+            and node.value.startswith(RESOURCE_NAMES[node.field][0]):
         # the resource name the Run shows ("sweeps/ID", "scenarios/NAME"), else ""
         sql = _match_sql(RESOURCE_NAMES[node.field][1], node, params)
     else:
@@ -523,7 +525,7 @@ def _compile(node: Node, params: list) -> str:
 
 def _match_sql(column: str, node: Compare, params: list) -> str:
     if node.prefix:
-        params.extend((len(node.value), node.value))
+        params.extend((len(cast(str, node.value)), node.value))
         return f"substr({column}, 1, ?) = ?"
     params.append(node.value)
     return f"{column} = ?"
@@ -558,6 +560,7 @@ def parse_order_by(text: str) -> tuple[OrderField, ...]:
     pos = 0
     for part in text.split(","):
         m = _ORDER_ITEM.fullmatch(part)
+        assert m is not None            # every group may be empty: any part matches
         name, direction, rest = m.group(1), m.group(2), m.group(3)
         col = pos + m.start(1) + 1
         if not name:

@@ -49,6 +49,7 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
 
+from compactsim.codec.runstate import RunState
 from compactsim.proto.v1 import simulator_pb2_grpc
 from compactsim.server.auth import Authenticator, TokenFileError, Tokens
 from compactsim.server.decoding import DecodingInterceptor
@@ -59,7 +60,7 @@ from compactsim.server.manager import RunManager
 from compactsim.server.metrics import ServiceMetrics
 from compactsim.server.metrics_listener import tls_context
 from compactsim.server.service import SERVICE_NAME, Simulator
-from compactsim.server.store import RunState, RunStore
+from compactsim.server.store import RunStore
 from compactsim.server.traces import TraceStore
 
 log = logging.getLogger("compactsim.server")
@@ -289,7 +290,7 @@ async def build_server(*, listen: str = "127.0.0.1:50051", data_dir: str | Path 
     reflection.enable_server_reflection(
         (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
          reflection.SERVICE_NAME), server)
-    if tls_cert is not None:
+    if tls_cert is not None and tls_key is not None:    # both or neither (checked above)
         creds = grpc.ssl_server_credentials([(_read(tls_key, "--tls-key"),
                                               _read(tls_cert, "--tls-cert"))])
         port = server.add_secure_port(listen, creds)
@@ -304,13 +305,14 @@ async def build_server(*, listen: str = "127.0.0.1:50051", data_dir: str | Path 
         svc_metrics.register(registry)
         host, mport = _split(metrics_listen)
         lookup = None                                    # open: loopback (or allowed)
-        if auth.required:
+        if auth.tokens is not None:                      # auth.required
             lookup = auth.tokens.lookup                  # the tokens in force (SIGHUP)
         elif metrics_client_ca:
             lookup = lambda token: None                  # noqa: E731 - certificates only
         app._metrics = start_exporter(   # + /sd, /probe
             manager, registry, host, mport,
-            tls_context(tls_cert, tls_key, metrics_client_ca) if tls_cert else None, lookup)
+            tls_context(tls_cert, tls_key, metrics_client_ca) if tls_cert and tls_key else None,
+            lookup)
         app.metrics_port = app._metrics[0].server_port
     return app
 

@@ -86,6 +86,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from compactsim.codec.runstate import RunState
 from compactsim.server import limits
 from compactsim.server.executor import Executor, WorkerExit, WorkerMessage
 from compactsim.server.limits import Exceeded
@@ -96,7 +97,6 @@ from compactsim.server.store import (
     Progress,
     RunEvent,
     RunRecord,
-    RunState,
     RunStore,
     StorageError,
     StoreError,

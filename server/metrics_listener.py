@@ -64,7 +64,7 @@ class _Server(ThreadingMixIn, WSGIServer):
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         super().__init__(address, _Handler)
 
-    def process_request(self, request: socket.socket, client_address: Any) -> None:
+    def process_request(self, request: Any, client_address: Any) -> None:
         """In the accept loop: hand the connection to a thread, or close it when
         `max_connections` are being served."""
         if not self.slots.acquire(blocking=False):
@@ -83,13 +83,13 @@ class _Server(ThreadingMixIn, WSGIServer):
             self.slots.release()
             raise
 
-    def process_request_thread(self, request: socket.socket, client_address: Any) -> None:
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
             super().process_request_thread(request, client_address)
         finally:
             self.slots.release()
 
-    def finish_request(self, request: socket.socket, client_address: Any) -> None:
+    def finish_request(self, request: Any, client_address: Any) -> None:
         """In the connection's thread: the TLS handshake (under the timeout), then the
         request."""
         if self.tls is not None:

@@ -25,7 +25,7 @@ class StopSignal:
 
     def __init__(self) -> None:
         self.received: int | None = None
-        self._wake: Callable[[], None] | None = None
+        self._wake: Callable[[], object] | None = None
 
     @classmethod
     def install(cls) -> StopSignal:
@@ -44,7 +44,7 @@ class StopSignal:
             except RuntimeError:   # the loop is closed: the server has stopped already
                 pass
 
-    def wake_on(self, fn: Callable[[], None] | None) -> None:
+    def wake_on(self, fn: Callable[[], object] | None) -> None:
         """From now on a stop signal calls `fn` (None: nobody); at once if one came."""
         self._wake = fn                # first, so a signal arriving now is not missed
         if fn is not None and self.received is not None:

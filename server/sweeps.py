@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from compactsim.codec.runstate import RunState
 from compactsim.sim.config import apply_overrides
 from compactsim.sim.schema import ConfigError, FieldError
 
@@ -99,15 +100,15 @@ def expand(base: Mapping[str, Any], parameters: Sequence[tuple[str, Sequence[Any
     points = []
     axes = [[_plain(v) for v in values] for _, values in parameters]
     for index, combo in enumerate(itertools.product(*axes)):
-        values = {path: v for (path, _), v in zip(parameters, combo)}
+        point = {path: v for (path, _), v in zip(parameters, combo)}
         try:
-            raw = apply_overrides(base, [f"{p}={json.dumps(v)}" for p, v in values.items()])
+            raw = apply_overrides(base, [f"{p}={json.dumps(v)}" for p, v in point.items()])
         except ConfigError as exc:   # a path the spec cannot have: name the parameter
             where = {path: f"parameters[{i}].path" for i, (path, _) in enumerate(parameters)}
             raise ConfigError([FieldError(where.get(e.path, e.path), f"{e.path}: {e.reason}")
                                for e in exc.errors]) from None
         specs = [{**raw, "seed": base_seed + s} for s in range(seeds)]
-        points.append(Point(index, values, specs))
+        points.append(Point(index, point, specs))
     return points
 
 
@@ -202,8 +203,10 @@ def aggregates(summaries: Sequence[Mapping[str, Any]],
     return out
 
 
-def sweep_state(states: Sequence[str]) -> str:
-    """RUNNING, SUCCEEDED or FAILED from the run states (names)."""
-    if any(s in ("QUEUED", "RUNNING", "CANCELLING") for s in states):
-        return "RUNNING"
-    return "SUCCEEDED" if all(s == "SUCCEEDED" for s in states) else "FAILED"
+def sweep_state(states: Sequence[RunState]) -> RunState:
+    """The state of a sweep from its runs' states: RUNNING while it has none or one of
+    them has not ended, then SUCCEEDED when all of them did, else FAILED."""
+    if not states or not all(s.terminal for s in states):
+        return RunState.RUNNING
+    return (RunState.SUCCEEDED if all(s is RunState.SUCCEEDED for s in states)
+            else RunState.FAILED)

@@ -14,6 +14,7 @@ so every merge at or above pageblock order is allowed.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import cython
 from compactsim.sim.config import MAX_ORDER, PAGEBLOCK_ORDER, ClaimRule
@@ -34,7 +35,8 @@ class BuddyPolicy:
     watermark_boost_factor: int = 15000     # 0 disables boosting
     pageblocks: Pageblocks | None = None
     steal_smallest: bool = False            # 6.15+: __rmqueue_claim, then __rmqueue_steal
-    on_extfrag: object = None               # callable(zone, pfn, order, fallback_order, start_mt, fallback_mt, change_ownership)
+    # (zone, pfn, order, fallback_order, start_mt, fallback_mt, change_ownership)
+    on_extfrag: Callable[[Zone, int, int, int, int, int, bool], None] | None = None
 
 
 # --- list primitives -----------------------------------------------------------------
@@ -127,7 +129,7 @@ def rmqueue_smallest_pages(z: Zone, mt: int, n: int) -> list[int]:
     mem = z.mem
     head = z.free_head[o][mt]
     if o == 0:
-        pfns = []
+        pfns: list[int] = []
         while len(pfns) < n and nr_free_mt[0][mt]:
             pfn = mem.nxt[head]
             del_page_from_free_list(z, pfn, 0, mt)
@@ -249,6 +251,7 @@ def steal_suitable_fallback(z: Zone, pfn: int, fallback_order: int, order: int, 
     remainders on the block's own type.
     """
     pb = policy.pageblocks
+    assert pb is not None               # the machine's; only boost tests go without
     rule = policy.claim_rule
     if fallback_order >= PAGEBLOCK_ORDER:
         pb.change_pageblock_range(pfn, fallback_order, start_mt)
@@ -289,6 +292,7 @@ def try_to_claim_block(z: Zone, pfn: int, current_order: int, order: int, start_
     """try_to_claim_block (6.10+): take a whole block (>= pageblock order), or boost and
     move + relabel the pageblock when the half-block rule holds; -1 if it does not."""
     pb = policy.pageblocks
+    assert pb is not None
     if current_order >= PAGEBLOCK_ORDER:
         pb.change_pageblock_range(pfn, current_order, start_mt)
         page_del_and_expand(z, pfn, order, current_order, fallback_mt, start_mt)
@@ -365,6 +369,7 @@ def rmqueue_fallback(z: Zone, order: int, start_mt: int, alloc_flags: int,
     got = steal_suitable_fallback(z, pfn, fallback_order, order, start_mt, found, alloc_flags,
                                   can_steal, policy)
     if policy.on_extfrag is not None:
+        assert policy.pageblocks is not None
         change = policy.pageblocks.get_pageblock_migratetype(pfn) == start_mt
         policy.on_extfrag(z, pfn, order, fallback_order, start_mt, found, change)
     return got

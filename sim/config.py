@@ -79,6 +79,13 @@ class PcpHigh(enum.Enum):
     ZONE_LOW = "ZONE_LOW"      # 5.14+: zone_highsize, the LOW watermark over the node's CPUs
 
 
+class PcpFree(enum.Enum):
+    """Which pages `free_pcppages_bulk` takes, from the tail (coldest end) of each list."""
+
+    BATCH_FREE = "BATCH_FREE"  # to 5.17: round-robin from MOVABLE, batch_free pages a visit
+    WHOLE_LIST = "WHOLE_LIST"  # 5.18+: each list emptied in turn, the freed page's list first
+
+
 class TraceEra(enum.Enum):
     """Which kernel's tracepoint formats and compact_result names the trace uses."""
 
@@ -215,7 +222,8 @@ _V4_4 = dict(claim_rule="FREE_COUNT", watermark_boost=False, scaled_watermarks=F
              fast_search=False, proactive_compaction=False, migrate_batching=False,
              contended_abort="IMMEDIATE", sync_light_isolates_writeback=True,
              zsmalloc_locking="CLASS_LOCK", vmap_stack=False,
-             pcp_batch_max_kb=512, pcp_high="BATCH_X6", steal_smallest=False,
+             pcp_batch_max_kb=512, pcp_high="BATCH_X6", pcp_free="BATCH_FREE",
+             steal_smallest=False,
              sync_light_io_nowait=False, trace_format="V4_4")
 PROFILES: dict[str, dict[str, Any]] = {
     "v4.4": _V4_4,
@@ -233,7 +241,7 @@ PROFILES["v5.0"] = {**PROFILES["v4.12"], "watermark_boost": True, "alloc_nofragm
 PROFILES["v5.9"] = {**PROFILES["v5.0"], "compaction_capture": True, "fast_search": True,
                     "proactive_compaction": True, "contended_abort": "FINISH_BLOCK"}
 PROFILES["v6.1"] = {**PROFILES["v5.9"], "zsmalloc_locking": "MIGRATE_LOCK",
-                    "pcp_high": "ZONE_LOW"}
+                    "pcp_high": "ZONE_LOW", "pcp_free": "WHOLE_LIST"}
 PROFILES["v6.10"] = {**PROFILES["v6.1"], "migrate_batching": True,
                      "claim_rule": "FREELIST_HYGIENE", "zsmalloc_locking": "POOL_LOCK",
                      "sync_light_io_nowait": True}
@@ -254,7 +262,8 @@ class KernelConfig:
     watermark_boost: bool = spec(True, doc="boost_watermark on fragmenting fallbacks (5.0+)")
     scaled_watermarks: bool = spec(True, doc="watermark_scale_factor gaps (4.6+); "
                                    "off: low=1.25*min, high=1.5*min as in 4.4")
-    alloc_nofragment: bool = spec(True, doc="ALLOC_NOFRAGMENT with a DMA32 zone (5.0+)")
+    alloc_nofragment: bool = spec(True, doc="ALLOC_NOFRAGMENT when the preferred zone is "
+                                  "Normal (5.0+)")
     pcp: bool = spec(True, doc="per-cpu order-0 page lists")
     compaction: bool = spec(True, doc="CONFIG_COMPACTION: direct compaction in the slow path")
     kcompactd: bool = spec(True, doc="a kcompactd thread per node (4.6+)")
@@ -285,6 +294,9 @@ class KernelConfig:
                                  "4.19, 1 MiB since (batch 31 / 63 for zones >= 512 MiB)")
     pcp_high: PcpHigh = spec(PcpHigh.ZONE_LOW, doc="pcp high: 6 * batch (to 5.13) or "
                              "zone_highsize (5.14+; the 6.7+ auto-tuning is not modelled)")
+    pcp_free: PcpFree = spec(PcpFree.WHOLE_LIST, doc="free_pcppages_bulk: BATCH_FREE "
+                             "round-robin over the lists (to 5.17) or WHOLE_LIST, each list "
+                             "emptied in turn starting with the freed page's (5.18+)")
     steal_smallest: bool = spec(False, doc="6.15+: a fallback that claims no block "
                                 "(__rmqueue_claim) steals one page from the smallest suitable "
                                 "block (__rmqueue_steal) rather than the largest")
@@ -373,6 +385,9 @@ class WorkloadGroup:
     extra_ref: float = spec(0.0, lo=0.0, hi=1.0, doc="share holding an extra reference")
     mlocked: float = spec(0.0, lo=0.0, hi=1.0, doc="share mlocked (unevictable)")
     madvise: bool = spec(False, doc="THP: region has MADV_HUGEPAGE")
+    unmap: float = spec(0.0, lo=0.0, hi=1.0, doc="THP: share of each huge page, from its start, "
+                        "that its deadline unmaps (munmap of part of the mapping; the huge "
+                        "page waits on the deferred split queue); the rest stays mapped")
     forks: float = spec(0.0, lo=0.0, hi=1e6, doc="forks per request: each allocates a kernel "
                         "stack, task_struct slab and page tables")
     implicit_kernel: bool = spec(True, doc="allocate the kernel memory the group's activity "
@@ -395,6 +410,8 @@ class WorkloadGroup:
             errs.append(FieldError(f"{path}.replay", "is required with kind replay, and only then"))
         if self.kind is PageKind.THP and any(o != PAGEBLOCK_ORDER for o, _ in self.order_mix):
             errs.append(FieldError(f"{path}.order_mix", "THP faults are order 9"))
+        if self.unmap and self.kind is not PageKind.THP:
+            errs.append(FieldError(f"{path}.unmap", "only THP groups unmap part of a block"))
         if self.pattern is not Arrival.FILL and self.rate == 0:
             errs.append(FieldError(f"{path}.rate", "must be above 0 for this pattern"))
         return errs

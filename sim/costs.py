@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from typing import Any
+from typing import Any, cast
 
 from compactsim.sim.schema import FieldError, spec
 
@@ -83,7 +83,8 @@ class Costs:
 
 
 def _scaled(factor: float, *names: str) -> dict[str, float]:
-    defaults = {f.name: f.default for f in dataclasses.fields(Costs) if f.name != "preset"}
+    defaults = {f.name: cast(float, f.default) for f in dataclasses.fields(Costs)
+                if f.name != "preset"}
     return {n: round(defaults[n] * factor, 6) for n in names}
 
 

@@ -17,7 +17,7 @@ import dataclasses
 import simpy
 
 from compactsim.sim.buddy import BuddyPolicy, free_one_page
-from compactsim.sim.config import (MAX_ORDER, PAGE_SIZE, MovableOps, PageFlagsConfig, PcpHigh,
+from compactsim.sim.config import (MAX_ORDER, PAGE_SIZE, MovableOps, PageFlagsConfig, PcpFree, PcpHigh,
                         SimConfig, ThpEnabled)
 from compactsim.sim.pageflags import memmap_costs, page_flags_budget
 from compactsim.sim.locks import SimLock
@@ -175,7 +175,8 @@ def build_machine(cfg: SimConfig, env: simpy.Environment) -> Machine:
             else:
                 high = zone_highsize(z, batch, len(nodes[z.node_id].cpus),
                                      cfg.tunables.percpu_pagelist_high_fraction)
-            z.pcp = PerCpuPages(mc.cpus, batch, high)
+            z.pcp = PerCpuPages(mc.cpus, batch, high,
+                                whole_list=cfg.kernel.pcp_free is PcpFree.WHOLE_LIST)
     return Machine(env=env, config=cfg, mem=mem, pageblocks=pageblocks, nodes=nodes,
                    zones=zones, policy=policy, min_free_kbytes=min_free_kbytes,
                    struct_page_size=sps, cpu_node=cpu_node, events=new_events(),

@@ -1,7 +1,7 @@
 """The page allocator's fast path and freeing: zonelist walk, watermark checks, pcp.
 
 Follows mm/page_alloc.c at 6.1: `get_page_from_freelist` (zonelist order, the
-`ALLOC_NOFRAGMENT` pass with DMA32, watermark check, `rmqueue` through the pcp lists for
+`ALLOC_NOFRAGMENT` pass (`alloc_flags_nofragment`), watermark check, `rmqueue` through the pcp lists for
 order 0 or the buddy lists), the boosted-watermark kswapd wake on the way out of
 `rmqueue`, `free_unref_page` / `__free_pages_ok`, `drain_all_pages`, and the kmem
 tracepoints. Nothing here waits: callers (sim/slowpath.py, the workload) take
@@ -49,13 +49,20 @@ def zonelist(m: Machine, node: int, highest_zoneidx: int = 1) -> list[Zone]:
 
 
 def alloc_flags_nofragment(m: Machine, z: Zone) -> int:
-    """ALLOC_NOFRAGMENT for a Normal zone whose node also has DMA32 (5.0+)."""
+    """alloc_flags_nofragment (5.0+): ALLOC_NOFRAGMENT when the preferred zone is Normal.
+    On a NUMA machine only if the node's DMA32 zone is populated; on UMA the kernel does
+    not look ("assume on UMA that if Normal is populated then so is DMA32"), so a machine
+    whose only zone is Normal gets it too: its first pass falls back only to whole
+    pageblocks, and `get_page_from_freelist` retries without the flag."""
     if not m.config.kernel.alloc_nofragment or z.zone_idx != 1:
         return 0
-    return ALLOC_NOFRAGMENT if len(m.nodes[z.node_id].zones) > 1 else 0
+    if len(m.nodes) > 1 and len(m.nodes[z.node_id].zones) < 2:
+        return 0
+    return ALLOC_NOFRAGMENT
 
 
 def _trace(m: Machine, task: Task, event: str, text: str) -> None:
+    assert m.trace is not None          # callers check that the event is enabled
     m.trace.emit(m.env.now, task.cpu, task.comm, task.pid, event, text)
 
 
@@ -172,10 +179,12 @@ def _free_unref_page_commit(m: Machine, task: Task, z: Zone, pfn: int) -> int:
     mem.kind[pfn] = 0
     mem.flags[pfn] = 0
     mem.expire[pfn] = 0
-    if not pcp_push(z, task.cpu, pfn, mt if mt < MIGRATE_PCPTYPES else MigrateType.MOVABLE):
+    pindex = mt if mt < MIGRATE_PCPTYPES else MigrateType.MOVABLE
+    if not pcp_push(z, task.cpu, pfn, pindex):
         return -1
+    assert z.pcp is not None
     freed = free_pcppages_bulk(z, task.cpu, z.pcp.batch, free_one_page, m.pageblocks,
-                               m.policy)
+                               m.policy, pindex=pindex)
     if m.trace is not None and m.trace.is_enabled("mm_page_pcpu_drain"):
         for p, pmt in freed:
             _trace(m, task, "mm_page_pcpu_drain",

@@ -2,7 +2,9 @@
 
 Follows mm/page_alloc.c `rmqueue_pcplist`, `rmqueue_bulk`, `free_unref_page_commit` and
 `free_pcppages_bulk`: one list per CPU and pcp migratetype, refilled with `batch` pages
-under one `zone->lock` hold, and drained from the cold end once `count >= high`. Pages on
+under one `zone->lock` hold, and drained from the cold end once `count >= high`, in
+the order of each era's `free_pcppages_bulk` (round-robin with `batch_free` to 5.17, a
+whole list at a time from the freed page's list 5.18+). Pages on
 these lists are neither free in the buddy sense (not in NR_FREE_PAGES, cannot merge) nor
 allocated to anyone. `batch` and `high` are sized per era when the machine is built
 (sim/zone.py: `zone_batchsize` with its 512 KiB / 1 MiB cap, 4.x's 6 * batch or 5.14+'s
@@ -20,14 +22,16 @@ from compactsim.sim.pageblock import MIGRATE_PCPTYPES
 class PerCpuPages:
     """`struct per_cpu_pages` of every CPU for one zone."""
 
-    __slots__ = ("lists", "counts", "batch", "high")
+    __slots__ = ("lists", "counts", "batch", "high", "whole_list")
 
-    def __init__(self, nr_cpus: int, batch: int, high: int):
+    def __init__(self, nr_cpus: int, batch: int, high: int, whole_list: bool = True):
         # lists[cpu][mt]: a stack; the end of the list is the hot head.
-        self.lists = [[[] for _ in range(MIGRATE_PCPTYPES)] for _ in range(nr_cpus)]
+        self.lists: list[list[list[int]]] = [[[] for _ in range(MIGRATE_PCPTYPES)]
+                                             for _ in range(nr_cpus)]
         self.counts = [0] * nr_cpus
         self.batch = batch
         self.high = high
+        self.whole_list = whole_list    # free_pcppages_bulk's order: 5.18+ or BATCH_FREE
 
     def count(self) -> int:
         return sum(self.counts)
@@ -83,39 +87,76 @@ def pcp_push(z, cpu: int, pfn: int, mt: int) -> bool:
     return pcp.counts[cpu] >= pcp.high
 
 
-def free_pcppages_bulk(z, cpu: int, count: int, free_one_page, pageblocks, policy) -> list[tuple[int, int]]:
-    """Return `count` pages to the buddy lists, round-robin over the types from the cold
-    end. The pre-6.10 kernels free a page to the type it was queued under; 6.10+ to its
-    pageblock's current type. Returns (pfn, mt) of the pages freed, for tracing."""
+def free_pcppages_bulk(z, cpu: int, count: int, free_one_page, pageblocks, policy,
+                       pindex: int = 0) -> list[tuple[int, int]]:
+    """Return `count` pages (at most all queued) to the buddy lists, each from the cold end
+    (tail, `list_last_entry`) of its list, in the order of the profile's `pcp_free`
+    (mm/page_alloc.c `free_pcppages_bulk`):
+
+    - BATCH_FREE (4.4 to 5.17): round-robin over the types, starting with the one after
+      UNMOVABLE (MOVABLE: the index is incremented before the first list is looked at).
+      Each visit takes `batch_free` pages, the number of lists looked at since the last
+      take, so lists after empty ones give more; once only one list is left, all of it.
+    - WHOLE_LIST (5.18+, "drain the requested list first" / "free pages in a single
+      pass"): each list is emptied before the next in pindex order is started, beginning
+      with `pindex`, the list of the page just freed (0 for drain_pages_zone).
+
+    The pre-6.10 kernels free a page to the type it was queued under; 6.10+ to its
+    pageblock's current type. Returns (pfn, mt) of the pages freed with the type they
+    were freed to, which mm_page_pcpu_drain prints."""
     pcp = z.pcp
     lists = pcp.lists[cpu]
+    count = min(count, pcp.counts[cpu])
+    # (list, pages) taken in turn; each list's pages are cut off its cold end once at the
+    # end (free_one_page never looks at the pcp lists).
+    runs = []
+    taken = [0] * MIGRATE_PCPTYPES
+    left = count
+    if pcp.whole_list:
+        mt = pindex - 1
+        while left > 0:
+            mt = (mt + 1) % MIGRATE_PCPTYPES
+            n = min(len(lists[mt]), left)
+            if n:
+                runs.append((mt, n))
+                taken[mt] = n
+                left -= n
+    else:
+        mt = 0
+        batch_free = 0
+        while left > 0:
+            while True:
+                batch_free += 1
+                mt = (mt + 1) % MIGRATE_PCPTYPES
+                if taken[mt] < len(lists[mt]):
+                    break
+            if batch_free == MIGRATE_PCPTYPES:      # the only non-empty list: all of it
+                batch_free = left
+            n = min(batch_free, left, len(lists[mt]) - taken[mt])
+            runs.append((mt, n))
+            taken[mt] += n
+            left -= n
+            batch_free -= n
     hygiene = policy.claim_rule is ClaimRule.FREELIST_HYGIENE
     block_mt = pageblocks.mt
     freed = []
-    # Each list is walked from its cold end and the pages taken are cut off once at the
-    # end (free_one_page never looks at the pcp lists).
-    taken = [0] * MIGRATE_PCPTYPES
-    left = pcp.counts[cpu]
-    mt = 0
-    while count > 0 and left > 0:
+    pos = [0] * MIGRATE_PCPTYPES
+    for mt, n in runs:
         lst = lists[mt]
-        i = taken[mt]
-        if i < len(lst):
-            pfn = lst[i]
-            taken[mt] = i + 1
-            left -= 1
-            count -= 1
+        i = pos[mt]
+        for pfn in lst[i:i + n]:
             if hygiene:
-                free_one_page(z, pfn, 0, block_mt[pfn >> PAGEBLOCK_ORDER],
-                              pageblocks=pageblocks)
+                bmt = block_mt[pfn >> PAGEBLOCK_ORDER]
+                free_one_page(z, pfn, 0, bmt, pageblocks=pageblocks)
+                freed.append((pfn, bmt))
             else:
                 free_one_page(z, pfn, 0, mt)
-            freed.append((pfn, mt))
-        mt = (mt + 1) % MIGRATE_PCPTYPES
+                freed.append((pfn, mt))
+        pos[mt] = i + n
     for lst, k in zip(lists, taken):
         if k:
             del lst[:k]
-    pcp.counts[cpu] = left
+    pcp.counts[cpu] -= count
     return freed
 
 

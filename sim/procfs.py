@@ -281,7 +281,7 @@ def parse_pagetypeinfo(text: str) -> PagetypeInfo:
             if tuple(m[1].split()) != type_names:
                 raise lines.bad_last(f"mixed-block types differ from {type_names}")
             mixed += _take_blocks(lines, type_names)
-    if order is None:
+    if order is None or per_block is None or type_names is None:
         raise lines.unexpected("'Page block order: <n>'")
     return PagetypeInfo(order, per_block, type_names, tuple(free), tuple(blocks), tuple(mixed))
 
@@ -376,7 +376,8 @@ def _counter_line(name: str, value: int, indent: int) -> str:
 
 
 def _pageset_lines(p: Pageset) -> list[str]:
-    values = [("count", p.count), ("high", p.high), ("batch", p.batch)]
+    values: list[tuple[str, int | None]] = [("count", p.count), ("high", p.high),
+                                            ("batch", p.batch)]
     if p.high_min is not None:
         values += [("high_min", p.high_min), ("high_max", p.high_max)]
     # The value column sits one space past the longest label ("batch:" or "high_min:").
@@ -498,9 +499,10 @@ def _take_zone(lines: _Lines, expected: str) -> ZoneinfoZone:
     fields = tuple((f[1], int(f[2])) for f in _take_all(lines, _ZI_FIELD))
     if not fields:
         raise lines.unexpected("'  pages free     <n>'")
-    protection_first = (p := lines.take_if(_ZI_PROTECTION)) is not None
+    p = lines.take_if(_ZI_PROTECTION)
+    protection_first = p is not None
     counters, indent = _take_zone_counters(lines)
-    if not protection_first:
+    if p is None:
         p = lines.take(_ZI_PROTECTION, "a zone counter or '        protection: (...)'")
     pagesets = _take_pagesets(lines) if lines.take_if(_ZI_PAGESETS) else None
     tail = _take_all(lines, _ZI_TAIL)
@@ -512,7 +514,8 @@ def _take_zone(lines: _Lines, expected: str) -> ZoneinfoZone:
 
 def parse_zoneinfo(text: str) -> tuple[ZoneinfoZone, ...]:
     """Every zone section of /proc/zoneinfo, each with the layout it was printed in."""
-    lines, zones = _Lines(text), []
+    lines = _Lines(text)
+    zones: list[ZoneinfoZone] = []
     while not lines.at_end():
         # Past the first zone, the line may instead be a misprinted line of the last one.
         expected = "'Node <nid>, zone <name>'"

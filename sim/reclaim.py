@@ -16,14 +16,15 @@ anon share set by `swappiness`); clean unlocked file pages are dropped; dirty on
 put under writeback and rotated; pages under writeback, locked, pinned or isolated are
 rotated; anonymous pages are compressed into zram when there is one (otherwise anon is
 not scanned). Writeback completes `writeback_page_ms` later. `shrink_slab` runs the
-registered shrinkers (zsmalloc's pool) after each node pass. Simplified: no active list,
-no referenced bit, no slab shrinkers but zsmalloc's, no memcg; kswapd's scan of one pass stops once it
-reclaimed what the pass aims at.
+registered shrinkers (zsmalloc's pool, the THP deferred split queue) after each node
+pass. Simplified: no active list, no referenced bit, no other slab shrinkers, no memcg;
+kswapd's scan of one pass stops once it reclaimed what the pass aims at.
 """
 
 from __future__ import annotations
 
 import heapq
+from collections.abc import Callable, Generator
 
 import simpy
 
@@ -69,9 +70,10 @@ class Reclaim:
         self.shrinkers: list = []           # objects with shrink(task, priority) -> outcomes
         # Set by the run once compaction exists: kcompactd's waker, kswapd's own
         # compaction where there is no kcompactd (4.4), and the sleep-time skip reset.
-        self.kcompactd_wake = None               # callable(node_id, order, highest_zoneidx)
-        self.kswapd_compact = None               # generator(node_id, order, highest_zoneidx)
-        self.on_kswapd_sleep = None              # callable(node_id)
+        # (node_id, order, highest_zoneidx); kswapd_compact is a generator function
+        self.kcompactd_wake: Callable[[int, int, int], None] | None = None
+        self.kswapd_compact: Callable[[int, int, int], Generator] | None = None
+        self.on_kswapd_sleep: Callable[[int], None] | None = None       # (node_id)
         self.swappiness = m.config.tunables.swappiness
         n = len(m.nodes)
         self.kswapd_order = [0] * n
@@ -80,7 +82,7 @@ class Reclaim:
         self.kswapd_sleeping = [True] * n
         self._wake = [m.env.event() for _ in range(n)]
         # I/O completions, a heap of (due time, sequence, pfn, flag, kind, expire).
-        self._writeback: list[tuple[float, int, int, int]] = []
+        self._writeback: list[tuple[float, int, int, int, int, int]] = []
         self._wb_seq = 0
         self._wb_kick = m.env.event()
         self.tasks = [Task(comm=f"kswapd{nid}", pid=100 + nid, cpu=m.nodes[nid].cpus[0],

@@ -67,7 +67,7 @@ from compactsim.sim.zone import WMARK_LOW, Zone
 
 # Flags an allocation of each traced migratetype (4.4+ numbering) is made with;
 # HIGHATOMIC (3; pre-4.4 RESERVE) is asked for as unmovable.
-MIGRATETYPE_GFP = {
+MIGRATETYPE_GFP: dict[int, int] = {
     MigrateType.UNMOVABLE: GFP_KERNEL,
     MigrateType.MOVABLE: GFP_HIGHUSER_MOVABLE,
     MigrateType.RECLAIMABLE: GFP_KERNEL | __GFP_RECLAIMABLE,
@@ -128,6 +128,8 @@ def take_block(z: Zone, pfn: int, order: int) -> bool:
 
 def _take_from_pcp(z: Zone, pfn: int, mt: int) -> bool:
     pcp = z.pcp
+    if pcp is None:
+        return False
     for cpu, lists in enumerate(pcp.lists):
         lst = lists[mt]
         try:
@@ -173,6 +175,7 @@ class Replay:
         self.group = group
         self.index = m.config.workload.index(group)
         cfg = group.replay
+        assert cfg is not None              # kind replay: the config requires its trace
         where = f"workload[{self.index}].replay"
         try:
             trace = parse_trace_file(cfg.path, gfp_era=cfg.gfp_era,
@@ -263,6 +266,7 @@ class Replay:
             self._own(pfn, order, sim)
         yield from settle(env, task)
         events = self.trace.events
+        assert self.group.replay is not None
         scale = self.group.replay.time_scale
         t0 = events[0].time_s
         stop = self.group.stop

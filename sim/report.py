@@ -77,7 +77,7 @@ def vmstat(m: Machine) -> dict[str, int]:
 def zoneinfo(m: Machine) -> list[procfs.ZoneinfoZone]:
     out = []
     for z in m.zones:
-        pagesets = ()
+        pagesets: tuple[procfs.Pageset, ...] = ()
         if z.pcp is not None:
             pagesets = tuple(procfs.Pageset(cpu=c, count=z.pcp.counts[c], high=z.pcp.high,
                                             batch=z.pcp.batch)

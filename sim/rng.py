@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import zlib
+from collections.abc import Callable
 from statistics import NormalDist
 
 import numpy as np
@@ -32,6 +33,7 @@ class Uniforms:
     how many uniforms a value takes never depends on the value."""
 
     __slots__ = ()
+    random: Callable[[], float]     # a uniform in [0, 1), each subclass's own
 
     def exponential(self, mean: float) -> float:
         return -mean * math.log1p(-self.random())

@@ -189,6 +189,7 @@ def run(config: SimConfig, progress: Callable[[float, float], None] | None = Non
             env.process(_zram_compact_at(m, zram, at))
     allocator = Allocator(m, reclaim)
     workload = Workload(m, allocator, zram, rngs)
+    reclaim.shrinkers.append(workload.deferred_split)
     compaction = kcompactd = None
     if config.kernel.compaction:
         migration = Migration(m, rngs("migrate.driver"), on_moved=workload.rescheduled,

@@ -95,7 +95,7 @@ def _read(tp: Any, raw: Any, path: str, meta: Mapping[str, Any], errors: list[Fi
             errors.append(FieldError(path, problem))
             return None
         return value
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return build(tp, raw, path, errors)
     origin = typing.get_origin(tp)
     if origin is tuple and typing.get_origin(typing.get_args(tp)[0]) is tuple:

@@ -70,7 +70,7 @@ class Allocator:
         if out.zone is not None or out.work:
             cpu_s, locked_s = alloc_cost(self.costs, out, order)
             yield from charge(self.env, task, cpu_s, out, locked_s)
-        if out.boosted_wake:
+        if out.boosted_wake and out.zone is not None:
             self.reclaim.wakeup_kswapd(out.zone.node_id, gfp, 0, 1)
         return out
 

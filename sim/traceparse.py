@@ -54,6 +54,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 from compactsim.sim.config import MAX_ORDER
 
@@ -437,8 +438,9 @@ def _settle_pfns(st: _State, struct_page_size: int) -> tuple[str, bool]:
                                    "hashed page pointer, no pfn"))
     if unknown:
         return "page", True
-    lowest = min(r.page for r in st.records)
+    lowest = min(r.page for r in st.records if r.page is not None)
     for r in st.records:
+        assert r.page is not None        # pages unknown returned above
         offset = r.page - lowest
         if offset % struct_page_size:
             st.errors.append(LineError(
@@ -473,7 +475,7 @@ def parse_trace(source: str | Iterable[str], *, gfp_era: str = "4.4+",
     if st.errors:
         raise TraceParseError(sorted(st.errors, key=lambda e: e.line_no))
     per_s = 1e9 if st.format == "babeltrace" else 1.0
-    events = [PageEvent(r.line_no, r.time / per_s, r.cpu, r.kind, r.pfn,
+    events = [PageEvent(r.line_no, r.time / per_s, r.cpu, r.kind, cast(int, r.pfn),
                         r.order, r.migratetype) for r in st.records]
     return Trace(events=events, format=st.format or "empty",
                  pfn_source=pfn_source, pfns_relative=relative,

@@ -25,7 +25,7 @@ def parse_duration(value: object) -> float:
         m = _NUM_UNIT.match(str(value))
         if not m or m.group(2) not in _DURATION and m.group(2) != "":
             raise ValueError(f"{value!r} is not a duration (use 500ms, 10s, 2m, 1h or seconds)")
-        seconds = float(m.group(1)) * _DURATION.get(m.group(2) or "s")
+        seconds = float(m.group(1)) * _DURATION[m.group(2) or "s"]
     if seconds < 0 or seconds != seconds:
         raise ValueError(f"{value!r}: a duration cannot be negative")
     return seconds
@@ -43,10 +43,10 @@ def parse_size(value: object) -> int:
         m = _NUM_UNIT.match(str(value))
         if not m or m.group(2) not in _SIZE:
             raise ValueError(f"{value!r} is not a size (use 512MiB, 16GiB or bytes)")
-        size = float(m.group(1)) * _SIZE[m.group(2)]
-        if not float(size).is_integer():
+        scaled = float(m.group(1)) * _SIZE[m.group(2)]
+        if not scaled.is_integer():
             raise ValueError(f"{value!r} is not a whole number of bytes")
-        size = int(size)
+        size = int(scaled)
     if size < 0:
         raise ValueError(f"{value!r}: a size cannot be negative")
     return size

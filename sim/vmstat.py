@@ -30,7 +30,7 @@ VM_EVENTS = (
     "unevictable_pgs_culled", "unevictable_pgs_mlocked",
     "thp_fault_alloc", "thp_fault_fallback", "thp_fault_fallback_charge",
     "thp_collapse_alloc", "thp_collapse_alloc_failed",
-    "thp_split_page", "thp_split_page_failed",
+    "thp_split_page", "thp_split_page_failed", "thp_deferred_split_page",
     "balloon_inflate", "balloon_deflate", "balloon_migrate",
     "swap_ra", "swap_ra_hit",
 )

@@ -33,8 +33,8 @@ from array import array
 import cython
 
 from compactsim.sim.charge import charge_frees, settle
-from compactsim.sim.config import (Arrival, Lifetime, MovableOps, PageKind, SimConfig, ThpDefrag,
-                        ThpEnabled, WorkloadGroup)
+from compactsim.sim.config import (Arrival, Lifetime, LifetimeConfig, MovableOps, PageKind,
+                        SimConfig, ThpDefrag, ThpEnabled, WorkloadGroup)
 from compactsim.sim.gfp import (__GFP_COMP, __GFP_KSWAPD_RECLAIM, __GFP_NOMEMALLOC, __GFP_NORETRY,
                      __GFP_NOWARN, __GFP_RECLAIMABLE, GFP_ATOMIC, GFP_HIGHUSER_MOVABLE,
                      GFP_KERNEL, GFP_TRANSHUGE, GFP_TRANSHUGE_LIGHT)
@@ -49,12 +49,25 @@ from compactsim.sim.pageblock import PAGEBLOCK_ORDER
 from compactsim.sim.rng import Draws, RngStreams
 from compactsim.sim.slowpath import Allocator
 from compactsim.sim.task import Task
+from compactsim.sim.thp import DeferredSplit
 from compactsim.sim.zram import ZSPAGE_GFP_MOVABLE, ZSPAGE_GFP_UNMOVABLE, Zram
 
 HPAGE_PMD_NR = 1 << PAGEBLOCK_ORDER
 LRU_BATCH = 15          # PAGEVEC_SIZE / FOLIO_BATCH_SIZE: pages per per-cpu LRU batch
 COMPACT_CLUSTER = 32    # folios the lru_lock_batch_hold_us cost is measured for
 FAULT_LOG_LINES = 200_000
+
+
+def task_pids(cfg: SimConfig) -> dict[str, list[int]]:
+    """The pid of every task of every group (replay groups have none), in start order."""
+    pids: dict[str, list[int]] = {}
+    pid = 1000
+    for group in cfg.workload:
+        if group.kind is PageKind.REPLAY:
+            continue
+        pids[group.name] = list(range(pid, pid + group.tasks))
+        pid += group.tasks
+    return pids
 
 
 def thp_gfp(cfg: SimConfig, madvised: bool) -> int | None:
@@ -103,7 +116,7 @@ class GroupPlan:
     lru: int                        # LRU list, or -1
     driver_list: int                # zspage or balloon list, or -1
     balloon: bool
-    lifetime: object                # LifetimeConfig, or None for FOREVER
+    lifetime: LifetimeConfig | None  # None for FOREVER
     orders: list[int]
     cdf: list[float]
     gfp: dict[int, int]             # order -> GFP flags
@@ -152,7 +165,10 @@ class Workload:
         self.kernel = KernelMemory(m, allocator, self.lifetimes)   # implicit allocations
         self.latency: dict[str, Histogram] = {}
         self.requests: dict[str, list[int]] = {}     # "kind/orderN" -> [attempts, successes]
-        self._as_anon: dict[str, WorkloadGroup] = {}  # THP groups' base-page fallback
+        self._as_anon: dict[str, GroupPlan] = {}  # THP groups' base-page fallback
+        self._as_anon_kept: dict[str, GroupPlan] = {}  # ... and its pages no munmap frees
+        self.deferred_split = DeferredSplit(m)         # partly unmapped THPs
+        self.unmapping: dict[int, int] = {}            # THP head -> pages its deadline unmaps
         self.plans = {g.name: self._plan(g) for g in self.cfg.workload}
         self._extra_plans: dict[int, GroupPlan] = {}  # groups derived at run time
         self.fault_log: list[str] = []                # thpscale-style per-fault lines
@@ -161,14 +177,13 @@ class Workload:
         self.block_log: list[tuple] | None = None
         self.reapers = [Task(comm="reaper", pid=90 + n.node_id, cpu=n.cpus[0], node=n.node_id)
                         for n in m.nodes]
-        pid = 1000
+        pids = task_pids(self.cfg)
         for gi, group in enumerate(self.cfg.workload):
             if group.kind is PageKind.REPLAY:
                 continue
-            for t in range(group.tasks):
+            for t, pid in enumerate(pids[group.name]):
                 cpu = (gi + t) % m.config.machine.cpus
                 task = Task(comm=group.name[:15], pid=pid, cpu=cpu, node=m.cpu_node[cpu])
-                pid += 1
                 self.env.process(self._task(group, task, t))
         self.env.process(self._reaper())
 
@@ -408,6 +423,9 @@ class Workload:
                             lists.setdefault((task.node, cpu), []).append(pfn)
                             continue
                         task.cpu = cpu
+                        if s == ALLOC + PAGEBLOCK_ORDER and pfn in self.unmapping:
+                            self.deferred_split.partial_unmap(pfn, self.unmapping.pop(pfn))
+                            continue
                         outcomes.append(self.release_page(task, pfn))
                 for (nid, cpu), pfns in lists.items():
                     task = self.reapers[nid]
@@ -533,7 +551,7 @@ class Workload:
 
     def _thp_fault(self, plan: GroupPlan, task: Task, rng):
         """do_huge_pmd_anonymous_page: an order-9 page, or base pages on fallback; logs
-        one thpscale-style line per fault."""
+        one thpscale-style line per 2 MB unit, with the latency of faulting all of it."""
         m = self.m
         env = self.env
         group = plan.group
@@ -543,6 +561,11 @@ class Workload:
             pfn = yield from self._timed(plan, task, gfp, PAGEBLOCK_ORDER)
             if pfn >= 0:
                 m.events["thp_fault_alloc"] += 1
+                self.deferred_split.forget(pfn)
+                if group.unmap:
+                    self.unmapping[pfn] = round(group.unmap * HPAGE_PMD_NR)
+                elif self.unmapping:
+                    self.unmapping.pop(pfn, None)
                 task.lru_pending += self.setup_pages(plan, (pfn,), PAGEBLOCK_ORDER, rng)
                 task.debt += self.costs.thp_fault_nocompact_us * 1e-6
                 self._log_fault(task, "huge", env.now + task.debt - start)
@@ -552,6 +575,12 @@ class Workload:
         if base is None:
             base = self._as_anon[group.name] = self._plan(
                 dataclasses.replace(group, kind=PageKind.ANON, order_mix=((0, 1.0),)))
+            self._as_anon_kept[group.name] = self._plan(dataclasses.replace(
+                group, kind=PageKind.ANON, order_mix=((0, 1.0),),
+                lifetime=LifetimeConfig(distribution=Lifetime.FOREVER)))
+        # A partial munmap at the deadline frees only the first `unmap` share of them.
+        unmapped = round(group.unmap * HPAGE_PMD_NR) if group.unmap else HPAGE_PMD_NR
+        kept = self._as_anon_kept[group.name]
         # The base pages' draws: keyed by the request, read only when the kernel falls back.
         name, index, k = rng.key
         draws = Draws((name, index, k, "fallback"),
@@ -560,11 +589,12 @@ class Workload:
         for i in range(HPAGE_PMD_NR):
             pfn = yield from self._timed(plan, task, GFP_HIGHUSER_MOVABLE, 0)
             if pfn < 0:
-                return
-            task.lru_pending += self.setup_pages(base, (pfn,), 0, draws.seek(i))
+                break
+            task.lru_pending += self.setup_pages(base if i < unmapped else kept, (pfn,), 0,
+                                                 draws.seek(i))
             task.debt += self.costs.anon_fault_us * 1e-6
-            if i == 0:
-                self._log_fault(task, "base", env.now + task.debt - start)
+        # thpscale times the touch and memset of the whole 2 MB unit: 512 base faults.
+        self._log_fault(task, "base", env.now + task.debt - start)
 
     def _log_fault(self, task: Task, size: str, latency: float) -> None:
         if len(self.fault_log) < FAULT_LOG_LINES:

@@ -12,11 +12,25 @@ emptiness checks are O(1). Simplified: no CMA or highatomic reserve accounting.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING, Protocol
 
 from compactsim.sim.gfp import (ALLOC_HARDER, ALLOC_HIGH, ALLOC_NO_WATERMARKS, ALLOC_WMARK_MASK)
 from compactsim.sim.locks import SimLock
 from compactsim.sim.pageblock import MIGRATE_PCPTYPES, MIGRATE_TYPES, NR_ORDERS, PAGEBLOCK_NR_PAGES
 from compactsim.sim.page import MemMap
+
+if TYPE_CHECKING:
+    from compactsim.sim.pcp import PerCpuPages
+
+
+class Capture(Protocol):
+    """What the free path asks of a direct compactor's capture_control (compaction's
+    CaptureControl): whether it takes a block, and the pfn it took."""
+
+    pfn: int
+
+    def wants(self, order: int, block_mt: int) -> bool: ...
+
 
 WMARK_MIN, WMARK_LOW, WMARK_HIGH, WMARK_PROMO = range(4)
 ZONE_NAMES = ("DMA32", "Normal")
@@ -46,8 +60,8 @@ class Zone:
         self.watermark_boost = 0
         self.boosted = False                # ZONE_BOOSTED_WATERMARK
         self.lowmem_reserve = [0, 0]        # per highest_zoneidx
-        self.pcp = None                     # sim.pcp.PerCpuPages when enabled
-        self.capture = None                 # sim.compaction.CaptureControl while capturing
+        self.pcp: PerCpuPages | None = None            # when enabled
+        self.capture: Capture | None = None            # while capturing
         # Compaction state that outlives one run (struct zone, CONFIG_COMPACTION).
         end = start_pfn + nr_pages
         self.compact_cached_free_pfn = end - 512

@@ -325,13 +325,15 @@ class ZsPool:
         """alloc_zspage: pages_per_zspage order-0 pages, all or none."""
         m = self.m
         mem = m.mem
-        pfns = []
+        pfns: list[int] = []
         for _ in range(cls.pages_per_zspage):
             out = get_page_from_freelist(m, task, self.gfp, 0, ALLOC_NO_WATERMARKS)
             trace_alloc(m, task, out.pfn, 0, self.gfp)
             if out.pfn < 0:
                 for pfn in pfns:
-                    outcomes.append(self._release_page(task, pfn))
+                    released = self._release_page(task, pfn)
+                    if released is not None:
+                        outcomes.append(released)
                 return None
             outcomes.append(out)
             pfns.append(out.pfn)
@@ -374,6 +376,7 @@ class ZsPool:
 
     def zs_free(self, task: Task, handle: int, outcomes: list[Outcome]) -> None:
         zspage = self.handle_zspage[handle]
+        assert zspage is not None, f"zs_free of the free handle {handle}"
         cls = zspage.cls
         t0 = self.env.now + task.debt
         locks = cls.io_locks
@@ -406,7 +409,7 @@ class ZsPool:
         cls = zspage.cls
         lk = self.locking
         if lk is ZsmallocLocking.CLASS_LOCK:
-            locks = [(zspage.lock, True), (cls.lock, True)]
+            locks = [(zspage.lock, True)] + self._locks(cls, True)    # the class lock
         elif lk is ZsmallocLocking.ZSPAGE_TRYLOCK:
             locks = self._locks(cls, True)
         else:

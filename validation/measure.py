@@ -24,7 +24,7 @@ from compactsim.sim.config import PAGEBLOCK_ORDER, PageKind
 from compactsim.sim.gfp import gfp_migratetype
 from compactsim.sim.page import ALLOC, KIND_OF_CODE, PG_LRU, PG_MOVABLE_OPS
 from compactsim.sim.pageblock import MigrateType
-from compactsim.sim.workload import kind_gfp
+from compactsim.sim.workload import kind_gfp, task_pids
 
 MAX_ORDER_STATE = ALLOC + 11          # allocated heads: ALLOC + order, order 0..10
 UNKNOWN = -1
@@ -169,18 +169,42 @@ def guarded(group: str, make, *args) -> dict[str, float]:
         return {}
 
 
+def fault_figures(fault_log: str, config) -> dict[str, float]:
+    """Per THP group, from its tasks' thpscale-style "fault <pid> huge|base <us>" lines:
+    the share of huge faults and the mean fault latency (what thpscale reports for the
+    mapping it times)."""
+    group_of = {pid: name for name, pids in task_pids(config).items() for pid in pids}
+    faults: dict[str, list[tuple[bool, float]]] = {}
+    for line in fault_log.splitlines():
+        _, pid, size, latency = line.split()
+        faults.setdefault(group_of[int(pid)], []).append((size == "huge", float(latency)))
+    out = {}
+    for name, rows in faults.items():
+        out[f"fault/{name}.huge_share"] = sum(h for h, _ in rows) / len(rows)
+        out[f"fault/{name}.mean_us"] = sum(t for _, t in rows) / len(rows)
+    return out
+
+
 def figures(result, machine) -> dict[str, float]:
     """Every figure of one run (`result` from `compactsim.sim.run.run`, the machine it
     built)."""
     s = result.summary
     out = vmstat_figures(s["vmstat"])
     out.update(guarded("allocation", allocation_figures, s["allocations"]))
+    out.update(guarded("fault log", fault_figures, result.fault_log, result.config))
     out.update(guarded("extfrag", extfrag_figures, result.trace, s["sim_time_s"]))
     out.update(guarded("buddyinfo", buddy_figures, s["free_pages_by_order"],
                        s["machine"]["zones"]))
     comp = s.get("compaction", {})
     out["wasted_migrations"] = float(comp.get("wasted_migrations", 0))
     out["proactive_runs"] = float(comp.get("proactive_runs", 0))
+    results = comp.get("results", {})
+    for key, n in results.items():               # compact_zone runs by trigger/result
+        out[f"compaction/{key}"] = float(n)
+    direct = sum(n for k, n in results.items() if k.startswith("direct/"))
+    out["direct_runs"] = float(direct)
+    out["direct_runs_scanners_met_share"] = ratio(
+        sum(results.get(f"direct/{r}", 0) for r in ("complete", "partial_skipped")), direct)
     scores = [v for row in result.series for k, v in row.items()
               if k.endswith("_fragmentation_score")]
     out["fragmentation_score_max"] = float(max(scores)) if scores else math.nan

@@ -59,10 +59,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from compactsim.codec.runstate import TERMINAL_PROTO
 from compactsim.proto.v1 import run_pb2, spec_pb2
 
 R = run_pb2.Run
-TERMINAL = (R.SUCCEEDED, R.FAILED, R.CANCELLED)
+TERMINAL = TERMINAL_PROTO      # the ended states, as the API numbers them
 ROOT = Path(__file__).resolve().parents[2]
 
 GOAL_GETRUN_P99_S = 0.050

@@ -179,6 +179,30 @@ PCP_HIGH_ZONE_LOW: PcpHigh.ValueType  # 2
 """5.14+: zone_highsize, the LOW watermark over the node's CPUs."""
 Global___PcpHigh: typing_extensions.TypeAlias = PcpHigh
 
+class _PcpFree:
+    ValueType = typing.NewType("ValueType", builtins.int)
+    V: typing_extensions.TypeAlias = ValueType
+
+class _PcpFreeEnumTypeWrapper(google.protobuf.internal.enum_type_wrapper._EnumTypeWrapper[_PcpFree.ValueType], builtins.type):
+    DESCRIPTOR: google.protobuf.descriptor.EnumDescriptor
+    PCP_FREE_UNSPECIFIED: _PcpFree.ValueType  # 0
+    """Unset: the value of the kernel profile."""
+    PCP_FREE_BATCH_FREE: _PcpFree.ValueType  # 1
+    """Up to 5.17: round-robin over the lists from MOVABLE's, batch_free pages a visit."""
+    PCP_FREE_WHOLE_LIST: _PcpFree.ValueType  # 2
+    """5.18+: each list emptied in turn, starting with the list of the page just freed."""
+
+class PcpFree(_PcpFree, metaclass=_PcpFreeEnumTypeWrapper):
+    """Which pages free_pcppages_bulk takes, each from the tail (coldest end) of its list."""
+
+PCP_FREE_UNSPECIFIED: PcpFree.ValueType  # 0
+"""Unset: the value of the kernel profile."""
+PCP_FREE_BATCH_FREE: PcpFree.ValueType  # 1
+"""Up to 5.17: round-robin over the lists from MOVABLE's, batch_free pages a visit."""
+PCP_FREE_WHOLE_LIST: PcpFree.ValueType  # 2
+"""5.18+: each list emptied in turn, starting with the list of the page just freed."""
+Global___PcpFree: typing_extensions.TypeAlias = PcpFree
+
 class _ContendedAbort:
     ValueType = typing.NewType("ValueType", builtins.int)
     V: typing_extensions.TypeAlias = ValueType
@@ -739,6 +763,7 @@ class KernelSpec(google.protobuf.message.Message):
     PCP_BATCH_MAX_KB_FIELD_NUMBER: builtins.int
     PCP_HIGH_FIELD_NUMBER: builtins.int
     STEAL_SMALLEST_FIELD_NUMBER: builtins.int
+    PCP_FREE_FIELD_NUMBER: builtins.int
     profile: builtins.str
     """Named release preset: v4.4, v4.8, v4.12, v5.0, v5.9, v6.1, v6.10, v6.17.
     Default v6.10.
@@ -793,6 +818,8 @@ class KernelSpec(google.protobuf.message.Message):
     """How pcp high is sized."""
     steal_smallest: builtins.bool
     """6.15+: a fallback that claims no block steals from the smallest suitable block."""
+    pcp_free: Global___PcpFree.ValueType
+    """Which pages a bulk free of the per-cpu lists takes."""
     def __init__(
         self,
         *,
@@ -819,9 +846,10 @@ class KernelSpec(google.protobuf.message.Message):
         pcp_batch_max_kb: builtins.int | None = ...,
         pcp_high: Global___PcpHigh.ValueType = ...,
         steal_smallest: builtins.bool | None = ...,
+        pcp_free: Global___PcpFree.ValueType = ...,
     ) -> None: ...
     def HasField(self, field_name: typing.Literal["_alloc_nofragment", b"_alloc_nofragment", "_compact_priorities", b"_compact_priorities", "_compaction", b"_compaction", "_compaction_capture", b"_compaction_capture", "_fast_search", b"_fast_search", "_kcompactd", b"_kcompactd", "_migrate_batching", b"_migrate_batching", "_pcp", b"_pcp", "_pcp_batch_max_kb", b"_pcp_batch_max_kb", "_proactive_compaction", b"_proactive_compaction", "_profile", b"_profile", "_scaled_watermarks", b"_scaled_watermarks", "_steal_smallest", b"_steal_smallest", "_sync_light_io_nowait", b"_sync_light_io_nowait", "_sync_light_isolates_writeback", b"_sync_light_isolates_writeback", "_vmap_stack", b"_vmap_stack", "_watermark_boost", b"_watermark_boost", "alloc_nofragment", b"alloc_nofragment", "compact_priorities", b"compact_priorities", "compaction", b"compaction", "compaction_capture", b"compaction_capture", "fast_search", b"fast_search", "kcompactd", b"kcompactd", "migrate_batching", b"migrate_batching", "pcp", b"pcp", "pcp_batch_max_kb", b"pcp_batch_max_kb", "proactive_compaction", b"proactive_compaction", "profile", b"profile", "scaled_watermarks", b"scaled_watermarks", "steal_smallest", b"steal_smallest", "sync_light_io_nowait", b"sync_light_io_nowait", "sync_light_isolates_writeback", b"sync_light_isolates_writeback", "vmap_stack", b"vmap_stack", "watermark_boost", b"watermark_boost"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["_alloc_nofragment", b"_alloc_nofragment", "_compact_priorities", b"_compact_priorities", "_compaction", b"_compaction", "_compaction_capture", b"_compaction_capture", "_fast_search", b"_fast_search", "_kcompactd", b"_kcompactd", "_migrate_batching", b"_migrate_batching", "_pcp", b"_pcp", "_pcp_batch_max_kb", b"_pcp_batch_max_kb", "_proactive_compaction", b"_proactive_compaction", "_profile", b"_profile", "_scaled_watermarks", b"_scaled_watermarks", "_steal_smallest", b"_steal_smallest", "_sync_light_io_nowait", b"_sync_light_io_nowait", "_sync_light_isolates_writeback", b"_sync_light_isolates_writeback", "_vmap_stack", b"_vmap_stack", "_watermark_boost", b"_watermark_boost", "alloc_nofragment", b"alloc_nofragment", "claim_rule", b"claim_rule", "compact_priorities", b"compact_priorities", "compaction", b"compaction", "compaction_capture", b"compaction_capture", "contended_abort", b"contended_abort", "fast_search", b"fast_search", "kcompactd", b"kcompactd", "migrate_batching", b"migrate_batching", "movable_ops", b"movable_ops", "pcp", b"pcp", "pcp_batch_max_kb", b"pcp_batch_max_kb", "pcp_high", b"pcp_high", "proactive_compaction", b"proactive_compaction", "profile", b"profile", "scaled_watermarks", b"scaled_watermarks", "steal_smallest", b"steal_smallest", "sync_light_io_nowait", b"sync_light_io_nowait", "sync_light_isolates_writeback", b"sync_light_isolates_writeback", "trace_format", b"trace_format", "vmap_stack", b"vmap_stack", "watermark_boost", b"watermark_boost", "zsmalloc_locking", b"zsmalloc_locking"]) -> None: ...
+    def ClearField(self, field_name: typing.Literal["_alloc_nofragment", b"_alloc_nofragment", "_compact_priorities", b"_compact_priorities", "_compaction", b"_compaction", "_compaction_capture", b"_compaction_capture", "_fast_search", b"_fast_search", "_kcompactd", b"_kcompactd", "_migrate_batching", b"_migrate_batching", "_pcp", b"_pcp", "_pcp_batch_max_kb", b"_pcp_batch_max_kb", "_proactive_compaction", b"_proactive_compaction", "_profile", b"_profile", "_scaled_watermarks", b"_scaled_watermarks", "_steal_smallest", b"_steal_smallest", "_sync_light_io_nowait", b"_sync_light_io_nowait", "_sync_light_isolates_writeback", b"_sync_light_isolates_writeback", "_vmap_stack", b"_vmap_stack", "_watermark_boost", b"_watermark_boost", "alloc_nofragment", b"alloc_nofragment", "claim_rule", b"claim_rule", "compact_priorities", b"compact_priorities", "compaction", b"compaction", "compaction_capture", b"compaction_capture", "contended_abort", b"contended_abort", "fast_search", b"fast_search", "kcompactd", b"kcompactd", "migrate_batching", b"migrate_batching", "movable_ops", b"movable_ops", "pcp", b"pcp", "pcp_batch_max_kb", b"pcp_batch_max_kb", "pcp_free", b"pcp_free", "pcp_high", b"pcp_high", "proactive_compaction", b"proactive_compaction", "profile", b"profile", "scaled_watermarks", b"scaled_watermarks", "steal_smallest", b"steal_smallest", "sync_light_io_nowait", b"sync_light_io_nowait", "sync_light_isolates_writeback", b"sync_light_isolates_writeback", "trace_format", b"trace_format", "vmap_stack", b"vmap_stack", "watermark_boost", b"watermark_boost", "zsmalloc_locking", b"zsmalloc_locking"]) -> None: ...
     @typing.overload
     def WhichOneof(self, oneof_group: typing.Literal["_alloc_nofragment", b"_alloc_nofragment"]) -> typing.Literal["alloc_nofragment"] | None: ...
     @typing.overload
@@ -1059,6 +1087,7 @@ class WorkloadGroupSpec(google.protobuf.message.Message):
     REPLAY_FIELD_NUMBER: builtins.int
     FORKS_FIELD_NUMBER: builtins.int
     IMPLICIT_KERNEL_FIELD_NUMBER: builtins.int
+    UNMAP_FIELD_NUMBER: builtins.int
     name: builtins.str
     """Name of the group, unique within the spec, 1..64 printable characters (no control
     characters). Required.
@@ -1107,6 +1136,10 @@ class WorkloadGroupSpec(google.protobuf.message.Message):
     """Allocate the kernel memory the group's activity implies (page tables on faults, slab
     with file I/O, sk_buff heads with network buffers, stacks on fork). Default true.
     """
+    unmap: builtins.float
+    """THP: share of each huge page, from its start, that its deadline unmaps (munmap of part
+    of the mapping; the huge page waits on the deferred split queue), 0..1. Default 0.
+    """
     @property
     def order_mix(self) -> google.protobuf.internal.containers.ScalarMap[builtins.int, builtins.float]:
         """Allocation order (0..10) -> relative weight (0..1e9, not all 0). Empty: {0: 1}.
@@ -1146,9 +1179,10 @@ class WorkloadGroupSpec(google.protobuf.message.Message):
         replay: Global___ReplaySpec | None = ...,
         forks: builtins.float | None = ...,
         implicit_kernel: builtins.bool | None = ...,
+        unmap: builtins.float | None = ...,
     ) -> None: ...
-    def HasField(self, field_name: typing.Literal["_batch", b"_batch", "_burst", b"_burst", "_burst_interval_seconds", b"_burst_interval_seconds", "_dirty", b"_dirty", "_extra_ref", b"_extra_ref", "_fill_fraction", b"_fill_fraction", "_forks", b"_forks", "_implicit_kernel", b"_implicit_kernel", "_locked", b"_locked", "_madvise", b"_madvise", "_mlocked", b"_mlocked", "_name", b"_name", "_rate", b"_rate", "_start_seconds", b"_start_seconds", "_stop_seconds", b"_stop_seconds", "_tasks", b"_tasks", "_writeback", b"_writeback", "batch", b"batch", "burst", b"burst", "burst_interval_seconds", b"burst_interval_seconds", "dirty", b"dirty", "extra_ref", b"extra_ref", "fill_fraction", b"fill_fraction", "forks", b"forks", "implicit_kernel", b"implicit_kernel", "lifetime", b"lifetime", "locked", b"locked", "madvise", b"madvise", "mlocked", b"mlocked", "name", b"name", "rate", b"rate", "replay", b"replay", "start_seconds", b"start_seconds", "stop_seconds", b"stop_seconds", "tasks", b"tasks", "writeback", b"writeback"]) -> builtins.bool: ...
-    def ClearField(self, field_name: typing.Literal["_batch", b"_batch", "_burst", b"_burst", "_burst_interval_seconds", b"_burst_interval_seconds", "_dirty", b"_dirty", "_extra_ref", b"_extra_ref", "_fill_fraction", b"_fill_fraction", "_forks", b"_forks", "_implicit_kernel", b"_implicit_kernel", "_locked", b"_locked", "_madvise", b"_madvise", "_mlocked", b"_mlocked", "_name", b"_name", "_rate", b"_rate", "_start_seconds", b"_start_seconds", "_stop_seconds", b"_stop_seconds", "_tasks", b"_tasks", "_writeback", b"_writeback", "batch", b"batch", "burst", b"burst", "burst_interval_seconds", b"burst_interval_seconds", "dirty", b"dirty", "extra_ref", b"extra_ref", "fill_fraction", b"fill_fraction", "forks", b"forks", "implicit_kernel", b"implicit_kernel", "kind", b"kind", "lifetime", b"lifetime", "locked", b"locked", "madvise", b"madvise", "mlocked", b"mlocked", "name", b"name", "order_mix", b"order_mix", "pattern", b"pattern", "rate", b"rate", "replay", b"replay", "start_seconds", b"start_seconds", "stop_seconds", b"stop_seconds", "tasks", b"tasks", "writeback", b"writeback"]) -> None: ...
+    def HasField(self, field_name: typing.Literal["_batch", b"_batch", "_burst", b"_burst", "_burst_interval_seconds", b"_burst_interval_seconds", "_dirty", b"_dirty", "_extra_ref", b"_extra_ref", "_fill_fraction", b"_fill_fraction", "_forks", b"_forks", "_implicit_kernel", b"_implicit_kernel", "_locked", b"_locked", "_madvise", b"_madvise", "_mlocked", b"_mlocked", "_name", b"_name", "_rate", b"_rate", "_start_seconds", b"_start_seconds", "_stop_seconds", b"_stop_seconds", "_tasks", b"_tasks", "_unmap", b"_unmap", "_writeback", b"_writeback", "batch", b"batch", "burst", b"burst", "burst_interval_seconds", b"burst_interval_seconds", "dirty", b"dirty", "extra_ref", b"extra_ref", "fill_fraction", b"fill_fraction", "forks", b"forks", "implicit_kernel", b"implicit_kernel", "lifetime", b"lifetime", "locked", b"locked", "madvise", b"madvise", "mlocked", b"mlocked", "name", b"name", "rate", b"rate", "replay", b"replay", "start_seconds", b"start_seconds", "stop_seconds", b"stop_seconds", "tasks", b"tasks", "unmap", b"unmap", "writeback", b"writeback"]) -> builtins.bool: ...
+    def ClearField(self, field_name: typing.Literal["_batch", b"_batch", "_burst", b"_burst", "_burst_interval_seconds", b"_burst_interval_seconds", "_dirty", b"_dirty", "_extra_ref", b"_extra_ref", "_fill_fraction", b"_fill_fraction", "_forks", b"_forks", "_implicit_kernel", b"_implicit_kernel", "_locked", b"_locked", "_madvise", b"_madvise", "_mlocked", b"_mlocked", "_name", b"_name", "_rate", b"_rate", "_start_seconds", b"_start_seconds", "_stop_seconds", b"_stop_seconds", "_tasks", b"_tasks", "_unmap", b"_unmap", "_writeback", b"_writeback", "batch", b"batch", "burst", b"burst", "burst_interval_seconds", b"burst_interval_seconds", "dirty", b"dirty", "extra_ref", b"extra_ref", "fill_fraction", b"fill_fraction", "forks", b"forks", "implicit_kernel", b"implicit_kernel", "kind", b"kind", "lifetime", b"lifetime", "locked", b"locked", "madvise", b"madvise", "mlocked", b"mlocked", "name", b"name", "order_mix", b"order_mix", "pattern", b"pattern", "rate", b"rate", "replay", b"replay", "start_seconds", b"start_seconds", "stop_seconds", b"stop_seconds", "tasks", b"tasks", "unmap", b"unmap", "writeback", b"writeback"]) -> None: ...
     @typing.overload
     def WhichOneof(self, oneof_group: typing.Literal["_batch", b"_batch"]) -> typing.Literal["batch"] | None: ...
     @typing.overload
@@ -1181,6 +1215,8 @@ class WorkloadGroupSpec(google.protobuf.message.Message):
     def WhichOneof(self, oneof_group: typing.Literal["_stop_seconds", b"_stop_seconds"]) -> typing.Literal["stop_seconds"] | None: ...
     @typing.overload
     def WhichOneof(self, oneof_group: typing.Literal["_tasks", b"_tasks"]) -> typing.Literal["tasks"] | None: ...
+    @typing.overload
+    def WhichOneof(self, oneof_group: typing.Literal["_unmap", b"_unmap"]) -> typing.Literal["unmap"] | None: ...
     @typing.overload
     def WhichOneof(self, oneof_group: typing.Literal["_writeback", b"_writeback"]) -> typing.Literal["writeback"] | None: ...
 

@@ -29,9 +29,6 @@ K8S = DEPLOY / "k8s"
 BIN = Path(sys.executable).parent
 K8S_VERSION = "1.32.0"      # kubernetes-validate ships schemas for it (strict variant too)
 
-sys.path.insert(0, str(ROOT / "tests" / "e2e"))
-from test_service import Server  # noqa: E402
-
 
 def tool(name: str) -> str:
     path = BIN / name if (BIN / name).exists() else shutil.which(name)
@@ -370,34 +367,25 @@ def healthcheck(*args: str, env: dict | None = None) -> subprocess.CompletedProc
                           check=False)
 
 
-@pytest.fixture
-def live_server(tmp_path):
-    s = Server(tmp_path).start()
-    yield s
-    if s.proc.poll() is None:
-        s.proc.kill()
-        s.proc.wait()
-
-
-def test_healthcheck_serving(live_server):
-    p = healthcheck("--address", f"127.0.0.1:{live_server.port}")
+def test_healthcheck_serving(server):
+    p = healthcheck("--address", f"127.0.0.1:{server.port}")
     assert p.returncode == 0 and "SERVING" in p.stdout, p.stdout + p.stderr
     # the image's way: the server's own listen address from the environment, wildcard host
-    p = healthcheck("--quiet", env={"COMPACTSIM_LISTEN": f"0.0.0.0:{live_server.port}"})
+    p = healthcheck("--quiet", env={"COMPACTSIM_LISTEN": f"0.0.0.0:{server.port}"})
     assert p.returncode == 0 and p.stdout == "", p.stdout + p.stderr
-    p = healthcheck("--address", f"127.0.0.1:{live_server.port}",
+    p = healthcheck("--address", f"127.0.0.1:{server.port}",
                     "--service", "compactsim.v1.Simulator")
     assert p.returncode == 0, p.stdout + p.stderr
 
 
-def test_healthcheck_unknown_service_fails(live_server):
-    p = healthcheck("--address", f"127.0.0.1:{live_server.port}", "--service", "no.Such")
+def test_healthcheck_unknown_service_fails(server):
+    p = healthcheck("--address", f"127.0.0.1:{server.port}", "--service", "no.Such")
     assert p.returncode == 1 and "NOT_FOUND" in p.stderr, p.stdout + p.stderr
 
 
-def test_healthcheck_fails_after_server_stops(live_server):
-    port = live_server.port
-    assert live_server.stop() == 0
+def test_healthcheck_fails_after_server_stops(server):
+    port = server.port
+    assert server.stop() == 0
     p = healthcheck("--address", f"127.0.0.1:{port}", "--timeout", "1")
     assert p.returncode == 1 and "UNAVAILABLE" in p.stderr, p.stdout + p.stderr
 

@@ -10,7 +10,6 @@ Skipped without `kubectl` (for `kubectl kustomize`)."""
 from __future__ import annotations
 
 import base64
-import datetime
 import os
 import re
 import shutil
@@ -23,10 +22,6 @@ from pathlib import Path
 import grpc
 import pytest
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from compactsim.client.channel import open_channel
@@ -274,37 +269,21 @@ def test_prometheus_operator_authenticates_to_the_metrics_listener(tmp_path):
     annotations = one(docs, "Deployment")["spec"]["template"]["metadata"].get("annotations", {})
     assert not [k for k in annotations if k.startswith("prometheus.io/")]
 
-def pki(d: Path) -> Path:
+def pki(d: Path, make_certificate) -> Path:
     """tls.crt, tls.key, ca.crt (self-signed) for the Service name `compactsim`, as
     cert-manager writes a kubernetes.io/tls Secret."""
     d.mkdir(parents=True)
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "compactsim")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName("compactsim")]),
-                           critical=False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
-    pem = cert.public_bytes(serialization.Encoding.PEM)
-    (d / "tls.crt").write_bytes(pem)
-    (d / "ca.crt").write_bytes(pem)
-    (d / "tls.key").write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                                  serialization.PrivateFormat.PKCS8,
-                                                  serialization.NoEncryption()))
-    (d / "tls.key").chmod(0o600)
+    cert, _ = make_certificate("compactsim", ("compactsim",)).write(d / "tls.crt", d / "tls.key")
+    (d / "ca.crt").write_bytes(cert.read_bytes())
     return d
 
 
-def test_probes_work_with_tls_on(tmp_path):
+def test_probes_work_with_tls_on(tmp_path, make_certificate):
     """With the tls component the server serves TLS, and the probes, exec'd as the kubelet
     would with the container's environment, find it SERVING (a plaintext gRPC probe, the
     kubelet's native one, cannot)."""
     docs = render(tmp_path, "tls")
-    pod = Pod(docs, tmp_path / "pod", files={"tls": pki(tmp_path / "secret-tls")})
+    pod = Pod(docs, tmp_path / "pod", files={"tls": pki(tmp_path / "secret-tls", make_certificate)})
     port = pod.start()
     try:
         c = pod.container

@@ -22,6 +22,9 @@ from compactsim.sim.tracepoint import fmt_mm_page_alloc, fmt_mm_page_free, forma
 ROOT = Path(__file__).resolve().parents[2]
 R = run_pb2.Run
 TERMINAL = (R.SUCCEEDED, R.FAILED, R.CANCELLED)
+# the token file of a lab server (the lab_server fixture): alice and bob users, root an admin
+LAB_TOKENS = {"alice": "alice-token-0123456789", "bob": "bob-token-0123456789",
+              "root": "root-token-0123456789"}
 
 
 class Server:

@@ -16,11 +16,12 @@ from pathlib import Path
 import grpc
 import pytest
 from google.protobuf import json_format, struct_pb2
-from serverproc import R, Server, create, spec, wait_state, write_trace
+from serverproc import R, create, spec, wait_state, write_trace
 
 from compactsim.client.api import Client
+from compactsim.codec.runstate import RunState
 from compactsim.proto.v1 import run_pb2, simulator_pb2, spec_pb2, sweep_pb2
-from compactsim.server.store import RunState, RunStore
+from compactsim.server.store import RunStore
 
 ROOT = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "compactsim.client.cli"]
@@ -43,36 +44,33 @@ def big_trace_spec() -> spec_pb2.Spec:
     return s
 
 
-def test_a_full_report_over_4_mib_arrives(tmp_path):
-    server = Server(tmp_path).start()
-    try:
-        run = create(server.stub, big_trace_spec())
-        assert wait_state(server.stub, run.name, timeout=90).state == R.SUCCEEDED
-        request = simulator_pb2.GetRunReportRequest(name=f"{run.name}/report",
-                                                    view=run_pb2.RUN_REPORT_VIEW_FULL)
-        # in one message it passes gRPC's default limit of every client
-        with pytest.raises(grpc.RpcError) as err:
-            server.stub.GetRunReport(request, timeout=30)
-        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-        big = grpc.insecure_channel(f"127.0.0.1:{server.port}", options=[
-            ("grpc.max_receive_message_length", 64 << 20)])
-        whole = simulator_pb2_grpc_stub(big).GetRunReport(request, timeout=30)
-        big.close()
-        assert whole.ByteSize() > GRPC_DEFAULT_MAX and len(whole.trace) > GRPC_DEFAULT_MAX
-        # the stream: pieces within the limit that put together give the same report
-        pieces = list(server.stub.StreamRunReport(request, timeout=30))
-        assert len(pieces) > 4 and all(p.ByteSize() <= (1 << 20) + 1024 for p in pieces)
-        with Client(f"127.0.0.1:{server.port}") as c:
-            assert c.get_report(run.name, full=True) == whole
-        # and the command line gets all of it
-        out = tmp_path / "report"
-        p = cli("report", run.name, "--out", str(out), "--server", f"127.0.0.1:{server.port}")
-        assert p.returncode == 0, p.stderr
-        written = {f.name: f for f in out.rglob("*") if f.is_file()}
-        trace = next(f for name, f in written.items() if "trace" in name)
-        assert trace.read_text() == whole.trace
-    finally:
-        assert server.stop() == 0
+def test_a_full_report_over_4_mib_arrives(server, tmp_path):
+    run = create(server.stub, big_trace_spec())
+    assert wait_state(server.stub, run.name, timeout=90).state == R.SUCCEEDED
+    request = simulator_pb2.GetRunReportRequest(name=f"{run.name}/report",
+                                                view=run_pb2.RUN_REPORT_VIEW_FULL)
+    # in one message it passes gRPC's default limit of every client
+    with pytest.raises(grpc.RpcError) as err:
+        server.stub.GetRunReport(request, timeout=30)
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    big = grpc.insecure_channel(f"127.0.0.1:{server.port}", options=[
+        ("grpc.max_receive_message_length", 64 << 20)])
+    whole = simulator_pb2_grpc_stub(big).GetRunReport(request, timeout=30)
+    big.close()
+    assert whole.ByteSize() > GRPC_DEFAULT_MAX and len(whole.trace) > GRPC_DEFAULT_MAX
+    # the stream: pieces within the limit that put together give the same report
+    pieces = list(server.stub.StreamRunReport(request, timeout=30))
+    assert len(pieces) > 4 and all(p.ByteSize() <= (1 << 20) + 1024 for p in pieces)
+    with Client(f"127.0.0.1:{server.port}") as c:
+        assert c.get_report(run.name, full=True) == whole
+    # and the command line gets all of it
+    out = tmp_path / "report"
+    p = cli("report", run.name, "--out", str(out), "--server", f"127.0.0.1:{server.port}")
+    assert p.returncode == 0, p.stderr
+    written = {f.name: f for f in out.rglob("*") if f.is_file()}
+    trace = next(f for name, f in written.items() if "trace" in name)
+    assert trace.read_text() == whole.trace
+    assert server.stop() == 0
 
 
 def simulator_pb2_grpc_stub(channel):
@@ -81,7 +79,7 @@ def simulator_pb2_grpc_stub(channel):
 
 
 @pytest.fixture(scope="module")
-def thousand_runs(tmp_path_factory):
+def thousand_runs(tmp_path_factory, make_module_server):
     """A server whose store holds 1,000 SUCCEEDED runs, each with a real summary (as a
     lab's store holds after a few sweeps)."""
     from compactsim.server import convert
@@ -97,9 +95,7 @@ def thousand_runs(tmp_path_factory):
                                       labels={"batch": "b", "i": str(i)})
             store.update_state(rec.id, RunState.RUNNING)
             store.update_state(rec.id, RunState.SUCCEEDED, summary=summary)
-    server = Server(data).start()
-    yield server
-    server.stop()
+    return make_module_server(data_dir=data)
 
 
 def test_list_runs_pages_are_bounded_by_bytes(thousand_runs):
@@ -138,26 +134,22 @@ def test_end_time_filters_and_orders_over_grpc(thousand_runs):
 
 # ---- the command line ------------------------------------------------------------------------
 
-def test_connection_options_after_the_command(tmp_path):
-    (tmp_path / "tokens").write_text(f"{TOKEN} alice\n")
-    (tmp_path / "tokens").chmod(0o600)
-    server = Server(tmp_path, "--token-file", str(tmp_path / "tokens"), token=TOKEN).start()
-    try:
-        address = f"127.0.0.1:{server.port}"
-        before = cli("--server", address, "--token", TOKEN, "list", "--format", "json")
-        after = cli("list", "--server", address, "--token", TOKEN, "--timeout", "20",
-                    "--format", "json")
-        assert before.returncode == after.returncode == 0, (before.stderr, after.stderr)
-        assert json.loads(after.stdout) == json.loads(before.stdout)
-        # the value after the command wins
-        p = cli("--token", "wrong-token-wrong-token", "list", "--server", address,
-                "--token", TOKEN)
-        assert p.returncode == 0, p.stderr
-        assert cli("list", "--server", address).returncode == 6   # no token: not allowed
-        p = cli("sweep", "list", "--server", address, "--token", TOKEN)
-        assert p.returncode == 0, p.stderr
-    finally:
-        assert server.stop() == 0
+def test_connection_options_after_the_command(make_server, token_file):
+    server = make_server("--token-file", str(token_file(f"{TOKEN} alice\n")), token=TOKEN)
+    address = f"127.0.0.1:{server.port}"
+    before = cli("--server", address, "--token", TOKEN, "list", "--format", "json")
+    after = cli("list", "--server", address, "--token", TOKEN, "--timeout", "20",
+                "--format", "json")
+    assert before.returncode == after.returncode == 0, (before.stderr, after.stderr)
+    assert json.loads(after.stdout) == json.loads(before.stdout)
+    # the value after the command wins
+    p = cli("--token", "wrong-token-wrong-token", "list", "--server", address,
+            "--token", TOKEN)
+    assert p.returncode == 0, p.stderr
+    assert cli("list", "--server", address).returncode == 6   # no token: not allowed
+    p = cli("sweep", "list", "--server", address, "--token", TOKEN)
+    assert p.returncode == 0, p.stderr
+    assert server.stop() == 0
 
 
 def test_version():

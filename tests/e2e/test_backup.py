@@ -7,7 +7,7 @@ import hashlib
 import subprocess
 import sys
 
-from serverproc import ROOT, R, Server, create, spec, wait_state
+from serverproc import ROOT, R, create, spec, wait_state
 
 from compactsim.proto.v1 import simulator_pb2
 
@@ -39,18 +39,16 @@ def test_backup_of_a_running_server(make_server, tmp_path):
     assert again.returncode == 1 and "exists; back up into a new directory" in again.stderr
     assert s.stub.GetRun(simulator_pb2.GetRunRequest(name=running.name)).state == R.RUNNING
 
-    c = Server(tmp_path / "copy").start()
-    try:
-        copied = c.stub.GetRun(simulator_pb2.GetRunRequest(name=done.name))
-        assert copied.SerializeToString(deterministic=True) == \
-            done.SerializeToString(deterministic=True)
-        report = simulator_pb2.GetRunReportRequest(name=f"{done.name}/report")
-        assert c.stub.GetRunReport(report) == s.stub.GetRunReport(report)
-        cut = c.stub.GetRun(simulator_pb2.GetRunRequest(name=running.name))
-        assert cut.state == R.FAILED and cut.error.message
-        assert "interrupted" in cut.error.message
-    finally:
-        c.stop()
+    c = make_server(data_dir=tmp_path / "copy")
+    copied = c.stub.GetRun(simulator_pb2.GetRunRequest(name=done.name))
+    assert copied.SerializeToString(deterministic=True) == \
+        done.SerializeToString(deterministic=True)
+    report = simulator_pb2.GetRunReportRequest(name=f"{done.name}/report")
+    assert c.stub.GetRunReport(report) == s.stub.GetRunReport(report)
+    cut = c.stub.GetRun(simulator_pb2.GetRunRequest(name=running.name))
+    assert cut.state == R.FAILED and cut.error.message
+    assert "interrupted" in cut.error.message
+    c.stop()
 
 
 def test_backup_refuses_a_directory_without_a_store(tmp_path):

@@ -21,30 +21,11 @@ SMALL = ["--duration", "2s", "--set", "machine.memory=128MiB", "--set", "machine
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    if not (ROOT / "server" / "main.py").exists():
-        pytest.skip("server/main.py is not there yet")
-    data = tmp_path_factory.mktemp("data")
-    port_file = data.parent / "port"
-    log = (data.parent / "server.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "compactsim.server.main",
-                             "--listen", "127.0.0.1:0", "--port-file", str(port_file),
-                             "--data-dir", str(data), "--workers", "2", "--metrics-listen", ""],
-                            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 30
-    while not (port_file.exists() and port_file.read_text().strip()):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"server did not start: {(data.parent / 'server.log').read_text()}")
-        time.sleep(0.1)
-    yield f"127.0.0.1:{port_file.read_text().strip()}"
-    proc.terminate()
-    try:
-        assert proc.wait(timeout=30) == 0, "server did not exit 0 on SIGTERM"
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        log.close()
+def server(make_module_server):
+    """The server's address (no metrics listener)."""
+    s = make_module_server("--metrics-listen", "")
+    yield f"127.0.0.1:{s.port}"
+    assert s.stop(timeout=30) == 0, "server did not exit 0 on SIGTERM"
 
 
 def cli(server, *args, timeout=60, env_server=False):

@@ -66,8 +66,8 @@ METHODS = ("CreateRun", "GetRun", "ListRuns", "CancelRun", "DeleteRun", "ListRun
 # ---- the server, the store and the checks ---------------------------------------------------
 
 @pytest.fixture(scope="module")
-def srv(tmp_path_factory):
-    s = Server(tmp_path_factory.mktemp("fuzz")).start()
+def srv(make_module_server):
+    s = make_module_server()
     yield s
     stopped(s)
 
@@ -535,13 +535,14 @@ def test_fuzz_sweeps(srv, bases, data):
 
 
 @pytest.fixture(scope="module")
-def locked(tmp_path_factory):
+def locked(tmp_path_factory, make_module_server):
     """A second server, with a token file."""
     data = tmp_path_factory.mktemp("fuzz-auth")
     tokens = data / "tokens"
     tokens.write_text("fuzz-secret-token-1 alice\n")
     tokens.chmod(0o600)
-    s = Server(data, "--token-file", str(tokens), token="fuzz-secret-token-1").start()
+    s = make_module_server("--token-file", str(tokens), data_dir=data,
+                           token="fuzz-secret-token-1")
     yield s
     stopped(s)
 

@@ -14,7 +14,7 @@ import pytest
 from google.rpc import error_details_pb2
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from serverproc import R, Server, create, details, replay_spec, wait_state, write_trace
+from serverproc import R, create, details, replay_spec, wait_state, write_trace
 
 from compactsim.client.api import Client, ClientError
 
@@ -22,9 +22,8 @@ MAX_TRACE = 64 << 10
 
 
 @pytest.fixture(scope="module")
-def srv(tmp_path_factory):
-    data = tmp_path_factory.mktemp("fuzz-traces")
-    s = Server(data, "--max-trace-bytes", str(MAX_TRACE)).start()
+def srv(make_module_server):
+    s = make_module_server("--max-trace-bytes", str(MAX_TRACE))
     yield s
     assert s.stop() == 0
 

@@ -67,10 +67,8 @@ def test_a_request_id_reused_for_another_request_is_refused(server):
     assert runs.total_size == 1
 
 
-def test_a_token_file_that_is_not_utf8_is_refused_clearly_at_start(tmp_path):
-    path = tmp_path / "tokens"
-    path.write_bytes(f"{ALICE} alice\n".encode() + b"caf\xe9-0123456789abcdef bob\n")
-    path.chmod(0o600)
+def test_a_token_file_that_is_not_utf8_is_refused_clearly_at_start(tmp_path, token_file):
+    path = token_file(f"{ALICE} alice\n".encode() + b"caf\xe9-0123456789abcdef bob\n")
     out = subprocess.run([sys.executable, "-m", "compactsim.server.main", "--listen",
                           "127.0.0.1:0", "--metrics-listen", "", "--data-dir", str(tmp_path),
                           "--token-file", str(path)], cwd=ROOT, capture_output=True,
@@ -80,10 +78,8 @@ def test_a_token_file_that_is_not_utf8_is_refused_clearly_at_start(tmp_path):
     assert f"{path}:2: not UTF-8" in out.stderr, out.stderr
 
 
-def test_a_token_file_made_not_utf8_keeps_the_tokens_on_sighup(make_server, tmp_path):
-    path = tmp_path / "tokens"
-    path.write_text(f"{ALICE} alice\n")
-    path.chmod(0o600)
+def test_a_token_file_made_not_utf8_keeps_the_tokens_on_sighup(make_server, token_file):
+    path = token_file(f"{ALICE} alice\n")
     server = make_server("--token-file", str(path), token=ALICE)
     path.write_bytes(b"\xff\xfe not a token file\n")
     server.proc.send_signal(signal.SIGHUP)

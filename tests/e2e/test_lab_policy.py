@@ -18,26 +18,16 @@ import pytest
 import yaml
 from google.protobuf import struct_pb2
 from google.rpc import error_details_pb2
-from serverproc import ROOT, create, details, replay_spec, spec, wait_state, write_trace
+from serverproc import LAB_TOKENS, ROOT, create, details, replay_spec, spec, wait_state, write_trace
 
 from compactsim.client.api import Client, ClientError, struct_to_dict
 from compactsim.proto.v1 import run_pb2, simulator_pb2, sweep_pb2, trace_pb2
 from compactsim.server.limits import format_bytes, resident_estimate
 
 R = run_pb2.Run
-TOKENS = {"alice": "alice-token-0123456789", "bob": "bob-token-0123456789",
-          "root": "root-token-0123456789"}
+TOKENS = LAB_TOKENS
 MiB = 1 << 20
 GiB = 1 << 30
-
-
-def lab(make_server, tmp_path, *flags):
-    """A server with a token file: alice and bob are users, root an admin."""
-    tokens = tmp_path / "tokens"
-    tokens.write_text(f"{TOKENS['alice']} alice\n{TOKENS['bob']} bob\n"
-                      f"{TOKENS['root']} root admin\n")
-    tokens.chmod(0o600)
-    return make_server("--token-file", str(tokens), *flags, token=TOKENS["alice"])
 
 
 def long_spec(seed=1):
@@ -83,8 +73,8 @@ def struct_string(x):
 
 # ---- ownership -------------------------------------------------------------------------
 
-def test_users_cancel_and_delete_only_their_own_runs_admins_any(make_server, tmp_path):
-    srv = lab(make_server, tmp_path)
+def test_users_cancel_and_delete_only_their_own_runs_admins_any(lab_server):
+    srv = lab_server()
     alice, bob, root = (srv.stub_for(TOKENS[u]) for u in ("alice", "bob", "root"))
     mine = create(alice, long_spec())
     assert mine.creator == "alice"
@@ -121,8 +111,8 @@ def test_users_cancel_and_delete_only_their_own_runs_admins_any(make_server, tmp
     srv.stop()
 
 
-def test_request_id_is_per_creator(make_server, tmp_path):
-    srv = lab(make_server, tmp_path)
+def test_request_id_is_per_creator(lab_server):
+    srv = lab_server()
     alice, bob = srv.stub_for(TOKENS["alice"]), srv.stub_for(TOKENS["bob"])
     req = simulator_pb2.CreateRunRequest(run=R(spec=spec()), request_id="shared-request-id")
     a, b, again = alice.CreateRun(req), bob.CreateRun(req), alice.CreateRun(req)
@@ -134,9 +124,8 @@ def test_request_id_is_per_creator(make_server, tmp_path):
 
 # ---- queue limits ----------------------------------------------------------------------
 
-def test_per_user_queued_and_running_limits(make_server, tmp_path):
-    srv = lab(make_server, tmp_path, "--max-running-per-user", "1",
-              "--max-queued-per-user", "2")
+def test_per_user_queued_and_running_limits(lab_server):
+    srv = lab_server("--max-running-per-user", "1", "--max-queued-per-user", "2")
     alice, bob = srv.stub_for(TOKENS["alice"]), srv.stub_for(TOKENS["bob"])
     a1 = create(alice, long_spec(1))
     wait_state(alice, a1.name, (R.RUNNING,))
@@ -464,8 +453,8 @@ def test_upload_cut_off_by_the_client_leaves_nothing(make_server, tmp_path):
     srv.stop()
 
 
-def test_upload_needs_a_token_and_works_with_one(make_server, tmp_path):
-    srv = lab(make_server, tmp_path)
+def test_upload_needs_a_token_and_works_with_one(lab_server, tmp_path):
+    srv = lab_server()
     req = [trace_pb2.UploadTraceRequest(chunk=write_trace(tmp_path / "t.txt").read_bytes())]
     refused(grpc.StatusCode.UNAUTHENTICATED, srv.stub_for(None).UploadTrace, iter(req))
     trace = srv.stub.UploadTrace(iter(req), metadata=[("authorization",
@@ -474,8 +463,8 @@ def test_upload_needs_a_token_and_works_with_one(make_server, tmp_path):
     srv.stop()
 
 
-def test_create_sweep_request_id_makes_retries_safe_per_user(make_server, tmp_path):
-    srv = lab(make_server, tmp_path, "--max-queued-per-user", "0")
+def test_create_sweep_request_id_makes_retries_safe_per_user(lab_server):
+    srv = lab_server("--max-queued-per-user", "0")
     alice, bob = srv.stub_for(TOKENS["alice"]), srv.stub_for(TOKENS["bob"])
     sw = sweep_pb2.Sweep(base_spec=spec(duration=0.2), parameters=[sweep_pb2.SweepParameter(
         path="tunables.compaction_proactiveness", values=[struct_number(0), struct_number(20)])])

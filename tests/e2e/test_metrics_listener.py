@@ -5,7 +5,6 @@ on the connections (and so threads) it serves at once."""
 
 from __future__ import annotations
 
-import datetime
 import json
 import socket
 import ssl
@@ -15,23 +14,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from serverproc import create
 
 from compactsim.server.metrics_listener import IO_TIMEOUT_S, MAX_CONNECTIONS
 
 TOKEN = "scraper-token-0123456789"
 SCRAPE_S = 2.0    # a scrape on an idle loopback server takes milliseconds
-
-
-def _tokens(tmp_path: Path) -> Path:
-    path = tmp_path / "tokens"
-    path.write_text(f"{TOKEN} prometheus\n")
-    path.chmod(0o600)
-    return path
 
 
 def _mport(server) -> int:
@@ -49,49 +37,22 @@ def _get(url: str, token: str | None = None, ctx: ssl.SSLContext | None = None,
         return e.code, e.read()
 
 
-def _name(cn: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-
-def _cert(subject: str, key, issuer: str, issuer_key, ca: bool, san=()) -> x509.Certificate:
-    now = datetime.datetime.now(datetime.UTC)
-    b = (x509.CertificateBuilder().subject_name(_name(subject)).issuer_name(_name(issuer))
-         .public_key(key.public_key()).serial_number(x509.random_serial_number())
-         .not_valid_before(now - datetime.timedelta(minutes=5))
-         .not_valid_after(now + datetime.timedelta(days=1))
-         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
-    if san:
-        b = b.add_extension(x509.SubjectAlternativeName(list(san)), critical=False)
-    return b.sign(issuer_key, hashes.SHA256())
-
-
-def _write(d: Path, name: str, cert, key) -> tuple[Path, Path]:
-    (d / f"{name}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (d / f"{name}.key").write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption()))
-    (d / f"{name}.key").chmod(0o600)
-    return d / f"{name}.pem", d / f"{name}.key"
-
-
 @pytest.fixture(scope="module")
-def pki(tmp_path_factory) -> dict[str, Path]:
+def pki(tmp_path_factory, make_certificate) -> dict[str, Path]:
     """A CA, a server certificate for 127.0.0.1 and a client certificate it signed."""
-    import ipaddress
     d = tmp_path_factory.mktemp("metrics-pki")
-    ca_key, srv_key, cli_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(3))
-    ca = _cert("test CA", ca_key, "test CA", ca_key, ca=True)
-    srv = _cert("compactsim.test", srv_key, "test CA", ca_key, ca=False,
-                san=[x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
-    cli = _cert("prometheus", cli_key, "test CA", ca_key, ca=False)
-    out = {"ca": _write(d, "ca", ca, ca_key)[0]}
-    out["cert"], out["key"] = _write(d, "server", srv, srv_key)
-    out["client_cert"], out["client_key"] = _write(d, "client", cli, cli_key)
+    ca = make_certificate("test CA")
+    out = {"ca": ca.write(d / "ca.pem", d / "ca.key")[0]}
+    out["cert"], out["key"] = make_certificate("compactsim.test", ("127.0.0.1",),
+                                               issuer=ca).write(d / "server.pem",
+                                                                d / "server.key")
+    out["client_cert"], out["client_key"] = make_certificate("prometheus", issuer=ca).write(
+        d / "client.pem", d / "client.key")
     return out
 
 
-def test_every_path_needs_the_token_when_the_server_has_a_token_file(make_server, tmp_path):
-    server = make_server("--token-file", str(_tokens(tmp_path)), token=TOKEN)
+def test_every_path_needs_the_token_when_the_server_has_a_token_file(make_server, token_file):
+    server = make_server("--token-file", str(token_file(f"{TOKEN} prometheus\n")), token=TOKEN)
     run = create(server.stub)
     base = f"http://127.0.0.1:{_mport(server)}"
     probe = f"/probe?target={run.name}"
@@ -116,8 +77,8 @@ def test_without_tokens_the_metrics_listener_stays_on_loopback(make_server):
     assert "metrics listens on loopback only" in log
 
 
-def test_an_idle_connection_does_not_block_tls_scrapes(make_server, tmp_path, pki):
-    server = make_server("--token-file", str(_tokens(tmp_path)), "--tls-cert",
+def test_an_idle_connection_does_not_block_tls_scrapes(make_server, token_file, pki):
+    server = make_server("--token-file", str(token_file(f"{TOKEN} prometheus\n")), "--tls-cert",
                          str(pki["cert"]), "--tls-key", str(pki["key"]), token=TOKEN,
                          ca=pki["ca"])
     port = _mport(server)
@@ -172,8 +133,8 @@ def test_half_sent_requests_hold_a_bounded_number_of_threads(make_server):
         time.sleep(0.1)
 
 
-def test_a_client_certificate_admits_without_a_token(make_server, tmp_path, pki):
-    server = make_server("--token-file", str(_tokens(tmp_path)), "--tls-cert",
+def test_a_client_certificate_admits_without_a_token(make_server, token_file, pki):
+    server = make_server("--token-file", str(token_file(f"{TOKEN} prometheus\n")), "--tls-cert",
                          str(pki["cert"]), "--tls-key", str(pki["key"]),
                          "--metrics-client-ca", str(pki["ca"]), token=TOKEN, ca=pki["ca"])
     url = f"https://127.0.0.1:{_mport(server)}/sd"
@@ -185,8 +146,8 @@ def test_a_client_certificate_admits_without_a_token(make_server, tmp_path, pki)
     assert _get(url, TOKEN, ctx=without)[0] == 200
 
 
-def test_tokens_over_plain_text_on_a_remote_listener_are_warned_about(make_server, tmp_path):
-    server = make_server("--token-file", str(_tokens(tmp_path)), "--listen", "0.0.0.0:0",
-                         token=TOKEN)
+def test_tokens_over_plain_text_on_a_remote_listener_are_warned_about(make_server, token_file):
+    server = make_server("--token-file", str(token_file(f"{TOKEN} prometheus\n")),
+                         "--listen", "0.0.0.0:0", token=TOKEN)
     log = (server.data_dir / "server.log").read_text()
     assert "gRPC on 0.0.0.0:0 takes bearer tokens over plain text" in log, log[-2000:]

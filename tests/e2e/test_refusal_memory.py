@@ -78,10 +78,8 @@ def _refused(call, code) -> None:
     assert err.value.code() == code, err.value.details()
 
 
-def test_refused_requests_leave_the_server_rss_bounded(make_server, tmp_path):
-    tokens = tmp_path / "tokens"
-    tokens.write_text(f"{TOKEN} tenant\n")
-    tokens.chmod(0o600)
+def test_refused_requests_leave_the_server_rss_bounded(make_server, token_file):
+    tokens = token_file(f"{TOKEN} tenant\n")
     server = make_server("--token-file", str(tokens), token=TOKEN)
     kinds = _kinds(server)
     for _, call, code in kinds:

@@ -14,25 +14,19 @@ import time
 import grpc
 import pytest
 from google.rpc import error_details_pb2
-from serverproc import ROOT, details
+from serverproc import LAB_TOKENS, ROOT, details
 
 from compactsim.proto.v1 import trace_pb2
 
 C = grpc.StatusCode
-TOKENS = {"alice": "alice-token-0123456789", "bob": "bob-token-0123456789",
-          "root": "root-token-0123456789"}
+TOKENS = LAB_TOKENS
 KiB = 1 << 10
 
 
-def _lab(make_server, tmp_path, *flags):
-    tokens = tmp_path / "tokens"
-    tokens.write_text("".join(f"{t} {u}{' admin' if u == 'root' else ''}\n"
-                              for u, t in TOKENS.items()))
-    tokens.chmod(0o600)
+def _lab(lab_server, tmp_path, *flags):
     data = tmp_path / "data"
     data.mkdir()
-    return make_server("--token-file", str(tokens), *flags, data_dir=data,
-                       token=TOKENS["alice"]), tokens
+    return lab_server(*flags, data_dir=data), tmp_path / "tokens"
 
 
 def _upload(server, user: str, data: bytes) -> trace_pb2.Trace:
@@ -50,8 +44,8 @@ def _stored(server) -> list[str]:
     return sorted(os.listdir(server.data_dir / "traces"))
 
 
-def test_each_user_keeps_at_most_their_quota_of_traces(make_server, tmp_path):
-    server, _ = _lab(make_server, tmp_path, "--max-trace-bytes", "64KiB",
+def test_each_user_keeps_at_most_their_quota_of_traces(lab_server, tmp_path):
+    server, _ = _lab(lab_server, tmp_path, "--max-trace-bytes", "64KiB",
                      "--max-trace-bytes-per-user", "100KiB")
     a, b, c = (bytes([n]) * (40 * KiB) for n in (1, 2, 3))
     ta = _upload(server, "alice", a)
@@ -82,8 +76,8 @@ def _partial_fds(server) -> list[str]:
     return out
 
 
-def test_a_stalled_upload_is_dropped_after_the_idle_timeout(make_server, tmp_path):
-    server, _ = _lab(make_server, tmp_path, "--trace-idle-timeout", "1s")
+def test_a_stalled_upload_is_dropped_after_the_idle_timeout(lab_server, tmp_path):
+    server, _ = _lab(lab_server, tmp_path, "--trace-idle-timeout", "1s")
     release = threading.Event()
 
     def chunks():
@@ -105,8 +99,8 @@ def test_a_stalled_upload_is_dropped_after_the_idle_timeout(make_server, tmp_pat
         release.set()
 
 
-def test_delete_trace_takes_back_uploads_and_removes_unkept_files(make_server, tmp_path):
-    server, _ = _lab(make_server, tmp_path)
+def test_delete_trace_takes_back_uploads_and_removes_unkept_files(lab_server, tmp_path):
+    server, _ = _lab(lab_server, tmp_path)
     data = b"kmem trace bytes\n" * 100
     name = _upload(server, "alice", data).name
     _upload(server, "bob", data)
@@ -135,8 +129,8 @@ def test_delete_trace_takes_back_uploads_and_removes_unkept_files(make_server, t
     assert out.returncode == 3, out.stderr                   # not found
 
 
-def test_a_token_revoked_during_an_upload_is_unauthenticated(make_server, tmp_path):
-    server, tokens = _lab(make_server, tmp_path)
+def test_a_token_revoked_during_an_upload_is_unauthenticated(lab_server, tmp_path):
+    server, tokens = _lab(lab_server, tmp_path)
     sent, go_on = threading.Event(), threading.Event()
 
     def chunks():

@@ -4,7 +4,6 @@ and the command line and health probe against all of it."""
 
 from __future__ import annotations
 
-import datetime
 import ipaddress
 import json
 import os
@@ -19,10 +18,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from serverproc import ROOT, create, wait_state
 
@@ -35,40 +30,18 @@ CLI = [sys.executable, "-m", "compactsim.client.cli"]
 HEALTH = [sys.executable, "-m", "compactsim.client.healthcheck"]
 
 
-def write_tokens(path: Path, text: str) -> Path:
-    path.write_text(text)
-    path.chmod(0o600)
-    return path
-
-
 @pytest.fixture
-def tokens(tmp_path) -> Path:
-    return write_tokens(tmp_path / "tokens", f"# lab tokens\n{ALICE} alice\n"
-                                             f"{ROOT_TOKEN} root admin  # the operator\n")
+def tokens(token_file) -> Path:
+    return token_file(f"# lab tokens\n{ALICE} alice\n{ROOT_TOKEN} root admin  # the operator\n")
 
 
 @pytest.fixture(scope="module")
-def pki(tmp_path_factory) -> dict[str, Path]:
+def pki(tmp_path_factory, make_certificate) -> dict[str, Path]:
     """A self-signed certificate for compactsim.test and 127.0.0.1, and its key."""
     d = tmp_path_factory.mktemp("pki")
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "compactsim.test")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([
-                x509.DNSName("compactsim.test"),
-                x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
-    (d / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (d / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                                  serialization.PrivateFormat.PKCS8,
-                                                  serialization.NoEncryption()))
-    (d / "key.pem").chmod(0o600)
-    return {"cert": d / "cert.pem", "key": d / "key.pem"}
+    cert, key = make_certificate("compactsim.test", ("compactsim.test", "127.0.0.1")).write(
+        d / "cert.pem", d / "key.pem")
+    return {"cert": cert, "key": key}
 
 
 def code_of(call) -> grpc.StatusCode:
@@ -126,10 +99,11 @@ def test_tokens_gate_every_method_but_health(make_server, tokens):
     assert "missing bearer token" in e.value.details()
 
 
-def test_sighup_reloads_tokens_and_keeps_them_when_the_file_is_bad(make_server, tokens):
+def test_sighup_reloads_tokens_and_keeps_them_when_the_file_is_bad(make_server, tokens,
+                                                                     token_file):
     s = make_server("--token-file", str(tokens), token=ALICE)
     assert list_runs(s.stub).total_size == 0
-    write_tokens(tokens, f"{CAROL} carol\n{ROOT_TOKEN} root admin\n")
+    token_file(f"{CAROL} carol\n{ROOT_TOKEN} root admin\n")
     s.proc.send_signal(signal.SIGHUP)
     carol, deadline = s.stub_for(CAROL), time.monotonic() + 10
     while True:
@@ -142,7 +116,7 @@ def test_sighup_reloads_tokens_and_keeps_them_when_the_file_is_bad(make_server, 
             time.sleep(0.05)
     assert code_of(lambda: list_runs(s.stub)) == grpc.StatusCode.UNAUTHENTICATED  # revoked
     assert s.proc.poll() is None
-    write_tokens(tokens, f"{ALICE} alice superuser\n")   # bad role: the whole file refused
+    token_file(f"{ALICE} alice superuser\n")   # bad role: the whole file refused
     s.proc.send_signal(signal.SIGHUP)
     log = s.data_dir / "server.log"
     deadline = time.monotonic() + 10
@@ -161,8 +135,8 @@ def test_sighup_reloads_tokens_and_keeps_them_when_the_file_is_bad(make_server, 
     (f"{ALICE} alice\n{ALICE} bob\n", "listed twice"),
     ("# nothing\n", "no tokens"),
 ])
-def test_a_bad_token_file_stops_the_start_naming_the_line(tmp_path, text, why):
-    path = write_tokens(tmp_path / "tokens", text)
+def test_a_bad_token_file_stops_the_start_naming_the_line(tmp_path, token_file, text, why):
+    path = token_file(text)
     out = subprocess.run([sys.executable, "-m", "compactsim.server.main", "--listen", "127.0.0.1:0",
                           "--metrics-listen", "", "--data-dir", str(tmp_path),
                           "--token-file", str(path)],

@@ -7,10 +7,11 @@ import time
 
 import pytest
 
+from compactsim.codec.runstate import RunState
 from compactsim.server.changes import RunChanges
 from compactsim.server.executor import ProcessExecutor
 from compactsim.server.manager import RunManager
-from compactsim.server.store import RunState, RunStore
+from compactsim.server.store import RunStore
 
 TINY = {"seed": 3, "duration": "0.2s", "machine": {"memory": "64MiB", "cpus": 1},
         "workload": [{"name": "anon", "kind": "anon", "rate": 200, "batch": 4}],

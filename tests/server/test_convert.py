@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from compactsim.codec import spec as codec
 from compactsim.proto.v1 import run_pb2, simulator_pb2, simulator_pb2_grpc, spec_pb2
-from compactsim.server import convert
+from compactsim.server import convert, rpc_errors
 from compactsim.sim.config import (
     MAX_ORDER,
     MIN_PACE,
@@ -122,6 +122,8 @@ def groups(draw, name: str) -> WorkloadGroup:
              "replay": configs(ReplayConfig) if kind is PageKind.REPLAY else st.none()}
     if kind is PageKind.THP:
         fixed["order_mix"] = st.floats(1e-3, 1e6).map(lambda w: ((PAGEBLOCK_ORDER, w),))
+    else:
+        fixed["unmap"] = st.just(0.0)         # only THP groups unmap part of a block
     return draw(configs(WorkloadGroup, **fixed))
 
 
@@ -280,6 +282,11 @@ def violations(status) -> dict[str, str]:
     return {v.field: v.description for v in detail.field_violations}
 
 
+def bad_request_status(error, prefix="spec"):
+    """The servicer's refusal of a spec: a BadRequest violation per bad field."""
+    return rpc_errors.bad_request(rpc_errors.config_violations(error, prefix)).status
+
+
 def test_bad_fields_are_each_named_in_a_bad_request():
     spec = spec_pb2.Spec(machine=spec_pb2.MachineSpec(memory_bytes=102 * MiB),
                          tunables=spec_pb2.TunablesSpec(compaction_proactiveness=101),
@@ -289,7 +296,7 @@ def test_bad_fields_are_each_named_in_a_bad_request():
     spec.workload.add(name="c", kind=spec_pb2.PAGE_KIND_REPLAY)
     with pytest.raises(ConfigError) as err:
         convert.config_from_proto(spec)
-    found = violations(convert.bad_request_status(err.value))
+    found = violations(bad_request_status(err.value))
     assert set(found) == {"spec.machine.memory_bytes", "spec.tunables.compaction_proactiveness",
                           "spec.kernel.movable_ops", "spec.workload[0].order_mix",
                           "spec.workload[1].lifetime.mean_seconds", "spec.workload[2].replay"}
@@ -303,12 +310,12 @@ def test_rules_across_fields_name_spec_paths():
     spec.sampling.trace_events.names.extend(["mm_page_alloc", "mm_bogus"])
     with pytest.raises(ConfigError) as err:
         convert.config_from_proto(spec)
-    assert set(violations(convert.bad_request_status(err.value))) == {
+    assert set(violations(bad_request_status(err.value))) == {
         "spec.compact_memory_seconds[1]", "spec.workload[1].name",
         "spec.sampling.trace_events.names[1]"}
     with pytest.raises(ConfigError) as err:
         convert.config_from_proto(spec_pb2.Spec())
-    assert set(violations(convert.bad_request_status(err.value))) == {"spec.workload"}
+    assert set(violations(bad_request_status(err.value))) == {"spec.workload"}
 
 
 def test_bad_request_survives_a_real_channel():
@@ -320,7 +327,7 @@ def test_bad_request_survives_a_real_channel():
                 convert.config_from_proto(request.run.spec)
             except ConfigError as exc:
                 await context.abort_with_status(
-                    rpc_status.to_status(convert.bad_request_status(exc, "run.spec")))
+                    rpc_status.to_status(bad_request_status(exc, "run.spec")))
             return run_pb2.Run(name="runs/x", state=run_pb2.Run.QUEUED)
 
     async def call():

@@ -5,11 +5,12 @@ import time
 import distributed
 import pytest
 
+from compactsim.codec.runstate import RunState
 from compactsim.server import dask_executor
 from compactsim.server.dask_executor import DaskExecutor, DaskWorkerExit
 from compactsim.server.executor import WorkerExit, WorkerMessage
 from compactsim.server.manager import REASON_WORKER_DIED, RunManager
-from compactsim.server.store import RunState, RunStore
+from compactsim.server.store import RunStore
 
 TINY = {"seed": 3, "duration": "0.3s", "machine": {"memory": "64MiB", "cpus": 1},
         "workload": [{"name": "anon", "kind": "anon", "rate": 200, "batch": 4}],

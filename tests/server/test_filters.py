@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from compactsim.codec.runstate import RunState
 from compactsim.server.filters import (
     And,
     Compare,
@@ -26,7 +27,7 @@ from compactsim.server.filters import (
     parse_rfc3339_ns,
     render,
 )
-from compactsim.server.store import RunState, RunStore
+from compactsim.server.store import RunStore
 
 T0 = 1_714_564_800_000_000_000   # 2024-05-01T12:00:00Z
 S = 1_000_000_000

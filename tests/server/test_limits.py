@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from compactsim.codec.runstate import RunState
 from compactsim.server import limits
 from compactsim.server.executor import ProcessExecutor
 from compactsim.server.limits import (
@@ -22,7 +23,7 @@ from compactsim.server.limits import (
     resident_estimate,
 )
 from compactsim.server.manager import QueueLimit, RunManager
-from compactsim.server.store import RunState, RunStore
+from compactsim.server.store import RunStore
 from compactsim.server.traces import TraceError, TraceNotFound, TraceStore, TraceTooLarge, trace_id
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from compactsim.codec.runstate import RunState
 from compactsim.server.executor import ProcessExecutor
 from compactsim.server.manager import (
     EVENT_ERROR,
@@ -27,11 +28,11 @@ from compactsim.server.store import (
     INTERRUPTED_REASON,
     NewRun,
     NotFound,
-    RunState,
     RunStore,
     StoreFull,
     WrongState,
 )
+from compactsim.server.store import sweeps as store_sweeps
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -332,13 +333,13 @@ def test_sweep_whose_store_write_fails_midway_stores_nothing(tmp_path, monkeypat
     notified = []
     m.add_listener(notified.append)
     inserted = []
-    insert = small._insert_run
+    insert = store_sweeps.insert_run
 
-    def counting_insert(c, new, sweep_id):
+    def counting_insert(c, new, sweep_id, now):
         inserted.append(new.spec["seed"])
-        return insert(c, new, sweep_id)
+        return insert(c, new, sweep_id, now)
 
-    monkeypatch.setattr(small, "_insert_run", counting_insert)
+    monkeypatch.setattr(store_sweeps, "insert_run", counting_insert)
     try:
         with pytest.raises(StoreFull):
             m.submit_sweep(TINY, {}, sweep_runs(10, pad=40_000), sweep_id="huge")
@@ -376,7 +377,8 @@ CRASHING_SERVER = textwrap.dedent("""
     import json, sys
     from compactsim.server.executor import ProcessExecutor
     from compactsim.server.manager import RunManager
-    from compactsim.server.store import RunState, RunStore
+    from compactsim.codec.runstate import RunState
+    from compactsim.server.store import RunStore
     store = RunStore(sys.argv[1])
     m = RunManager(store, ProcessExecutor(1), max_queue=10)
     spec_long, spec_tiny = json.loads(sys.argv[2]), json.loads(sys.argv[3])

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import compactsim.server.store as store_mod
+from compactsim.codec.runstate import RunState
 from compactsim.server.filters import FilterError, OrderByError
 from compactsim.server.store import (
     INTERRUPTED_MESSAGE,
@@ -25,7 +25,6 @@ from compactsim.server.store import (
     NotFound,
     Progress,
     RequestIdConflict,
-    RunState,
     RunStore,
     SchemaTooNew,
     StoreClosed,
@@ -33,8 +32,10 @@ from compactsim.server.store import (
     StoreError,
     StoreFull,
     WrongState,
-    downsample_indices,
+    listing,
+    schema,
 )
+from compactsim.server.store.paging import downsample_indices
 
 REPO = Path(__file__).resolve().parents[2]
 T0 = 1_714_564_800_000_000_000   # 2024-05-01T12:00:00Z in ns
@@ -74,11 +75,11 @@ def test_file_is_wal_versioned_and_marked(tmp_path):
     path = tmp_path / "runs.db"
     with RunStore(path) as s:
         s.create_run({"seed": 1})
-        assert s.schema_version == len(store_mod.MIGRATIONS) == 2
+        assert s.schema_version == len(schema.MIGRATIONS) == 2
         assert Path(str(path) + "-wal").exists()      # WAL mode writes beside the file
     raw = sqlite3.connect(path)
     assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert raw.execute("PRAGMA application_id").fetchone()[0] == store_mod.APPLICATION_ID
+    assert raw.execute("PRAGMA application_id").fetchone()[0] == schema.APPLICATION_ID
     assert raw.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     raw.close()
 
@@ -117,8 +118,8 @@ def test_migration_step_runs_once_and_keeps_data(tmp_path, monkeypatch):
         calls.append(1)
         conn.execute("ALTER TABLE runs ADD COLUMN notes TEXT NOT NULL DEFAULT 'migrated'")
 
-    n = len(store_mod.MIGRATIONS)
-    monkeypatch.setattr(store_mod, "MIGRATIONS", [*store_mod.MIGRATIONS, add_notes])
+    n = len(schema.MIGRATIONS)
+    monkeypatch.setattr(schema, "MIGRATIONS", [*schema.MIGRATIONS, add_notes])
     with RunStore(path) as s:
         assert s.schema_version == n + 1
         assert s.get_run(rid).display_name == "old"
@@ -139,12 +140,12 @@ def test_failed_migration_leaves_old_version(tmp_path, monkeypatch):
         conn.execute("ALTER TABLE runs ADD COLUMN half_done INTEGER")
         raise RuntimeError("step failed")
 
-    monkeypatch.setattr(store_mod, "MIGRATIONS", [*store_mod.MIGRATIONS, broken])
+    monkeypatch.setattr(schema, "MIGRATIONS", [*schema.MIGRATIONS, broken])
     with pytest.raises(RuntimeError):
         RunStore(path)
     monkeypatch.undo()
     with RunStore(path) as s:
-        assert s.schema_version == len(store_mod.MIGRATIONS)
+        assert s.schema_version == len(schema.MIGRATIONS)
         assert s.get_run(rid).id == rid
     raw = sqlite3.connect(path)
     cols = [r[1] for r in raw.execute("PRAGMA table_info(runs)")]
@@ -613,7 +614,7 @@ def test_page_size_is_capped(many):
     page, token = many.list_runs(page_size=10**6)
     assert len(page) == 300 and token == ""
     page, token = many.list_runs()
-    assert len(page) == store_mod.DEFAULT_RUNS_PAGE and token
+    assert len(page) == listing.DEFAULT_RUNS_PAGE and token
 
 
 def test_page_tokens_belong_to_their_query(many):
@@ -787,7 +788,7 @@ def test_report_in_parts_reads_whole_and_each_part_commits_on_its_own(store):
     parts = [text[i:i + 777] for i in range(0, len(text), 777)]
     for k, part in enumerate(parts):
         store.put_report_part(rid, "trace", k, part)
-        assert not store._tx_depth                        # committed, nothing held open
+        assert not store.db.in_transaction                # committed, nothing held open
     store.put_report_part(rid, "fault_log", 0, "")
     assert store.get_report(rid, "trace") == text       # part 0 replaced the old text
     assert store.get_reports(rid) == {"fault_log": "", "trace": text}

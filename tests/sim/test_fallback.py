@@ -31,7 +31,7 @@ from compactsim.sim.gfp import (
 )
 from compactsim.sim.machine import build_machine
 from compactsim.sim.page import ALLOC, PG_LRU, TAIL
-from compactsim.sim.page_alloc import get_page_from_freelist, trace_extfrag
+from compactsim.sim.page_alloc import alloc_flags_nofragment, get_page_from_freelist, trace_extfrag
 from compactsim.sim.pageblock import PAGEBLOCK_NR_PAGES, PAGEBLOCK_ORDER, MigrateType
 from compactsim.sim.task import Task
 from compactsim.sim.zone import WMARK_HIGH
@@ -314,6 +314,67 @@ def test_nofragment_prefers_dma32_over_fragmenting_normal():
     # Without ALLOC_NOFRAGMENT (slow path at MIN) the Normal zone's block is used first.
     out = get_page_from_freelist(m, task, GFP_KERNEL, 0, ALLOC_NO_WATERMARKS)
     assert out.zone is normal
+
+
+def _pcp_machine(nodes: int = 1, dma32_mib: int = 0, profile: str = "v6.10"):
+    cfg = config_from_dict({
+        "machine": {"memory": f"{256 * nodes}MiB", "dma32": f"{dma32_mib}MiB", "cpus": 2 * nodes,
+                    "nodes": nodes},
+        "kernel": {"profile": profile},
+        "workload": [{"name": "x"}],
+    })
+    return build_machine(cfg, simpy.Environment())
+
+
+@pytest.mark.parametrize("nodes, dma32_mib, expected", [
+    (1, 0, [ALLOC_NOFRAGMENT]),              # UMA: the kernel assumes DMA32 exists
+    (1, 16, [0, ALLOC_NOFRAGMENT]),          # DMA32 itself is not Normal
+    (2, 16, [0, ALLOC_NOFRAGMENT, 0]),       # node 1 has no populated DMA32
+    (2, 0, [0, 0]),
+])
+def test_alloc_flags_nofragment_follows_the_kernel(nodes, dma32_mib, expected):
+    """alloc_flags_nofragment (5.0+): Normal zones only; `nr_online_nodes > 1 &&
+    !populated_zone(--zone)` is the only DMA32 check, so a UMA Normal zone gets the flag."""
+    m = _pcp_machine(nodes, dma32_mib)
+    assert [alloc_flags_nofragment(m, z) for z in m.zones] == expected
+    m = _pcp_machine(nodes, dma32_mib, profile="v4.12")       # before 5.0: never
+    assert not any(alloc_flags_nofragment(m, z) for z in m.zones)
+
+
+def test_uma_pcp_refill_stops_before_a_fragmenting_fallback():
+    """A single Normal zone (UMA), v6.10: an unmovable order-0 request whose pcp list is
+    empty. The first pass runs with ALLOC_NOFRAGMENT, so rmqueue_bulk takes the 4 pages
+    left on the unmovable lists and stops where `__rmqueue_fallback` would have to go
+    below pageblock order (min_order = pageblock_order): no pages taken out of the movable
+    block, no mm_page_alloc_extfrag event."""
+    m = _pcp_machine()
+    z = m.zones[0]
+    assert z.pcp.batch > 4                      # a refill would go past the 4 pages
+    carve(z)
+    z.watermark = [0, 0, 0, 0]
+    events = []
+    m.policy.on_extfrag = lambda *args: events.append(args)
+    base = z.zone_start_pfn
+    u_pfn, m_pfn = base + pb(2), base + pb(4)
+    m.pageblocks.set_pageblock_migratetype(u_pfn, U)
+    z.mem.pstate[u_pfn + 1:u_pfn + 4] = bytes([TAIL]) * 3
+    free_one_page(z, u_pfn, 2, U)
+    z.mem.pstate[m_pfn + 1:m_pfn + 64] = bytes([TAIL]) * 63
+    free_one_page(z, m_pfn, 6, M)
+    for pfn in range(m_pfn + 64, m_pfn + PAGEBLOCK_NR_PAGES):
+        z.mem.flags[pfn] |= PG_LRU               # the movable block cannot be claimed
+    task = Task(comm="t", pid=1, cpu=0, node=0)
+    out = get_page_from_freelist(m, task, GFP_KERNEL, 0, ALLOC_WMARK_LOW)
+    assert out.zone is z and u_pfn <= out.pfn < u_pfn + 4
+    assert z.pcp.counts[0] == 3
+    assert events == []
+    assert z.free_pages == 64 and m.pageblocks.get_pageblock_migratetype(m_pfn) == M
+    # The next request finds U's lists empty: the first pass fails, the retry without
+    # ALLOC_NOFRAGMENT falls back into the movable block.
+    for _ in range(3):
+        get_page_from_freelist(m, task, GFP_KERNEL, 0, ALLOC_WMARK_LOW)
+    out = get_page_from_freelist(m, task, GFP_KERNEL, 0, ALLOC_WMARK_LOW)
+    assert m_pfn <= out.pfn < m_pfn + 64 and events
 
 
 # --- mm_page_alloc_extfrag -------------------------------------------------------------
