@@ -8,7 +8,8 @@ wall second) measured in the same process run, so the figures compare across mac
     python -m bench churn           one benchmark (the floor is measured too: ratios need it)
     python -m bench churn --profile also cProfile the churn run (fill and steady phases)
 
-Modules: `floor`, `churn`, `memory`, `scaling`, `compaction`, `presets`, one per benchmark;
+Modules: `floor`, `churn`, `memory`, `scaling`, `compaction`, `presets`, `sweep`, one per
+benchmark;
 `harness` runs a config through `sim.run.run` and records wall time and counters at its
 progress steps;
 `workloads` holds the specs they share. `results/` keeps `--json` tables of this machine

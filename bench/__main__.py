@@ -14,11 +14,11 @@ import platform
 import sys
 import time
 
-from bench import churn, compaction, floor, memory, presets, render_table, scaling
+from bench import churn, compaction, floor, memory, presets, render_table, scaling, sweep
 
 BENCHMARKS = {"floor": floor.main, "churn": churn.main, "memory": memory.main,
               "scaling": scaling.main, "compaction": compaction.main,
-              "presets": presets.main}
+              "presets": presets.main, "sweep": sweep.main}
 
 
 def main(argv: list[str] | None = None) -> int:

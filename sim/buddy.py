@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
+import cython
 from compactsim.sim.config import MAX_ORDER, PAGEBLOCK_ORDER, ClaimRule
 from compactsim.sim.gfp import ALLOC_KSWAPD, ALLOC_NOFRAGMENT
 from compactsim.sim.page import ALLOC, KIND_NONE, PCP, PG_LRU, PG_MOVABLE_OPS, TAIL
@@ -398,6 +399,8 @@ def buddy_merge_likely(z: Zone, pfn: int, buddy_pfn: int, order: int) -> bool:
     return s < 64 and (s & 15) == order + 1
 
 
+@cython.locals(pfn=cython.Py_ssize_t, order=cython.int, mt=cython.int, buddy=cython.Py_ssize_t,
+               start=cython.Py_ssize_t, end=cython.Py_ssize_t, s=cython.int, pstate=bytearray)
 def free_one_page(z: Zone, pfn: int, order: int, mt: int, to_tail: bool = False,
                   pageblocks: Pageblocks | None = None) -> int:
     """__free_one_page: merge with free buddies up to MAX_ORDER; returns the final head.

@@ -970,7 +970,9 @@ class Compaction:
             m.events["pgfree"] += 1
             # free_pages_prepare traces the source's free; the target came from the free
             # scanner, which traces no allocation (as in the kernel).
-            self._trace(cc.task, "mm_page_free", tp.fmt_mm_page_free(tp.pfn_to_page(pfn), pfn, 0))
+            if m.trace is not None and m.trace.is_enabled("mm_page_free"):
+                self._trace(cc.task, "mm_page_free",
+                            tp.fmt_mm_page_free(tp.pfn_to_page(pfn), pfn, 0))
             z.capture = cc.capture
             try:
                 free_to_buddy(m, z, pfn, 0)

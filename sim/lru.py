@@ -9,6 +9,8 @@ Also keeps per-kind page counts for the /proc/vmstat gauges.
 
 from __future__ import annotations
 
+import cython
+
 from compactsim.sim.config import PageKind
 from compactsim.sim.machine import LRU_ANON, LRU_FILE, LRU_UNEVICTABLE, Machine
 from compactsim.sim.page import KIND_CODE, PG_LRU, PG_MLOCKED
@@ -43,6 +45,9 @@ def del_page_from_lru(m: Machine, pfn: int, nr_pages: int, lru: int) -> None:
     m.mem.flags[pfn] &= ~PG_LRU
 
 
+@cython.locals(pfn=cython.Py_ssize_t, node_pages=cython.Py_ssize_t, f=cython.int,
+               lru=cython.int, n=cython.int, p=cython.int, nxt=cython.int[:],
+               prv=cython.int[:], flags=cython.uchar[:], kinds=cython.uchar[:])
 def del_pages_from_lru(m: Machine, pfns: list[int]) -> None:
     """del_page_from_lru for many order-0 pages (release_pages' first half)."""
     mem = m.mem

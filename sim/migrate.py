@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import enum
 
+import cython
 from compactsim.sim.config import PageKind
 from compactsim.sim.lru import add_page_to_lru, lru_list_for
 from compactsim.sim.machine import Machine
@@ -178,6 +179,10 @@ class Migration:
         return [(MigrateMode.ASYNC, NR_MAX_MIGRATE_ASYNC_RETRY, True),
                 (mode, NR_MAX_MIGRATE_SYNC_RETRY, False)]
 
+    @cython.locals(succeeded=cython.Py_ssize_t, untried=cython.Py_ssize_t, i=cython.Py_ssize_t,
+                   pfn=cython.Py_ssize_t, target=cython.Py_ssize_t, rc=cython.int,
+                   shootdowns=cython.Py_ssize_t, cpu=cython.double, wait=cython.double,
+                   waited=cython.double, enomem=cython.bint, force=cython.bint)
     def migrate_pages(self, task, pages: list[int], mode: MigrateMode, get_target, free_source):
         """Generator: migrate `pages` (isolated heads); returns (succeeded, failed, pages
         still isolated to put back, -ENOMEM hit).

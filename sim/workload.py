@@ -30,6 +30,8 @@ import dataclasses
 import math
 from array import array
 
+import cython
+
 from compactsim.sim.charge import charge_frees, settle
 from compactsim.sim.config import (Arrival, Lifetime, LifetimeConfig, MovableOps, PageKind,
                         SimConfig, ThpDefrag, ThpEnabled, WorkloadGroup)
@@ -226,6 +228,14 @@ class Workload:
                 plan = self._extra_plans[id(group)] = self._plan(group)
         self.setup_pages(plan, (pfn,), order, rng)
 
+    @cython.locals(pfn=cython.Py_ssize_t, nr=cython.Py_ssize_t, node_pages=cython.Py_ssize_t,
+                   code=cython.int, flags=cython.int, lru=cython.int, added=cython.Py_ssize_t,
+                   head=cython.Py_ssize_t, first=cython.Py_ssize_t, due=cython.long,
+                   now=cython.double, tick=cython.double, exp_mean=cython.double,
+                   u=cython.double, seconds=cython.double, kind=cython.uchar[:],
+                   flags_arr=cython.uchar[:], expire=cython.uint[:], nxt=cython.int[:],
+                   prv=cython.int[:], base_flags=cython.int, random_states=cython.bint,
+                   plan_lru=cython.int, driver_list=cython.int)
     def setup_pages(self, plan: "GroupPlan", pfns, order: int, rng) -> int:
         """setup_page for several blocks of one group and order (the hot path: list and
         wheel operations are inlined). Returns the pages put on an LRU list."""
@@ -251,6 +261,8 @@ class Workload:
             else None
         seconds = 0.0
         added = 0
+        base_flags, random_states = plan.base_flags, plan.random_states
+        plan_lru, driver_list = plan.lru, plan.driver_list
         for pfn in pfns:
             kind[pfn] = code
             if life is not None:          # before the page states: I/O timers key on it
@@ -266,15 +278,15 @@ class Workload:
                 if bucket is None:
                     bucket = buckets[due] = array("i")
                 bucket.append(pfn)
-            flags = plan.base_flags
-            if plan.random_states:
+            flags = base_flags
+            if random_states:
                 states = self._draw_flags(plan.group, pfn, rng)
                 flags |= states
             if log is not None:
                 log.append((rng.key, block, order, seconds,
-                            states if plan.random_states else 0))
+                            states if random_states else 0))
                 block += 1
-            lru = plan.lru if not flags & PG_MLOCKED else lru_list_for(code, flags)
+            lru = plan_lru if not flags & PG_MLOCKED else lru_list_for(code, flags)
             if lru >= 0:
                 node = nodes[pfn // node_pages]
                 head = node.lists[lru]
@@ -286,8 +298,8 @@ class Workload:
                 node.lru_size[lru] += nr
                 added += nr
                 flags |= PG_LRU
-            elif plan.driver_list >= 0:
-                mem.list_add(nodes[pfn // node_pages].lists[plan.driver_list], pfn)
+            elif driver_list >= 0:
+                mem.list_add(nodes[pfn // node_pages].lists[driver_list], pfn)
                 if plan.balloon:
                     m.events["balloon_inflate"] += 1
             flags_arr[pfn] = flags
@@ -371,6 +383,9 @@ class Workload:
 
     # --- the reaper ----------------------------------------------------------------------
 
+    @cython.locals(tick=cython.long, rr=cython.Py_ssize_t, pfn=cython.Py_ssize_t,
+                   s=cython.int, f=cython.int, pstate=cython.uchar[:], expire=cython.uint[:],
+                   flags=cython.uchar[:], kinds=cython.uchar[:])
     def _reaper(self):
         """Free every block whose deadline has come, once per tick."""
         m = self.m
@@ -387,13 +402,13 @@ class Workload:
             outcomes = []
             task = self.reapers[0]
             if bucket is not None:
-                pstate, expire, flags = mem.pstate, mem.expire, mem.flags
+                pstate, expire, flags, kinds = mem.pstate, mem.expire, mem.flags, mem.kind
                 # Order-0 LRU pages go back as one list per node and CPU (release_pages);
                 # the rest one by one.
                 lists: dict[tuple[int, int], list[int]] = {}
                 for pfn in bucket:
                     s = pstate[pfn]
-                    if ALLOC <= s <= ALLOC + 10 and expire[pfn] == tick and mem.kind[pfn]:
+                    if ALLOC <= s <= ALLOC + 10 and expire[pfn] == tick and kinds[pfn]:
                         f = flags[pfn]
                         if f & PG_ISOLATED:
                             self.release_isolated(pfn)

@@ -29,6 +29,12 @@ def test_wheel_holds_only_the_compactsim_namespace(tmp_path):
         assert f"compactsim/{pkg}/__init__.py" in names, pkg
     assert any(n.startswith("compactsim/sim/scenarios/") and n.endswith(".yaml") for n in names)
     assert "compactsim/proto/py.typed" in names
+    # the hot modules as compiled extensions (setup.py), beside their .py sources
+    for name in ("buddy", "pcp", "page_alloc", "workload", "migrate", "compaction"):
+        assert any(n.startswith(f"compactsim/sim/{name}.cpython-") and n.endswith(".so")
+                   for n in names), name
+        assert f"compactsim/sim/{name}.py" in names, name
+    assert not any(n.endswith(".c") for n in names)
     # generated code refers to itself by the installed name
     grpc_stub = zipfile.ZipFile(wheel).read("compactsim/proto/v1/simulator_pb2_grpc.py").decode()
     assert "compactsim_proto" not in grpc_stub and "compactsim.proto.v1" in grpc_stub
