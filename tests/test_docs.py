@@ -176,3 +176,18 @@ def test_nothing_points_outside_the_repository():
             if OUTSIDE.search(line):
                 hits.append(f"{path.relative_to(ROOT)}:{n}: {line.strip()}")
     assert not hits, "references to documents outside the repository:\n" + "\n".join(hits)
+
+
+def test_model_md_explains_every_kernel_switch():
+    """docs/model.md's switch table says what each switch stands for: all of them, and only
+    switches the config has."""
+    import dataclasses
+
+    from compactsim.sim.config import KernelConfig
+    switches = {f.name for f in dataclasses.fields(KernelConfig)} - {"profile"}
+    model = (ROOT / "docs" / "model.md").read_text()
+    section = model[model.index("## Kernel releases as switches"):]
+    section = section[:section.index("\n## ")]
+    rows = set(re.findall(r"^\| `([a-z_]+)` \|", section, re.M))
+    assert not switches - rows, f"switches docs/model.md does not explain: {switches - rows}"
+    assert not rows - switches, f"docs/model.md explains unknown switches: {rows - switches}"
