@@ -8,6 +8,7 @@
 - every repository path the docs and sim/'s docstrings name (`sim/NAME.py`,
   `server/...`, `tests/...`, `deploy/...`, the `(NAME.py)` modules of docs/model.md's
   headings) exists;
+- docs/model.md's table of kernel switches has a row for each switch of KernelConfig;
 - no tracked file cites documents that a clone does not have (a sibling `shared`
   folder, the machine's work directory, or documents by names that are not in the repo).
 """
