@@ -14,7 +14,7 @@ takes the pool, class and zspage locks of its era, sim/zsmalloc.py; balloon page
 always move), and `putback_movable_pages` (a blocking page
 lock for movable_ops pages). Targets come from the caller (`get_target`), -ENOMEM when
 there are none. Costs: unmap, TLB flush or shootdown, copy, remap and overhead from
-the cost model. Simplified: every page of a multi-CPU machine is taken as mapped on
+sim/costs.py. Simplified: every page of a multi-CPU machine is taken as mapped on
 other CPUs (a shootdown per page before 6.3, per batch after); a page-lock or writeback
 wait lasts half the configured hold or write time; THPs are not migrated (compaction
 skips compound pages).
