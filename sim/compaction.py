@@ -41,7 +41,7 @@ from compactsim.sim import tracepoint as tp
 from compactsim.sim.buddy import del_page_from_free_list, find_suitable_fallback, free_one_page
 from compactsim.sim.config import ContendedAbort, MAX_ORDER, TraceEra
 from compactsim.sim.fragmentation import extfrag_for_order, fragmentation_index
-from compactsim.sim.gfp import ALLOC_CMA, gfp_migratetype
+from compactsim.sim.gfp import ALLOC_CMA, ALLOC_WMARK_MASK, gfp_migratetype
 from compactsim.sim.lru import del_page_from_lru, lru_list_for
 from compactsim.sim.machine import Machine
 from compactsim.sim.migrate import MigrateMode, Migration
@@ -865,9 +865,14 @@ class Compaction:
         m = self.m
         task = cc.task
         if cc.order >= 0 and not cc.proactive_compaction:
-            if zone_watermark_ok(z, cc.order, z.wmark_pages(WMARK_LOW if cc.trigger is
-                                                            Trigger.DIRECT else WMARK_MIN),
-                                 cc.highest_zoneidx, cc.alloc_flags):
+            # "Allocation can already succeed": 4.8+ (compact_zone, 6.x
+            # compaction_suit_allocation_order) at the caller's watermark,
+            # cc->alloc_flags & ALLOC_WMARK_MASK (MIN for the slow path and kcompactd);
+            # 4.4's __compaction_suitable at low_wmark_pages for every caller.
+            mark = WMARK_LOW if not self.k.compact_priorities \
+                else cc.alloc_flags & ALLOC_WMARK_MASK
+            if zone_watermark_ok(z, cc.order, z.wmark_pages(mark), cc.highest_zoneidx,
+                                 cc.alloc_flags):
                 return CompactResult.SUCCESS
             ret = compaction_suitable(z, cc.order, cc.highest_zoneidx,
                                       self.tun.extfrag_threshold,
