@@ -465,6 +465,7 @@ class Workload:
         plan = self.plans[group.name]
         orders, cdf = plan.orders, plan.cdf
         bulk = orders == [0] and group.kind is not PageKind.THP
+        compound = not bulk
         head = 1 if group.pattern in (Arrival.POISSON, Arrival.FILL) else 0
         record = head + group.batch * plan.width
         if group.start > env.now:
@@ -489,7 +490,8 @@ class Workload:
                 yield from self._one(plan, task, order, draws)
             yield from self.kernel.after_request(group, task)
             yield from settle(env, task)
-            if task.lru_pending >= LRU_BATCH or \
+            # A full batch, or (groups with compound pages) one a compound page flushed.
+            if task.lru_pending >= LRU_BATCH or compound and \
                     len(task.lru_add) > lru_add_batch_kept(self.m, task.lru_add):
                 yield from self.lru_batch_drain(task, task.node)
             k += 1
