@@ -41,8 +41,8 @@ from compactsim.sim import tracepoint as tp
 from compactsim.sim.buddy import del_page_from_free_list, find_suitable_fallback, free_one_page
 from compactsim.sim.config import ContendedAbort, MAX_ORDER, TraceEra
 from compactsim.sim.fragmentation import extfrag_for_order, fragmentation_index
-from compactsim.sim.gfp import ALLOC_CMA, gfp_migratetype
-from compactsim.sim.lru import del_page_from_lru, lru_list_for
+from compactsim.sim.gfp import ALLOC_CMA, ALLOC_WMARK_MASK, gfp_migratetype
+from compactsim.sim.lru import del_page_from_lru, lru_add_drain, lru_list_for
 from compactsim.sim.machine import Machine
 from compactsim.sim.migrate import MigrateMode, Migration
 from compactsim.sim.page import (ALLOC, PG_DIRTY, PG_EXTRA_REF, PG_ISOLATED, PG_LOCKED, PG_LRU,
@@ -865,9 +865,14 @@ class Compaction:
         m = self.m
         task = cc.task
         if cc.order >= 0 and not cc.proactive_compaction:
-            if zone_watermark_ok(z, cc.order, z.wmark_pages(WMARK_LOW if cc.trigger is
-                                                            Trigger.DIRECT else WMARK_MIN),
-                                 cc.highest_zoneidx, cc.alloc_flags):
+            # "Allocation can already succeed": 4.8+ (compact_zone, 6.x
+            # compaction_suit_allocation_order) at the caller's watermark,
+            # cc->alloc_flags & ALLOC_WMARK_MASK (MIN for the slow path and kcompactd);
+            # 4.4's __compaction_suitable at low_wmark_pages for every caller.
+            mark = WMARK_LOW if not self.k.compact_priorities \
+                else cc.alloc_flags & ALLOC_WMARK_MASK
+            if zone_watermark_ok(z, cc.order, z.wmark_pages(mark), cc.highest_zoneidx,
+                                 cc.alloc_flags):
                 return CompactResult.SUCCESS
             ret = compaction_suitable(z, cc.order, cc.highest_zoneidx,
                                       self.tun.extfrag_threshold,
@@ -894,6 +899,9 @@ class Compaction:
                 cc.whole_zone = True
         self._trace(task, "mm_compaction_begin",
                     ct.fmt_begin(start_pfn, cc.migrate_pfn, cc.free_pfn, end_pfn, cc.sync))
+        # lru_add_drain(): the local CPU's add batch (here the compacting task's) reaches
+        # the LRU, so the scanner can isolate those pages (4.4 migrate_prep_local).
+        lru_add_drain(m, task.lru_add)
         last_migrated = 0
         ret = CompactResult.CONTINUE
         while True:
@@ -947,7 +955,10 @@ class Compaction:
         return ret
 
     def _drain_local(self, cc: CompactControl) -> None:
+        """lru_add_drain_cpu_zone (4.4: lru_add_drain_cpu, drain_local_pages): the local
+        add batch, then the zone's pcp list of the compacting CPU."""
         z = cc.zone
+        lru_add_drain(self.m, cc.task.lru_add)
         if z.pcp is None:
             return
         z.capture = cc.capture

@@ -5,15 +5,25 @@ one list per node for anon, file and unevictable pages (the lruvec), in the orde
 were added. Simplified: no active/inactive split, no referenced bit, no MGLRU
 generations; reclaim takes pages from the cold end in the order they were added.
 Also keeps per-kind page counts for the /proc/vmstat gauges.
+
+New pages reach the lists through a per-cpu add batch (mm/swap.c: 4.4 `lru_cache_add` /
+`__pagevec_lru_add`, 6.x `folio_add_lru` / `folio_batch_move_lru`): a page in the batch is
+not PageLRU, so compaction's `isolate_migratepages_block` passes it over, until the batch
+fills (PAGEVEC_SIZE, 15 entries), a compound page is added (it flushes the batch at
+once), or `lru_add_drain` empties it. The batch is kept per task (`Task.lru_add`), not
+per CPU. Simplified: an owner may free a page still in its batch (the kernel's batch
+holds a reference); the drain then passes over it.
 """
 
 from __future__ import annotations
 
 import cython
 
-from compactsim.sim.config import PageKind
+from compactsim.sim.config import MAX_ORDER, PageKind
 from compactsim.sim.machine import LRU_ANON, LRU_FILE, LRU_UNEVICTABLE, Machine
-from compactsim.sim.page import KIND_CODE, PG_LRU, PG_MLOCKED
+from compactsim.sim.page import ALLOC, KIND_CODE, PG_ISOLATED, PG_LRU, PG_MLOCKED
+
+PAGEVEC_SIZE = 15       # entries of a per-cpu LRU batch (pagevec / folio_batch)
 
 LRU_KINDS = {KIND_CODE[PageKind.FILE]: LRU_FILE, KIND_CODE[PageKind.ANON]: LRU_ANON,
              KIND_CODE[PageKind.THP]: LRU_ANON, KIND_CODE[PageKind.PINNED]: LRU_ANON}
@@ -63,3 +73,39 @@ def del_pages_from_lru(m: Machine, pfns: list[int]) -> None:
         prv[n] = p
         nodes[pfn // node_pages].lru_size[lru] -= 1
         flags[pfn] = f & ~PG_LRU
+
+
+def lru_add_batch_kept(m: Machine, batch: list[int]) -> int:
+    """How many of the newest entries an add batch filled in this order still holds: it
+    drains when it reaches PAGEVEC_SIZE entries or takes a compound page (4.4
+    `lru_cache_add`: `!pagevec_add(...) || PageCompound(page)`; 6.x `folio_add_lru`:
+    `!folio_batch_add(...) || folio_test_large(folio)`)."""
+    pstate = m.mem.pstate
+    held = 0
+    for pfn in batch:
+        held += 1
+        if held == PAGEVEC_SIZE or pstate[pfn] > ALLOC:
+            held = 0
+    return held
+
+
+def lru_add_drain(m: Machine, batch: list[int], keep: int = 0) -> int:
+    """folio_batch_move_lru (4.4 `__pagevec_lru_add`): every block of `batch` but the
+    newest `keep` becomes PageLRU on its list; returns how many moved. A block its owner
+    has freed meanwhile (no longer an allocated LRU head) is passed over."""
+    mem = m.mem
+    pstate, flags, kinds = mem.pstate, mem.flags, mem.kind
+    cut = len(batch) - keep
+    moved = 0
+    for pfn in batch[:cut]:
+        s = pstate[pfn]
+        f = flags[pfn]
+        if not ALLOC <= s <= ALLOC + MAX_ORDER or f & (PG_LRU | PG_ISOLATED):
+            continue
+        lru = lru_list_for(kinds[pfn], f)
+        if lru < 0:
+            continue
+        add_page_to_lru(m, pfn, 1 << (s - ALLOC), lru)
+        moved += 1
+    del batch[:cut]
+    return moved

@@ -31,7 +31,7 @@ import simpy
 from compactsim.sim.charge import charge_frees, settle
 from compactsim.sim.config import PAGEBLOCK_ORDER
 from compactsim.sim.gfp import gfpflags_allow_blocking
-from compactsim.sim.lru import del_page_from_lru
+from compactsim.sim.lru import del_page_from_lru, lru_add_drain
 from compactsim.sim.machine import LRU_ANON, LRU_FILE, Machine, Node
 from compactsim.sim.page import ALLOC, PG_DIRTY, PG_EXTRA_REF, PG_ISOLATED, PG_LOCKED, PG_WRITEBACK
 from compactsim.sim.page_alloc import Outcome, free_pages
@@ -194,6 +194,7 @@ class Reclaim:
         scanned = reclaimed = batches = 0
         cpu = 0.0
         outcomes: list[Outcome] = []
+        lru_add_drain(self.m, task.lru_add)     # shrink_inactive_list's lru_add_drain()
         for lru in self._lru_share(node):
             budget = max(node.lru_size[lru] >> priority, SWAP_CLUSTER_MAX)
             while reclaimed < nr_to_reclaim and budget > 0:

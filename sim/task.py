@@ -16,3 +16,5 @@ class Task:
     memalloc: bool = False   # PF_MEMALLOC: reclaim or compaction context, no recursion
     debt: float = 0.0        # CPU time used but not yet turned into a simulated wait
     lru_pending: int = 0     # pages put on or taken off an LRU, awaiting the lruvec lock
+    # the per-cpu lru_add batch: blocks added to an LRU, not PageLRU until it drains
+    lru_add: list[int] = dataclasses.field(default_factory=list)

@@ -40,7 +40,8 @@ from compactsim.sim.gfp import (__GFP_COMP, __GFP_KSWAPD_RECLAIM, __GFP_NOMEMALL
                      GFP_KERNEL, GFP_TRANSHUGE, GFP_TRANSHUGE_LIGHT)
 from compactsim.sim.histogram import Histogram
 from compactsim.sim.kernelmem import KernelMemory
-from compactsim.sim.lru import del_page_from_lru, del_pages_from_lru, lru_list_for, node_of
+from compactsim.sim.lru import (del_page_from_lru, del_pages_from_lru, lru_add_batch_kept,
+                                lru_add_drain, lru_list_for, node_of)
 from compactsim.sim.machine import LIST_BALLOON, LIST_ZSPAGES, Machine
 from compactsim.sim.page import (ALLOC, KIND_CODE, PG_DIRTY, PG_EXTRA_REF, PG_ISOLATED, PG_LOCKED,
                       PG_LRU, PG_MLOCKED, PG_MOVABLE_OPS, PG_WRITEBACK)
@@ -236,9 +237,12 @@ class Workload:
                    flags_arr=cython.uchar[:], expire=cython.uint[:], nxt=cython.int[:],
                    prv=cython.int[:], base_flags=cython.int, random_states=cython.bint,
                    plan_lru=cython.int, driver_list=cython.int)
-    def setup_pages(self, plan: "GroupPlan", pfns, order: int, rng) -> int:
+    def setup_pages(self, plan: "GroupPlan", pfns, order: int, rng,
+                    batch: list[int] | None = None) -> int:
         """setup_page for several blocks of one group and order (the hot path: list and
-        wheel operations are inlined). Returns the pages put on an LRU list."""
+        wheel operations are inlined). Returns the pages bound for an LRU list: with
+        `batch` (a task's lru_add batch, sim/lru.py) they wait there, not yet PageLRU;
+        without, they go on their list at once."""
         m = self.m
         mem = m.mem
         kind, flags_arr, expire, nxt, prv = mem.kind, mem.flags, mem.expire, mem.nxt, mem.prv
@@ -287,7 +291,10 @@ class Workload:
                             states if random_states else 0))
                 block += 1
             lru = plan_lru if not flags & PG_MLOCKED else lru_list_for(code, flags)
-            if lru >= 0:
+            if lru >= 0 and batch is not None:
+                batch.append(pfn)
+                added += nr
+            elif lru >= 0:
                 node = nodes[pfn // node_pages]
                 head = node.lists[lru]
                 first = nxt[head]
@@ -374,10 +381,13 @@ class Workload:
         hold = task.lru_pending * self.lru_page_hold
         task.lru_pending = 0
         waited = lock.reserve(hold)
+        if waited is None:
+            yield lock.lock()
+        if task.lru_add:
+            lru_add_drain(self.m, task.lru_add, lru_add_batch_kept(self.m, task.lru_add))
         if waited is not None:
             task.debt += waited + hold
             return
-        yield lock.lock()
         yield self.env.timeout(hold)
         lock.unlock()
 
@@ -470,6 +480,7 @@ class Workload:
         plan = self.plans[group.name]
         orders, cdf = plan.orders, plan.cdf
         bulk = orders == [0] and group.kind is not PageKind.THP
+        compound = not bulk
         head = 1 if group.pattern in (Arrival.POISSON, Arrival.FILL) else 0
         record = head + group.batch * plan.width
         if group.start > env.now:
@@ -485,6 +496,7 @@ class Workload:
             if gap:
                 yield env.timeout(gap)
             if env.now >= stop:
+                lru_add_drain(self.m, task.lru_add)
                 return
             done = self._bulk(plan, task, draws.seek(0), group.batch) if bulk else 0
             for j in range(done, group.batch):
@@ -493,7 +505,9 @@ class Workload:
                 yield from self._one(plan, task, order, draws)
             yield from self.kernel.after_request(group, task)
             yield from settle(env, task)
-            if task.lru_pending >= LRU_BATCH:
+            # A full batch, or (groups with compound pages) one a compound page flushed.
+            if task.lru_pending >= LRU_BATCH or compound and \
+                    len(task.lru_add) > lru_add_batch_kept(self.m, task.lru_add):
                 yield from self.lru_batch_drain(task, task.node)
             k += 1
 
@@ -505,7 +519,7 @@ class Workload:
             cost = self.costs.pcp_alloc_ns * 1e-9
             task.debt += k * (cost + plan.fault_cost[0])
             self._record(plan, 0, cost, k, k)
-            task.lru_pending += self.setup_pages(plan, pfns, 0, rng)
+            task.lru_pending += self.setup_pages(plan, pfns, 0, rng, task.lru_add)
         return k
 
     def _record(self, plan: GroupPlan, order: int, latency: float, attempts: int, ok: int):
@@ -530,7 +544,7 @@ class Workload:
             order = 0
             pfn = yield from self._timed(plan, task, plan.gfp[0], 0)
         if pfn >= 0:
-            task.lru_pending += self.setup_pages(plan, (pfn,), order, rng)
+            task.lru_pending += self.setup_pages(plan, (pfn,), order, rng, task.lru_add)
             task.debt += plan.fault_cost[order]
 
     def _fault_cost(self, kind: PageKind, order: int) -> float:
@@ -566,7 +580,8 @@ class Workload:
                     self.unmapping[pfn] = round(group.unmap * HPAGE_PMD_NR)
                 elif self.unmapping:
                     self.unmapping.pop(pfn, None)
-                task.lru_pending += self.setup_pages(plan, (pfn,), PAGEBLOCK_ORDER, rng)
+                task.lru_pending += self.setup_pages(plan, (pfn,), PAGEBLOCK_ORDER, rng,
+                                                     task.lru_add)
                 task.debt += self.costs.thp_fault_nocompact_us * 1e-6
                 self._log_fault(task, "huge", env.now + task.debt - start)
                 return
@@ -591,7 +606,7 @@ class Workload:
             if pfn < 0:
                 break
             task.lru_pending += self.setup_pages(base if i < unmapped else kept, (pfn,), 0,
-                                                 draws.seek(i))
+                                                 draws.seek(i), task.lru_add)
             task.debt += self.costs.anon_fault_us * 1e-6
         # thpscale times the touch and memset of the whole 2 MB unit: 512 base faults.
         self._log_fault(task, "base", env.now + task.debt - start)

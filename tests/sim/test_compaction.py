@@ -506,6 +506,34 @@ def test_compact_zone_succeeds_at_once_when_the_watermark_is_met():
     assert cc.total_migrate_scanned == 0 and r.env.now == 0
 
 
+@pytest.mark.parametrize("profile,expect", [("v4.4", CompactResult.SKIPPED),
+                                            ("v4.8", CompactResult.SUCCESS),
+                                            ("v6.10", CompactResult.SUCCESS)])
+@pytest.mark.parametrize("trigger", [Trigger.DIRECT, Trigger.KCOMPACTD])
+def test_compact_zone_checks_the_callers_watermark_since_4_8(profile, expect, trigger):
+    """Free pages just under the low mark, in big blocks. 4.8+ compact_zone (6.x
+    compaction_suit_allocation_order) asks whether the order-6 allocation can already
+    succeed at cc->alloc_flags & ALLOC_WMARK_MASK, MIN in the slow path: it can
+    (free - 63 > min), SUCCESS without scanning. 4.4's __compaction_suitable asks at
+    low_wmark_pages: it cannot, and fewer than low + compact_gap(6) pages are free:
+    SKIPPED. kcompactd (4.4: kswapd's compact_pgdat) leaves alloc_flags 0, ALLOC_WMARK_MIN,
+    and meets the same check."""
+    order = 6
+    r = make_rig(profile)
+    z = r.zone
+    low, mn = z.wmark_pages(WMARK_LOW), z.wmark_pages(WMARK_MIN)
+    take_pages(r, z.free_pages - (low - 10))
+    assert z.free_pages - ((1 << order) - 1) > mn
+    assert z.free_pages < low and sum(z.nr_free[order:]) > 0
+    if trigger is Trigger.DIRECT:
+        cc = direct_cc(r, MigrateMode.ASYNC, order=order)
+    else:
+        cc = CompactControl(zone=z, order=order, mode=MigrateMode.SYNC_LIGHT,
+                            trigger=Trigger.KCOMPACTD, task=r.task, gfp=GFP_KERNEL)
+    assert run_compaction(r, cc) is expect
+    assert cc.total_migrate_scanned == cc.total_free_scanned == 0
+
+
 # --- scores ---------------------------------------------------------------------------------
 
 def test_zone_score_is_percent_of_free_memory_below_a_pageblock():
