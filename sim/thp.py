@@ -5,7 +5,7 @@ PMD-mapped THP splits the PMD (`__split_huge_pmd`) and zaps the PTEs of the unma
 range, but the folio stays allocated as one compound page; `folio_remove_rmap_ptes`
 finds it partly mapped and queues it with `deferred_split_folio`
 (`thp_deferred_split_page`). Only the shrinker (`deferred_split_count` /
-`deferred_split_scan`, DEFAULT_SEEKS, run by `shrink_slab` from kswapd and direct
+`deferred_split_scan`, `do_shrink_slab` in sim/shrinker.py, run by `shrink_slab` from kswapd and direct
 reclaim) splits it (`split_folio`, `thp_split_page`): the still-mapped subpages become
 order-0 anonymous pages on the LRU, the unmapped ones are freed one by one through the
 per-cpu lists. Simplified: one queue for the machine (the kernel keeps one per node,
@@ -22,8 +22,8 @@ from compactsim.sim.machine import LRU_ANON, Machine
 from compactsim.sim.page import ALLOC, KIND_CODE, PG_LRU
 from compactsim.sim.page_alloc import Outcome, free_unref_page_list
 from compactsim.sim.pageblock import PAGEBLOCK_ORDER
+from compactsim.sim.shrinker import Shrinker
 from compactsim.sim.task import Task
-from compactsim.sim.zsmalloc import DEFAULT_SEEKS, SHRINK_BATCH
 
 HPAGE_PMD_NR = 1 << PAGEBLOCK_ORDER
 THP = KIND_CODE[PageKind.THP]
@@ -36,7 +36,7 @@ class DeferredSplit:
     def __init__(self, m: Machine):
         self.m = m
         self.queue: dict[int, int] = {}      # insertion order: oldest first, as the list
-        self.nr_deferred = 0                 # the shrinker's deferred scan count
+        self.shrinker = Shrinker()
 
     def partial_unmap(self, pfn: int, nr_unmapped: int) -> None:
         """munmap of the first `nr_unmapped` pages of the THP at `pfn`: the folio stays
@@ -82,15 +82,9 @@ class DeferredSplit:
         freeable; a scan runs once the scan count owed reaches a batch (or the whole
         queue), splitting that many folios from the oldest; the rest is deferred."""
         outcomes: list[Outcome] = []
-        freeable = len(self.queue)
-        if not freeable:
+        total = self.shrinker.do_shrink_slab(len(self.queue), priority)
+        if not total:
             return outcomes
-        delta = (freeable >> priority) * 4 // DEFAULT_SEEKS
-        total = min(self.nr_deferred + delta, 2 * freeable)
-        if total < min(SHRINK_BATCH, freeable):
-            self.nr_deferred = total
-            return outcomes
-        self.nr_deferred = 0
         self.m.events["slabs_scanned"] += total
         for pfn in list(self.queue)[:total]:
             nr_unmapped = self.queue.pop(pfn)

@@ -51,6 +51,7 @@ from compactsim.sim.lru import node_of
 from compactsim.sim.machine import LIST_ZSPAGES, Machine
 from compactsim.sim.migrate import EINVAL, MIGRATEPAGE_SUCCESS
 from compactsim.sim.page import KIND_CODE, PG_ISOLATED, PG_MOVABLE_OPS
+from compactsim.sim.shrinker import Shrinker
 from compactsim.sim.page_alloc import Outcome, free_pages, get_page_from_freelist, trace_alloc
 from compactsim.sim.task import Task
 
@@ -58,8 +59,6 @@ ZS_MIN_ALLOC_SIZE = 32
 ZS_SIZE_CLASS_DELTA = PAGE_SIZE >> 8
 ZS_SIZE_CLASSES = -(-(PAGE_SIZE - ZS_MIN_ALLOC_SIZE) // ZS_SIZE_CLASS_DELTA) + 1
 ZS_HANDLE_SIZE = 8              # zs_malloc keeps the handle in the object's chunk
-SHRINK_BATCH = 128
-DEFAULT_SEEKS = 2
 ZSMALLOC = KIND_CODE[PageKind.ZSMALLOC]
 MIGRATION = "migration"         # the owner of zs_page_migrate's lock bookings
 
@@ -201,7 +200,7 @@ class ZsPool:
         self.pages_compacted = 0            # zs_pool_stats.pages_compacted
         self.compactions = 0
         self.freeable = 0                   # sum of zs_can_compact over the classes
-        self.nr_deferred = 0                # the shrinker's deferred scan count
+        self.shrinker = Shrinker()          # zs_register_shrinker
         self.migrate_busy = 0               # zs_page_migrate refused (zspage trylock)
         self.migrated = 0
 
@@ -505,15 +504,9 @@ class ZsPool:
         compaction could free; the scan (zs_compact) runs once the scan count owed
         reaches a batch (or everything freeable), the rest is deferred."""
         outcomes: list[Outcome] = []
-        freeable = self.freeable
-        if not freeable:
+        total = self.shrinker.do_shrink_slab(self.freeable, priority)
+        if not total:
             return outcomes
-        delta = (freeable >> priority) * 4 // DEFAULT_SEEKS
-        total = min(self.nr_deferred + delta, 2 * freeable)
-        if total < min(SHRINK_BATCH, freeable):
-            self.nr_deferred = total
-            return outcomes
-        self.nr_deferred = 0
         self.m.events["slabs_scanned"] += total
         self.zs_compact(task, outcomes)
         return outcomes
