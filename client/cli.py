@@ -107,11 +107,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _version() -> str:
-    import importlib.metadata
-    try:
-        return importlib.metadata.version("compactsim")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
+    from compactsim.codec.versions import installed_version
+    return installed_version() or "unknown"
 
 
 def build_config(args: argparse.Namespace):

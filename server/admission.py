@@ -9,7 +9,6 @@ provenance: the code and library versions, the seed, the spec's hash and the exe
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import json
 import platform
 import uuid
@@ -18,6 +17,7 @@ from typing import Any
 from google.protobuf import json_format
 
 from compactsim.codec.runstate import RunState
+from compactsim.codec.versions import installed_version
 from compactsim.proto.v1 import run_pb2, simulator_pb2, spec_pb2, sweep_pb2
 from compactsim.server import convert, mapping, requests, sweeps
 from compactsim.server.auth import Caller
@@ -49,18 +49,9 @@ from compactsim.server.traces import TraceError, TraceStore
 def _versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
     for lib in ("simpy", "numpy"):
-        try:
-            out[lib] = importlib.metadata.version(lib)
-        except importlib.metadata.PackageNotFoundError:
-            pass
+        if (version := installed_version(lib)) is not None:
+            out[lib] = version
     return out
-
-
-def _code_version() -> str:
-    try:
-        return importlib.metadata.version("compactsim")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
 
 
 def _effective(raw: dict) -> spec_pb2.Spec:
@@ -79,7 +70,7 @@ class Admission:
         self.limits = limits
         self.executor_name = executor_name
         self.closing = False
-        self._code_version = _code_version()
+        self._code_version = installed_version() or "unknown"
         self._versions = _versions()
 
     # -- what every new run needs ----------------------------------------------------------
