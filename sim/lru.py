@@ -20,13 +20,17 @@ from __future__ import annotations
 import cython
 
 from compactsim.sim.config import MAX_ORDER, PageKind
-from compactsim.sim.machine import LRU_ANON, LRU_FILE, LRU_UNEVICTABLE, Machine
+from compactsim.sim.machine import LRU_ANON, LRU_FILE, LRU_UNEVICTABLE, NR_NODE_LISTS, Machine
 from compactsim.sim.page import ALLOC, KIND_CODE, PG_ISOLATED, PG_LRU, PG_MLOCKED
 
 PAGEVEC_SIZE = 15       # entries of a per-cpu LRU batch (pagevec / folio_batch)
 
 LRU_KINDS = {KIND_CODE[PageKind.FILE]: LRU_FILE, KIND_CODE[PageKind.ANON]: LRU_ANON,
              KIND_CODE[PageKind.THP]: LRU_ANON, KIND_CODE[PageKind.PINNED]: LRU_ANON}
+NOT_LRU = 255
+# LRU_KINDS as a table by kind byte, NOT_LRU for the kinds that live off the LRU (a
+# bytearray only because typed views need a writable buffer; never written)
+LRU_OF_KIND = bytearray(LRU_KINDS.get(code, NOT_LRU) for code in range(256))
 
 
 def node_of(m: Machine, pfn: int) -> int:
@@ -35,46 +39,48 @@ def node_of(m: Machine, pfn: int) -> int:
 
 def lru_list_for(kind_code: int, flags: int) -> int:
     """Which list an LRU page of this kind belongs on, or -1 for non-LRU kinds."""
-    lru = LRU_KINDS.get(kind_code, -1)
-    if lru >= 0 and flags & PG_MLOCKED:
-        return LRU_UNEVICTABLE
-    return lru
+    lru = LRU_OF_KIND[kind_code]
+    if lru == NOT_LRU:
+        return -1
+    return LRU_UNEVICTABLE if flags & PG_MLOCKED else lru
 
 
 def add_page_to_lru(m: Machine, pfn: int, nr_pages: int, lru: int) -> None:
-    node = m.nodes[pfn // m.nodes[0].nr_pages]
-    m.mem.list_add(node.lists[lru], pfn)
-    node.lru_size[lru] += nr_pages
+    slot = node_of(m, pfn) * NR_NODE_LISTS + lru
+    m.mem.list_add(m.lru_heads[slot], pfn)
+    m.lru_sizes[slot] += nr_pages
     m.mem.flags[pfn] |= PG_LRU
 
 
 def del_page_from_lru(m: Machine, pfn: int, nr_pages: int, lru: int) -> None:
-    node = m.nodes[pfn // m.nodes[0].nr_pages]
     m.mem.list_del(pfn)
-    node.lru_size[lru] -= nr_pages
+    m.lru_sizes[node_of(m, pfn) * NR_NODE_LISTS + lru] -= nr_pages
     m.mem.flags[pfn] &= ~PG_LRU
 
 
 @cython.locals(pfn=cython.Py_ssize_t, node_pages=cython.Py_ssize_t, f=cython.int,
                lru=cython.int, n=cython.int, p=cython.int, nxt=cython.int[:],
-               prv=cython.int[:], flags=cython.uchar[:], kinds=cython.uchar[:])
+               prv=cython.int[:], flags=cython.uchar[:], kinds=cython.uchar[:],
+               sizes=cython.longlong[:], lru_of=cython.uchar[:])
 def del_pages_from_lru(m: Machine, pfns: list[int]) -> None:
     """del_page_from_lru for many order-0 pages (release_pages' first half)."""
     mem = m.mem
     nxt, prv, flags, kinds = mem.nxt, mem.prv, mem.flags, mem.kind
-    nodes = m.nodes
-    node_pages = nodes[0].nr_pages
+    sizes = m.lru_sizes
+    lru_of = LRU_OF_KIND
+    node_pages = m.nodes[0].nr_pages
     for pfn in pfns:
         f = flags[pfn]
-        lru = LRU_KINDS[kinds[pfn]] if not f & PG_MLOCKED else LRU_UNEVICTABLE
+        lru = lru_of[kinds[pfn]] if not f & PG_MLOCKED else LRU_UNEVICTABLE
         n = nxt[pfn]
         p = prv[pfn]
         nxt[p] = n
         prv[n] = p
-        nodes[pfn // node_pages].lru_size[lru] -= 1
+        sizes[pfn // node_pages * NR_NODE_LISTS + lru] -= 1
         flags[pfn] = f & ~PG_LRU
 
 
+@cython.locals(held=cython.Py_ssize_t, pfn=cython.Py_ssize_t, pstate=cython.uchar[:])
 def lru_add_batch_kept(m: Machine, batch: list[int]) -> int:
     """How many of the newest entries an add batch filled in this order still holds: it
     drains when it reaches PAGEVEC_SIZE entries or takes a compound page (4.4
@@ -89,23 +95,45 @@ def lru_add_batch_kept(m: Machine, batch: list[int]) -> int:
     return held
 
 
+@cython.locals(pfn=cython.Py_ssize_t, node_pages=cython.Py_ssize_t, s=cython.int,
+               f=cython.int, lru=cython.int, slot=cython.Py_ssize_t, head=cython.int,
+               first=cython.int, cut=cython.Py_ssize_t, i=cython.Py_ssize_t,
+               moved=cython.Py_ssize_t, nxt=cython.int[:], prv=cython.int[:],
+               pstate=cython.uchar[:], flags=cython.uchar[:], kinds=cython.uchar[:],
+               heads=cython.int[:], sizes=cython.longlong[:],
+               lru_of=cython.uchar[:])
 def lru_add_drain(m: Machine, batch: list[int], keep: int = 0) -> int:
     """folio_batch_move_lru (4.4 `__pagevec_lru_add`): every block of `batch` but the
-    newest `keep` becomes PageLRU on its list; returns how many moved. A block its owner
-    has freed meanwhile (no longer an allocated LRU head) is passed over."""
+    newest `keep` becomes PageLRU at the head of its list (`add_page_to_lru`); returns
+    how many moved. A block its owner has freed meanwhile (no longer an allocated LRU
+    head) is passed over."""
     mem = m.mem
-    pstate, flags, kinds = mem.pstate, mem.flags, mem.kind
+    nxt, prv, pstate, flags, kinds = mem.nxt, mem.prv, mem.pstate, mem.flags, mem.kind
+    heads, sizes = m.lru_heads, m.lru_sizes
+    lru_of = LRU_OF_KIND
+    node_pages = m.nodes[0].nr_pages
     cut = len(batch) - keep
     moved = 0
-    for pfn in batch[:cut]:
+    for i in range(cut):
+        pfn = batch[i]
         s = pstate[pfn]
         f = flags[pfn]
         if not ALLOC <= s <= ALLOC + MAX_ORDER or f & (PG_LRU | PG_ISOLATED):
             continue
-        lru = lru_list_for(kinds[pfn], f)
-        if lru < 0:
+        lru = lru_of[kinds[pfn]]
+        if lru == NOT_LRU:
             continue
-        add_page_to_lru(m, pfn, 1 << (s - ALLOC), lru)
+        if f & PG_MLOCKED:
+            lru = LRU_UNEVICTABLE
+        slot = pfn // node_pages * NR_NODE_LISTS + lru
+        head = heads[slot]
+        first = nxt[head]                  # list_add
+        nxt[pfn] = first
+        prv[pfn] = head
+        prv[first] = pfn
+        nxt[head] = pfn
+        sizes[slot] += 1 << (s - ALLOC)
+        flags[pfn] = f | PG_LRU
         moved += 1
     del batch[:cut]
     return moved

@@ -13,6 +13,7 @@ Simplified: no holes, no DMA zone, no kernel image or other boot reservations.
 from __future__ import annotations
 
 import dataclasses
+from array import array
 
 import simpy
 
@@ -52,7 +53,8 @@ class Node:
     cpus: list[int]
     lists: list[int]                    # list heads, indexed by LRU_ANON ...
     lru_lock: SimLock                   # the lruvec lock (per node since 4.8)
-    lru_size: list[int] = dataclasses.field(default_factory=lambda: [0] * NR_NODE_LISTS)
+    lru_size: memoryview                # pages on each list: this node's row of
+                                        # Machine.lru_sizes
     memmap_pages: int = 0
 
 
@@ -72,6 +74,11 @@ class Machine:
     cpu_node: list[int]
     events: dict[str, int]              # /proc/vmstat event counters
     trace: TraceBuffer | None           # tracepoints, when any are enabled
+    # Every node's list heads and list sizes in one table, row nid, column LRU_ANON ...
+    # (`Node.lists`, `Node.lru_size` are its rows): the per-page paths index it by
+    # nid * NR_NODE_LISTS + list.
+    lru_heads: array
+    lru_sizes: array
     zonelists: list[list[Zone]] = dataclasses.field(default_factory=list)  # per node
     migrated: dict[str, int] = dataclasses.field(default_factory=dict)  # pages moved, by kind
 
@@ -121,6 +128,7 @@ def build_machine(cfg: SimConfig, env: simpy.Environment) -> Machine:
     cpu_node = [min(c // cpus_per_node, mc.nodes - 1) for c in range(mc.cpus)]
     nodes: list[Node] = []
     zones: list[Zone] = []
+    lru_sizes = array("q", bytes(8 * NR_NODE_LISTS * mc.nodes))
     for nid in range(mc.nodes):
         start = nid * node_pages
         spans = [("Normal", 1, start, node_pages)]
@@ -140,6 +148,8 @@ def build_machine(cfg: SimConfig, env: simpy.Environment) -> Machine:
                           cpus=[c for c in range(mc.cpus) if cpu_node[c] == nid],
                           lists=[mem.new_list() for _ in range(NR_NODE_LISTS)],
                           lru_lock=SimLock(env, f"lru_lock/{nid}"),
+                          lru_size=memoryview(lru_sizes)[nid * NR_NODE_LISTS:
+                                                         (nid + 1) * NR_NODE_LISTS],
                           memmap_pages=memmap))
         zones.extend(node_zones)
     policy = BuddyPolicy(claim_rule=cfg.kernel.claim_rule,
@@ -180,6 +190,8 @@ def build_machine(cfg: SimConfig, env: simpy.Environment) -> Machine:
     return Machine(env=env, config=cfg, mem=mem, pageblocks=pageblocks, nodes=nodes,
                    zones=zones, policy=policy, min_free_kbytes=min_free_kbytes,
                    struct_page_size=sps, cpu_node=cpu_node, events=new_events(),
+                   lru_heads=array("i", [h for n in nodes for h in n.lists]),
+                   lru_sizes=lru_sizes,
                    trace=(TraceBuffer(cfg.sampling.trace_buffer, cfg.sampling.trace_events)
                           if cfg.sampling.trace_buffer and cfg.sampling.trace_events else None))
 

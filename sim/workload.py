@@ -231,21 +231,20 @@ class Workload:
 
     @cython.locals(pfn=cython.Py_ssize_t, nr=cython.Py_ssize_t, node_pages=cython.Py_ssize_t,
                    code=cython.int, flags=cython.int, lru=cython.int, added=cython.Py_ssize_t,
-                   head=cython.Py_ssize_t, first=cython.Py_ssize_t, due=cython.long,
+                   due=cython.long,
                    now=cython.double, tick=cython.double, exp_mean=cython.double,
                    u=cython.double, seconds=cython.double, kind=cython.uchar[:],
-                   flags_arr=cython.uchar[:], expire=cython.uint[:], nxt=cython.int[:],
-                   prv=cython.int[:], base_flags=cython.int, random_states=cython.bint,
+                   flags_arr=cython.uchar[:], expire=cython.uint[:], base_flags=cython.int, random_states=cython.bint,
                    plan_lru=cython.int, driver_list=cython.int)
     def setup_pages(self, plan: "GroupPlan", pfns, order: int, rng,
                     batch: list[int] | None = None) -> int:
-        """setup_page for several blocks of one group and order (the hot path: list and
-        wheel operations are inlined). Returns the pages bound for an LRU list: with
+        """setup_page for several blocks of one group and order (the hot path: wheel
+        operations are inlined). Returns the pages bound for an LRU list: with
         `batch` (a task's lru_add batch, sim/lru.py) they wait there, not yet PageLRU;
         without, they go on their list at once."""
         m = self.m
         mem = m.mem
-        kind, flags_arr, expire, nxt, prv = mem.kind, mem.flags, mem.expire, mem.nxt, mem.prv
+        kind, flags_arr, expire = mem.kind, mem.flags, mem.expire
         code = plan.code
         nr = 1 << order
         life = plan.lifetime
@@ -265,6 +264,7 @@ class Workload:
             else None
         seconds = 0.0
         added = 0
+        lru_batch = batch if batch is not None else []
         base_flags, random_states = plan.base_flags, plan.random_states
         plan_lru, driver_list = plan.lru, plan.driver_list
         for pfn in pfns:
@@ -291,25 +291,16 @@ class Workload:
                             states if random_states else 0))
                 block += 1
             lru = plan_lru if not flags & PG_MLOCKED else lru_list_for(code, flags)
-            if lru >= 0 and batch is not None:
-                batch.append(pfn)
+            if lru >= 0:
+                lru_batch.append(pfn)
                 added += nr
-            elif lru >= 0:
-                node = nodes[pfn // node_pages]
-                head = node.lists[lru]
-                first = nxt[head]
-                nxt[pfn] = first
-                prv[pfn] = head
-                prv[first] = pfn
-                nxt[head] = pfn
-                node.lru_size[lru] += nr
-                added += nr
-                flags |= PG_LRU
             elif driver_list >= 0:
                 mem.list_add(nodes[pfn // node_pages].lists[driver_list], pfn)
                 if plan.balloon:
                     m.events["balloon_inflate"] += 1
             flags_arr[pfn] = flags
+        if batch is None:
+            lru_add_drain(m, lru_batch)
         self.kernel.note(plan.group, plan.group.kind, len(pfns) << order, expire[pfns[-1]])
         return added
 

@@ -60,7 +60,7 @@ def test_a_tasks_new_pages_become_pagelru_in_batches_of_pagevec_size():
              RngStreams(cfg.seed))
     env.run(until=3.5)
     assert anon_pages(m) == (12, 0)
-    assert m.nodes[0].lru_size == [0] * len(m.nodes[0].lru_size)
+    assert m.nodes[0].lru_size.tolist() == [0] * len(m.nodes[0].lru_size)
     env.run(until=4.5)
     assert anon_pages(m) == (16, 15)
 
