@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import dataclasses
 
+import cython
+
 from compactsim.sim import tracepoint as tp
 from compactsim.sim.buddy import free_one_page, rmqueue, rmqueue_smallest_pages
 from compactsim.sim.config import ClaimRule
 from compactsim.sim.gfp import ALLOC_KSWAPD, ALLOC_NOFRAGMENT, ALLOC_WMARK_LOW, gfp_migratetype
 from compactsim.sim.machine import Machine
 from compactsim.sim.pageblock import MIGRATE_PCPTYPES, PAGEBLOCK_ORDER, MigrateType
-from compactsim.sim.pcp import drain_zone_pages, free_pcppages_bulk, pcp_pop, pcp_push, rmqueue_bulk
+from compactsim.sim.pcp import drain_zone_pages, free_pcppages_bulk, pcp_pop, rmqueue_bulk
 from compactsim.sim.task import Task
-from compactsim.sim.page import ALLOC
+from compactsim.sim.page import ALLOC, PCP
 from compactsim.sim.zone import WMARK_LOW, Zone, zone_watermark_for_flags, zone_watermark_ok
 
 # What an allocation or free did, for its cost.
@@ -161,35 +163,64 @@ def trace_alloc(m: Machine, task: Task, pfn: int, order: int, gfp: int) -> None:
 
 
 def free_unref_page(m: Machine, task: Task, z: Zone, pfn: int) -> Outcome:
-    """free_unref_page_commit: one order-0 page onto this CPU's pcp list (draining a batch
-    from the cold end once the list is over `high`), or to the buddy lists without pcp."""
-    if z.pcp is None:
-        free_to_buddy(m, z, pfn, 0, m.pageblocks.mt[pfn >> PAGEBLOCK_ORDER])
-        return Outcome(zone=z, work=WORK_BUDDY)
-    drained = _free_unref_page_commit(m, task, z, pfn)
-    if drained < 0:
-        return Outcome(zone=z)
-    return Outcome(zone=z, work=WORK_REFILL, batch=drained)
+    """free_unref_page: one order-0 page onto this CPU's pcp list (draining a batch from
+    the cold end once the list is over `high`), or to the buddy lists without pcp."""
+    locked = free_unref_page_commit(m, task, [pfn])
+    return locked[0] if locked else Outcome(zone=z)
 
 
-def _free_unref_page_commit(m: Machine, task: Task, z: Zone, pfn: int) -> int:
-    """The pcp part of free_unref_page (`z` has pcp lists): -1, or the pages drained."""
-    mt = m.pageblocks.mt[pfn >> PAGEBLOCK_ORDER]
+@cython.locals(pfn=cython.Py_ssize_t, zstart=cython.Py_ssize_t, zend=cython.Py_ssize_t,
+               cpu=cython.Py_ssize_t, count=cython.Py_ssize_t, high=cython.Py_ssize_t,
+               mt=cython.int, pindex=cython.int, pstate=bytearray, kind=bytearray,
+               flags=bytearray, block_mt=bytearray, expire=cython.uint[:])
+def free_unref_page_commit(m: Machine, task: Task, pfns: list[int]) -> list[Outcome]:
+    """free_unref_page_commit for each order-0 page of `pfns`, in order: the page goes on
+    this CPU's pcp list of its pageblock's type (MOVABLE for the types without one), and
+    once the list holds `high` pages `batch` go back to the buddy lists
+    (free_pcppages_bulk); a zone without pcp lists takes the page at once. Returns the
+    work done under zone->lock: one Outcome per drain or buddy free."""
     mem = m.mem
-    mem.kind[pfn] = 0
-    mem.flags[pfn] = 0
-    mem.expire[pfn] = 0
-    pindex = mt if mt < MIGRATE_PCPTYPES else MigrateType.MOVABLE
-    if not pcp_push(z, task.cpu, pfn, pindex):
-        return -1
-    assert z.pcp is not None
-    freed = free_pcppages_bulk(z, task.cpu, z.pcp.batch, free_one_page, m.pageblocks,
-                               m.policy, pindex=pindex)
-    if m.trace is not None and m.trace.is_enabled("mm_page_pcpu_drain"):
-        for p, pmt in freed:
-            _trace(m, task, "mm_page_pcpu_drain",
-                   tp.fmt_mm_page_pcpu_drain(tp.pfn_to_page(p), p, 0, pmt))
-    return len(freed)
+    pstate, kind, flags, expire = mem.pstate, mem.kind, mem.flags, mem.expire
+    block_mt = m.pageblocks.mt
+    cpu = task.cpu
+    locked: list[Outcome] = []
+    z = pcp = lists = None
+    zstart = zend = count = high = 0
+    for pfn in pfns:
+        if not zstart <= pfn < zend:
+            if pcp is not None:
+                pcp.counts[cpu] = count
+            z = m.zone_of(pfn)
+            zstart, zend = z.zone_start_pfn, z.zone_start_pfn + z.spanned_pages
+            pcp = z.pcp
+            if pcp is not None:
+                lists, count, high = pcp.lists[cpu], pcp.counts[cpu], pcp.high
+        mt = block_mt[pfn >> PAGEBLOCK_ORDER]
+        if pcp is None:
+            free_to_buddy(m, z, pfn, 0, mt)
+            locked.append(Outcome(zone=z, work=WORK_BUDDY))
+            continue
+        kind[pfn] = 0
+        flags[pfn] = 0
+        expire[pfn] = 0
+        pindex = mt if mt < MIGRATE_PCPTYPES else MigrateType.MOVABLE
+        pstate[pfn] = PCP + pindex
+        lists[pindex].append(pfn)
+        count += 1
+        if count < high:
+            continue
+        pcp.counts[cpu] = count
+        freed = free_pcppages_bulk(z, cpu, pcp.batch, free_one_page, m.pageblocks, m.policy,
+                                   pindex=pindex)
+        count = pcp.counts[cpu]
+        if m.trace is not None and m.trace.is_enabled("mm_page_pcpu_drain"):
+            for p, pmt in freed:
+                _trace(m, task, "mm_page_pcpu_drain",
+                       tp.fmt_mm_page_pcpu_drain(tp.pfn_to_page(p), p, 0, pmt))
+        locked.append(Outcome(zone=z, work=WORK_REFILL, batch=len(freed)))
+    if pcp is not None:
+        pcp.counts[cpu] = count
+    return locked
 
 
 def free_pages(m: Machine, task: Task, pfn: int, order: int) -> Outcome:
@@ -209,24 +240,20 @@ def free_unref_page_list(m: Machine, task: Task, pfns: list[int]) -> list[Outcom
     """free_unref_page_list (release_pages): order-0 pages freed as one batch, traced as
     mm_page_free_batched and mm_page_free. Returns the work done under zone->lock (drains,
     buddy frees); the caller pays `pcp_free_ns` per page for the rest."""
+    m.events["pgfree"] += len(pfns)
     trace = m.trace
     traced = trace is not None and trace.is_enabled("mm_page_free")
     batched = trace is not None and trace.is_enabled("mm_page_free_batched")
-    m.events["pgfree"] += len(pfns)
+    if not (traced or batched):
+        return free_unref_page_commit(m, task, pfns)
     locked = []
-    for pfn in pfns:
+    for pfn in pfns:                # each page's lines before those of the drain it causes
         if batched:
             _trace(m, task, "mm_page_free_batched",
                    tp.fmt_mm_page_free_batched(tp.pfn_to_page(pfn), pfn))
         if traced:
             _trace(m, task, "mm_page_free", tp.fmt_mm_page_free(tp.pfn_to_page(pfn), pfn, 0))
-        z = m.zone_of(pfn)
-        if z.pcp is None:
-            locked.append(free_unref_page(m, task, z, pfn))
-            continue
-        drained = _free_unref_page_commit(m, task, z, pfn)
-        if drained >= 0:
-            locked.append(Outcome(zone=z, work=WORK_REFILL, batch=drained))
+        locked.extend(free_unref_page_commit(m, task, [pfn]))
     return locked
 
 

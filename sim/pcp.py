@@ -78,15 +78,6 @@ def pcp_pop(z, cpu: int, mt: int) -> int:
     return pfn
 
 
-def pcp_push(z, cpu: int, pfn: int, mt: int) -> bool:
-    """Queue a freed page; True when the list went over `high` and must be drained."""
-    pcp = z.pcp
-    z.mem.pstate[pfn] = PCP + mt
-    pcp.lists[cpu][mt].append(pfn)
-    pcp.counts[cpu] += 1
-    return pcp.counts[cpu] >= pcp.high
-
-
 def free_pcppages_bulk(z, cpu: int, count: int, free_one_page, pageblocks, policy,
                        pindex: int = 0) -> list[tuple[int, int]]:
     """Return `count` pages (at most all queued) to the buddy lists, each from the cold end
