@@ -41,7 +41,7 @@ from compactsim.sim.gfp import (__GFP_COMP, __GFP_KSWAPD_RECLAIM, __GFP_NOMEMALL
 from compactsim.sim.histogram import Histogram
 from compactsim.sim.kernelmem import KernelMemory
 from compactsim.sim.lru import (del_page_from_lru, del_pages_from_lru, lru_add_batch_kept,
-                                lru_add_drain, lru_list_for, node_of)
+                                lru_add_drain, lru_list_for)
 from compactsim.sim.machine import LIST_BALLOON, LIST_ZSPAGES, Machine
 from compactsim.sim.page import (ALLOC, KIND_CODE, PG_DIRTY, PG_EXTRA_REF, PG_ISOLATED, PG_LOCKED,
                       PG_LRU, PG_MLOCKED, PG_MOVABLE_OPS, PG_WRITEBACK)
@@ -385,8 +385,9 @@ class Workload:
     # --- the reaper ----------------------------------------------------------------------
 
     @cython.locals(tick=cython.long, rr=cython.Py_ssize_t, pfn=cython.Py_ssize_t,
-                   s=cython.int, f=cython.int, pstate=cython.uchar[:], expire=cython.uint[:],
-                   flags=cython.uchar[:], kinds=cython.uchar[:])
+                   i=cython.Py_ssize_t, nid=cython.Py_ssize_t, node_pages=cython.Py_ssize_t,
+                   s=cython.int, f=cython.int, cpu=cython.int, entries=cython.int[:],
+                   pstate=bytearray, flags=bytearray, kinds=bytearray, expire=cython.uint[:])
     def _reaper(self):
         """Free every block whose deadline has come, once per tick."""
         m = self.m
@@ -394,7 +395,10 @@ class Workload:
         tick = 0
         period = self.lifetimes.tick
         buckets = self.lifetimes.buckets
-        nr_nodes = len(m.nodes)
+        multi_node = len(m.nodes) > 1
+        node_pages = m.nodes[0].nr_pages
+        node_cpus = [node.cpus for node in m.nodes]
+        pstate, flags, kinds = mem.pstate, mem.flags, mem.kind
         rr = 0
         while True:
             yield self.env.timeout(period)
@@ -403,33 +407,40 @@ class Workload:
             outcomes = []
             task = self.reapers[0]
             if bucket is not None:
-                pstate, expire, flags, kinds = mem.pstate, mem.expire, mem.flags, mem.kind
-                # Order-0 LRU pages go back as one list per node and CPU (release_pages);
-                # the rest one by one.
-                lists: dict[tuple[int, int], list[int]] = {}
-                for pfn in bucket:
+                expire = mem.expire
+                entries = bucket
+                # Order-0 LRU pages go back as one list per CPU (release_pages), in the
+                # order the CPUs were first taken; the rest one by one.
+                lists: dict[int, list[int]] = {}
+                for i in range(len(entries)):
+                    pfn = entries[i]
                     s = pstate[pfn]
-                    if ALLOC <= s <= ALLOC + 10 and expire[pfn] == tick and kinds[pfn]:
-                        f = flags[pfn]
-                        if f & PG_ISOLATED:
-                            self.release_isolated(pfn)
-                            continue
-                        if nr_nodes > 1:
-                            task = self.reapers[node_of(m, pfn)]
-                        node_cpus = m.nodes[task.node].cpus
-                        cpu = node_cpus[rr % len(node_cpus)]
-                        rr += 1
-                        if s == ALLOC and f & PG_LRU:
-                            expire[pfn] = 0          # a duplicate entry is stale now
-                            lists.setdefault((task.node, cpu), []).append(pfn)
-                            continue
-                        task.cpu = cpu
-                        if s == ALLOC + PAGEBLOCK_ORDER and pfn in self.unmapping:
-                            self.deferred_split.partial_unmap(pfn, self.unmapping.pop(pfn))
-                            continue
-                        outcomes.append(self.release_page(task, pfn))
-                for (nid, cpu), pfns in lists.items():
-                    task = self.reapers[nid]
+                    if not (ALLOC <= s <= ALLOC + 10 and expire[pfn] == tick and kinds[pfn]):
+                        continue
+                    f = flags[pfn]
+                    if f & PG_ISOLATED:
+                        self.release_isolated(pfn)
+                        continue
+                    nid = pfn // node_pages if multi_node else task.node
+                    if multi_node:
+                        task = self.reapers[nid]
+                    cpus = node_cpus[nid]
+                    cpu = cpus[rr % len(cpus)]
+                    rr += 1
+                    if s == ALLOC and f & PG_LRU:
+                        expire[pfn] = 0          # a duplicate entry is stale now
+                        pfns = lists.get(cpu)
+                        if pfns is None:
+                            pfns = lists[cpu] = []
+                        pfns.append(pfn)
+                        continue
+                    task.cpu = cpu
+                    if s == ALLOC + PAGEBLOCK_ORDER and pfn in self.unmapping:
+                        self.deferred_split.partial_unmap(pfn, self.unmapping.pop(pfn))
+                        continue
+                    outcomes.append(self.release_page(task, pfn))
+                for cpu, pfns in lists.items():
+                    task = self.reapers[m.cpu_node[cpu]]
                     task.cpu = cpu
                     del_pages_from_lru(m, pfns)
                     task.lru_pending += len(pfns)
