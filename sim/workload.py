@@ -31,6 +31,7 @@ import math
 from array import array
 
 import cython
+from cython.cimports.libc.math import ceil, log1p
 
 from compactsim.sim.charge import charge_frees, settle
 from compactsim.sim.config import (Arrival, Lifetime, LifetimeConfig, MovableOps, PageKind,
@@ -255,7 +256,6 @@ class Workload:
         nodes = m.nodes
         exp_mean = life.mean if life is not None and \
             life.distribution is Lifetime.EXPONENTIAL else 0.0
-        log1p = math.log1p
         # Exponential lifetimes without page states: every uniform of the batch at once
         # (the same values, in the same order, as one draw per page).
         log = self.block_log if isinstance(rng, Draws) else None
@@ -273,10 +273,10 @@ class Workload:
                 if exp_mean:
                     u = next(uniforms) if uniforms is not None else rng.random()
                     seconds = -exp_mean * log1p(-u)
-                    due = math.ceil((now + seconds) / tick) or 1
+                    due = cython.cast(cython.long, ceil((now + seconds) / tick)) or 1
                 else:
                     seconds = self._lifetime(life, rng)
-                    due = max(1, math.ceil((now + seconds) / tick))
+                    due = max(1, cython.cast(cython.long, ceil((now + seconds) / tick)))
                 expire[pfn] = due
                 bucket = buckets.get(due)
                 if bucket is None:
