@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml setup.py
 # the changed ones are translated and compiled again. Every target below depends on it;
 # importing compactsim.sim from a checkout whose compiled modules are stale is an error.
 BUILT := $(VENV)/.compiled
-$(BUILT): $(STAMP) setup.py $(wildcard sim/*.py)
+$(BUILT): $(STAMP) setup.py $(wildcard sim/*.py sim/*.pxd)
 	$(BIN)/python setup.py -q build_ext --inplace
 	touch $(BUILT)
 

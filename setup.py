@@ -23,7 +23,24 @@ DIRECTIVES = {"language_level": 3, "annotation_typing": False, "binding": True,
 # -O1 without debug info: a third of -O3 -g's build time, for nearly all of its speed.
 CFLAGS = ["-O1", "-g0", "-ffp-contract=off"]
 
+
+
+def cimport_root() -> str:
+    """A directory where the package's .pxd declarations sit under their import names
+    (compactsim/sim/*.pxd): the source tree maps sim/ to compactsim.sim
+    (pyproject's package-dir), and Cython finds a module's declarations, and those it
+    cimports, by the module's full name."""
+    root = ROOT / "build" / "cimport"
+    package = root / "compactsim"
+    package.mkdir(parents=True, exist_ok=True)
+    (package / "__init__.pxd").touch()
+    link = package / "sim"
+    if not link.is_symlink():
+        link.symlink_to(ROOT / "sim", target_is_directory=True)
+    return str(root)
+
+
 setup(ext_modules=cythonize(
     [Extension(f"compactsim.sim.{name}", [f"sim/{name}.py"], extra_compile_args=CFLAGS)
      for name in COMPILED],
-    compiler_directives=DIRECTIVES, quiet=True))
+    include_path=[cimport_root()], compiler_directives=DIRECTIVES, quiet=True))

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from array import array
 
+import cython
+
 from compactsim.sim.config import PageKind
 
 ALLOC = 64
@@ -45,14 +47,16 @@ def free_state(order: int, mt: int) -> int:
     return (mt << 4) | order
 
 
+@cython.cclass
 class MemMap:
     """The page arrays, plus list heads (sentinels) after the last pfn.
 
     `nxt`/`prv` form circular doubly linked lists through sentinel indices, so adding at
-    head or tail and deleting are O(1) without branches.
+    head or tail and deleting are O(1) without branches. Compiled, this is an extension
+    type (sim/page.pxd): compiled modules that declare a MemMap index the arrays through
+    the typed views `nxt_v` ... `expire_v` (the same memory) and call the list methods
+    as C functions.
     """
-
-    __slots__ = ("nr_pages", "nxt", "prv", "pstate", "kind", "flags", "expire", "_next_head")
 
     def __init__(self, nr_pages: int, nr_heads: int):
         self.nr_pages = nr_pages
@@ -63,6 +67,9 @@ class MemMap:
         self.kind = bytearray(nr_pages)
         self.flags = bytearray(nr_pages)
         self.expire = array("I", bytes(4 * nr_pages))
+        self.nxt_v, self.prv_v = self.nxt, self.prv
+        self.pstate_v, self.kind_v, self.flags_v = self.pstate, self.kind, self.flags
+        self.expire_v = self.expire
         for head in range(nr_pages, total):
             self.nxt[head] = head
             self.prv[head] = head
@@ -77,30 +84,30 @@ class MemMap:
         return head
 
     def list_add(self, head: int, idx: int) -> None:
-        nxt = self.nxt
+        nxt = self.nxt_v
         first = nxt[head]
         nxt[idx] = first
-        self.prv[idx] = head
-        self.prv[first] = idx
+        self.prv_v[idx] = head
+        self.prv_v[first] = idx
         nxt[head] = idx
 
     def list_add_tail(self, head: int, idx: int) -> None:
-        prv = self.prv
+        prv = self.prv_v
         last = prv[head]
-        self.nxt[idx] = head
+        self.nxt_v[idx] = head
         prv[idx] = last
-        self.nxt[last] = idx
+        self.nxt_v[last] = idx
         prv[head] = idx
 
     def list_del(self, idx: int) -> None:
-        nxt, prv = self.nxt, self.prv
+        nxt, prv = self.nxt_v, self.prv_v
         n = nxt[idx]
         p = prv[idx]
         nxt[p] = n
         prv[n] = p
 
     def list_empty(self, head: int) -> bool:
-        return self.nxt[head] == head
+        return self.nxt_v[head] == head
 
     def iter_list(self, head: int):
         """Entries from head to tail (for tests and renderers, not hot paths)."""

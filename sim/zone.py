@@ -14,6 +14,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Protocol
 
+import cython
+
 from compactsim.sim.gfp import (ALLOC_HARDER, ALLOC_HIGH, ALLOC_NO_WATERMARKS, ALLOC_WMARK_MASK)
 from compactsim.sim.locks import SimLock
 from compactsim.sim.pageblock import MIGRATE_PCPTYPES, MIGRATE_TYPES, NR_ORDERS, PAGEBLOCK_NR_PAGES
@@ -36,8 +38,10 @@ WMARK_MIN, WMARK_LOW, WMARK_HIGH, WMARK_PROMO = range(4)
 ZONE_NAMES = ("DMA32", "Normal")
 
 
+@cython.cclass
 class Zone:
-    """One zone of one node: its span, free areas, watermarks and lock."""
+    """One zone of one node: its span, free areas, watermarks and lock. Compiled, an
+    extension type (sim/zone.pxd) whose fields compiled modules read directly."""
 
     def __init__(self, *, node_id: int, zone_idx: int, name: str, start_pfn: int,
                  nr_pages: int, mem: MemMap, lock: SimLock):

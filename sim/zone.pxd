@@ -1,0 +1,22 @@
+# C declarations of sim/zone.py for the compiled build: Zone as an extension type, so the
+# buddy allocator's and the scanners' per-page paths reach its fields directly.
+
+from compactsim.sim.page cimport MemMap
+
+cdef class Zone:
+    cdef public int node_id, zone_idx
+    cdef public str name, pgalloc_key
+    cdef public Py_ssize_t zone_start_pfn, spanned_pages, present_pages, managed_pages
+    cdef public MemMap mem
+    cdef public object lock
+    cdef public Py_ssize_t free_pages
+    cdef public list nr_free, nr_free_mt, free_head
+    cdef public list watermark, lowmem_reserve
+    cdef public Py_ssize_t watermark_boost
+    cdef public bint boosted
+    cdef public object pcp, capture
+    cdef public Py_ssize_t compact_cached_free_pfn
+    cdef public list compact_cached_migrate_pfn
+    cdef public Py_ssize_t compact_init_migrate_pfn, compact_init_free_pfn
+    cdef public int compact_considered, compact_defer_shift, compact_order_failed
+    cdef public bint compact_blockskip_flush
