@@ -19,7 +19,7 @@ from collections.abc import Callable
 import cython
 from compactsim.sim.config import MAX_ORDER, PAGEBLOCK_ORDER, ClaimRule
 from compactsim.sim.gfp import ALLOC_KSWAPD, ALLOC_NOFRAGMENT
-from compactsim.sim.page import ALLOC, KIND_NONE, PCP, PG_LRU, PG_MOVABLE_OPS, TAIL
+from compactsim.sim.page import ALLOC, KIND_NONE, PCP, PG_LRU, PG_MOVABLE_OPS, TAIL, MemMap
 from compactsim.sim.pageblock import (FALLBACKS, PAGEBLOCK_NR_PAGES, MigrateType, Pageblocks,
                            can_steal_fallback)
 from compactsim.sim.zone import WMARK_HIGH, Zone
@@ -41,32 +41,25 @@ class BuddyPolicy:
 
 # --- list primitives -----------------------------------------------------------------
 
+@cython.locals(mem=MemMap, head=cython.int, first=cython.int)
 def add_to_free_list(z: Zone, pfn: int, order: int, mt: int, tail: bool = False) -> None:
     mem = z.mem
-    mem.pstate[pfn] = (mt << 4) | order
+    mem.pstate_v[pfn] = (mt << 4) | order
     head = z.free_head[order][mt]
     if tail:
         mem.list_add_tail(head, pfn)
-    else:                               # mem.list_add, inlined: the hottest list operation
-        nxt, prv = mem.nxt, mem.prv
-        first = nxt[head]
-        nxt[pfn] = first
-        prv[pfn] = head
-        prv[first] = pfn
-        nxt[head] = pfn
+    else:
+        mem.list_add(head, pfn)
     z.nr_free[order] += 1
     z.nr_free_mt[order][mt] += 1
     z.free_pages += 1 << order
 
 
+@cython.locals(mem=MemMap)
 def del_page_from_free_list(z: Zone, pfn: int, order: int, mt: int) -> None:
     mem = z.mem
-    nxt, prv = mem.nxt, mem.prv         # mem.list_del, inlined
-    n = nxt[pfn]
-    p = prv[pfn]
-    nxt[p] = n
-    prv[n] = p
-    mem.pstate[pfn] = TAIL
+    mem.list_del(pfn)
+    mem.pstate_v[pfn] = TAIL
     z.nr_free[order] -= 1
     z.nr_free_mt[order][mt] -= 1
     z.free_pages -= 1 << order
@@ -86,7 +79,7 @@ def expand(z: Zone, pfn: int, low: int, high: int, mt: int) -> None:
 
 def mark_allocated(z: Zone, pfn: int, order: int) -> None:
     """Head carries ALLOC+order; tails were TAIL already (free block interiors)."""
-    z.mem.pstate[pfn] = ALLOC + order
+    z.mem.pstate_v[pfn] = ALLOC + order
 
 
 def page_del_and_expand(z: Zone, pfn: int, low: int, high: int, list_mt: int, to_mt: int) -> None:
@@ -96,21 +89,24 @@ def page_del_and_expand(z: Zone, pfn: int, low: int, high: int, list_mt: int, to
 
 # --- allocation ------------------------------------------------------------------------
 
+@cython.locals(pfn=cython.Py_ssize_t, o=cython.int)
 def rmqueue_smallest(z: Zone, order: int, mt: int) -> int:
     """__rmqueue_smallest: the smallest free block >= order on `mt`'s lists, split."""
     nr_free_mt = z.nr_free_mt
     if nr_free_mt[order][mt]:           # the common case: no split
-        pfn = z.mem.nxt[z.free_head[order][mt]]
+        pfn = z.mem.nxt_v[z.free_head[order][mt]]
         del_page_from_free_list(z, pfn, order, mt)
         return pfn
     for o in range(order + 1, NR_ORDERS):
         if nr_free_mt[o][mt]:
-            pfn = z.mem.nxt[z.free_head[o][mt]]
+            pfn = z.mem.nxt_v[z.free_head[o][mt]]
             page_del_and_expand(z, pfn, order, o, mt, mt)
             return pfn
     return -1
 
 
+@cython.locals(mem=MemMap, nxt=cython.int[:], prv=cython.int[:], head=cython.int,
+               pfn=cython.Py_ssize_t, k=cython.Py_ssize_t, pos=cython.Py_ssize_t, h=cython.int)
 def rmqueue_smallest_pages(z: Zone, mt: int, n: int) -> list[int]:
     """Up to `n` order-0 pages as successive `rmqueue_smallest(z, 0, mt)` calls hand them
     out, stopping when the smallest block would have to be found elsewhere ([] when `mt`'s
@@ -120,25 +116,25 @@ def rmqueue_smallest_pages(z: Zone, mt: int, n: int) -> list[int]:
     it is the aligned blocks that cover its tail, one on each list. The pages taken keep
     the stale links the per-page splits leave (the head of the list each passed through),
     so the memmap ends as it would. Callers mark the pages (mark_allocated or pcp)."""
-    nr_free_mt = z.nr_free_mt
+    nr_free_mt: list = z.nr_free_mt
     for o in range(NR_ORDERS):
         if nr_free_mt[o][mt]:
             break
     else:
         return []
     mem = z.mem
-    head = z.free_head[o][mt]
+    nxt, prv, heads = mem.nxt_v, mem.prv_v, z.free_head
+    head = heads[o][mt]
     if o == 0:
         pfns: list[int] = []
         while len(pfns) < n and nr_free_mt[0][mt]:
-            pfn = mem.nxt[head]
+            pfn = nxt[head]
             del_page_from_free_list(z, pfn, 0, mt)
             pfns.append(pfn)
         return pfns
-    pfn = mem.nxt[head]
+    pfn = nxt[head]
     del_page_from_free_list(z, pfn, o, mt)
     k = min(1 << o, n)
-    nxt, prv, heads = mem.nxt, mem.prv, z.free_head
     for i in range(1, k):              # page pfn + i went through list ctz(i)
         h = heads[(i & -i).bit_length() - 1][mt]
         nxt[pfn + i] = h
@@ -387,20 +383,22 @@ def rmqueue(z: Zone, order: int, mt: int, alloc_flags: int, policy: BuddyPolicy)
 
 # --- freeing ---------------------------------------------------------------------------
 
+@cython.locals(higher=cython.Py_ssize_t, higher_buddy=cython.Py_ssize_t, s=cython.int)
 def buddy_merge_likely(z: Zone, pfn: int, buddy_pfn: int, order: int) -> bool:
     """The parent's buddy one order up is free: this block may merge soon; queue at tail."""
     if order >= MAX_ORDER - 1:
         return False
     higher = buddy_pfn & pfn
     higher_buddy = higher ^ (1 << (order + 1))
-    if not z.contains(higher_buddy):
+    if not z.zone_start_pfn <= higher_buddy < z.zone_start_pfn + z.spanned_pages:
         return False
-    s = z.mem.pstate[higher_buddy]
+    s = z.mem.pstate_v[higher_buddy]
     return s < 64 and (s & 15) == order + 1
 
 
 @cython.locals(pfn=cython.Py_ssize_t, order=cython.int, mt=cython.int, buddy=cython.Py_ssize_t,
-               start=cython.Py_ssize_t, end=cython.Py_ssize_t, s=cython.int, pstate=bytearray)
+               start=cython.Py_ssize_t, end=cython.Py_ssize_t, s=cython.int, mem=MemMap,
+               pstate=cython.uchar[:])
 def free_one_page(z: Zone, pfn: int, order: int, mt: int, to_tail: bool = False,
                   pageblocks: Pageblocks | None = None) -> int:
     """__free_one_page: merge with free buddies up to MAX_ORDER; returns the final head.
@@ -411,10 +409,10 @@ def free_one_page(z: Zone, pfn: int, order: int, mt: int, to_tail: bool = False,
     the buddy's block keeps its label.
     """
     mem = z.mem
-    pstate = mem.pstate
-    mem.kind[pfn] = KIND_NONE
-    mem.flags[pfn] = 0
-    mem.expire[pfn] = 0
+    pstate = mem.pstate_v
+    mem.kind_v[pfn] = KIND_NONE
+    mem.flags_v[pfn] = 0
+    mem.expire_v[pfn] = 0
     start, end = z.zone_start_pfn, z.zone_start_pfn + z.spanned_pages
     capc = z.capture
     buddy = pfn

@@ -1,0 +1,13 @@
+# C declarations of sim/buddy.py for the compiled build: the free-list primitives are C
+# functions for their callers here (cpdef: still callable from Python).
+
+from compactsim.sim.page cimport MemMap
+from compactsim.sim.zone cimport Zone
+
+cpdef void add_to_free_list(Zone z, Py_ssize_t pfn, int order, int mt, bint tail=*)
+cpdef void del_page_from_free_list(Zone z, Py_ssize_t pfn, int order, int mt)
+cpdef void move_to_free_list(Zone z, Py_ssize_t pfn, int order, int old_mt, int new_mt)
+cpdef void expand(Zone z, Py_ssize_t pfn, int low, int high, int mt)
+cpdef void page_del_and_expand(Zone z, Py_ssize_t pfn, int low, int high, int list_mt,
+                               int to_mt)
+cpdef bint buddy_merge_likely(Zone z, Py_ssize_t pfn, Py_ssize_t buddy_pfn, int order)
