@@ -21,7 +21,7 @@ import cython
 
 from compactsim.sim.config import MAX_ORDER, PageKind
 from compactsim.sim.machine import LRU_ANON, LRU_FILE, LRU_UNEVICTABLE, NR_NODE_LISTS, Machine
-from compactsim.sim.page import ALLOC, KIND_CODE, PG_ISOLATED, PG_LRU, PG_MLOCKED
+from compactsim.sim.page import ALLOC, KIND_CODE, PG_ISOLATED, PG_LRU, PG_MLOCKED, MemMap
 
 PAGEVEC_SIZE = 15       # entries of a per-cpu LRU batch (pagevec / folio_batch)
 
@@ -61,11 +61,11 @@ def del_page_from_lru(m: Machine, pfn: int, nr_pages: int, lru: int) -> None:
 @cython.locals(pfn=cython.Py_ssize_t, node_pages=cython.Py_ssize_t, f=cython.int,
                lru=cython.int, n=cython.int, p=cython.int, nxt=cython.int[:],
                prv=cython.int[:], flags=cython.uchar[:], kinds=cython.uchar[:],
-               sizes=cython.longlong[:], lru_of=cython.uchar[:])
+               sizes=cython.longlong[:], lru_of=cython.uchar[:], mem=MemMap)
 def del_pages_from_lru(m: Machine, pfns: list[int]) -> None:
     """del_page_from_lru for many order-0 pages (release_pages' first half)."""
     mem = m.mem
-    nxt, prv, flags, kinds = mem.nxt, mem.prv, mem.flags, mem.kind
+    nxt, prv, flags, kinds = mem.nxt_v, mem.prv_v, mem.flags_v, mem.kind_v
     sizes = m.lru_sizes
     lru_of = LRU_OF_KIND
     node_pages = m.nodes[0].nr_pages
@@ -80,13 +80,15 @@ def del_pages_from_lru(m: Machine, pfns: list[int]) -> None:
         flags[pfn] = f & ~PG_LRU
 
 
-@cython.locals(held=cython.Py_ssize_t, pfn=cython.Py_ssize_t, pstate=cython.uchar[:])
+@cython.locals(held=cython.Py_ssize_t, pfn=cython.Py_ssize_t, pstate=cython.uchar[:],
+               mem=MemMap)
 def lru_add_batch_kept(m: Machine, batch: list[int]) -> int:
     """How many of the newest entries an add batch filled in this order still holds: it
     drains when it reaches PAGEVEC_SIZE entries or takes a compound page (4.4
     `lru_cache_add`: `!pagevec_add(...) || PageCompound(page)`; 6.x `folio_add_lru`:
     `!folio_batch_add(...) || folio_test_large(folio)`)."""
-    pstate = m.mem.pstate
+    mem = m.mem
+    pstate = mem.pstate_v
     held = 0
     for pfn in batch:
         held += 1
@@ -101,14 +103,14 @@ def lru_add_batch_kept(m: Machine, batch: list[int]) -> int:
                moved=cython.Py_ssize_t, nxt=cython.int[:], prv=cython.int[:],
                pstate=cython.uchar[:], flags=cython.uchar[:], kinds=cython.uchar[:],
                heads=cython.int[:], sizes=cython.longlong[:],
-               lru_of=cython.uchar[:])
+               lru_of=cython.uchar[:], mem=MemMap)
 def lru_add_drain(m: Machine, batch: list[int], keep: int = 0) -> int:
     """folio_batch_move_lru (4.4 `__pagevec_lru_add`): every block of `batch` but the
     newest `keep` becomes PageLRU at the head of its list (`add_page_to_lru`); returns
     how many moved. A block its owner has freed meanwhile (no longer an allocated LRU
     head) is passed over."""
     mem = m.mem
-    nxt, prv, pstate, flags, kinds = mem.nxt, mem.prv, mem.pstate, mem.flags, mem.kind
+    nxt, prv, pstate, flags, kinds = mem.nxt_v, mem.prv_v, mem.pstate_v, mem.flags_v, mem.kind_v
     heads, sizes = m.lru_heads, m.lru_sizes
     lru_of = LRU_OF_KIND
     node_pages = m.nodes[0].nr_pages

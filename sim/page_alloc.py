@@ -22,7 +22,7 @@ from compactsim.sim.machine import Machine
 from compactsim.sim.pageblock import MIGRATE_PCPTYPES, PAGEBLOCK_ORDER, MigrateType
 from compactsim.sim.pcp import drain_zone_pages, free_pcppages_bulk, pcp_pop, rmqueue_bulk
 from compactsim.sim.task import Task
-from compactsim.sim.page import ALLOC, PCP
+from compactsim.sim.page import ALLOC, PCP, MemMap
 from compactsim.sim.zone import WMARK_LOW, Zone, zone_watermark_for_flags, zone_watermark_ok
 
 # What an allocation or free did, for its cost.
@@ -171,8 +171,8 @@ def free_unref_page(m: Machine, task: Task, z: Zone, pfn: int) -> Outcome:
 
 @cython.locals(pfn=cython.Py_ssize_t, zstart=cython.Py_ssize_t, zend=cython.Py_ssize_t,
                cpu=cython.Py_ssize_t, count=cython.Py_ssize_t, high=cython.Py_ssize_t,
-               mt=cython.int, pindex=cython.int, pstate=bytearray, kind=bytearray,
-               flags=bytearray, block_mt=bytearray, expire=cython.uint[:])
+               mt=cython.int, pindex=cython.int, pstate=cython.uchar[:], kind=cython.uchar[:],
+               flags=cython.uchar[:], block_mt=bytearray, expire=cython.uint[:], mem=MemMap)
 def free_unref_page_commit(m: Machine, task: Task, pfns: list[int]) -> list[Outcome]:
     """free_unref_page_commit for each order-0 page of `pfns`, in order: the page goes on
     this CPU's pcp list of its pageblock's type (MOVABLE for the types without one), and
@@ -180,7 +180,7 @@ def free_unref_page_commit(m: Machine, task: Task, pfns: list[int]) -> list[Outc
     (free_pcppages_bulk); a zone without pcp lists takes the page at once. Returns the
     work done under zone->lock: one Outcome per drain or buddy free."""
     mem = m.mem
-    pstate, kind, flags, expire = mem.pstate, mem.kind, mem.flags, mem.expire
+    pstate, kind, flags, expire = mem.pstate_v, mem.kind_v, mem.flags_v, mem.expire_v
     block_mt = m.pageblocks.mt
     cpu = task.cpu
     locked: list[Outcome] = []

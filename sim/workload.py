@@ -45,7 +45,7 @@ from compactsim.sim.lru import (del_page_from_lru, del_pages_from_lru, lru_add_b
                                 lru_add_drain, lru_list_for)
 from compactsim.sim.machine import LIST_BALLOON, LIST_ZSPAGES, Machine
 from compactsim.sim.page import (ALLOC, KIND_CODE, PG_DIRTY, PG_EXTRA_REF, PG_ISOLATED, PG_LOCKED,
-                      PG_LRU, PG_MLOCKED, PG_MOVABLE_OPS, PG_WRITEBACK)
+                      PG_LRU, PG_MLOCKED, PG_MOVABLE_OPS, PG_WRITEBACK, MemMap)
 from compactsim.sim.page_alloc import free_pages, free_unref_page_list, rmqueue_pcplist_bulk
 from compactsim.sim.pageblock import PAGEBLOCK_ORDER
 from compactsim.sim.rng import Draws, RngStreams
@@ -128,6 +128,7 @@ class GroupPlan:
     width: int                      # uniforms per block: order pick, lifetime, page states
 
 
+@cython.cclass
 class Lifetimes:
     """Deadlines of live blocks: a wheel of `tick`-wide buckets of pfns.
 
@@ -151,6 +152,7 @@ class Lifetimes:
         bucket.append(pfn)
 
 
+@cython.cclass
 class Workload:
     """All groups' tasks, the reaper, and the per-allocation records."""
 
@@ -235,7 +237,8 @@ class Workload:
                    due=cython.long,
                    now=cython.double, tick=cython.double, exp_mean=cython.double,
                    u=cython.double, seconds=cython.double, kind=cython.uchar[:],
-                   flags_arr=cython.uchar[:], expire=cython.uint[:], base_flags=cython.int, random_states=cython.bint,
+                   flags_arr=cython.uchar[:], expire=cython.uint[:], base_flags=cython.int,
+                   mem=MemMap, buckets=dict, random_states=cython.bint,
                    plan_lru=cython.int, driver_list=cython.int)
     def setup_pages(self, plan: "GroupPlan", pfns, order: int, rng,
                     batch: list[int] | None = None) -> int:
@@ -245,7 +248,7 @@ class Workload:
         without, they go on their list at once."""
         m = self.m
         mem = m.mem
-        kind, flags_arr, expire = mem.kind, mem.flags, mem.expire
+        kind, flags_arr, expire = mem.kind_v, mem.flags_v, mem.expire_v
         code = plan.code
         nr = 1 << order
         life = plan.lifetime
@@ -387,7 +390,8 @@ class Workload:
     @cython.locals(tick=cython.long, rr=cython.Py_ssize_t, pfn=cython.Py_ssize_t,
                    i=cython.Py_ssize_t, nid=cython.Py_ssize_t, node_pages=cython.Py_ssize_t,
                    s=cython.int, f=cython.int, cpu=cython.int, entries=cython.int[:],
-                   pstate=bytearray, flags=bytearray, kinds=bytearray, expire=cython.uint[:])
+                   pstate=cython.uchar[:], flags=cython.uchar[:], kinds=cython.uchar[:],
+                   expire=cython.uint[:], mem=MemMap)
     def _reaper(self):
         """Free every block whose deadline has come, once per tick."""
         m = self.m
@@ -398,7 +402,7 @@ class Workload:
         multi_node = len(m.nodes) > 1
         node_pages = m.nodes[0].nr_pages
         node_cpus = [node.cpus for node in m.nodes]
-        pstate, flags, kinds = mem.pstate, mem.flags, mem.kind
+        pstate, flags, kinds = mem.pstate_v, mem.flags_v, mem.kind_v
         rr = 0
         while True:
             yield self.env.timeout(period)
@@ -407,7 +411,7 @@ class Workload:
             outcomes = []
             task = self.reapers[0]
             if bucket is not None:
-                expire = mem.expire
+                expire = mem.expire_v
                 entries = bucket
                 # Order-0 LRU pages go back as one list per CPU (release_pages), in the
                 # order the CPUs were first taken; the rest one by one.

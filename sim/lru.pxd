@@ -1,0 +1,3 @@
+# C declarations for the compiled build of sim/lru.py.
+
+from compactsim.sim.page cimport MemMap

@@ -1,0 +1,4 @@
+# C declarations for the compiled build of sim/page_alloc.py.
+
+from compactsim.sim.page cimport MemMap
+from compactsim.sim.zone cimport Zone

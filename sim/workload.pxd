@@ -1,0 +1,19 @@
+# C declarations of sim/workload.py for the compiled build: the workload and its wheel of
+# deadlines as extension types, so their per-request and per-page methods reach their
+# fields directly.
+
+from compactsim.sim.page cimport MemMap
+
+cdef class Lifetimes:
+    cdef public object m
+    cdef public double tick
+    cdef public dict buckets
+
+cdef class Workload:
+    cdef public object m, env, alloc, zram, rngs, cfg, costs, kernel, deferred_split
+    cdef public double lru_page_hold
+    cdef public Lifetimes lifetimes
+    cdef public dict latency, requests, unmapping, plans
+    cdef public dict _as_anon, _as_anon_kept, _extra_plans
+    cdef public list fault_log, reapers
+    cdef public object block_log
