@@ -2,3 +2,4 @@
 
 from compactsim.sim.page cimport MemMap
 from compactsim.sim.zone cimport Zone
+from compactsim.sim.pcp cimport PerCpuPages

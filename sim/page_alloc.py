@@ -20,7 +20,8 @@ from compactsim.sim.config import ClaimRule
 from compactsim.sim.gfp import ALLOC_KSWAPD, ALLOC_NOFRAGMENT, ALLOC_WMARK_LOW, gfp_migratetype
 from compactsim.sim.machine import Machine
 from compactsim.sim.pageblock import MIGRATE_PCPTYPES, PAGEBLOCK_ORDER, MigrateType
-from compactsim.sim.pcp import drain_zone_pages, free_pcppages_bulk, pcp_pop, rmqueue_bulk
+from compactsim.sim.pcp import (PerCpuPages, drain_zone_pages, free_pcppages_bulk, pcp_pop,
+                                rmqueue_bulk)
 from compactsim.sim.task import Task
 from compactsim.sim.page import ALLOC, PCP, MemMap
 from compactsim.sim.zone import WMARK_LOW, Zone, zone_watermark_for_flags, zone_watermark_ok
@@ -79,6 +80,7 @@ def trace_extfrag(m: Machine):
     return on_extfrag
 
 
+@cython.locals(z=Zone)
 def rmqueue_zone(m: Machine, z: Zone, task: Task, order: int, mt: int, alloc_flags: int,
                  out: Outcome) -> int:
     """rmqueue(): order 0 through this CPU's pcp list, else the buddy lists."""
@@ -98,6 +100,7 @@ def rmqueue_zone(m: Machine, z: Zone, task: Task, order: int, mt: int, alloc_fla
     return pfn
 
 
+@cython.locals(z=Zone, flags=cython.int, mark=cython.Py_ssize_t)
 def get_page_from_freelist(m: Machine, task: Task, gfp: int, order: int, alloc_flags: int,
                            highest_zoneidx: int = 1) -> Outcome:
     """Walk the zonelist for a zone that passes its watermark and has the page."""
@@ -127,6 +130,8 @@ def get_page_from_freelist(m: Machine, task: Task, gfp: int, order: int, alloc_f
         flags &= ~ALLOC_NOFRAGMENT
 
 
+@cython.locals(z=Zone, pcp=PerCpuPages, k=cython.Py_ssize_t, pfn=cython.Py_ssize_t,
+               pstate=cython.uchar[:], mem=MemMap)
 def rmqueue_pcplist_bulk(m: Machine, task: Task, gfp: int, n: int) -> list[int]:
     """Up to `n` order-0 pages straight off this CPU's list of the first zone, when that
     zone passes its LOW watermark: what n fast-path calls that all hit the per-cpu list
@@ -144,7 +149,8 @@ def rmqueue_pcplist_bulk(m: Machine, task: Task, gfp: int, n: int) -> list[int]:
     del lst[-k:]
     pfns.reverse()
     pcp.counts[task.cpu] -= k
-    pstate = m.mem.pstate
+    mem = m.mem
+    pstate = mem.pstate_v
     for pfn in pfns:
         pstate[pfn] = ALLOC
     m.events[z.pgalloc_key] += k
@@ -172,7 +178,8 @@ def free_unref_page(m: Machine, task: Task, z: Zone, pfn: int) -> Outcome:
 @cython.locals(pfn=cython.Py_ssize_t, zstart=cython.Py_ssize_t, zend=cython.Py_ssize_t,
                cpu=cython.Py_ssize_t, count=cython.Py_ssize_t, high=cython.Py_ssize_t,
                mt=cython.int, pindex=cython.int, pstate=cython.uchar[:], kind=cython.uchar[:],
-               flags=cython.uchar[:], block_mt=bytearray, expire=cython.uint[:], mem=MemMap)
+               flags=cython.uchar[:], block_mt=bytearray, expire=cython.uint[:], mem=MemMap,
+               z=Zone, pcp=PerCpuPages)
 def free_unref_page_commit(m: Machine, task: Task, pfns: list[int]) -> list[Outcome]:
     """free_unref_page_commit for each order-0 page of `pfns`, in order: the page goes on
     this CPU's pcp list of its pageblock's type (MOVABLE for the types without one), and

@@ -14,15 +14,18 @@ no auto-tuning of `high` (6.7+).
 
 from __future__ import annotations
 
+import cython
+
 from compactsim.sim.config import PAGEBLOCK_ORDER, ClaimRule
 from compactsim.sim.page import ALLOC, PCP
 from compactsim.sim.pageblock import MIGRATE_PCPTYPES
+from compactsim.sim.zone import Zone
 
 
+@cython.cclass
 class PerCpuPages:
-    """`struct per_cpu_pages` of every CPU for one zone."""
-
-    __slots__ = ("lists", "counts", "batch", "high", "whole_list")
+    """`struct per_cpu_pages` of every CPU for one zone (compiled: an extension type,
+    sim/pcp.pxd)."""
 
     def __init__(self, nr_cpus: int, batch: int, high: int, whole_list: bool = True):
         # lists[cpu][mt]: a stack; the end of the list is the hot head.
@@ -37,6 +40,8 @@ class PerCpuPages:
         return sum(self.counts)
 
 
+@cython.locals(z=Zone, pcp=PerCpuPages, taken=cython.Py_ssize_t, mark=cython.int,
+               pstate=cython.uchar[:], pfn=cython.Py_ssize_t)
 def rmqueue_bulk(z, cpu: int, mt: int, alloc_flags: int, policy, rmqueue,
                  rmqueue_smallest_pages) -> int:
     """Refill `cpu`'s list of `mt` with up to `batch` pages; returns how many were taken.
@@ -45,7 +50,7 @@ def rmqueue_bulk(z, cpu: int, mt: int, alloc_flags: int, policy, rmqueue,
     `rmqueue` (with its fallback) is called once whenever they run out."""
     pcp = z.pcp
     lst = pcp.lists[cpu][mt]
-    pstate = z.mem.pstate
+    pstate = z.mem.pstate_v
     mark = PCP + mt
     taken = 0
     while taken < pcp.batch:
@@ -66,6 +71,7 @@ def rmqueue_bulk(z, cpu: int, mt: int, alloc_flags: int, policy, rmqueue,
     return taken
 
 
+@cython.locals(z=Zone, pcp=PerCpuPages, lst=list, pfn=cython.Py_ssize_t)
 def pcp_pop(z, cpu: int, mt: int) -> int:
     """The hot page of the list, or -1 if it is empty."""
     pcp = z.pcp
@@ -74,10 +80,11 @@ def pcp_pop(z, cpu: int, mt: int) -> int:
         return -1
     pfn = lst.pop()
     pcp.counts[cpu] -= 1
-    z.mem.pstate[pfn] = ALLOC
+    z.mem.pstate_v[pfn] = ALLOC
     return pfn
 
 
+@cython.locals(z=Zone, pcp=PerCpuPages)
 def free_pcppages_bulk(z, cpu: int, count: int, free_one_page, pageblocks, policy,
                        pindex: int = 0) -> list[tuple[int, int]]:
     """Return `count` pages (at most all queued) to the buddy lists, each from the cold end

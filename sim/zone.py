@@ -98,6 +98,8 @@ class Zone:
         return self.pcp.count() if self.pcp else 0
 
 
+@cython.locals(z=Zone, free=cython.Py_ssize_t, low=cython.Py_ssize_t, o=cython.int,
+               mt=cython.int)
 def zone_watermark_ok(z: Zone, order: int, mark: int, highest_zoneidx: int, alloc_flags: int,
                       free_pages: int | None = None) -> bool:
     """__zone_watermark_ok (4.4+): free pages above the mark plus a free block >= order."""

@@ -7,6 +7,7 @@ lifetimes and page states, block by block, wherever both arms issued that reques
 
 import pytest
 
+from compactsim.sim import run as run_module
 from compactsim.sim.config import apply_overrides, config_from_dict
 from compactsim.sim.run import run
 from compactsim.sim.scenarios import load_scenario
@@ -17,14 +18,14 @@ def _requests(monkeypatch, *overrides):
     """{(task key, request index[, "fallback"]), block): (order, lifetime s, states)} of a
     25 s zram-movable-ops run (pressure from about 15 s), and its vmstat."""
     logs = []
-    real = Workload.__init__
 
-    def init(self, *args, **kwargs):
-        real(self, *args, **kwargs)
-        self.block_log = []
-        logs.append(self.block_log)
+    def workload(*args, **kwargs):
+        w = Workload(*args, **kwargs)
+        w.block_log = []
+        logs.append(w.block_log)
+        return w
 
-    monkeypatch.setattr(Workload, "__init__", init)
+    monkeypatch.setattr(run_module, "Workload", workload)
     spec = apply_overrides(load_scenario("zram-movable-ops"), ["duration=25s", *overrides])
     result = run(config_from_dict(spec))
     (log,) = logs
