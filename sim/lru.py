@@ -19,15 +19,26 @@ from __future__ import annotations
 
 import cython
 
-from compactsim.sim.config import MAX_ORDER, PageKind
-from compactsim.sim.machine import LRU_ANON, LRU_FILE, LRU_UNEVICTABLE, NR_NODE_LISTS, Machine
-from compactsim.sim.page import ALLOC, KIND_CODE, PG_ISOLATED, PG_LRU, PG_MLOCKED, MemMap
+from compactsim.sim import config, machine
+from compactsim.sim import page as pg
+from compactsim.sim.config import PageKind
+from compactsim.sim.machine import LRU_ANON, LRU_FILE, Machine
+from compactsim.sim.page import KIND_CODE, MemMap
 
 PAGEVEC_SIZE = 15       # entries of a per-cpu LRU batch (pagevec / folio_batch)
 
+# The states, flags and list numbers the per-page loops test, as C constants where compiled.
+MAX_ORDER = cython.declare(cython.int, config.MAX_ORDER)
+ALLOC = cython.declare(cython.int, pg.ALLOC)
+PG_ISOLATED = cython.declare(cython.int, pg.PG_ISOLATED)
+PG_LRU = cython.declare(cython.int, pg.PG_LRU)
+PG_MLOCKED = cython.declare(cython.int, pg.PG_MLOCKED)
+LRU_UNEVICTABLE = cython.declare(cython.int, machine.LRU_UNEVICTABLE)
+NR_NODE_LISTS = cython.declare(cython.Py_ssize_t, machine.NR_NODE_LISTS)
+
 LRU_KINDS = {KIND_CODE[PageKind.FILE]: LRU_FILE, KIND_CODE[PageKind.ANON]: LRU_ANON,
              KIND_CODE[PageKind.THP]: LRU_ANON, KIND_CODE[PageKind.PINNED]: LRU_ANON}
-NOT_LRU = 255
+NOT_LRU = cython.declare(cython.int, 255)
 # LRU_KINDS as a table by kind byte, NOT_LRU for the kinds that live off the LRU (a
 # bytearray only because typed views need a writable buffer; never written)
 LRU_OF_KIND = bytearray(LRU_KINDS.get(code, NOT_LRU) for code in range(256))

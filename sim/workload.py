@@ -44,15 +44,25 @@ from compactsim.sim.kernelmem import KernelMemory
 from compactsim.sim.lru import (del_page_from_lru, del_pages_from_lru, lru_add_batch_kept,
                                 lru_add_drain, lru_list_for)
 from compactsim.sim.machine import LIST_BALLOON, LIST_ZSPAGES, Machine
-from compactsim.sim.page import (ALLOC, KIND_CODE, PG_DIRTY, PG_EXTRA_REF, PG_ISOLATED, PG_LOCKED,
-                      PG_LRU, PG_MLOCKED, PG_MOVABLE_OPS, PG_WRITEBACK, MemMap)
+from compactsim.sim import config as sim_config
+from compactsim.sim import page as pg
+from compactsim.sim import pageblock
+from compactsim.sim.page import (KIND_CODE, PG_DIRTY, PG_EXTRA_REF, PG_LOCKED, PG_MOVABLE_OPS,
+                                 PG_WRITEBACK, MemMap)
 from compactsim.sim.page_alloc import free_pages, free_unref_page_list, rmqueue_pcplist_bulk
-from compactsim.sim.pageblock import PAGEBLOCK_ORDER
 from compactsim.sim.rng import Draws, RngStreams
 from compactsim.sim.slowpath import Allocator
 from compactsim.sim.task import Task
 from compactsim.sim.thp import DeferredSplit
 from compactsim.sim.zram import ZSPAGE_GFP_MOVABLE, ZSPAGE_GFP_UNMOVABLE, Zram
+
+# The states and flags the per-page loops test, as C constants where compiled.
+ALLOC = cython.declare(cython.int, pg.ALLOC)
+PG_ISOLATED = cython.declare(cython.int, pg.PG_ISOLATED)
+PG_LRU = cython.declare(cython.int, pg.PG_LRU)
+PG_MLOCKED = cython.declare(cython.int, pg.PG_MLOCKED)
+PAGEBLOCK_ORDER = cython.declare(cython.int, pageblock.PAGEBLOCK_ORDER)
+MAX_ORDER = cython.declare(cython.int, sim_config.MAX_ORDER)
 
 HPAGE_PMD_NR = 1 << PAGEBLOCK_ORDER
 LRU_BATCH = 15          # PAGEVEC_SIZE / FOLIO_BATCH_SIZE: pages per per-cpu LRU batch
@@ -419,7 +429,7 @@ class Workload:
                 for i in range(len(entries)):
                     pfn = entries[i]
                     s = pstate[pfn]
-                    if not (ALLOC <= s <= ALLOC + 10 and expire[pfn] == tick and kinds[pfn]):
+                    if not (ALLOC <= s <= ALLOC + MAX_ORDER and expire[pfn] == tick and kinds[pfn]):
                         continue
                     f = flags[pfn]
                     if f & PG_ISOLATED:
