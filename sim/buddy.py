@@ -17,14 +17,22 @@ import dataclasses
 from collections.abc import Callable
 
 import cython
-from compactsim.sim.config import MAX_ORDER, PAGEBLOCK_ORDER, ClaimRule
+from compactsim.sim import config
+from compactsim.sim import page as pg
+from compactsim.sim.config import ClaimRule
 from compactsim.sim.gfp import ALLOC_KSWAPD, ALLOC_NOFRAGMENT
-from compactsim.sim.page import ALLOC, KIND_NONE, PCP, PG_LRU, PG_MOVABLE_OPS, TAIL, MemMap
+from compactsim.sim.page import PCP, PG_LRU, PG_MOVABLE_OPS, MemMap
 from compactsim.sim.pageblock import (FALLBACKS, PAGEBLOCK_NR_PAGES, MigrateType, Pageblocks,
                            can_steal_fallback)
 from compactsim.sim.zone import WMARK_HIGH, Zone
 
-NR_ORDERS = MAX_ORDER + 1
+# The orders and page states the free-list loops use, as C constants where compiled.
+MAX_ORDER = cython.declare(cython.int, config.MAX_ORDER)
+PAGEBLOCK_ORDER = cython.declare(cython.int, config.PAGEBLOCK_ORDER)
+ALLOC = cython.declare(cython.int, pg.ALLOC)
+TAIL = cython.declare(cython.int, pg.TAIL)
+KIND_NONE = cython.declare(cython.int, pg.KIND_NONE)
+NR_ORDERS = cython.declare(cython.int, config.MAX_ORDER + 1)
 
 
 @dataclasses.dataclass(slots=True)

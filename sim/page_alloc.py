@@ -19,12 +19,21 @@ from compactsim.sim.buddy import free_one_page, rmqueue, rmqueue_smallest_pages
 from compactsim.sim.config import ClaimRule
 from compactsim.sim.gfp import ALLOC_KSWAPD, ALLOC_NOFRAGMENT, ALLOC_WMARK_LOW, gfp_migratetype
 from compactsim.sim.machine import Machine
-from compactsim.sim.pageblock import MIGRATE_PCPTYPES, PAGEBLOCK_ORDER, MigrateType
+from compactsim.sim import page as pg
+from compactsim.sim import pageblock
+from compactsim.sim.pageblock import MigrateType
 from compactsim.sim.pcp import (PerCpuPages, drain_zone_pages, free_pcppages_bulk, pcp_pop,
                                 rmqueue_bulk)
 from compactsim.sim.task import Task
-from compactsim.sim.page import ALLOC, PCP, MemMap
+from compactsim.sim.page import MemMap
 from compactsim.sim.zone import WMARK_LOW, Zone, zone_watermark_for_flags, zone_watermark_ok
+
+# The states, orders and types the per-page loops use, as C constants where compiled.
+ALLOC = cython.declare(cython.int, pg.ALLOC)
+PCP = cython.declare(cython.int, pg.PCP)
+PAGEBLOCK_ORDER = cython.declare(cython.int, pageblock.PAGEBLOCK_ORDER)
+MIGRATE_PCPTYPES = cython.declare(cython.int, pageblock.MIGRATE_PCPTYPES)
+MIGRATE_MOVABLE = cython.declare(cython.int, MigrateType.MOVABLE)
 
 # What an allocation or free did, for its cost.
 WORK_PCP = 0        # per-cpu list only
@@ -210,7 +219,7 @@ def free_unref_page_commit(m: Machine, task: Task, pfns: list[int]) -> list[Outc
         kind[pfn] = 0
         flags[pfn] = 0
         expire[pfn] = 0
-        pindex = mt if mt < MIGRATE_PCPTYPES else MigrateType.MOVABLE
+        pindex = mt if mt < MIGRATE_PCPTYPES else MIGRATE_MOVABLE
         pstate[pfn] = PCP + pindex
         lists[pindex].append(pfn)
         count += 1

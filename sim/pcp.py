@@ -17,9 +17,14 @@ from __future__ import annotations
 import cython
 
 from compactsim.sim.config import PAGEBLOCK_ORDER, ClaimRule
-from compactsim.sim.page import ALLOC, PCP
+from compactsim.sim import page as pg
 from compactsim.sim.pageblock import MIGRATE_PCPTYPES
 from compactsim.sim.zone import Zone
+
+
+# The page states the list operations set, as C constants where compiled.
+ALLOC = cython.declare(cython.int, pg.ALLOC)
+PCP = cython.declare(cython.int, pg.PCP)
 
 
 @cython.cclass
