@@ -4,10 +4,18 @@
 
 from compactsim.sim.page cimport MemMap
 
+cdef class Bucket:
+    cdef public object pfns
+    cdef int[:] view
+    cdef public Py_ssize_t n
+    cpdef void append(self, int pfn)
+
 cdef class Lifetimes:
     cdef public object m
+    cdef MemMap mem
     cdef public double tick
     cdef public dict buckets
+    cpdef void schedule(self, Py_ssize_t pfn, long tick)
 
 cdef class Workload:
     cdef public object m, env, alloc, zram, rngs, cfg, costs, kernel, deferred_split

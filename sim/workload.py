@@ -139,6 +139,25 @@ class GroupPlan:
 
 
 @cython.cclass
+class Bucket:
+    """One tick's pfns: an int32 array used up to `n`, doubled when full (compiled, an
+    append is a C store, where array.append parses its argument every call)."""
+
+    def __init__(self) -> None:
+        self.pfns = array("i", bytes(4 * 16))
+        self.view = self.pfns
+        self.n = 0
+
+    def append(self, pfn: int) -> None:
+        if self.n == len(self.pfns):
+            self.view = None                # an exported buffer cannot be resized
+            self.pfns.frombytes(bytes(4 * self.n))
+            self.view = self.pfns
+        self.view[self.n] = pfn
+        self.n += 1
+
+
+@cython.cclass
 class Lifetimes:
     """Deadlines of live blocks: a wheel of `tick`-wide buckets of pfns.
 
@@ -148,17 +167,19 @@ class Lifetimes:
 
     def __init__(self, m: Machine, tick: float):
         self.m = m
+        self.mem = m.mem
         self.tick = tick
-        self.buckets: dict[int, array] = {}
+        self.buckets: dict[int, Bucket] = {}
 
     def due_tick(self, seconds: float) -> int:
         return max(1, math.ceil((self.m.env.now + seconds) / self.tick))
 
+    @cython.locals(bucket=Bucket)
     def schedule(self, pfn: int, tick: int) -> None:
-        self.m.mem.expire[pfn] = tick
+        self.mem.expire_v[pfn] = tick
         bucket = self.buckets.get(tick)
         if bucket is None:
-            bucket = self.buckets[tick] = array("i")
+            bucket = self.buckets[tick] = Bucket()
         bucket.append(pfn)
 
 
@@ -248,7 +269,7 @@ class Workload:
                    now=cython.double, tick=cython.double, exp_mean=cython.double,
                    u=cython.double, seconds=cython.double, kind=cython.uchar[:],
                    flags_arr=cython.uchar[:], expire=cython.uint[:], base_flags=cython.int,
-                   mem=MemMap, buckets=dict, random_states=cython.bint,
+                   mem=MemMap, lifetimes=Lifetimes, random_states=cython.bint,
                    plan_lru=cython.int, driver_list=cython.int)
     def setup_pages(self, plan: "GroupPlan", pfns, order: int, rng,
                     batch: list[int] | None = None) -> int:
@@ -263,7 +284,6 @@ class Workload:
         nr = 1 << order
         life = plan.lifetime
         lifetimes = self.lifetimes
-        buckets = lifetimes.buckets
         now, tick = self.env.now, lifetimes.tick
         node_pages = m.nodes[0].nr_pages
         nodes = m.nodes
@@ -290,11 +310,7 @@ class Workload:
                 else:
                     seconds = self._lifetime(life, rng)
                     due = max(1, cython.cast(cython.long, ceil((now + seconds) / tick)))
-                expire[pfn] = due
-                bucket = buckets.get(due)
-                if bucket is None:
-                    bucket = buckets[due] = array("i")
-                bucket.append(pfn)
+                lifetimes.schedule(pfn, due)
             flags = base_flags
             if random_states:
                 states = self._draw_flags(plan.group, pfn, rng)
@@ -401,7 +417,7 @@ class Workload:
                    i=cython.Py_ssize_t, nid=cython.Py_ssize_t, node_pages=cython.Py_ssize_t,
                    s=cython.int, f=cython.int, cpu=cython.int, entries=cython.int[:],
                    pstate=cython.uchar[:], flags=cython.uchar[:], kinds=cython.uchar[:],
-                   expire=cython.uint[:], mem=MemMap)
+                   expire=cython.uint[:], mem=MemMap, bucket=Bucket)
     def _reaper(self):
         """Free every block whose deadline has come, once per tick."""
         m = self.m
@@ -422,11 +438,11 @@ class Workload:
             task = self.reapers[0]
             if bucket is not None:
                 expire = mem.expire_v
-                entries = bucket
+                entries = bucket.view
                 # Order-0 LRU pages go back as one list per CPU (release_pages), in the
                 # order the CPUs were first taken; the rest one by one.
                 lists: dict[int, list[int]] = {}
-                for i in range(len(entries)):
+                for i in range(bucket.n):
                     pfn = entries[i]
                     s = pstate[pfn]
                     if not (ALLOC <= s <= ALLOC + MAX_ORDER and expire[pfn] == tick and kinds[pfn]):
