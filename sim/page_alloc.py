@@ -202,7 +202,8 @@ def free_unref_page_commit(m: Machine, task: Task, pfns: list[int]) -> list[Outc
     locked: list[Outcome] = []
     z = pcp = lists = None
     zstart = zend = count = high = 0
-    for pfn in pfns:
+    for page in pfns:               # `page` the list's own int object, queued as is
+        pfn = page
         if not zstart <= pfn < zend:
             if pcp is not None:
                 pcp.counts[cpu] = count
@@ -221,7 +222,7 @@ def free_unref_page_commit(m: Machine, task: Task, pfns: list[int]) -> list[Outc
         expire[pfn] = 0
         pindex = mt if mt < MIGRATE_PCPTYPES else MIGRATE_MOVABLE
         pstate[pfn] = PCP + pindex
-        lists[pindex].append(pfn)
+        lists[pindex].append(page)
         count += 1
         if count < high:
             continue

@@ -300,7 +300,8 @@ class Workload:
         lru_batch = batch if batch is not None else []
         base_flags, random_states = plan.base_flags, plan.random_states
         plan_lru, driver_list = plan.lru, plan.driver_list
-        for pfn in pfns:
+        for page in pfns:               # `page` the list's own int object, passed on as is
+            pfn = page
             kind[pfn] = code
             if life is not None:          # before the page states: I/O timers key on it
                 if exp_mean:
@@ -321,7 +322,7 @@ class Workload:
                 block += 1
             lru = plan_lru if not flags & PG_MLOCKED else lru_list_for(code, flags)
             if lru >= 0:
-                lru_batch.append(pfn)
+                lru_batch.append(page)
                 added += nr
             elif driver_list >= 0:
                 mem.list_add(nodes[pfn // node_pages].lists[driver_list], pfn)
@@ -451,7 +452,7 @@ class Workload:
                     if f & PG_ISOLATED:
                         self.release_isolated(pfn)
                         continue
-                    nid = pfn // node_pages if multi_node else task.node
+                    nid = pfn // node_pages if multi_node else 0
                     if multi_node:
                         task = self.reapers[nid]
                     cpus = node_cpus[nid]
