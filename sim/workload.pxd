@@ -4,6 +4,13 @@
 
 from compactsim.sim.page cimport MemMap
 
+cdef class GroupPlan:
+    cdef public object group, lifetime
+    cdef public int code, base_flags, lru, driver_list, width
+    cdef public bint random_states, balloon
+    cdef public list orders, cdf
+    cdef public dict gfp, fault_cost, latency, stats
+
 cdef class Bucket:
     cdef public object pfns
     cdef int[:] view

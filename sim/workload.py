@@ -117,7 +117,8 @@ def kind_gfp(cfg: SimConfig, kind: PageKind, order: int) -> int:
     raise ValueError(f"no GFP flags for {kind}")
 
 
-@dataclasses.dataclass(slots=True)
+@cython.dataclasses.dataclass
+@cython.cclass
 class GroupPlan:
     """What every allocation of a group shares, worked out once."""
 
@@ -269,7 +270,7 @@ class Workload:
                    now=cython.double, tick=cython.double, exp_mean=cython.double,
                    u=cython.double, seconds=cython.double, kind=cython.uchar[:],
                    flags_arr=cython.uchar[:], expire=cython.uint[:], base_flags=cython.int,
-                   mem=MemMap, lifetimes=Lifetimes, random_states=cython.bint,
+                   mem=MemMap, lifetimes=Lifetimes, plan=GroupPlan, random_states=cython.bint,
                    plan_lru=cython.int, driver_list=cython.int)
     def setup_pages(self, plan: "GroupPlan", pfns, order: int, rng,
                     batch: list[int] | None = None) -> int:
