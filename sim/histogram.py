@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+import cython
 import numpy as np
 
 SUB = 8                      # buckets per power of two
@@ -24,10 +25,10 @@ def _bucket(ns: float) -> int:
     return b if b < NBUCKETS else NBUCKETS - 1
 
 
+@cython.cclass
 class Histogram:
     """Counts of durations (seconds in, ns buckets inside)."""
 
-    __slots__ = ("_counts", "n", "total_s", "max_s", "_last", "_last_bucket")
 
     def __init__(self) -> None:
         self._counts = [0] * NBUCKETS

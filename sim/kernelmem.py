@@ -34,6 +34,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import cython
+
 from compactsim.sim.config import PageKind, WorkloadGroup
 from compactsim.sim.gfp import (__GFP_ACCOUNT, __GFP_COMP, __GFP_NOMEMALLOC, __GFP_NORETRY,
                                 __GFP_NOWARN, __GFP_RECLAIM, __GFP_RECLAIMABLE, __GFP_ZERO,
@@ -100,6 +102,7 @@ def slab_gfp(gfp: int) -> int:
             & ~__GFP_RECLAIM)
 
 
+@cython.cclass
 class KernelMemory:
     """Owed implicit allocations per group, allocated by the group's tasks."""
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
+import cython
+
 from compactsim.sim.charge import alloc_cost, charge, settle
 from compactsim.sim.compaction import (DEF_COMPACT_PRIORITY, INIT_COMPACT_PRIORITY,
                                         CompactPriority, CompactResult)
@@ -54,6 +56,7 @@ class SlowpathState:
         self.no_progress_loops = 0
 
 
+@cython.cclass
 class Allocator:
     """`alloc_pages` for tasks: fast path, then the slow path, in simulated time."""
 
