@@ -3,8 +3,8 @@
 A build that silently left them out (no compiler, a failed Cython step, a stale list)
 would still pass every other test, only several times slower: here the package must
 load each listed module from a compiled extension, with its functions' kernel names and
-docstrings kept. A compiled module older than its .py in a source checkout is refused at
-import, naming the rebuild.
+docstrings kept. A compiled module older than its .py or .pxd in a source checkout is
+refused at import, naming the rebuild.
 """
 
 from __future__ import annotations
@@ -45,18 +45,22 @@ def test_compiled_functions_keep_kernel_names_and_docstrings():
     assert "free_pcppages_bulk" in pcp.free_pcppages_bulk.__doc__
 
 
-def test_stale_compiled_module_is_refused(tmp_path):
-    # a copy of the checkout's sim/ whose buddy.py is newer than its compiled module
+@pytest.mark.parametrize("newer", ["buddy.py", "buddy.pxd"])
+def test_stale_compiled_module_is_refused(tmp_path, newer):
+    # a copy of the checkout's sim/ whose buddy.py or buddy.pxd (its C declarations) is
+    # newer than its compiled module
     pkg = tmp_path / "compactsim" / "sim"
     pkg.mkdir(parents=True)
     (tmp_path / "compactsim" / "setup.py").write_text("")
     src = ROOT / "sim"
-    for f in list(src.glob("*.py")) + list(src.glob("*.so")):
+    for f in list(src.glob("*.py")) + list(src.glob("*.pxd")) + list(src.glob("*.so")):
         (pkg / f.name).write_bytes(f.read_bytes())
     (built,) = pkg.glob("buddy.*.so")
-    os.utime(built, (1_000_000, 1_000_000))
+    for f in (built, pkg / "buddy.py", pkg / "buddy.pxd"):
+        os.utime(f, (1_000_000, 1_000_000))
+    os.utime(pkg / newer, (2_000_000, 2_000_000))
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
     out = subprocess.run([sys.executable, "-c", "import compactsim.sim"], cwd=tmp_path,
                          env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode != 0
-    assert "compactsim.sim.buddy" in out.stderr and "build_ext --inplace" in out.stderr
+    assert f"compactsim/sim/{newer}" in out.stderr and "build_ext --inplace" in out.stderr
