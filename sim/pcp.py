@@ -19,7 +19,6 @@ import cython
 from compactsim.sim.config import PAGEBLOCK_ORDER, ClaimRule
 from compactsim.sim import page as pg
 from compactsim.sim.pageblock import MIGRATE_PCPTYPES
-from compactsim.sim.zone import Zone
 
 
 # The page states the list operations set, as C constants where compiled.
@@ -45,7 +44,7 @@ class PerCpuPages:
         return sum(self.counts)
 
 
-@cython.locals(z=Zone, pcp=PerCpuPages, taken=cython.Py_ssize_t, mark=cython.int,
+@cython.locals(pcp=PerCpuPages, taken=cython.Py_ssize_t, mark=cython.int,
                pstate=cython.uchar[:], pfn=cython.Py_ssize_t)
 def rmqueue_bulk(z, cpu: int, mt: int, alloc_flags: int, policy, rmqueue,
                  rmqueue_smallest_pages) -> int:
@@ -55,7 +54,7 @@ def rmqueue_bulk(z, cpu: int, mt: int, alloc_flags: int, policy, rmqueue,
     `rmqueue` (with its fallback) is called once whenever they run out."""
     pcp = z.pcp
     lst = pcp.lists[cpu][mt]
-    pstate = z.mem.pstate_v
+    pstate = z.mem.pstate
     mark = PCP + mt
     taken = 0
     while taken < pcp.batch:
@@ -76,7 +75,7 @@ def rmqueue_bulk(z, cpu: int, mt: int, alloc_flags: int, policy, rmqueue,
     return taken
 
 
-@cython.locals(z=Zone, pcp=PerCpuPages, lst=list, pfn=cython.Py_ssize_t)
+@cython.locals(pcp=PerCpuPages, lst=list, pfn=cython.Py_ssize_t)
 def pcp_pop(z, cpu: int, mt: int) -> int:
     """The hot page of the list, or -1 if it is empty."""
     pcp = z.pcp
@@ -85,11 +84,11 @@ def pcp_pop(z, cpu: int, mt: int) -> int:
         return -1
     pfn = lst.pop()
     pcp.counts[cpu] -= 1
-    z.mem.pstate_v[pfn] = ALLOC
+    z.mem.pstate[pfn] = ALLOC
     return pfn
 
 
-@cython.locals(z=Zone, pcp=PerCpuPages)
+@cython.locals(pcp=PerCpuPages)
 def free_pcppages_bulk(z, cpu: int, count: int, free_one_page, pageblocks, policy,
                        pindex: int = 0) -> list[tuple[int, int]]:
     """Return `count` pages (at most all queued) to the buddy lists, each from the cold end
