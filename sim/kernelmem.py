@@ -42,6 +42,7 @@ from compactsim.sim.gfp import (__GFP_ACCOUNT, __GFP_COMP, __GFP_NOMEMALLOC, __G
                                 GFP_ATOMIC, GFP_KERNEL)
 from compactsim.sim.machine import Machine
 from compactsim.sim.page import KIND_CODE
+from compactsim.sim.slowpath import MUST_WAIT
 from compactsim.sim.task import Task
 
 ANON_PAGES_PER_PTE = 40            # 2.5 % of faulted pages
@@ -157,7 +158,9 @@ class KernelMemory:
                 order = 0
                 pfn = yield from self.alloc.alloc_pages(task, src.gfp, 0)
         else:
-            pfn = yield from self.alloc.alloc_pages(task, src.gfp, order)
+            pfn = self.alloc.alloc_pages_nowait(task, src.gfp, order)
+            if pfn == MUST_WAIT:
+                pfn = yield from self.alloc.alloc_pages(task, src.gfp, order)
         if pfn < 0:
             stats[1] += 1
             return

@@ -25,8 +25,8 @@ from compactsim.sim.gfp import (ALLOC_NO_WATERMARKS, ALLOC_WMARK_LOW, gfp_kswapd
                      gfp_migratetype, gfp_noretry, gfp_retry_mayfail, gfp_to_alloc_flags,
                      gfpflags_allow_blocking, gfp_thp)
 from compactsim.sim.machine import Machine
-from compactsim.sim.page_alloc import (Outcome, drain_all_pages, get_page_from_freelist, trace_alloc,
-                            zonelist)
+from compactsim.sim.page_alloc import (Outcome, drain_all_pages, get_page_from_freelist,
+                                      rmqueue_pcplist_bulk, trace_alloc, zonelist)
 from compactsim.sim.pageblock import PAGE_ALLOC_COSTLY_ORDER, MigrateType
 from compactsim.sim.reclaim import MAX_RECLAIM_RETRIES, Reclaim, reclaimable_pages
 from compactsim.sim.task import Task
@@ -56,6 +56,9 @@ class SlowpathState:
         self.no_progress_loops = 0
 
 
+MUST_WAIT = -2          # alloc_pages_nowait: the allocation has to run as a generator
+
+
 @cython.cclass
 class Allocator:
     """`alloc_pages` for tasks: fast path, then the slow path, in simulated time."""
@@ -76,6 +79,20 @@ class Allocator:
         if out.boosted_wake and out.zone is not None:
             self.reclaim.wakeup_kswapd(out.zone.node_id, gfp, 0, 1)
         return out
+
+    def alloc_pages_nowait(self, task: Task, gfp: int, order: int) -> int:
+        """alloc_pages when it would not wait: an order-0 page off this CPU's per-cpu list
+        of the first zone (rmqueue_pcplist_bulk's checks are get_page_from_freelist's for
+        that case), charged as `_try` charges a pcp hit. Returns the pfn, or
+        MUST_WAIT with nothing done: alloc_pages must run (a refill under zone->lock, a
+        buddy allocation or the slow path)."""
+        if order:
+            return MUST_WAIT
+        pfns = rmqueue_pcplist_bulk(self.m, task, gfp, 1)
+        if not pfns:
+            return MUST_WAIT
+        task.debt += self.costs.pcp_alloc_ns * 1e-9
+        return pfns[0]
 
     def alloc_pages(self, task: Task, gfp: int, order: int):
         """Generator returning the allocated pfn, or -1 on failure."""

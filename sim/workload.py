@@ -51,7 +51,7 @@ from compactsim.sim.page import (KIND_CODE, PG_DIRTY, PG_EXTRA_REF, PG_LOCKED, P
                                  PG_WRITEBACK, MemMap)
 from compactsim.sim.page_alloc import free_pages, free_unref_page_list, rmqueue_pcplist_bulk
 from compactsim.sim.rng import Draws, RngStreams
-from compactsim.sim.slowpath import Allocator
+from compactsim.sim.slowpath import MUST_WAIT, Allocator
 from compactsim.sim.task import Task
 from compactsim.sim.thp import DeferredSplit
 from compactsim.sim.zram import ZSPAGE_GFP_MOVABLE, ZSPAGE_GFP_UNMOVABLE, Zram
@@ -593,7 +593,9 @@ class Workload:
         """alloc_pages with its latency and outcome recorded under kind/order."""
         env = self.env
         start = env.now + task.debt
-        pfn = yield from self.alloc.alloc_pages(task, gfp, order)
+        pfn = self.alloc.alloc_pages_nowait(task, gfp, order)
+        if pfn == MUST_WAIT:
+            pfn = yield from self.alloc.alloc_pages(task, gfp, order)
         self._record(plan, order, env.now + task.debt - start, 1, int(pfn >= 0))
         return pfn
 
