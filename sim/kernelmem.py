@@ -130,13 +130,20 @@ class KernelMemory:
                 self.owed.setdefault(group, []).extend([(src, deadline)] * (n * src.count))
             credit[key] = c
 
-    def note(self, group: WorkloadGroup, kind: PageKind, pages: int, deadline: int) -> None:
-        """A group allocated `pages` pages of `kind` living until `deadline`."""
-        if group.implicit_kernel:
-            self.deadline[group.name] = deadline
-            sources = BY_KIND.get(kind)
+    @staticmethod
+    def sources(group: WorkloadGroup, kind: PageKind) -> tuple[Source, ...] | None:
+        """What a group's allocations of `kind` owe (`note`'s `sources`): None when the
+        group allocates nothing implicitly."""
+        return BY_KIND.get(kind, ()) if group.implicit_kernel else None
+
+    def note(self, group: str, sources: tuple[Source, ...] | None, pages: int,
+             deadline: int) -> None:
+        """Group `group` allocated `pages` pages living until `deadline`, owing
+        `sources` (`KernelMemory.sources` of the group and the pages' kind)."""
+        if sources is not None:
+            self.deadline[group] = deadline
             if sources:
-                self._owe(group.name, sources, pages, deadline)
+                self._owe(group, sources, pages, deadline)
 
     def after_request(self, group: WorkloadGroup, task: Task):
         """Generator: the request's forks, then everything the group owes."""

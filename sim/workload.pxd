@@ -3,9 +3,10 @@
 # fields directly.
 
 from compactsim.sim.page cimport MemMap
+from compactsim.sim.zone cimport Zone
 
 cdef class GroupPlan:
-    cdef public object group, lifetime
+    cdef public object group, lifetime, kernel_sources
     cdef public int code, base_flags, lru, driver_list, width
     cdef public bint random_states, balloon
     cdef public list orders, cdf

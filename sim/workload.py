@@ -54,6 +54,7 @@ from compactsim.sim.rng import Draws, RngStreams
 from compactsim.sim.slowpath import MUST_WAIT, Allocator
 from compactsim.sim.task import Task
 from compactsim.sim.thp import DeferredSplit
+from compactsim.sim.zone import Zone
 from compactsim.sim.zram import ZSPAGE_GFP_MOVABLE, ZSPAGE_GFP_UNMOVABLE, Zram
 
 # The states and flags the per-page loops test, as C constants where compiled.
@@ -137,6 +138,7 @@ class GroupPlan:
     latency: dict[int, Histogram]   # order -> allocation latency
     stats: dict[int, list[int]]     # order -> [attempts, successes]
     width: int                      # uniforms per block: order pick, lifetime, page states
+    kernel_sources: tuple | None    # the implicit allocations it owes (KernelMemory.note)
 
 
 @cython.cclass
@@ -253,7 +255,7 @@ class Workload:
             lifetime=None if group.lifetime.distribution is Lifetime.FOREVER else group.lifetime,
             orders=orders, cdf=[sum(weights[:i + 1]) / total for i in range(len(weights))],
             gfp=gfp, fault_cost={o: self._fault_cost(kind, o) for o in orders + extra},
-            latency={}, stats={})
+            latency={}, stats={}, kernel_sources=KernelMemory.sources(group, kind))
 
     def setup_page(self, group: WorkloadGroup, pfn: int, order: int, rng) -> None:
         """Give a new block its owner kind, page states, list and deadline."""
@@ -332,7 +334,8 @@ class Workload:
             flags_arr[pfn] = flags
         if batch is None:
             lru_add_drain(m, lru_batch)
-        self.kernel.note(plan.group, plan.group.kind, len(pfns) << order, expire[pfns[-1]])
+        self.kernel.note(plan.group.name, plan.kernel_sources, len(pfns) << order,
+                         expire[pfns[-1]])
         return added
 
     def _draw_flags(self, group: WorkloadGroup, pfn: int, rng) -> int:
@@ -490,10 +493,13 @@ class Workload:
 
     # --- tasks ---------------------------------------------------------------------------
 
+    @cython.locals(z=Zone, free=cython.Py_ssize_t, managed=cython.Py_ssize_t)
     def in_use_fraction(self) -> float:
-        m = self.m
-        free = sum(z.free_pages + z.pcp_count() for z in m.zones)
-        return 1.0 - free / m.managed_pages
+        free = managed = 0
+        for z in self.m.zones:
+            free += z.free_pages + z.pcp_count()
+            managed += z.managed_pages
+        return 1.0 - free / managed
 
     @staticmethod
     def _gap(group: WorkloadGroup, k: int, draws: Draws, filling: bool) -> float:
