@@ -6,6 +6,8 @@ it), include/linux/gfp.h (`gfp_migratetype`) and mm/internal.h (`ALLOC_*`).
 
 from __future__ import annotations
 
+import cython
+
 __GFP_DMA = 0x01
 __GFP_HIGHMEM = 0x02
 __GFP_DMA32 = 0x04
@@ -58,9 +60,14 @@ ALLOC_NOFRAGMENT = 0x100
 ALLOC_KSWAPD = 0x800
 
 
+# gfp_migratetype's mask and shift as C constants where compiled
+MOBILITY_MASK = cython.declare(cython.longlong, __GFP_MOVABLE | __GFP_RECLAIMABLE)
+MOBILITY_SHIFT = cython.declare(cython.int, GFP_MOVABLE_SHIFT)
+
+
 def gfp_migratetype(gfp: int) -> int:
     """UNMOVABLE 0, MOVABLE 1, RECLAIMABLE 2 from the mobility bits."""
-    return (gfp & (__GFP_MOVABLE | __GFP_RECLAIMABLE)) >> GFP_MOVABLE_SHIFT
+    return (gfp & MOBILITY_MASK) >> MOBILITY_SHIFT
 
 
 def gfpflags_allow_blocking(gfp: int) -> bool:

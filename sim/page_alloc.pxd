@@ -3,3 +3,5 @@
 from compactsim.sim.page cimport MemMap
 from compactsim.sim.zone cimport Zone
 from compactsim.sim.pcp cimport PerCpuPages
+from compactsim.sim.gfp cimport gfp_migratetype
+from compactsim.sim.zone cimport zone_watermark_ok

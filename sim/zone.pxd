@@ -20,3 +20,9 @@ cdef class Zone:
     cdef public Py_ssize_t compact_init_migrate_pfn, compact_init_free_pfn
     cdef public int compact_considered, compact_defer_shift, compact_order_failed
     cdef public bint compact_blockskip_flush
+
+    cpdef Py_ssize_t wmark_pages(self, int i)
+
+
+cpdef bint zone_watermark_ok(Zone z, int order, Py_ssize_t mark, int highest_zoneidx,
+                             int alloc_flags, object free_pages=*)
