@@ -145,15 +145,18 @@ class KernelMemory:
             if sources:
                 self._owe(group, sources, pages, deadline)
 
-    def after_request(self, group: WorkloadGroup, task: Task):
-        """Generator: the request's forks, then everything the group owes."""
+    def request_done(self, group: WorkloadGroup) -> list[tuple[Source, int]] | None:
+        """A request of the group has ended: its forks are owed too. Returns (and
+        clears) everything the group owes, for `allocate` (None when nothing is)."""
         name = group.name
         if group.forks and group.implicit_kernel:
             self._owe(name, self.fork_sources, group.forks, self.deadline.get(name, 0))
-        owed = self.owed.pop(name, None)
-        if owed:
-            for src, deadline in owed:
-                yield from self._allocate(task, src, deadline)
+        return self.owed.pop(name, None)
+
+    def allocate(self, task: Task, owed: list[tuple[Source, int]]):
+        """Generator: the owed allocations, by the task that finished the request."""
+        for src, deadline in owed:
+            yield from self._allocate(task, src, deadline)
 
     def _allocate(self, task: Task, src: Source, deadline: int):
         stats = self.stats.setdefault(src.name, [0, 0, 0])

@@ -543,7 +543,9 @@ class Workload:
                 draws.seek(j)
                 order = orders[draws.pick(cdf)] if len(orders) > 1 else orders[0]
                 yield from self._one(plan, task, order, draws)
-            yield from self.kernel.after_request(group, task)
+            owed = self.kernel.request_done(group)
+            if owed:
+                yield from self.kernel.allocate(task, owed)
             yield from settle(env, task)
             # A full batch, or (groups with compound pages) one a compound page flushed.
             if task.lru_pending >= LRU_BATCH or compound and \
