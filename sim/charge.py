@@ -11,6 +11,8 @@ change when the call starts; the lock decides when the caller may go on.
 
 from __future__ import annotations
 
+import cython
+
 from compactsim.sim.costs import Costs
 from compactsim.sim.page_alloc import WORK_PCP, WORK_REFILL, Outcome
 from compactsim.sim.task import Task
@@ -43,6 +45,7 @@ def _batch_hold(costs: Costs, batch: int) -> float:
                costs.buddy_page_ns * 1e-9 * batch)
 
 
+@cython.locals(task=Task)
 def charge(env, task: Task, cpu_s: float, out: Outcome | None = None, locked_s: float = 0.0):
     """Add `cpu_s` to the task's debt; if `locked_s`, pay the debt and hold the outcome
     zone's lock for `locked_s`."""
@@ -60,6 +63,7 @@ def charge(env, task: Task, cpu_s: float, out: Outcome | None = None, locked_s: 
     lock.unlock()
 
 
+@cython.locals(task=Task)
 def charge_frees(env, task: Task, costs: Costs, outcomes: list[Outcome]):
     """Pay for a list of frees: pcp frees as debt, drains and buddy frees under the lock."""
     for out in outcomes:
@@ -70,6 +74,7 @@ def charge_frees(env, task: Task, costs: Costs, outcomes: list[Outcome]):
             task.debt += cpu_s
 
 
+@cython.locals(task=Task)
 def settle(env, task: Task):
     """Wait out the task's debt."""
     if task.debt > 0:

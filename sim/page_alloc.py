@@ -139,7 +139,7 @@ def get_page_from_freelist(m: Machine, task: Task, gfp: int, order: int, alloc_f
         flags &= ~ALLOC_NOFRAGMENT
 
 
-@cython.locals(z=Zone, pcp=PerCpuPages, k=cython.Py_ssize_t, pfn=cython.Py_ssize_t,
+@cython.locals(task=Task, z=Zone, pcp=PerCpuPages, k=cython.Py_ssize_t, pfn=cython.Py_ssize_t,
                pstate=cython.uchar[:], mem=MemMap)
 def rmqueue_pcplist_bulk(m: Machine, task: Task, gfp: int, n: int) -> list[int]:
     """Up to `n` order-0 pages straight off this CPU's list of the first zone, when that
@@ -184,7 +184,7 @@ def free_unref_page(m: Machine, task: Task, z: Zone, pfn: int) -> Outcome:
     return locked[0] if locked else Outcome(zone=z)
 
 
-@cython.locals(pfn=cython.Py_ssize_t, zstart=cython.Py_ssize_t, zend=cython.Py_ssize_t,
+@cython.locals(task=Task, pfn=cython.Py_ssize_t, zstart=cython.Py_ssize_t, zend=cython.Py_ssize_t,
                cpu=cython.Py_ssize_t, count=cython.Py_ssize_t, high=cython.Py_ssize_t,
                mt=cython.int, pindex=cython.int, pstate=cython.uchar[:], kind=cython.uchar[:],
                flags=cython.uchar[:], block_mt=bytearray, expire=cython.uint[:], mem=MemMap,

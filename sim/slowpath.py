@@ -80,6 +80,7 @@ class Allocator:
             self.reclaim.wakeup_kswapd(out.zone.node_id, gfp, 0, 1)
         return out
 
+    @cython.locals(task=Task)
     def alloc_pages_nowait(self, task: Task, gfp: int, order: int) -> int:
         """alloc_pages when it would not wait: an order-0 page off this CPU's per-cpu list
         of the first zone (rmqueue_pcplist_bulk's checks are get_page_from_freelist's for

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
+import cython
 
 
-@dataclasses.dataclass(slots=True)
+@cython.dataclasses.dataclass
+@cython.cclass
 class Task:
     """Who is running: for trace lines, per-cpu lists and PF_MEMALLOC."""
 
@@ -17,4 +18,4 @@ class Task:
     debt: float = 0.0        # CPU time used but not yet turned into a simulated wait
     lru_pending: int = 0     # pages put on or taken off an LRU, awaiting the lruvec lock
     # the per-cpu lru_add batch: blocks added to an LRU, not PageLRU until it drains
-    lru_add: list[int] = dataclasses.field(default_factory=list)
+    lru_add: list[int] = cython.dataclasses.field(default_factory=list)

@@ -3,6 +3,7 @@
 # fields directly.
 
 from compactsim.sim.page cimport MemMap
+from compactsim.sim.task cimport Task
 from compactsim.sim.zone cimport Zone
 
 cdef class GroupPlan:

@@ -396,6 +396,7 @@ class Workload:
         """A migrated block keeps its owner's deadline under its new pfn."""
         self.lifetimes.schedule(pfn, tick)
 
+    @cython.locals(task=Task)
     def lru_batch_drain(self, task: Task, nid: int):
         """The task's per-cpu LRU batch reaches the lists: `folio_batch_move_lru` (adds) or
         `release_pages` (frees) under the node's lruvec lock, held for the pages moved
@@ -418,7 +419,7 @@ class Workload:
 
     # --- the reaper ----------------------------------------------------------------------
 
-    @cython.locals(tick=cython.long, rr=cython.Py_ssize_t, pfn=cython.Py_ssize_t,
+    @cython.locals(task=Task, tick=cython.long, rr=cython.Py_ssize_t, pfn=cython.Py_ssize_t,
                    i=cython.Py_ssize_t, nid=cython.Py_ssize_t, node_pages=cython.Py_ssize_t,
                    s=cython.int, f=cython.int, cpu=cython.int, entries=cython.int[:],
                    pstate=cython.uchar[:], flags=cython.uchar[:], kinds=cython.uchar[:],
@@ -513,6 +514,7 @@ class Workload:
             return 1.0 / group.rate
         return group.burst_interval if k % group.burst == 0 else 0.0
 
+    @cython.locals(task=Task)
     def _task(self, group: WorkloadGroup, task: Task, index: int):
         """Request after request; request k reads only record k of the task's stream."""
         env = self.env
@@ -553,6 +555,7 @@ class Workload:
                 yield from self.lru_batch_drain(task, task.node)
             k += 1
 
+    @cython.locals(task=Task)
     def _bulk(self, plan: GroupPlan, task: Task, rng, n: int) -> int:
         """Order-0 pages for a request straight from the per-cpu list; returns how many."""
         pfns = rmqueue_pcplist_bulk(self.m, task, plan.gfp[0], n)
@@ -597,6 +600,7 @@ class Workload:
             return (c.file_fault_us + c.clear_page_us) * 1e-6 * (1 << order)
         return 0.0
 
+    @cython.locals(task=Task)
     def _timed(self, plan: GroupPlan, task: Task, gfp: int, order: int):
         """alloc_pages with its latency and outcome recorded under kind/order."""
         env = self.env
