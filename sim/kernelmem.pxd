@@ -1,6 +1,9 @@
 # C declarations of sim/kernelmem.py for the compiled build.
 
+from compactsim.sim.machine cimport Machine
+
 cdef class KernelMemory:
-    cdef public object m, alloc, lifetimes, fork_sources
+    cdef public Machine m
+    cdef public object alloc, lifetimes, fork_sources
     cdef public double clear_s
     cdef public dict credit, owed, deadline, stats

@@ -44,6 +44,7 @@ NOT_LRU = cython.declare(cython.int, 255)
 LRU_OF_KIND = bytearray(LRU_KINDS.get(code, NOT_LRU) for code in range(256))
 
 
+@cython.locals(m=Machine)
 def node_of(m: Machine, pfn: int) -> int:
     return pfn // m.nodes[0].nr_pages
 
@@ -56,6 +57,7 @@ def lru_list_for(kind_code: int, flags: int) -> int:
     return LRU_UNEVICTABLE if flags & PG_MLOCKED else lru
 
 
+@cython.locals(m=Machine)
 def add_page_to_lru(m: Machine, pfn: int, nr_pages: int, lru: int) -> None:
     slot = node_of(m, pfn) * NR_NODE_LISTS + lru
     m.mem.list_add(m.lru_heads[slot], pfn)
@@ -63,13 +65,14 @@ def add_page_to_lru(m: Machine, pfn: int, nr_pages: int, lru: int) -> None:
     m.mem.flags[pfn] |= PG_LRU
 
 
+@cython.locals(m=Machine)
 def del_page_from_lru(m: Machine, pfn: int, nr_pages: int, lru: int) -> None:
     m.mem.list_del(pfn)
     m.lru_sizes[node_of(m, pfn) * NR_NODE_LISTS + lru] -= nr_pages
     m.mem.flags[pfn] &= ~PG_LRU
 
 
-@cython.locals(pfn=cython.Py_ssize_t, node_pages=cython.Py_ssize_t, f=cython.int,
+@cython.locals(m=Machine, pfn=cython.Py_ssize_t, node_pages=cython.Py_ssize_t, f=cython.int,
                lru=cython.int, n=cython.int, p=cython.int, nxt=cython.int[:],
                prv=cython.int[:], flags=cython.uchar[:], kinds=cython.uchar[:],
                sizes=cython.longlong[:], lru_of=cython.uchar[:], mem=MemMap)
@@ -91,7 +94,7 @@ def del_pages_from_lru(m: Machine, pfns: list[int]) -> None:
         flags[pfn] = f & ~PG_LRU
 
 
-@cython.locals(held=cython.Py_ssize_t, pfn=cython.Py_ssize_t, pstate=cython.uchar[:],
+@cython.locals(m=Machine, held=cython.Py_ssize_t, pfn=cython.Py_ssize_t, pstate=cython.uchar[:],
                mem=MemMap)
 def lru_add_batch_kept(m: Machine, batch: list[int]) -> int:
     """How many of the newest entries an add batch filled in this order still holds: it
@@ -108,7 +111,7 @@ def lru_add_batch_kept(m: Machine, batch: list[int]) -> int:
     return held
 
 
-@cython.locals(pfn=cython.Py_ssize_t, node_pages=cython.Py_ssize_t, s=cython.int,
+@cython.locals(m=Machine, pfn=cython.Py_ssize_t, node_pages=cython.Py_ssize_t, s=cython.int,
                f=cython.int, lru=cython.int, slot=cython.Py_ssize_t, head=cython.int,
                first=cython.int, cut=cython.Py_ssize_t, i=cython.Py_ssize_t,
                moved=cython.Py_ssize_t, nxt=cython.int[:], prv=cython.int[:],

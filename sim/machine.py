@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 from array import array
 
+import cython
 import simpy
 
 from compactsim.sim.buddy import BuddyPolicy, free_one_page
@@ -58,7 +59,8 @@ class Node:
     memmap_pages: int = 0
 
 
-@dataclasses.dataclass(slots=True)
+@cython.dataclasses.dataclass
+@cython.cclass
 class Machine:
     """The simulated hardware state every mechanism works on (no behaviour of its own)."""
 
@@ -79,8 +81,8 @@ class Machine:
     # nid * NR_NODE_LISTS + list.
     lru_heads: array
     lru_sizes: array
-    zonelists: list[list[Zone]] = dataclasses.field(default_factory=list)  # per node
-    migrated: dict[str, int] = dataclasses.field(default_factory=dict)  # pages moved, by kind
+    zonelists: list[list[Zone]] = cython.dataclasses.field(default_factory=list)  # per node
+    migrated: dict[str, int] = cython.dataclasses.field(default_factory=dict)  # moved, by kind
 
     def __post_init__(self) -> None:
         # Fallback order per node: the local node's zones, highest first, then the rest.

@@ -6,3 +6,4 @@ from compactsim.sim.pcp cimport PerCpuPages
 from compactsim.sim.gfp cimport gfp_migratetype
 from compactsim.sim.zone cimport zone_watermark_ok
 from compactsim.sim.task cimport Task
+from compactsim.sim.machine cimport Machine

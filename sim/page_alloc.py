@@ -89,7 +89,7 @@ def trace_extfrag(m: Machine):
     return on_extfrag
 
 
-@cython.locals(z=Zone)
+@cython.locals(m=Machine, z=Zone)
 def rmqueue_zone(m: Machine, z: Zone, task: Task, order: int, mt: int, alloc_flags: int,
                  out: Outcome) -> int:
     """rmqueue(): order 0 through this CPU's pcp list, else the buddy lists."""
@@ -109,7 +109,7 @@ def rmqueue_zone(m: Machine, z: Zone, task: Task, order: int, mt: int, alloc_fla
     return pfn
 
 
-@cython.locals(z=Zone, flags=cython.int, mark=cython.Py_ssize_t)
+@cython.locals(m=Machine, z=Zone, flags=cython.int, mark=cython.Py_ssize_t)
 def get_page_from_freelist(m: Machine, task: Task, gfp: int, order: int, alloc_flags: int,
                            highest_zoneidx: int = 1) -> Outcome:
     """Walk the zonelist for a zone that passes its watermark and has the page."""
@@ -139,7 +139,7 @@ def get_page_from_freelist(m: Machine, task: Task, gfp: int, order: int, alloc_f
         flags &= ~ALLOC_NOFRAGMENT
 
 
-@cython.locals(task=Task, z=Zone, pcp=PerCpuPages, k=cython.Py_ssize_t, pfn=cython.Py_ssize_t,
+@cython.locals(m=Machine, task=Task, z=Zone, pcp=PerCpuPages, k=cython.Py_ssize_t, pfn=cython.Py_ssize_t,
                pstate=cython.uchar[:], mem=MemMap)
 def rmqueue_pcplist_bulk(m: Machine, task: Task, gfp: int, n: int) -> list[int]:
     """Up to `n` order-0 pages straight off this CPU's list of the first zone, when that
@@ -184,7 +184,7 @@ def free_unref_page(m: Machine, task: Task, z: Zone, pfn: int) -> Outcome:
     return locked[0] if locked else Outcome(zone=z)
 
 
-@cython.locals(task=Task, pfn=cython.Py_ssize_t, zstart=cython.Py_ssize_t, zend=cython.Py_ssize_t,
+@cython.locals(m=Machine, task=Task, pfn=cython.Py_ssize_t, zstart=cython.Py_ssize_t, zend=cython.Py_ssize_t,
                cpu=cython.Py_ssize_t, count=cython.Py_ssize_t, high=cython.Py_ssize_t,
                mt=cython.int, pindex=cython.int, pstate=cython.uchar[:], kind=cython.uchar[:],
                flags=cython.uchar[:], block_mt=bytearray, expire=cython.uint[:], mem=MemMap,
@@ -240,6 +240,7 @@ def free_unref_page_commit(m: Machine, task: Task, pfns: list[int]) -> list[Outc
     return locked
 
 
+@cython.locals(m=Machine)
 def free_pages(m: Machine, task: Task, pfn: int, order: int) -> Outcome:
     """__free_pages: order 0 through the pcp lists, larger orders straight to the buddy
     lists."""
@@ -253,6 +254,7 @@ def free_pages(m: Machine, task: Task, pfn: int, order: int) -> Outcome:
     return Outcome(zone=z, work=WORK_BUDDY)
 
 
+@cython.locals(m=Machine)
 def free_unref_page_list(m: Machine, task: Task, pfns: list[int]) -> list[Outcome]:
     """free_unref_page_list (release_pages): order-0 pages freed as one batch, traced as
     mm_page_free_batched and mm_page_free. Returns the work done under zone->lock (drains,

@@ -1,6 +1,8 @@
 # C declarations of sim/slowpath.py for the compiled build.
 
+from compactsim.sim.machine cimport Machine
 from compactsim.sim.task cimport Task
 
 cdef class Allocator:
-    cdef public object m, env, costs, reclaim, compaction
+    cdef public Machine m
+    cdef public object env, costs, reclaim, compaction

@@ -2,6 +2,7 @@
 # deadlines as extension types, so their per-request and per-page methods reach their
 # fields directly.
 
+from compactsim.sim.machine cimport Machine
 from compactsim.sim.page cimport MemMap
 from compactsim.sim.task cimport Task
 from compactsim.sim.zone cimport Zone
@@ -20,14 +21,15 @@ cdef class Bucket:
     cpdef void append(self, int pfn)
 
 cdef class Lifetimes:
-    cdef public object m
+    cdef public Machine m
     cdef MemMap mem
     cdef public double tick
     cdef public dict buckets
     cpdef void schedule(self, Py_ssize_t pfn, long tick)
 
 cdef class Workload:
-    cdef public object m, env, alloc, zram, rngs, cfg, costs, kernel, deferred_split
+    cdef public Machine m
+    cdef public object env, alloc, zram, rngs, cfg, costs, kernel, deferred_split
     cdef public double lru_page_hold
     cdef public Lifetimes lifetimes
     cdef public dict latency, requests, unmapping, plans

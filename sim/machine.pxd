@@ -1,0 +1,18 @@
+# C declarations of sim/machine.py for the compiled build: the machine every mechanism
+# works on as an extension type, so compiled code that declares it reads its fields in C.
+# (A Cython dataclass takes its fields in the order declared here: the .py's order.)
+
+from compactsim.sim.page cimport MemMap
+
+cdef class Machine:
+    cdef public object env, config
+    cdef public MemMap mem
+    cdef public object pageblocks
+    cdef public list nodes, zones
+    cdef public object policy
+    cdef public Py_ssize_t min_free_kbytes, struct_page_size
+    cdef public list cpu_node
+    cdef public dict events
+    cdef public object trace, lru_heads, lru_sizes
+    cdef public list zonelists
+    cdef public dict migrated
