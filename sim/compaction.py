@@ -34,7 +34,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 
-import numpy as np
+import cython
 
 from compactsim.sim import compaction_trace as ct
 from compactsim.sim import tracepoint as tp
@@ -42,7 +42,7 @@ from compactsim.sim.buddy import del_page_from_free_list, find_suitable_fallback
 from compactsim.sim.config import ContendedAbort, MAX_ORDER, TraceEra
 from compactsim.sim.fragmentation import extfrag_for_order, fragmentation_index
 from compactsim.sim.gfp import ALLOC_CMA, ALLOC_WMARK_MASK, gfp_migratetype
-from compactsim.sim.lru import del_page_from_lru, lru_add_drain, lru_list_for
+from compactsim.sim.lru import del_pages_from_lru, lru_add_drain
 from compactsim.sim.machine import Machine
 from compactsim.sim.migrate import MigrateMode, Migration
 from compactsim.sim.page import (ALLOC, PG_DIRTY, PG_EXTRA_REF, PG_ISOLATED, PG_LOCKED, PG_LRU,
@@ -267,6 +267,45 @@ def fragmentation_score_wmark(proactiveness: int, low: bool) -> int:
     return wmark_low if low else min(wmark_low + 10, 100)
 
 
+# --- the migrate scanner's per-page checks ---------------------------------------------
+
+@cython.cfunc
+@cython.inline
+@cython.returns(cython.bint)
+@cython.locals(s=cython.int, f=cython.int, kind=cython.int, async_migrate=cython.bint,
+               unevictable=cython.bint, lru=cython.bint)
+def isolation_candidate(s, f, kind, async_migrate, unevictable):
+    """isolate_migratepages_block's tests of one page head (pstate `s`, flags `f`): an
+    order-0 page on the LRU and not isolated, not pinned beyond its mapping unless page
+    cache, in async modes neither under writeback nor dirty and locked (the mapping
+    needs a trylock), not mlocked unless `compact_unevictable_allowed`; or a non-LRU
+    movable page (movable_ops) neither isolated nor locked."""
+    if s != ALLOC:
+        return False
+    lru = (f & PG_LRU) != 0 and (f & PG_ISOLATED) == 0
+    if f & PG_EXTRA_REF and kind != FILE:
+        lru = False
+    if async_migrate and (f & PG_WRITEBACK or (f & PG_DIRTY and f & PG_LOCKED)):
+        lru = False
+    if not unevictable and f & PG_MLOCKED:
+        lru = False
+    return lru or ((f & PG_MOVABLE_OPS) != 0 and (f & (PG_ISOLATED | PG_LOCKED)) == 0)
+
+
+@cython.locals(flags=cython.uchar[:], pfn=cython.Py_ssize_t, f=cython.int)
+def isolate_pages(m: Machine, pfns: list[int]) -> None:
+    """The isolation of the pages isolate_migratepages_block took: each is PG_isolated,
+    and those on an LRU leave it (folio_isolate_lru -> lruvec_del_folio)."""
+    flags = m.mem.flags
+    on_lru = []
+    for pfn in pfns:
+        f = flags[pfn]
+        if f & PG_LRU:
+            on_lru.append(pfn)
+        flags[pfn] = f | PG_ISOLATED
+    del_pages_from_lru(m, on_lru)
+
+
 class Compaction:
     """compact_zone and its entry points for one machine."""
 
@@ -279,9 +318,6 @@ class Compaction:
         self.migration = migration
         self.reclaim = reclaim
         self.lifetimes = lifetimes
-        self.pstate = np.frombuffer(m.mem.pstate, dtype=np.uint8)
-        self.flags = np.frombuffer(m.mem.flags, dtype=np.uint8)
-        self.kind = np.frombuffer(m.mem.kind, dtype=np.uint8)
         self.latency = {t.value: Histogram() for t in Trigger}
         self.results: dict[str, int] = {}       # "trigger/result" -> runs
         self.wasted_migrations = 0              # blocks migrated out of and left unfree
@@ -344,74 +380,83 @@ class Compaction:
         if cc.sync and pfn > z.compact_cached_migrate_pfn[1]:
             z.compact_cached_migrate_pfn[1] = pfn
 
-    def _candidates(self, cc: CompactControl, low: int, end: int):
-        """Per position in [low, end): (positions, free mask, candidate mask)."""
-        ps = self.pstate[low:end]
-        pos = np.flatnonzero(ps != TAIL)
-        st = ps[pos]
-        fl = self.flags[low:end][pos]
-        free = st < 64
-        base = st == ALLOC
-        async_migrate = cc.mode == MigrateMode.ASYNC or (
-            cc.mode == MigrateMode.SYNC_LIGHT and not self.k.sync_light_isolates_writeback)
-        lru = base & ((fl & PG_LRU) != 0) & ((fl & PG_ISOLATED) == 0)
-        anon_pinned = (fl & PG_EXTRA_REF) != 0
-        anon_pinned &= self.kind[low:end][pos] != FILE
-        lru &= ~anon_pinned
-        if async_migrate:
-            lru &= (fl & PG_WRITEBACK) == 0
-            # a dirty page needs a trylock to look at its mapping
-            lru &= ~(((fl & PG_DIRTY) != 0) & ((fl & PG_LOCKED) != 0))
-        if not self.tun.compact_unevictable_allowed:
-            lru &= (fl & PG_MLOCKED) == 0
-        ops = base & ((fl & PG_MOVABLE_OPS) != 0) & ((fl & (PG_ISOLATED | PG_LOCKED)) == 0)
-        cand = lru | ops
-        bad = None
-        if cc.mode == MigrateMode.ASYNC and cc.direct_compaction and cc.order > 0:
-            # skip_on_failure: a chunk of cc.order with any failure yields nothing, and
-            # the scan jumps from the first failure to the chunk's end.
-            fail = ~free & ~cand
-            if fail.any():
-                shift = min(cc.order, PAGEBLOCK_ORDER)
-                chunks = (pos + low) >> shift
-                bad_chunks, first = np.unique(chunks[fail], return_index=True)
-                cand &= ~np.isin(chunks, bad_chunks)
-                bad = (pos[fail][first] + low, (bad_chunks + 1) << shift)
-        return pos, free, cand, bad
-
+    @cython.locals(low=cython.Py_ssize_t, end=cython.Py_ssize_t, pstate=cython.uchar[:],
+                   flags=cython.uchar[:], kinds=cython.uchar[:], async_migrate=cython.bint,
+                   unevictable=cython.bint, skip_on_failure=cython.bint, limited=cython.bint,
+                   shift=cython.int, s=cython.int, want=cython.Py_ssize_t,
+                   heads=cython.Py_ssize_t, last_heads=cython.Py_ssize_t,
+                   jumped=cython.Py_ssize_t, stop=cython.Py_ssize_t, chunk=cython.Py_ssize_t,
+                   chunk_end=cython.Py_ssize_t, first_fail=cython.Py_ssize_t,
+                   p=cython.Py_ssize_t, visited=cython.Py_ssize_t, scanned=cython.Py_ssize_t)
     def isolate_migratepages_block(self, cc: CompactControl, low: int, end: int
                                    ) -> tuple[int, int, int]:
         """Isolate up to COMPACT_CLUSTER_MAX pages from [low, end); returns (next pfn,
         pfns scanned as `compact_migrate_scanned` counts them, page heads visited). Plain:
-        changes the pages, the LRU and cc; never waits."""
-        pos, _free, cand, bad = self._candidates(cc, low, end)
-        idx = np.flatnonzero(cand)
+        changes the pages, the LRU and cc; never waits.
+
+        One pass over the pfns: tail pages are stepped over, a head is a candidate if
+        `migrate_candidate` says so. Async direct compaction skips on failure
+        (`skip_on_failure`): a chunk of cc.order with any failure yields nothing, and the
+        scan jumps from the chunk's first failure to its end. Without the limit
+        (`finish_pageblock`, a contended lock) the whole range is taken."""
+        mem = self.m.mem
+        pstate = mem.pstate
+        flags = mem.flags
+        kinds = mem.kind
+        async_migrate = cc.mode == MigrateMode.ASYNC or (
+            cc.mode == MigrateMode.SYNC_LIGHT and not self.k.sync_light_isolates_writeback)
+        unevictable = self.tun.compact_unevictable_allowed
+        skip_on_failure = cc.mode == MigrateMode.ASYNC and cc.direct_compaction and cc.order > 0
+        shift = min(cc.order, PAGEBLOCK_ORDER) if skip_on_failure else 0
         want = COMPACT_CLUSTER_MAX - len(cc.migratepages)
-        if len(idx) > want and not cc.finish_pageblock and not cc.contended:
-            take = idx[:want]
-            stop = low + int(pos[take[-1]]) + 1
-            visited = int(take[-1]) + 1
-        else:
-            take = idx
+        limited = not cc.finish_pageblock and not cc.contended
+        taken: list[int] = []
+        heads = 0           # page heads visited
+        last_heads = 0      # page heads visited up to the last page taken
+        jumped = 0          # pfns skip_on_failure jumped over
+        stop = -1
+        chunk = low
+        while chunk < end and stop < 0:
+            chunk_end = min(((chunk >> shift) + 1) << shift, end) if skip_on_failure else end
+            first_fail = -1
+            if skip_on_failure:
+                for p in range(chunk, chunk_end):
+                    s = pstate[p]
+                    if s != TAIL and s >= 64 and not isolation_candidate(
+                            s, flags[p], kinds[p], async_migrate, unevictable):
+                        first_fail = p
+                        break
+            if first_fail >= 0:
+                for p in range(chunk, chunk_end):
+                    if pstate[p] != TAIL:
+                        heads += 1
+                jumped += chunk_end - (first_fail + 1)
+            else:
+                for p in range(chunk, chunk_end):
+                    s = pstate[p]
+                    if s == TAIL:
+                        continue
+                    heads += 1
+                    if s >= 64 and isolation_candidate(s, flags[p], kinds[p], async_migrate,
+                                                     unevictable):
+                        if limited and len(taken) == want:
+                            # More candidates than the batch holds: stop after its last.
+                            stop = taken[len(taken) - 1] + 1
+                            break
+                        taken.append(p)
+                        last_heads = heads
+            chunk = chunk_end
+        if stop < 0:
             stop = end
-            visited = len(pos)
+            visited = heads
+        else:
+            visited = last_heads
         # The kernel counts every pfn it steps over (a free or compound page counts all
         # its pages), except the rest of an order-aligned chunk skip_on_failure jumps.
-        scanned = stop - low
-        if bad is not None:
-            first_fail, chunk_end = bad
-            skipped = np.minimum(chunk_end, stop) - (first_fail + 1)
-            scanned -= int(skipped[first_fail < stop].sum())
-        m = self.m
-        mem = m.mem
-        for i in take.tolist():
-            pfn = low + int(pos[i])
-            flags = mem.flags[pfn]
-            if flags & PG_LRU:
-                del_page_from_lru(m, pfn, 1, lru_list_for(mem.kind[pfn], flags))
-            mem.flags[pfn] |= PG_ISOLATED
-            cc.migratepages.append(pfn)
-        m.events["compact_isolated"] += len(take)
+        scanned = stop - low - jumped
+        isolate_pages(self.m, taken)
+        cc.migratepages.extend(taken)
+        self.m.events["compact_isolated"] += len(taken)
         return stop, scanned, visited
 
     def isolate_migratepages(self, cc: CompactControl):
@@ -568,12 +613,15 @@ class Compaction:
     def _take_free_block(self, cc: CompactControl, pfn: int, order: int) -> int:
         """split_map_pages for one isolated free block: its pages become order-0 targets."""
         n = 1 << order
-        pstate = self.m.mem.pstate
-        for p in range(pfn, pfn + n):
-            pstate[p] = ALLOC
+        self.m.mem.pstate[pfn:pfn + n] = bytes((ALLOC,)) * n
         cc.freepages.extend(range(pfn, pfn + n))
         return n
 
+    @cython.locals(start=cython.Py_ssize_t, end=cython.Py_ssize_t, stride=cython.Py_ssize_t,
+                   pstate=cython.uchar[:], p=cython.Py_ssize_t, cursor=cython.Py_ssize_t,
+                   s=cython.int, order=cython.int, n=cython.Py_ssize_t,
+                   isolated=cython.Py_ssize_t, scanned=cython.Py_ssize_t,
+                   scanned_to=cython.Py_ssize_t, early=cython.bint, stopped=cython.bint)
     def isolate_freepages_block(self, cc: CompactControl, start: int, end: int, stride: int
                                 ) -> tuple[int, int, int, bool]:
         """Take free blocks from [start, end) as order-0 targets, stepping `stride` pfns
@@ -583,36 +631,37 @@ class Compaction:
         step plus the rest of each isolated block, pages isolated, stopped early).
         Simplified: a compound page does not shift the stride's grid."""
         z = cc.zone
-        mem = self.m.mem
-        ps = self.pstate[start:end]
-        heads = np.flatnonzero(ps < 64).tolist()
+        pstate = self.m.mem.pstate
         cursor = start
         isolated = 0
         scanned = 0
         scanned_to = end
         early = False
-        for off in heads:
-            h = start + off
-            if h < cursor or (h - cursor) % stride:
+        stopped = False
+        p = start
+        while p < end:
+            s = pstate[p]
+            if s >= 64:
+                p += stride
                 continue
-            s = mem.pstate[h]
             order = s & 15
-            scanned += (h - cursor) // stride + 1
-            if not self.isolate_free_page(z, h, order, s >> 4):
-                scanned_to = h
-                early = True
+            scanned += (p - cursor) // stride + 1
+            if not self.isolate_free_page(z, p, order, s >> 4):
+                scanned_to = p
+                early = stopped = True
                 break
-            n = self._take_free_block(cc, h, order)
+            n = self._take_free_block(cc, p, order)
             scanned += n - 1
             isolated += n
-            cursor = h + n - 1 + stride
+            cursor = p + n - 1 + stride
             if len(cc.freepages) >= cc.nr_migratepages:
-                scanned_to = h + n
+                scanned_to = p + n
                 early = scanned_to < end
+                stopped = True
                 break
-        else:
-            if cursor < end:
-                scanned += (end - 1 - cursor) // stride + 1
+            p = cursor
+        if not stopped and cursor < end:
+            scanned += (end - 1 - cursor) // stride + 1
         return scanned_to, max(scanned, 1), isolated, early
 
     def fast_isolate_around(self, cc: CompactControl, pfn: int):
@@ -997,7 +1046,8 @@ class Compaction:
         cc.migratepages.clear()
         cc.nr_migratepages = len(pages)
         succeeded, failed, leftover, enomem = yield from self.migration.migrate_pages(
-            cc.task, pages, cc.mode, lambda: self.compaction_alloc(cc), self._free_source(cc))
+            cc.task, pages, cc.mode, lambda: self.compaction_alloc(cc), self._free_source(cc),
+            cc.freepages)
         cc.nr_migrated += succeeded
         cc.nr_migrate_failed += failed
         self._trace(cc.task, "mm_migrate_pages",

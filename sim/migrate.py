@@ -108,10 +108,10 @@ class Migration:
             return EAGAIN, wait
         return MIGRATEPAGE_SUCCESS, wait
 
-    def page_cost(self, pfn: int) -> float:
-        """CPU seconds to move one page (no shootdown)."""
+    def page_cost(self, movable_ops: bool) -> float:
+        """CPU seconds to move one page (no shootdown): a movable_ops page or an LRU one."""
         c = self.costs
-        if self.m.mem.flags[pfn] & PG_MOVABLE_OPS:
+        if movable_ops:
             return (c.copy_page_us + c.zs_map_copy_us + c.migrate_overhead_us) * 1e-6
         return (c.unmap_page_us + c.copy_page_us + c.remap_page_us + c.migrate_overhead_us
                 + c.tlb_flush_local_ns * 1e-3) * 1e-6
@@ -182,19 +182,29 @@ class Migration:
     @cython.locals(succeeded=cython.Py_ssize_t, untried=cython.Py_ssize_t, i=cython.Py_ssize_t,
                    pfn=cython.Py_ssize_t, target=cython.Py_ssize_t, rc=cython.int,
                    shootdowns=cython.Py_ssize_t, cpu=cython.double, wait=cython.double,
-                   waited=cython.double, enomem=cython.bint, force=cython.bint)
-    def migrate_pages(self, task, pages: list[int], mode: MigrateMode, get_target, free_source):
+                   waited=cython.double, enomem=cython.bint, force=cython.bint,
+                   memalloc=cython.bint, ops=cython.bint, cost_lru=cython.double,
+                   cost_ops=cython.double, flags=cython.uchar[:])
+    def migrate_pages(self, task, pages: list[int], mode: MigrateMode, get_target, free_source,
+                      targets: list[int] | None = None):
         """Generator: migrate `pages` (isolated heads); returns (succeeded, failed, pages
         still isolated to put back, -ENOMEM hit).
 
-        `get_target()` is a generator returning a free pfn or -1; `free_source(pfn)` frees
-        a source page after its data moved (the caller decides where freed pages go)."""
+        Each target is popped from `targets` while it holds any, else `get_target()` (a
+        generator returning a free pfn or -1) is asked; `free_source(pfn)` frees a source
+        page after its data moved (the caller decides where freed pages go)."""
         m = self.m
+        flags = m.mem.flags
         pending = list(pages)
         succeeded = failed = 0
         permanent: list[int] = []
         enomem = False
         untried = 0                 # left unattempted when the targets ran out
+        memalloc = task.memalloc
+        rc_of = self.unmap_and_move_rc
+        move = self.move
+        cost_lru = self.page_cost(False)
+        cost_ops = self.page_cost(True)
         for pass_mode, retries, batched in self.passes(mode):
             for attempt in range(retries):
                 if not pending:
@@ -203,8 +213,9 @@ class Migration:
                 retry: list[int] = []
                 cpu = wait = 0.0
                 shootdowns = 0
-                for i, pfn in enumerate(pending):
-                    rc, waited = self.unmap_and_move_rc(pfn, pass_mode, force, task.memalloc)
+                for i in range(len(pending)):
+                    pfn = pending[i]
+                    rc, waited = rc_of(pfn, pass_mode, force, memalloc)
                     wait += waited
                     if rc == RELEASED:
                         free_source(pfn)
@@ -216,16 +227,22 @@ class Migration:
                     if rc != MIGRATEPAGE_SUCCESS:
                         permanent.append(pfn)
                         continue
-                    target = yield from get_target()
+                    if targets:
+                        target = targets.pop()
+                    else:
+                        target = yield from get_target()
                     if target < 0:
                         enomem = True
                         untried = len(pending) - i - 1
                         retry.extend(pending[i:])
                         break
-                    cpu += self.page_cost(pfn)
-                    if not mem_is_ops(m, pfn):
+                    ops = (flags[pfn] & PG_MOVABLE_OPS) != 0
+                    if ops:
+                        cpu += cost_ops
+                    else:
+                        cpu += cost_lru
                         shootdowns += 1
-                    self.move(pfn, target)
+                    move(pfn, target)
                     free_source(pfn)
                     succeeded += 1
                 if self.multi_cpu and shootdowns:
@@ -250,8 +267,3 @@ class Migration:
         # -ENOMEM stops the call: the pages never tried are returned, not counted.
         m.events["pgmigrate_fail"] += failed - untried
         return succeeded, failed, pending + permanent, enomem
-
-
-def mem_is_ops(m: Machine, pfn: int) -> bool:
-    return bool(m.mem.flags[pfn] & PG_MOVABLE_OPS)
-
