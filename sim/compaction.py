@@ -292,6 +292,22 @@ def isolation_candidate(s, f, kind, async_migrate, unevictable):
     return lru or ((f & PG_MOVABLE_OPS) != 0 and (f & (PG_ISOLATED | PG_LOCKED)) == 0)
 
 
+# --- the free scanner's per-page work ---------------------------------------------------
+
+@cython.cfunc
+@cython.returns(cython.Py_ssize_t)
+@cython.locals(pstate=cython.uchar[:], pfn=cython.Py_ssize_t, order=cython.int,
+               n=cython.Py_ssize_t, p=cython.Py_ssize_t)
+def split_map_pages(pstate, freepages: list[int], pfn, order):
+    """split_map_pages for one isolated free block: its pages become order-0 targets on
+    `freepages`; returns how many."""
+    n = 1 << order
+    for p in range(pfn, pfn + n):
+        pstate[p] = ALLOC
+    freepages.extend(range(pfn, pfn + n))
+    return n
+
+
 @cython.locals(flags=cython.uchar[:], pfn=cython.Py_ssize_t, f=cython.int)
 def isolate_pages(m: Machine, pfns: list[int]) -> None:
     """The isolation of the pages isolate_migratepages_block took: each is PG_isolated,
@@ -610,13 +626,6 @@ class Compaction:
                                                      MigrateType.MOVABLE)
         return True
 
-    def _take_free_block(self, cc: CompactControl, pfn: int, order: int) -> int:
-        """split_map_pages for one isolated free block: its pages become order-0 targets."""
-        n = 1 << order
-        self.m.mem.pstate[pfn:pfn + n] = bytes((ALLOC,)) * n
-        cc.freepages.extend(range(pfn, pfn + n))
-        return n
-
     @cython.locals(start=cython.Py_ssize_t, end=cython.Py_ssize_t, stride=cython.Py_ssize_t,
                    pstate=cython.uchar[:], p=cython.Py_ssize_t, cursor=cython.Py_ssize_t,
                    s=cython.int, order=cython.int, n=cython.Py_ssize_t,
@@ -650,7 +659,7 @@ class Compaction:
                 scanned_to = p
                 early = stopped = True
                 break
-            n = self._take_free_block(cc, p, order)
+            n = split_map_pages(pstate, cc.freepages, p, order)
             scanned += n - 1
             isolated += n
             cursor = p + n - 1 + stride
@@ -751,7 +760,7 @@ class Compaction:
                     self._rotate(head, last, first=True)
                 if page >= 0:
                     if self.isolate_free_page(z, page, order, MigrateType.MOVABLE):
-                        n = self._take_free_block(cc, page, order)
+                        n = split_map_pages(mem.pstate, cc.freepages, page, order)
                         nr_scanned += n - 1
                         total_isolated += n
                         self.m.events["compact_isolated"] += n
@@ -1021,13 +1030,16 @@ class Compaction:
     def _free_source(self, cc: CompactControl):
         z = cc.zone
         m = self.m
+        events = m.events
+        migrated_from = cc.migrated_from
 
+        @cython.locals(pfn=cython.Py_ssize_t, block=cython.Py_ssize_t)
         def free_source(pfn: int) -> None:
             # The source page goes back through the buddy allocator in this task's
             # context, where a waiting capture may claim what it merges into.
             block = pfn >> PAGEBLOCK_ORDER
-            cc.migrated_from[block] = cc.migrated_from.get(block, 0) + 1
-            m.events["pgfree"] += 1
+            migrated_from[block] = migrated_from.get(block, 0) + 1
+            events["pgfree"] += 1
             # free_pages_prepare traces the source's free; the target came from the free
             # scanner, which traces no allocation (as in the kernel).
             if m.trace is not None and m.trace.is_enabled("mm_page_free"):

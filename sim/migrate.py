@@ -116,16 +116,20 @@ class Migration:
         return (c.unmap_page_us + c.copy_page_us + c.remap_page_us + c.migrate_overhead_us
                 + c.tlb_flush_local_ns * 1e-3) * 1e-6
 
+    @cython.locals(old=cython.Py_ssize_t, new=cython.Py_ssize_t, kind=cython.int,
+                   flags=cython.int, lru=cython.int, pstate=bytearray, kinds=bytearray,
+                   pflags=bytearray)
     def move(self, old: int, new: int) -> None:
         """Hand the page's identity to `new` and put it back where its owner keeps it."""
         m = self.m
         mem = m.mem
-        kind, flags, expire = mem.kind[old], mem.flags[old], mem.expire[old]
+        pstate, kinds, pflags, expires = mem.pstate, mem.kind, mem.flags, mem.expire
+        kind, flags, expire = kinds[old], pflags[old], expires[old]
         flags &= ~(PG_ISOLATED | PG_LOCKED | PG_WRITEBACK)
-        mem.pstate[new] = ALLOC
-        mem.kind[new] = kind
-        mem.flags[new] = flags & ~PG_LRU
-        mem.expire[new] = 0
+        pstate[new] = ALLOC
+        kinds[new] = kind
+        pflags[new] = flags & ~PG_LRU
+        expires[new] = 0
         label = MIGRATED_KIND.get(kind, "other")
         m.migrated[label] = m.migrated.get(label, 0) + 1
         if flags & PG_MOVABLE_OPS:
@@ -143,9 +147,9 @@ class Migration:
                 add_page_to_lru(m, new, 1, lru)
         if expire and self.on_moved is not None:
             self.on_moved(new, expire)
-        mem.kind[old] = KIND_NONE
-        mem.flags[old] = 0
-        mem.expire[old] = 0
+        kinds[old] = KIND_NONE
+        pflags[old] = 0
+        expires[old] = 0
 
     def putback(self, pfn: int) -> bool:
         """putback_movable_pages for one page; False if its owner is gone (free it)."""
