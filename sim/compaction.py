@@ -21,9 +21,10 @@ the slow path. `compact_migrate_scanned` and `compact_free_scanned` count pfns a
 kernel does (a free, compound or isolated block counts all its pages; the free-list
 entries a fast search reads count one each).
 
-Each pageblock is scanned with numpy over the page arrays, so a block costs a handful of
-array operations whatever its contents; the simulated time charged is the kernel's
-per-step cost, with the lock held only for the critical section. Simplified: compound
+The scanners are loops over the page arrays with C types where the module is compiled
+(setup.py): a page costs a few array reads, a block passed over (skip bit, unsuitable
+type) one step of the block walk. The simulated time charged is the kernel's per-step
+cost, with the lock held only for the critical section. Simplified: compound
 pages (THP, high-order slab) are never migrated, CMA/ISOLATE/HIGHATOMIC do not exist,
 the skip bit `test_and_set_skip` sets on a block's first isolation is set when the fast
 search picks the block, and skip-bit resets clear the whole zone.
@@ -39,17 +40,16 @@ import cython
 from compactsim.sim import compaction_trace as ct
 from compactsim.sim import tracepoint as tp
 from compactsim.sim.buddy import del_page_from_free_list, find_suitable_fallback, free_one_page
-from compactsim.sim.config import ContendedAbort, MAX_ORDER, TraceEra
+from compactsim.sim import config, pageblock
+from compactsim.sim.config import ContendedAbort, TraceEra
 from compactsim.sim.fragmentation import extfrag_for_order, fragmentation_index
 from compactsim.sim.gfp import ALLOC_CMA, ALLOC_WMARK_MASK, gfp_migratetype
 from compactsim.sim.lru import del_pages_from_lru, lru_add_drain
 from compactsim.sim.machine import Machine
 from compactsim.sim.migrate import MigrateMode, Migration
-from compactsim.sim.page import (ALLOC, PG_DIRTY, PG_EXTRA_REF, PG_ISOLATED, PG_LOCKED, PG_LRU,
-                      PG_MLOCKED, PG_MOVABLE_OPS, PG_WRITEBACK, TAIL, KIND_CODE)
+from compactsim.sim import page as pg
 from compactsim.sim.config import PageKind
-from compactsim.sim.pageblock import (PAGE_ALLOC_COSTLY_ORDER, PAGEBLOCK_NR_PAGES, PAGEBLOCK_ORDER,
-                           MigrateType)
+from compactsim.sim.pageblock import PAGE_ALLOC_COSTLY_ORDER, MigrateType
 from compactsim.sim.pcp import free_pcppages_bulk
 from compactsim.sim.page_alloc import free_to_buddy
 from compactsim.sim.task import Task
@@ -97,7 +97,22 @@ class MigrateError(enum.IntEnum):
 COMPACT_CLUSTER_MAX = 32
 COMPACT_MAX_DEFER_SHIFT = 6
 MAX_COMPACT_RETRIES = 16
-FILE = KIND_CODE[PageKind.FILE]
+# The orders, page states, flags and types the scanners test, as C constants where compiled.
+MAX_ORDER = cython.declare(cython.int, config.MAX_ORDER)
+PAGEBLOCK_ORDER = cython.declare(cython.int, pageblock.PAGEBLOCK_ORDER)
+PAGEBLOCK_NR_PAGES = cython.declare(cython.Py_ssize_t, pageblock.PAGEBLOCK_NR_PAGES)
+ALLOC = cython.declare(cython.int, pg.ALLOC)
+TAIL = cython.declare(cython.int, pg.TAIL)
+PG_DIRTY = cython.declare(cython.int, pg.PG_DIRTY)
+PG_WRITEBACK = cython.declare(cython.int, pg.PG_WRITEBACK)
+PG_LOCKED = cython.declare(cython.int, pg.PG_LOCKED)
+PG_EXTRA_REF = cython.declare(cython.int, pg.PG_EXTRA_REF)
+PG_MLOCKED = cython.declare(cython.int, pg.PG_MLOCKED)
+PG_ISOLATED = cython.declare(cython.int, pg.PG_ISOLATED)
+PG_LRU = cython.declare(cython.int, pg.PG_LRU)
+PG_MOVABLE_OPS = cython.declare(cython.int, pg.PG_MOVABLE_OPS)
+FILE = cython.declare(cython.int, pg.KIND_CODE[PageKind.FILE])
+MIGRATE_MOVABLE = cython.declare(cython.int, MigrateType.MOVABLE)
 
 
 class IsolateResult(enum.Enum):
@@ -267,6 +282,49 @@ def fragmentation_score_wmark(proactiveness: int, low: bool) -> int:
     return wmark_low if low else min(wmark_low + 10, 100)
 
 
+# --- the scanners' per-block checks ------------------------------------------------------
+
+@cython.cfunc
+@cython.inline
+@cython.returns(cython.bint)
+@cython.locals(skip=cython.int, ignore_skip_hint=cython.bint)
+def isolation_suitable(skip, ignore_skip_hint):
+    """A block whose skip bit (`skip`) is set is passed over unless the run ignores it."""
+    return ignore_skip_hint or not skip
+
+
+@cython.cfunc
+@cython.inline
+@cython.returns(cython.bint)
+@cython.locals(head=cython.int, block_mt=cython.int, async_direct=cython.bint,
+               migratetype=cython.int)
+def suitable_migration_source(head, block_mt, async_direct, migratetype):
+    """A block whose first page has state `head` and whose label is `block_mt` may give
+    pages: not a huge page (pageblock_skip_persistent); async direct compaction only
+    takes blocks of the request's type (MOVABLE for a movable request)."""
+    if ALLOC + PAGEBLOCK_ORDER <= head <= ALLOC + MAX_ORDER:
+        return False
+    if not async_direct:
+        return True
+    if migratetype == MIGRATE_MOVABLE:
+        return block_mt == MIGRATE_MOVABLE
+    return block_mt == migratetype
+
+
+@cython.cfunc
+@cython.inline
+@cython.returns(cython.bint)
+@cython.locals(head=cython.int, block_mt=cython.int, ignore_block_suitable=cython.bint)
+def suitable_migration_target(head, block_mt, ignore_block_suitable):
+    """A block may take migrated pages unless it is a free pageblock (don't split it), and
+    (unless SYNC_FULL ignores the type) if it is MOVABLE."""
+    if head < 64 and (head & 15) >= PAGEBLOCK_ORDER:
+        return False
+    if ignore_block_suitable:
+        return True
+    return block_mt == MIGRATE_MOVABLE
+
+
 # --- the migrate scanner's per-page checks ---------------------------------------------
 
 @cython.cfunc
@@ -372,20 +430,6 @@ class Compaction:
 
     # --- the migrate scanner ----------------------------------------------------------
 
-    def isolation_suitable(self, cc: CompactControl, pfn: int) -> bool:
-        return cc.ignore_skip_hint or not self.m.pageblocks.skip[pfn >> PAGEBLOCK_ORDER]
-
-    def suitable_migration_source(self, cc: CompactControl, pfn: int) -> bool:
-        s = self.m.mem.pstate[pfn & ~(PAGEBLOCK_NR_PAGES - 1)]
-        if ALLOC + PAGEBLOCK_ORDER <= s <= ALLOC + MAX_ORDER:
-            return False                  # pageblock_skip_persistent: a huge page
-        if cc.mode != MigrateMode.ASYNC or not cc.direct_compaction:
-            return True
-        block_mt = self.m.pageblocks.get_pageblock_migratetype(pfn)
-        if cc.migratetype == MigrateType.MOVABLE:
-            return block_mt == MigrateType.MOVABLE
-        return block_mt == cc.migratetype
-
     def update_cached_migrate(self, cc: CompactControl, pfn: int) -> None:
         if cc.ignore_skip_hint:
             return
@@ -395,6 +439,74 @@ class Compaction:
             z.compact_cached_migrate_pfn[0] = pfn
         if cc.sync and pfn > z.compact_cached_migrate_pfn[1]:
             z.compact_cached_migrate_pfn[1] = pfn
+
+    @cython.locals(low=cython.Py_ssize_t, fast_find_block=cython.bint, nr=cython.Py_ssize_t,
+                   order=cython.int, skip=cython.uchar[:], mts=cython.uchar[:],
+                   pstate=cython.uchar[:], ignore_skip_hint=cython.bint,
+                   async_direct=cython.bint, migratetype=cython.int,
+                   free_pfn=cython.Py_ssize_t, zone_start=cython.Py_ssize_t,
+                   block_end=cython.Py_ssize_t, skipped=cython.Py_ssize_t,
+                   unsuitable_end=cython.Py_ssize_t)
+    def next_migrate_block(self, cc: CompactControl, low: int, fast_find_block: bool
+                           ) -> tuple[int, int, int]:
+        """isolate_migratepages' walk over the blocks from `low`: a block starting with
+        its skip bit set (isolation_suitable; not the block the fast search just picked)
+        or unfit as a source (suitable_migration_source, which moves the cached position
+        past it) costs one step. Returns (pfn to scan from, the end of its block, blocks
+        passed over); the end lies beyond cc.free_pfn when no block is left."""
+        nr = PAGEBLOCK_NR_PAGES
+        order = PAGEBLOCK_ORDER
+        pageblocks = self.m.pageblocks
+        skip, mts, pstate = pageblocks.skip, pageblocks.mt, self.m.mem.pstate
+        ignore_skip_hint = cc.ignore_skip_hint
+        async_direct = cc.mode == MigrateMode.ASYNC and cc.direct_compaction
+        migratetype = cc.migratetype
+        free_pfn = cc.free_pfn
+        zone_start = cc.zone.zone_start_pfn
+        block_end = (low & ~(nr - 1)) + nr
+        skipped = 0
+        unsuitable_end = -1
+        while block_end <= free_pfn:
+            if ((low & (nr - 1) == 0 or low == zone_start) and not fast_find_block
+                    and not isolation_suitable(skip[low >> order], ignore_skip_hint)):
+                pass
+            elif not suitable_migration_source(pstate[low & ~(nr - 1)], mts[low >> order],
+                                               async_direct, migratetype):
+                unsuitable_end = block_end
+            else:
+                break
+            skipped += 1
+            fast_find_block = False
+            low = block_end
+            block_end += nr
+        if skipped:
+            cc.migrate_pfn = low
+        if unsuitable_end >= 0:
+            self.update_cached_migrate(cc, unsuitable_end)
+        return low, block_end, skipped
+
+    @cython.locals(block_start=cython.Py_ssize_t, low=cython.Py_ssize_t, nr=cython.Py_ssize_t,
+                   order=cython.int, skip=cython.uchar[:], mts=cython.uchar[:],
+                   pstate=cython.uchar[:], ignore_skip_hint=cython.bint,
+                   ignore_block_suitable=cython.bint)
+    def next_free_block(self, cc: CompactControl, block_start: int, low: int) -> int:
+        """isolate_freepages' walk down over the blocks from `block_start`: a block unfit
+        as a target (suitable_migration_target) or with its skip bit set
+        (isolation_suitable) costs one step. Returns the first block at or above `low` to
+        scan, or a pfn below `low` when none is left."""
+        nr = PAGEBLOCK_NR_PAGES
+        order = PAGEBLOCK_ORDER
+        pageblocks = self.m.pageblocks
+        skip, mts, pstate = pageblocks.skip, pageblocks.mt, self.m.mem.pstate
+        ignore_skip_hint = cc.ignore_skip_hint
+        ignore_block_suitable = cc.ignore_block_suitable
+        while block_start >= low:
+            if suitable_migration_target(pstate[block_start], mts[block_start >> order],
+                                         ignore_block_suitable) \
+                    and isolation_suitable(skip[block_start >> order], ignore_skip_hint):
+                break
+            block_start -= nr
+        return block_start
 
     @cython.locals(low=cython.Py_ssize_t, end=cython.Py_ssize_t, pstate=cython.uchar[:],
                    flags=cython.uchar[:], kinds=cython.uchar[:], async_migrate=cython.bint,
@@ -487,21 +599,7 @@ class Compaction:
         low = max(low, z.zone_start_pfn)
         # The fast search marked the block skipped: don't let that skip it.
         fast_find_block = low != cc.migrate_pfn and not cc.fast_search_fail
-        block_end = (low & ~(PAGEBLOCK_NR_PAGES - 1)) + PAGEBLOCK_NR_PAGES
-        skipped_blocks = 0
-        while block_end <= cc.free_pfn:
-            aligned = low & (PAGEBLOCK_NR_PAGES - 1) == 0 or low == z.zone_start_pfn
-            if aligned and not fast_find_block and not self.isolation_suitable(cc, low):
-                skipped_blocks += 1
-            elif not self.suitable_migration_source(cc, low):
-                self.update_cached_migrate(cc, block_end)
-                skipped_blocks += 1
-            else:
-                break
-            fast_find_block = False
-            low = block_end
-            cc.migrate_pfn = low
-            block_end += PAGEBLOCK_NR_PAGES
+        low, block_end, skipped_blocks = self.next_migrate_block(cc, low, fast_find_block)
         cc.task.debt += skipped_blocks * 5e-9
         if block_end > cc.free_pfn:
             return IsolateResult.NONE
@@ -605,14 +703,6 @@ class Compaction:
         return pfn
 
     # --- the free scanner ---------------------------------------------------------------
-
-    def suitable_migration_target(self, cc: CompactControl, pfn: int) -> bool:
-        s = self.m.mem.pstate[pfn]
-        if s < 64 and (s & 15) >= PAGEBLOCK_ORDER:
-            return False                      # don't split a free pageblock
-        if cc.ignore_block_suitable:
-            return True
-        return self.m.pageblocks.get_pageblock_migratetype(pfn) == MigrateType.MOVABLE
 
     def isolate_free_page(self, z: Zone, pfn: int, order: int, mt: int) -> bool:
         """__isolate_free_page: take a free block if the zone stays above MIN + 2^order."""
@@ -804,14 +894,14 @@ class Compaction:
         low = (cc.migrate_pfn & ~(PAGEBLOCK_NR_PAGES - 1)) + PAGEBLOCK_NR_PAGES
         stride = COMPACT_CLUSTER_MAX if cc.mode == MigrateMode.ASYNC else 1
         skipped = 0
-        while block_start >= low:
+        while True:
+            first = self.next_free_block(cc, block_start, low)
+            if first != block_start:
+                skipped += (block_start - first) >> PAGEBLOCK_ORDER
+                block_start = isolate_start = first
+            if block_start < low:
+                break
             block_end = min(block_start + PAGEBLOCK_NR_PAGES, z.zone_end_pfn)
-            if not self.suitable_migration_target(cc, block_start) or \
-                    not self.isolation_suitable(cc, block_start):
-                skipped += 1
-                block_start -= PAGEBLOCK_NR_PAGES
-                isolate_start = block_start
-                continue
             cc.task.debt += skipped * 5e-9
             skipped = 0
             ok = yield from self.compact_lock_irqsave(cc, z.lock)
