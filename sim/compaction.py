@@ -140,12 +140,13 @@ class CaptureControl:
     migratetype: int
     pfn: int = -1
 
+    @cython.locals(order=cython.int, block_mt=cython.int)
     def wants(self, order: int, block_mt: int) -> bool:
         if self.pfn >= 0 or order != self.order:
             return False
         # Do not let lower orders pollute a movable pageblock for a non-movable request.
-        return not (order < PAGEBLOCK_ORDER and block_mt == MigrateType.MOVABLE
-                    and self.migratetype != MigrateType.MOVABLE)
+        return not (order < PAGEBLOCK_ORDER and block_mt == MIGRATE_MOVABLE
+                    and self.migratetype != MIGRATE_MOVABLE)
 
 
 @dataclasses.dataclass(slots=True, kw_only=True)
@@ -284,8 +285,7 @@ def fragmentation_score_wmark(proactiveness: int, low: bool) -> int:
 
 # --- the scanners' per-block checks ------------------------------------------------------
 
-@cython.cfunc
-@cython.inline
+@cython.ccall
 @cython.returns(cython.bint)
 @cython.locals(skip=cython.int, ignore_skip_hint=cython.bint)
 def isolation_suitable(skip, ignore_skip_hint):
@@ -293,8 +293,7 @@ def isolation_suitable(skip, ignore_skip_hint):
     return ignore_skip_hint or not skip
 
 
-@cython.cfunc
-@cython.inline
+@cython.ccall
 @cython.returns(cython.bint)
 @cython.locals(head=cython.int, block_mt=cython.int, async_direct=cython.bint,
                migratetype=cython.int)
@@ -311,8 +310,7 @@ def suitable_migration_source(head, block_mt, async_direct, migratetype):
     return block_mt == migratetype
 
 
-@cython.cfunc
-@cython.inline
+@cython.ccall
 @cython.returns(cython.bint)
 @cython.locals(head=cython.int, block_mt=cython.int, ignore_block_suitable=cython.bint)
 def suitable_migration_target(head, block_mt, ignore_block_suitable):
@@ -327,8 +325,7 @@ def suitable_migration_target(head, block_mt, ignore_block_suitable):
 
 # --- the migrate scanner's per-page checks ---------------------------------------------
 
-@cython.cfunc
-@cython.inline
+@cython.ccall
 @cython.returns(cython.bint)
 @cython.locals(s=cython.int, f=cython.int, kind=cython.int, async_migrate=cython.bint,
                unevictable=cython.bint, lru=cython.bint)
@@ -352,7 +349,7 @@ def isolation_candidate(s, f, kind, async_migrate, unevictable):
 
 # --- the free scanner's per-page work ---------------------------------------------------
 
-@cython.cfunc
+@cython.ccall
 @cython.returns(cython.Py_ssize_t)
 @cython.locals(pstate=cython.uchar[:], pfn=cython.Py_ssize_t, order=cython.int,
                n=cython.Py_ssize_t, p=cython.Py_ssize_t)

@@ -28,8 +28,8 @@ import cython
 from compactsim.sim.config import PageKind
 from compactsim.sim.lru import add_page_to_lru, lru_list_for
 from compactsim.sim.machine import Machine
-from compactsim.sim.page import (ALLOC, KIND_CODE, KIND_NONE, PG_EXTRA_REF, PG_ISOLATED,
-                      PG_LOCKED, PG_LRU, PG_MOVABLE_OPS, PG_WRITEBACK)
+from compactsim.sim import page as pg
+from compactsim.sim.page import KIND_CODE
 
 
 class MigrateMode(enum.IntEnum):
@@ -52,8 +52,17 @@ NR_MAX_MIGRATE_ASYNC_RETRY = 3
 NR_MAX_MIGRATE_SYNC_RETRY = 7
 NR_MAX_BATCHED_MIGRATION = 512
 
-ZSMALLOC = KIND_CODE[PageKind.ZSMALLOC]
-BALLOON = KIND_CODE[PageKind.BALLOON]
+# The page states, flags and kinds a move tests and sets, as C constants where compiled.
+ALLOC = cython.declare(cython.int, pg.ALLOC)
+KIND_NONE = cython.declare(cython.int, pg.KIND_NONE)
+PG_WRITEBACK = cython.declare(cython.int, pg.PG_WRITEBACK)
+PG_LOCKED = cython.declare(cython.int, pg.PG_LOCKED)
+PG_EXTRA_REF = cython.declare(cython.int, pg.PG_EXTRA_REF)
+PG_ISOLATED = cython.declare(cython.int, pg.PG_ISOLATED)
+PG_LRU = cython.declare(cython.int, pg.PG_LRU)
+PG_MOVABLE_OPS = cython.declare(cython.int, pg.PG_MOVABLE_OPS)
+ZSMALLOC = cython.declare(cython.int, KIND_CODE[PageKind.ZSMALLOC])
+BALLOON = cython.declare(cython.int, KIND_CODE[PageKind.BALLOON])
 # Migrated pages by what they were: LRU anonymous (THP fallbacks and pinned included),
 # LRU file, zsmalloc and balloon pages.
 MIGRATED_KIND = {KIND_CODE[PageKind.ANON]: "anon", KIND_CODE[PageKind.THP]: "anon",
@@ -78,6 +87,7 @@ class Migration:
 
     # --- one page ----------------------------------------------------------------------
 
+    @cython.locals(pfn=cython.Py_ssize_t, flags=cython.int)
     def unmap_and_move_rc(self, pfn: int, mode: MigrateMode, force: bool, memalloc: bool
                           ) -> tuple[int, float]:
         """The fate of one isolated page in this pass: (rc, seconds spent waiting)."""
