@@ -642,6 +642,10 @@ class Compaction:
             yield lock.lock()
         yield from self._hold(lock, seconds)
 
+    @cython.locals(pfn=cython.Py_ssize_t, nxt=cython.int[:], skip=cython.uchar[:],
+                   distance=cython.Py_ssize_t, high_pfn=cython.Py_ssize_t,
+                   limit=cython.Py_ssize_t, nr_scanned=cython.Py_ssize_t, found=cython.bint,
+                   order=cython.int, head=cython.Py_ssize_t, p=cython.Py_ssize_t)
     def fast_find_migrateblock(self, cc: CompactControl):
         """fast_find_migrateblock (5.1+), generator returning the pfn to scan from: a
         block holding a free page of order PAGE_ALLOC_COSTLY_ORDER..order-1 in the first
@@ -792,6 +796,13 @@ class Compaction:
             return -1
         return order
 
+    @cython.locals(prv=cython.int[:], limit=cython.Py_ssize_t, scan_start=cython.bint,
+                   distance=cython.Py_ssize_t, low_pfn=cython.Py_ssize_t,
+                   min_pfn=cython.Py_ssize_t, page=cython.Py_ssize_t, highest=cython.Py_ssize_t,
+                   nr_scanned=cython.Py_ssize_t, total_isolated=cython.Py_ssize_t,
+                   order=cython.int, head=cython.Py_ssize_t, order_scanned=cython.Py_ssize_t,
+                   high_pfn=cython.Py_ssize_t, last=cython.Py_ssize_t, p=cython.Py_ssize_t,
+                   n=cython.Py_ssize_t)
     def fast_isolate_freepages(self, cc: CompactControl):
         """fast_isolate_freepages (5.1+), a generator: walk the MOVABLE free lists below
         cc.order from their tails for a page in the top quarter between the scanners (the
