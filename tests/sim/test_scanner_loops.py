@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import pytest
 from rig import make_rig, populate
-from test_compaction import run_compaction
 
 from compactsim.sim.compaction import (
     COMPACT_CLUSTER_MAX,
@@ -27,9 +26,19 @@ from compactsim.sim.compaction import (
 from compactsim.sim.config import PageKind
 from compactsim.sim.gfp import GFP_HIGHUSER_MOVABLE, GFP_KERNEL
 from compactsim.sim.migrate import MigrateMode
-from compactsim.sim.page import (ALLOC, KIND_CODE, PG_DIRTY, PG_EXTRA_REF, PG_ISOLATED,
-                                 PG_LOCKED, PG_LRU, PG_MLOCKED, PG_MOVABLE_OPS,
-                                 PG_WRITEBACK, free_state)
+from compactsim.sim.page import (
+    ALLOC,
+    KIND_CODE,
+    PG_DIRTY,
+    PG_EXTRA_REF,
+    PG_ISOLATED,
+    PG_LOCKED,
+    PG_LRU,
+    PG_MLOCKED,
+    PG_MOVABLE_OPS,
+    PG_WRITEBACK,
+    free_state,
+)
 from compactsim.sim.pageblock import PAGEBLOCK_NR_PAGES, PAGEBLOCK_ORDER, MigrateType
 
 ANON = KIND_CODE[PageKind.ANON]
