@@ -128,7 +128,7 @@ class Migration:
 
     @cython.locals(old=cython.Py_ssize_t, new=cython.Py_ssize_t, kind=cython.int,
                    flags=cython.int, lru=cython.int, pstate=bytearray, kinds=bytearray,
-                   pflags=bytearray)
+                   pflags=bytearray, migrated=dict)
     def move(self, old: int, new: int) -> None:
         """Hand the page's identity to `new` and put it back where its owner keeps it."""
         m = self.m
@@ -141,7 +141,8 @@ class Migration:
         pflags[new] = flags & ~PG_LRU
         expires[new] = 0
         label = MIGRATED_KIND.get(kind, "other")
-        m.migrated[label] = m.migrated.get(label, 0) + 1
+        migrated = m.migrated
+        migrated[label] = migrated.get(label, 0) + 1
         if flags & PG_MOVABLE_OPS:
             # Driver pages stay on their driver's list while isolated: swap places.
             prev = mem.prv[old]
