@@ -398,10 +398,12 @@ class Compaction:
 
     # --- tracing -------------------------------------------------------------------
 
-    def _trace(self, task: Task, event: str, text: str) -> None:
+    def _trace(self, task: Task, event: str, fmt, *args) -> None:
+        """Emit `event` with the fields `fmt(*args)` formats, if the event is enabled (the
+        text is only formatted then)."""
         trace = self.m.trace
         if trace is not None and trace.is_enabled(event):
-            trace.emit(self.env.now, task.cpu, task.comm, task.pid, event, text)
+            trace.emit(self.env.now, task.cpu, task.comm, task.pid, event, fmt(*args))
 
     # --- locks ---------------------------------------------------------------------
 
@@ -611,7 +613,7 @@ class Compaction:
                 + len(cc.migratepages) * self.costs.isolate_page_ns * 1e-9)
         yield from self._hold(node.lru_lock, hold)
         self._trace(cc.task, "mm_compaction_isolate_migratepages",
-                    ct.fmt_isolate(start, stop, scanned, len(cc.migratepages)))
+                    ct.fmt_isolate, start, stop, scanned, len(cc.migratepages))
         if stop >= block_end and (not cc.migratepages or cc.finish_pageblock):
             if not cc.ignore_skip_hint:
                 self.m.pageblocks.skip[start >> PAGEBLOCK_ORDER] = 1
@@ -780,7 +782,7 @@ class Compaction:
                                      * self.costs.free_scan_page_ns * 1e-9
                                      + isolated * self.costs.isolate_page_ns * 1e-9)
         self._trace(cc.task, "mm_compaction_isolate_freepages",
-                    ct.fmt_isolate(start, nxt, scanned, isolated))
+                    ct.fmt_isolate, start, nxt, scanned, isolated)
         if nxt == end and not cc.ignore_skip_hint:
             self.m.pageblocks.skip[start >> PAGEBLOCK_ORDER] = 1
 
@@ -875,7 +877,7 @@ class Compaction:
                                          * self.costs.free_scan_page_ns * 1e-9
                                          + total_isolated * self.costs.isolate_page_ns * 1e-9)
         self._trace(cc.task, "mm_compaction_fast_isolate_freepages",
-                    ct.fmt_isolate(min_pfn, cc.free_pfn, nr_scanned, total_isolated))
+                    ct.fmt_isolate, min_pfn, cc.free_pfn, nr_scanned, total_isolated)
         if page < 0:
             cc.fast_search_fail += 1
             if scan_start:
@@ -926,7 +928,7 @@ class Compaction:
             yield from self._hold(z.lock, hold)
             self.m.events["compact_isolated"] += isolated
             self._trace(cc.task, "mm_compaction_isolate_freepages",
-                        ct.fmt_isolate(begin, nxt, scanned, isolated))
+                        ct.fmt_isolate, begin, nxt, scanned, isolated)
             if nxt >= block_end and not cc.ignore_skip_hint:
                 self.m.pageblocks.skip[block_start >> PAGEBLOCK_ORDER] = 1
                 if block_start - PAGEBLOCK_NR_PAGES < z.compact_cached_free_pfn:
@@ -974,7 +976,7 @@ class Compaction:
         NO_SUITABLE_PAGE as CONTINUE."""
         ret = self._compact_finished(cc)
         self._trace(cc.task, "mm_compaction_finished",
-                    ct.fmt_suitable(cc.zone.node_id, cc.zone.name, cc.order, ret, self.era44))
+                    ct.fmt_suitable, cc.zone.node_id, cc.zone.name, cc.order, ret, self.era44)
         return CompactResult.CONTINUE if ret == CompactResult.NO_SUITABLE_PAGE else ret
 
     def _compact_finished(self, cc: CompactControl) -> CompactResult:
@@ -1034,7 +1036,7 @@ class Compaction:
                                       self.tun.extfrag_threshold,
                                       not self.k.compact_priorities)
             self._trace(task, "mm_compaction_suitable",
-                        ct.fmt_suitable(z.node_id, z.name, cc.order, ret, self.era44))
+                        ct.fmt_suitable, z.node_id, z.name, cc.order, ret, self.era44)
             if ret != CompactResult.CONTINUE:
                 return CompactResult.SKIPPED
         if compaction_restarting(z, max(cc.order, 0)):
@@ -1054,7 +1056,7 @@ class Compaction:
             if cc.migrate_pfn <= z.compact_init_migrate_pfn:
                 cc.whole_zone = True
         self._trace(task, "mm_compaction_begin",
-                    ct.fmt_begin(start_pfn, cc.migrate_pfn, cc.free_pfn, end_pfn, cc.sync))
+                    ct.fmt_begin, start_pfn, cc.migrate_pfn, cc.free_pfn, end_pfn, cc.sync)
         # lru_add_drain(): the local CPU's add batch (here the compacting task's) reaches
         # the LRU, so the scanner can isolate those pages (4.4 migrate_prep_local).
         lru_add_drain(m, task.lru_add)
@@ -1106,8 +1108,8 @@ class Compaction:
         m.events["compact_migrate_scanned"] += cc.total_migrate_scanned
         m.events["compact_free_scanned"] += cc.total_free_scanned
         self._trace(task, "mm_compaction_end",
-                    ct.fmt_end(start_pfn, cc.migrate_pfn, cc.free_pfn, end_pfn, cc.sync, ret,
-                               self.era44))
+                    ct.fmt_end, start_pfn, cc.migrate_pfn, cc.free_pfn, end_pfn, cc.sync, ret,
+                    self.era44)
         return ret
 
     def _drain_local(self, cc: CompactControl) -> None:
@@ -1145,7 +1147,7 @@ class Compaction:
             # scanner, which traces no allocation (as in the kernel).
             if trace is not None and trace.is_enabled("mm_page_free"):
                 self._trace(cc.task, "mm_page_free",
-                            tp.fmt_mm_page_free(tp.pfn_to_page(pfn), pfn, 0))
+                            tp.fmt_mm_page_free, tp.pfn_to_page(pfn), pfn, 0)
             z.capture = capture
             try:
                 free_to_buddy(m, z, pfn, 0)
@@ -1164,8 +1166,8 @@ class Compaction:
         cc.nr_migrated += succeeded
         cc.nr_migrate_failed += failed
         self._trace(cc.task, "mm_migrate_pages",
-                    ct.fmt_migrate_pages(succeeded, failed, cc.mode, self.k.migrate_batching))
-        self._trace(cc.task, "mm_compaction_migratepages", ct.fmt_migratepages(succeeded, failed))
+                    ct.fmt_migrate_pages, succeeded, failed, cc.mode, self.k.migrate_batching)
+        self._trace(cc.task, "mm_compaction_migratepages", ct.fmt_migratepages, succeeded, failed)
         if leftover:
             self._putback_pages(cc, leftover)
         if enomem:
@@ -1245,11 +1247,10 @@ class Compaction:
             mode = MigrateMode.ASYNC if priority == CompactPriority.ASYNC \
                 else MigrateMode.SYNC_LIGHT
             self._trace(task, "mm_compaction_try_to_compact_pages",
-                        ct.fmt_try_to_compact_pages_4_4(order, gfp, int(mode)))
+                        ct.fmt_try_to_compact_pages_4_4, order, gfp, int(mode))
         else:
             self._trace(task, "mm_compaction_try_to_compact_pages",
-                        ct.fmt_try_to_compact_pages(order, tp.gfp_flags_to_str(gfp),
-                                                    int(priority)))
+                        ct.fmt_try_to_compact_pages, order, gfp, int(priority))
         if not gfp_io(gfp):
             return CompactResult.SKIPPED, -1
         rc = CompactResult.SKIPPED
@@ -1274,8 +1275,8 @@ class Compaction:
         return rc, -1
 
     def _trace_defer(self, task: Task, event: str, z: Zone, order: int) -> None:
-        self._trace(task, event, ct.fmt_defer(z.node_id, z.name, order, z.compact_order_failed,
-                                              z.compact_considered, z.compact_defer_shift))
+        self._trace(task, event, ct.fmt_defer, z.node_id, z.name, order,
+                    z.compact_order_failed, z.compact_considered, z.compact_defer_shift)
 
     def direct_compact(self, task: Task, gfp: int, order: int, alloc_flags: int,
                        priority: CompactPriority):
