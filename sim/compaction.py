@@ -1127,14 +1127,14 @@ class Compaction:
         finally:
             z.capture = None
 
-    @cython.locals(events=dict, migrated_from=dict)
+    @cython.locals(events=dict, migrated_from=dict, trace_free=cython.bint)
     def _free_source(self, cc: CompactControl):
         z = cc.zone
         m = self.m
         events = m.events
         migrated_from = cc.migrated_from
         capture = cc.capture
-        trace = m.trace
+        trace_free = m.trace is not None and m.trace.is_enabled("mm_page_free")
 
         @cython.locals(pfn=cython.Py_ssize_t, block=cython.Py_ssize_t)
         def free_source(pfn: int) -> None:
@@ -1145,7 +1145,7 @@ class Compaction:
             events["pgfree"] += 1
             # free_pages_prepare traces the source's free; the target came from the free
             # scanner, which traces no allocation (as in the kernel).
-            if trace is not None and trace.is_enabled("mm_page_free"):
+            if trace_free:
                 self._trace(cc.task, "mm_page_free",
                             tp.fmt_mm_page_free, tp.pfn_to_page(pfn), pfn, 0)
             z.capture = capture
