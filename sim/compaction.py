@@ -21,9 +21,10 @@ the slow path. `compact_migrate_scanned` and `compact_free_scanned` count pfns a
 kernel does (a free, compound or isolated block counts all its pages; the free-list
 entries a fast search reads count one each).
 
-Each pageblock is scanned with numpy over the page arrays, so a block costs a handful of
-array operations whatever its contents; the simulated time charged is the kernel's
-per-step cost, with the lock held only for the critical section. Simplified: compound
+The scanners are loops over the page arrays with C types where the module is compiled
+(setup.py): a page costs a few array reads, a block passed over (skip bit, unsuitable
+type) one step of the block walk. The simulated time charged is the kernel's per-step
+cost, with the lock held only for the critical section. Simplified: compound
 pages (THP, high-order slab) are never migrated, CMA/ISOLATE/HIGHATOMIC do not exist,
 the skip bit `test_and_set_skip` sets on a block's first isolation is set when the fast
 search picks the block, and skip-bit resets clear the whole zone.
@@ -34,22 +35,21 @@ from __future__ import annotations
 import dataclasses
 import enum
 
-import numpy as np
+import cython
 
 from compactsim.sim import compaction_trace as ct
 from compactsim.sim import tracepoint as tp
 from compactsim.sim.buddy import del_page_from_free_list, find_suitable_fallback, free_one_page
-from compactsim.sim.config import ContendedAbort, MAX_ORDER, TraceEra
+from compactsim.sim import config, pageblock
+from compactsim.sim.config import ContendedAbort, TraceEra
 from compactsim.sim.fragmentation import extfrag_for_order, fragmentation_index
 from compactsim.sim.gfp import ALLOC_CMA, ALLOC_WMARK_MASK, gfp_migratetype
-from compactsim.sim.lru import del_page_from_lru, lru_add_drain, lru_list_for
+from compactsim.sim.lru import del_pages_from_lru, lru_add_drain
 from compactsim.sim.machine import Machine
 from compactsim.sim.migrate import MigrateMode, Migration
-from compactsim.sim.page import (ALLOC, PG_DIRTY, PG_EXTRA_REF, PG_ISOLATED, PG_LOCKED, PG_LRU,
-                      PG_MLOCKED, PG_MOVABLE_OPS, PG_WRITEBACK, TAIL, KIND_CODE)
+from compactsim.sim import page as pg
 from compactsim.sim.config import PageKind
-from compactsim.sim.pageblock import (PAGE_ALLOC_COSTLY_ORDER, PAGEBLOCK_NR_PAGES, PAGEBLOCK_ORDER,
-                           MigrateType)
+from compactsim.sim.pageblock import PAGE_ALLOC_COSTLY_ORDER, MigrateType
 from compactsim.sim.pcp import free_pcppages_bulk
 from compactsim.sim.page_alloc import free_to_buddy
 from compactsim.sim.task import Task
@@ -97,7 +97,22 @@ class MigrateError(enum.IntEnum):
 COMPACT_CLUSTER_MAX = 32
 COMPACT_MAX_DEFER_SHIFT = 6
 MAX_COMPACT_RETRIES = 16
-FILE = KIND_CODE[PageKind.FILE]
+# The orders, page states, flags and types the scanners test, as C constants where compiled.
+MAX_ORDER = cython.declare(cython.int, config.MAX_ORDER)
+PAGEBLOCK_ORDER = cython.declare(cython.int, pageblock.PAGEBLOCK_ORDER)
+PAGEBLOCK_NR_PAGES = cython.declare(cython.Py_ssize_t, pageblock.PAGEBLOCK_NR_PAGES)
+ALLOC = cython.declare(cython.int, pg.ALLOC)
+TAIL = cython.declare(cython.int, pg.TAIL)
+PG_DIRTY = cython.declare(cython.int, pg.PG_DIRTY)
+PG_WRITEBACK = cython.declare(cython.int, pg.PG_WRITEBACK)
+PG_LOCKED = cython.declare(cython.int, pg.PG_LOCKED)
+PG_EXTRA_REF = cython.declare(cython.int, pg.PG_EXTRA_REF)
+PG_MLOCKED = cython.declare(cython.int, pg.PG_MLOCKED)
+PG_ISOLATED = cython.declare(cython.int, pg.PG_ISOLATED)
+PG_LRU = cython.declare(cython.int, pg.PG_LRU)
+PG_MOVABLE_OPS = cython.declare(cython.int, pg.PG_MOVABLE_OPS)
+FILE = cython.declare(cython.int, pg.KIND_CODE[PageKind.FILE])
+MIGRATE_MOVABLE = cython.declare(cython.int, MigrateType.MOVABLE)
 
 
 class IsolateResult(enum.Enum):
@@ -125,12 +140,13 @@ class CaptureControl:
     migratetype: int
     pfn: int = -1
 
+    @cython.locals(order=cython.int, block_mt=cython.int)
     def wants(self, order: int, block_mt: int) -> bool:
         if self.pfn >= 0 or order != self.order:
             return False
         # Do not let lower orders pollute a movable pageblock for a non-movable request.
-        return not (order < PAGEBLOCK_ORDER and block_mt == MigrateType.MOVABLE
-                    and self.migratetype != MigrateType.MOVABLE)
+        return not (order < PAGEBLOCK_ORDER and block_mt == MIGRATE_MOVABLE
+                    and self.migratetype != MIGRATE_MOVABLE)
 
 
 @dataclasses.dataclass(slots=True, kw_only=True)
@@ -267,6 +283,100 @@ def fragmentation_score_wmark(proactiveness: int, low: bool) -> int:
     return wmark_low if low else min(wmark_low + 10, 100)
 
 
+# --- the scanners' per-block checks ------------------------------------------------------
+
+@cython.ccall
+@cython.returns(cython.bint)
+@cython.locals(skip=cython.int, ignore_skip_hint=cython.bint)
+def isolation_suitable(skip, ignore_skip_hint):
+    """A block whose skip bit (`skip`) is set is passed over unless the run ignores it."""
+    return ignore_skip_hint or not skip
+
+
+@cython.ccall
+@cython.returns(cython.bint)
+@cython.locals(head=cython.int, block_mt=cython.int, async_direct=cython.bint,
+               migratetype=cython.int)
+def suitable_migration_source(head, block_mt, async_direct, migratetype):
+    """A block whose first page has state `head` and whose label is `block_mt` may give
+    pages: not a huge page (pageblock_skip_persistent); async direct compaction only
+    takes blocks of the request's type (MOVABLE for a movable request)."""
+    if ALLOC + PAGEBLOCK_ORDER <= head <= ALLOC + MAX_ORDER:
+        return False
+    if not async_direct:
+        return True
+    if migratetype == MIGRATE_MOVABLE:
+        return block_mt == MIGRATE_MOVABLE
+    return block_mt == migratetype
+
+
+@cython.ccall
+@cython.returns(cython.bint)
+@cython.locals(head=cython.int, block_mt=cython.int, ignore_block_suitable=cython.bint)
+def suitable_migration_target(head, block_mt, ignore_block_suitable):
+    """A block may take migrated pages unless it is a free pageblock (don't split it), and
+    (unless SYNC_FULL ignores the type) if it is MOVABLE."""
+    if head < 64 and (head & 15) >= PAGEBLOCK_ORDER:
+        return False
+    if ignore_block_suitable:
+        return True
+    return block_mt == MIGRATE_MOVABLE
+
+
+# --- the migrate scanner's per-page checks ---------------------------------------------
+
+@cython.ccall
+@cython.returns(cython.bint)
+@cython.locals(s=cython.int, f=cython.int, kind=cython.int, async_migrate=cython.bint,
+               unevictable=cython.bint, lru=cython.bint)
+def isolation_candidate(s, f, kind, async_migrate, unevictable):
+    """isolate_migratepages_block's tests of one page head (pstate `s`, flags `f`): an
+    order-0 page on the LRU and not isolated, not pinned beyond its mapping unless page
+    cache, in async modes neither under writeback nor dirty and locked (the mapping
+    needs a trylock), not mlocked unless `compact_unevictable_allowed`; or a non-LRU
+    movable page (movable_ops) neither isolated nor locked."""
+    if s != ALLOC:
+        return False
+    lru = (f & PG_LRU) != 0 and (f & PG_ISOLATED) == 0
+    if f & PG_EXTRA_REF and kind != FILE:
+        lru = False
+    if async_migrate and (f & PG_WRITEBACK or (f & PG_DIRTY and f & PG_LOCKED)):
+        lru = False
+    if not unevictable and f & PG_MLOCKED:
+        lru = False
+    return lru or ((f & PG_MOVABLE_OPS) != 0 and (f & (PG_ISOLATED | PG_LOCKED)) == 0)
+
+
+# --- the free scanner's per-page work ---------------------------------------------------
+
+@cython.ccall
+@cython.returns(cython.Py_ssize_t)
+@cython.locals(pstate=cython.uchar[:], pfn=cython.Py_ssize_t, order=cython.int,
+               n=cython.Py_ssize_t, p=cython.Py_ssize_t)
+def split_map_pages(pstate, freepages: list[int], pfn, order):
+    """split_map_pages for one isolated free block: its pages become order-0 targets on
+    `freepages`; returns how many."""
+    n = 1 << order
+    for p in range(pfn, pfn + n):
+        pstate[p] = ALLOC
+    freepages.extend(range(pfn, pfn + n))
+    return n
+
+
+@cython.locals(flags=cython.uchar[:], pfn=cython.Py_ssize_t, f=cython.int)
+def isolate_pages(m: Machine, pfns: list[int]) -> None:
+    """The isolation of the pages isolate_migratepages_block took: each is PG_isolated,
+    and those on an LRU leave it (folio_isolate_lru -> lruvec_del_folio)."""
+    flags = m.mem.flags
+    on_lru = []
+    for pfn in pfns:
+        f = flags[pfn]
+        if f & PG_LRU:
+            on_lru.append(pfn)
+        flags[pfn] = f | PG_ISOLATED
+    del_pages_from_lru(m, on_lru)
+
+
 class Compaction:
     """compact_zone and its entry points for one machine."""
 
@@ -279,9 +389,6 @@ class Compaction:
         self.migration = migration
         self.reclaim = reclaim
         self.lifetimes = lifetimes
-        self.pstate = np.frombuffer(m.mem.pstate, dtype=np.uint8)
-        self.flags = np.frombuffer(m.mem.flags, dtype=np.uint8)
-        self.kind = np.frombuffer(m.mem.kind, dtype=np.uint8)
         self.latency = {t.value: Histogram() for t in Trigger}
         self.results: dict[str, int] = {}       # "trigger/result" -> runs
         self.wasted_migrations = 0              # blocks migrated out of and left unfree
@@ -291,10 +398,12 @@ class Compaction:
 
     # --- tracing -------------------------------------------------------------------
 
-    def _trace(self, task: Task, event: str, text: str) -> None:
+    def _trace(self, task: Task, event: str, fmt, *args) -> None:
+        """Emit `event` with the fields `fmt(*args)` formats, if the event is enabled (the
+        text is only formatted then)."""
         trace = self.m.trace
         if trace is not None and trace.is_enabled(event):
-            trace.emit(self.env.now, task.cpu, task.comm, task.pid, event, text)
+            trace.emit(self.env.now, task.cpu, task.comm, task.pid, event, fmt(*args))
 
     # --- locks ---------------------------------------------------------------------
 
@@ -320,20 +429,6 @@ class Compaction:
 
     # --- the migrate scanner ----------------------------------------------------------
 
-    def isolation_suitable(self, cc: CompactControl, pfn: int) -> bool:
-        return cc.ignore_skip_hint or not self.m.pageblocks.skip[pfn >> PAGEBLOCK_ORDER]
-
-    def suitable_migration_source(self, cc: CompactControl, pfn: int) -> bool:
-        s = self.m.mem.pstate[pfn & ~(PAGEBLOCK_NR_PAGES - 1)]
-        if ALLOC + PAGEBLOCK_ORDER <= s <= ALLOC + MAX_ORDER:
-            return False                  # pageblock_skip_persistent: a huge page
-        if cc.mode != MigrateMode.ASYNC or not cc.direct_compaction:
-            return True
-        block_mt = self.m.pageblocks.get_pageblock_migratetype(pfn)
-        if cc.migratetype == MigrateType.MOVABLE:
-            return block_mt == MigrateType.MOVABLE
-        return block_mt == cc.migratetype
-
     def update_cached_migrate(self, cc: CompactControl, pfn: int) -> None:
         if cc.ignore_skip_hint:
             return
@@ -344,74 +439,151 @@ class Compaction:
         if cc.sync and pfn > z.compact_cached_migrate_pfn[1]:
             z.compact_cached_migrate_pfn[1] = pfn
 
-    def _candidates(self, cc: CompactControl, low: int, end: int):
-        """Per position in [low, end): (positions, free mask, candidate mask)."""
-        ps = self.pstate[low:end]
-        pos = np.flatnonzero(ps != TAIL)
-        st = ps[pos]
-        fl = self.flags[low:end][pos]
-        free = st < 64
-        base = st == ALLOC
-        async_migrate = cc.mode == MigrateMode.ASYNC or (
-            cc.mode == MigrateMode.SYNC_LIGHT and not self.k.sync_light_isolates_writeback)
-        lru = base & ((fl & PG_LRU) != 0) & ((fl & PG_ISOLATED) == 0)
-        anon_pinned = (fl & PG_EXTRA_REF) != 0
-        anon_pinned &= self.kind[low:end][pos] != FILE
-        lru &= ~anon_pinned
-        if async_migrate:
-            lru &= (fl & PG_WRITEBACK) == 0
-            # a dirty page needs a trylock to look at its mapping
-            lru &= ~(((fl & PG_DIRTY) != 0) & ((fl & PG_LOCKED) != 0))
-        if not self.tun.compact_unevictable_allowed:
-            lru &= (fl & PG_MLOCKED) == 0
-        ops = base & ((fl & PG_MOVABLE_OPS) != 0) & ((fl & (PG_ISOLATED | PG_LOCKED)) == 0)
-        cand = lru | ops
-        bad = None
-        if cc.mode == MigrateMode.ASYNC and cc.direct_compaction and cc.order > 0:
-            # skip_on_failure: a chunk of cc.order with any failure yields nothing, and
-            # the scan jumps from the first failure to the chunk's end.
-            fail = ~free & ~cand
-            if fail.any():
-                shift = min(cc.order, PAGEBLOCK_ORDER)
-                chunks = (pos + low) >> shift
-                bad_chunks, first = np.unique(chunks[fail], return_index=True)
-                cand &= ~np.isin(chunks, bad_chunks)
-                bad = (pos[fail][first] + low, (bad_chunks + 1) << shift)
-        return pos, free, cand, bad
+    @cython.locals(low=cython.Py_ssize_t, fast_find_block=cython.bint, nr=cython.Py_ssize_t,
+                   order=cython.int, skip=cython.uchar[:], mts=cython.uchar[:],
+                   pstate=cython.uchar[:], ignore_skip_hint=cython.bint,
+                   async_direct=cython.bint, migratetype=cython.int,
+                   free_pfn=cython.Py_ssize_t, zone_start=cython.Py_ssize_t,
+                   block_end=cython.Py_ssize_t, skipped=cython.Py_ssize_t,
+                   unsuitable_end=cython.Py_ssize_t)
+    def next_migrate_block(self, cc: CompactControl, low: int, fast_find_block: bool
+                           ) -> tuple[int, int, int]:
+        """isolate_migratepages' walk over the blocks from `low`: a block starting with
+        its skip bit set (isolation_suitable; not the block the fast search just picked)
+        or unfit as a source (suitable_migration_source, which moves the cached position
+        past it) costs one step. Returns (pfn to scan from, the end of its block, blocks
+        passed over); the end lies beyond cc.free_pfn when no block is left."""
+        nr = PAGEBLOCK_NR_PAGES
+        order = PAGEBLOCK_ORDER
+        pageblocks = self.m.pageblocks
+        skip, mts, pstate = pageblocks.skip, pageblocks.mt, self.m.mem.pstate
+        ignore_skip_hint = cc.ignore_skip_hint
+        async_direct = cc.mode == MigrateMode.ASYNC and cc.direct_compaction
+        migratetype = cc.migratetype
+        free_pfn = cc.free_pfn
+        zone_start = cc.zone.zone_start_pfn
+        block_end = (low & ~(nr - 1)) + nr
+        skipped = 0
+        unsuitable_end = -1
+        while block_end <= free_pfn:
+            if ((low & (nr - 1) == 0 or low == zone_start) and not fast_find_block
+                    and not isolation_suitable(skip[low >> order], ignore_skip_hint)):
+                pass
+            elif not suitable_migration_source(pstate[low & ~(nr - 1)], mts[low >> order],
+                                               async_direct, migratetype):
+                unsuitable_end = block_end
+            else:
+                break
+            skipped += 1
+            fast_find_block = False
+            low = block_end
+            block_end += nr
+        if skipped:
+            cc.migrate_pfn = low
+        if unsuitable_end >= 0:
+            self.update_cached_migrate(cc, unsuitable_end)
+        return low, block_end, skipped
 
+    @cython.locals(block_start=cython.Py_ssize_t, low=cython.Py_ssize_t, nr=cython.Py_ssize_t,
+                   order=cython.int, skip=cython.uchar[:], mts=cython.uchar[:],
+                   pstate=cython.uchar[:], ignore_skip_hint=cython.bint,
+                   ignore_block_suitable=cython.bint)
+    def next_free_block(self, cc: CompactControl, block_start: int, low: int) -> int:
+        """isolate_freepages' walk down over the blocks from `block_start`: a block unfit
+        as a target (suitable_migration_target) or with its skip bit set
+        (isolation_suitable) costs one step. Returns the first block at or above `low` to
+        scan, or a pfn below `low` when none is left."""
+        nr = PAGEBLOCK_NR_PAGES
+        order = PAGEBLOCK_ORDER
+        pageblocks = self.m.pageblocks
+        skip, mts, pstate = pageblocks.skip, pageblocks.mt, self.m.mem.pstate
+        ignore_skip_hint = cc.ignore_skip_hint
+        ignore_block_suitable = cc.ignore_block_suitable
+        while block_start >= low:
+            if suitable_migration_target(pstate[block_start], mts[block_start >> order],
+                                         ignore_block_suitable) \
+                    and isolation_suitable(skip[block_start >> order], ignore_skip_hint):
+                break
+            block_start -= nr
+        return block_start
+
+    @cython.locals(low=cython.Py_ssize_t, end=cython.Py_ssize_t, pstate=cython.uchar[:],
+                   flags=cython.uchar[:], kinds=cython.uchar[:], async_migrate=cython.bint,
+                   unevictable=cython.bint, skip_on_failure=cython.bint, limited=cython.bint,
+                   shift=cython.int, s=cython.int, want=cython.Py_ssize_t,
+                   heads=cython.Py_ssize_t, last_heads=cython.Py_ssize_t,
+                   jumped=cython.Py_ssize_t, stop=cython.Py_ssize_t, chunk=cython.Py_ssize_t,
+                   chunk_end=cython.Py_ssize_t, first_fail=cython.Py_ssize_t,
+                   p=cython.Py_ssize_t, visited=cython.Py_ssize_t, scanned=cython.Py_ssize_t)
     def isolate_migratepages_block(self, cc: CompactControl, low: int, end: int
                                    ) -> tuple[int, int, int]:
         """Isolate up to COMPACT_CLUSTER_MAX pages from [low, end); returns (next pfn,
         pfns scanned as `compact_migrate_scanned` counts them, page heads visited). Plain:
-        changes the pages, the LRU and cc; never waits."""
-        pos, _free, cand, bad = self._candidates(cc, low, end)
-        idx = np.flatnonzero(cand)
+        changes the pages, the LRU and cc; never waits.
+
+        One pass over the pfns: tail pages are stepped over, a head is a candidate if
+        `migrate_candidate` says so. Async direct compaction skips on failure
+        (`skip_on_failure`): a chunk of cc.order with any failure yields nothing, and the
+        scan jumps from the chunk's first failure to its end. Without the limit
+        (`finish_pageblock`, a contended lock) the whole range is taken."""
+        mem = self.m.mem
+        pstate = mem.pstate
+        flags = mem.flags
+        kinds = mem.kind
+        async_migrate = cc.mode == MigrateMode.ASYNC or (
+            cc.mode == MigrateMode.SYNC_LIGHT and not self.k.sync_light_isolates_writeback)
+        unevictable = self.tun.compact_unevictable_allowed
+        skip_on_failure = cc.mode == MigrateMode.ASYNC and cc.direct_compaction and cc.order > 0
+        shift = min(cc.order, PAGEBLOCK_ORDER) if skip_on_failure else 0
         want = COMPACT_CLUSTER_MAX - len(cc.migratepages)
-        if len(idx) > want and not cc.finish_pageblock and not cc.contended:
-            take = idx[:want]
-            stop = low + int(pos[take[-1]]) + 1
-            visited = int(take[-1]) + 1
-        else:
-            take = idx
+        limited = not cc.finish_pageblock and not cc.contended
+        taken: list[int] = []
+        heads = 0           # page heads visited
+        last_heads = 0      # page heads visited up to the last page taken
+        jumped = 0          # pfns skip_on_failure jumped over
+        stop = -1
+        chunk = low
+        while chunk < end and stop < 0:
+            chunk_end = min(((chunk >> shift) + 1) << shift, end) if skip_on_failure else end
+            first_fail = -1
+            if skip_on_failure:
+                for p in range(chunk, chunk_end):
+                    s = pstate[p]
+                    if s != TAIL and s >= 64 and not isolation_candidate(
+                            s, flags[p], kinds[p], async_migrate, unevictable):
+                        first_fail = p
+                        break
+            if first_fail >= 0:
+                for p in range(chunk, chunk_end):
+                    if pstate[p] != TAIL:
+                        heads += 1
+                jumped += chunk_end - (first_fail + 1)
+            else:
+                for p in range(chunk, chunk_end):
+                    s = pstate[p]
+                    if s == TAIL:
+                        continue
+                    heads += 1
+                    if s >= 64 and isolation_candidate(s, flags[p], kinds[p], async_migrate,
+                                                     unevictable):
+                        if limited and len(taken) == want:
+                            # More candidates than the batch holds: stop after its last.
+                            stop = taken[len(taken) - 1] + 1
+                            break
+                        taken.append(p)
+                        last_heads = heads
+            chunk = chunk_end
+        if stop < 0:
             stop = end
-            visited = len(pos)
+            visited = heads
+        else:
+            visited = last_heads
         # The kernel counts every pfn it steps over (a free or compound page counts all
         # its pages), except the rest of an order-aligned chunk skip_on_failure jumps.
-        scanned = stop - low
-        if bad is not None:
-            first_fail, chunk_end = bad
-            skipped = np.minimum(chunk_end, stop) - (first_fail + 1)
-            scanned -= int(skipped[first_fail < stop].sum())
-        m = self.m
-        mem = m.mem
-        for i in take.tolist():
-            pfn = low + int(pos[i])
-            flags = mem.flags[pfn]
-            if flags & PG_LRU:
-                del_page_from_lru(m, pfn, 1, lru_list_for(mem.kind[pfn], flags))
-            mem.flags[pfn] |= PG_ISOLATED
-            cc.migratepages.append(pfn)
-        m.events["compact_isolated"] += len(take)
+        scanned = stop - low - jumped
+        isolate_pages(self.m, taken)
+        cc.migratepages.extend(taken)
+        self.m.events["compact_isolated"] += len(taken)
         return stop, scanned, visited
 
     def isolate_migratepages(self, cc: CompactControl):
@@ -426,21 +598,7 @@ class Compaction:
         low = max(low, z.zone_start_pfn)
         # The fast search marked the block skipped: don't let that skip it.
         fast_find_block = low != cc.migrate_pfn and not cc.fast_search_fail
-        block_end = (low & ~(PAGEBLOCK_NR_PAGES - 1)) + PAGEBLOCK_NR_PAGES
-        skipped_blocks = 0
-        while block_end <= cc.free_pfn:
-            aligned = low & (PAGEBLOCK_NR_PAGES - 1) == 0 or low == z.zone_start_pfn
-            if aligned and not fast_find_block and not self.isolation_suitable(cc, low):
-                skipped_blocks += 1
-            elif not self.suitable_migration_source(cc, low):
-                self.update_cached_migrate(cc, block_end)
-                skipped_blocks += 1
-            else:
-                break
-            fast_find_block = False
-            low = block_end
-            cc.migrate_pfn = low
-            block_end += PAGEBLOCK_NR_PAGES
+        low, block_end, skipped_blocks = self.next_migrate_block(cc, low, fast_find_block)
         cc.task.debt += skipped_blocks * 5e-9
         if block_end > cc.free_pfn:
             return IsolateResult.NONE
@@ -455,7 +613,7 @@ class Compaction:
                 + len(cc.migratepages) * self.costs.isolate_page_ns * 1e-9)
         yield from self._hold(node.lru_lock, hold)
         self._trace(cc.task, "mm_compaction_isolate_migratepages",
-                    ct.fmt_isolate(start, stop, scanned, len(cc.migratepages)))
+                    ct.fmt_isolate, start, stop, scanned, len(cc.migratepages))
         if stop >= block_end and (not cc.migratepages or cc.finish_pageblock):
             if not cc.ignore_skip_hint:
                 self.m.pageblocks.skip[start >> PAGEBLOCK_ORDER] = 1
@@ -486,6 +644,10 @@ class Compaction:
             yield lock.lock()
         yield from self._hold(lock, seconds)
 
+    @cython.locals(pfn=cython.Py_ssize_t, nxt=cython.int[:], skip=cython.uchar[:],
+                   distance=cython.Py_ssize_t, high_pfn=cython.Py_ssize_t,
+                   limit=cython.Py_ssize_t, nr_scanned=cython.Py_ssize_t, found=cython.bint,
+                   order=cython.int, head=cython.Py_ssize_t, p=cython.Py_ssize_t)
     def fast_find_migrateblock(self, cc: CompactControl):
         """fast_find_migrateblock (5.1+), generator returning the pfn to scan from: a
         block holding a free page of order PAGE_ALLOC_COSTLY_ORDER..order-1 in the first
@@ -545,14 +707,6 @@ class Compaction:
 
     # --- the free scanner ---------------------------------------------------------------
 
-    def suitable_migration_target(self, cc: CompactControl, pfn: int) -> bool:
-        s = self.m.mem.pstate[pfn]
-        if s < 64 and (s & 15) >= PAGEBLOCK_ORDER:
-            return False                      # don't split a free pageblock
-        if cc.ignore_block_suitable:
-            return True
-        return self.m.pageblocks.get_pageblock_migratetype(pfn) == MigrateType.MOVABLE
-
     def isolate_free_page(self, z: Zone, pfn: int, order: int, mt: int) -> bool:
         """__isolate_free_page: take a free block if the zone stays above MIN + 2^order."""
         mark = z.wmark_pages(WMARK_MIN) + (1 << order)
@@ -565,15 +719,11 @@ class Compaction:
                                                      MigrateType.MOVABLE)
         return True
 
-    def _take_free_block(self, cc: CompactControl, pfn: int, order: int) -> int:
-        """split_map_pages for one isolated free block: its pages become order-0 targets."""
-        n = 1 << order
-        pstate = self.m.mem.pstate
-        for p in range(pfn, pfn + n):
-            pstate[p] = ALLOC
-        cc.freepages.extend(range(pfn, pfn + n))
-        return n
-
+    @cython.locals(start=cython.Py_ssize_t, end=cython.Py_ssize_t, stride=cython.Py_ssize_t,
+                   pstate=cython.uchar[:], p=cython.Py_ssize_t, cursor=cython.Py_ssize_t,
+                   s=cython.int, order=cython.int, n=cython.Py_ssize_t,
+                   isolated=cython.Py_ssize_t, scanned=cython.Py_ssize_t,
+                   scanned_to=cython.Py_ssize_t, early=cython.bint, stopped=cython.bint)
     def isolate_freepages_block(self, cc: CompactControl, start: int, end: int, stride: int
                                 ) -> tuple[int, int, int, bool]:
         """Take free blocks from [start, end) as order-0 targets, stepping `stride` pfns
@@ -583,36 +733,37 @@ class Compaction:
         step plus the rest of each isolated block, pages isolated, stopped early).
         Simplified: a compound page does not shift the stride's grid."""
         z = cc.zone
-        mem = self.m.mem
-        ps = self.pstate[start:end]
-        heads = np.flatnonzero(ps < 64).tolist()
+        pstate = self.m.mem.pstate
         cursor = start
         isolated = 0
         scanned = 0
         scanned_to = end
         early = False
-        for off in heads:
-            h = start + off
-            if h < cursor or (h - cursor) % stride:
+        stopped = False
+        p = start
+        while p < end:
+            s = pstate[p]
+            if s >= 64:
+                p += stride
                 continue
-            s = mem.pstate[h]
             order = s & 15
-            scanned += (h - cursor) // stride + 1
-            if not self.isolate_free_page(z, h, order, s >> 4):
-                scanned_to = h
-                early = True
+            scanned += (p - cursor) // stride + 1
+            if not self.isolate_free_page(z, p, order, s >> 4):
+                scanned_to = p
+                early = stopped = True
                 break
-            n = self._take_free_block(cc, h, order)
+            n = split_map_pages(pstate, cc.freepages, p, order)
             scanned += n - 1
             isolated += n
-            cursor = h + n - 1 + stride
+            cursor = p + n - 1 + stride
             if len(cc.freepages) >= cc.nr_migratepages:
-                scanned_to = h + n
+                scanned_to = p + n
                 early = scanned_to < end
+                stopped = True
                 break
-        else:
-            if cursor < end:
-                scanned += (end - 1 - cursor) // stride + 1
+            p = cursor
+        if not stopped and cursor < end:
+            scanned += (end - 1 - cursor) // stride + 1
         return scanned_to, max(scanned, 1), isolated, early
 
     def fast_isolate_around(self, cc: CompactControl, pfn: int):
@@ -631,7 +782,7 @@ class Compaction:
                                      * self.costs.free_scan_page_ns * 1e-9
                                      + isolated * self.costs.isolate_page_ns * 1e-9)
         self._trace(cc.task, "mm_compaction_isolate_freepages",
-                    ct.fmt_isolate(start, nxt, scanned, isolated))
+                    ct.fmt_isolate, start, nxt, scanned, isolated)
         if nxt == end and not cc.ignore_skip_hint:
             self.m.pageblocks.skip[start >> PAGEBLOCK_ORDER] = 1
 
@@ -647,6 +798,13 @@ class Compaction:
             return -1
         return order
 
+    @cython.locals(prv=cython.int[:], limit=cython.Py_ssize_t, scan_start=cython.bint,
+                   distance=cython.Py_ssize_t, low_pfn=cython.Py_ssize_t,
+                   min_pfn=cython.Py_ssize_t, page=cython.Py_ssize_t, highest=cython.Py_ssize_t,
+                   nr_scanned=cython.Py_ssize_t, total_isolated=cython.Py_ssize_t,
+                   order=cython.int, head=cython.Py_ssize_t, order_scanned=cython.Py_ssize_t,
+                   high_pfn=cython.Py_ssize_t, last=cython.Py_ssize_t, p=cython.Py_ssize_t,
+                   n=cython.Py_ssize_t)
     def fast_isolate_freepages(self, cc: CompactControl):
         """fast_isolate_freepages (5.1+), a generator: walk the MOVABLE free lists below
         cc.order from their tails for a page in the top quarter between the scanners (the
@@ -702,7 +860,7 @@ class Compaction:
                     self._rotate(head, last, first=True)
                 if page >= 0:
                     if self.isolate_free_page(z, page, order, MigrateType.MOVABLE):
-                        n = self._take_free_block(cc, page, order)
+                        n = split_map_pages(mem.pstate, cc.freepages, page, order)
                         nr_scanned += n - 1
                         total_isolated += n
                         self.m.events["compact_isolated"] += n
@@ -719,7 +877,7 @@ class Compaction:
                                          * self.costs.free_scan_page_ns * 1e-9
                                          + total_isolated * self.costs.isolate_page_ns * 1e-9)
         self._trace(cc.task, "mm_compaction_fast_isolate_freepages",
-                    ct.fmt_isolate(min_pfn, cc.free_pfn, nr_scanned, total_isolated))
+                    ct.fmt_isolate, min_pfn, cc.free_pfn, nr_scanned, total_isolated)
         if page < 0:
             cc.fast_search_fail += 1
             if scan_start:
@@ -746,14 +904,14 @@ class Compaction:
         low = (cc.migrate_pfn & ~(PAGEBLOCK_NR_PAGES - 1)) + PAGEBLOCK_NR_PAGES
         stride = COMPACT_CLUSTER_MAX if cc.mode == MigrateMode.ASYNC else 1
         skipped = 0
-        while block_start >= low:
+        while True:
+            first = self.next_free_block(cc, block_start, low)
+            if first != block_start:
+                skipped += (block_start - first) >> PAGEBLOCK_ORDER
+                block_start = isolate_start = first
+            if block_start < low:
+                break
             block_end = min(block_start + PAGEBLOCK_NR_PAGES, z.zone_end_pfn)
-            if not self.suitable_migration_target(cc, block_start) or \
-                    not self.isolation_suitable(cc, block_start):
-                skipped += 1
-                block_start -= PAGEBLOCK_NR_PAGES
-                isolate_start = block_start
-                continue
             cc.task.debt += skipped * 5e-9
             skipped = 0
             ok = yield from self.compact_lock_irqsave(cc, z.lock)
@@ -770,7 +928,7 @@ class Compaction:
             yield from self._hold(z.lock, hold)
             self.m.events["compact_isolated"] += isolated
             self._trace(cc.task, "mm_compaction_isolate_freepages",
-                        ct.fmt_isolate(begin, nxt, scanned, isolated))
+                        ct.fmt_isolate, begin, nxt, scanned, isolated)
             if nxt >= block_end and not cc.ignore_skip_hint:
                 self.m.pageblocks.skip[block_start >> PAGEBLOCK_ORDER] = 1
                 if block_start - PAGEBLOCK_NR_PAGES < z.compact_cached_free_pfn:
@@ -818,7 +976,7 @@ class Compaction:
         NO_SUITABLE_PAGE as CONTINUE."""
         ret = self._compact_finished(cc)
         self._trace(cc.task, "mm_compaction_finished",
-                    ct.fmt_suitable(cc.zone.node_id, cc.zone.name, cc.order, ret, self.era44))
+                    ct.fmt_suitable, cc.zone.node_id, cc.zone.name, cc.order, ret, self.era44)
         return CompactResult.CONTINUE if ret == CompactResult.NO_SUITABLE_PAGE else ret
 
     def _compact_finished(self, cc: CompactControl) -> CompactResult:
@@ -878,7 +1036,7 @@ class Compaction:
                                       self.tun.extfrag_threshold,
                                       not self.k.compact_priorities)
             self._trace(task, "mm_compaction_suitable",
-                        ct.fmt_suitable(z.node_id, z.name, cc.order, ret, self.era44))
+                        ct.fmt_suitable, z.node_id, z.name, cc.order, ret, self.era44)
             if ret != CompactResult.CONTINUE:
                 return CompactResult.SKIPPED
         if compaction_restarting(z, max(cc.order, 0)):
@@ -898,7 +1056,7 @@ class Compaction:
             if cc.migrate_pfn <= z.compact_init_migrate_pfn:
                 cc.whole_zone = True
         self._trace(task, "mm_compaction_begin",
-                    ct.fmt_begin(start_pfn, cc.migrate_pfn, cc.free_pfn, end_pfn, cc.sync))
+                    ct.fmt_begin, start_pfn, cc.migrate_pfn, cc.free_pfn, end_pfn, cc.sync)
         # lru_add_drain(): the local CPU's add batch (here the compacting task's) reaches
         # the LRU, so the scanner can isolate those pages (4.4 migrate_prep_local).
         lru_add_drain(m, task.lru_add)
@@ -950,8 +1108,8 @@ class Compaction:
         m.events["compact_migrate_scanned"] += cc.total_migrate_scanned
         m.events["compact_free_scanned"] += cc.total_free_scanned
         self._trace(task, "mm_compaction_end",
-                    ct.fmt_end(start_pfn, cc.migrate_pfn, cc.free_pfn, end_pfn, cc.sync, ret,
-                               self.era44))
+                    ct.fmt_end, start_pfn, cc.migrate_pfn, cc.free_pfn, end_pfn, cc.sync, ret,
+                    self.era44)
         return ret
 
     def _drain_local(self, cc: CompactControl) -> None:
@@ -969,22 +1127,28 @@ class Compaction:
         finally:
             z.capture = None
 
+    @cython.locals(events=dict, migrated_from=dict, trace_free=cython.bint)
     def _free_source(self, cc: CompactControl):
         z = cc.zone
         m = self.m
+        events = m.events
+        migrated_from = cc.migrated_from
+        capture = cc.capture
+        trace_free = m.trace is not None and m.trace.is_enabled("mm_page_free")
 
+        @cython.locals(pfn=cython.Py_ssize_t, block=cython.Py_ssize_t)
         def free_source(pfn: int) -> None:
             # The source page goes back through the buddy allocator in this task's
             # context, where a waiting capture may claim what it merges into.
             block = pfn >> PAGEBLOCK_ORDER
-            cc.migrated_from[block] = cc.migrated_from.get(block, 0) + 1
-            m.events["pgfree"] += 1
+            migrated_from[block] = migrated_from.get(block, 0) + 1
+            events["pgfree"] += 1
             # free_pages_prepare traces the source's free; the target came from the free
             # scanner, which traces no allocation (as in the kernel).
-            if m.trace is not None and m.trace.is_enabled("mm_page_free"):
+            if trace_free:
                 self._trace(cc.task, "mm_page_free",
-                            tp.fmt_mm_page_free(tp.pfn_to_page(pfn), pfn, 0))
-            z.capture = cc.capture
+                            tp.fmt_mm_page_free, tp.pfn_to_page(pfn), pfn, 0)
+            z.capture = capture
             try:
                 free_to_buddy(m, z, pfn, 0)
             finally:
@@ -997,12 +1161,13 @@ class Compaction:
         cc.migratepages.clear()
         cc.nr_migratepages = len(pages)
         succeeded, failed, leftover, enomem = yield from self.migration.migrate_pages(
-            cc.task, pages, cc.mode, lambda: self.compaction_alloc(cc), self._free_source(cc))
+            cc.task, pages, cc.mode, lambda: self.compaction_alloc(cc), self._free_source(cc),
+            cc.freepages)
         cc.nr_migrated += succeeded
         cc.nr_migrate_failed += failed
         self._trace(cc.task, "mm_migrate_pages",
-                    ct.fmt_migrate_pages(succeeded, failed, cc.mode, self.k.migrate_batching))
-        self._trace(cc.task, "mm_compaction_migratepages", ct.fmt_migratepages(succeeded, failed))
+                    ct.fmt_migrate_pages, succeeded, failed, cc.mode, self.k.migrate_batching)
+        self._trace(cc.task, "mm_compaction_migratepages", ct.fmt_migratepages, succeeded, failed)
         if leftover:
             self._putback_pages(cc, leftover)
         if enomem:
@@ -1082,11 +1247,10 @@ class Compaction:
             mode = MigrateMode.ASYNC if priority == CompactPriority.ASYNC \
                 else MigrateMode.SYNC_LIGHT
             self._trace(task, "mm_compaction_try_to_compact_pages",
-                        ct.fmt_try_to_compact_pages_4_4(order, gfp, int(mode)))
+                        ct.fmt_try_to_compact_pages_4_4, order, gfp, int(mode))
         else:
             self._trace(task, "mm_compaction_try_to_compact_pages",
-                        ct.fmt_try_to_compact_pages(order, tp.gfp_flags_to_str(gfp),
-                                                    int(priority)))
+                        ct.fmt_try_to_compact_pages, order, gfp, int(priority))
         if not gfp_io(gfp):
             return CompactResult.SKIPPED, -1
         rc = CompactResult.SKIPPED
@@ -1111,8 +1275,8 @@ class Compaction:
         return rc, -1
 
     def _trace_defer(self, task: Task, event: str, z: Zone, order: int) -> None:
-        self._trace(task, event, ct.fmt_defer(z.node_id, z.name, order, z.compact_order_failed,
-                                              z.compact_considered, z.compact_defer_shift))
+        self._trace(task, event, ct.fmt_defer, z.node_id, z.name, order,
+                    z.compact_order_failed, z.compact_considered, z.compact_defer_shift)
 
     def direct_compact(self, task: Task, gfp: int, order: int, alloc_flags: int,
                        priority: CompactPriority):

@@ -10,6 +10,8 @@ neither `partial_skipped` (4.7: a run whose scanners met was `complete`) nor `su
 
 from __future__ import annotations
 
+from compactsim.sim import tracepoint as tp
+
 COMPACTION_STATUS = ("not_suitable_zone", "skipped", "deferred", "no_suitable_page",
                      "continue", "complete", "partial_skipped", "contended", "success")
 # The same results (indexed by the 6.x enum) as 4.4 printed them.
@@ -42,8 +44,8 @@ def fmt_migratepages(nr_migrated: int, nr_failed: int) -> str:
     return f"nr_migrated={nr_migrated} nr_failed={nr_failed}"
 
 
-def fmt_try_to_compact_pages(order: int, gfp_str: str, priority: int) -> str:
-    return f"order={order} gfp_mask={gfp_str} priority={priority}"
+def fmt_try_to_compact_pages(order: int, gfp_mask: int, priority: int) -> str:
+    return f"order={order} gfp_mask={tp.gfp_flags_to_str(gfp_mask)} priority={priority}"
 
 
 def fmt_try_to_compact_pages_4_4(order: int, gfp_mask: int, mode: int) -> str:

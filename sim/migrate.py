@@ -28,8 +28,8 @@ import cython
 from compactsim.sim.config import PageKind
 from compactsim.sim.lru import add_page_to_lru, lru_list_for
 from compactsim.sim.machine import Machine
-from compactsim.sim.page import (ALLOC, KIND_CODE, KIND_NONE, PG_EXTRA_REF, PG_ISOLATED,
-                      PG_LOCKED, PG_LRU, PG_MOVABLE_OPS, PG_WRITEBACK)
+from compactsim.sim import page as pg
+from compactsim.sim.page import KIND_CODE
 
 
 class MigrateMode(enum.IntEnum):
@@ -52,8 +52,17 @@ NR_MAX_MIGRATE_ASYNC_RETRY = 3
 NR_MAX_MIGRATE_SYNC_RETRY = 7
 NR_MAX_BATCHED_MIGRATION = 512
 
-ZSMALLOC = KIND_CODE[PageKind.ZSMALLOC]
-BALLOON = KIND_CODE[PageKind.BALLOON]
+# The page states, flags and kinds a move tests and sets, as C constants where compiled.
+ALLOC = cython.declare(cython.int, pg.ALLOC)
+KIND_NONE = cython.declare(cython.int, pg.KIND_NONE)
+PG_WRITEBACK = cython.declare(cython.int, pg.PG_WRITEBACK)
+PG_LOCKED = cython.declare(cython.int, pg.PG_LOCKED)
+PG_EXTRA_REF = cython.declare(cython.int, pg.PG_EXTRA_REF)
+PG_ISOLATED = cython.declare(cython.int, pg.PG_ISOLATED)
+PG_LRU = cython.declare(cython.int, pg.PG_LRU)
+PG_MOVABLE_OPS = cython.declare(cython.int, pg.PG_MOVABLE_OPS)
+ZSMALLOC = cython.declare(cython.int, KIND_CODE[PageKind.ZSMALLOC])
+BALLOON = cython.declare(cython.int, KIND_CODE[PageKind.BALLOON])
 # Migrated pages by what they were: LRU anonymous (THP fallbacks and pinned included),
 # LRU file, zsmalloc and balloon pages.
 MIGRATED_KIND = {KIND_CODE[PageKind.ANON]: "anon", KIND_CODE[PageKind.THP]: "anon",
@@ -78,6 +87,7 @@ class Migration:
 
     # --- one page ----------------------------------------------------------------------
 
+    @cython.locals(pfn=cython.Py_ssize_t, flags=cython.int)
     def unmap_and_move_rc(self, pfn: int, mode: MigrateMode, force: bool, memalloc: bool
                           ) -> tuple[int, float]:
         """The fate of one isolated page in this pass: (rc, seconds spent waiting)."""
@@ -108,26 +118,31 @@ class Migration:
             return EAGAIN, wait
         return MIGRATEPAGE_SUCCESS, wait
 
-    def page_cost(self, pfn: int) -> float:
-        """CPU seconds to move one page (no shootdown)."""
+    def page_cost(self, movable_ops: bool) -> float:
+        """CPU seconds to move one page (no shootdown): a movable_ops page or an LRU one."""
         c = self.costs
-        if self.m.mem.flags[pfn] & PG_MOVABLE_OPS:
+        if movable_ops:
             return (c.copy_page_us + c.zs_map_copy_us + c.migrate_overhead_us) * 1e-6
         return (c.unmap_page_us + c.copy_page_us + c.remap_page_us + c.migrate_overhead_us
                 + c.tlb_flush_local_ns * 1e-3) * 1e-6
 
+    @cython.locals(old=cython.Py_ssize_t, new=cython.Py_ssize_t, kind=cython.int,
+                   flags=cython.int, lru=cython.int, pstate=bytearray, kinds=bytearray,
+                   pflags=bytearray, migrated=dict)
     def move(self, old: int, new: int) -> None:
         """Hand the page's identity to `new` and put it back where its owner keeps it."""
         m = self.m
         mem = m.mem
-        kind, flags, expire = mem.kind[old], mem.flags[old], mem.expire[old]
+        pstate, kinds, pflags, expires = mem.pstate, mem.kind, mem.flags, mem.expire
+        kind, flags, expire = kinds[old], pflags[old], expires[old]
         flags &= ~(PG_ISOLATED | PG_LOCKED | PG_WRITEBACK)
-        mem.pstate[new] = ALLOC
-        mem.kind[new] = kind
-        mem.flags[new] = flags & ~PG_LRU
-        mem.expire[new] = 0
+        pstate[new] = ALLOC
+        kinds[new] = kind
+        pflags[new] = flags & ~PG_LRU
+        expires[new] = 0
         label = MIGRATED_KIND.get(kind, "other")
-        m.migrated[label] = m.migrated.get(label, 0) + 1
+        migrated = m.migrated
+        migrated[label] = migrated.get(label, 0) + 1
         if flags & PG_MOVABLE_OPS:
             # Driver pages stay on their driver's list while isolated: swap places.
             prev = mem.prv[old]
@@ -143,9 +158,9 @@ class Migration:
                 add_page_to_lru(m, new, 1, lru)
         if expire and self.on_moved is not None:
             self.on_moved(new, expire)
-        mem.kind[old] = KIND_NONE
-        mem.flags[old] = 0
-        mem.expire[old] = 0
+        kinds[old] = KIND_NONE
+        pflags[old] = 0
+        expires[old] = 0
 
     def putback(self, pfn: int) -> bool:
         """putback_movable_pages for one page; False if its owner is gone (free it)."""
@@ -182,19 +197,29 @@ class Migration:
     @cython.locals(succeeded=cython.Py_ssize_t, untried=cython.Py_ssize_t, i=cython.Py_ssize_t,
                    pfn=cython.Py_ssize_t, target=cython.Py_ssize_t, rc=cython.int,
                    shootdowns=cython.Py_ssize_t, cpu=cython.double, wait=cython.double,
-                   waited=cython.double, enomem=cython.bint, force=cython.bint)
-    def migrate_pages(self, task, pages: list[int], mode: MigrateMode, get_target, free_source):
+                   waited=cython.double, enomem=cython.bint, force=cython.bint,
+                   memalloc=cython.bint, ops=cython.bint, cost_lru=cython.double,
+                   cost_ops=cython.double, flags=cython.uchar[:])
+    def migrate_pages(self, task, pages: list[int], mode: MigrateMode, get_target, free_source,
+                      targets: list[int] | None = None):
         """Generator: migrate `pages` (isolated heads); returns (succeeded, failed, pages
         still isolated to put back, -ENOMEM hit).
 
-        `get_target()` is a generator returning a free pfn or -1; `free_source(pfn)` frees
-        a source page after its data moved (the caller decides where freed pages go)."""
+        Each target is popped from `targets` while it holds any, else `get_target()` (a
+        generator returning a free pfn or -1) is asked; `free_source(pfn)` frees a source
+        page after its data moved (the caller decides where freed pages go)."""
         m = self.m
+        flags = m.mem.flags
         pending = list(pages)
         succeeded = failed = 0
         permanent: list[int] = []
         enomem = False
         untried = 0                 # left unattempted when the targets ran out
+        memalloc = task.memalloc
+        rc_of = self.unmap_and_move_rc
+        move = self.move
+        cost_lru = self.page_cost(False)
+        cost_ops = self.page_cost(True)
         for pass_mode, retries, batched in self.passes(mode):
             for attempt in range(retries):
                 if not pending:
@@ -203,8 +228,9 @@ class Migration:
                 retry: list[int] = []
                 cpu = wait = 0.0
                 shootdowns = 0
-                for i, pfn in enumerate(pending):
-                    rc, waited = self.unmap_and_move_rc(pfn, pass_mode, force, task.memalloc)
+                for i in range(len(pending)):
+                    pfn = pending[i]
+                    rc, waited = rc_of(pfn, pass_mode, force, memalloc)
                     wait += waited
                     if rc == RELEASED:
                         free_source(pfn)
@@ -216,16 +242,22 @@ class Migration:
                     if rc != MIGRATEPAGE_SUCCESS:
                         permanent.append(pfn)
                         continue
-                    target = yield from get_target()
+                    if targets:
+                        target = targets.pop()
+                    else:
+                        target = yield from get_target()
                     if target < 0:
                         enomem = True
                         untried = len(pending) - i - 1
                         retry.extend(pending[i:])
                         break
-                    cpu += self.page_cost(pfn)
-                    if not mem_is_ops(m, pfn):
+                    ops = (flags[pfn] & PG_MOVABLE_OPS) != 0
+                    if ops:
+                        cpu += cost_ops
+                    else:
+                        cpu += cost_lru
                         shootdowns += 1
-                    self.move(pfn, target)
+                    move(pfn, target)
                     free_source(pfn)
                     succeeded += 1
                 if self.multi_cpu and shootdowns:
@@ -250,8 +282,3 @@ class Migration:
         # -ENOMEM stops the call: the pages never tried are returned, not counted.
         m.events["pgmigrate_fail"] += failed - untried
         return succeeded, failed, pending + permanent, enomem
-
-
-def mem_is_ops(m: Machine, pfn: int) -> bool:
-    return bool(m.mem.flags[pfn] & PG_MOVABLE_OPS)
-
