@@ -11,3 +11,5 @@ cpdef void expand(Zone z, Py_ssize_t pfn, int low, int high, int mt)
 cpdef void page_del_and_expand(Zone z, Py_ssize_t pfn, int low, int high, int list_mt,
                                int to_mt)
 cpdef bint buddy_merge_likely(Zone z, Py_ssize_t pfn, Py_ssize_t buddy_pfn, int order)
+cpdef Py_ssize_t free_one_page(Zone z, Py_ssize_t pfn, int order, int mt, bint to_tail=*,
+                               object pageblocks=*)

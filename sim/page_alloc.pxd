@@ -7,3 +7,4 @@ from compactsim.sim.gfp cimport gfp_migratetype
 from compactsim.sim.zone cimport zone_watermark_ok
 from compactsim.sim.task cimport Task
 from compactsim.sim.machine cimport Machine
+from compactsim.sim.buddy cimport free_one_page

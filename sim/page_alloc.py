@@ -276,13 +276,14 @@ def free_unref_page_list(m: Machine, task: Task, pfns: list[int]) -> list[Outcom
     return locked
 
 
+@cython.locals(m=Machine, z=Zone)
 def free_to_buddy(m: Machine, z: Zone, pfn: int, order: int, mt: int | None = None) -> int:
     """__free_one_page with the era's rules: under 6.10 freelist hygiene a merge with a
     buddy of another type relabels the buddy's block. `mt` defaults to the block's type."""
     if mt is None:
         mt = m.pageblocks.get_pageblock_migratetype(pfn)
     hygiene = m.policy.claim_rule is ClaimRule.FREELIST_HYGIENE
-    return free_one_page(z, pfn, order, mt, pageblocks=m.pageblocks if hygiene else None)
+    return free_one_page(z, pfn, order, mt, False, m.pageblocks if hygiene else None)
 
 
 def drain_all_pages(m: Machine, zone: Zone | None = None) -> int:

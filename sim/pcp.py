@@ -149,7 +149,7 @@ def free_pcppages_bulk(z, cpu: int, count: int, free_one_page, pageblocks, polic
         for pfn in lst[i:i + n]:
             if hygiene:
                 bmt = block_mt[pfn >> PAGEBLOCK_ORDER]
-                free_one_page(z, pfn, 0, bmt, pageblocks=pageblocks)
+                free_one_page(z, pfn, 0, bmt, False, pageblocks)
                 freed.append((pfn, bmt))
             else:
                 free_one_page(z, pfn, 0, mt)

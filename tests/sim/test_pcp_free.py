@@ -73,7 +73,7 @@ class Pcp:
 
 
 def _recorder(got):
-    def free_one_page(z, pfn, order, mt, pageblocks=None):
+    def free_one_page(z, pfn, order, mt, to_tail=False, pageblocks=None):
         got.append(pfn)
     return free_one_page
 
