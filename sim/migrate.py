@@ -29,7 +29,7 @@ from compactsim.sim.config import PageKind
 from compactsim.sim.lru import add_page_to_lru, lru_list_for
 from compactsim.sim.machine import Machine
 from compactsim.sim import page as pg
-from compactsim.sim.page import KIND_CODE
+from compactsim.sim.page import KIND_CODE, MemMap
 
 
 class MigrateMode(enum.IntEnum):
@@ -127,13 +127,14 @@ class Migration:
                 + c.tlb_flush_local_ns * 1e-3) * 1e-6
 
     @cython.locals(old=cython.Py_ssize_t, new=cython.Py_ssize_t, kind=cython.int,
-                   flags=cython.int, lru=cython.int, pstate=bytearray, kinds=bytearray,
-                   pflags=bytearray, migrated=dict)
+                   flags=cython.int, lru=cython.int, expire=cython.uint, m=Machine,
+                   mem=MemMap, pstate=cython.uchar[:], kinds=cython.uchar[:],
+                   pflags=cython.uchar[:], expires=cython.uint[:], migrated=dict)
     def move(self, old: int, new: int) -> None:
         """Hand the page's identity to `new` and put it back where its owner keeps it."""
         m = self.m
         mem = m.mem
-        pstate, kinds, pflags, expires = mem.pstate, mem.kind, mem.flags, mem.expire
+        pstate, kinds, pflags, expires = mem.pstate_v, mem.kind_v, mem.flags_v, mem.expire_v
         kind, flags, expire = kinds[old], pflags[old], expires[old]
         flags &= ~(PG_ISOLATED | PG_LOCKED | PG_WRITEBACK)
         pstate[new] = ALLOC
