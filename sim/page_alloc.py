@@ -200,7 +200,8 @@ def free_unref_page_commit(m: Machine, task: Task, pfns: list[int]) -> list[Outc
     block_mt = m.pageblocks.mt
     cpu = task.cpu
     locked: list[Outcome] = []
-    z = pcp = lists = None
+    z = pcp = None
+    lists: list[list[int]] = []
     zstart = zend = count = high = 0
     for page in pfns:               # `page` the list's own int object, queued as is
         pfn = page

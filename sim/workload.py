@@ -153,9 +153,9 @@ class Bucket:
 
     def append(self, pfn: int) -> None:
         if self.n == len(self.pfns):
-            self.view = None                # an exported buffer cannot be resized
-            self.pfns.frombytes(bytes(4 * self.n))
-            self.view = self.pfns
+            bigger = array("i", bytes(8 * self.n))
+            bigger[:self.n] = self.pfns
+            self.pfns = self.view = bigger
         self.view[self.n] = pfn
         self.n += 1
 
