@@ -51,6 +51,16 @@ def _run_info(manager: Any, run_id: str, kernel: dict | None = None) -> dict[str
     return info
 
 
+class _AsLookedUp:
+    """A target's snapshot as `targets()` returned it, for `RunCollector`."""
+
+    def __init__(self, live: Any):
+        self.live = live
+
+    def latest_snapshot(self, run_id: str) -> dict | None:
+        return self.live.snapshot
+
+
 def sd_groups(manager: Any, address: str) -> list[dict]:
     """HTTP-SD target groups: one per target run, all pointing at `address`."""
     groups = []
@@ -91,8 +101,10 @@ def make_app(manager: Any, registry: CollectorRegistry):
                 return reply(start_response, "404 Not Found",
                              f"no run {target!r} to probe (unknown, or ended too long "
                              f"ago)\n".encode())
+            # One progress message's state: the snapshot and the kernel labels of the
+            # same look at the targets, not a snapshot that came in after it.
             probe = CollectorRegistry()
-            probe.register(RunCollector(manager, live.run_id,
+            probe.register(RunCollector(_AsLookedUp(live), live.run_id,
                                         _run_info(manager, live.run_id, live.kernel)))
             return reply(start_response, "200 OK", generate_latest(probe),
                          CONTENT_TYPE_LATEST)

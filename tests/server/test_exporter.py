@@ -152,6 +152,29 @@ def test_routes_on_a_fake_manager():
     assert call(app, "/metrics")[0] == 200
 
 
+class FirstProgressDuringProbe(FakeManager):
+    """The run's first progress message (snapshot and kernel together) lands between the
+    probe's look at the targets and its read of the snapshot."""
+
+    def targets(self):
+        before = {r: LiveRun(r, None, None) for r in self.live}
+        return before
+
+    def latest_snapshot(self, run_id):
+        return self.live.get(run_id)
+
+
+def test_a_probe_shows_one_progress_message_not_parts_of_two():
+    # Before: the probe took the kernel labels from the targets it had looked up and the
+    # snapshot from a later read, so a first snapshot could come out with design="" and
+    # profile="" (the e2e probe test failed that way now and then).
+    app = make_app(FirstProgressDuringProbe({"r1": SNAP}), CollectorRegistry())
+    code, body = call(app, "/probe", "target=runs/r1")
+    assert code == 200
+    assert "node_buddyinfo_blocks" not in body      # what it looked up: not started yet
+    assert 'profile=""' not in body
+
+
 # -- end to end ---------------------------------------------------------------------------------
 
 def get(url: str) -> tuple[int, str]:
