@@ -36,3 +36,4 @@ cdef class Workload:
     cdef public dict _as_anon, _as_anon_kept, _extra_plans
     cdef public list fault_log, reapers
     cdef public object block_log
+    cdef public Py_ssize_t touched
