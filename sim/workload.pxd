@@ -17,7 +17,7 @@ cdef class GroupPlan:
 cdef class Bucket:
     cdef public object pfns
     cdef int[:] view
-    cdef public Py_ssize_t n
+    cdef public Py_ssize_t n, size
     cpdef void append(self, int pfn)
 
 cdef class Lifetimes:

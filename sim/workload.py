@@ -143,17 +143,20 @@ class GroupPlan:
 
 @cython.cclass
 class Bucket:
-    """One tick's pfns: an int32 array used up to `n`, doubled when full (compiled, an
-    append is a C store, where array.append parses its argument every call)."""
+    """One tick's pfns: an int32 array of `size` entries used up to `n`, doubled when
+    full (compiled, an append is a C store, where array.append parses its argument every
+    call)."""
 
     def __init__(self) -> None:
         self.pfns = array("i", bytes(4 * 16))
         self.view = self.pfns
         self.n = 0
+        self.size = 16
 
     def append(self, pfn: int) -> None:
-        if self.n == len(self.pfns):
-            bigger = array("i", bytes(8 * self.n))
+        if self.n == self.size:
+            self.size *= 2
+            bigger = array("i", bytes(4 * self.size))
             bigger[:self.n] = self.pfns
             self.pfns = self.view = bigger
         self.view[self.n] = pfn
