@@ -46,7 +46,7 @@ LRU_OF_KIND = bytearray(LRU_KINDS.get(code, NOT_LRU) for code in range(256))
 
 @cython.locals(m=Machine)
 def node_of(m: Machine, pfn: int) -> int:
-    return pfn // m.nodes[0].nr_pages
+    return pfn // m.node_pages
 
 
 def lru_list_for(kind_code: int, flags: int) -> int:
@@ -57,19 +57,21 @@ def lru_list_for(kind_code: int, flags: int) -> int:
     return LRU_UNEVICTABLE if flags & PG_MLOCKED else lru
 
 
-@cython.locals(m=Machine)
+@cython.locals(m=Machine, slot=cython.Py_ssize_t, mem=MemMap)
 def add_page_to_lru(m: Machine, pfn: int, nr_pages: int, lru: int) -> None:
-    slot = node_of(m, pfn) * NR_NODE_LISTS + lru
-    m.mem.list_add(m.lru_heads[slot], pfn)
-    m.lru_sizes[slot] += nr_pages
-    m.mem.flags[pfn] |= PG_LRU
+    mem = m.mem
+    slot = pfn // m.node_pages * NR_NODE_LISTS + lru
+    mem.list_add(m.lru_heads_v[slot], pfn)
+    m.lru_sizes_v[slot] += nr_pages
+    mem.flags_v[pfn] |= PG_LRU
 
 
-@cython.locals(m=Machine)
+@cython.locals(m=Machine, mem=MemMap)
 def del_page_from_lru(m: Machine, pfn: int, nr_pages: int, lru: int) -> None:
-    m.mem.list_del(pfn)
-    m.lru_sizes[node_of(m, pfn) * NR_NODE_LISTS + lru] -= nr_pages
-    m.mem.flags[pfn] &= ~PG_LRU
+    mem = m.mem
+    mem.list_del(pfn)
+    m.lru_sizes_v[pfn // m.node_pages * NR_NODE_LISTS + lru] -= nr_pages
+    mem.flags_v[pfn] &= ~PG_LRU
 
 
 @cython.locals(m=Machine, pfn=cython.Py_ssize_t, node_pages=cython.Py_ssize_t, f=cython.int,
@@ -80,9 +82,9 @@ def del_pages_from_lru(m: Machine, pfns: list[int]) -> None:
     """del_page_from_lru for many order-0 pages (release_pages' first half)."""
     mem = m.mem
     nxt, prv, flags, kinds = mem.nxt_v, mem.prv_v, mem.flags_v, mem.kind_v
-    sizes = m.lru_sizes
+    sizes = m.lru_sizes_v
     lru_of = LRU_OF_KIND
-    node_pages = m.nodes[0].nr_pages
+    node_pages = m.node_pages
     for pfn in pfns:
         f = flags[pfn]
         lru = lru_of[kinds[pfn]] if not f & PG_MLOCKED else LRU_UNEVICTABLE
@@ -125,9 +127,9 @@ def lru_add_drain(m: Machine, batch: list[int], keep: int = 0) -> int:
     head) is passed over."""
     mem = m.mem
     nxt, prv, pstate, flags, kinds = mem.nxt_v, mem.prv_v, mem.pstate_v, mem.flags_v, mem.kind_v
-    heads, sizes = m.lru_heads, m.lru_sizes
+    heads, sizes = m.lru_heads_v, m.lru_sizes_v
     lru_of = LRU_OF_KIND
-    node_pages = m.nodes[0].nr_pages
+    node_pages = m.node_pages
     cut = len(batch) - keep
     moved = 0
     for i in range(cut):

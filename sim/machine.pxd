@@ -16,3 +16,6 @@ cdef class Machine:
     cdef public object trace, lru_heads, lru_sizes
     cdef public list zonelists
     cdef public dict migrated
+    cdef public Py_ssize_t node_pages
+    cdef readonly int[:] lru_heads_v
+    cdef readonly long long[:] lru_sizes_v

@@ -83,15 +83,22 @@ class Machine:
     lru_sizes: array
     zonelists: list[list[Zone]] = cython.dataclasses.field(default_factory=list)  # per node
     migrated: dict[str, int] = cython.dataclasses.field(default_factory=dict)  # moved, by kind
+    # Derived, for the per-page paths: pages per node, and typed views of the list table.
+    node_pages: int = cython.dataclasses.field(init=False, repr=False, compare=False)
+    lru_heads_v: array = cython.dataclasses.field(init=False, repr=False, compare=False)
+    lru_sizes_v: array = cython.dataclasses.field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        self.node_pages = self.nodes[0].nr_pages
+        self.lru_heads_v = self.lru_heads
+        self.lru_sizes_v = self.lru_sizes
         # Fallback order per node: the local node's zones, highest first, then the rest.
         for nid in range(len(self.nodes)):
             order = [nid] + [n for n in range(len(self.nodes)) if n != nid]
             self.zonelists.append([z for n in order for z in reversed(self.nodes[n].zones)])
 
     def zone_of(self, pfn: int) -> Zone:
-        zones = self.nodes[pfn // self.nodes[0].nr_pages].zones
+        zones = self.nodes[pfn // self.node_pages].zones
         if len(zones) == 1 or pfn >= zones[1].zone_start_pfn:
             return zones[-1]
         return zones[0]

@@ -292,7 +292,7 @@ class Workload:
         life = plan.lifetime
         lifetimes = self.lifetimes
         now, tick = self.env.now, lifetimes.tick
-        node_pages = m.nodes[0].nr_pages
+        node_pages = m.node_pages
         nodes = m.nodes
         exp_mean = life.mean if life is not None and \
             life.distribution is Lifetime.EXPONENTIAL else 0.0
@@ -438,7 +438,7 @@ class Workload:
         period = self.lifetimes.tick
         buckets = self.lifetimes.buckets
         multi_node = len(m.nodes) > 1
-        node_pages = m.nodes[0].nr_pages
+        node_pages = m.node_pages
         node_cpus = [node.cpus for node in m.nodes]
         pstate, flags, kinds = mem.pstate_v, mem.flags_v, mem.kind_v
         rr = 0
