@@ -8,3 +8,5 @@ from compactsim.sim.zone cimport zone_watermark_ok
 from compactsim.sim.task cimport Task
 from compactsim.sim.machine cimport Machine
 from compactsim.sim.buddy cimport free_one_page
+
+cpdef Py_ssize_t free_to_buddy(Machine m, Zone z, Py_ssize_t pfn, int order, object mt=*)

@@ -277,7 +277,6 @@ def free_unref_page_list(m: Machine, task: Task, pfns: list[int]) -> list[Outcom
     return locked
 
 
-@cython.locals(m=Machine, z=Zone)
 def free_to_buddy(m: Machine, z: Zone, pfn: int, order: int, mt: int | None = None) -> int:
     """__free_one_page with the era's rules: under 6.10 freelist hygiene a merge with a
     buddy of another type relabels the buddy's block. `mt` defaults to the block's type."""

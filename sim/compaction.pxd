@@ -1,0 +1,3 @@
+# C declarations for the compiled build of sim/compaction.py.
+
+from compactsim.sim.page_alloc cimport free_to_buddy
