@@ -215,6 +215,7 @@ def free_unref_page_commit(m: Machine, task: Task, pfns: list[int]) -> list[Outc
                 lists, count, high = pcp.lists[cpu], pcp.counts[cpu], pcp.high
         mt = block_mt[pfn >> PAGEBLOCK_ORDER]
         if pcp is None:
+            assert z is not None            # set with pcp above
             free_to_buddy(m, z, pfn, 0, mt)
             locked.append(Outcome(zone=z, work=WORK_BUDDY))
             continue
