@@ -398,6 +398,7 @@ def buddy_merge_likely(z: Zone, pfn: int, buddy_pfn: int, order: int) -> bool:
         return False
     higher = buddy_pfn & pfn
     higher_buddy = higher ^ (1 << (order + 1))
+    # Zone.contains, inlined: a method call per merge costs the free path more
     if not z.zone_start_pfn <= higher_buddy < z.zone_start_pfn + z.spanned_pages:
         return False
     s = z.mem.pstate_v[higher_buddy]
