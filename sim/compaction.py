@@ -1127,7 +1127,7 @@ class Compaction:
         finally:
             z.capture = None
 
-    @cython.locals(events=dict, migrated_from=dict, trace_free=cython.bint)
+    @cython.locals(events=dict, migrated_from=dict, trace_free=cython.bint, z=Zone, m=Machine)
     def _free_source(self, cc: CompactControl):
         z = cc.zone
         m = self.m

@@ -3,11 +3,12 @@
 # (A Cython dataclass takes its fields in the order declared here: the .py's order.)
 
 from compactsim.sim.page cimport MemMap
+from compactsim.sim.pageblock cimport Pageblocks
 
 cdef class Machine:
     cdef public object env, config
     cdef public MemMap mem
-    cdef public object pageblocks
+    cdef public Pageblocks pageblocks
     cdef public list nodes, zones
     cdef public object policy
     cdef public Py_ssize_t min_free_kbytes, struct_page_size

@@ -62,6 +62,9 @@ PG_ISOLATED = cython.declare(cython.int, pg.PG_ISOLATED)
 PG_LRU = cython.declare(cython.int, pg.PG_LRU)
 PG_MOVABLE_OPS = cython.declare(cython.int, pg.PG_MOVABLE_OPS)
 ZSMALLOC = cython.declare(cython.int, KIND_CODE[PageKind.ZSMALLOC])
+MIGRATE_ASYNC = cython.declare(cython.int, MigrateMode.ASYNC)
+MIGRATE_SYNC_LIGHT = cython.declare(cython.int, MigrateMode.SYNC_LIGHT)
+MIGRATE_SYNC = cython.declare(cython.int, MigrateMode.SYNC)
 BALLOON = cython.declare(cython.int, KIND_CODE[PageKind.BALLOON])
 # Migrated pages by what they were: LRU anonymous (THP fallbacks and pinned included),
 # LRU file, zsmalloc and balloon pages.
@@ -87,30 +90,30 @@ class Migration:
 
     # --- one page ----------------------------------------------------------------------
 
-    @cython.locals(pfn=cython.Py_ssize_t, flags=cython.int)
-    def unmap_and_move_rc(self, pfn: int, mode: MigrateMode, force: bool, memalloc: bool
+    @cython.locals(flags=cython.int, may_sleep=cython.bint, wait=cython.double)
+    def unmap_and_move_rc(self, pfn: int, mode: int, force: bool, memalloc: bool
                           ) -> tuple[int, float]:
         """The fate of one isolated page in this pass: (rc, seconds spent waiting)."""
         mem = self.m.mem
-        if mem.kind[pfn] == KIND_NONE:
+        if mem.kind_v[pfn] == KIND_NONE:
             return RELEASED, 0.0
-        flags = mem.flags[pfn]
+        flags = mem.flags_v[pfn]
         wait = 0.0
         if flags & PG_LOCKED:
             # A locked page here is one under read I/O (not uptodate).
-            may_sleep = (mode != MigrateMode.ASYNC and not memalloc and (force or self.batching)
-                         and not (mode == MigrateMode.SYNC_LIGHT and self.sync_light_io_nowait))
+            may_sleep = (mode != MIGRATE_ASYNC and not memalloc and (force or self.batching)
+                         and not (mode == MIGRATE_SYNC_LIGHT and self.sync_light_io_nowait))
             if not may_sleep:
                 return EAGAIN, 0.0
             wait += self.costs.page_lock_hold_ms * 0.5e-3
         if flags & PG_WRITEBACK:
-            if mode < MigrateMode.SYNC:
+            if mode < MIGRATE_SYNC:
                 return EBUSY, wait
             if not force and not self.batching:
                 return EAGAIN, wait
             wait += self.costs.writeback_page_ms * 0.5e-3
         if flags & PG_MOVABLE_OPS:
-            if mem.kind[pfn] == ZSMALLOC and self.zsmalloc is not None:
+            if mem.kind_v[pfn] == ZSMALLOC and self.zsmalloc is not None:
                 rc, waited = self.zsmalloc.zs_page_migrate(pfn, self.env.now + wait)
                 return rc, wait + waited
             return MIGRATEPAGE_SUCCESS, wait
@@ -126,8 +129,7 @@ class Migration:
         return (c.unmap_page_us + c.copy_page_us + c.remap_page_us + c.migrate_overhead_us
                 + c.tlb_flush_local_ns * 1e-3) * 1e-6
 
-    @cython.locals(old=cython.Py_ssize_t, new=cython.Py_ssize_t, kind=cython.int,
-                   flags=cython.int, lru=cython.int, expire=cython.uint, m=Machine,
+    @cython.locals(kind=cython.int, flags=cython.int, lru=cython.int, expire=cython.uint, m=Machine,
                    mem=MemMap, pstate=cython.uchar[:], kinds=cython.uchar[:],
                    pflags=cython.uchar[:], expires=cython.uint[:], migrated=dict)
     def move(self, old: int, new: int) -> None:
@@ -199,6 +201,7 @@ class Migration:
                    pfn=cython.Py_ssize_t, target=cython.Py_ssize_t, rc=cython.int,
                    shootdowns=cython.Py_ssize_t, cpu=cython.double, wait=cython.double,
                    waited=cython.double, enomem=cython.bint, force=cython.bint,
+                   pass_mode=cython.int, retries=cython.int, batched=cython.bint,
                    memalloc=cython.bint, ops=cython.bint, cost_lru=cython.double,
                    cost_ops=cython.double, flags=cython.uchar[:])
     def migrate_pages(self, task, pages: list[int], mode: MigrateMode, get_target, free_source,
@@ -217,8 +220,6 @@ class Migration:
         enomem = False
         untried = 0                 # left unattempted when the targets ran out
         memalloc = task.memalloc
-        rc_of = self.unmap_and_move_rc
-        move = self.move
         cost_lru = self.page_cost(False)
         cost_ops = self.page_cost(True)
         for pass_mode, retries, batched in self.passes(mode):
@@ -231,7 +232,7 @@ class Migration:
                 shootdowns = 0
                 for i in range(len(pending)):
                     pfn = pending[i]
-                    rc, waited = rc_of(pfn, pass_mode, force, memalloc)
+                    rc, waited = self.unmap_and_move_rc(pfn, pass_mode, force, memalloc)
                     wait += waited
                     if rc == RELEASED:
                         free_source(pfn)
@@ -258,7 +259,7 @@ class Migration:
                     else:
                         cpu += cost_lru
                         shootdowns += 1
-                    move(pfn, target)
+                    self.move(pfn, target)
                     free_source(pfn)
                     succeeded += 1
                 if self.multi_cpu and shootdowns:

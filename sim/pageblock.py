@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import enum
 
+import cython
+
 from compactsim.sim.config import MAX_ORDER, PAGEBLOCK_ORDER
 
 PAGEBLOCK_NR_PAGES = 1 << PAGEBLOCK_ORDER
 NR_ORDERS = MAX_ORDER + 1
 PAGE_ALLOC_COSTLY_ORDER = 3
+PB_ORDER = cython.declare(cython.int, PAGEBLOCK_ORDER)     # a C constant where compiled
 
 
 class MigrateType(enum.IntEnum):
@@ -54,9 +57,8 @@ def pageblock_nr(pfn: int) -> int:
 
 
 class Pageblocks:
-    """The migratetype label and skip bit of every pageblock of the machine."""
-
-    __slots__ = ("mt", "skip")
+    """The migratetype label and skip bit of every pageblock of the machine (an extension
+    type where compiled, sim/pageblock.pxd, so that the per-page paths read a label in C)."""
 
     def __init__(self, nr_pageblocks: int):
         # At boot every block is MOVABLE (memmap_init_range).
@@ -64,10 +66,10 @@ class Pageblocks:
         self.skip = bytearray(nr_pageblocks)
 
     def get_pageblock_migratetype(self, pfn: int) -> int:
-        return self.mt[pfn >> PAGEBLOCK_ORDER]
+        return self.mt[pfn >> PB_ORDER]
 
     def set_pageblock_migratetype(self, pfn: int, mt: int) -> None:
-        self.mt[pfn >> PAGEBLOCK_ORDER] = mt
+        self.mt[pfn >> PB_ORDER] = mt
 
     def change_pageblock_range(self, pfn: int, order: int, mt: int) -> None:
         """Relabel every pageblock covered by a free block of `order` >= pageblock_order."""

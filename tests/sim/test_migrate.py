@@ -34,6 +34,7 @@ from compactsim.sim.migrate import (
     EBUSY,
     EINVAL,
     MIGRATEPAGE_SUCCESS,
+    Migration,
     RELEASED,
     MigrateMode,
 )
@@ -74,17 +75,25 @@ def count_kind(m: Machine, code: int) -> int:
     return int((np.frombuffer(m.mem.kind, dtype=np.uint8) == code).sum())
 
 
-def spy_rc(r: Rig) -> list[tuple[int, MigrateMode, int]]:
-    """Record (pfn, pass mode, rc) of every unmap_and_move_rc call."""
-    calls = []
-    real = r.migration.unmap_and_move_rc
+class SpiedMigration(Migration):
+    """A Migration that records (pfn, pass mode, rc) of every unmap_and_move_rc call: a
+    subclass, since the compiled Migration has no instance dict to patch."""
 
-    def spy(pfn, mode, force, memalloc):
-        rc, wait = real(pfn, mode, force, memalloc)
-        calls.append((pfn, mode, rc))
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.calls: list[tuple[int, MigrateMode, int]] = []
+
+    def unmap_and_move_rc(self, pfn, mode, force, memalloc):
+        rc, wait = super().unmap_and_move_rc(pfn, mode, force, memalloc)
+        self.calls.append((pfn, mode, rc))
         return rc, wait
-    r.migration.unmap_and_move_rc = spy
-    return calls
+
+
+def spy_rc(r: Rig) -> list[tuple[int, MigrateMode, int]]:
+    """Swap the rig's migration for a spying one; returns its list of calls."""
+    spied = SpiedMigration(r.m, r.migration.rng, zsmalloc=r.migration.zsmalloc)
+    r.migration = r.compaction.migration = spied
+    return spied.calls
 
 
 def run_proc(r: Rig, gen):
