@@ -34,9 +34,9 @@ from compactsim.sim.migrate import (
     EBUSY,
     EINVAL,
     MIGRATEPAGE_SUCCESS,
-    Migration,
     RELEASED,
     MigrateMode,
+    Migration,
 )
 from compactsim.sim.page import (
     KIND_CODE,
