@@ -7,3 +7,5 @@ cdef class KernelMemory:
     cdef public object alloc, lifetimes, fork_sources
     cdef public double clear_s
     cdef public dict credit, owed, deadline, stats
+
+    cpdef void note(self, str group, object sources, Py_ssize_t pages, long deadline)

@@ -5,3 +5,5 @@ cdef class PerCpuPages:
     cdef public list lists, counts
     cdef public Py_ssize_t batch, high
     cdef public bint whole_list
+
+    cpdef Py_ssize_t count(self)

@@ -17,11 +17,11 @@ only where the simulated kernel makes them differ.
 
 from __future__ import annotations
 
-import math
 import zlib
-from collections.abc import Callable
+from math import log1p
 from statistics import NormalDist
 
+import cython
 import numpy as np
 
 BLOCK = 4096
@@ -29,20 +29,35 @@ _inv_cdf = NormalDist().inv_cdf
 
 
 class Uniforms:
-    """The distributions drawn from a subclass's `random()`: one uniform per value, so
-    how many uniforms a value takes never depends on the value."""
+    """A source of uniforms read in order from a list (`_u` from `_i` on), and the
+    distributions drawn from it: one uniform per value, so how many uniforms a value takes
+    never depends on the value. An extension type where compiled (sim/rng.pxd)."""
 
-    __slots__ = ()
-    random: Callable[[], float]     # a uniform in [0, 1), each subclass's own
+    def __init__(self, uniforms: list[float]):
+        self._u = uniforms
+        self._i = 0
+
+    def random(self) -> float:
+        """The next uniform on [0, 1)."""
+        i = self._i
+        self._i = i + 1
+        return self._u[i]
+
+    def randoms(self, k: int) -> list[float]:
+        """The next `k` uniforms, the same values `k` calls of `random()` would give."""
+        i = self._i
+        self._i = i + k
+        return self._u[i:i + k]
 
     def exponential(self, mean: float) -> float:
-        return -mean * math.log1p(-self.random())
+        return -mean * log1p(-self.random())
 
+    @cython.locals(u=cython.double, i=cython.Py_ssize_t)
     def pick(self, cdf: list[float]) -> int:
         """Index drawn from a cumulative distribution (last entry 1.0)."""
         u = self.random()
-        for i, c in enumerate(cdf):
-            if u < c:
+        for i in range(len(cdf)):
+            if u < cdf[i]:
                 return i
         return len(cdf) - 1
 
@@ -52,32 +67,30 @@ class Uniforms:
 
 
 class Stream(Uniforms):
-    """Buffered uniform draws from one named generator."""
-
-    __slots__ = ("gen", "_buf", "_i")
+    """Buffered uniform draws from one named generator: its list is refilled a block at
+    a time."""
 
     def __init__(self, gen: np.random.Generator):
-        self.gen = gen
-        self._buf: list[float] = []
+        self._u = []
         self._i = 0
+        self.gen = gen
 
     def random(self) -> float:
         """Uniform on [0, 1)."""
         i = self._i
-        if i >= len(self._buf):
-            self._buf = self.gen.random(BLOCK).tolist()
+        if i >= len(self._u):
+            self._u = self.gen.random(BLOCK).tolist()
             i = 0
         self._i = i + 1
-        return self._buf[i]
+        return self._u[i]
 
     def randoms(self, k: int) -> list[float]:
-        """The next `k` uniforms, the same values `k` calls of `random()` would give."""
         i = self._i
-        out = self._buf[i:i + k]
+        out = self._u[i:i + k]
         self._i = i + len(out)
         while len(out) < k:
-            self._buf = self.gen.random(BLOCK).tolist()
-            take = self._buf[:k - len(out)]
+            self._u = self.gen.random(BLOCK).tolist()
+            take = self._u[:k - len(out)]
             self._i = len(take)
             out.extend(take)
         return out
@@ -88,14 +101,12 @@ class Draws(Uniforms):
     slot of `width` values per block. `seek(j)` moves to block j's slot; reads run on
     from there (a bulk of blocks reads consecutive slots)."""
 
-    __slots__ = ("key", "head", "width", "_u", "_i")
-
     def __init__(self, key: tuple, uniforms: list[float], head: int, width: int):
+        self._u = uniforms
+        self._i = 0
         self.key = key
         self.head = head
         self.width = width
-        self._u = uniforms
-        self._i = 0
 
     def seek(self, block: int) -> "Draws":
         self._i = self.head + block * self.width
@@ -105,16 +116,6 @@ class Draws(Uniforms):
     def block(self) -> int:
         """The block whose slot the next read falls in."""
         return (self._i - self.head) // self.width if self.width else 0
-
-    def random(self) -> float:
-        i = self._i
-        self._i = i + 1
-        return self._u[i]
-
-    def randoms(self, k: int) -> list[float]:
-        i = self._i
-        self._i = i + k
-        return self._u[i:i + k]
 
 
 class RngStreams:

@@ -4,12 +4,16 @@
 
 from compactsim.sim.machine cimport Machine
 from compactsim.sim.page cimport MemMap
+from compactsim.sim.rng cimport Draws, Stream
 from compactsim.sim.task cimport Task
 from compactsim.sim.zone cimport Zone
+from compactsim.sim.histogram cimport Histogram
+from compactsim.sim.kernelmem cimport KernelMemory
 
 cdef class GroupPlan:
     cdef public object group, lifetime, kernel_sources
     cdef public int code, base_flags, lru, driver_list, width
+    cdef public double exp_mean
     cdef public bint random_states, balloon
     cdef public list orders, cdf
     cdef public dict gfp, fault_cost, latency, stats
@@ -29,7 +33,8 @@ cdef class Lifetimes:
 
 cdef class Workload:
     cdef public Machine m
-    cdef public object env, alloc, zram, rngs, cfg, costs, kernel, deferred_split
+    cdef public object env, alloc, zram, rngs, cfg, costs, deferred_split
+    cdef public KernelMemory kernel
     cdef public double lru_page_hold
     cdef public Lifetimes lifetimes
     cdef public dict latency, requests, unmapping, plans
@@ -37,3 +42,10 @@ cdef class Workload:
     cdef public list fault_log, reapers
     cdef public object block_log
     cdef public Py_ssize_t touched
+
+    cpdef double in_use_fraction(self)
+    cpdef Py_ssize_t setup_pages(self, GroupPlan plan, object pfns, int order, object rng,
+                                 list batch=*)
+    cpdef Py_ssize_t _bulk(self, GroupPlan plan, Task task, object rng, Py_ssize_t n)
+    cpdef void _record(self, GroupPlan plan, int order, double latency, Py_ssize_t attempts,
+                       Py_ssize_t ok)

@@ -50,7 +50,7 @@ from compactsim.sim import pageblock
 from compactsim.sim.page import (KIND_CODE, PG_DIRTY, PG_EXTRA_REF, PG_LOCKED, PG_MOVABLE_OPS,
                                  PG_WRITEBACK, MemMap)
 from compactsim.sim.page_alloc import free_pages, free_unref_page_list, rmqueue_pcplist_bulk
-from compactsim.sim.rng import Draws, RngStreams
+from compactsim.sim.rng import Draws, RngStreams, Stream
 from compactsim.sim.slowpath import MUST_WAIT, Allocator
 from compactsim.sim.task import Task
 from compactsim.sim.thp import DeferredSplit
@@ -139,6 +139,7 @@ class GroupPlan:
     stats: dict[int, list[int]]     # order -> [attempts, successes]
     width: int                      # uniforms per block: order pick, lifetime, page states
     kernel_sources: tuple | None    # the implicit allocations it owes (KernelMemory.note)
+    exp_mean: float                 # the mean of an exponential lifetime, else 0.0
 
 
 @cython.cclass
@@ -259,7 +260,9 @@ class Workload:
             lifetime=None if group.lifetime.distribution is Lifetime.FOREVER else group.lifetime,
             orders=orders, cdf=[sum(weights[:i + 1]) / total for i in range(len(weights))],
             gfp=gfp, fault_cost={o: self._fault_cost(kind, o) for o in orders + extra},
-            latency={}, stats={}, kernel_sources=KernelMemory.sources(group, kind))
+            latency={}, stats={}, kernel_sources=KernelMemory.sources(group, kind),
+            exp_mean=(group.lifetime.mean if group.lifetime.distribution is Lifetime.EXPONENTIAL
+                      else 0.0))
 
     def setup_page(self, group: WorkloadGroup, pfn: int, order: int, rng) -> None:
         """Give a new block its owner kind, page states, list and deadline."""
@@ -294,8 +297,7 @@ class Workload:
         now, tick = self.env.now, lifetimes.tick
         node_pages = m.node_pages
         nodes = m.nodes
-        exp_mean = life.mean if life is not None and \
-            life.distribution is Lifetime.EXPONENTIAL else 0.0
+        exp_mean = plan.exp_mean
         # Exponential lifetimes without page states: every uniform of the batch at once
         # (the same values, in the same order, as one draw per page).
         log = self.block_log if isinstance(rng, Draws) else None
@@ -518,18 +520,23 @@ class Workload:
         return 1.0 - free / managed
 
     @staticmethod
+    @cython.locals(draws=Draws, filling=cython.bint, u=cython.double)
     def _gap(group: WorkloadGroup, k: int, draws: Draws, filling: bool) -> float:
         """Seconds to wait before request k (its record's head holds the Poisson uniform,
         unused while a FILL group is still filling)."""
         p = group.pattern
         if p is Arrival.FILL or p is Arrival.POISSON:
             u = draws.random()
-            return 0.0 if filling else -math.log1p(-u) / group.rate
+            return 0.0 if filling else -log1p(-u) / group.rate
         if p is Arrival.PERIODIC:
             return 1.0 / group.rate
         return group.burst_interval if k % group.burst == 0 else 0.0
 
-    @cython.locals(task=Task)
+    @cython.locals(task=Task, plan=GroupPlan, draws=Draws, stream=Stream, k=cython.Py_ssize_t,
+                   j=cython.Py_ssize_t, done=cython.Py_ssize_t, batch=cython.Py_ssize_t,
+                   record=cython.Py_ssize_t, head=cython.Py_ssize_t, filling=cython.bint,
+                   bulk=cython.bint, compound=cython.bint, stop=cython.double,
+                   fill_fraction=cython.double, gap=cython.double)
     def _task(self, group: WorkloadGroup, task: Task, index: int):
         """Request after request; request k reads only record k of the task's stream."""
         env = self.env
@@ -539,15 +546,18 @@ class Workload:
         bulk = orders == [0] and group.kind is not PageKind.THP
         compound = not bulk
         head = 1 if group.pattern in (Arrival.POISSON, Arrival.FILL) else 0
-        record = head + group.batch * plan.width
+        batch = group.batch
+        record = head + batch * plan.width
         if group.start > env.now:
             yield env.timeout(group.start)
         filling = group.pattern is Arrival.FILL
+        fill_fraction = group.fill_fraction
         stop = group.stop if group.stop is not None else math.inf
+        name = group.name
         k = 0
         while True:
-            draws = Draws((group.name, index, k), stream.randoms(record), head, plan.width)
-            if filling and self.in_use_fraction() >= group.fill_fraction:
+            draws = Draws((name, index, k), stream.randoms(record), head, plan.width)
+            if filling and self.in_use_fraction() >= fill_fraction:
                 filling = False
             gap = self._gap(group, k, draws, filling)
             if gap:
@@ -555,22 +565,23 @@ class Workload:
             if env.now >= stop:
                 lru_add_drain(self.m, task.lru_add)
                 return
-            done = self._bulk(plan, task, draws.seek(0), group.batch) if bulk else 0
-            for j in range(done, group.batch):
+            done = self._bulk(plan, task, draws.seek(0), batch) if bulk else 0
+            for j in range(done, batch):
                 draws.seek(j)
                 order = orders[draws.pick(cdf)] if len(orders) > 1 else orders[0]
                 yield from self._one(plan, task, order, draws)
             owed = self.kernel.request_done(group)
             if owed:
                 yield from self.kernel.allocate(task, owed)
-            yield from settle(env, task)
+            if task.debt > 0:
+                yield from settle(env, task)
             # A full batch, or (groups with compound pages) one a compound page flushed.
             if task.lru_pending >= LRU_BATCH or compound and \
                     len(task.lru_add) > lru_add_batch_kept(self.m, task.lru_add):
                 yield from self.lru_batch_drain(task, task.node)
             k += 1
 
-    @cython.locals(task=Task)
+    @cython.locals(k=cython.Py_ssize_t, cost=cython.double)
     def _bulk(self, plan: GroupPlan, task: Task, rng, n: int) -> int:
         """Order-0 pages for a request straight from the per-cpu list; returns how many."""
         pfns = rmqueue_pcplist_bulk(self.m, task, plan.gfp[0], n)
@@ -582,6 +593,7 @@ class Workload:
             task.lru_pending += self.setup_pages(plan, pfns, 0, rng, task.lru_add)
         return k
 
+    @cython.locals(hist=Histogram, stats=list)
     def _record(self, plan: GroupPlan, order: int, latency: float, attempts: int, ok: int):
         hist = plan.latency.get(order)
         if hist is None:

@@ -2,6 +2,7 @@
 # buddy allocator's and the scanners' per-page paths reach its fields directly.
 
 from compactsim.sim.page cimport MemMap
+from compactsim.sim.pcp cimport PerCpuPages
 
 cdef class Zone:
     cdef public int node_id, zone_idx
@@ -14,7 +15,8 @@ cdef class Zone:
     cdef public list watermark, lowmem_reserve
     cdef public Py_ssize_t watermark_boost
     cdef public bint boosted
-    cdef public object pcp, capture
+    cdef public PerCpuPages pcp
+    cdef public object capture
     cdef public Py_ssize_t compact_cached_free_pfn
     cdef public list compact_cached_migrate_pfn
     cdef public Py_ssize_t compact_init_migrate_pfn, compact_init_free_pfn
@@ -22,6 +24,7 @@ cdef class Zone:
     cdef public bint compact_blockskip_flush
 
     cpdef Py_ssize_t wmark_pages(self, int i)
+    cpdef Py_ssize_t pcp_count(self)
 
 
 cpdef bint zone_watermark_ok(Zone z, int order, Py_ssize_t mark, int highest_zoneidx,
