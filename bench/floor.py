@@ -3,7 +3,7 @@
 A few processes each `yield env.timeout(1)` in a loop; every timeout is one event
 scheduled and processed. Best of three. The events per CPU second of the same runs are
 kept too (`Floor.cpu`), so that speed ratios can also be read in CPU time when other work
-shares the machine. The same loop on `sim.run.CountingEnvironment` (the environment
+shares the machine. The same loop on `sim.environment.CountingEnvironment` (the environment
 `run()` uses, which counts events in `schedule`) is reported beside it.
 """
 
@@ -15,7 +15,7 @@ import time
 import simpy
 
 from bench import Row
-from compactsim.sim.run import CountingEnvironment
+from compactsim.sim.environment import CountingEnvironment
 
 PROCESSES = 4
 EVENTS = 1_000_000
@@ -65,7 +65,7 @@ def measure() -> tuple[Floor, list[Row]]:
                 note=f"bare simpy {simpy.__version__}, {PROCESSES} processes x timeout(1), "
                      f"{EVENTS:,} events, best of {REPEATS}; {floor.cpu:,.0f} events per CPU s"),
             Row("floor.counting_env", counting.wall, "events/s", counting.wall / floor.wall,
-                note="same loop on sim.run.CountingEnvironment (what run() uses)")]
+                note="same loop on sim.environment.CountingEnvironment (what run() uses)")]
     return floor, rows
 
 

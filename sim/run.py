@@ -12,9 +12,6 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
-import simpy
-import simpy.rt
-
 from compactsim.sim.config import MovableOps, SimConfig, PAGE_SIZE
 from compactsim.sim.charge import charge_frees, settle
 from compactsim.sim.histogram import Histogram
@@ -29,6 +26,7 @@ from compactsim.sim.slowpath import Allocator
 from compactsim.sim.workload import Workload
 from compactsim.sim.zram import Zram
 from compactsim.sim.compaction import Compaction
+from compactsim.sim.environment import CountingEnvironment, PacedEnvironment
 from compactsim.sim.kcompactd import Kcompactd, compact_node
 from compactsim.sim.migrate import Migration
 from compactsim.sim.task import Task
@@ -37,26 +35,6 @@ PROGRESS_STEPS = 100
 # The step costs a struct page's size changes (pageflags.memmap_costs).
 PER_PFN_COSTS = ("free_scan_page_ns", "migrate_scan_page_ns", "isolate_page_ns", "pcp_alloc_ns",
                  "pcp_free_ns", "buddy_page_ns", "buddy_alloc_ns", "migrate_overhead_us")
-
-
-class CountingEnvironment(simpy.Environment):
-    """A SimPy environment that counts the events it schedules."""
-
-    events_scheduled = 0
-
-    def schedule(self, event, priority=1, delay=0):
-        self.events_scheduled += 1
-        super().schedule(event, priority, delay)
-
-
-class PacedEnvironment(simpy.rt.RealtimeEnvironment):
-    """Real-time environment (for `pace`) with the same event count."""
-
-    events_scheduled = 0
-
-    def schedule(self, event, priority=1, delay=0):
-        self.events_scheduled += 1
-        super().schedule(event, priority, delay)
 
 
 @dataclasses.dataclass
