@@ -55,7 +55,8 @@ SLAB_RECLAIMABLE = KIND_CODE[PageKind.SLAB_RECLAIMABLE]
 STACK = KIND_CODE[PageKind.KERNEL_HIGH_ORDER]
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@cython.dataclasses.dataclass(frozen=True)
+@cython.cclass
 class Source:
     """One kind of implicit allocation: `count` blocks of `order` per `per` units of the
     activity (pages allocated, or forks)."""
@@ -114,21 +115,23 @@ class KernelMemory:
         self.clear_s = m.config.costs.clear_page_us * 1e-6
         self.fork_sources = (STACK_VMAP if m.config.kernel.vmap_stack else STACK_ORDER2,
                              TASK_STRUCT, FORK_PGTABLES)
-        self.credit: dict[tuple[str, str], float] = {}
+        self.credit: dict[str, dict[str, float]] = {}   # group -> source -> owed fraction
         self.owed: dict[str, list[tuple[Source, int]]] = {}
         self.deadline: dict[str, int] = {}
         self.stats: dict[str, list[int]] = {}       # source -> [allocated, failed, fell back]
 
+    @cython.locals(credits=dict, c=cython.double, n=cython.Py_ssize_t, src=Source)
     def _owe(self, group: str, sources, units: float, deadline: int) -> None:
-        credit = self.credit
+        credits = self.credit.get(group)
+        if credits is None:
+            credits = self.credit[group] = {}
         for src in sources:
-            key = (group, src.name)
-            c = credit.get(key, 0.0) + units / src.per
+            c = credits.get(src.name, 0.0) + units / src.per
             if c >= 1.0:
                 n = int(c)
                 c -= n
                 self.owed.setdefault(group, []).extend([(src, deadline)] * (n * src.count))
-            credit[key] = c
+            credits[src.name] = c
 
     @staticmethod
     def sources(group: WorkloadGroup, kind: PageKind) -> tuple[Source, ...] | None:
