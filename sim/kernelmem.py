@@ -32,7 +32,6 @@ page tables, vmalloc's own page tables and slab object reuse are not modelled.
 
 from __future__ import annotations
 
-import dataclasses
 
 import cython
 
