@@ -28,8 +28,11 @@ cdef class Lifetimes:
     cdef public Machine m
     cdef MemMap mem
     cdef public double tick
-    cdef public dict buckets
+    cdef public list near
+    cdef public dict far
+    cdef public long reaped
     cpdef void schedule(self, Py_ssize_t pfn, long tick)
+    cpdef Bucket take(self, long tick)
 
 cdef class Workload:
     cdef public Machine m

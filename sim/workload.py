@@ -68,6 +68,7 @@ MAX_ORDER = cython.declare(cython.int, sim_config.MAX_ORDER)
 HPAGE_PMD_NR = 1 << PAGEBLOCK_ORDER
 LRU_BATCH = 15          # PAGEVEC_SIZE / FOLIO_BATCH_SIZE: pages per per-cpu LRU batch
 COMPACT_CLUSTER = 32    # folios the lru_lock_batch_hold_us cost is measured for
+WHEEL = cython.declare(cython.long, 4096)   # ticks in the ring of Lifetimes (a power of 2)
 FAULT_LOG_LINES = 200_000
 
 
@@ -170,24 +171,50 @@ class Lifetimes:
 
     A bucket entry is valid only while its pfn is an allocated head whose `expire` still
     equals the bucket's tick; reclaim and migration leave stale entries behind, which are
-    skipped (a migrated block is scheduled again under its new pfn)."""
+    skipped (a migrated block is scheduled again under its new pfn). The next WHEEL ticks
+    after the last one reaped sit in a ring indexed by tick; later ones, and ticks already
+    reaped (whose entries never come due), in a dict."""
 
     def __init__(self, m: Machine, tick: float):
         self.m = m
         self.mem = m.mem
         self.tick = tick
-        self.buckets: dict[int, Bucket] = {}
+        self.near: list[Bucket | None] = [None] * WHEEL
+        self.far: dict[int, Bucket] = {}
+        self.reaped = 0
 
     def due_tick(self, seconds: float) -> int:
         return max(1, math.ceil((self.m.env.now + seconds) / self.tick))
 
-    @cython.locals(bucket=Bucket)
+    @cython.locals(bucket=Bucket, slot=cython.Py_ssize_t)
     def schedule(self, pfn: int, tick: int) -> None:
         self.mem.expire_v[pfn] = tick
-        bucket = self.buckets.get(tick)
-        if bucket is None:
-            bucket = self.buckets[tick] = Bucket()
+        if self.reaped < tick <= self.reaped + WHEEL:
+            slot = tick & (WHEEL - 1)
+            bucket = self.near[slot]
+            if bucket is None:
+                bucket = self.near[slot] = Bucket()
+        else:
+            bucket = self.far.get(tick)
+            if bucket is None:
+                bucket = self.far[tick] = Bucket()
         bucket.append(pfn)
+
+    @cython.locals(bucket=Bucket, near=Bucket, slot=cython.Py_ssize_t, i=cython.Py_ssize_t)
+    def take(self, tick: int) -> Bucket | None:
+        """The reaper's: every pfn scheduled for `tick`, in the order scheduled (those
+        from when the tick lay beyond the ring come first), or None."""
+        self.reaped = tick
+        slot = tick & (WHEEL - 1)
+        near = self.near[slot]
+        self.near[slot] = None
+        bucket = self.far.pop(tick, None)
+        if bucket is None:
+            return near
+        if near is not None:
+            for i in range(near.n):
+                bucket.append(near.view[i])
+        return bucket
 
 
 @cython.cclass
@@ -430,7 +457,7 @@ class Workload:
                    s=cython.int, f=cython.int, cpu=cython.int, entries=cython.int[:],
                    pstate=cython.uchar[:], flags=cython.uchar[:], kinds=cython.uchar[:],
                    expire=cython.uint[:], mem=MemMap, bucket=Bucket, nxt=cython.int[:],
-                   touched=cython.Py_ssize_t)
+                   touched=cython.Py_ssize_t, lifetimes=Lifetimes)
     def _reaper(self):
         """Free every block whose deadline has come, once per tick."""
         m = self.m
@@ -438,7 +465,7 @@ class Workload:
         nxt = mem.nxt_v
         tick = 0
         period = self.lifetimes.tick
-        buckets = self.lifetimes.buckets
+        lifetimes = self.lifetimes
         multi_node = len(m.nodes) > 1
         node_pages = m.node_pages
         node_cpus = [node.cpus for node in m.nodes]
@@ -447,7 +474,7 @@ class Workload:
         while True:
             yield self.env.timeout(period)
             tick += 1
-            bucket = buckets.pop(tick, None)
+            bucket = lifetimes.take(tick)
             outcomes = []
             task = self.reapers[0]
             if bucket is not None:
