@@ -3,6 +3,14 @@
 
 from compactsim.sim.page cimport MemMap
 from compactsim.sim.zone cimport Zone
+from compactsim.sim.pageblock cimport Pageblocks
+
+cdef class BuddyPolicy:
+    cdef public object claim_rule
+    cdef public long watermark_boost_factor
+    cdef public Pageblocks pageblocks
+    cdef public bint steal_smallest
+    cdef public object on_extfrag
 
 cpdef void add_to_free_list(Zone z, Py_ssize_t pfn, int order, int mt, bint tail=*)
 cpdef void del_page_from_free_list(Zone z, Py_ssize_t pfn, int order, int mt)

@@ -13,7 +13,6 @@ so every merge at or above pageblock order is allowed.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 
 import cython
@@ -35,7 +34,8 @@ KIND_NONE = cython.declare(cython.int, pg.KIND_NONE)
 NR_ORDERS = cython.declare(cython.int, config.MAX_ORDER + 1)
 
 
-@dataclasses.dataclass(slots=True)
+@cython.dataclasses.dataclass
+@cython.cclass
 class BuddyPolicy:
     """The allocator's switches and tunables, as plain values."""
 

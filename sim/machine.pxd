@@ -4,13 +4,14 @@
 
 from compactsim.sim.page cimport MemMap
 from compactsim.sim.pageblock cimport Pageblocks
+from compactsim.sim.buddy cimport BuddyPolicy
 
 cdef class Machine:
     cdef public object env, config
     cdef public MemMap mem
     cdef public Pageblocks pageblocks
     cdef public list nodes, zones
-    cdef public object policy
+    cdef public BuddyPolicy policy
     cdef public Py_ssize_t min_free_kbytes, struct_page_size
     cdef public list cpu_node
     cdef public dict events

@@ -34,6 +34,7 @@ PCP = cython.declare(cython.int, pg.PCP)
 PAGEBLOCK_ORDER = cython.declare(cython.int, pageblock.PAGEBLOCK_ORDER)
 MIGRATE_PCPTYPES = cython.declare(cython.int, pageblock.MIGRATE_PCPTYPES)
 MIGRATE_MOVABLE = cython.declare(cython.int, MigrateType.MOVABLE)
+FREELIST_HYGIENE = ClaimRule.FREELIST_HYGIENE
 
 # What an allocation or free did, for its cost.
 WORK_PCP = 0        # per-cpu list only
@@ -283,7 +284,7 @@ def free_to_buddy(m: Machine, z: Zone, pfn: int, order: int, mt: int | None = No
     buddy of another type relabels the buddy's block. `mt` defaults to the block's type."""
     if mt is None:
         mt = m.pageblocks.get_pageblock_migratetype(pfn)
-    hygiene = m.policy.claim_rule is ClaimRule.FREELIST_HYGIENE
+    hygiene = m.policy.claim_rule is FREELIST_HYGIENE
     return free_one_page(z, pfn, order, mt, False, m.pageblocks if hygiene else None)
 
 
