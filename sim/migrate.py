@@ -26,6 +26,7 @@ import enum
 
 import cython
 from compactsim.sim.config import PageKind
+from compactsim.sim.lifetimes import Lifetimes
 from compactsim.sim.lru import add_page_to_lru, lru_list_for
 from compactsim.sim.machine import Machine
 from compactsim.sim import page as pg
@@ -77,7 +78,7 @@ MIGRATED_KINDS = ("anon", "file", "zsmalloc", "balloon")
 class Migration:
     """migrate_pages for one machine: rules, costs and bookkeeping of moved pages."""
 
-    def __init__(self, m: Machine, rng, on_moved=None, zsmalloc=None):
+    def __init__(self, m: Machine, rng, lifetimes: Lifetimes | None = None, zsmalloc=None):
         self.m = m
         self.env = m.env
         self.costs = m.config.costs
@@ -85,7 +86,7 @@ class Migration:
         self.sync_light_io_nowait = m.config.kernel.sync_light_io_nowait
         self.multi_cpu = m.config.machine.cpus > 1
         self.rng = rng
-        self.on_moved = on_moved            # callable(old_pfn, new_pfn): deadlines follow
+        self.lifetimes = lifetimes          # the deadlines, which follow a moved block
         self.zsmalloc = zsmalloc            # the zram pool (ZsPool), whose locks zspages take
 
     # --- one page ----------------------------------------------------------------------
@@ -159,8 +160,8 @@ class Migration:
             lru = lru_list_for(kind, flags)
             if lru >= 0:
                 add_page_to_lru(m, new, 1, lru)
-        if expire and self.on_moved is not None:
-            self.on_moved(new, expire)
+        if expire and self.lifetimes is not None:
+            self.lifetimes.schedule(new, expire)
         kinds[old] = KIND_NONE
         pflags[old] = 0
         expires[old] = 0

@@ -170,7 +170,7 @@ def run(config: SimConfig, progress: Callable[[float, float], None] | None = Non
     reclaim.shrinkers.append(workload.deferred_split)
     compaction = kcompactd = None
     if config.kernel.compaction:
-        migration = Migration(m, rngs("migrate.driver"), on_moved=workload.rescheduled,
+        migration = Migration(m, rngs("migrate.driver"), lifetimes=workload.lifetimes,
                               zsmalloc=zram.pool)
         compaction = Compaction(m, migration, reclaim)
         kcompactd = Kcompactd(m, compaction, reclaim)

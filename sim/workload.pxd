@@ -9,6 +9,7 @@ from compactsim.sim.task cimport Task
 from compactsim.sim.zone cimport Zone
 from compactsim.sim.histogram cimport Histogram
 from compactsim.sim.kernelmem cimport KernelMemory
+from compactsim.sim.lifetimes cimport Bucket, Lifetimes
 
 cdef class GroupPlan:
     cdef public object group, lifetime, kernel_sources
@@ -17,22 +18,6 @@ cdef class GroupPlan:
     cdef public bint random_states, balloon
     cdef public list orders, cdf
     cdef public dict gfp, fault_cost, latency, stats
-
-cdef class Bucket:
-    cdef public object pfns
-    cdef int[:] view
-    cdef public Py_ssize_t n, size
-    cpdef void append(self, int pfn)
-
-cdef class Lifetimes:
-    cdef public Machine m
-    cdef MemMap mem
-    cdef public double tick
-    cdef public list near
-    cdef public dict far
-    cdef public long reaped
-    cpdef void schedule(self, Py_ssize_t pfn, long tick)
-    cpdef Bucket take(self, long tick)
 
 cdef class Workload:
     cdef public Machine m

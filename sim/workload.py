@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from array import array
 
 import cython
 from cython.cimports.libc.math import ceil, log1p
@@ -41,6 +40,7 @@ from compactsim.sim.gfp import (__GFP_COMP, __GFP_KSWAPD_RECLAIM, __GFP_NOMEMALL
                      GFP_KERNEL, GFP_TRANSHUGE, GFP_TRANSHUGE_LIGHT)
 from compactsim.sim.histogram import Histogram
 from compactsim.sim.kernelmem import KernelMemory
+from compactsim.sim.lifetimes import Bucket, Lifetimes
 from compactsim.sim.lru import (del_page_from_lru, del_pages_from_lru, lru_add_batch_kept,
                                 lru_add_drain, lru_list_for)
 from compactsim.sim.machine import LIST_BALLOON, LIST_ZSPAGES, Machine
@@ -68,7 +68,6 @@ MAX_ORDER = cython.declare(cython.int, sim_config.MAX_ORDER)
 HPAGE_PMD_NR = 1 << PAGEBLOCK_ORDER
 LRU_BATCH = 15          # PAGEVEC_SIZE / FOLIO_BATCH_SIZE: pages per per-cpu LRU batch
 COMPACT_CLUSTER = 32    # folios the lru_lock_batch_hold_us cost is measured for
-WHEEL = cython.declare(cython.long, 4096)   # ticks in the ring of Lifetimes (a power of 2)
 FAULT_LOG_LINES = 200_000
 
 
@@ -141,80 +140,6 @@ class GroupPlan:
     width: int                      # uniforms per block: order pick, lifetime, page states
     kernel_sources: tuple | None    # the implicit allocations it owes (KernelMemory.note)
     exp_mean: float                 # the mean of an exponential lifetime, else 0.0
-
-
-@cython.cclass
-class Bucket:
-    """One tick's pfns: an int32 array of `size` entries used up to `n`, doubled when
-    full (compiled, an append is a C store, where array.append parses its argument every
-    call)."""
-
-    def __init__(self) -> None:
-        self.pfns = array("i", bytes(4 * 16))
-        self.view = self.pfns
-        self.n = 0
-        self.size = 16
-
-    def append(self, pfn: int) -> None:
-        if self.n == self.size:
-            self.size *= 2
-            bigger = array("i", bytes(4 * self.size))
-            bigger[:self.n] = self.pfns
-            self.pfns = self.view = bigger
-        self.view[self.n] = pfn
-        self.n += 1
-
-
-@cython.cclass
-class Lifetimes:
-    """Deadlines of live blocks: a wheel of `tick`-wide buckets of pfns.
-
-    A bucket entry is valid only while its pfn is an allocated head whose `expire` still
-    equals the bucket's tick; reclaim and migration leave stale entries behind, which are
-    skipped (a migrated block is scheduled again under its new pfn). The next WHEEL ticks
-    after the last one reaped sit in a ring indexed by tick; later ones, and ticks already
-    reaped (whose entries never come due), in a dict."""
-
-    def __init__(self, m: Machine, tick: float):
-        self.m = m
-        self.mem = m.mem
-        self.tick = tick
-        self.near: list[Bucket | None] = [None] * WHEEL
-        self.far: dict[int, Bucket] = {}
-        self.reaped = 0
-
-    def due_tick(self, seconds: float) -> int:
-        return max(1, math.ceil((self.m.env.now + seconds) / self.tick))
-
-    @cython.locals(bucket=Bucket, slot=cython.Py_ssize_t)
-    def schedule(self, pfn: int, tick: int) -> None:
-        self.mem.expire_v[pfn] = tick
-        if self.reaped < tick <= self.reaped + WHEEL:
-            slot = tick & (WHEEL - 1)
-            bucket = self.near[slot]
-            if bucket is None:
-                bucket = self.near[slot] = Bucket()
-        else:
-            bucket = self.far.get(tick)
-            if bucket is None:
-                bucket = self.far[tick] = Bucket()
-        bucket.append(pfn)
-
-    @cython.locals(bucket=Bucket, near=Bucket, slot=cython.Py_ssize_t, i=cython.Py_ssize_t)
-    def take(self, tick: int) -> Bucket | None:
-        """The reaper's: every pfn scheduled for `tick`, in the order scheduled (those
-        from when the tick lay beyond the ring come first), or None."""
-        self.reaped = tick
-        slot = tick & (WHEEL - 1)
-        near = self.near[slot]
-        self.near[slot] = None
-        bucket = self.far.pop(tick, None)
-        if bucket is None:
-            return near
-        if near is not None:
-            for i in range(near.n):
-                bucket.append(near.view[i])
-        return bucket
 
 
 @cython.cclass
@@ -424,10 +349,6 @@ class Workload:
             mem.list_del(pfn)
         mem.kind[pfn] = 0
         mem.expire[pfn] = 0
-
-    def rescheduled(self, pfn: int, tick: int) -> None:
-        """A migrated block keeps its owner's deadline under its new pfn."""
-        self.lifetimes.schedule(pfn, tick)
 
     @cython.locals(task=Task)
     def lru_batch_drain(self, task: Task, nid: int):

@@ -6,8 +6,8 @@ under writeback, locked, pinned or mlocked; slab; zsmalloc and balloon pages on 
 driver lists; orders 0-3), frees (single, patterned), pcp drains, and compactions run to
 completion in the machine's SimPy environment: manual (SYNC, whole zone), proactive,
 kcompactd-style and direct (`direct_compact`, with capture). Each allocated block carries
-an id in its `expire` word, so the model follows it when migration moves it
-(`Migration.on_moved`). After every step the memmap, the free lists, the pcp lists, the
+an id in its `expire` word, so the model follows it when migration moves it (migration
+schedules the moved block's deadline again: `Lifetimes.schedule`). After every step the memmap, the free lists, the pcp lists, the
 LRU and driver lists and the model must agree, as in test_buddy_state.py, and nothing may
 be left isolated.
 """
@@ -46,6 +46,7 @@ from compactsim.sim.machine import (
     LRU_UNEVICTABLE,
     build_machine,
 )
+from compactsim.sim.lifetimes import Lifetimes
 from compactsim.sim.migrate import MigrateMode, Migration
 from compactsim.sim.page import (
     ALLOC,
@@ -78,6 +79,18 @@ DRIVER = {KIND_CODE[PageKind.ZSMALLOC]: LIST_ZSPAGES, KIND_CODE[PageKind.BALLOON
 STATES = [0, PG_DIRTY, PG_WRITEBACK, PG_LOCKED, PG_EXTRA_REF, PG_MLOCKED, PG_DIRTY | PG_LOCKED]
 
 
+class Followed(Lifetimes):
+    """A wheel of deadlines that tells the model where migration moved each block (the
+    id in its expire word) instead of scheduling it."""
+
+    def __init__(self, m, moved):
+        super().__init__(m, 1.0)
+        self.moved = moved
+
+    def schedule(self, pfn, tick):
+        self.moved(pfn, tick)
+
+
 class CompactionMachine(RuleBasedStateMachine):
     """`allocated` maps head pfn -> (order, kind code, id); `where` maps id -> head pfn."""
 
@@ -97,7 +110,7 @@ class CompactionMachine(RuleBasedStateMachine):
         # sleep on the empty machine before the fills, which wake nobody.
         self.env.run(until=0.2)
         self.migration = Migration(m, RngStreams(cfg.seed)("migrate.driver"),
-                                   on_moved=self._moved)
+                                   lifetimes=Followed(m, self._moved))
         self.compaction = Compaction(m, self.migration, reclaim)
         self.tasks = [Task(comm="t", pid=100 + c, cpu=c, node=0) for c in range(NR_CPUS)]
         self.allocated: dict[int, tuple[int, int, int]] = {}
@@ -111,8 +124,7 @@ class CompactionMachine(RuleBasedStateMachine):
     # --- model upkeep -----------------------------------------------------------------
 
     def _moved(self, new: int, ident: int) -> None:
-        """Migration.on_moved (Workload.rescheduled): the block with this id now lives
-        at `new`, and keeps its id there."""
+        """The block with this id now lives at `new`, and keeps its id there."""
         self.m.mem.expire[new] = ident
         old = self.where[ident]
         order, kind, _ = self.allocated.pop(old)

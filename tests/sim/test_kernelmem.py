@@ -17,6 +17,7 @@ from compactsim.sim.gfp import (
     gfp_migratetype,
 )
 from compactsim.sim.kernelmem import ANON_PAGES_PER_PTE, FILE_SLABS, PTE, KernelMemory, slab_gfp
+from compactsim.sim.lifetimes import Lifetimes
 from compactsim.sim.machine import build_machine
 from compactsim.sim.page import KIND_CODE
 from compactsim.sim.page_alloc import free_pages, get_page_from_freelist
@@ -25,7 +26,6 @@ from compactsim.sim.reclaim import Reclaim
 from compactsim.sim.run import run
 from compactsim.sim.slowpath import Allocator
 from compactsim.sim.task import Task
-from compactsim.sim.workload import Lifetimes
 from compactsim.sim.zram import Zram
 
 

@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from compactsim.sim.config import config_from_dict
+from compactsim.sim.lifetimes import Bucket, Lifetimes
 from compactsim.sim.machine import build_machine
-from compactsim.sim.workload import Bucket, Lifetimes
 
 
 def small_machine():
