@@ -7,8 +7,8 @@ driver lists; orders 0-3), frees (single, patterned), pcp drains, and compaction
 completion in the machine's SimPy environment: manual (SYNC, whole zone), proactive,
 kcompactd-style and direct (`direct_compact`, with capture). Each allocated block carries
 an id in its `expire` word, so the model follows it when migration moves it (migration
-schedules the moved block's deadline again: `Lifetimes.schedule`). After every step the memmap, the free lists, the pcp lists, the
-LRU and driver lists and the model must agree, as in test_buddy_state.py, and nothing may
+schedules the moved block's deadline again: `Lifetimes.schedule`). After every step the
+memmap, the free lists, the pcp lists, the LRU and driver lists and the model must agree, as in test_buddy_state.py, and nothing may
 be left isolated.
 """
 
