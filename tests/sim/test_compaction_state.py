@@ -8,8 +8,8 @@ completion in the machine's SimPy environment: manual (SYNC, whole zone), proact
 kcompactd-style and direct (`direct_compact`, with capture). Each allocated block carries
 an id in its `expire` word, so the model follows it when migration moves it (migration
 schedules the moved block's deadline again: `Lifetimes.schedule`). After every step the
-memmap, the free lists, the pcp lists, the LRU and driver lists and the model must agree, as in test_buddy_state.py, and nothing may
-be left isolated.
+memmap, the free lists, the pcp lists, the LRU and driver lists and the model must agree,
+as in test_buddy_state.py, and nothing may be left isolated.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from compactsim.sim.compaction import (
 )
 from compactsim.sim.config import MAX_ORDER, ClaimRule, MovableOps, PageKind, config_from_dict
 from compactsim.sim.gfp import ALLOC_NO_WATERMARKS, ALLOC_WMARK_LOW, ALLOC_WMARK_MIN, GFP_KERNEL
+from compactsim.sim.lifetimes import Lifetimes
 from compactsim.sim.lru import add_page_to_lru, del_page_from_lru, lru_list_for
 from compactsim.sim.machine import (
     LIST_BALLOON,
@@ -46,7 +47,6 @@ from compactsim.sim.machine import (
     LRU_UNEVICTABLE,
     build_machine,
 )
-from compactsim.sim.lifetimes import Lifetimes
 from compactsim.sim.migrate import MigrateMode, Migration
 from compactsim.sim.page import (
     ALLOC,
