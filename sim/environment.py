@@ -21,13 +21,14 @@ import simpy.rt
 from simpy.events import NORMAL, Timeout
 
 
-class EventCounting:
-    """Mixin over a SimPy environment: counts what it schedules."""
+class CountingEnvironment(simpy.Environment):
+    """A SimPy environment that counts the events it schedules."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.events_scheduled = 0
-        self.timeout = partial(Timeout, self)
+        # bound once, as SimPy's BoundClass.bind_early binds it for its own classes
+        self.timeout = partial(Timeout, self)  # type: ignore[method-assign]
 
     @property
     def now(self) -> float:
@@ -40,9 +41,5 @@ class EventCounting:
         heappush(self._queue, (self._now + delay, priority, next(self._eid), event))
 
 
-class CountingEnvironment(EventCounting, simpy.Environment):
-    """A SimPy environment that counts the events it schedules."""
-
-
-class PacedEnvironment(EventCounting, simpy.rt.RealtimeEnvironment):
+class PacedEnvironment(CountingEnvironment, simpy.rt.RealtimeEnvironment):
     """Real-time environment (for `pace`) with the same event count."""
