@@ -75,3 +75,19 @@ def test_one_seed_has_no_interval_and_baseline_must_be_an_arm():
     assert row["arms"][0]["ci_low"] is None and row["differences"][0]["p_value"] is None
     with pytest.raises(ValueError, match="baseline 'c'"):
         experiment([], ["a", "b"], "c")
+
+
+@pytest.mark.parametrize("values", [[1.0, 2.0], [3.5, 3.5, 7.25], [0.1, 1e6, -4.0, 2.5, 9.0],
+                                    list(range(40))])
+def test_intervals_are_scipys_t_intervals_to_the_bit(values):
+    """The standard error is computed with numpy (scipy.stats.sem's formula, without its
+    per-call argument checks): the interval must not move by one ulp."""
+    import numpy as np
+    from scipy import stats
+
+    from compactsim.codec.stats import CONFIDENCE, _interval
+
+    a = np.array(values, dtype=float)
+    want = stats.t.interval(CONFIDENCE, len(a) - 1, loc=float(a.mean()),
+                            scale=float(stats.sem(a)))
+    assert _interval(a) == (float(want[0]), float(want[1]))
