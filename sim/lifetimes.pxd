@@ -1,5 +1,5 @@
 # C declarations of sim/lifetimes.py for the compiled build: the wheel of deadlines as
-# extension types, so that setting up or migrating a block schedules it with C calls.
+# extension types, so that setting up or migrating a block files it with C calls.
 
 from compactsim.sim.machine cimport Machine
 from compactsim.sim.page cimport MemMap
@@ -14,8 +14,12 @@ cdef class Lifetimes:
     cdef public Machine m
     cdef MemMap mem
     cdef public double tick
-    cdef public list near
-    cdef public dict far
-    cdef public long reaped
+    cdef public long reaped, opened, shift, epochs
+    cdef public list near, ahead
+    cdef public dict beyond
+    cdef public object sorted_pfns, sorted_ticks
+    cdef int[:] pfns_v, ticks_v
+    cdef Py_ssize_t cursor
+    cdef Bucket due
     cpdef void schedule(self, Py_ssize_t pfn, long tick)
     cpdef Bucket take(self, long tick)

@@ -1,11 +1,18 @@
 """The wheel of deadlines: when each live block is due to be freed.
 
 A block's deadline is a tick (`lifetime_tick` wide, sampling config) kept in the memmap
-(`expire`, 0 for none) and in that tick's bucket of pfns, which the workload's reaper
-takes when the tick comes (sim/workload.py). The kernel has no such structure -- a
+(`expire`, 0 for none) and filed in the wheel, which the workload's reaper asks for the
+blocks due at each tick in turn (sim/workload.py). The kernel has no such structure -- a
 process frees its memory when it exits or unmaps it -- so this stands in for the
-owners' lifetimes. Buckets are int32 arrays doubled when full; the next WHEEL ticks
-after the one last reaped index a ring, later ones a dict.
+owners' lifetimes.
+
+A hierarchical timing wheel: ticks are grouped in epochs of 2^EPOCH_SHIFT. Blocks due in a
+later epoch are appended, with their ticks, to that epoch's pair of arrays (a ring of
+EPOCHS epochs ahead, a dict beyond), so filing one is a store at the end of an array that
+stays in cache. When the reaper reaches an epoch its entries are sorted by tick (stable:
+blocks due at the same tick keep the order they were filed in), and blocks filed for a
+tick of the epoch being reaped go to that tick's own bucket. A tick's blocks come out in
+the order they were filed; a block filed for a tick already reaped never comes due.
 """
 
 from __future__ import annotations
@@ -14,15 +21,17 @@ import math
 from array import array
 
 import cython
+import numpy as np
 
 from compactsim.sim.machine import Machine
 
-WHEEL = cython.declare(cython.long, 4096)   # ticks in the ring of Lifetimes (a power of 2)
+EPOCH_SHIFT = 6         # 64 ticks per epoch
+EPOCHS = 1024           # epochs ahead in the ring (a power of 2)
 
 
 @cython.cclass
 class Bucket:
-    """One tick's pfns: an int32 array of `size` entries used up to `n`, doubled when
+    """pfns (or ticks): an int32 array of `size` entries used up to `n`, doubled when
     full (compiled, an append is a C store, where array.append parses its argument every
     call)."""
 
@@ -41,54 +50,99 @@ class Bucket:
         self.view[self.n] = pfn
         self.n += 1
 
+    def values(self) -> np.ndarray:
+        """The entries, as int32 (a view of the array)."""
+        return np.frombuffer(self.pfns, dtype=np.int32, count=self.n)
+
 
 @cython.cclass
 class Lifetimes:
-    """Deadlines of live blocks: a wheel of `tick`-wide buckets of pfns.
+    """Deadlines of live blocks, filed by tick (see the module's docstring).
 
-    A bucket entry is valid only while its pfn is an allocated head whose `expire` still
-    equals the bucket's tick; reclaim and migration leave stale entries behind, which are
-    skipped (a migrated block is scheduled again under its new pfn). The next WHEEL ticks
-    after the last one reaped sit in a ring indexed by tick; later ones, and ticks already
-    reaped (whose entries never come due), in a dict."""
+    An entry is valid only while its pfn is an allocated head whose `expire` still
+    equals the entry's tick; reclaim and migration leave stale entries behind, which the
+    reaper skips (a migrated block is filed again under its new pfn). Ticks are taken in
+    order, each once (`take`)."""
 
-    def __init__(self, m: Machine, tick: float):
+    def __init__(self, m: Machine, tick: float, epoch_shift: int = EPOCH_SHIFT,
+                 epochs: int = EPOCHS):
         self.m = m
         self.mem = m.mem
         self.tick = tick
-        self.near: list[Bucket | None] = [None] * WHEEL
-        self.far: dict[int, Bucket] = {}
-        self.reaped = 0
+        self.shift = epoch_shift
+        self.epochs = epochs
+        self.reaped = 0                 # the last tick taken
+        self.opened = -1                # its epoch
+        self.near = [Bucket() for _ in range(1 << epoch_shift)]   # the open epoch, by tick
+        self.ahead: list[tuple[Bucket, Bucket] | None] = [None] * epochs
+        self.beyond: dict[int, tuple[Bucket, Bucket]] = {}
+        # the open epoch's entries filed before it opened, sorted by tick
+        self.sorted_pfns = self.sorted_ticks = np.zeros(0, dtype=np.int32)
+        self.pfns_v = self.sorted_pfns
+        self.ticks_v = self.sorted_ticks
+        self.cursor = 0
+        self.due = Bucket()
 
     def due_tick(self, seconds: float) -> int:
         return max(1, math.ceil((self.m.env.now + seconds) / self.tick))
 
-    @cython.locals(bucket=Bucket, slot=cython.Py_ssize_t)
+    @cython.locals(bucket=Bucket, epoch=cython.long)
     def schedule(self, pfn: int, tick: int) -> None:
+        """File block `pfn` as due at `tick` (its `expire`)."""
         self.mem.expire_v[pfn] = tick
-        if self.reaped < tick <= self.reaped + WHEEL:
-            slot = tick & (WHEEL - 1)
-            bucket = self.near[slot]
-            if bucket is None:
-                bucket = self.near[slot] = Bucket()
+        if tick <= self.reaped:
+            return                      # the reaper has passed it: it never comes due
+        epoch = tick >> self.shift
+        if epoch == self.opened:
+            bucket = self.near[tick & ((1 << self.shift) - 1)]
+            bucket.append(pfn)
+            return
+        if epoch - self.opened <= self.epochs:
+            pair = self.ahead[epoch & (self.epochs - 1)]
+            if pair is None:
+                pair = self.ahead[epoch & (self.epochs - 1)] = (Bucket(), Bucket())
         else:
-            bucket = self.far.get(tick)
-            if bucket is None:
-                bucket = self.far[tick] = Bucket()
+            pair = self.beyond.get(epoch)
+            if pair is None:
+                pair = self.beyond[epoch] = (Bucket(), Bucket())
+        bucket = pair[0]
         bucket.append(pfn)
+        bucket = pair[1]
+        bucket.append(tick)
 
-    @cython.locals(bucket=Bucket, near=Bucket, slot=cython.Py_ssize_t, i=cython.Py_ssize_t)
-    def take(self, tick: int) -> Bucket | None:
-        """The reaper's: every pfn scheduled for `tick`, in the order scheduled (those
-        from when the tick lay beyond the ring come first), or None."""
-        self.reaped = tick
-        slot = tick & (WHEEL - 1)
-        near = self.near[slot]
-        self.near[slot] = None
-        bucket = self.far.pop(tick, None)
-        if bucket is None:
-            return near
+    def _open(self, epoch: int) -> None:
+        """Start taking `epoch`'s ticks: its entries filed so far, sorted by tick."""
+        self.opened = epoch
+        parts = []
+        far = self.beyond.pop(epoch, None)      # filed first, while the epoch lay beyond
+        if far is not None:
+            parts.append(far)
+        near = self.ahead[epoch & (self.epochs - 1)]
+        self.ahead[epoch & (self.epochs - 1)] = None
         if near is not None:
-            for i in range(near.n):
-                bucket.append(near.view[i])
-        return bucket
+            parts.append(near)
+        pfns = np.concatenate([p.values() for p, _ in parts] or [np.zeros(0, np.int32)])
+        ticks = np.concatenate([t.values() for _, t in parts] or [np.zeros(0, np.int32)])
+        order = np.argsort(ticks, kind="stable")
+        self.sorted_pfns = self.pfns_v = pfns[order]
+        self.sorted_ticks = self.ticks_v = ticks[order]
+        self.cursor = 0
+
+    @cython.locals(due=Bucket, near=Bucket, i=cython.Py_ssize_t, n=cython.Py_ssize_t)
+    def take(self, tick: int) -> Bucket | None:
+        """The reaper's: every pfn filed for `tick` (the next tick), in the order filed, or
+        None. The bucket is reused by the next call."""
+        self.reaped = tick
+        if tick >> self.shift != self.opened:
+            self._open(tick >> self.shift)
+        due = self.due
+        due.n = 0
+        n = self.ticks_v.shape[0]
+        while self.cursor < n and self.ticks_v[self.cursor] == tick:
+            due.append(self.pfns_v[self.cursor])
+            self.cursor += 1
+        near = self.near[tick & ((1 << self.shift) - 1)]
+        for i in range(near.n):
+            due.append(near.view[i])
+        near.n = 0
+        return due if due.n else None
