@@ -1,3 +1,6 @@
 # C declarations for the compiled build of sim/charge.py.
 
 from compactsim.sim.task cimport Task
+from compactsim.sim.page_alloc cimport Outcome
+from compactsim.sim.locks cimport SimLock
+from compactsim.sim.zone cimport Zone

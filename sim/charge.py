@@ -14,6 +14,7 @@ from __future__ import annotations
 import cython
 
 from compactsim.sim.costs import Costs
+from compactsim.sim.locks import SimLock
 from compactsim.sim.page_alloc import WORK_PCP, WORK_REFILL, Outcome
 from compactsim.sim.task import Task
 
@@ -45,7 +46,7 @@ def _batch_hold(costs: Costs, batch: int) -> float:
                costs.buddy_page_ns * 1e-9 * batch)
 
 
-@cython.locals(task=Task)
+@cython.locals(task=Task, out=Outcome, lock=SimLock)
 def charge(env, task: Task, cpu_s: float, out: Outcome | None = None, locked_s: float = 0.0):
     """Add `cpu_s` to the task's debt; if `locked_s`, pay the debt and hold the outcome
     zone's lock for `locked_s`."""

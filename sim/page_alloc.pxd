@@ -9,4 +9,11 @@ from compactsim.sim.task cimport Task
 from compactsim.sim.machine cimport Machine
 from compactsim.sim.buddy cimport free_one_page
 
+cdef class Outcome:
+    cdef public Py_ssize_t pfn
+    cdef public Zone zone
+    cdef public int work
+    cdef public Py_ssize_t batch
+    cdef public bint boosted_wake
+
 cpdef Py_ssize_t free_to_buddy(Machine m, Zone z, Py_ssize_t pfn, int order, object mt=*)

@@ -10,7 +10,6 @@ tracepoints. Nothing here waits: callers (sim/slowpath.py, the workload) take
 
 from __future__ import annotations
 
-import dataclasses
 
 import cython
 
@@ -42,7 +41,8 @@ WORK_REFILL = 1     # pcp refill or drain: a batch under zone->lock
 WORK_BUDDY = 2      # one buddy operation under zone->lock
 
 
-@dataclasses.dataclass(slots=True)
+@cython.dataclasses.dataclass
+@cython.cclass
 class Outcome:
     """Result of one attempt: the page (or -1), its zone and the work done."""
 

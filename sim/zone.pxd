@@ -3,13 +3,14 @@
 
 from compactsim.sim.page cimport MemMap
 from compactsim.sim.pcp cimport PerCpuPages
+from compactsim.sim.locks cimport SimLock
 
 cdef class Zone:
     cdef public int node_id, zone_idx
     cdef public str name, pgalloc_key
     cdef public Py_ssize_t zone_start_pfn, spanned_pages, present_pages, managed_pages
     cdef public MemMap mem
-    cdef public object lock
+    cdef public SimLock lock
     cdef public Py_ssize_t free_pages
     cdef public list nr_free, nr_free_mt, free_head
     cdef public list watermark, lowmem_reserve
