@@ -147,13 +147,13 @@ class KernelMemory:
             if sources:
                 self._owe(group, sources, pages, deadline)
 
-    def request_done(self, group: WorkloadGroup) -> list[tuple[Source, int]] | None:
-        """A request of the group has ended: its forks are owed too. Returns (and
-        clears) everything the group owes, for `allocate` (None when nothing is)."""
-        name = group.name
-        if group.forks and group.implicit_kernel:
-            self._owe(name, self.fork_sources, group.forks, self.deadline.get(name, 0))
-        return self.owed.pop(name, None)
+    def request_done(self, group: str, forks: int) -> list[tuple[Source, int]] | None:
+        """A request of group `group` has ended, with `forks` forks that allocate
+        implicitly (0 for a group that does not): they are owed too. Returns (and clears)
+        everything the group owes, for `allocate` (None when nothing is)."""
+        if forks:
+            self._owe(group, self.fork_sources, forks, self.deadline.get(group, 0))
+        return self.owed.pop(group, None)
 
     def allocate(self, task: Task, owed: list[tuple[Source, int]]):
         """Generator: the owed allocations, by the task that finished the request."""

@@ -90,7 +90,6 @@ def trace_extfrag(m: Machine):
     return on_extfrag
 
 
-@cython.locals(m=Machine, z=Zone)
 def rmqueue_zone(m: Machine, z: Zone, task: Task, order: int, mt: int, alloc_flags: int,
                  out: Outcome) -> int:
     """rmqueue(): order 0 through this CPU's pcp list, else the buddy lists."""

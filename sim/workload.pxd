@@ -15,6 +15,8 @@ cdef class GroupPlan:
     cdef public object group, lifetime, kernel_sources
     cdef public int code, base_flags, lru, driver_list, width
     cdef public double exp_mean
+    cdef public str name
+    cdef public long forks
     cdef public bint random_states, balloon
     cdef public list orders, cdf
     cdef public dict gfp, fault_cost, latency, stats

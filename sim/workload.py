@@ -140,6 +140,8 @@ class GroupPlan:
     width: int                      # uniforms per block: order pick, lifetime, page states
     kernel_sources: tuple | None    # the implicit allocations it owes (KernelMemory.note)
     exp_mean: float                 # the mean of an exponential lifetime, else 0.0
+    name: str                       # the group's
+    forks: int                      # forks per request that allocate implicitly
 
 
 @cython.cclass
@@ -214,7 +216,8 @@ class Workload:
             gfp=gfp, fault_cost={o: self._fault_cost(kind, o) for o in orders + extra},
             latency={}, stats={}, kernel_sources=KernelMemory.sources(group, kind),
             exp_mean=(group.lifetime.mean if group.lifetime.distribution is Lifetime.EXPONENTIAL
-                      else 0.0))
+                      else 0.0),
+            name=group.name, forks=group.forks if group.implicit_kernel else 0)
 
     def setup_page(self, group: WorkloadGroup, pfn: int, order: int, rng) -> None:
         """Give a new block its owner kind, page states, list and deadline."""
@@ -292,7 +295,7 @@ class Workload:
             flags_arr[pfn] = flags
         if batch is None:
             lru_add_drain(m, lru_batch)
-        self.kernel.note(plan.group.name, plan.kernel_sources, len(pfns) << order,
+        self.kernel.note(plan.name, plan.kernel_sources, len(pfns) << order,
                          expire[pfns[-1]])
         return added
 
@@ -467,24 +470,13 @@ class Workload:
             managed += z.managed_pages
         return 1.0 - free / managed
 
-    @staticmethod
-    @cython.locals(draws=Draws, filling=cython.bint, u=cython.double)
-    def _gap(group: WorkloadGroup, k: int, draws: Draws, filling: bool) -> float:
-        """Seconds to wait before request k (its record's head holds the Poisson uniform,
-        unused while a FILL group is still filling)."""
-        p = group.pattern
-        if p is Arrival.FILL or p is Arrival.POISSON:
-            u = draws.random()
-            return 0.0 if filling else -log1p(-u) / group.rate
-        if p is Arrival.PERIODIC:
-            return 1.0 / group.rate
-        return group.burst_interval if k % group.burst == 0 else 0.0
-
     @cython.locals(task=Task, plan=GroupPlan, draws=Draws, stream=Stream, k=cython.Py_ssize_t,
                    j=cython.Py_ssize_t, done=cython.Py_ssize_t, batch=cython.Py_ssize_t,
                    record=cython.Py_ssize_t, head=cython.Py_ssize_t, filling=cython.bint,
                    bulk=cython.bint, compound=cython.bint, stop=cython.double,
-                   fill_fraction=cython.double, gap=cython.double)
+                   fill_fraction=cython.double, gap=cython.double, poisson=cython.bint,
+                   rate=cython.double, periodic_gap=cython.double, burst=cython.Py_ssize_t,
+                   burst_interval=cython.double)
     def _task(self, group: WorkloadGroup, task: Task, index: int):
         """Request after request; request k reads only record k of the task's stream."""
         env = self.env
@@ -493,7 +485,15 @@ class Workload:
         orders, cdf = plan.orders, plan.cdf
         bulk = orders == [0] and group.kind is not PageKind.THP
         compound = not bulk
-        head = 1 if group.pattern in (Arrival.POISSON, Arrival.FILL) else 0
+        # The gap before request k: Poisson (also FILL once filled) from the uniform at
+        # the head of its record, unused while a FILL group is still filling; periodic;
+        # or bursts of `burst` back to back every `burst_interval`.
+        poisson = group.pattern in (Arrival.POISSON, Arrival.FILL)
+        rate = group.rate if poisson else 0.0
+        periodic_gap = 1.0 / group.rate if group.pattern is Arrival.PERIODIC else 0.0
+        burst, burst_interval = (group.burst, group.burst_interval) \
+            if group.pattern is Arrival.BURST else (1, 0.0)
+        head = 1 if poisson else 0
         batch = group.batch
         record = head + batch * plan.width
         if group.start > env.now:
@@ -507,7 +507,13 @@ class Workload:
             draws = Draws((name, index, k), stream.randoms(record), head, plan.width)
             if filling and self.in_use_fraction() >= fill_fraction:
                 filling = False
-            gap = self._gap(group, k, draws, filling)
+            if poisson:
+                gap = draws.random()
+                gap = 0.0 if filling else -log1p(-gap) / rate
+            elif periodic_gap:
+                gap = periodic_gap
+            else:
+                gap = burst_interval if k % burst == 0 else 0.0
             if gap:
                 yield env.timeout(gap)
             if env.now >= stop:
@@ -518,7 +524,7 @@ class Workload:
                 draws.seek(j)
                 order = orders[draws.pick(cdf)] if len(orders) > 1 else orders[0]
                 yield from self._one(plan, task, order, draws)
-            owed = self.kernel.request_done(group)
+            owed = self.kernel.request_done(name, plan.forks)
             if owed:
                 yield from self.kernel.allocate(task, owed)
             if task.debt > 0:

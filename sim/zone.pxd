@@ -28,5 +28,6 @@ cdef class Zone:
     cpdef Py_ssize_t pcp_count(self)
 
 
+cpdef Py_ssize_t zone_watermark_for_flags(Zone z, int alloc_flags)
 cpdef bint zone_watermark_ok(Zone z, int order, Py_ssize_t mark, int highest_zoneidx,
                              int alloc_flags, object free_pages=*)
