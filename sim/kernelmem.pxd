@@ -19,4 +19,4 @@ cdef class KernelMemory:
 
     cpdef void _owe(self, str group, object sources, double units, long deadline)
     cpdef void note(self, str group, object sources, Py_ssize_t pages, long deadline)
-    cpdef object request_done(self, str group, long forks)
+    cpdef object request_done(self, str group, double forks)

@@ -147,7 +147,7 @@ class KernelMemory:
             if sources:
                 self._owe(group, sources, pages, deadline)
 
-    def request_done(self, group: str, forks: int) -> list[tuple[Source, int]] | None:
+    def request_done(self, group: str, forks: float) -> list[tuple[Source, int]] | None:
         """A request of group `group` has ended, with `forks` forks that allocate
         implicitly (0 for a group that does not): they are owed too. Returns (and clears)
         everything the group owes, for `allocate` (None when nothing is)."""

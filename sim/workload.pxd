@@ -16,7 +16,7 @@ cdef class GroupPlan:
     cdef public int code, base_flags, lru, driver_list, width
     cdef public double exp_mean
     cdef public str name
-    cdef public long forks
+    cdef public double forks
     cdef public bint random_states, balloon
     cdef public list orders, cdf
     cdef public dict gfp, fault_cost, latency, stats

@@ -141,7 +141,7 @@ class GroupPlan:
     kernel_sources: tuple | None    # the implicit allocations it owes (KernelMemory.note)
     exp_mean: float                 # the mean of an exponential lifetime, else 0.0
     name: str                       # the group's
-    forks: int                      # forks per request that allocate implicitly
+    forks: float                    # forks per request that allocate implicitly
 
 
 @cython.cclass

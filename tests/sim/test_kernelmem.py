@@ -77,6 +77,16 @@ def test_forks_allocate_stacks_of_their_era(profile, name, count, order):
     assert s["vmstat"]["nr_kernel_stack"] == count * requests * (4 << order)   # KiB
 
 
+def test_fractional_forks_add_up_over_requests():
+    """forks: 0.25 is one fork every fourth request (a running total, as for every
+    source), not none."""
+    forker = {"name": "shell", "kind": "anon", "rate": 50, "forks": 0.25, "lifetime": LONG}
+    s = run(config_from_dict(spec(forker, profile="v6.10"))).summary
+    requests = s["allocations"]["anon/order0"]["attempts"]
+    assert requests >= 40
+    assert s["kernel_memory"]["thread_stack_vmap"]["allocated"] == 4 * (requests // 4)
+
+
 def test_high_order_slab_falls_back_to_order_0_without_reclaim():
     cfg = config_from_dict({"machine": {"memory": "64MiB", "cpus": 1},
                             "kernel": {"pcp": False}, "workload": [{"name": "x"}]})
