@@ -114,7 +114,8 @@ def rmqueue_smallest(z: Zone, order: int, mt: int) -> int:
 
 
 @cython.locals(mem=MemMap, nxt=cython.int[:], prv=cython.int[:], head=cython.int,
-               pfn=cython.Py_ssize_t, k=cython.Py_ssize_t, pos=cython.Py_ssize_t, h=cython.int)
+               pfn=cython.Py_ssize_t, k=cython.Py_ssize_t, pos=cython.Py_ssize_t, h=cython.int,
+               i=cython.Py_ssize_t, low=cython.int, o=cython.int, mt_heads=list)
 def rmqueue_smallest_pages(z: Zone, mt: int, n: int) -> list[int]:
     """Up to `n` order-0 pages as successive `rmqueue_smallest(z, 0, mt)` calls hand them
     out, stopping when the smallest block would have to be found elsewhere ([] when `mt`'s
@@ -143,8 +144,12 @@ def rmqueue_smallest_pages(z: Zone, mt: int, n: int) -> list[int]:
     pfn = nxt[head]
     del_page_from_free_list(z, pfn, o, mt)
     k = min(1 << o, n)
+    mt_heads = [heads[j][mt] for j in range(o)]
     for i in range(1, k):              # page pfn + i went through list ctz(i)
-        h = heads[(i & -i).bit_length() - 1][mt]
+        low = 0
+        while not (i >> low) & 1:
+            low += 1
+        h = mt_heads[low]
         nxt[pfn + i] = h
         prv[pfn + i] = h
     pos = k

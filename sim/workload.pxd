@@ -4,7 +4,7 @@
 
 from compactsim.sim.machine cimport Machine
 from compactsim.sim.page cimport MemMap
-from compactsim.sim.rng cimport Draws, Stream
+from compactsim.sim.rng cimport Draws, Stream, Uniforms
 from compactsim.sim.task cimport Task
 from compactsim.sim.zone cimport Zone
 from compactsim.sim.histogram cimport Histogram
@@ -16,7 +16,7 @@ cdef class GroupPlan:
     cdef public int code, base_flags, lru, driver_list, width
     cdef public double exp_mean
     cdef public str name
-    cdef public double forks
+    cdef public double forks, dirty, extra_ref, mlocked, writeback, locked
     cdef public bint random_states, balloon
     cdef public list orders, cdf
     cdef public dict gfp, fault_cost, latency, stats
@@ -34,8 +34,9 @@ cdef class Workload:
     cdef public Py_ssize_t touched
 
     cpdef double in_use_fraction(self)
-    cpdef Py_ssize_t setup_pages(self, GroupPlan plan, object pfns, int order, object rng,
+    cpdef Py_ssize_t setup_pages(self, GroupPlan plan, object pfns, int order, Uniforms rng,
                                  list batch=*)
-    cpdef Py_ssize_t _bulk(self, GroupPlan plan, Task task, object rng, Py_ssize_t n)
+    cpdef int _draw_flags(self, GroupPlan plan, Py_ssize_t pfn, Uniforms rng) except? -1
+    cpdef Py_ssize_t _bulk(self, GroupPlan plan, Task task, Uniforms rng, Py_ssize_t n)
     cpdef void _record(self, GroupPlan plan, int order, double latency, Py_ssize_t attempts,
                        Py_ssize_t ok)

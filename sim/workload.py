@@ -50,7 +50,7 @@ from compactsim.sim import pageblock
 from compactsim.sim.page import (KIND_CODE, PG_DIRTY, PG_EXTRA_REF, PG_LOCKED, PG_MOVABLE_OPS,
                                  PG_WRITEBACK, MemMap)
 from compactsim.sim.page_alloc import free_pages, free_unref_page_list, rmqueue_pcplist_bulk
-from compactsim.sim.rng import Draws, RngStreams, Stream
+from compactsim.sim.rng import Draws, RngStreams, Stream, Uniforms
 from compactsim.sim.slowpath import MUST_WAIT, Allocator
 from compactsim.sim.task import Task
 from compactsim.sim.thp import DeferredSplit
@@ -142,6 +142,11 @@ class GroupPlan:
     exp_mean: float                 # the mean of an exponential lifetime, else 0.0
     name: str                       # the group's
     forks: float                    # forks per request that allocate implicitly
+    dirty: float                    # the group's page-state shares
+    extra_ref: float
+    mlocked: float
+    writeback: float
+    locked: float
 
 
 @cython.cclass
@@ -217,7 +222,9 @@ class Workload:
             latency={}, stats={}, kernel_sources=KernelMemory.sources(group, kind),
             exp_mean=(group.lifetime.mean if group.lifetime.distribution is Lifetime.EXPONENTIAL
                       else 0.0),
-            name=group.name, forks=group.forks if group.implicit_kernel else 0)
+            name=group.name, forks=group.forks if group.implicit_kernel else 0,
+            dirty=group.dirty, extra_ref=group.extra_ref, mlocked=group.mlocked,
+            writeback=group.writeback, locked=group.locked)
 
     def setup_page(self, group: WorkloadGroup, pfn: int, order: int, rng) -> None:
         """Give a new block its owner kind, page states, list and deadline."""
@@ -278,7 +285,7 @@ class Workload:
                 lifetimes.schedule(pfn, due)
             flags = base_flags
             if random_states:
-                states = self._draw_flags(plan.group, pfn, rng)
+                states = self._draw_flags(plan, pfn, rng)
                 flags |= states
             if log is not None:
                 log.append((rng.key, block, order, seconds,
@@ -299,20 +306,21 @@ class Workload:
                          expire[pfns[-1]])
         return added
 
-    def _draw_flags(self, group: WorkloadGroup, pfn: int, rng) -> int:
+    @cython.locals(flags=cython.int)
+    def _draw_flags(self, plan: GroupPlan, pfn: int, rng: Uniforms) -> int:
         """Page states drawn from the group's shares; I/O states end on their own."""
         flags = 0
-        if group.dirty and rng.random() < group.dirty:
+        if plan.dirty and rng.random() < plan.dirty:
             flags |= PG_DIRTY
-        if group.extra_ref and rng.random() < group.extra_ref:
+        if plan.extra_ref and rng.random() < plan.extra_ref:
             flags |= PG_EXTRA_REF
-        if group.mlocked and rng.random() < group.mlocked:
+        if plan.mlocked and rng.random() < plan.mlocked:
             flags |= PG_MLOCKED
         reclaim = self.alloc.reclaim
-        if group.writeback and rng.random() < group.writeback:
+        if plan.writeback and rng.random() < plan.writeback:
             flags |= PG_WRITEBACK
             reclaim.clear_flag_later(pfn, PG_WRITEBACK, self.costs.writeback_page_ms * 1e-3)
-        if group.locked and rng.random() < group.locked:
+        if plan.locked and rng.random() < plan.locked:
             flags |= PG_LOCKED
             reclaim.clear_flag_later(pfn, PG_LOCKED, self.costs.page_lock_hold_ms * 1e-3)
         return flags
