@@ -16,6 +16,7 @@ cdef class Outcome:
     cdef public Py_ssize_t batch
     cdef public bint boosted_wake
 
+cpdef list rmqueue_pcplist_bulk(Machine m, Task task, int gfp, Py_ssize_t n)
 cpdef list zonelist(Machine m, int node, int highest_zoneidx=*)
 cpdef int alloc_flags_nofragment(Machine m, Zone z)
 cpdef Py_ssize_t rmqueue_zone(Machine m, Zone z, Task task, int order, int mt, int alloc_flags,

@@ -139,7 +139,7 @@ def get_page_from_freelist(m: Machine, task: Task, gfp: int, order: int, alloc_f
         flags &= ~ALLOC_NOFRAGMENT
 
 
-@cython.locals(m=Machine, task=Task, z=Zone, pcp=PerCpuPages, k=cython.Py_ssize_t, pfn=cython.Py_ssize_t,
+@cython.locals(z=Zone, pcp=PerCpuPages, k=cython.Py_ssize_t, pfn=cython.Py_ssize_t,
                pstate=cython.uchar[:], mem=MemMap)
 def rmqueue_pcplist_bulk(m: Machine, task: Task, gfp: int, n: int) -> list[int]:
     """Up to `n` order-0 pages straight off this CPU's list of the first zone, when that

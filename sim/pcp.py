@@ -40,8 +40,12 @@ class PerCpuPages:
         self.high = high
         self.whole_list = whole_list    # free_pcppages_bulk's order: 5.18+ or BATCH_FREE
 
+    @cython.locals(total=cython.Py_ssize_t, c=cython.Py_ssize_t)
     def count(self) -> int:
-        return sum(self.counts)
+        total = 0
+        for c in self.counts:
+            total += c
+        return total
 
 
 @cython.locals(pcp=PerCpuPages, taken=cython.Py_ssize_t, mark=cython.int,

@@ -25,7 +25,7 @@ cdef class Workload:
     cdef public Machine m
     cdef public object env, alloc, zram, rngs, cfg, costs, deferred_split
     cdef public KernelMemory kernel
-    cdef public double lru_page_hold
+    cdef public double lru_page_hold, pcp_alloc_s
     cdef public Lifetimes lifetimes
     cdef public dict latency, requests, unmapping, plans
     cdef public dict _as_anon, _as_anon_kept, _extra_plans

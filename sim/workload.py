@@ -162,6 +162,7 @@ class Workload:
         self.cfg = m.config
         self.costs = m.config.costs
         self.lru_page_hold = self.costs.lru_lock_batch_hold_us * 1e-6 / COMPACT_CLUSTER
+        self.pcp_alloc_s = self.costs.pcp_alloc_ns * 1e-9
         self.lifetimes = Lifetimes(m, m.config.sampling.lifetime_tick)
         self.kernel = KernelMemory(m, allocator, self.lifetimes)   # implicit allocations
         self.latency: dict[str, Histogram] = {}
@@ -549,7 +550,7 @@ class Workload:
         pfns = rmqueue_pcplist_bulk(self.m, task, plan.gfp[0], n)
         k = len(pfns)
         if k:
-            cost = self.costs.pcp_alloc_ns * 1e-9
+            cost = self.pcp_alloc_s
             task.debt += k * (cost + plan.fault_cost[0])
             self._record(plan, 0, cost, k, k)
             task.lru_pending += self.setup_pages(plan, pfns, 0, rng, task.lru_add)
