@@ -2,6 +2,9 @@
 
 from compactsim.sim.machine cimport Machine
 from compactsim.sim.task cimport Task
+from compactsim.sim.gfp cimport gfp_migratetype
+from compactsim.sim.page_alloc cimport rmqueue_pcplist_bulk, zonelist
+from compactsim.sim.zone cimport zone_watermark_ok
 
 cdef class Allocator:
     cdef public Machine m

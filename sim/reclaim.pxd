@@ -1,0 +1,3 @@
+# C declarations for the compiled build of sim/reclaim.py.
+
+from compactsim.sim.zone cimport zone_watermark_ok
