@@ -73,6 +73,8 @@ MIGRATED_KIND = {KIND_CODE[PageKind.ANON]: "anon", KIND_CODE[PageKind.THP]: "ano
                  KIND_CODE[PageKind.PINNED]: "anon", KIND_CODE[PageKind.FILE]: "file",
                  ZSMALLOC: "zsmalloc", BALLOON: "balloon"}
 MIGRATED_KINDS = ("anon", "file", "zsmalloc", "balloon")
+# The same by kind code (a list: compiled, looked up with a C index).
+MIGRATED_LABEL = [MIGRATED_KIND.get(code, "other") for code in range(256)]
 
 
 class Migration:
@@ -132,7 +134,8 @@ class Migration:
 
     @cython.locals(kind=cython.int, flags=cython.int, lru=cython.int, expire=cython.uint, m=Machine,
                    mem=MemMap, pstate=cython.uchar[:], kinds=cython.uchar[:],
-                   pflags=cython.uchar[:], expires=cython.uint[:], migrated=dict)
+                   pflags=cython.uchar[:], expires=cython.uint[:], migrated=dict,
+                   labels=list)
     def move(self, old: int, new: int) -> None:
         """Hand the page's identity to `new` and put it back where its owner keeps it."""
         m = self.m
@@ -144,7 +147,8 @@ class Migration:
         kinds[new] = kind
         pflags[new] = flags & ~PG_LRU
         expires[new] = 0
-        label = MIGRATED_KIND.get(kind, "other")
+        labels = MIGRATED_LABEL
+        label = labels[kind]
         migrated = m.migrated
         migrated[label] = migrated.get(label, 0) + 1
         if flags & PG_MOVABLE_OPS:
