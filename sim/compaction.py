@@ -149,7 +149,8 @@ class CaptureControl:
                     and self.migratetype != MIGRATE_MOVABLE)
 
 
-@dataclasses.dataclass(slots=True, kw_only=True)
+@cython.dataclasses.dataclass(kw_only=True)
+@cython.cclass
 class CompactControl:
     """struct compact_control: the state of one compact_zone run."""
 
@@ -169,9 +170,9 @@ class CompactControl:
     proactive_compaction: bool = False
     migrate_pfn: int = 0                # next pfn of the migrate scanner
     free_pfn: int = 0                   # start of the free scanner's next block
-    migratepages: list[int] = dataclasses.field(default_factory=list)
+    migratepages: list[int] = cython.dataclasses.field(default_factory=list)
     nr_migratepages: int = 0            # pages isolated for the batch being migrated
-    freepages: list[int] = dataclasses.field(default_factory=list)
+    freepages: list[int] = cython.dataclasses.field(default_factory=list)
     total_migrate_scanned: int = 0
     total_free_scanned: int = 0
     contended: bool = False             # a lock was contended in async mode
@@ -182,7 +183,7 @@ class CompactControl:
     capture: CaptureControl | None = None
     nr_migrated: int = 0
     nr_migrate_failed: int = 0
-    migrated_from: dict[int, int] = dataclasses.field(default_factory=dict)  # block -> pages
+    migrated_from: dict[int, int] = cython.dataclasses.field(default_factory=dict)  # block -> pages
 
     @property
     def sync(self) -> bool:
@@ -252,6 +253,7 @@ def compaction_suitable(z: Zone, order: int, highest_zoneidx: int, extfrag_thres
     return CompactResult.CONTINUE
 
 
+@cython.locals(cc=CompactControl)
 def compact_scanners_met(cc: CompactControl) -> bool:
     return cc.free_pfn >> PAGEBLOCK_ORDER <= cc.migrate_pfn >> PAGEBLOCK_ORDER
 
@@ -270,6 +272,7 @@ def reset_isolation_suitable(m: Machine, z: Zone) -> None:
     reset_cached_positions(z)
 
 
+@cython.locals(cc=CompactControl)
 def freelist_scan_limit(cc: CompactControl) -> int:
     return (COMPACT_CLUSTER_MAX >> min(63, cc.fast_search_fail)) + 1
 
@@ -407,6 +410,7 @@ class Compaction:
 
     # --- locks ---------------------------------------------------------------------
 
+    @cython.locals(cc=CompactControl)
     def compact_lock_irqsave(self, cc: CompactControl, lock):
         """Generator returning False if the run must abort now. The
         task's CPU time so far passes before it reaches the lock, not inside the hold."""
@@ -429,6 +433,7 @@ class Compaction:
 
     # --- the migrate scanner ----------------------------------------------------------
 
+    @cython.locals(cc=CompactControl)
     def update_cached_migrate(self, cc: CompactControl, pfn: int) -> None:
         if cc.ignore_skip_hint:
             return
@@ -446,6 +451,7 @@ class Compaction:
                    free_pfn=cython.Py_ssize_t, zone_start=cython.Py_ssize_t,
                    block_end=cython.Py_ssize_t, skipped=cython.Py_ssize_t,
                    unsuitable_end=cython.Py_ssize_t)
+    @cython.locals(cc=CompactControl)
     def next_migrate_block(self, cc: CompactControl, low: int, fast_find_block: bool
                            ) -> tuple[int, int, int]:
         """isolate_migratepages' walk over the blocks from `low`: a block starting with
@@ -484,7 +490,8 @@ class Compaction:
             self.update_cached_migrate(cc, unsuitable_end)
         return low, block_end, skipped
 
-    @cython.locals(block_start=cython.Py_ssize_t, low=cython.Py_ssize_t, nr=cython.Py_ssize_t,
+    @cython.locals(cc=CompactControl, block_start=cython.Py_ssize_t, low=cython.Py_ssize_t,
+                   nr=cython.Py_ssize_t,
                    order=cython.int, skip=cython.uchar[:], mts=cython.uchar[:],
                    pstate=cython.uchar[:], ignore_skip_hint=cython.bint,
                    ignore_block_suitable=cython.bint)
@@ -515,6 +522,7 @@ class Compaction:
                    jumped=cython.Py_ssize_t, stop=cython.Py_ssize_t, chunk=cython.Py_ssize_t,
                    chunk_end=cython.Py_ssize_t, first_fail=cython.Py_ssize_t,
                    p=cython.Py_ssize_t, visited=cython.Py_ssize_t, scanned=cython.Py_ssize_t)
+    @cython.locals(cc=CompactControl)
     def isolate_migratepages_block(self, cc: CompactControl, low: int, end: int
                                    ) -> tuple[int, int, int]:
         """Isolate up to COMPACT_CLUSTER_MAX pages from [low, end); returns (next pfn,
@@ -586,6 +594,7 @@ class Compaction:
         self.m.events["compact_isolated"] += len(taken)
         return stop, scanned, visited
 
+    @cython.locals(cc=CompactControl)
     def isolate_migratepages(self, cc: CompactControl):
         """Generator: pick the next source block (asking fast_find_migrateblock first,
         5.1+) and isolate from it; returns IsolateResult. Takes the lruvec lock as
@@ -636,6 +645,7 @@ class Compaction:
         else:
             mem.list_add(pfn, head)
 
+    @cython.locals(cc=CompactControl)
     def _zone_locked(self, cc: CompactControl, seconds: float):
         """spin_lock_irqsave(&zone->lock) for `seconds` (the fast searches wait for it)."""
         lock = cc.zone.lock
@@ -644,7 +654,8 @@ class Compaction:
             yield lock.lock()
         yield from self._hold(lock, seconds)
 
-    @cython.locals(pfn=cython.Py_ssize_t, nxt=cython.int[:], skip=cython.uchar[:],
+    @cython.locals(cc=CompactControl, pfn=cython.Py_ssize_t, nxt=cython.int[:],
+                   skip=cython.uchar[:],
                    distance=cython.Py_ssize_t, high_pfn=cython.Py_ssize_t,
                    limit=cython.Py_ssize_t, nr_scanned=cython.Py_ssize_t, found=cython.bint,
                    order=cython.int, head=cython.Py_ssize_t, p=cython.Py_ssize_t)
@@ -719,7 +730,8 @@ class Compaction:
                                                      MigrateType.MOVABLE)
         return True
 
-    @cython.locals(start=cython.Py_ssize_t, end=cython.Py_ssize_t, stride=cython.Py_ssize_t,
+    @cython.locals(cc=CompactControl, start=cython.Py_ssize_t, end=cython.Py_ssize_t,
+                   stride=cython.Py_ssize_t,
                    pstate=cython.uchar[:], p=cython.Py_ssize_t, cursor=cython.Py_ssize_t,
                    s=cython.int, order=cython.int, n=cython.Py_ssize_t,
                    isolated=cython.Py_ssize_t, scanned=cython.Py_ssize_t,
@@ -766,6 +778,7 @@ class Compaction:
             scanned += (end - 1 - cursor) // stride + 1
         return scanned_to, max(scanned, 1), isolated, early
 
+    @cython.locals(cc=CompactControl)
     def fast_isolate_around(self, cc: CompactControl, pfn: int):
         """fast_isolate_around (5.1+): sweep the block of the page the fast search took."""
         if len(cc.freepages) >= cc.nr_migratepages:
@@ -786,6 +799,7 @@ class Compaction:
         if nxt == end and not cc.ignore_skip_hint:
             self.m.pageblocks.skip[start >> PAGEBLOCK_ORDER] = 1
 
+    @cython.locals(cc=CompactControl)
     def next_search_order(self, cc: CompactControl, order: int) -> int:
         """Orders round-robin down from cc.search_order; -1 once the search wrapped."""
         order -= 1
@@ -805,6 +819,7 @@ class Compaction:
                    order=cython.int, head=cython.Py_ssize_t, order_scanned=cython.Py_ssize_t,
                    high_pfn=cython.Py_ssize_t, last=cython.Py_ssize_t, p=cython.Py_ssize_t,
                    n=cython.Py_ssize_t)
+    @cython.locals(cc=CompactControl)
     def fast_isolate_freepages(self, cc: CompactControl):
         """fast_isolate_freepages (5.1+), a generator: walk the MOVABLE free lists below
         cc.order from their tails for a page in the top quarter between the scanners (the
@@ -891,6 +906,7 @@ class Compaction:
         if page >= 0:
             yield from self.fast_isolate_around(cc, page)
 
+    @cython.locals(cc=CompactControl)
     def isolate_freepages(self, cc: CompactControl):
         """Generator: the fast search first (5.1+), else walk blocks down from
         cc.free_pfn until there are enough targets."""
@@ -949,6 +965,7 @@ class Compaction:
         cc.free_pfn = max(isolate_start, z.zone_start_pfn)
         cc.task.debt += skipped * 5e-9
 
+    @cython.locals(cc=CompactControl)
     def compaction_alloc(self, cc: CompactControl):
         """Generator: one order-0 target, refilling through the free scanner."""
         if not cc.freepages:
@@ -959,6 +976,7 @@ class Compaction:
                 return -1
         return cc.freepages.pop()
 
+    @cython.locals(cc=CompactControl)
     def release_freepages(self, cc: CompactControl) -> int:
         """Give unused targets back; returns the highest pfn returned (or 0)."""
         z = cc.zone
@@ -971,6 +989,7 @@ class Compaction:
 
     # --- finishing --------------------------------------------------------------------
 
+    @cython.locals(cc=CompactControl)
     def compact_finished(self, cc: CompactControl) -> CompactResult:
         """compact_finished: trace __compact_finished's verdict, then read
         NO_SUITABLE_PAGE as CONTINUE."""
@@ -979,6 +998,7 @@ class Compaction:
                     ct.fmt_suitable, cc.zone.node_id, cc.zone.name, cc.order, ret, self.era44)
         return CompactResult.CONTINUE if ret == CompactResult.NO_SUITABLE_PAGE else ret
 
+    @cython.locals(cc=CompactControl)
     def _compact_finished(self, cc: CompactControl) -> CompactResult:
         """__compact_finished."""
         z = cc.zone
@@ -1017,6 +1037,7 @@ class Compaction:
 
     # --- compact_zone ----------------------------------------------------------------------
 
+    @cython.locals(cc=CompactControl)
     def compact_zone(self, cc: CompactControl):
         """Generator returning a CompactResult: the one compaction driver."""
         z = cc.zone
@@ -1112,6 +1133,7 @@ class Compaction:
                     self.era44)
         return ret
 
+    @cython.locals(cc=CompactControl)
     def _drain_local(self, cc: CompactControl) -> None:
         """lru_add_drain_cpu_zone (4.4: lru_add_drain_cpu, drain_local_pages): the local
         add batch, then the zone's pcp list of the compacting CPU."""
@@ -1127,7 +1149,8 @@ class Compaction:
         finally:
             z.capture = None
 
-    @cython.locals(events=dict, migrated_from=dict, trace_free=cython.bint, z=Zone, m=Machine)
+    @cython.locals(cc=CompactControl, events=dict, migrated_from=dict, trace_free=cython.bint,
+                   z=Zone, m=Machine)
     def _free_source(self, cc: CompactControl):
         z = cc.zone
         m = self.m
@@ -1174,11 +1197,13 @@ class Compaction:
             return MigrateError.ENOMEM
         return MigrateError.FAILED if failed else MigrateError.NONE
 
+    @cython.locals(cc=CompactControl)
     def _putback(self, cc: CompactControl) -> None:
         pages = list(cc.migratepages)
         cc.migratepages.clear()
         self._putback_pages(cc, pages)
 
+    @cython.locals(cc=CompactControl)
     def _putback_pages(self, cc: CompactControl, pages: list[int]) -> None:
         free_source = self._free_source(cc)
         for pfn in pages:
@@ -1199,6 +1224,7 @@ class Compaction:
                 return True
         return False
 
+    @cython.locals(cc=CompactControl)
     def count_wasted(self, cc: CompactControl) -> int:
         """Pageblocks this run migrated pages out of that are not free at pageblock order
         once it ends (its sources went straight to the buddy lists and the pcp lists of
@@ -1214,6 +1240,7 @@ class Compaction:
             if z.compact_blockskip_flush:
                 reset_isolation_suitable(self.m, z)
 
+    @cython.locals(cc=CompactControl)
     def run(self, cc: CompactControl):
         """compact_zone with the run's latency and result recorded by trigger."""
         start = self.env.now + cc.task.debt
