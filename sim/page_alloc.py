@@ -140,7 +140,7 @@ def get_page_from_freelist(m: Machine, task: Task, gfp: int, order: int, alloc_f
 
 
 @cython.locals(z=Zone, pcp=PerCpuPages, k=cython.Py_ssize_t, pfn=cython.Py_ssize_t,
-               pstate=cython.uchar[:], mem=MemMap)
+               pstate=cython.uchar[:], mem=MemMap, lst=list, pfns=list, mt=cython.int)
 def rmqueue_pcplist_bulk(m: Machine, task: Task, gfp: int, n: int) -> list[int]:
     """Up to `n` order-0 pages straight off this CPU's list of the first zone, when that
     zone passes its LOW watermark: what n fast-path calls that all hit the per-cpu list

@@ -66,7 +66,7 @@ PAGEBLOCK_ORDER = cython.declare(cython.int, pageblock.PAGEBLOCK_ORDER)
 MAX_ORDER = cython.declare(cython.int, sim_config.MAX_ORDER)
 
 HPAGE_PMD_NR = 1 << PAGEBLOCK_ORDER
-LRU_BATCH = 15          # PAGEVEC_SIZE / FOLIO_BATCH_SIZE: pages per per-cpu LRU batch
+LRU_BATCH = cython.declare(cython.int, 15)  # PAGEVEC_SIZE / FOLIO_BATCH_SIZE: per-cpu batch
 COMPACT_CLUSTER = 32    # folios the lru_lock_batch_hold_us cost is measured for
 FAULT_LOG_LINES = 200_000
 
@@ -317,13 +317,14 @@ class Workload:
             flags |= PG_EXTRA_REF
         if plan.mlocked and rng.random() < plan.mlocked:
             flags |= PG_MLOCKED
-        reclaim = self.alloc.reclaim
         if plan.writeback and rng.random() < plan.writeback:
             flags |= PG_WRITEBACK
-            reclaim.clear_flag_later(pfn, PG_WRITEBACK, self.costs.writeback_page_ms * 1e-3)
+            self.alloc.reclaim.clear_flag_later(pfn, PG_WRITEBACK,
+                                                self.costs.writeback_page_ms * 1e-3)
         if plan.locked and rng.random() < plan.locked:
             flags |= PG_LOCKED
-            reclaim.clear_flag_later(pfn, PG_LOCKED, self.costs.page_lock_hold_ms * 1e-3)
+            self.alloc.reclaim.clear_flag_later(pfn, PG_LOCKED,
+                                                self.costs.page_lock_hold_ms * 1e-3)
         return flags
 
     @staticmethod
