@@ -15,10 +15,14 @@ import cython
 
 from compactsim.sim.costs import Costs
 from compactsim.sim.locks import SimLock
-from compactsim.sim.page_alloc import WORK_PCP, WORK_REFILL, Outcome
+from compactsim.sim import page_alloc
+from compactsim.sim.page_alloc import Outcome
 from compactsim.sim.task import Task
 
 PCP_BATCH_REF = 63     # the batch size the zone_lock_batch_hold_us measurement used
+# The kinds of work, as C constants where compiled.
+WORK_PCP = cython.declare(cython.int, page_alloc.WORK_PCP)
+WORK_REFILL = cython.declare(cython.int, page_alloc.WORK_REFILL)
 
 
 def alloc_cost(costs: Costs, out: Outcome, order: int) -> tuple[float, float]:

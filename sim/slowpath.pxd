@@ -3,7 +3,8 @@
 from compactsim.sim.machine cimport Machine
 from compactsim.sim.task cimport Task
 from compactsim.sim.gfp cimport gfp_migratetype
-from compactsim.sim.page_alloc cimport rmqueue_pcplist_bulk, zonelist
+from compactsim.sim.page_alloc cimport Outcome, rmqueue_pcplist_bulk, zonelist
+from compactsim.sim.charge cimport alloc_cost
 from compactsim.sim.zone cimport zone_watermark_ok
 
 cdef class Allocator:

@@ -70,6 +70,7 @@ class Allocator:
         self.reclaim = reclaim
         self.compaction = compaction
 
+    @cython.locals(out=Outcome, cpu_s=cython.double, locked_s=cython.double)
     def _try(self, task: Task, gfp: int, order: int, alloc_flags: int):
         """get_page_from_freelist, charged: generator returning the Outcome."""
         out: Outcome = get_page_from_freelist(self.m, task, gfp, order, alloc_flags)
