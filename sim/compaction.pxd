@@ -7,6 +7,7 @@ from compactsim.sim.buddy cimport del_page_from_free_list
 from compactsim.sim.gfp cimport gfp_migratetype
 from compactsim.sim.page_alloc cimport zonelist
 from compactsim.sim.task cimport Task
+from compactsim.sim.migrate cimport Migration
 
 cdef class CompactControl:
     cdef public Zone zone
@@ -27,3 +28,11 @@ cdef class CompactControl:
     cdef public object fast_start_pfn, capture
     cdef public Py_ssize_t nr_migrated, nr_migrate_failed
     cdef public dict migrated_from
+
+cdef class Compaction:
+    cdef public Machine m
+    cdef public object env, k, costs, tun, reclaim, lifetimes
+    cdef public Migration migration
+    cdef public dict latency, results
+    cdef public Py_ssize_t wasted_migrations
+    cdef public bint era44

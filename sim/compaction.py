@@ -380,8 +380,10 @@ def isolate_pages(m: Machine, pfns: list[int]) -> None:
     del_pages_from_lru(m, on_lru)
 
 
+@cython.cclass
 class Compaction:
-    """compact_zone and its entry points for one machine."""
+    """compact_zone and its entry points for one machine (an extension type where
+    compiled, sim/compaction.pxd)."""
 
     def __init__(self, m: Machine, migration: Migration, reclaim, lifetimes=None):
         self.m = m
