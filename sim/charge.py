@@ -50,7 +50,8 @@ def _batch_hold(costs: Costs, batch: int) -> float:
                costs.buddy_page_ns * 1e-9 * batch)
 
 
-@cython.locals(task=Task, out=Outcome, lock=SimLock)
+@cython.locals(task=Task, out=Outcome, lock=SimLock, cpu_s=cython.double,
+               locked_s=cython.double)
 def charge(env, task: Task, cpu_s: float, out: Outcome | None = None, locked_s: float = 0.0):
     """Add `cpu_s` to the task's debt; if `locked_s`, pay the debt and hold the outcome
     zone's lock for `locked_s`."""
@@ -68,7 +69,7 @@ def charge(env, task: Task, cpu_s: float, out: Outcome | None = None, locked_s: 
     lock.unlock()
 
 
-@cython.locals(task=Task)
+@cython.locals(task=Task, out=Outcome, cpu_s=cython.double, locked_s=cython.double)
 def charge_frees(env, task: Task, costs: Costs, outcomes: list[Outcome]):
     """Pay for a list of frees: pcp frees as debt, drains and buddy frees under the lock."""
     for out in outcomes:

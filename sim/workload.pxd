@@ -19,6 +19,10 @@ cdef class GroupPlan:
     cdef public double exp_mean
     cdef public str name
     cdef public double forks, dirty, extra_ref, mlocked, writeback, locked
+    cdef public int life_kind
+    cdef public double life_mean, life_sigma, life_mu
+
+    cpdef double draw_lifetime(self, Uniforms rng) except? -1.0
     cdef public bint random_states, balloon
     cdef public list orders, cdf
     cdef public dict gfp, fault_cost, latency, stats

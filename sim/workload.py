@@ -30,7 +30,7 @@ import dataclasses
 import math
 
 import cython
-from cython.cimports.libc.math import ceil, log1p
+from cython.cimports.libc.math import ceil, exp, log1p
 
 from compactsim.sim.charge import charge_frees, settle
 from compactsim.sim.config import (Arrival, Lifetime, LifetimeConfig, MovableOps, PageKind,
@@ -66,6 +66,12 @@ PAGEBLOCK_ORDER = cython.declare(cython.int, pageblock.PAGEBLOCK_ORDER)
 MAX_ORDER = cython.declare(cython.int, sim_config.MAX_ORDER)
 
 HPAGE_PMD_NR = 1 << PAGEBLOCK_ORDER
+# Lifetime distributions by GroupPlan.life_kind (C constants where compiled).
+LIFETIME_KINDS = (Lifetime.EXPONENTIAL, Lifetime.FIXED, Lifetime.UNIFORM, Lifetime.LOGNORMAL,
+                  Lifetime.FOREVER)
+LIFE_EXPONENTIAL = cython.declare(cython.int, 0)
+LIFE_FIXED = cython.declare(cython.int, 1)
+LIFE_UNIFORM = cython.declare(cython.int, 2)
 LRU_BATCH = cython.declare(cython.int, 15)  # PAGEVEC_SIZE / FOLIO_BATCH_SIZE: per-cpu batch
 COMPACT_CLUSTER = 32    # folios the lru_lock_batch_hold_us cost is measured for
 FAULT_LOG_LINES = 200_000
@@ -147,6 +153,22 @@ class GroupPlan:
     mlocked: float
     writeback: float
     locked: float
+    life_kind: int                  # LIFETIME_KINDS.index(the lifetime's distribution)
+    life_mean: float
+    life_sigma: float
+    life_mu: float                  # lognormal: ln(mean) - sigma^2 / 2
+
+    @cython.locals(kind=cython.int)
+    def draw_lifetime(self, rng: Uniforms) -> float:
+        """Seconds a block lives, drawn from the group's lifetime distribution."""
+        kind = self.life_kind
+        if kind == LIFE_EXPONENTIAL:
+            return rng.exponential(self.life_mean)
+        if kind == LIFE_FIXED:
+            return self.life_mean
+        if kind == LIFE_UNIFORM:
+            return 2.0 * self.life_mean * rng.random()
+        return exp(self.life_mu + self.life_sigma * rng.normal())
 
 
 @cython.cclass
@@ -225,7 +247,11 @@ class Workload:
                       else 0.0),
             name=group.name, forks=group.forks if group.implicit_kernel else 0,
             dirty=group.dirty, extra_ref=group.extra_ref, mlocked=group.mlocked,
-            writeback=group.writeback, locked=group.locked)
+            writeback=group.writeback, locked=group.locked,
+            life_kind=LIFETIME_KINDS.index(group.lifetime.distribution),
+            life_mean=group.lifetime.mean, life_sigma=group.lifetime.sigma,
+            # lognormal with the given mean: mu = ln(mean) - sigma^2 / 2
+            life_mu=math.log(max(group.lifetime.mean, 1e-12)) - group.lifetime.sigma ** 2 / 2)
 
     def setup_page(self, group: WorkloadGroup, pfn: int, order: int, rng) -> None:
         """Give a new block its owner kind, page states, list and deadline."""
@@ -281,7 +307,7 @@ class Workload:
                     seconds = -exp_mean * log1p(-u)
                     due = cython.cast(cython.long, ceil((now + seconds) / tick)) or 1
                 else:
-                    seconds = self._lifetime(life, rng)
+                    seconds = plan.draw_lifetime(rng)
                     due = max(1, cython.cast(cython.long, ceil((now + seconds) / tick)))
                 lifetimes.schedule(pfn, due)
             flags = base_flags
@@ -326,19 +352,6 @@ class Workload:
             self.alloc.reclaim.clear_flag_later(pfn, PG_LOCKED,
                                                 self.costs.page_lock_hold_ms * 1e-3)
         return flags
-
-    @staticmethod
-    def _lifetime(life, rng) -> float:
-        d = life.distribution
-        if d is Lifetime.EXPONENTIAL:
-            return rng.exponential(life.mean)
-        if d is Lifetime.FIXED:
-            return life.mean
-        if d is Lifetime.UNIFORM:
-            return 2.0 * life.mean * rng.random()
-        # lognormal with the given mean: mu = ln(mean) - sigma^2 / 2
-        mu = math.log(max(life.mean, 1e-12)) - life.sigma ** 2 / 2
-        return math.exp(mu + life.sigma * rng.normal())
 
     def release_page(self, task: Task, pfn: int):
         """The owner frees a block: off its list, back to the allocator."""

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import cython
 
-from compactsim.sim.gfp import (ALLOC_HARDER, ALLOC_HIGH, ALLOC_NO_WATERMARKS, ALLOC_WMARK_MASK)
+from compactsim.sim import gfp
 from compactsim.sim.locks import SimLock
 from compactsim.sim.pageblock import MIGRATE_PCPTYPES, MIGRATE_TYPES, NR_ORDERS, PAGEBLOCK_NR_PAGES
 from compactsim.sim.page import MemMap
@@ -36,6 +36,11 @@ class Capture(Protocol):
 
 WMARK_MIN, WMARK_LOW, WMARK_HIGH, WMARK_PROMO = range(4)
 ZONE_NAMES = ("DMA32", "Normal")
+# The allocation flags the watermark checks test, as C constants where compiled.
+ALLOC_HARDER = cython.declare(cython.int, gfp.ALLOC_HARDER)
+ALLOC_HIGH = cython.declare(cython.int, gfp.ALLOC_HIGH)
+ALLOC_NO_WATERMARKS = cython.declare(cython.int, gfp.ALLOC_NO_WATERMARKS)
+ALLOC_WMARK_MASK = cython.declare(cython.int, gfp.ALLOC_WMARK_MASK)
 
 
 @cython.cclass
