@@ -12,6 +12,8 @@ cdef class BuddyPolicy:
     cdef public bint steal_smallest
     cdef public object on_extfrag
 
+    cpdef bint freelist_hygiene(self)
+
 cpdef void add_to_free_list(Zone z, Py_ssize_t pfn, int order, int mt, bint tail=*)
 cpdef void del_page_from_free_list(Zone z, Py_ssize_t pfn, int order, int mt)
 cpdef void move_to_free_list(Zone z, Py_ssize_t pfn, int order, int old_mt, int new_mt)

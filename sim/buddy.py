@@ -46,6 +46,11 @@ class BuddyPolicy:
     # (zone, pfn, order, fallback_order, start_mt, fallback_mt, change_ownership)
     on_extfrag: Callable[[Zone, int, int, int, int, int, bool], None] | None = None
 
+    def freelist_hygiene(self) -> bool:
+        """6.10+: a freed page goes on its block's list and a merge across blocks
+        relabels the buddy's block (free_one_page with `pageblocks`)."""
+        return self.claim_rule is ClaimRule.FREELIST_HYGIENE
+
 
 # --- list primitives -----------------------------------------------------------------
 

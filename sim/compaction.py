@@ -446,14 +446,14 @@ class Compaction:
         if cc.sync and pfn > z.compact_cached_migrate_pfn[1]:
             z.compact_cached_migrate_pfn[1] = pfn
 
-    @cython.locals(low=cython.Py_ssize_t, fast_find_block=cython.bint, nr=cython.Py_ssize_t,
+    @cython.locals(cc=CompactControl, low=cython.Py_ssize_t, fast_find_block=cython.bint,
+                   nr=cython.Py_ssize_t,
                    order=cython.int, skip=cython.uchar[:], mts=cython.uchar[:],
                    pstate=cython.uchar[:], ignore_skip_hint=cython.bint,
                    async_direct=cython.bint, migratetype=cython.int,
                    free_pfn=cython.Py_ssize_t, zone_start=cython.Py_ssize_t,
                    block_end=cython.Py_ssize_t, skipped=cython.Py_ssize_t,
                    unsuitable_end=cython.Py_ssize_t)
-    @cython.locals(cc=CompactControl)
     def next_migrate_block(self, cc: CompactControl, low: int, fast_find_block: bool
                            ) -> tuple[int, int, int]:
         """isolate_migratepages' walk over the blocks from `low`: a block starting with
@@ -523,8 +523,8 @@ class Compaction:
                    heads=cython.Py_ssize_t, last_heads=cython.Py_ssize_t,
                    jumped=cython.Py_ssize_t, stop=cython.Py_ssize_t, chunk=cython.Py_ssize_t,
                    chunk_end=cython.Py_ssize_t, first_fail=cython.Py_ssize_t,
-                   p=cython.Py_ssize_t, visited=cython.Py_ssize_t, scanned=cython.Py_ssize_t)
-    @cython.locals(cc=CompactControl)
+                   p=cython.Py_ssize_t, visited=cython.Py_ssize_t, scanned=cython.Py_ssize_t,
+                   cc=CompactControl)
     def isolate_migratepages_block(self, cc: CompactControl, low: int, end: int
                                    ) -> tuple[int, int, int]:
         """Isolate up to COMPACT_CLUSTER_MAX pages from [low, end); returns (next pfn,
@@ -814,14 +814,14 @@ class Compaction:
             return -1
         return order
 
-    @cython.locals(prv=cython.int[:], limit=cython.Py_ssize_t, scan_start=cython.bint,
+    @cython.locals(cc=CompactControl, prv=cython.int[:], limit=cython.Py_ssize_t,
+                   scan_start=cython.bint,
                    distance=cython.Py_ssize_t, low_pfn=cython.Py_ssize_t,
                    min_pfn=cython.Py_ssize_t, page=cython.Py_ssize_t, highest=cython.Py_ssize_t,
                    nr_scanned=cython.Py_ssize_t, total_isolated=cython.Py_ssize_t,
                    order=cython.int, head=cython.Py_ssize_t, order_scanned=cython.Py_ssize_t,
                    high_pfn=cython.Py_ssize_t, last=cython.Py_ssize_t, p=cython.Py_ssize_t,
                    n=cython.Py_ssize_t)
-    @cython.locals(cc=CompactControl)
     def fast_isolate_freepages(self, cc: CompactControl):
         """fast_isolate_freepages (5.1+), a generator: walk the MOVABLE free lists below
         cc.order from their tails for a page in the top quarter between the scanners (the

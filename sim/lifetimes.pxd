@@ -17,7 +17,6 @@ cdef class Lifetimes:
     cdef public long reaped, opened, shift, epochs
     cdef public list near, ahead
     cdef public dict beyond
-    cdef public object sorted_pfns, sorted_ticks
     cdef int[:] pfns_v, ticks_v
     cdef Py_ssize_t cursor
     cdef Bucket due

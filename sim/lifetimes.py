@@ -17,7 +17,6 @@ the order they were filed; a block filed for a tick already reaped never comes d
 
 from __future__ import annotations
 
-import math
 from array import array
 
 import cython
@@ -77,14 +76,9 @@ class Lifetimes:
         self.ahead: list[tuple[Bucket, Bucket] | None] = [None] * epochs
         self.beyond: dict[int, tuple[Bucket, Bucket]] = {}
         # the open epoch's entries filed before it opened, sorted by tick
-        self.sorted_pfns = self.sorted_ticks = np.zeros(0, dtype=np.int32)
-        self.pfns_v = self.sorted_pfns
-        self.ticks_v = self.sorted_ticks
+        self.pfns_v = self.ticks_v = np.zeros(0, dtype=np.int32)
         self.cursor = 0
         self.due = Bucket()
-
-    def due_tick(self, seconds: float) -> int:
-        return max(1, math.ceil((self.m.env.now + seconds) / self.tick))
 
     @cython.locals(bucket=Bucket, epoch=cython.long)
     def schedule(self, pfn: int, tick: int) -> None:
@@ -124,8 +118,8 @@ class Lifetimes:
         pfns = np.concatenate([p.values() for p, _ in parts] or [np.zeros(0, np.int32)])
         ticks = np.concatenate([t.values() for _, t in parts] or [np.zeros(0, np.int32)])
         order = np.argsort(ticks, kind="stable")
-        self.sorted_pfns = self.pfns_v = pfns[order]
-        self.sorted_ticks = self.ticks_v = ticks[order]
+        self.pfns_v = pfns[order]
+        self.ticks_v = ticks[order]
         self.cursor = 0
 
     @cython.locals(due=Bucket, near=Bucket, i=cython.Py_ssize_t, n=cython.Py_ssize_t)

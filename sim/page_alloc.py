@@ -15,7 +15,6 @@ import cython
 
 from compactsim.sim import tracepoint as tp
 from compactsim.sim.buddy import free_one_page, rmqueue, rmqueue_smallest_pages
-from compactsim.sim.config import ClaimRule
 from compactsim.sim.gfp import ALLOC_KSWAPD, ALLOC_NOFRAGMENT, ALLOC_WMARK_LOW, gfp_migratetype
 from compactsim.sim.machine import Machine
 from compactsim.sim import page as pg
@@ -33,7 +32,6 @@ PCP = cython.declare(cython.int, pg.PCP)
 PAGEBLOCK_ORDER = cython.declare(cython.int, pageblock.PAGEBLOCK_ORDER)
 MIGRATE_PCPTYPES = cython.declare(cython.int, pageblock.MIGRATE_PCPTYPES)
 MIGRATE_MOVABLE = cython.declare(cython.int, MigrateType.MOVABLE)
-FREELIST_HYGIENE = ClaimRule.FREELIST_HYGIENE
 
 # What an allocation or free did, for its cost.
 WORK_PCP = 0        # per-cpu list only
@@ -283,8 +281,8 @@ def free_to_buddy(m: Machine, z: Zone, pfn: int, order: int, mt: int | None = No
     buddy of another type relabels the buddy's block. `mt` defaults to the block's type."""
     if mt is None:
         mt = m.pageblocks.get_pageblock_migratetype(pfn)
-    hygiene = m.policy.claim_rule is FREELIST_HYGIENE
-    return free_one_page(z, pfn, order, mt, False, m.pageblocks if hygiene else None)
+    return free_one_page(z, pfn, order, mt, False,
+                         m.pageblocks if m.policy.freelist_hygiene() else None)
 
 
 def drain_all_pages(m: Machine, zone: Zone | None = None) -> int:

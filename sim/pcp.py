@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import cython
 
-from compactsim.sim.config import PAGEBLOCK_ORDER, ClaimRule
+from compactsim.sim.config import PAGEBLOCK_ORDER
 from compactsim.sim import page as pg
 from compactsim.sim.pageblock import MIGRATE_PCPTYPES
 
@@ -143,7 +143,7 @@ def free_pcppages_bulk(z, cpu: int, count: int, free_one_page, pageblocks, polic
             taken[mt] += n
             left -= n
             batch_free -= n
-    hygiene = policy.claim_rule is ClaimRule.FREELIST_HYGIENE
+    hygiene = policy.freelist_hygiene()
     block_mt = pageblocks.mt
     freed = []
     pos = [0] * MIGRATE_PCPTYPES
