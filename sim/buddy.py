@@ -32,6 +32,11 @@ ALLOC = cython.declare(cython.int, pg.ALLOC)
 TAIL = cython.declare(cython.int, pg.TAIL)
 KIND_NONE = cython.declare(cython.int, pg.KIND_NONE)
 NR_ORDERS = cython.declare(cython.int, config.MAX_ORDER + 1)
+# The claim rules by name: a module global is one cached lookup where compiled, where an
+# enum member (EnumType.__getattr__ on Python 3.11) costs a slow attribute hook per use.
+FREE_COUNT = ClaimRule.FREE_COUNT
+IN_USE_COUNT = ClaimRule.IN_USE_COUNT
+FREELIST_HYGIENE = ClaimRule.FREELIST_HYGIENE
 
 
 @cython.dataclasses.dataclass
@@ -49,7 +54,7 @@ class BuddyPolicy:
     def freelist_hygiene(self) -> bool:
         """6.10+: a freed page goes on its block's list and a merge across blocks
         relabels the buddy's block (free_one_page with `pageblocks`)."""
-        return self.claim_rule is ClaimRule.FREELIST_HYGIENE
+        return self.claim_rule is FREELIST_HYGIENE
 
 
 # --- list primitives -----------------------------------------------------------------
@@ -271,7 +276,7 @@ def steal_suitable_fallback(z: Zone, pfn: int, fallback_order: int, order: int, 
         pb.change_pageblock_range(pfn, fallback_order, start_mt)
         page_del_and_expand(z, pfn, order, fallback_order, fallback_mt, start_mt)
         return pfn
-    if rule is ClaimRule.FREE_COUNT:
+    if rule is FREE_COUNT:
         if whole_block:
             moved = move_freepages_block(z, pfn, start_mt)
             if moved >= PAGEBLOCK_NR_PAGES // 2:
@@ -281,7 +286,7 @@ def steal_suitable_fallback(z: Zone, pfn: int, fallback_order: int, order: int, 
         return pfn
     _boost(z, policy, alloc_flags)
     block_mt = pb.get_pageblock_migratetype(pfn)
-    if rule is ClaimRule.IN_USE_COUNT:
+    if rule is IN_USE_COUNT:
         if not whole_block:
             move_to_free_list(z, pfn, fallback_order, fallback_mt, start_mt)
         else:
@@ -372,7 +377,7 @@ def rmqueue_fallback(z: Zone, order: int, start_mt: int, alloc_flags: int,
         fallback_order -= 1
     if found == -1:
         return -1
-    smallest_first = policy.claim_rule is not ClaimRule.FREE_COUNT
+    smallest_first = policy.claim_rule is not FREE_COUNT
     if (smallest_first and not can_steal and start_mt == MigrateType.MOVABLE
             and fallback_order > order):
         for fallback_order in range(order, NR_ORDERS):

@@ -123,6 +123,26 @@ class IsolateResult(enum.Enum):
     SUCCESS = 2
 
 
+# The modes and results by their kernel names. Module globals are one cached lookup in the
+# compiled build, where an enum member costs Python 3.11's EnumType.__getattr__ hook at
+# every use (tens of thousands per compact_memory).
+MIGRATE_ASYNC = MigrateMode.ASYNC
+MIGRATE_SYNC = MigrateMode.SYNC
+MIGRATE_SYNC_LIGHT = MigrateMode.SYNC_LIGHT
+COMPACT_COMPLETE = CompactResult.COMPLETE
+COMPACT_CONTENDED = CompactResult.CONTENDED
+COMPACT_CONTINUE = CompactResult.CONTINUE
+COMPACT_DEFERRED = CompactResult.DEFERRED
+COMPACT_NOT_SUITABLE_ZONE = CompactResult.NOT_SUITABLE_ZONE
+COMPACT_NO_SUITABLE_PAGE = CompactResult.NO_SUITABLE_PAGE
+COMPACT_PARTIAL_SKIPPED = CompactResult.PARTIAL_SKIPPED
+COMPACT_SKIPPED = CompactResult.SKIPPED
+COMPACT_SUCCESS = CompactResult.SUCCESS
+ISOLATE_ABORT = IsolateResult.ABORT
+ISOLATE_NONE = IsolateResult.NONE
+ISOLATE_SUCCESS = IsolateResult.SUCCESS
+
+
 class Trigger(enum.Enum):
     """Who asked for this compaction (for latency histograms and counters)."""
 
@@ -187,7 +207,7 @@ class CompactControl:
 
     @property
     def sync(self) -> bool:
-        return self.mode != MigrateMode.ASYNC
+        return self.mode != MIGRATE_ASYNC
 
 
 # --- deferral (defer_compaction, compaction_deferred, compaction_defer_reset) ------------
@@ -245,12 +265,12 @@ def compaction_suitable(z: Zone, order: int, highest_zoneidx: int, extfrag_thres
     orders in 4.4) a fragmentation index above `extfrag_threshold`."""
     if not compaction_suitable_wmark(z, order, highest_zoneidx, z.free_pages,
                                  not all_orders_fragindex):
-        return CompactResult.SKIPPED
+        return COMPACT_SKIPPED
     if order > PAGE_ALLOC_COSTLY_ORDER or all_orders_fragindex:
         index = fragmentation_index(z.nr_free, order)
         if 0 <= index <= extfrag_threshold:
-            return CompactResult.NOT_SUITABLE_ZONE
-    return CompactResult.CONTINUE
+            return COMPACT_NOT_SUITABLE_ZONE
+    return COMPACT_CONTINUE
 
 
 @cython.locals(cc=CompactControl)
@@ -417,7 +437,7 @@ class Compaction:
         """Generator returning False if the run must abort now. The
         task's CPU time so far passes before it reaches the lock, not inside the hold."""
         yield from settle(self.env, cc.task)
-        if cc.mode == MigrateMode.ASYNC and not cc.contended:
+        if cc.mode == MIGRATE_ASYNC and not cc.contended:
             if lock.trylock():
                 return True
             cc.contended = True
@@ -466,7 +486,7 @@ class Compaction:
         pageblocks = self.m.pageblocks
         skip, mts, pstate = pageblocks.skip, pageblocks.mt, self.m.mem.pstate
         ignore_skip_hint = cc.ignore_skip_hint
-        async_direct = cc.mode == MigrateMode.ASYNC and cc.direct_compaction
+        async_direct = cc.mode == MIGRATE_ASYNC and cc.direct_compaction
         migratetype = cc.migratetype
         free_pfn = cc.free_pfn
         zone_start = cc.zone.zone_start_pfn
@@ -540,10 +560,10 @@ class Compaction:
         pstate = mem.pstate
         flags = mem.flags
         kinds = mem.kind
-        async_migrate = cc.mode == MigrateMode.ASYNC or (
-            cc.mode == MigrateMode.SYNC_LIGHT and not self.k.sync_light_isolates_writeback)
+        async_migrate = cc.mode == MIGRATE_ASYNC or (
+            cc.mode == MIGRATE_SYNC_LIGHT and not self.k.sync_light_isolates_writeback)
         unevictable = self.tun.compact_unevictable_allowed
-        skip_on_failure = cc.mode == MigrateMode.ASYNC and cc.direct_compaction and cc.order > 0
+        skip_on_failure = cc.mode == MIGRATE_ASYNC and cc.direct_compaction and cc.order > 0
         shift = min(cc.order, PAGEBLOCK_ORDER) if skip_on_failure else 0
         want = COMPACT_CLUSTER_MAX - len(cc.migratepages)
         limited = not cc.finish_pageblock and not cc.contended
@@ -612,11 +632,11 @@ class Compaction:
         low, block_end, skipped_blocks = self.next_migrate_block(cc, low, fast_find_block)
         cc.task.debt += skipped_blocks * 5e-9
         if block_end > cc.free_pfn:
-            return IsolateResult.NONE
+            return ISOLATE_NONE
         node = self.m.nodes[z.node_id]
         ok = yield from self.compact_lock_irqsave(cc, node.lru_lock)
         if not ok:
-            return IsolateResult.ABORT
+            return ISOLATE_ABORT
         start = low
         stop, scanned, visited = self.isolate_migratepages_block(cc, low, block_end)
         cc.total_migrate_scanned += scanned
@@ -632,8 +652,8 @@ class Compaction:
         cc.migrate_pfn = stop
         if cc.contended and self.k.contended_abort is ContendedAbort.FINISH_BLOCK \
                 and stop >= block_end:
-            return IsolateResult.ABORT if not cc.migratepages else IsolateResult.SUCCESS
-        return IsolateResult.SUCCESS if cc.migratepages else IsolateResult.NONE
+            return ISOLATE_ABORT if not cc.migratepages else ISOLATE_SUCCESS
+        return ISOLATE_SUCCESS if cc.migratepages else ISOLATE_NONE
 
     # --- the 5.1+ fast searches of the free lists ----------------------------------------
 
@@ -687,7 +707,7 @@ class Compaction:
         order = cc.order - 1
         while order >= PAGE_ALLOC_COSTLY_ORDER and not found and nr_scanned < limit:
             if z.nr_free[order]:
-                head = z.free_head[order][MigrateType.MOVABLE]
+                head = z.free_head[order][MIGRATE_MOVABLE]
                 p = nxt[head]
                 while p != head:
                     nr_scanned += 1
@@ -785,7 +805,7 @@ class Compaction:
         """fast_isolate_around (5.1+): sweep the block of the page the fast search took."""
         if len(cc.freepages) >= cc.nr_migratepages:
             return
-        if cc.direct_compaction and cc.mode == MigrateMode.ASYNC:
+        if cc.direct_compaction and cc.mode == MIGRATE_ASYNC:
             return
         z = cc.zone
         start = max(pfn & ~(PAGEBLOCK_NR_PAGES - 1), z.zone_start_pfn)
@@ -849,7 +869,7 @@ class Compaction:
         order = cc.search_order
         while page < 0 and order >= 0:
             if z.nr_free[order]:
-                head = z.free_head[order][MigrateType.MOVABLE]
+                head = z.free_head[order][MIGRATE_MOVABLE]
                 order_scanned = 0
                 high_pfn = -1
                 last = head
@@ -876,7 +896,7 @@ class Compaction:
                 if last != head:
                     self._rotate(head, last, first=True)
                 if page >= 0:
-                    if self.isolate_free_page(z, page, order, MigrateType.MOVABLE):
+                    if self.isolate_free_page(z, page, order, MIGRATE_MOVABLE):
                         n = split_map_pages(mem.pstate, cc.freepages, page, order)
                         nr_scanned += n - 1
                         total_isolated += n
@@ -920,7 +940,7 @@ class Compaction:
         block_start = cc.free_pfn & ~(PAGEBLOCK_NR_PAGES - 1)
         isolate_start = cc.free_pfn
         low = (cc.migrate_pfn & ~(PAGEBLOCK_NR_PAGES - 1)) + PAGEBLOCK_NR_PAGES
-        stride = COMPACT_CLUSTER_MAX if cc.mode == MigrateMode.ASYNC else 1
+        stride = COMPACT_CLUSTER_MAX if cc.mode == MIGRATE_ASYNC else 1
         skipped = 0
         while True:
             first = self.next_free_block(cc, block_start, low)
@@ -998,7 +1018,7 @@ class Compaction:
         ret = self._compact_finished(cc)
         self._trace(cc.task, "mm_compaction_finished",
                     ct.fmt_suitable, cc.zone.node_id, cc.zone.name, cc.order, ret, self.era44)
-        return CompactResult.CONTINUE if ret == CompactResult.NO_SUITABLE_PAGE else ret
+        return COMPACT_CONTINUE if ret == COMPACT_NO_SUITABLE_PAGE else ret
 
     @cython.locals(cc=CompactControl)
     def _compact_finished(self, cc: CompactControl) -> CompactResult:
@@ -1008,33 +1028,33 @@ class Compaction:
             reset_cached_positions(z)
             if cc.direct_compaction:
                 z.compact_blockskip_flush = True
-            return CompactResult.COMPLETE if cc.whole_zone else CompactResult.PARTIAL_SKIPPED
+            return COMPACT_COMPLETE if cc.whole_zone else COMPACT_PARTIAL_SKIPPED
         if cc.proactive_compaction:
             if self.reclaim is not None and not self.reclaim.kswapd_sleeping[z.node_id]:
-                return CompactResult.PARTIAL_SKIPPED
+                return COMPACT_PARTIAL_SKIPPED
             low = fragmentation_score_wmark(self.tun.compaction_proactiveness, True)
-            ret = CompactResult.CONTINUE if fragmentation_score_zone(z) > low \
-                else CompactResult.SUCCESS
+            ret = COMPACT_CONTINUE if fragmentation_score_zone(z) > low \
+                else COMPACT_SUCCESS
         elif cc.order < 0:
-            return CompactResult.CONTINUE
+            return COMPACT_CONTINUE
         elif cc.migrate_pfn & (PAGEBLOCK_NR_PAGES - 1):
-            return CompactResult.CONTINUE
+            return COMPACT_CONTINUE
         else:
             if cc.capture is not None and cc.capture.pfn >= 0:
-                return CompactResult.SUCCESS
-            ret = CompactResult.NO_SUITABLE_PAGE
+                return COMPACT_SUCCESS
+            ret = COMPACT_NO_SUITABLE_PAGE
             era44 = not self.k.compact_priorities
             if not era44 or zone_watermark_ok(z, cc.order, z.wmark_pages(WMARK_LOW),
                                               cc.highest_zoneidx, cc.alloc_flags):
                 for order in range(cc.order, MAX_ORDER + 1):
                     if z.nr_free_mt[order][cc.migratetype]:
-                        ret = CompactResult.SUCCESS
+                        ret = COMPACT_SUCCESS
                         break
                     if find_suitable_fallback(z, order, cc.migratetype, True)[0] != -1:
-                        ret = CompactResult.SUCCESS
+                        ret = COMPACT_SUCCESS
                         break
         if cc.contended:
-            ret = CompactResult.CONTENDED
+            ret = COMPACT_CONTENDED
         return ret
 
     # --- compact_zone ----------------------------------------------------------------------
@@ -1054,14 +1074,14 @@ class Compaction:
                 else cc.alloc_flags & ALLOC_WMARK_MASK
             if zone_watermark_ok(z, cc.order, z.wmark_pages(mark), cc.highest_zoneidx,
                                  cc.alloc_flags):
-                return CompactResult.SUCCESS
+                return COMPACT_SUCCESS
             ret = compaction_suitable(z, cc.order, cc.highest_zoneidx,
                                       self.tun.extfrag_threshold,
                                       not self.k.compact_priorities)
             self._trace(task, "mm_compaction_suitable",
                         ct.fmt_suitable, z.node_id, z.name, cc.order, ret, self.era44)
-            if ret != CompactResult.CONTINUE:
-                return CompactResult.SKIPPED
+            if ret != COMPACT_CONTINUE:
+                return COMPACT_SKIPPED
         if compaction_restarting(z, max(cc.order, 0)):
             reset_isolation_suitable(m, z)
         start_pfn, end_pfn = z.zone_start_pfn, z.zone_end_pfn
@@ -1084,34 +1104,34 @@ class Compaction:
         # the LRU, so the scanner can isolate those pages (4.4 migrate_prep_local).
         lru_add_drain(m, task.lru_add)
         last_migrated = 0
-        ret = CompactResult.CONTINUE
+        ret = COMPACT_CONTINUE
         while True:
             ret = self.compact_finished(cc)
-            if ret != CompactResult.CONTINUE:
+            if ret != COMPACT_CONTINUE:
                 break
             start_of_batch = cc.migrate_pfn
             iso = yield from self.isolate_migratepages(cc)
-            if iso is IsolateResult.ABORT:
-                ret = CompactResult.CONTENDED
+            if iso is ISOLATE_ABORT:
+                ret = COMPACT_CONTENDED
                 self._putback(cc)
                 break
-            if iso is IsolateResult.SUCCESS:
+            if iso is ISOLATE_SUCCESS:
                 last_migrated = max(start_of_batch, cc.migratepages[0]) if cc.migratepages \
                     else last_migrated
                 err = yield from self._migrate(cc)
                 if err is MigrateError.ENOMEM and not compact_scanners_met(cc):
-                    ret = CompactResult.CONTENDED
+                    ret = COMPACT_CONTENDED
                     break
                 if err and cc.migrate_pfn & (PAGEBLOCK_NR_PAGES - 1) and not cc.ignore_skip_hint \
-                        and not cc.finish_pageblock and cc.mode < MigrateMode.SYNC:
+                        and not cc.finish_pageblock and cc.mode < MIGRATE_SYNC:
                     cc.finish_pageblock = True
                     if cc.order == PAGEBLOCK_ORDER:
                         last_migrated = 0
                 if cc.capture is not None and cc.capture.pfn >= 0:
-                    ret = CompactResult.SUCCESS
+                    ret = COMPACT_SUCCESS
                     break
             elif cc.contended:
-                ret = CompactResult.CONTENDED
+                ret = COMPACT_CONTENDED
                 break
             if cc.migrate_pfn & (PAGEBLOCK_NR_PAGES - 1) == 0:
                 cc.finish_pageblock = False
@@ -1122,7 +1142,7 @@ class Compaction:
                     self._drain_local(cc)
                     last_migrated = 0
                     if cc.capture is not None and cc.capture.pfn >= 0:
-                        ret = CompactResult.SUCCESS
+                        ret = COMPACT_SUCCESS
                         break
         if cc.freepages:
             high = self.release_freepages(cc)
@@ -1260,8 +1280,8 @@ class Compaction:
         capture = (CaptureControl(order, gfp_migratetype(gfp)) if self.k.compaction_capture
                    else None)
         cc = CompactControl(zone=z, order=order, gfp=gfp, migratetype=gfp_migratetype(gfp),
-                            mode=MigrateMode.ASYNC if priority == CompactPriority.ASYNC
-                            else MigrateMode.SYNC_LIGHT, trigger=Trigger.DIRECT, task=task,
+                            mode=MIGRATE_ASYNC if priority == CompactPriority.ASYNC
+                            else MIGRATE_SYNC_LIGHT, trigger=Trigger.DIRECT, task=task,
                             alloc_flags=alloc_flags, direct_compaction=True, whole_zone=full,
                             ignore_skip_hint=full, ignore_block_suitable=full, capture=capture)
         ret = yield from self.run(cc)
@@ -1273,32 +1293,32 @@ class Compaction:
         """Generator: (best CompactResult, captured pfn or -1) over the zonelist."""
         from compactsim.sim.page_alloc import zonelist
         if self.era44:
-            mode = MigrateMode.ASYNC if priority == CompactPriority.ASYNC \
-                else MigrateMode.SYNC_LIGHT
+            mode = MIGRATE_ASYNC if priority == CompactPriority.ASYNC \
+                else MIGRATE_SYNC_LIGHT
             self._trace(task, "mm_compaction_try_to_compact_pages",
                         ct.fmt_try_to_compact_pages_4_4, order, gfp, int(mode))
         else:
             self._trace(task, "mm_compaction_try_to_compact_pages",
                         ct.fmt_try_to_compact_pages, order, gfp, int(priority))
         if not gfp_io(gfp):
-            return CompactResult.SKIPPED, -1
-        rc = CompactResult.SKIPPED
+            return COMPACT_SKIPPED, -1
+        rc = COMPACT_SKIPPED
         for z in zonelist(self.m, task.node):
             if priority > CompactPriority.SYNC_FULL and compaction_deferred(z, order):
                 self._trace_defer(task, "mm_compaction_deferred", z, order)
-                rc = max(rc, CompactResult.DEFERRED)
+                rc = max(rc, COMPACT_DEFERRED)
                 continue
             status, pfn = yield from self.compact_zone_order(task, z, gfp, order, alloc_flags,
                                                              priority)
             rc = max(rc, status)
             if pfn >= 0:
-                return CompactResult.SUCCESS, pfn
-            if status == CompactResult.SUCCESS:
+                return COMPACT_SUCCESS, pfn
+            if status == COMPACT_SUCCESS:
                 compaction_defer_reset(z, order, False)
                 self._trace_defer(task, "mm_compaction_defer_reset", z, order)
                 break
-            if priority != CompactPriority.ASYNC and status in (CompactResult.COMPLETE,
-                                                                 CompactResult.PARTIAL_SKIPPED):
+            if priority != CompactPriority.ASYNC and status in (COMPACT_COMPLETE,
+                                                                 COMPACT_PARTIAL_SKIPPED):
                 defer_compaction(z, order)
                 self._trace_defer(task, "mm_compaction_defer_compaction", z, order)
         return rc, -1
@@ -1318,7 +1338,7 @@ class Compaction:
                                                                priority)
         finally:
             task.memalloc = memalloc
-        if result == CompactResult.SKIPPED:
+        if result == COMPACT_SKIPPED:
             return -1, result
         m.events["compact_stall"] += 1
         if pfn < 0:
@@ -1351,9 +1371,9 @@ class Compaction:
         priority down to SYNC_LIGHT (costly) or SYNC_FULL."""
         if not order or not self.k.compact_priorities:
             return False
-        if result == CompactResult.SKIPPED:
+        if result == COMPACT_SKIPPED:
             return self.compaction_zonelist_suitable(task, order)
-        if result == CompactResult.SUCCESS:
+        if result == COMPACT_SUCCESS:
             max_retries = MAX_COMPACT_RETRIES // 4 if order > PAGE_ALLOC_COSTLY_ORDER \
                 else MAX_COMPACT_RETRIES
             state.compaction_retries += 1

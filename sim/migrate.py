@@ -90,6 +90,10 @@ class Migration:
         self.rng = rng
         self.lifetimes = lifetimes          # the deadlines, which follow a moved block
         self.zsmalloc = zsmalloc            # the zram pool (ZsPool), whose locks zspages take
+        # CPU seconds per page moved (LRU, movable_ops), worked out once for migrate_pages.
+        self.cost_lru = self.page_cost(False)
+        self.cost_ops = self.page_cost(True)
+        self.shootdown_us = self.costs.tlb_shootdown_us
 
     # --- one page ----------------------------------------------------------------------
 
@@ -225,8 +229,8 @@ class Migration:
         enomem = False
         untried = 0                 # left unattempted when the targets ran out
         memalloc = task.memalloc
-        cost_lru = self.page_cost(False)
-        cost_ops = self.page_cost(True)
+        cost_lru = self.cost_lru
+        cost_ops = self.cost_ops
         for pass_mode, retries, batched in self.passes(mode):
             for attempt in range(retries):
                 if not pending:
@@ -269,7 +273,7 @@ class Migration:
                     succeeded += 1
                 if self.multi_cpu and shootdowns:
                     flushes = 1 if batched else shootdowns
-                    cpu += flushes * self.costs.tlb_shootdown_us * 1e-6
+                    cpu += flushes * self.shootdown_us * 1e-6
                 if cpu or wait:
                     task.debt += cpu
                     yield self.env.timeout(task.debt + wait)
