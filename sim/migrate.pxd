@@ -5,6 +5,7 @@ from compactsim.sim.lifetimes cimport Lifetimes
 from compactsim.sim.lru cimport add_page_to_lru, lru_list_for
 from compactsim.sim.machine cimport Machine
 from compactsim.sim.page cimport MemMap
+from compactsim.sim.task cimport Task
 
 cdef class Migration:
     cdef public Machine m

@@ -31,6 +31,7 @@ from compactsim.sim.lru import add_page_to_lru, lru_list_for
 from compactsim.sim.machine import Machine
 from compactsim.sim import page as pg
 from compactsim.sim.page import KIND_CODE, MemMap
+from compactsim.sim.task import Task
 
 
 class MigrateMode(enum.IntEnum):
@@ -212,7 +213,7 @@ class Migration:
                    waited=cython.double, enomem=cython.bint, force=cython.bint,
                    pass_mode=cython.int, retries=cython.int, batched=cython.bint,
                    memalloc=cython.bint, ops=cython.bint, cost_lru=cython.double,
-                   cost_ops=cython.double, flags=cython.uchar[:])
+                   cost_ops=cython.double, flags=cython.uchar[:], task=Task)
     def migrate_pages(self, task, pages: list[int], mode: MigrateMode, get_target, free_source,
                       targets: list[int] | None = None):
         """Generator: migrate `pages` (isolated heads); returns (succeeded, failed, pages
@@ -222,7 +223,7 @@ class Migration:
         generator returning a free pfn or -1) is asked; `free_source(pfn)` frees a source
         page after its data moved (the caller decides where freed pages go)."""
         m = self.m
-        flags = m.mem.flags
+        flags = m.mem.flags_v
         pending = list(pages)
         succeeded = failed = 0
         permanent: list[int] = []
