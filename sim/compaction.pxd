@@ -2,6 +2,7 @@
 
 from compactsim.sim.page_alloc cimport free_to_buddy
 from compactsim.sim.machine cimport Machine
+from compactsim.sim.page cimport MemMap
 from compactsim.sim.zone cimport Zone, zone_watermark_ok
 from compactsim.sim.buddy cimport del_page_from_free_list
 from compactsim.sim.gfp cimport gfp_migratetype

@@ -46,6 +46,7 @@ from compactsim.sim.fragmentation import extfrag_for_order, fragmentation_index
 from compactsim.sim.gfp import ALLOC_CMA, ALLOC_WMARK_MASK, gfp_migratetype
 from compactsim.sim.lru import del_pages_from_lru, lru_add_drain
 from compactsim.sim.machine import Machine
+from compactsim.sim.page import MemMap
 from compactsim.sim.migrate import MigrateMode, Migration
 from compactsim.sim import page as pg
 from compactsim.sim.config import PageKind
@@ -390,7 +391,7 @@ def split_map_pages(pstate, freepages: list[int], pfn, order):
 def isolate_pages(m: Machine, pfns: list[int]) -> None:
     """The isolation of the pages isolate_migratepages_block took: each is PG_isolated,
     and those on an LRU leave it (folio_isolate_lru -> lruvec_del_folio)."""
-    flags = m.mem.flags
+    flags = m.mem.flags_v
     on_lru = []
     for pfn in pfns:
         f = flags[pfn]
@@ -484,7 +485,7 @@ class Compaction:
         nr = PAGEBLOCK_NR_PAGES
         order = PAGEBLOCK_ORDER
         pageblocks = self.m.pageblocks
-        skip, mts, pstate = pageblocks.skip, pageblocks.mt, self.m.mem.pstate
+        skip, mts, pstate = pageblocks.skip_v, pageblocks.mt_v, self.m.mem.pstate_v
         ignore_skip_hint = cc.ignore_skip_hint
         async_direct = cc.mode == MIGRATE_ASYNC and cc.direct_compaction
         migratetype = cc.migratetype
@@ -525,7 +526,7 @@ class Compaction:
         nr = PAGEBLOCK_NR_PAGES
         order = PAGEBLOCK_ORDER
         pageblocks = self.m.pageblocks
-        skip, mts, pstate = pageblocks.skip, pageblocks.mt, self.m.mem.pstate
+        skip, mts, pstate = pageblocks.skip_v, pageblocks.mt_v, self.m.mem.pstate_v
         ignore_skip_hint = cc.ignore_skip_hint
         ignore_block_suitable = cc.ignore_block_suitable
         while block_start >= low:
@@ -536,7 +537,7 @@ class Compaction:
             block_start -= nr
         return block_start
 
-    @cython.locals(low=cython.Py_ssize_t, end=cython.Py_ssize_t, pstate=cython.uchar[:],
+    @cython.locals(mem=MemMap, low=cython.Py_ssize_t, end=cython.Py_ssize_t, pstate=cython.uchar[:],
                    flags=cython.uchar[:], kinds=cython.uchar[:], async_migrate=cython.bint,
                    unevictable=cython.bint, skip_on_failure=cython.bint, limited=cython.bint,
                    shift=cython.int, s=cython.int, want=cython.Py_ssize_t,
@@ -557,9 +558,9 @@ class Compaction:
         scan jumps from the chunk's first failure to its end. Without the limit
         (`finish_pageblock`, a contended lock) the whole range is taken."""
         mem = self.m.mem
-        pstate = mem.pstate
-        flags = mem.flags
-        kinds = mem.kind
+        pstate = mem.pstate_v
+        flags = mem.flags_v
+        kinds = mem.kind_v
         async_migrate = cc.mode == MIGRATE_ASYNC or (
             cc.mode == MIGRATE_SYNC_LIGHT and not self.k.sync_light_isolates_writeback)
         unevictable = self.tun.compact_unevictable_allowed
@@ -676,7 +677,7 @@ class Compaction:
             yield lock.lock()
         yield from self._hold(lock, seconds)
 
-    @cython.locals(cc=CompactControl, pfn=cython.Py_ssize_t, nxt=cython.int[:],
+    @cython.locals(mem=MemMap, cc=CompactControl, pfn=cython.Py_ssize_t, nxt=cython.int[:],
                    skip=cython.uchar[:],
                    distance=cython.Py_ssize_t, high_pfn=cython.Py_ssize_t,
                    limit=cython.Py_ssize_t, nr_scanned=cython.Py_ssize_t, found=cython.bint,
@@ -695,8 +696,8 @@ class Compaction:
                 or (cc.direct_compaction and cc.migratetype != MigrateType.MOVABLE)):
             return pfn
         mem = self.m.mem
-        nxt = mem.nxt
-        skip = self.m.pageblocks.skip
+        nxt = mem.nxt_v
+        skip = self.m.pageblocks.skip_v
         distance = (cc.free_pfn - cc.migrate_pfn) >> 1
         if cc.migrate_pfn != z.zone_start_pfn:
             distance >>= 2
@@ -767,7 +768,7 @@ class Compaction:
         step plus the rest of each isolated block, pages isolated, stopped early).
         Simplified: a compound page does not shift the stride's grid."""
         z = cc.zone
-        pstate = self.m.mem.pstate
+        pstate = self.m.mem.pstate_v
         cursor = start
         isolated = 0
         scanned = 0
@@ -834,7 +835,7 @@ class Compaction:
             return -1
         return order
 
-    @cython.locals(cc=CompactControl, prv=cython.int[:], limit=cython.Py_ssize_t,
+    @cython.locals(mem=MemMap, cc=CompactControl, prv=cython.int[:], limit=cython.Py_ssize_t,
                    scan_start=cython.bint,
                    distance=cython.Py_ssize_t, low_pfn=cython.Py_ssize_t,
                    min_pfn=cython.Py_ssize_t, page=cython.Py_ssize_t, highest=cython.Py_ssize_t,
@@ -853,7 +854,7 @@ class Compaction:
             return
         z = cc.zone
         mem = self.m.mem
-        prv = mem.prv
+        prv = mem.prv_v
         limit = max(1, freelist_scan_limit(cc) >> 1)
         scan_start = cc.free_pfn >= z.compact_init_free_pfn
         if scan_start:
@@ -897,7 +898,7 @@ class Compaction:
                     self._rotate(head, last, first=True)
                 if page >= 0:
                     if self.isolate_free_page(z, page, order, MIGRATE_MOVABLE):
-                        n = split_map_pages(mem.pstate, cc.freepages, page, order)
+                        n = split_map_pages(mem.pstate_v, cc.freepages, page, order)
                         nr_scanned += n - 1
                         total_isolated += n
                         self.m.events["compact_isolated"] += n

@@ -42,6 +42,8 @@ NOT_LRU = cython.declare(cython.int, 255)
 # LRU_KINDS as a table by kind byte, NOT_LRU for the kinds that live off the LRU (a
 # bytearray only because typed views need a writable buffer; never written)
 LRU_OF_KIND = bytearray(LRU_KINDS.get(code, NOT_LRU) for code in range(256))
+# ... and its typed view, made once (a view made from the bytearray costs an allocation).
+LRU_OF_KIND_V = cython.declare(cython.uchar[:], LRU_OF_KIND)
 
 
 @cython.locals(m=Machine)
@@ -51,7 +53,7 @@ def node_of(m: Machine, pfn: int) -> int:
 
 def lru_list_for(kind_code: int, flags: int) -> int:
     """Which list an LRU page of this kind belongs on, or -1 for non-LRU kinds."""
-    lru = LRU_OF_KIND[kind_code]
+    lru = LRU_OF_KIND_V[kind_code]
     if lru == NOT_LRU:
         return -1
     return LRU_UNEVICTABLE if flags & PG_MLOCKED else lru
@@ -83,7 +85,7 @@ def del_pages_from_lru(m: Machine, pfns: list[int]) -> None:
     mem = m.mem
     nxt, prv, flags, kinds = mem.nxt_v, mem.prv_v, mem.flags_v, mem.kind_v
     sizes = m.lru_sizes_v
-    lru_of = LRU_OF_KIND
+    lru_of = LRU_OF_KIND_V
     node_pages = m.node_pages
     for pfn in pfns:
         f = flags[pfn]
@@ -128,7 +130,7 @@ def lru_add_drain(m: Machine, batch: list[int], keep: int = 0) -> int:
     mem = m.mem
     nxt, prv, pstate, flags, kinds = mem.nxt_v, mem.prv_v, mem.pstate_v, mem.flags_v, mem.kind_v
     heads, sizes = m.lru_heads_v, m.lru_sizes_v
-    lru_of = LRU_OF_KIND
+    lru_of = LRU_OF_KIND_V
     node_pages = m.node_pages
     cut = len(batch) - keep
     moved = 0

@@ -3,6 +3,7 @@
 
 cdef class Pageblocks:
     cdef public bytearray mt, skip
+    cdef readonly unsigned char[:] mt_v, skip_v
 
     cpdef int get_pageblock_migratetype(self, Py_ssize_t pfn)
     cpdef void set_pageblock_migratetype(self, Py_ssize_t pfn, int mt)

@@ -64,6 +64,9 @@ class Pageblocks:
         # At boot every block is MOVABLE (memmap_init_range).
         self.mt = bytearray([MigrateType.MOVABLE]) * nr_pageblocks
         self.skip = bytearray(nr_pageblocks)
+        # Typed views of the same memory (sim/pageblock.pxd), for compiled scanners: a
+        # view made from the bytearray at each call would cost an allocation per call.
+        self.mt_v, self.skip_v = self.mt, self.skip
 
     def get_pageblock_migratetype(self, pfn: int) -> int:
         return self.mt[pfn >> PB_ORDER]

@@ -18,6 +18,7 @@ import cython
 
 from compactsim.sim.config import PAGEBLOCK_ORDER
 from compactsim.sim import page as pg
+from compactsim.sim.page import MemMap
 from compactsim.sim.pageblock import MIGRATE_PCPTYPES
 
 
@@ -49,7 +50,7 @@ class PerCpuPages:
 
 
 @cython.locals(pcp=PerCpuPages, taken=cython.Py_ssize_t, mark=cython.int,
-               pstate=cython.uchar[:], pfn=cython.Py_ssize_t)
+               pstate=cython.uchar[:], pfn=cython.Py_ssize_t, mem=MemMap)
 def rmqueue_bulk(z, cpu: int, mt: int, alloc_flags: int, policy, rmqueue,
                  rmqueue_smallest_pages) -> int:
     """Refill `cpu`'s list of `mt` with up to `batch` pages; returns how many were taken.
@@ -58,7 +59,8 @@ def rmqueue_bulk(z, cpu: int, mt: int, alloc_flags: int, policy, rmqueue,
     `rmqueue` (with its fallback) is called once whenever they run out."""
     pcp = z.pcp
     lst = pcp.lists[cpu][mt]
-    pstate = z.mem.pstate
+    mem = z.mem
+    pstate = mem.pstate_v
     mark = PCP + mt
     taken = 0
     while taken < pcp.batch:
