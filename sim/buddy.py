@@ -107,7 +107,7 @@ def page_del_and_expand(z: Zone, pfn: int, low: int, high: int, list_mt: int, to
 
 # --- allocation ------------------------------------------------------------------------
 
-@cython.locals(pfn=cython.Py_ssize_t, o=cython.int)
+@cython.locals(o=cython.int, nr_free_mt=list)
 def rmqueue_smallest(z: Zone, order: int, mt: int) -> int:
     """__rmqueue_smallest: the smallest free block >= order on `mt`'s lists, split."""
     nr_free_mt = z.nr_free_mt
