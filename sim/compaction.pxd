@@ -1,6 +1,7 @@
 # C declarations for the compiled build of sim/compaction.py.
 
 from compactsim.sim.page_alloc cimport free_to_buddy
+from compactsim.sim.locks cimport SimLock
 from compactsim.sim.machine cimport Machine
 from compactsim.sim.page cimport MemMap
 from compactsim.sim.zone cimport Zone, zone_watermark_ok

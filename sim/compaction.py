@@ -45,6 +45,7 @@ from compactsim.sim.config import ContendedAbort, TraceEra
 from compactsim.sim.fragmentation import extfrag_for_order, fragmentation_index
 from compactsim.sim.gfp import ALLOC_CMA, ALLOC_WMARK_MASK, gfp_migratetype
 from compactsim.sim.lru import del_pages_from_lru, lru_add_drain
+from compactsim.sim.locks import SimLock
 from compactsim.sim.machine import Machine
 from compactsim.sim.page import MemMap
 from compactsim.sim.migrate import MigrateMode, Migration
@@ -387,7 +388,7 @@ def split_map_pages(pstate, freepages: list[int], pfn, order):
     return n
 
 
-@cython.locals(flags=cython.uchar[:], pfn=cython.Py_ssize_t, f=cython.int)
+@cython.locals(m=Machine, flags=cython.uchar[:], pfn=cython.Py_ssize_t, f=cython.int)
 def isolate_pages(m: Machine, pfns: list[int]) -> None:
     """The isolation of the pages isolate_migratepages_block took: each is PG_isolated,
     and those on an LRU leave it (folio_isolate_lru -> lruvec_del_folio)."""
@@ -433,7 +434,7 @@ class Compaction:
 
     # --- locks ---------------------------------------------------------------------
 
-    @cython.locals(cc=CompactControl)
+    @cython.locals(cc=CompactControl, lock=SimLock)
     def compact_lock_irqsave(self, cc: CompactControl, lock):
         """Generator returning False if the run must abort now. The
         task's CPU time so far passes before it reaches the lock, not inside the hold."""
@@ -449,6 +450,7 @@ class Compaction:
         yield lock.lock()
         return True
 
+    @cython.locals(lock=SimLock)
     def _hold(self, lock, seconds: float):
         """Keep `lock` for the critical section's `seconds`, then release it."""
         yield self.env.timeout(seconds)
@@ -668,7 +670,7 @@ class Compaction:
         else:
             mem.list_add(pfn, head)
 
-    @cython.locals(cc=CompactControl)
+    @cython.locals(cc=CompactControl, lock=SimLock)
     def _zone_locked(self, cc: CompactControl, seconds: float):
         """spin_lock_irqsave(&zone->lock) for `seconds` (the fast searches wait for it)."""
         lock = cc.zone.lock

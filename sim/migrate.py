@@ -53,6 +53,8 @@ NR_MAX_MIGRATE_PAGES_RETRY = 10
 NR_MAX_MIGRATE_ASYNC_RETRY = 3
 NR_MAX_MIGRATE_SYNC_RETRY = 7
 NR_MAX_BATCHED_MIGRATION = 512
+# 6.3+ migrate_pages in a sync mode: first the batched async passes (migrate_pages_batch).
+ASYNC_BATCH_PASS = (MigrateMode.ASYNC, NR_MAX_MIGRATE_ASYNC_RETRY, True)
 
 # The page states, flags and kinds a move tests and sets, as C constants where compiled.
 ALLOC = cython.declare(cython.int, pg.ALLOC)
@@ -202,10 +204,9 @@ class Migration:
         """(mode of the pass, retries, batched) steps of one migrate_pages call."""
         if not self.batching:
             return [(mode, NR_MAX_MIGRATE_PAGES_RETRY, False)]
-        if mode == MigrateMode.ASYNC:
+        if mode == MIGRATE_ASYNC:
             return [(mode, NR_MAX_MIGRATE_PAGES_RETRY, True)]
-        return [(MigrateMode.ASYNC, NR_MAX_MIGRATE_ASYNC_RETRY, True),
-                (mode, NR_MAX_MIGRATE_SYNC_RETRY, False)]
+        return [ASYNC_BATCH_PASS, (mode, NR_MAX_MIGRATE_SYNC_RETRY, False)]
 
     @cython.locals(succeeded=cython.Py_ssize_t, untried=cython.Py_ssize_t, i=cython.Py_ssize_t,
                    pfn=cython.Py_ssize_t, target=cython.Py_ssize_t, rc=cython.int,
