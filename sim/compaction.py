@@ -384,7 +384,7 @@ def split_map_pages(pstate, freepages: list[int], pfn, order):
     n = 1 << order
     for p in range(pfn, pfn + n):
         pstate[p] = ALLOC
-    freepages.extend(range(pfn, pfn + n))
+        freepages.append(p)
     return n
 
 
@@ -438,7 +438,8 @@ class Compaction:
     def compact_lock_irqsave(self, cc: CompactControl, lock):
         """Generator returning False if the run must abort now. The
         task's CPU time so far passes before it reaches the lock, not inside the hold."""
-        yield from settle(self.env, cc.task)
+        if cc.task.debt > 0:
+            yield from settle(self.env, cc.task)
         if cc.mode == MIGRATE_ASYNC and not cc.contended:
             if lock.trylock():
                 return True
@@ -674,7 +675,8 @@ class Compaction:
     def _zone_locked(self, cc: CompactControl, seconds: float):
         """spin_lock_irqsave(&zone->lock) for `seconds` (the fast searches wait for it)."""
         lock = cc.zone.lock
-        yield from settle(self.env, cc.task)
+        if cc.task.debt > 0:
+            yield from settle(self.env, cc.task)
         if not lock.trylock():
             yield lock.lock()
         yield from self._hold(lock, seconds)
