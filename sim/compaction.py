@@ -1178,7 +1178,7 @@ class Compaction:
 
     @cython.locals(cc=CompactControl, events=dict, migrated_from=dict, trace_free=cython.bint,
                    z=Zone, m=Machine)
-    def _free_source(self, cc: CompactControl):
+    def _free_sources(self, cc: CompactControl):
         z = cc.zone
         m = self.m
         events = m.events
@@ -1186,24 +1186,25 @@ class Compaction:
         capture = cc.capture
         trace_free = m.trace is not None and m.trace.is_enabled("mm_page_free")
 
-        @cython.locals(pfn=cython.Py_ssize_t, block=cython.Py_ssize_t)
-        def free_source(pfn: int) -> None:
-            # The source page goes back through the buddy allocator in this task's
-            # context, where a waiting capture may claim what it merges into.
-            block = pfn >> PAGEBLOCK_ORDER
-            migrated_from[block] = migrated_from.get(block, 0) + 1
-            events["pgfree"] += 1
-            # free_pages_prepare traces the source's free; the target came from the free
-            # scanner, which traces no allocation (as in the kernel).
-            if trace_free:
-                self._trace(cc.task, "mm_page_free",
-                            tp.fmt_mm_page_free, tp.pfn_to_page(pfn), pfn, 0)
+        @cython.locals(pfn=cython.Py_ssize_t, block=cython.Py_ssize_t, pfns=list)
+        def free_sources(pfns: list[int]) -> None:
+            # The source pages go back through the buddy allocator in this task's
+            # context, where a waiting capture may claim what they merge into.
             z.capture = capture
             try:
-                free_to_buddy(m, z, pfn, 0)
+                for pfn in pfns:
+                    block = pfn >> PAGEBLOCK_ORDER
+                    migrated_from[block] = migrated_from.get(block, 0) + 1
+                    events["pgfree"] += 1
+                    # free_pages_prepare traces the source's free; the target came from
+                    # the free scanner, which traces no allocation (as in the kernel).
+                    if trace_free:
+                        self._trace(cc.task, "mm_page_free",
+                                    tp.fmt_mm_page_free, tp.pfn_to_page(pfn), pfn, 0)
+                    free_to_buddy(m, z, pfn, 0)
             finally:
                 z.capture = None
-        return free_source
+        return free_sources
 
     def _migrate(self, cc: CompactControl):
         """Generator: migrate cc.migratepages; returns the MigrateError."""
@@ -1211,7 +1212,7 @@ class Compaction:
         cc.migratepages.clear()
         cc.nr_migratepages = len(pages)
         succeeded, failed, leftover, enomem = yield from self.migration.migrate_pages(
-            cc.task, pages, cc.mode, lambda: self.compaction_alloc(cc), self._free_source(cc),
+            cc.task, pages, cc.mode, lambda: self.compaction_alloc(cc), self._free_sources(cc),
             cc.freepages)
         cc.nr_migrated += succeeded
         cc.nr_migrate_failed += failed
@@ -1232,10 +1233,7 @@ class Compaction:
 
     @cython.locals(cc=CompactControl)
     def _putback_pages(self, cc: CompactControl, pages: list[int]) -> None:
-        free_source = self._free_source(cc)
-        for pfn in pages:
-            if not self.migration.putback(pfn):
-                free_source(pfn)
+        self._free_sources(cc)([pfn for pfn in pages if not self.migration.putback(pfn)])
         cc.task.debt += self.migration.putback_cost(pages)
 
     # --- entry points ----------------------------------------------------------------------

@@ -215,14 +215,17 @@ class Migration:
                    pass_mode=cython.int, retries=cython.int, batched=cython.bint,
                    memalloc=cython.bint, ops=cython.bint, cost_lru=cython.double,
                    cost_ops=cython.double, flags=cython.uchar[:], task=Task)
-    def migrate_pages(self, task, pages: list[int], mode: MigrateMode, get_target, free_source,
+    def migrate_pages(self, task, pages: list[int], mode: MigrateMode, get_target, free_sources,
                       targets: list[int] | None = None):
         """Generator: migrate `pages` (isolated heads); returns (succeeded, failed, pages
         still isolated to put back, -ENOMEM hit).
 
         Each target is popped from `targets` while it holds any, else `get_target()` (a
-        generator returning a free pfn or -1) is asked; `free_source(pfn)` frees a source
-        page after its data moved (the caller decides where freed pages go)."""
+        generator returning a free pfn or -1) is asked. `free_sources(pfns)` frees source
+        pages after their data moved (or their owner let go), in that order; the caller
+        decides where freed pages go. It is called before every wait (asking for a target,
+        the pass's cost), so nothing else runs between a page's move and its free, as in
+        the kernel, where the source is put as soon as it is moved."""
         m = self.m
         flags = m.mem.flags_v
         pending = list(pages)
@@ -230,6 +233,7 @@ class Migration:
         permanent: list[int] = []
         enomem = False
         untried = 0                 # left unattempted when the targets ran out
+        freed: list[int] = []       # sources to free before the next wait
         memalloc = task.memalloc
         cost_lru = self.cost_lru
         cost_ops = self.cost_ops
@@ -246,7 +250,7 @@ class Migration:
                     rc, waited = self.unmap_and_move_rc(pfn, pass_mode, force, memalloc)
                     wait += waited
                     if rc == RELEASED:
-                        free_source(pfn)
+                        freed.append(pfn)
                         succeeded += 1
                         continue
                     if rc == EAGAIN:
@@ -258,6 +262,9 @@ class Migration:
                     if targets:
                         target = targets.pop()
                     else:
+                        if freed:
+                            free_sources(freed)
+                            freed = []
                         target = yield from get_target()
                     if target < 0:
                         enomem = True
@@ -271,8 +278,11 @@ class Migration:
                         cpu += cost_lru
                         shootdowns += 1
                     self.move(pfn, target)
-                    free_source(pfn)
+                    freed.append(pfn)
                     succeeded += 1
+                if freed:
+                    free_sources(freed)
+                    freed = []
                 if self.multi_cpu and shootdowns:
                     flushes = 1 if batched else shootdowns
                     cpu += flushes * self.shootdown_us * 1e-6

@@ -228,7 +228,7 @@ def test_extra_reference_fails_after_ten_passes(profile, mode, modes):
     calls = spy_rc(r)
     freed = []
     out = run_proc(r, r.migration.migrate_pages(r.task, [pinned, fine], mode, targets(r, 4),
-                                                freed.append))
+                                                freed.extend))
     assert out == (1, 1, [pinned], False)
     assert [(m, rc) for p, m, rc in calls if p == pinned] == [(m, EAGAIN) for m in modes]
     assert freed == [fine]
@@ -244,7 +244,7 @@ def test_locked_page_under_pf_memalloc_never_sleeps(memalloc, moved):
     pfn = one_page(r, ANON, PG_LOCKED | PG_ISOLATED)
     calls = spy_rc(r)
     succeeded, failed, leftover, _ = run_proc(
-        r, r.migration.migrate_pages(r.task, [pfn], L, targets(r, 1), lambda p: None))
+        r, r.migration.migrate_pages(r.task, [pfn], L, targets(r, 1), lambda ps: None))
     if moved:
         # Three trylock failures, then the forced fourth pass sleeps on the lock.
         assert [rc for _, _, rc in calls] == [EAGAIN] * 3 + [MIGRATEPAGE_SUCCESS]
@@ -263,14 +263,14 @@ def test_batched_sync_retries_what_the_async_batch_refused():
     r = make_rig("v6.10")
     wb = one_page(r, ANON, PG_WRITEBACK | PG_ISOLATED)
     calls = spy_rc(r)
-    out = run_proc(r, r.migration.migrate_pages(r.task, [wb], S, targets(r, 1), lambda p: None))
+    out = run_proc(r, r.migration.migrate_pages(r.task, [wb], S, targets(r, 1), lambda ps: None))
     assert out[:3] == (1, 0, [])
     assert [(m, rc) for _, m, rc in calls] == [(A, EBUSY), (S, MIGRATEPAGE_SUCCESS)]
     # SYNC_LIGHT refuses again in its own pass: a permanent failure.
     r = make_rig("v6.10")
     wb = one_page(r, ANON, PG_WRITEBACK | PG_ISOLATED)
     calls = spy_rc(r)
-    out = run_proc(r, r.migration.migrate_pages(r.task, [wb], L, targets(r, 1), lambda p: None))
+    out = run_proc(r, r.migration.migrate_pages(r.task, [wb], L, targets(r, 1), lambda ps: None))
     assert out[:3] == (0, 1, [wb])
     assert [(m, rc) for _, m, rc in calls] == [(A, EBUSY), (L, EBUSY)]
 
@@ -283,7 +283,7 @@ def test_enomem_counts_only_the_pages_tried(profile):
     pinned = one_page(r, ANON, PG_EXTRA_REF | PG_ISOLATED)
     pages = [pinned] + [one_page(r, ANON, PG_ISOLATED) for _ in range(4)]
     succeeded, failed, leftover, enomem = run_proc(
-        r, r.migration.migrate_pages(r.task, pages, A, targets(r, 1), lambda p: None))
+        r, r.migration.migrate_pages(r.task, pages, A, targets(r, 1), lambda ps: None))
     assert enomem
     assert succeeded == 1
     assert failed == 4 and sorted(leftover) == sorted([pinned] + pages[2:])

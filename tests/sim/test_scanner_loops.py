@@ -211,7 +211,8 @@ def test_block_tests():
 
 def test_migrate_pages_uses_isolated_targets_before_asking_for_more():
     """compaction_alloc: the free scanner runs only once cc->freepages is empty. With
-    two targets isolated and three pages to move, get_target is asked once."""
+    two targets isolated and three pages to move, get_target is asked once, and the two
+    sources moved are freed before it is (the free scanner may find them)."""
     r = make_rig(fast_search=False)
     populate(r, lambda pfn: (ANON, 0) if pfn < 3 else (0, 0) if pfn in (100, 101)
              else (SLAB, 0))
@@ -223,15 +224,15 @@ def test_migrate_pages_uses_isolated_targets_before_asking_for_more():
     asked = []
 
     def get_target():
-        asked.append(len(targets))
+        asked.append((len(targets), list(freed)))
         yield r.env.timeout(0)
         return -1
 
     freed = []
     proc = r.env.process(r.migration.migrate_pages(r.task, [0, 1, 2], MigrateMode.SYNC_LIGHT,
-                                                   get_target, freed.append, targets))
+                                                   get_target, freed.extend, targets))
     r.env.run(until=proc)
     succeeded, failed, leftover, enomem = proc.value
     assert (succeeded, failed, leftover, enomem) == (2, 1, [2], True)
-    assert asked == [0] and freed == [0, 1]
+    assert asked == [(0, [0, 1])] and freed == [0, 1]
     assert r.m.mem.kind[101] == ANON and r.m.mem.kind[100] == ANON

@@ -228,7 +228,7 @@ def test_einval_is_not_retried_within_a_pass():
         yield
 
     proc = env.process(mig.migrate_pages(task, [pfn], MigrateMode.ASYNC, get_target,
-                                         lambda p: free_pages(m, task, p, 0)))
+                                         lambda ps: [free_pages(m, task, p, 0) for p in ps]))
     env.run(until=proc)
     succeeded, failed, left, _ = proc.value
     assert (succeeded, failed, left) == (0, 1, [pfn])
@@ -246,7 +246,7 @@ def test_migrated_page_stays_in_its_zspage():
         yield
 
     proc = env.process(mig.migrate_pages(task, [pfn], MigrateMode.ASYNC, get_target,
-                                         lambda p: free_pages(m, task, p, 0)))
+                                         lambda ps: [free_pages(m, task, p, 0) for p in ps]))
     env.run(until=proc)
     assert proc.value[0] == 1
     pool = zram.pool
