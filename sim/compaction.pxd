@@ -38,3 +38,5 @@ cdef class Compaction:
     cdef public dict latency, results
     cdef public Py_ssize_t wasted_migrations
     cdef public bint era44
+
+    cpdef bint tracing(self, str event) except -1

@@ -425,12 +425,17 @@ class Compaction:
 
     # --- tracing -------------------------------------------------------------------
 
+    def tracing(self, event: str) -> bool:
+        """Whether tracepoint `event` is enabled. The loops run per batch or block ask it
+        before they gather a trace's fields (a C call where compiled)."""
+        trace = self.m.trace
+        return trace is not None and trace.is_enabled(event)
+
     def _trace(self, task: Task, event: str, fmt, *args) -> None:
         """Emit `event` with the fields `fmt(*args)` formats, if the event is enabled (the
         text is only formatted then)."""
-        trace = self.m.trace
-        if trace is not None and trace.is_enabled(event):
-            trace.emit(self.env.now, task.cpu, task.comm, task.pid, event, fmt(*args))
+        if self.tracing(event):
+            self.m.trace.emit(self.env.now, task.cpu, task.comm, task.pid, event, fmt(*args))
 
     # --- locks ---------------------------------------------------------------------
 
@@ -647,8 +652,9 @@ class Compaction:
         hold = (visited * self.costs.migrate_scan_page_ns * 1e-9
                 + len(cc.migratepages) * self.costs.isolate_page_ns * 1e-9)
         yield from self._hold(node.lru_lock, hold)
-        self._trace(cc.task, "mm_compaction_isolate_migratepages",
-                    ct.fmt_isolate, start, stop, scanned, len(cc.migratepages))
+        if self.tracing("mm_compaction_isolate_migratepages"):
+            self._trace(cc.task, "mm_compaction_isolate_migratepages",
+                        ct.fmt_isolate, start, stop, scanned, len(cc.migratepages))
         if stop >= block_end and (not cc.migratepages or cc.finish_pageblock):
             if not cc.ignore_skip_hint:
                 self.m.pageblocks.skip[start >> PAGEBLOCK_ORDER] = 1
@@ -821,8 +827,9 @@ class Compaction:
         yield from self._zone_locked(cc, max(scanned - isolated, 1)
                                      * self.costs.free_scan_page_ns * 1e-9
                                      + isolated * self.costs.isolate_page_ns * 1e-9)
-        self._trace(cc.task, "mm_compaction_isolate_freepages",
-                    ct.fmt_isolate, start, nxt, scanned, isolated)
+        if self.tracing("mm_compaction_isolate_freepages"):
+            self._trace(cc.task, "mm_compaction_isolate_freepages",
+                        ct.fmt_isolate, start, nxt, scanned, isolated)
         if nxt == end and not cc.ignore_skip_hint:
             self.m.pageblocks.skip[start >> PAGEBLOCK_ORDER] = 1
 
@@ -918,8 +925,9 @@ class Compaction:
             yield from self._zone_locked(cc, (nr_scanned - total_isolated)
                                          * self.costs.free_scan_page_ns * 1e-9
                                          + total_isolated * self.costs.isolate_page_ns * 1e-9)
-        self._trace(cc.task, "mm_compaction_fast_isolate_freepages",
-                    ct.fmt_isolate, min_pfn, cc.free_pfn, nr_scanned, total_isolated)
+        if self.tracing("mm_compaction_fast_isolate_freepages"):
+            self._trace(cc.task, "mm_compaction_fast_isolate_freepages",
+                        ct.fmt_isolate, min_pfn, cc.free_pfn, nr_scanned, total_isolated)
         if page < 0:
             cc.fast_search_fail += 1
             if scan_start:
@@ -970,8 +978,9 @@ class Compaction:
                     + isolated * self.costs.isolate_page_ns * 1e-9)
             yield from self._hold(z.lock, hold)
             self.m.events["compact_isolated"] += isolated
-            self._trace(cc.task, "mm_compaction_isolate_freepages",
-                        ct.fmt_isolate, begin, nxt, scanned, isolated)
+            if self.tracing("mm_compaction_isolate_freepages"):
+                self._trace(cc.task, "mm_compaction_isolate_freepages",
+                            ct.fmt_isolate, begin, nxt, scanned, isolated)
             if nxt >= block_end and not cc.ignore_skip_hint:
                 self.m.pageblocks.skip[block_start >> PAGEBLOCK_ORDER] = 1
                 if block_start - PAGEBLOCK_NR_PAGES < z.compact_cached_free_pfn:
@@ -1021,8 +1030,9 @@ class Compaction:
         """compact_finished: trace __compact_finished's verdict, then read
         NO_SUITABLE_PAGE as CONTINUE."""
         ret = self._compact_finished(cc)
-        self._trace(cc.task, "mm_compaction_finished",
-                    ct.fmt_suitable, cc.zone.node_id, cc.zone.name, cc.order, ret, self.era44)
+        if self.tracing("mm_compaction_finished"):
+            self._trace(cc.task, "mm_compaction_finished",
+                        ct.fmt_suitable, cc.zone.node_id, cc.zone.name, cc.order, ret, self.era44)
         return COMPACT_CONTINUE if ret == COMPACT_NO_SUITABLE_PAGE else ret
 
     @cython.locals(cc=CompactControl)
@@ -1216,9 +1226,11 @@ class Compaction:
             cc.freepages)
         cc.nr_migrated += succeeded
         cc.nr_migrate_failed += failed
-        self._trace(cc.task, "mm_migrate_pages",
-                    ct.fmt_migrate_pages, succeeded, failed, cc.mode, self.k.migrate_batching)
-        self._trace(cc.task, "mm_compaction_migratepages", ct.fmt_migratepages, succeeded, failed)
+        if self.tracing("mm_migrate_pages"):
+            self._trace(cc.task, "mm_migrate_pages",
+                        ct.fmt_migrate_pages, succeeded, failed, cc.mode, self.k.migrate_batching)
+        if self.tracing("mm_compaction_migratepages"):
+            self._trace(cc.task, "mm_compaction_migratepages", ct.fmt_migratepages, succeeded, failed)
         if leftover:
             self._putback_pages(cc, leftover)
         if enomem:

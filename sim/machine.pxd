@@ -5,6 +5,7 @@
 from compactsim.sim.page cimport MemMap
 from compactsim.sim.pageblock cimport Pageblocks
 from compactsim.sim.buddy cimport BuddyPolicy
+from compactsim.sim.tracepoint cimport TraceBuffer
 
 cdef class Machine:
     cdef public object env, config
@@ -15,7 +16,8 @@ cdef class Machine:
     cdef public Py_ssize_t min_free_kbytes, struct_page_size
     cdef public list cpu_node
     cdef public dict events
-    cdef public object trace, lru_heads, lru_sizes
+    cdef public TraceBuffer trace
+    cdef public object lru_heads, lru_sizes
     cdef public list zonelists
     cdef public dict migrated
     cdef public Py_ssize_t node_pages

@@ -39,6 +39,8 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable
 
+import cython
+
 from compactsim.sim import gfp
 
 VMEMMAP_BASE = 0xFFFFEA0000000000  # x86_64 vmemmap without KASLR
@@ -203,10 +205,13 @@ _HELP_HEADER = (
 )
 
 
+@cython.cclass
 class TraceBuffer:
     """A bounded trace buffer that overwrites its oldest line when full.
 
-    Events are off until enabled, as under ``/sys/kernel/tracing/events``.
+    Events are off until enabled, as under ``/sys/kernel/tracing/events``. An extension
+    type where compiled (sim/tracepoint.pxd): the hot paths ask `is_enabled` before they
+    format a line, and that question is a C call.
     """
 
     def __init__(self, capacity_lines: int, events: Iterable[str] = ()):
