@@ -1197,16 +1197,23 @@ class Compaction:
         capture = cc.capture
         trace_free = m.trace is not None and m.trace.is_enabled("mm_page_free")
 
-        @cython.locals(pfn=cython.Py_ssize_t, block=cython.Py_ssize_t, pfns=list)
+        @cython.locals(pfn=cython.Py_ssize_t, block=cython.Py_ssize_t, pfns=list,
+                       last=cython.Py_ssize_t, run=cython.Py_ssize_t)
         def free_sources(pfns: list[int]) -> None:
             # The source pages go back through the buddy allocator in this task's
             # context, where a waiting capture may claim what they merge into.
+            events["pgfree"] += len(pfns)
+            last = -1               # the block of the run of pages being counted
+            run = 0
             z.capture = capture
             try:
                 for pfn in pfns:
                     block = pfn >> PAGEBLOCK_ORDER
-                    migrated_from[block] = migrated_from.get(block, 0) + 1
-                    events["pgfree"] += 1
+                    if block != last:
+                        if run:
+                            migrated_from[last] = migrated_from.get(last, 0) + run
+                        last, run = block, 0
+                    run += 1
                     # free_pages_prepare traces the source's free; the target came from
                     # the free scanner, which traces no allocation (as in the kernel).
                     if trace_free:
@@ -1215,6 +1222,8 @@ class Compaction:
                     free_to_buddy(m, z, pfn, 0)
             finally:
                 z.capture = None
+            if run:
+                migrated_from[last] = migrated_from.get(last, 0) + run
         return free_sources
 
     def _migrate(self, cc: CompactControl):

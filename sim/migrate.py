@@ -214,7 +214,8 @@ class Migration:
                    waited=cython.double, enomem=cython.bint, force=cython.bint,
                    pass_mode=cython.int, retries=cython.int, batched=cython.bint,
                    memalloc=cython.bint, ops=cython.bint, cost_lru=cython.double,
-                   cost_ops=cython.double, flags=cython.uchar[:], task=Task)
+                   cost_ops=cython.double, flags=cython.uchar[:], task=Task, targets=list,
+                   pending=list, retry=list, freed=list, permanent=list)
     def migrate_pages(self, task, pages: list[int], mode: MigrateMode, get_target, free_sources,
                       targets: list[int] | None = None):
         """Generator: migrate `pages` (isolated heads); returns (succeeded, failed, pages
