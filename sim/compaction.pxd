@@ -40,3 +40,4 @@ cdef class Compaction:
     cdef public bint era44
 
     cpdef bint tracing(self, str event) except -1
+    cpdef bint fast_find_wanted(self, CompactControl cc) except -1

@@ -632,7 +632,7 @@ class Compaction:
         5.1+) and isolate from it; returns IsolateResult. Takes the lruvec lock as
         compact_lock_irqsave does."""
         z = cc.zone
-        if self.k.fast_search:
+        if self.k.fast_search and self.fast_find_wanted(cc):
             low = yield from self.fast_find_migrateblock(cc)
         else:
             low = cc.migrate_pfn
@@ -688,6 +688,19 @@ class Compaction:
             yield lock.lock()
         yield from self._hold(lock, seconds)
 
+    @cython.locals(pfn=cython.Py_ssize_t)
+    def fast_find_wanted(self, cc: CompactControl) -> bool:
+        """fast_find_migrateblock's opening tests, asked before the search is started (a
+        generator each time): no search when skip hints are ignored, while finishing a
+        block, away from a pageblock's start, for orders up to PAGE_ALLOC_COSTLY_ORDER,
+        or for direct compaction of a non-movable request."""
+        pfn = cc.migrate_pfn
+        z = cc.zone
+        return not (cc.ignore_skip_hint or cc.finish_pageblock
+                    or (pfn != z.zone_start_pfn and pfn & (PAGEBLOCK_NR_PAGES - 1))
+                    or cc.order <= PAGE_ALLOC_COSTLY_ORDER
+                    or (cc.direct_compaction and cc.migratetype != MIGRATE_MOVABLE))
+
     @cython.locals(mem=MemMap, cc=CompactControl, pfn=cython.Py_ssize_t, nxt=cython.int[:],
                    skip=cython.uchar[:],
                    distance=cython.Py_ssize_t, high_pfn=cython.Py_ssize_t,
@@ -698,14 +711,10 @@ class Compaction:
         block holding a free page of order PAGE_ALLOC_COSTLY_ORDER..order-1 in the first
         half of the range (the first eighth once the scanner moved), taken from the
         MOVABLE free lists within freelist_scan_limit entries; else cc.migrate_pfn, or
-        after a failure the lowest block an earlier search found (reinit_migrate_pfn)."""
+        after a failure the lowest block an earlier search found (reinit_migrate_pfn).
+        Asked only when `fast_find_wanted` (its opening tests) holds."""
         pfn = cc.migrate_pfn
         z = cc.zone
-        if (cc.ignore_skip_hint or cc.finish_pageblock
-                or (pfn != z.zone_start_pfn and pfn & (PAGEBLOCK_NR_PAGES - 1))
-                or cc.order <= PAGE_ALLOC_COSTLY_ORDER
-                or (cc.direct_compaction and cc.migratetype != MigrateType.MOVABLE)):
-            return pfn
         mem = self.m.mem
         nxt = mem.nxt_v
         skip = self.m.pageblocks.skip_v
@@ -861,9 +870,8 @@ class Compaction:
         highest in the top half if none), within half of freelist_scan_limit entries
         (256 when the free scanner starts); isolate it whole and sweep its block. On a
         starting scan that found nothing, move the free scanner to the highest block seen
-        (direct compaction: the top half's bottom)."""
-        if cc.order <= 0:
-            return
+        (direct compaction: the top half's bottom). Asked only for cc.order > 0: the
+        kernel's version returns at once without an order to search below."""
         z = cc.zone
         mem = self.m.mem
         prv = mem.prv_v
@@ -946,7 +954,7 @@ class Compaction:
     def isolate_freepages(self, cc: CompactControl):
         """Generator: the fast search first (5.1+), else walk blocks down from
         cc.free_pfn until there are enough targets."""
-        if self.k.fast_search:
+        if self.k.fast_search and cc.order > 0:
             yield from self.fast_isolate_freepages(cc)
             if cc.freepages:
                 return
