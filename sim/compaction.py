@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+from functools import partial
 
 import cython
 
@@ -1127,6 +1128,9 @@ class Compaction:
         # lru_add_drain(): the local CPU's add batch (here the compacting task's) reaches
         # the LRU, so the scanner can isolate those pages (4.4 migrate_prep_local).
         lru_add_drain(m, task.lru_add)
+        # migrate_pages' callbacks: compaction_alloc for targets, the sources' free
+        get_target = partial(self.compaction_alloc, cc)
+        free_sources = self._free_sources(cc)
         last_migrated = 0
         ret = COMPACT_CONTINUE
         while True:
@@ -1142,7 +1146,7 @@ class Compaction:
             if iso is ISOLATE_SUCCESS:
                 last_migrated = max(start_of_batch, cc.migratepages[0]) if cc.migratepages \
                     else last_migrated
-                err = yield from self._migrate(cc)
+                err = yield from self._migrate(cc, get_target, free_sources)
                 if err is MigrateError.ENOMEM and not compact_scanners_met(cc):
                     ret = COMPACT_CONTENDED
                     break
@@ -1195,21 +1199,21 @@ class Compaction:
         finally:
             z.capture = None
 
-    @cython.locals(cc=CompactControl, events=dict, migrated_from=dict, trace_free=cython.bint,
-                   z=Zone, m=Machine)
+    @cython.locals(cc=CompactControl, events=dict, migrated_from=dict, z=Zone, m=Machine)
     def _free_sources(self, cc: CompactControl):
+        """The callback migrate_pages frees moved sources through (made once per run)."""
         z = cc.zone
         m = self.m
         events = m.events
         migrated_from = cc.migrated_from
         capture = cc.capture
-        trace_free = m.trace is not None and m.trace.is_enabled("mm_page_free")
 
         @cython.locals(pfn=cython.Py_ssize_t, block=cython.Py_ssize_t, pfns=list,
-                       last=cython.Py_ssize_t, run=cython.Py_ssize_t)
+                       last=cython.Py_ssize_t, run=cython.Py_ssize_t, trace_free=cython.bint)
         def free_sources(pfns: list[int]) -> None:
             # The source pages go back through the buddy allocator in this task's
             # context, where a waiting capture may claim what they merge into.
+            trace_free = self.tracing("mm_page_free")
             events["pgfree"] += len(pfns)
             last = -1               # the block of the run of pages being counted
             run = 0
@@ -1234,14 +1238,15 @@ class Compaction:
                 migrated_from[last] = migrated_from.get(last, 0) + run
         return free_sources
 
-    def _migrate(self, cc: CompactControl):
-        """Generator: migrate cc.migratepages; returns the MigrateError."""
-        pages = list(cc.migratepages)
-        cc.migratepages.clear()
+    @cython.locals(cc=CompactControl, pages=list)
+    def _migrate(self, cc: CompactControl, get_target, free_sources):
+        """Generator: migrate cc.migratepages with compact_zone's target and free callbacks;
+        returns the MigrateError."""
+        pages = cc.migratepages
+        cc.migratepages = []
         cc.nr_migratepages = len(pages)
         succeeded, failed, leftover, enomem = yield from self.migration.migrate_pages(
-            cc.task, pages, cc.mode, lambda: self.compaction_alloc(cc), self._free_sources(cc),
-            cc.freepages)
+            cc.task, pages, cc.mode, get_target, free_sources, cc.freepages)
         cc.nr_migrated += succeeded
         cc.nr_migrate_failed += failed
         if self.tracing("mm_migrate_pages"):
