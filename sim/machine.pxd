@@ -6,6 +6,7 @@ from compactsim.sim.page cimport MemMap
 from compactsim.sim.pageblock cimport Pageblocks
 from compactsim.sim.buddy cimport BuddyPolicy
 from compactsim.sim.tracepoint cimport TraceBuffer
+from compactsim.sim.zone cimport Zone
 
 cdef class Machine:
     cdef public object env, config
@@ -23,3 +24,5 @@ cdef class Machine:
     cdef public Py_ssize_t node_pages
     cdef readonly int[:] lru_heads_v
     cdef readonly long long[:] lru_sizes_v
+
+    cpdef Zone zone_of(self, Py_ssize_t pfn)

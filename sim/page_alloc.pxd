@@ -22,3 +22,7 @@ cpdef int alloc_flags_nofragment(Machine m, Zone z)
 cpdef Py_ssize_t rmqueue_zone(Machine m, Zone z, Task task, int order, int mt, int alloc_flags,
                               Outcome out)
 cpdef Py_ssize_t free_to_buddy(Machine m, Zone z, Py_ssize_t pfn, int order, object mt=*)
+cpdef void trace_alloc(Machine m, Task task, Py_ssize_t pfn, int order, long gfp)
+cpdef Outcome free_unref_page(Machine m, Task task, Zone z, Py_ssize_t pfn)
+cpdef list free_unref_page_commit(Machine m, Task task, list pfns)
+cpdef Outcome free_pages(Machine m, Task task, Py_ssize_t pfn, int order)

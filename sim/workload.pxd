@@ -11,7 +11,7 @@ from compactsim.sim.histogram cimport Histogram
 from compactsim.sim.kernelmem cimport KernelMemory
 from compactsim.sim.lifetimes cimport Bucket, Lifetimes
 from compactsim.sim.lru cimport lru_list_for
-from compactsim.sim.page_alloc cimport rmqueue_pcplist_bulk
+from compactsim.sim.page_alloc cimport rmqueue_pcplist_bulk, free_pages
 
 cdef class GroupPlan:
     cdef public object group, lifetime, kernel_sources

@@ -73,6 +73,13 @@ LIFE_EXPONENTIAL = cython.declare(cython.int, 0)
 LIFE_FIXED = cython.declare(cython.int, 1)
 LIFE_UNIFORM = cython.declare(cython.int, 2)
 LRU_BATCH = cython.declare(cython.int, 15)  # PAGEVEC_SIZE / FOLIO_BATCH_SIZE: per-cpu batch
+# The kinds the per-request and per-free paths test: as kind codes (C constants where
+# compiled) and as module globals (an enum member costs Python 3.11's EnumType.__getattr__
+# hook at every read).
+ZSMALLOC = cython.declare(cython.int, KIND_CODE[PageKind.ZSMALLOC])
+BALLOON = cython.declare(cython.int, KIND_CODE[PageKind.BALLOON])
+KIND_THP = PageKind.THP
+KIND_NETBUF = PageKind.NETBUF
 COMPACT_CLUSTER = 32    # folios the lru_lock_batch_hold_us cost is measured for
 FAULT_LOG_LINES = 200_000
 
@@ -353,17 +360,20 @@ class Workload:
                                                 self.costs.page_lock_hold_ms * 1e-3)
         return flags
 
+    @cython.locals(m=Machine, mem=MemMap, pfn=cython.Py_ssize_t, order=cython.int,
+                   flags=cython.int, kind=cython.int)
     def release_page(self, task: Task, pfn: int):
         """The owner frees a block: off its list, back to the allocator."""
         m = self.m
         mem = m.mem
-        order = mem.pstate[pfn] - ALLOC
-        flags = mem.flags[pfn]
+        order = mem.pstate_v[pfn] - ALLOC
+        flags = mem.flags_v[pfn]
+        kind = mem.kind_v[pfn]
         if flags & PG_LRU:
-            del_page_from_lru(m, pfn, 1 << order, lru_list_for(mem.kind[pfn], flags))
-        elif flags & PG_MOVABLE_OPS or mem.kind[pfn] == KIND_CODE[PageKind.ZSMALLOC]:
+            del_page_from_lru(m, pfn, 1 << order, lru_list_for(kind, flags))
+        elif flags & PG_MOVABLE_OPS or kind == ZSMALLOC:
             mem.list_del(pfn)
-            if mem.kind[pfn] == KIND_CODE[PageKind.BALLOON]:
+            if kind == BALLOON:
                 m.events["balloon_deflate"] += 1
         return free_pages(m, task, pfn, order)
 
@@ -585,11 +595,11 @@ class Workload:
     def _one(self, plan: GroupPlan, task: Task, order: int, rng):
         """One allocation (a THP fault with its fallback, a netbuf with its order-0 retry)."""
         kind = plan.group.kind
-        if kind is PageKind.THP:
+        if kind is KIND_THP:
             yield from self._thp_fault(plan, task, rng)
             return
         pfn = yield from self._timed(plan, task, plan.gfp[order], order)
-        if pfn < 0 and kind is PageKind.NETBUF and order:
+        if pfn < 0 and kind is KIND_NETBUF and order:
             order = 0
             pfn = yield from self._timed(plan, task, plan.gfp[0], 0)
         if pfn >= 0:
