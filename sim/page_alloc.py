@@ -182,7 +182,8 @@ def free_unref_page(m: Machine, task: Task, z: Zone, pfn: int) -> Outcome:
     return locked[0] if locked else Outcome(zone=z)
 
 
-@cython.locals(zstart=cython.Py_ssize_t, zend=cython.Py_ssize_t, cpu=cython.Py_ssize_t, count=cython.Py_ssize_t, high=cython.Py_ssize_t,
+@cython.locals(pfn=cython.Py_ssize_t, zstart=cython.Py_ssize_t, zend=cython.Py_ssize_t,
+               cpu=cython.Py_ssize_t, count=cython.Py_ssize_t, high=cython.Py_ssize_t,
                mt=cython.int, pindex=cython.int, pstate=cython.uchar[:], kind=cython.uchar[:],
                flags=cython.uchar[:], block_mt=bytearray, expire=cython.uint[:], mem=MemMap,
                z=Zone, pcp=PerCpuPages)
@@ -239,7 +240,6 @@ def free_unref_page_commit(m: Machine, task: Task, pfns: list[int]) -> list[Outc
     return locked
 
 
-@cython.locals(m=Machine)
 @cython.locals(z=Zone)
 def free_pages(m: Machine, task: Task, pfn: int, order: int) -> Outcome:
     """__free_pages: order 0 through the pcp lists, larger orders straight to the buddy
