@@ -435,8 +435,9 @@ class Compaction:
     def _trace(self, task: Task, event: str, fmt, *args) -> None:
         """Emit `event` with the fields `fmt(*args)` formats, if the event is enabled (the
         text is only formatted then)."""
-        trace = self.m.trace
-        if trace is not None and trace.is_enabled(event):
+        if self.tracing(event):
+            trace = self.m.trace
+            assert trace is not None            # tracing() said so
             trace.emit(self.env.now, task.cpu, task.comm, task.pid, event, fmt(*args))
 
     # --- locks ---------------------------------------------------------------------

@@ -16,7 +16,6 @@ from compactsim.sim.page_alloc cimport rmqueue_pcplist_bulk, free_pages
 cdef class GroupPlan:
     cdef public object group, lifetime, kernel_sources
     cdef public int code, base_flags, lru, driver_list, width
-    cdef public double exp_mean
     cdef public str name
     cdef public double forks, dirty, extra_ref, mlocked, writeback, locked
     cdef public int life_kind

@@ -152,7 +152,6 @@ class GroupPlan:
     stats: dict[int, list[int]]     # order -> [attempts, successes]
     width: int                      # uniforms per block: order pick, lifetime, page states
     kernel_sources: tuple | None    # the implicit allocations it owes (KernelMemory.note)
-    exp_mean: float                 # the mean of an exponential lifetime, else 0.0
     name: str                       # the group's
     forks: float                    # forks per request that allocate implicitly
     dirty: float                    # the group's page-state shares
@@ -250,8 +249,6 @@ class Workload:
             orders=orders, cdf=[sum(weights[:i + 1]) / total for i in range(len(weights))],
             gfp=gfp, fault_cost={o: self._fault_cost(kind, o) for o in orders + extra},
             latency={}, stats={}, kernel_sources=KernelMemory.sources(group, kind),
-            exp_mean=(group.lifetime.mean if group.lifetime.distribution is Lifetime.EXPONENTIAL
-                      else 0.0),
             name=group.name, forks=group.forks if group.implicit_kernel else 0,
             dirty=group.dirty, extra_ref=group.extra_ref, mlocked=group.mlocked,
             writeback=group.writeback, locked=group.locked,
@@ -293,7 +290,7 @@ class Workload:
         now, tick = self.env.now, lifetimes.tick
         node_pages = m.node_pages
         nodes = m.nodes
-        exp_mean = plan.exp_mean
+        exp_mean = plan.life_mean if plan.life_kind == LIFE_EXPONENTIAL else 0.0
         # Exponential lifetimes without page states: every uniform of the batch at once
         # (the same values, in the same order, as one draw per page).
         log = self.block_log if isinstance(rng, Draws) else None
@@ -312,10 +309,9 @@ class Workload:
                 if exp_mean:
                     u = next(uniforms) if uniforms is not None else rng.random()
                     seconds = -exp_mean * log1p(-u)
-                    due = cython.cast(cython.long, ceil((now + seconds) / tick)) or 1
                 else:
                     seconds = plan.draw_lifetime(rng)
-                    due = max(1, cython.cast(cython.long, ceil((now + seconds) / tick)))
+                due = max(1, cython.cast(cython.long, ceil((now + seconds) / tick)))
                 lifetimes.schedule(pfn, due)
             flags = base_flags
             if random_states:
