@@ -9,6 +9,7 @@ dataclasses, specs and summaries JSON.
 lock and the pool of readers), one module a concern:
 
     database   the connection, transactions, reads, flush, backup, close
+    checkpoint copying the WAL back into the file, off the writers' path
     schema     tables, migrations between schema versions, opening a file
     errors     StoreError and its subclasses
     records    RunRecord, RunEvent, Sample, SweepRecord, NewRun and their rows
@@ -77,13 +78,16 @@ class RunStore:
     """Runs and everything they produce, in the SQLite file at `path`.
 
     `clock` gives ns since the epoch (injected for tests). `max_bytes` caps the file's size:
-    a write that would pass it fails with StoreFull, as on a full disk.
+    a write that would pass it fails with StoreFull, as on a full disk. The WAL goes back
+    into the file at most every `checkpoint_every_s` seconds, off the writers' path.
     """
 
     def __init__(self, path: str | Path, *, clock: Callable[[], int] = time.time_ns,
-                 max_bytes: int | None = None, busy_timeout_s: float = 5.0):
+                 max_bytes: int | None = None, busy_timeout_s: float = 5.0,
+                 checkpoint_every_s: float = 0.25):
         self.db = db = Database(path, clock=clock, max_bytes=max_bytes,
-                                busy_timeout_s=busy_timeout_s)
+                                busy_timeout_s=busy_timeout_s,
+                                checkpoint_every_s=checkpoint_every_s)
         self.path = db.path
         self.transaction = db.transaction
         self.flush = db.flush

@@ -9,6 +9,9 @@ inside a thread's own `transaction()` uses the writing connection and sees what 
 transaction wrote so far. An outside reader (a backup, `sqlite3` by hand) never blocks the
 writer either.
 
+The writing connection never checkpoints: a `Checkpointer` copies the WAL into the file
+from a thread of its own, so no write waits for a checkpoint (server.store.checkpoint).
+
 Every write is one transaction; `transaction()` groups several into one. A write that
 fails (disk full, an I/O error, a bad argument) rolls back whole and raises a `StoreError`
 subclass; the file stays consistent.
@@ -25,16 +28,21 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from compactsim.server.store import schema
+from compactsim.server.store.checkpoint import Checkpointer
 from compactsim.server.store.errors import StoreClosed, StoreError, storage_error
+
+WAL_LIMIT = 16 << 20   # bytes the WAL file is cut back to when it starts over
 
 
 class Database:
     """The store's file at `path`. `clock` gives ns since the epoch (injected for tests);
     `max_bytes` caps the file's size: a write that would pass it fails with StoreFull, as
-    on a full disk."""
+    on a full disk. The WAL is checkpointed at most every `checkpoint_every_s` seconds
+    while writes come."""
 
     def __init__(self, path: str | Path, *, clock: Callable[[], int] = time.time_ns,
-                 max_bytes: int | None = None, busy_timeout_s: float = 5.0):
+                 max_bytes: int | None = None, busy_timeout_s: float = 5.0,
+                 checkpoint_every_s: float = 0.25):
         self.path = str(path)
         self._clock = clock
         self._lock = threading.RLock()
@@ -52,6 +60,9 @@ class Database:
             raise storage_error(e, self.path) from e
         try:
             schema.prepare(self._conn, self.path, max_bytes)
+            self._conn.execute("PRAGMA wal_autocheckpoint=0")
+            self._conn.execute(f"PRAGMA journal_size_limit={WAL_LIMIT}")
+            self._checkpointer = Checkpointer(self._new_reader(), checkpoint_every_s)
         except sqlite3.Error as e:
             self._conn.close()
             raise storage_error(e, self.path) from e
@@ -102,6 +113,8 @@ class Database:
                 self._idle_readers.put(c)
 
     def _new_reader(self) -> sqlite3.Connection:
+        """A read-only connection, closed with the store (a checkpoint, which copies and
+        changes nothing, may run on one)."""
         try:
             c = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
                                 timeout=self._busy_timeout_s)
@@ -147,6 +160,7 @@ class Database:
                 if self._tx_failed:
                     raise StoreError("the transaction was rolled back: a write in it failed")
                 c.execute("COMMIT")
+                self._checkpointer.wrote()
             except BaseException as e:
                 if c.in_transaction:
                     with contextlib.suppress(sqlite3.Error):
@@ -188,6 +202,7 @@ class Database:
         with self._lock:
             if self._conn is None:
                 return
+            self._checkpointer.stop()
             try:
                 self.flush()
             finally:

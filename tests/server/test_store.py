@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,7 @@ from compactsim.server.store import (
     StoreError,
     StoreFull,
     WrongState,
+    database,
     listing,
     schema,
 )
@@ -82,6 +84,50 @@ def test_file_is_wal_versioned_and_marked(tmp_path):
     assert raw.execute("PRAGMA application_id").fetchone()[0] == schema.APPLICATION_ID
     assert raw.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     raw.close()
+
+
+PART = ("x" * 139 + "\n") * 7_500   # a 1 MB part of a trace, as server.worker sends it
+
+
+def test_no_write_waits_for_a_checkpoint(tmp_path):
+    """In WAL mode only a checkpoint writes the main file. SQLite's automatic checkpoint
+    would run inside the commit that takes the WAL past 1000 pages (4 MB), under the
+    store's write lock, and make that write (a client's CreateRun) wait for the copy and
+    its fsyncs. With the store's own checkpoints held off, 24 MB of writes leave the main
+    file as it was: no write checkpointed."""
+    path = tmp_path / "runs.db"
+    with RunStore(path, checkpoint_every_s=3600) as s:
+        run = s.create_run({"seed": 1})[0]
+        before = path.stat().st_size
+        for part in range(24):
+            s.put_report_part(run.id, "trace", part, PART)
+            s.create_run({"seed": 2 + part})
+            assert path.stat().st_size == before, f"a write checkpointed at part {part}"
+    assert path.stat().st_size > 24 * len(PART)   # closing copied the WAL back
+
+
+def test_the_wal_goes_back_into_the_file_while_writes_go_on(tmp_path):
+    """The store's checkpointer copies the WAL into the file a short while after writes,
+    from its own thread. A burst of writes grows the WAL (24 MB here); once a checkpoint
+    has copied all of it, the next write starts the WAL over and cuts its file back to
+    WAL_LIMIT, so later writes with pauses between them reuse its start (12 MB more of
+    them here)."""
+    path = tmp_path / "runs.db"
+    wal = Path(str(path) + "-wal")
+    with RunStore(path, checkpoint_every_s=0.02) as s:
+        run = s.create_run({"seed": 1})[0]
+        for part in range(24):
+            s.put_report_part(run.id, "trace", part, PART)
+        deadline = time.monotonic() + 30
+        while path.stat().st_size < 24 * len(PART):
+            assert time.monotonic() < deadline, "the WAL never reached the file"
+            time.sleep(0.02)
+        assert wal.stat().st_size > 24 * len(PART)
+        for part in range(24, 36):   # more parts, each after a pause
+            time.sleep(0.1)
+            s.put_report_part(run.id, "trace", part, PART)
+        assert wal.stat().st_size < database.WAL_LIMIT + 4 * len(PART)
+        assert s.get_report(run.id, "trace") == PART * 36
 
 
 def test_newer_schema_is_refused(tmp_path):

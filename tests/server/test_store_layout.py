@@ -3,6 +3,7 @@ SQLite connection, not one class of some 45 methods."""
 
 import ast
 import sqlite3
+import time
 from pathlib import Path
 
 from compactsim.server.store import RunStore
@@ -40,15 +41,21 @@ def test_only_the_database_module_opens_connections():
 
 
 def test_every_part_writes_through_one_connection(tmp_path, monkeypatch):
-    opened = []
+    writers = set()   # the connections that ran a statement that writes
     connect = sqlite3.connect
 
-    def counting(*args, **kwargs):
+    def watched(*args, **kwargs):
         conn = connect(*args, **kwargs)
-        opened.append(conn)
+        conn_id = id(conn)
+
+        def trace(sql):
+            if sql.split(None, 1)[0].upper() in ("INSERT", "UPDATE", "DELETE", "REPLACE"):
+                writers.add(conn_id)
+
+        conn.set_trace_callback(trace)
         return conn
 
-    monkeypatch.setattr(sqlite3, "connect", counting)
+    monkeypatch.setattr(sqlite3, "connect", watched)
     with RunStore(tmp_path / "s.db") as s:
         with s.transaction():   # reads inside a transaction use the writing connection
             rid = s.create_run({})[0].id
@@ -59,4 +66,7 @@ def test_every_part_writes_through_one_connection(tmp_path, monkeypatch):
             s.create_sweep({}, {})
             assert s.events_after(rid)[-1].type == "log"
             assert s.list_samples(rid)[0][0].sim_time_s == 0.0
-        assert len(opened) == 1   # every part wrote through the one connection
+        s.put_report_part(rid, "trace", 0, "a")
+        assert s.get_report(rid, "trace") == "a"
+        time.sleep(0.5)   # a checkpoint ran meanwhile, on the checkpointer's connection
+        assert writers == {id(s.db._conn)}   # every part wrote through the one connection

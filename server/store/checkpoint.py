@@ -1,0 +1,56 @@
+"""Copying the WAL back into the store's file, off the writers' path.
+
+SQLite's own automatic checkpoint runs inside the COMMIT that takes the WAL past 1000
+pages: that commit copies the WAL into the file and syncs both before it returns, while
+the store's write lock is held, so whichever write crosses the mark (a part of a large
+trace, or a client's CreateRun) waits for a checkpoint and its fsyncs. Here the writing
+connection's automatic checkpoint is off, and a thread of the store's own, on a
+connection of its own, runs a PASSIVE checkpoint a short while after writes: it copies
+what it can without taking the write lock, so writes go on while it runs, and the WAL
+starts over at the next write once a checkpoint has copied all of it.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+
+log = logging.getLogger(__name__)
+
+
+class Checkpointer:
+    """Checkpoints, on the connection `conn` (its own, usable from any thread), at most
+    every `every_s` seconds while writes come (`wrote()` after each commit), and once more
+    after the last of them."""
+
+    def __init__(self, conn: sqlite3.Connection, every_s: float):
+        self._conn = conn
+        self._every_s = every_s
+        self._pending = threading.Event()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="store-checkpoint",
+                                        daemon=True)
+        self._thread.start()
+
+    def wrote(self) -> None:
+        """A transaction committed: the WAL has grown."""
+        self._pending.set()
+
+    def _loop(self) -> None:
+        while True:
+            self._pending.wait()
+            if self._stopping.wait(self._every_s):
+                return
+            self._pending.clear()
+            try:
+                self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            except sqlite3.Error:   # the next write tries again; close() checkpoints all
+                log.exception("checkpoint of the store's WAL")
+
+    def stop(self) -> None:
+        """End the thread (the store's close then checkpoints what is left, on the writing
+        connection, and closes this one's connection with its readers)."""
+        self._stopping.set()
+        self._pending.set()
+        self._thread.join()
