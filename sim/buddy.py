@@ -63,13 +63,13 @@ class BuddyPolicy:
 def add_to_free_list(z: Zone, pfn: int, order: int, mt: int, tail: bool = False) -> None:
     mem = z.mem
     mem.pstate_v[pfn] = (mt << 4) | order
-    head = z.free_head[order][mt]
+    head = z.free_head_v[order, mt]
     if tail:
         mem.list_add_tail(head, pfn)
     else:
         mem.list_add(head, pfn)
-    z.nr_free[order] += 1
-    z.nr_free_mt[order][mt] += 1
+    z.nr_free_v[order] += 1
+    z.nr_free_mt_v[order, mt] += 1
     z.free_pages += 1 << order
 
 
@@ -78,8 +78,8 @@ def del_page_from_free_list(z: Zone, pfn: int, order: int, mt: int) -> None:
     mem = z.mem
     mem.list_del(pfn)
     mem.pstate_v[pfn] = TAIL
-    z.nr_free[order] -= 1
-    z.nr_free_mt[order][mt] -= 1
+    z.nr_free_v[order] -= 1
+    z.nr_free_mt_v[order, mt] -= 1
     z.free_pages -= 1 << order
 
 
@@ -107,17 +107,16 @@ def page_del_and_expand(z: Zone, pfn: int, low: int, high: int, list_mt: int, to
 
 # --- allocation ------------------------------------------------------------------------
 
-@cython.locals(o=cython.int, nr_free_mt=list)
+@cython.locals(o=cython.int)
 def rmqueue_smallest(z: Zone, order: int, mt: int) -> int:
     """__rmqueue_smallest: the smallest free block >= order on `mt`'s lists, split."""
-    nr_free_mt = z.nr_free_mt
-    if nr_free_mt[order][mt]:           # the common case: no split
-        pfn = z.mem.nxt_v[z.free_head[order][mt]]
+    if z.nr_free_mt_v[order, mt]:           # the common case: no split
+        pfn = z.mem.nxt_v[z.free_head_v[order, mt]]
         del_page_from_free_list(z, pfn, order, mt)
         return pfn
     for o in range(order + 1, NR_ORDERS):
-        if nr_free_mt[o][mt]:
-            pfn = z.mem.nxt_v[z.free_head[o][mt]]
+        if z.nr_free_mt_v[o, mt]:
+            pfn = z.mem.nxt_v[z.free_head_v[o, mt]]
             page_del_and_expand(z, pfn, order, o, mt, mt)
             return pfn
     return -1
@@ -125,7 +124,8 @@ def rmqueue_smallest(z: Zone, order: int, mt: int) -> int:
 
 @cython.locals(mem=MemMap, nxt=cython.int[:], prv=cython.int[:], head=cython.int,
                pfn=cython.Py_ssize_t, k=cython.Py_ssize_t, pos=cython.Py_ssize_t, h=cython.int,
-               i=cython.Py_ssize_t, low=cython.int, o=cython.int, mt_heads=list)
+               i=cython.Py_ssize_t, low=cython.int, o=cython.int, mt_heads=list,
+               nr_free_mt=cython.Py_ssize_t[:, ::1], heads=cython.Py_ssize_t[:, ::1])
 def rmqueue_smallest_pages(z: Zone, mt: int, n: int) -> list[int]:
     """Up to `n` order-0 pages as successive `rmqueue_smallest(z, 0, mt)` calls hand them
     out, stopping when the smallest block would have to be found elsewhere ([] when `mt`'s
@@ -135,18 +135,18 @@ def rmqueue_smallest_pages(z: Zone, mt: int, n: int) -> list[int]:
     it is the aligned blocks that cover its tail, one on each list. The pages taken keep
     the stale links the per-page splits leave (the head of the list each passed through),
     so the memmap ends as it would. Callers mark the pages (mark_allocated or pcp)."""
-    nr_free_mt: list = z.nr_free_mt
+    nr_free_mt = z.nr_free_mt_v
     for o in range(NR_ORDERS):
-        if nr_free_mt[o][mt]:
+        if nr_free_mt[o, mt]:
             break
     else:
         return []
     mem = z.mem
-    nxt, prv, heads = mem.nxt_v, mem.prv_v, z.free_head
-    head = heads[o][mt]
+    nxt, prv, heads = mem.nxt_v, mem.prv_v, z.free_head_v
+    head = heads[o, mt]
     if o == 0:
         pfns: list[int] = []
-        while len(pfns) < n and nr_free_mt[0][mt]:
+        while len(pfns) < n and nr_free_mt[0, mt]:
             pfn = nxt[head]
             del_page_from_free_list(z, pfn, 0, mt)
             pfns.append(pfn)
@@ -154,7 +154,7 @@ def rmqueue_smallest_pages(z: Zone, mt: int, n: int) -> list[int]:
     pfn = nxt[head]
     del_page_from_free_list(z, pfn, o, mt)
     k = min(1 << o, n)
-    mt_heads = [heads[j][mt] for j in range(o)]
+    mt_heads = [heads[j, mt] for j in range(o)]
     for i in range(1, k):              # page pfn + i went through list ctz(i)
         low = 0
         while not (i >> low) & 1:
@@ -173,12 +173,11 @@ def rmqueue_smallest_pages(z: Zone, mt: int, n: int) -> list[int]:
 def find_suitable_fallback(z: Zone, order: int, start_mt: int, only_stealable: bool
                            ) -> tuple[int, bool]:
     """(fallback migratetype or -1, can_steal) at exactly `order`."""
-    if not z.nr_free[order]:
+    if not z.nr_free_v[order]:
         return -1, False
-    row = z.nr_free_mt[order]
     can_steal = False
     for fmt in FALLBACKS[start_mt]:
-        if not row[fmt]:
+        if not z.nr_free_mt_v[order, fmt]:
             continue
         if order >= PAGEBLOCK_ORDER or can_steal_fallback(order, start_mt):
             can_steal = True
@@ -340,7 +339,7 @@ def rmqueue_claim_steal(z: Zone, order: int, start_mt: int, alloc_flags: int,
         found, _ = find_suitable_fallback(z, current, start_mt, False)
         if found == -1:
             continue
-        pfn = nxt[z.free_head[current][found]]
+        pfn = nxt[z.free_head[current, found]]
         got = try_to_claim_block(z, pfn, current, order, start_mt, found, alloc_flags, policy)
         if got >= 0:
             if policy.on_extfrag is not None:
@@ -352,7 +351,7 @@ def rmqueue_claim_steal(z: Zone, order: int, start_mt: int, alloc_flags: int,
         found, _ = find_suitable_fallback(z, current, start_mt, False)
         if found == -1:
             continue
-        pfn = nxt[z.free_head[current][found]]
+        pfn = nxt[z.free_head[current, found]]
         page_del_and_expand(z, pfn, order, current, found, found)
         if policy.on_extfrag is not None:
             policy.on_extfrag(z, pfn, order, current, start_mt, found, False)
@@ -384,7 +383,7 @@ def rmqueue_fallback(z: Zone, order: int, start_mt: int, alloc_flags: int,
             found, can_steal = find_suitable_fallback(z, fallback_order, start_mt, False)
             if found != -1:
                 break
-    pfn = z.mem.nxt[z.free_head[fallback_order][found]]
+    pfn = z.mem.nxt[z.free_head[fallback_order, found]]
     got = steal_suitable_fallback(z, pfn, fallback_order, order, start_mt, found, alloc_flags,
                                   can_steal, policy)
     if policy.on_extfrag is not None:

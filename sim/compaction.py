@@ -729,8 +729,8 @@ class Compaction:
         found = False
         order = cc.order - 1
         while order >= PAGE_ALLOC_COSTLY_ORDER and not found and nr_scanned < limit:
-            if z.nr_free[order]:
-                head = z.free_head[order][MIGRATE_MOVABLE]
+            if z.nr_free_v[order]:
+                head = z.free_head_v[order, MIGRATE_MOVABLE]
                 p = nxt[head]
                 while p != head:
                     nr_scanned += 1
@@ -891,8 +891,8 @@ class Compaction:
         nr_scanned = total_isolated = 0
         order = cc.search_order
         while page < 0 and order >= 0:
-            if z.nr_free[order]:
-                head = z.free_head[order][MIGRATE_MOVABLE]
+            if z.nr_free_v[order]:
+                head = z.free_head_v[order, MIGRATE_MOVABLE]
                 order_scanned = 0
                 high_pfn = -1
                 last = head
@@ -1073,7 +1073,7 @@ class Compaction:
             if not era44 or zone_watermark_ok(z, cc.order, z.wmark_pages(WMARK_LOW),
                                               cc.highest_zoneidx, cc.alloc_flags):
                 for order in range(cc.order, MAX_ORDER + 1):
-                    if z.nr_free_mt[order][cc.migratetype]:
+                    if z.nr_free_mt_v[order, cc.migratetype]:
                         ret = COMPACT_SUCCESS
                         break
                     if find_suitable_fallback(z, order, cc.migratetype, True)[0] != -1:

@@ -20,7 +20,7 @@ cdef class Machine:
     cdef public TraceBuffer trace
     cdef public object lru_heads, lru_sizes
     cdef public list zonelists
-    cdef public dict migrated
+    cdef public object migrated
     cdef public Py_ssize_t node_pages
     cdef readonly int[:] lru_heads_v
     cdef readonly long long[:] lru_sizes_v

@@ -82,7 +82,8 @@ class Machine:
     lru_heads: array
     lru_sizes: array
     zonelists: list[list[Zone]] = cython.dataclasses.field(default_factory=list)  # per node
-    migrated: dict[str, int] = cython.dataclasses.field(default_factory=dict)  # moved, by kind
+    # Pages migration moved, by the kind code they had (sim/page.py KIND_CODE).
+    migrated: array = cython.dataclasses.field(default_factory=lambda: array("q", bytes(8 * 256)))
     # Derived, for the per-page paths: pages per node, and typed views of the list table.
     node_pages: int = cython.dataclasses.field(init=False, repr=False, compare=False)
     lru_heads_v: array = cython.dataclasses.field(init=False, repr=False, compare=False)

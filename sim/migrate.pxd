@@ -13,6 +13,7 @@ cdef class Migration:
     cdef public Lifetimes lifetimes
     cdef public bint batching, sync_light_io_nowait, multi_cpu
     cdef public double cost_lru, cost_ops, shootdown_us
+    cdef readonly long long[::1] migrated_v
 
     cpdef (int, double) unmap_and_move_rc(self, Py_ssize_t pfn, int mode, bint force,
                                           bint memalloc)

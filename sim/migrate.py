@@ -76,7 +76,7 @@ MIGRATED_KIND = {KIND_CODE[PageKind.ANON]: "anon", KIND_CODE[PageKind.THP]: "ano
                  KIND_CODE[PageKind.PINNED]: "anon", KIND_CODE[PageKind.FILE]: "file",
                  ZSMALLOC: "zsmalloc", BALLOON: "balloon"}
 MIGRATED_KINDS = ("anon", "file", "zsmalloc", "balloon")
-# The same by kind code (a list: compiled, looked up with a C index).
+# The same by kind code.
 MIGRATED_LABEL = [MIGRATED_KIND.get(code, "other") for code in range(256)]
 
 
@@ -97,6 +97,7 @@ class Migration:
         self.cost_lru = self.page_cost(False)
         self.cost_ops = self.page_cost(True)
         self.shootdown_us = self.costs.tlb_shootdown_us
+        self.migrated_v = m.migrated        # pages moved, by kind code
 
     # --- one page ----------------------------------------------------------------------
 
@@ -141,8 +142,7 @@ class Migration:
 
     @cython.locals(kind=cython.int, flags=cython.int, lru=cython.int, expire=cython.uint, m=Machine,
                    mem=MemMap, pstate=cython.uchar[:], kinds=cython.uchar[:],
-                   pflags=cython.uchar[:], expires=cython.uint[:], migrated=dict,
-                   labels=list)
+                   pflags=cython.uchar[:], expires=cython.uint[:])
     def move(self, old: int, new: int) -> None:
         """Hand the page's identity to `new` and put it back where its owner keeps it."""
         m = self.m
@@ -154,10 +154,7 @@ class Migration:
         kinds[new] = kind
         pflags[new] = flags & ~PG_LRU
         expires[new] = 0
-        labels = MIGRATED_LABEL
-        label = labels[kind]
-        migrated = m.migrated
-        migrated[label] = migrated.get(label, 0) + 1
+        self.migrated_v[kind] += 1
         if flags & PG_MOVABLE_OPS:
             # Driver pages stay on their driver's list while isolated: swap places.
             prev = mem.prv[old]

@@ -24,7 +24,7 @@ def zone_free(m: Machine) -> list[procfs.ZoneFree]:
 
 def pagetypeinfo(m: Machine) -> procfs.PagetypeInfo:
     free = tuple(procfs.PagetypeFree(z.node_id, z.name, MIGRATETYPE_NAMES[mt],
-                                     tuple(z.nr_free_mt[o][mt] for o in range(MAX_ORDER + 1)))
+                                     tuple(z.nr_free_mt[o, mt] for o in range(MAX_ORDER + 1)))
                  for z in m.zones for mt in range(MIGRATE_TYPES))
     blocks = tuple(procfs.PagetypeBlocks(z.node_id, z.name,
                                          tuple(m.pageblocks.counts(z.zone_start_pfn,

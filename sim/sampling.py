@@ -14,7 +14,7 @@ from __future__ import annotations
 from compactsim.sim.fragmentation import (extfrag_for_order, fragmentation_index_all_orders,
                                unusable_free_index_all_orders)
 from compactsim.sim.machine import Machine
-from compactsim.sim.migrate import MIGRATED_KINDS
+from compactsim.sim.migrate import MIGRATED_KINDS, MIGRATED_LABEL
 from compactsim.sim.pageblock import PAGEBLOCK_ORDER
 from compactsim.sim.zone import WMARK_HIGH, WMARK_LOW, WMARK_MIN
 
@@ -56,7 +56,12 @@ def snapshot(m: Machine) -> dict:
 def migrated_by_kind(m: Machine) -> dict[str, int]:
     """Pages migration moved, by what they were (LRU anon, LRU file, zsmalloc, balloon);
     every kind, moved or not, so a series exists from the first sample."""
-    return {**dict.fromkeys(MIGRATED_KINDS, 0), **m.migrated}
+    moved = dict.fromkeys(MIGRATED_KINDS, 0)
+    for code, n in enumerate(m.migrated):
+        if n:
+            label = MIGRATED_LABEL[code]
+            moved[label] = moved.get(label, 0) + n
+    return moved
 
 
 def series_row(snap: dict) -> dict:

@@ -12,7 +12,9 @@ cdef class Zone:
     cdef public MemMap mem
     cdef public SimLock lock
     cdef public Py_ssize_t free_pages
-    cdef public list nr_free, nr_free_mt, free_head
+    cdef public object nr_free, nr_free_mt, free_head
+    cdef readonly Py_ssize_t[::1] nr_free_v
+    cdef readonly Py_ssize_t[:, ::1] nr_free_mt_v, free_head_v
     cdef public list watermark, lowmem_reserve
     cdef public Py_ssize_t watermark_boost
     cdef public bint boosted

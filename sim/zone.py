@@ -6,7 +6,11 @@ Follows include/linux/mmzone.h (`struct zone`, `struct free_area`) and mm/page_a
 `pageset_set_high_and_batch`) at 6.1, with the 4.4 watermark
 gaps as a switch. Free lists are circular lists through the memmap's links (sim/page.py),
 one per order and migratetype, with `nr_free` per order and per (order, type) so that
-emptiness checks are O(1). Simplified: no CMA or highatomic reserve accounting.
+emptiness checks are O(1). The counts and the list heads are machine-word arrays
+(`nr_free[order]`, `nr_free_mt[order, mt]`, `free_head[order, mt]`), which compiled
+callers index through the typed views `nr_free_v`, `nr_free_mt_v` and `free_head_v`, as
+the kernel indexes `zone->free_area[order]`. Simplified: no CMA or highatomic reserve
+accounting.
 """
 
 from __future__ import annotations
@@ -43,6 +47,11 @@ ALLOC_NO_WATERMARKS = cython.declare(cython.int, gfp.ALLOC_NO_WATERMARKS)
 ALLOC_WMARK_MASK = cython.declare(cython.int, gfp.ALLOC_WMARK_MASK)
 
 
+def words(*shape: int) -> memoryview:
+    """A zeroed array of 64-bit signed words of `shape`, indexed [i] or [i, j]."""
+    return memoryview(bytearray(math.prod(shape) * 8)).cast("q", shape)
+
+
 @cython.cclass
 class Zone:
     """One zone of one node: its span, free areas, watermarks and lock. Compiled, an
@@ -61,10 +70,14 @@ class Zone:
         self.mem = mem
         self.lock = lock                    # zone->lock
         self.free_pages = 0                 # NR_FREE_PAGES (buddy pages only, not pcp)
-        self.nr_free = [0] * NR_ORDERS
-        self.nr_free_mt = [[0] * MIGRATE_TYPES for _ in range(NR_ORDERS)]
-        self.free_head = [[mem.new_list() for _mt in range(MIGRATE_TYPES)]
-                          for _o in range(NR_ORDERS)]
+        self.nr_free = words(NR_ORDERS)
+        self.nr_free_mt = words(NR_ORDERS, MIGRATE_TYPES)
+        self.free_head = words(NR_ORDERS, MIGRATE_TYPES)
+        for o in range(NR_ORDERS):
+            for mt in range(MIGRATE_TYPES):
+                self.free_head[o, mt] = mem.new_list()
+        self.nr_free_v, self.nr_free_mt_v = self.nr_free, self.nr_free_mt
+        self.free_head_v = self.free_head
         self.watermark = [0, 0, 0, 0]       # _watermark[WMARK_MIN..WMARK_PROMO]
         self.watermark_boost = 0
         self.boosted = False                # ZONE_BOOSTED_WATERMARK
@@ -93,11 +106,11 @@ class Zone:
         return self.watermark[i] + self.watermark_boost
 
     def free_area_empty(self, order: int, mt: int) -> bool:
-        return self.nr_free_mt[order][mt] == 0
+        return self.nr_free_mt[order, mt] == 0
 
     def nr_free_by_type(self) -> list[list[int]]:
         """[mt][order] free block counts (/proc/pagetypeinfo)."""
-        return [[self.nr_free_mt[o][mt] for o in range(NR_ORDERS)] for mt in range(MIGRATE_TYPES)]
+        return [[self.nr_free_mt[o, mt] for o in range(NR_ORDERS)] for mt in range(MIGRATE_TYPES)]
 
     def pcp_count(self) -> int:
         return self.pcp.count() if self.pcp else 0
@@ -118,13 +131,11 @@ def zone_watermark_ok(z: Zone, order: int, mark: int, highest_zoneidx: int, allo
         return False
     if order == 0:
         return True
-    nr_free, nr_free_mt = z.nr_free, z.nr_free_mt
     for o in range(order, NR_ORDERS):
-        if not nr_free[o]:
+        if not z.nr_free_v[o]:
             continue
-        row = nr_free_mt[o]
         for mt in range(MIGRATE_PCPTYPES):
-            if row[mt]:
+            if z.nr_free_mt_v[o, mt]:
                 return True
     return False
 

@@ -10,7 +10,7 @@ def free_blocks(z):
     """(pfn, order, list mt) of every block on the zone's free lists, by walking them."""
     mem = z.mem
     return [(pfn, o, mt) for o in range(NR_ORDERS) for mt in range(MIGRATE_TYPES)
-            for pfn in mem.iter_list(z.free_head[o][mt])]
+            for pfn in mem.iter_list(z.free_head[o, mt])]
 
 
 def assert_lists_match_counters(z) -> None:
@@ -22,10 +22,10 @@ def assert_lists_match_counters(z) -> None:
         total = 0
         for mt in range(MIGRATE_TYPES):
             n = 0
-            for pfn in mem.iter_list(z.free_head[o][mt]):
+            for pfn in mem.iter_list(z.free_head[o, mt]):
                 n += 1
                 assert mem.pstate[pfn] == (mt << 4) | o, (z.name, pfn, o, mt, mem.pstate[pfn])
-            assert z.nr_free_mt[o][mt] == n, (z.name, o, mt)
+            assert z.nr_free_mt[o, mt] == n, (z.name, o, mt)
             total += n
         assert z.nr_free[o] == total, (z.name, o)
         pages += total << o

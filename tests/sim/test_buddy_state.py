@@ -289,7 +289,7 @@ def test_merge_queues_at_tail_when_the_parent_buddy_is_free():
     mt = MigrateType.MOVABLE
 
     def heads():
-        return list(z.mem.iter_list(z.free_head[2][mt]))
+        return list(z.mem.iter_list(z.free_head[2, mt]))
 
     base = 0x400
     free_block(z, base + 0x8, 3, mt)
@@ -316,7 +316,7 @@ def test_no_tail_hint_at_pageblock_order_and_above():
     free_block(z, 0x2200, PAGEBLOCK_ORDER, mt)
     free_block(z, 0x1200, PAGEBLOCK_ORDER, mt)   # parent 0x1000/10's buddy 0x1400 is free,
     #                                              but the hint stops below order 9: head
-    assert list(z.mem.iter_list(z.free_head[PAGEBLOCK_ORDER][mt])) == [0x1200, 0x2200]
+    assert list(z.mem.iter_list(z.free_head[PAGEBLOCK_ORDER, mt])) == [0x1200, 0x2200]
 
 
 def test_merge_combines_up_to_max_order_and_clears_the_owner():
@@ -328,13 +328,30 @@ def test_merge_combines_up_to_max_order_and_clears_the_owner():
     for pfn in range(base, base + 1024):
         free_one_page(z, pfn, 0, MigrateType.MOVABLE)
     assert z.nr_free[MAX_ORDER] == 1 and z.free_pages == 1024
-    assert list(mem.iter_list(z.free_head[MAX_ORDER][MigrateType.MOVABLE])) == [base]
+    assert list(mem.iter_list(z.free_head[MAX_ORDER, MigrateType.MOVABLE])) == [base]
     assert mem.kind[base:base + 1024].count(KIND_NONE) == 1024
     assert mem.pstate[base] == MigrateType.MOVABLE << 4 | MAX_ORDER
     assert mem.pstate[base + 1:base + 1024].count(TAIL) == 1023
     # Order 10 is the largest block: its free buddy 0xc00/10 stays separate.
     free_block(z, base + 1024, MAX_ORDER, MigrateType.MOVABLE)
     assert z.nr_free[MAX_ORDER] == 2
+
+
+def test_free_area_counts_read_from_python_are_the_ones_the_lists_keep():
+    """`zone->free_area[order].nr_free` and its per-type counts are word arrays whose
+    typed views the compiled free-list paths update: Python reads the same counts, by
+    [order] and [order, mt], and they match the lists page for page."""
+    m = make_machine(ClaimRule.IN_USE_COUNT, pcp=False, dma32_mib=0)
+    z = m.zones[0]
+    carve(z)
+    mt = MigrateType.MOVABLE
+    before, before_mt = list(z.nr_free), z.nr_free_mt[3, mt]
+    free_one_page(z, 0x808, 3, mt)       # its buddy 0x800/3 is in use: no merge
+    assert list(z.nr_free) == [n + (o == 3) for o, n in enumerate(before)]
+    assert z.nr_free_mt[3, mt] == before_mt + 1
+    assert z.nr_free_by_type()[mt][3] == before_mt + 1
+    assert list(z.mem.iter_list(z.free_head[3, mt]))[0] == 0x808
+    assert_lists_match_counters(z)
 
 
 def test_merge_across_pageblocks_relabels_the_buddy_block_only_with_hygiene():
@@ -348,7 +365,7 @@ def test_merge_across_pageblocks_relabels_the_buddy_block_only_with_hygiene():
         free_block(z, 0x1200, PAGEBLOCK_ORDER, MigrateType.UNMOVABLE)
         free_block(z, 0x1000, PAGEBLOCK_ORDER, MigrateType.MOVABLE,
                    pageblocks=pb if pageblocks_arg else None)
-        assert list(z.mem.iter_list(z.free_head[MAX_ORDER][MigrateType.MOVABLE])) == [0x1000]
+        assert list(z.mem.iter_list(z.free_head[MAX_ORDER, MigrateType.MOVABLE])) == [0x1000]
         assert pb.get_pageblock_migratetype(0x1000) == MigrateType.MOVABLE
         assert pb.get_pageblock_migratetype(0x1200) == expect
 

@@ -290,11 +290,11 @@ def test_take_block_splits_around_the_target_as_break_down_buddy_pages():
     assert heads == {512: (9, 1), 256: (8, 1), 128: (7, 1), 64: (6, 1), 32: (5, 1),
                      16: (4, 1), 8: (3, 1), 0: (2, 1), 6: (1, 1), 4: (0, 1)}
     assert m.mem.pstate[5] == ALLOC
-    assert z.nr_free == [b + 1 for b in before[:MAX_ORDER]] + [before[MAX_ORDER] - 1]
+    assert list(z.nr_free) == [b + 1 for b in before[:MAX_ORDER]] + [before[MAX_ORDER] - 1]
     assert not take_block(z, 5, 0) and not take_block(z, 4, 1) and not take_block(z, 0, 3)
     assert not take_block(z, 6, 2)      # not aligned to its order
     free_one_page(z, 5, 0, MigrateType.MOVABLE)
-    assert z.nr_free == before
+    assert list(z.nr_free) == before
 
 
 def test_take_block_takes_pages_off_per_cpu_lists():
@@ -327,8 +327,8 @@ def _check_free_lists(m, held: dict[int, int]) -> None:
     for order in range(MAX_ORDER + 1):
         count = 0
         for mt in range(MIGRATE_TYPES):
-            entries = list(mem.iter_list(z.free_head[order][mt]))
-            assert len(entries) == z.nr_free_mt[order][mt]
+            entries = list(mem.iter_list(z.free_head[order, mt]))
+            assert len(entries) == z.nr_free_mt[order, mt]
             for pfn in entries:
                 assert mem.pstate[pfn] == (mt << 4) | order
                 buddy = pfn ^ (1 << order)

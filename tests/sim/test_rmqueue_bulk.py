@@ -32,7 +32,7 @@ def fragmented(seed: int, keep: float):
 def state(z):
     mem = z.mem
     return (bytes(mem.pstate), mem.nxt.tobytes(), mem.prv.tobytes(), list(z.nr_free),
-            [list(row) for row in z.nr_free_mt], z.free_pages)
+            z.nr_free_mt.tolist(), z.free_pages)
 
 
 @pytest.mark.parametrize("seed,keep", [(1, 0.0), (2, 0.3), (3, 0.7), (4, 0.95)])

@@ -287,8 +287,8 @@ def bare_zone():
     z = m.zones[0]
     for o in range(MAX_ORDER + 1):
         for mt in range(MIGRATE_TYPES):
-            while z.nr_free_mt[o][mt]:
-                del_page_from_free_list(z, z.mem.nxt[z.free_head[o][mt]], o, mt)
+            while z.nr_free_mt[o, mt]:
+                del_page_from_free_list(z, z.mem.nxt[z.free_head[o, mt]], o, mt)
     assert z.free_pages == 0
     return z
 

@@ -15,6 +15,7 @@ from compactsim.sim.page import ALLOC, PG_ISOLATED
 from compactsim.sim.page_alloc import free_pages, get_page_from_freelist
 from compactsim.sim.rng import RngStreams
 from compactsim.sim.run import run
+from compactsim.sim.sampling import migrated_by_kind
 from compactsim.sim.task import Task
 from compactsim.sim.zram import Zram
 from compactsim.sim.zsmalloc import (
@@ -251,7 +252,8 @@ def test_migrated_page_stays_in_its_zspage():
     assert proc.value[0] == 1
     pool = zram.pool
     assert pfn not in pool.by_pfn and pool.by_pfn[target].pfns == [target]
-    assert m.migrated == {"zsmalloc": 1} and pool.migrated == 1
+    assert migrated_by_kind(m) == {"anon": 0, "file": 0, "zsmalloc": 1, "balloon": 0}
+    assert pool.migrated == 1
     (h,) = list(pool.by_pfn[target].objs)
     free(zram, [h])
     assert m.mem.kind[target] == 0 and m.mem.pstate[target] != ALLOC
