@@ -5,27 +5,34 @@ pages: that commit copies the WAL into the file and syncs both before it returns
 the store's write lock is held, so whichever write crosses the mark (a part of a large
 trace, or a client's CreateRun) waits for a checkpoint and its fsyncs. Here the writing
 connection's automatic checkpoint is off, and a thread of the store's own, on a
-connection of its own, runs a PASSIVE checkpoint a short while after writes: it copies
-what it can without taking the write lock, so writes go on while it runs, and the WAL
-starts over at the next write once a checkpoint has copied all of it.
+connection of its own, runs a PASSIVE checkpoint a short while after writes once the WAL
+file holds 4 MB (SQLite's mark, 1000 pages of 4 KB: a lightly written store is not
+synced after every write): it copies what it can without taking the write lock, so
+writes go on while it runs, and the WAL starts over at the next write once a checkpoint
+has copied all of it.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import threading
 
 log = logging.getLogger(__name__)
 
+WAL_CHECKPOINT_BYTES = 1000 * 4096   # SQLite's automatic checkpoint mark
+
 
 class Checkpointer:
-    """Checkpoints, on the connection `conn` (its own, usable from any thread), at most
-    every `every_s` seconds while writes come (`wrote()` after each commit), and once more
-    after the last of them."""
+    """Checkpoints the WAL file `wal`, on the connection `conn` (its own, usable from any
+    thread), at most every `every_s` seconds while writes come (`wrote()` after each
+    commit) and once more after the last of them, whenever the file holds
+    WAL_CHECKPOINT_BYTES or more."""
 
-    def __init__(self, conn: sqlite3.Connection, every_s: float):
+    def __init__(self, conn: sqlite3.Connection, wal: str, every_s: float):
         self._conn = conn
+        self._wal = wal
         self._every_s = every_s
         self._pending = threading.Event()
         self._stopping = threading.Event()
@@ -43,6 +50,11 @@ class Checkpointer:
             if self._stopping.wait(self._every_s):
                 return
             self._pending.clear()
+            try:
+                if os.stat(self._wal).st_size < WAL_CHECKPOINT_BYTES:
+                    continue
+            except FileNotFoundError:
+                continue
             try:
                 self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
             except sqlite3.Error:   # the next write tries again; close() checkpoints all

@@ -62,7 +62,8 @@ class Database:
             schema.prepare(self._conn, self.path, max_bytes)
             self._conn.execute("PRAGMA wal_autocheckpoint=0")
             self._conn.execute(f"PRAGMA journal_size_limit={WAL_LIMIT}")
-            self._checkpointer = Checkpointer(self._new_reader(), checkpoint_every_s)
+            self._checkpointer = Checkpointer(self._new_reader(), self.path + "-wal",
+                                              checkpoint_every_s)
         except sqlite3.Error as e:
             self._conn.close()
             raise storage_error(e, self.path) from e

@@ -106,6 +106,20 @@ def test_no_write_waits_for_a_checkpoint(tmp_path):
     assert path.stat().st_size > 24 * len(PART)   # closing copied the WAL back
 
 
+def test_a_small_wal_is_left_until_it_reaches_sqlites_mark(tmp_path):
+    """As SQLite's own automatic checkpoint, the store's waits for 1000 pages (4 MB) of
+    WAL: a lightly written store is not copied and synced after every write."""
+    path = tmp_path / "runs.db"
+    with RunStore(path, checkpoint_every_s=0.01) as s:
+        before = path.stat().st_size
+        for seed in range(20):
+            s.create_run({"seed": seed})
+            time.sleep(0.01)
+        time.sleep(0.2)
+        assert path.stat().st_size == before
+        assert len(s.list_runs()[0]) == 20
+
+
 def test_the_wal_goes_back_into_the_file_while_writes_go_on(tmp_path):
     """The store's checkpointer copies the WAL into the file a short while after writes,
     from its own thread. A burst of writes grows the WAL (24 MB here); once a checkpoint
