@@ -193,6 +193,9 @@ def run_local(plan: Plan, out: Path, jobs: int | None = None,
     as each run finishes."""
     runs = arm_specs(plan)
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(runs)))
+    # Load the simulator here, once: the pool's workers fork from this process and start
+    # with it, instead of each importing it (0.1 s, a third of a short run).
+    import compactsim.sim.run  # noqa: F401
     with ProcessPoolExecutor(max_workers=jobs) as pool:
         futures = {pool.submit(simulate, raw): (arm, seed) for arm, seed, raw in runs}
         for fut in as_completed(futures):
