@@ -420,8 +420,7 @@ def buddy_merge_likely(z: Zone, pfn: int, buddy_pfn: int, order: int) -> bool:
 
 
 @cython.locals(pfn=cython.Py_ssize_t, order=cython.int, mt=cython.int, buddy=cython.Py_ssize_t,
-               start=cython.Py_ssize_t, end=cython.Py_ssize_t, s=cython.int, mem=MemMap,
-               pstate=cython.uchar[:])
+               start=cython.Py_ssize_t, end=cython.Py_ssize_t, s=cython.int, mem=MemMap)
 def free_one_page(z: Zone, pfn: int, order: int, mt: int, to_tail: bool = False,
                   pageblocks: Pageblocks | None = None) -> int:
     """__free_one_page: merge with free buddies up to MAX_ORDER; returns the final head.
@@ -432,7 +431,6 @@ def free_one_page(z: Zone, pfn: int, order: int, mt: int, to_tail: bool = False,
     the buddy's block keeps its label.
     """
     mem = z.mem
-    pstate = mem.pstate_v
     mem.kind_v[pfn] = KIND_NONE
     mem.flags_v[pfn] = 0
     mem.expire_v[pfn] = 0
@@ -442,24 +440,24 @@ def free_one_page(z: Zone, pfn: int, order: int, mt: int, to_tail: bool = False,
     while order < MAX_ORDER:
         if capc is not None and capc.wants(order, mt):
             capc.pfn = pfn
-            pstate[pfn] = ALLOC + order
+            mem.pstate_v[pfn] = ALLOC + order
             return pfn
         buddy = pfn ^ (1 << order)
         if not start <= buddy < end:
             break
-        s = pstate[buddy]
+        s = mem.pstate_v[buddy]
         if s >= 64 or (s & 15) != order:
             break
         del_page_from_free_list(z, buddy, order, s >> 4)
         if (pageblocks is not None and order >= PAGEBLOCK_ORDER
                 and pageblocks.get_pageblock_migratetype(buddy) != mt):
             pageblocks.change_pageblock_range(buddy, order, mt)
-        pstate[pfn] = TAIL
+        mem.pstate_v[pfn] = TAIL
         pfn &= buddy
         order += 1
     if capc is not None and capc.wants(order, mt):
         capc.pfn = pfn
-        pstate[pfn] = ALLOC + order
+        mem.pstate_v[pfn] = ALLOC + order
         return pfn
     if not to_tail:
         to_tail = buddy_merge_likely(z, pfn, pfn ^ (1 << order), order)

@@ -141,19 +141,17 @@ class Migration:
                 + c.tlb_flush_local_ns * 1e-3) * 1e-6
 
     @cython.locals(kind=cython.int, flags=cython.int, lru=cython.int, expire=cython.uint, m=Machine,
-                   mem=MemMap, pstate=cython.uchar[:], kinds=cython.uchar[:],
-                   pflags=cython.uchar[:], expires=cython.uint[:])
+                   mem=MemMap)
     def move(self, old: int, new: int) -> None:
         """Hand the page's identity to `new` and put it back where its owner keeps it."""
         m = self.m
         mem = m.mem
-        pstate, kinds, pflags, expires = mem.pstate_v, mem.kind_v, mem.flags_v, mem.expire_v
-        kind, flags, expire = kinds[old], pflags[old], expires[old]
+        kind, flags, expire = mem.kind_v[old], mem.flags_v[old], mem.expire_v[old]
         flags &= ~(PG_ISOLATED | PG_LOCKED | PG_WRITEBACK)
-        pstate[new] = ALLOC
-        kinds[new] = kind
-        pflags[new] = flags & ~PG_LRU
-        expires[new] = 0
+        mem.pstate_v[new] = ALLOC
+        mem.kind_v[new] = kind
+        mem.flags_v[new] = flags & ~PG_LRU
+        mem.expire_v[new] = 0
         self.migrated_v[kind] += 1
         if flags & PG_MOVABLE_OPS:
             # Driver pages stay on their driver's list while isolated: swap places.
@@ -170,9 +168,9 @@ class Migration:
                 add_page_to_lru(m, new, 1, lru)
         if expire and self.lifetimes is not None:
             self.lifetimes.schedule(new, expire)
-        kinds[old] = KIND_NONE
-        pflags[old] = 0
-        expires[old] = 0
+        mem.kind_v[old] = KIND_NONE
+        mem.flags_v[old] = 0
+        mem.expire_v[old] = 0
 
     def putback(self, pfn: int) -> bool:
         """putback_movable_pages for one page; False if its owner is gone (free it)."""

@@ -55,7 +55,9 @@ class MemMap:
     head or tail and deleting are O(1) without branches. Compiled, this is an extension
     type (sim/page.pxd): compiled modules that declare a MemMap index the arrays through
     the typed views `nxt_v` ... `expire_v` (the same memory) and call the list methods
-    as C functions.
+    as C functions. A function called once per page indexes `mem.nxt_v[...]` itself:
+    copying a view into a local takes and drops a reference to it with two atomic
+    instructions, which cost more than the list operation.
     """
 
     def __init__(self, nr_pages: int, nr_heads: int):
@@ -84,27 +86,24 @@ class MemMap:
         return head
 
     def list_add(self, head: int, idx: int) -> None:
-        nxt = self.nxt_v
-        first = nxt[head]
-        nxt[idx] = first
+        first = self.nxt_v[head]
+        self.nxt_v[idx] = first
         self.prv_v[idx] = head
         self.prv_v[first] = idx
-        nxt[head] = idx
+        self.nxt_v[head] = idx
 
     def list_add_tail(self, head: int, idx: int) -> None:
-        prv = self.prv_v
-        last = prv[head]
+        last = self.prv_v[head]
         self.nxt_v[idx] = head
-        prv[idx] = last
+        self.prv_v[idx] = last
         self.nxt_v[last] = idx
-        prv[head] = idx
+        self.prv_v[head] = idx
 
     def list_del(self, idx: int) -> None:
-        nxt, prv = self.nxt_v, self.prv_v
-        n = nxt[idx]
-        p = prv[idx]
-        nxt[p] = n
-        prv[n] = p
+        n = self.nxt_v[idx]
+        p = self.prv_v[idx]
+        self.nxt_v[p] = n
+        self.prv_v[n] = p
 
     def list_empty(self, head: int) -> bool:
         return self.nxt_v[head] == head

@@ -184,9 +184,8 @@ def free_unref_page(m: Machine, task: Task, z: Zone, pfn: int) -> Outcome:
 
 @cython.locals(pfn=cython.Py_ssize_t, zstart=cython.Py_ssize_t, zend=cython.Py_ssize_t,
                cpu=cython.Py_ssize_t, count=cython.Py_ssize_t, high=cython.Py_ssize_t,
-               mt=cython.int, pindex=cython.int, pstate=cython.uchar[:], kind=cython.uchar[:],
-               flags=cython.uchar[:], block_mt=bytearray, expire=cython.uint[:], mem=MemMap,
-               z=Zone, pcp=PerCpuPages)
+               mt=cython.int, pindex=cython.int, block_mt=bytearray, mem=MemMap, z=Zone,
+               pcp=PerCpuPages)
 def free_unref_page_commit(m: Machine, task: Task, pfns: list[int]) -> list[Outcome]:
     """free_unref_page_commit for each order-0 page of `pfns`, in order: the page goes on
     this CPU's pcp list of its pageblock's type (MOVABLE for the types without one), and
@@ -194,7 +193,6 @@ def free_unref_page_commit(m: Machine, task: Task, pfns: list[int]) -> list[Outc
     (free_pcppages_bulk); a zone without pcp lists takes the page at once. Returns the
     work done under zone->lock: one Outcome per drain or buddy free."""
     mem = m.mem
-    pstate, kind, flags, expire = mem.pstate_v, mem.kind_v, mem.flags_v, mem.expire_v
     block_mt = m.pageblocks.mt
     cpu = task.cpu
     locked: list[Outcome] = []
@@ -217,11 +215,11 @@ def free_unref_page_commit(m: Machine, task: Task, pfns: list[int]) -> list[Outc
             free_to_buddy(m, z, pfn, 0, mt)
             locked.append(Outcome(zone=z, work=WORK_BUDDY))
             continue
-        kind[pfn] = 0
-        flags[pfn] = 0
-        expire[pfn] = 0
+        mem.kind_v[pfn] = 0
+        mem.flags_v[pfn] = 0
+        mem.expire_v[pfn] = 0
         pindex = mt if mt < MIGRATE_PCPTYPES else MIGRATE_MOVABLE
-        pstate[pfn] = PCP + pindex
+        mem.pstate_v[pfn] = PCP + pindex
         lists[pindex].append(page)
         count += 1
         if count < high:

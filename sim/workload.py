@@ -270,8 +270,7 @@ class Workload:
                    code=cython.int, flags=cython.int, lru=cython.int, added=cython.Py_ssize_t,
                    due=cython.long,
                    now=cython.double, tick=cython.double, exp_mean=cython.double,
-                   u=cython.double, seconds=cython.double, kind=cython.uchar[:],
-                   flags_arr=cython.uchar[:], expire=cython.uint[:], base_flags=cython.int,
+                   u=cython.double, seconds=cython.double, base_flags=cython.int,
                    mem=MemMap, lifetimes=Lifetimes, plan=GroupPlan, random_states=cython.bint,
                    plan_lru=cython.int, driver_list=cython.int)
     def setup_pages(self, plan: "GroupPlan", pfns, order: int, rng,
@@ -282,7 +281,6 @@ class Workload:
         without, they go on their list at once."""
         m = self.m
         mem = m.mem
-        kind, flags_arr, expire = mem.kind_v, mem.flags_v, mem.expire_v
         code = plan.code
         nr = 1 << order
         life = plan.lifetime
@@ -304,7 +302,7 @@ class Workload:
         plan_lru, driver_list = plan.lru, plan.driver_list
         for page in pfns:               # `page` the list's own int object, passed on as is
             pfn = page
-            kind[pfn] = code
+            mem.kind_v[pfn] = code
             if life is not None:          # before the page states: I/O timers key on it
                 if exp_mean:
                     u = next(uniforms) if uniforms is not None else rng.random()
@@ -329,11 +327,11 @@ class Workload:
                 mem.list_add(nodes[pfn // node_pages].lists[driver_list], pfn)
                 if plan.balloon:
                     m.events["balloon_inflate"] += 1
-            flags_arr[pfn] = flags
+            mem.flags_v[pfn] = flags
         if batch is None:
             lru_add_drain(m, lru_batch)
         self.kernel.note(plan.name, plan.kernel_sources, len(pfns) << order,
-                         expire[pfns[-1]])
+                         mem.expire_v[pfns[-1]])
         return added
 
     @cython.locals(flags=cython.int)
