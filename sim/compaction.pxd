@@ -41,3 +41,4 @@ cdef class Compaction:
 
     cpdef bint tracing(self, str event) except -1
     cpdef bint fast_find_wanted(self, CompactControl cc) except -1
+    cpdef bint compact_trylock(self, CompactControl cc, SimLock lock) except -1

@@ -395,10 +395,11 @@ def isolate_pages(m: Machine, pfns: list[int]) -> None:
     and those on an LRU leave it (folio_isolate_lru -> lruvec_del_folio)."""
     flags = m.mem.flags_v
     on_lru = []
-    for pfn in pfns:
+    for page in pfns:               # the list's own int objects, passed on as they are
+        pfn = page
         f = flags[pfn]
         if f & PG_LRU:
-            on_lru.append(pfn)
+            on_lru.append(page)
         flags[pfn] = f | PG_ISOLATED
     del_pages_from_lru(m, on_lru)
 
@@ -459,11 +460,11 @@ class Compaction:
         yield lock.lock()
         return True
 
-    @cython.locals(lock=SimLock)
-    def _hold(self, lock, seconds: float):
-        """Keep `lock` for the critical section's `seconds`, then release it."""
-        yield self.env.timeout(seconds)
-        lock.unlock()
+    def compact_trylock(self, cc: CompactControl, lock) -> bool:
+        """compact_lock_irqsave's common case, asked before its generator is made: nothing
+        to settle, and the lock taken at once. A failed trylock changes nothing, so the
+        generator then tries again as it would have."""
+        return cc.task.debt <= 0 and lock.trylock()
 
     # --- the migrate scanner ----------------------------------------------------------
 
@@ -646,7 +647,9 @@ class Compaction:
         if block_end > cc.free_pfn:
             return ISOLATE_NONE
         node = self.m.nodes[z.node_id]
-        ok = yield from self.compact_lock_irqsave(cc, node.lru_lock)
+        ok = self.compact_trylock(cc, node.lru_lock)
+        if not ok:
+            ok = yield from self.compact_lock_irqsave(cc, node.lru_lock)
         if not ok:
             return ISOLATE_ABORT
         start = low
@@ -654,7 +657,8 @@ class Compaction:
         cc.total_migrate_scanned += scanned
         hold = (visited * self.costs.migrate_scan_page_ns * 1e-9
                 + len(cc.migratepages) * self.costs.isolate_page_ns * 1e-9)
-        yield from self._hold(node.lru_lock, hold)
+        yield self.env.timeout(hold)        # the critical section, lock held
+        node.lru_lock.unlock()
         if self.tracing("mm_compaction_isolate_migratepages"):
             self._trace(cc.task, "mm_compaction_isolate_migratepages",
                         ct.fmt_isolate, start, stop, scanned, len(cc.migratepages))
@@ -688,7 +692,8 @@ class Compaction:
             yield from settle(self.env, cc.task)
         if not lock.trylock():
             yield lock.lock()
-        yield from self._hold(lock, seconds)
+        yield self.env.timeout(seconds)
+        lock.unlock()
 
     @cython.locals(pfn=cython.Py_ssize_t)
     def fast_find_wanted(self, cc: CompactControl) -> bool:
@@ -976,7 +981,9 @@ class Compaction:
             block_end = min(block_start + PAGEBLOCK_NR_PAGES, z.zone_end_pfn)
             cc.task.debt += skipped * 5e-9
             skipped = 0
-            ok = yield from self.compact_lock_irqsave(cc, z.lock)
+            ok = self.compact_trylock(cc, z.lock)
+            if not ok:
+                ok = yield from self.compact_lock_irqsave(cc, z.lock)
             if not ok:
                 cc.free_pfn = isolate_start
                 return
@@ -987,7 +994,8 @@ class Compaction:
             # Cost per pfn stepped on; an isolated block's pages cost their isolation.
             hold = (max(scanned - isolated, 1) * self.costs.free_scan_page_ns * 1e-9
                     + isolated * self.costs.isolate_page_ns * 1e-9)
-            yield from self._hold(z.lock, hold)
+            yield self.env.timeout(hold)    # the critical section, zone->lock held
+            z.lock.unlock()
             self.m.events["compact_isolated"] += isolated
             if self.tracing("mm_compaction_isolate_freepages"):
                 self._trace(cc.task, "mm_compaction_isolate_freepages",

@@ -242,18 +242,19 @@ class Migration:
                 cpu = wait = 0.0
                 shootdowns = 0
                 for i in range(len(pending)):
-                    pfn = pending[i]
+                    page = pending[i]       # the list's own int object, passed on as is
+                    pfn = page
                     rc, waited = self.unmap_and_move_rc(pfn, pass_mode, force, memalloc)
                     wait += waited
                     if rc == RELEASED:
-                        freed.append(pfn)
+                        freed.append(page)
                         succeeded += 1
                         continue
                     if rc == EAGAIN:
-                        retry.append(pfn)
+                        retry.append(page)
                         continue
                     if rc != MIGRATEPAGE_SUCCESS:
-                        permanent.append(pfn)
+                        permanent.append(page)
                         continue
                     if targets:
                         target = targets.pop()
@@ -274,7 +275,7 @@ class Migration:
                         cpu += cost_lru
                         shootdowns += 1
                     self.move(pfn, target)
-                    freed.append(pfn)
+                    freed.append(page)
                     succeeded += 1
                 if freed:
                     free_sources(freed)
