@@ -125,7 +125,7 @@ def rmqueue_smallest(z: Zone, order: int, mt: int) -> int:
 @cython.locals(mem=MemMap, nxt=cython.int[:], prv=cython.int[:], head=cython.int,
                pfn=cython.Py_ssize_t, k=cython.Py_ssize_t, pos=cython.Py_ssize_t, h=cython.int,
                i=cython.Py_ssize_t, low=cython.int, o=cython.int, mt_heads=list,
-               nr_free_mt=cython.Py_ssize_t[:, ::1], heads=cython.Py_ssize_t[:, ::1])
+               nr_free_mt=cython.Py_ssize_t[:, ::1], heads=cython.Py_ssize_t[:, ::1], z=Zone)
 def rmqueue_smallest_pages(z: Zone, mt: int, n: int) -> list[int]:
     """Up to `n` order-0 pages as successive `rmqueue_smallest(z, 0, mt)` calls hand them
     out, stopping when the smallest block would have to be found elsewhere ([] when `mt`'s
@@ -170,6 +170,7 @@ def rmqueue_smallest_pages(z: Zone, mt: int, n: int) -> list[int]:
     return list(range(pfn, pfn + k))
 
 
+@cython.locals(z=Zone, order=cython.int)
 def find_suitable_fallback(z: Zone, order: int, start_mt: int, only_stealable: bool
                            ) -> tuple[int, bool]:
     """(fallback migratetype or -1, can_steal) at exactly `order`."""
