@@ -57,8 +57,8 @@ class Checkpointer:
                 continue
             try:
                 self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-            except sqlite3.Error:   # the next write tries again; close() checkpoints all
-                log.exception("checkpoint of the store's WAL")
+            except sqlite3.Error as e:   # the next write tries again; close() does all
+                log.warning("checkpoint of the store's WAL: %s", e)
 
     def stop(self) -> None:
         """End the thread (the store's close then checkpoints what is left, on the writing
