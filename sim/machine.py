@@ -30,7 +30,7 @@ from compactsim.sim.tracepoint import TraceBuffer
 from compactsim.sim.vmstat import new_events
 from compactsim.sim.zone import (WMARK_HIGH, Zone, calculate_min_free_kbytes, recommended_min_free_kbytes,
                       pageset_high, setup_per_zone_lowmem_reserve, setup_per_zone_wmarks,
-                      zone_batchsize, zone_highsize)
+                      words, zone_batchsize, zone_highsize)
 
 # Per-node list heads: LRU lists (node-wide lruvec) and driver page lists.
 LRU_ANON, LRU_FILE, LRU_UNEVICTABLE, LIST_ZSPAGES, LIST_BALLOON = range(5)
@@ -83,7 +83,7 @@ class Machine:
     lru_sizes: array
     zonelists: list[list[Zone]] = cython.dataclasses.field(default_factory=list)  # per node
     # Pages migration moved, by the kind code they had (sim/page.py KIND_CODE).
-    migrated: array = cython.dataclasses.field(default_factory=lambda: array("q", bytes(8 * 256)))
+    migrated: memoryview = cython.dataclasses.field(default_factory=lambda: words(256))
     # Derived, for the per-page paths: pages per node, and typed views of the list table.
     node_pages: int = cython.dataclasses.field(init=False, repr=False, compare=False)
     lru_heads_v: array = cython.dataclasses.field(init=False, repr=False, compare=False)

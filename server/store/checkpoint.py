@@ -22,6 +22,14 @@ import threading
 log = logging.getLogger(__name__)
 
 WAL_CHECKPOINT_BYTES = 1000 * 4096   # SQLite's automatic checkpoint mark
+WAL_LIMIT = 16 << 20                 # bytes the WAL file is cut back to when it starts over
+
+
+def prepare_writer(conn: sqlite3.Connection) -> None:
+    """The writing connection's side: it never checkpoints (a `Checkpointer` does), and
+    the WAL file is cut back to WAL_LIMIT when it starts over after a burst."""
+    conn.execute("PRAGMA wal_autocheckpoint=0")
+    conn.execute(f"PRAGMA journal_size_limit={WAL_LIMIT}")
 
 
 class Checkpointer:

@@ -28,10 +28,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from compactsim.server.store import schema
-from compactsim.server.store.checkpoint import Checkpointer
+from compactsim.server.store.checkpoint import Checkpointer, prepare_writer
 from compactsim.server.store.errors import StoreClosed, StoreError, storage_error
-
-WAL_LIMIT = 16 << 20   # bytes the WAL file is cut back to when it starts over
 
 
 class Database:
@@ -60,8 +58,7 @@ class Database:
             raise storage_error(e, self.path) from e
         try:
             schema.prepare(self._conn, self.path, max_bytes)
-            self._conn.execute("PRAGMA wal_autocheckpoint=0")
-            self._conn.execute(f"PRAGMA journal_size_limit={WAL_LIMIT}")
+            prepare_writer(self._conn)
             self._checkpointer = Checkpointer(self._new_reader(), self.path + "-wal",
                                               checkpoint_every_s)
         except sqlite3.Error as e:

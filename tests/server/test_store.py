@@ -33,7 +33,7 @@ from compactsim.server.store import (
     StoreError,
     StoreFull,
     WrongState,
-    database,
+    checkpoint,
     listing,
     schema,
 )
@@ -140,7 +140,7 @@ def test_the_wal_goes_back_into_the_file_while_writes_go_on(tmp_path):
         for part in range(24, 36):   # more parts, each after a pause
             time.sleep(0.1)
             s.put_report_part(run.id, "trace", part, PART)
-        assert wal.stat().st_size < database.WAL_LIMIT + 4 * len(PART)
+        assert wal.stat().st_size < checkpoint.WAL_LIMIT + 4 * len(PART)
         assert s.get_report(run.id, "trace") == PART * 36
 
 
